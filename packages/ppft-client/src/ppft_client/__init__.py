@@ -1,0 +1,5 @@
+"""ppft_client."""
+
+from .version import __version__
+
+__all__ = ["__version__"]

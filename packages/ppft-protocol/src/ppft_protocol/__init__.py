@@ -1,0 +1,90 @@
+"""ppft-protocol: the sans-I/O wire protocol of ppft.
+
+Framing, versioning, the HMAC-SHA256 handshake, the ChaCha20-Poly1305 sealed channel and the message schema,
+as a state machine that takes bytes in and gives events and bytes out (see `Connection`). It does no I/O,
+starts no thread, reads no clock and never unpickles: the worker, client and server packages do the I/O.
+The full specification, with byte layouts and test vectors, is docs/protocol.md.
+"""
+
+from .connection import (
+    DEFAULT_MAX_FRAME_SIZE,
+    HANDSHAKE_MAX_FRAME_SIZE,
+    PROTOCOL_VERSIONS,
+    Closed,
+    Connection,
+    Established,
+    Event,
+)
+from .errors import (
+    AuthenticationError,
+    DecodeError,
+    FrameTooLarge,
+    IntegrityError,
+    LegacyPeerError,
+    LocalProtocolError,
+    PPFTError,
+    ProtocolError,
+    ProtocolMismatchError,
+    RemoteProtocolError,
+)
+from .handshake import Role, State
+from .messages import (
+    Auth,
+    AuthFailed,
+    AuthOk,
+    Blob,
+    Bye,
+    Cancel,
+    FunctionBody,
+    Heartbeat,
+    Hello,
+    Job,
+    JobBatch,
+    Message,
+    NodeInfo,
+    Result,
+    ResultBatch,
+    StatsReply,
+    StatsRequest,
+)
+from .version import __version__
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HANDSHAKE_MAX_FRAME_SIZE",
+    "PROTOCOL_VERSIONS",
+    "Auth",
+    "AuthFailed",
+    "AuthOk",
+    "AuthenticationError",
+    "Blob",
+    "Bye",
+    "Cancel",
+    "Closed",
+    "Connection",
+    "DecodeError",
+    "Established",
+    "Event",
+    "FrameTooLarge",
+    "FunctionBody",
+    "Heartbeat",
+    "Hello",
+    "IntegrityError",
+    "Job",
+    "JobBatch",
+    "LegacyPeerError",
+    "LocalProtocolError",
+    "Message",
+    "NodeInfo",
+    "PPFTError",
+    "ProtocolError",
+    "ProtocolMismatchError",
+    "RemoteProtocolError",
+    "Result",
+    "ResultBatch",
+    "Role",
+    "State",
+    "StatsReply",
+    "StatsRequest",
+    "__version__",
+]

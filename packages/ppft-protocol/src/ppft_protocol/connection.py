@@ -1,0 +1,305 @@
+"""`Connection`: the one public driver of the protocol, one per endpoint.
+
+Sans-I/O, after h11: the owner reads bytes from wherever it likes and hands them to `receive_data`, which
+returns events; it writes whatever `data_to_send` returns. No sockets, threads, clocks or pickle here, so
+the whole protocol can be fuzzed, embedded and tested in one process.
+
+    conn = Connection(Role.CLIENT, secret)
+    sock.sendall(conn.data_to_send())                 # opening + Hello, sent at once
+    for event in conn.receive_data(sock.recv(65536)):
+        if isinstance(event, Established): conn.send(JobBatch(...)); sock.sendall(conn.data_to_send())
+
+Any `ProtocolError` leaves the connection CLOSED; `data_to_send()` may still hold one last frame (a server
+refusing a wrong secret has queued its `AuthFailed`), which the owner should flush before closing.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from . import channel, framing
+from .errors import (
+    AuthenticationError,
+    LocalProtocolError,
+    ProtocolError,
+    ProtocolMismatchError,
+    RemoteProtocolError,
+)
+from .handshake import OPENING, TRANSITIONS, Role, State
+from .messages import (
+    Auth,
+    AuthFailed,
+    AuthOk,
+    Bye,
+    Hello,
+    Message,
+    decode_message,
+    encode_message,
+)
+from .version import __version__
+
+__all__ = [
+    "DEFAULT_MAX_FRAME_SIZE",
+    "HANDSHAKE_MAX_FRAME_SIZE",
+    "PROTOCOL_VERSIONS",
+    "Closed",
+    "Connection",
+    "Established",
+    "Event",
+]
+
+PROTOCOL_VERSIONS = (1, 1)
+"""The protocol versions this implementation speaks (lowest, highest)."""
+
+HANDSHAKE_MAX_FRAME_SIZE = 4096
+"""Frame size cap before the peer is authenticated."""
+
+DEFAULT_MAX_FRAME_SIZE = 1 << 30
+"""Default frame size cap after authentication (1 GiB); `max_frame_size=` changes it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Established:
+    """The handshake finished: both sides proved the secret. Messages may be sent from now on."""
+
+    version: int
+    sealed: bool
+    peer_comment: str
+
+
+@dataclass(frozen=True, slots=True)
+class Closed:
+    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary)."""
+
+    reason: str
+
+
+Event = Message | Established | Closed
+
+
+class Connection:
+    """One endpoint of a ppft protocol connection."""
+
+    def __init__(
+        self,
+        role: Role,
+        secret: bytes | str,
+        *,
+        versions: tuple[int, int] = PROTOCOL_VERSIONS,
+        allow_plain: bool = False,
+        max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
+        nonce: bytes | None = None,
+        comment: str = f"ppft {__version__}; not compatible with ppft 1.x",
+    ) -> None:
+        """`allow_plain`: agree to an unsealed channel (used only if the peer agrees too).
+        `nonce`: a fixed nonce, for test vectors only; left out, 32 fresh random bytes."""
+        if isinstance(secret, str):
+            secret = secret.encode("utf-8")
+        if not secret:
+            raise LocalProtocolError("the secret must not be empty")
+        if nonce is not None and len(nonce) != channel.NONCE_SIZE:
+            raise LocalProtocolError(f"nonce must be {channel.NONCE_SIZE} bytes")
+        self.role = role
+        self.state = State.AWAIT_OPENING
+        self.versions = versions
+        self.version = 0
+        self.sealed = False
+        self.max_frame_size = max_frame_size
+        self.peer_comment = ""
+        self._secret = secret
+        self._auth_key = channel.auth_key(secret)
+        self._flags = Hello.FLAG_ALLOW_PLAIN if allow_plain else 0
+        self._nonce = nonce if nonce is not None else os.urandom(channel.NONCE_SIZE)
+        self._peer_hello: Hello | None = None
+        self._decoder = framing.FrameDecoder(HANDSHAKE_MAX_FRAME_SIZE)
+        self._decoder.single = True
+        self._sealer: channel.Sealer | None = None
+        self._opener: channel.Opener | None = None
+        self._out: list[bytes | memoryview] = [framing.encode_opening(versions[0], versions[1], comment)]
+        self._send_frame(Hello(self._nonce, self._flags))
+
+    # -- public API ------------------------------------------------------------------------------------
+
+    def data_to_send(self) -> bytes:
+        """Every byte queued for the peer since the last call (may be empty)."""
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self._out = []
+        return bytes(data)
+
+    def send(self, message: Message) -> None:
+        """Queue `message` for the peer. Only handshake-free messages, and only once ESTABLISHED."""
+        if self.state is not State.ESTABLISHED:
+            name = type(message).__name__
+            raise LocalProtocolError(f"cannot send {name}: the connection is {self.state.value}")
+        if isinstance(message, (Hello, Auth, AuthOk, AuthFailed)):
+            raise LocalProtocolError(f"{type(message).__name__} belongs to the handshake, which is over")
+        self._send_frame(message)
+        if isinstance(message, Bye):
+            self.state = State.CLOSED
+
+    def receive_data(self, data: bytes | memoryview) -> list[Event]:
+        """Events completed by `data`; `data` empty means the peer closed its end.
+
+        Large payload fields of the events may be views of `data`: pass bytes, or never reuse the buffer.
+        """
+        if self.state is State.CLOSED:
+            raise LocalProtocolError("receive_data on a closed connection")
+        try:
+            if not data:
+                return self._eof()
+            if self.state is State.AWAIT_OPENING:
+                return self._receive_opening(data)
+            return self._handle_frames(self._decoder.feed(data))
+        except ProtocolError:
+            self.state = State.CLOSED
+            raise
+
+    # -- internals -------------------------------------------------------------------------------------
+
+    def _send_frame(self, message: Message) -> None:
+        parts = encode_message(message)
+        sealer = self._sealer
+        if sealer is None:
+            size = 0
+            for part in parts:
+                size += len(part)
+            self._out.append(framing.encode_frame_header(message.TYPE, size))
+            self._out.extend(parts)
+        else:
+            plaintext = b"".join(parts)
+            header = framing.encode_frame_header(message.TYPE, len(plaintext) + channel.TAG_SIZE)
+            self._out.append(header)
+            self._out.append(sealer.seal(header, plaintext))
+
+    def _advance(self, received: str) -> State:
+        new = TRANSITIONS.get((self.role, self.state, received))
+        if new is None:
+            what = "the opening" if received == OPENING else received
+            raise RemoteProtocolError(
+                f"peer sent {what} while this {self.role.value} is in state {self.state.value}: "
+                f"{'refused before authentication' if self.state is not State.ESTABLISHED else 'unexpected'}"
+            )
+        self.state = new
+        return new
+
+    def _eof(self) -> list[Event]:
+        state = self.state
+        self.state = State.CLOSED
+        if state is State.AWAIT_OPENING and self.role is Role.SERVER and not self._decoder.in_frame:
+            raise RemoteProtocolError(
+                "peer closed the connection before sending its opening (a ppft 1.x client does this "
+                "after a version mismatch: upgrade it to ppft >= 2)"
+            )
+        if state is not State.ESTABLISHED:
+            raise RemoteProtocolError(f"peer closed the connection during the handshake ({state.value})")
+        if self._decoder.in_frame:
+            raise RemoteProtocolError(
+                f"peer closed the connection in the middle of a frame ({self._decoder.buffered} bytes "
+                f"of it received): the last frame is truncated"
+            )
+        return [Closed("peer closed the connection")]
+
+    def _receive_opening(self, data: bytes | memoryview) -> list[Event]:
+        text, rest = self._decoder.feed_opening(data)
+        if text is None:
+            return []
+        opening = framing.parse_opening(text)
+        low = max(opening.min_version, self.versions[0])
+        high = min(opening.max_version, self.versions[1])
+        if low > high:
+            raise ProtocolMismatchError(
+                f"no common protocol version: this {self.role.value} speaks ppft-protocol "
+                f"{self.versions[0]}-{self.versions[1]}, the peer speaks "
+                f"{opening.min_version}-{opening.max_version} ({opening.comment}); "
+                f"upgrade the older side"
+            )
+        self.version = high
+        self.peer_comment = opening.comment
+        self._advance(OPENING)
+        return self._handle_frames(self._decoder.feed(rest)) if rest else []
+
+    def _handle_frames(self, frames: list[tuple[int, memoryview]]) -> list[Event]:
+        events: list[Event] = []
+        while frames:
+            was_single = self._decoder.single
+            for ftype, frame_body in frames:
+                if self.state is State.ESTABLISHED:
+                    body = frame_body
+                    opener = self._opener
+                    if opener is not None:
+                        header = framing.encode_frame_header(ftype, len(body))
+                        body = memoryview(opener.open(header, body))
+                    message = decode_message(ftype, body)
+                    events.append(message)
+                    if isinstance(message, Bye):
+                        self.state = State.CLOSED
+                        events.append(Closed(message.reason or "peer said bye"))
+                        return events
+                elif self.state is State.CLOSED:
+                    return events
+                else:
+                    event = self._handshake_frame(decode_message(ftype, frame_body))
+                    if event is not None:
+                        events.append(event)
+            if self.state is State.ESTABLISHED:
+                self._decoder.single = False  # from here on the cap is fixed: take frames in bulk
+            frames = self._decoder.pending() if was_single and self.state is not State.CLOSED else []
+        return events
+
+    def _handshake_frame(self, message: Message) -> Established | None:
+        self._advance(type(message).__name__)
+        if isinstance(message, Hello):
+            self._peer_hello = message
+            if self.role is Role.CLIENT:
+                self._send_frame(Auth(self._proof(Role.CLIENT)))
+            return None
+        if isinstance(message, Auth):
+            if not channel.verify_proof(self._proof(Role.CLIENT), message.proof):
+                self._send_frame(AuthFailed())
+                self.state = State.CLOSED
+                raise AuthenticationError(
+                    "client failed to prove it knows the secret: the secrets differ; nothing from this "
+                    "peer is accepted"
+                )
+            self._send_frame(AuthOk(self._proof(Role.SERVER)))
+            return self._establish()
+        if isinstance(message, AuthOk):
+            if not channel.verify_proof(self._proof(Role.SERVER), message.proof):
+                raise AuthenticationError(
+                    "server failed to prove it knows the secret: the secrets differ (or something "
+                    "impersonates the server); nothing was sent to it"
+                )
+            return self._establish()
+        assert isinstance(message, AuthFailed)
+        raise AuthenticationError(
+            f"server refused our proof ({message.reason}): the client's and the server's secrets differ; "
+            f"use the same secret on both (secret=, ppserver -s, PPFT_SECRET or ~/.ppft/secret)"
+        )
+
+    def _nonces(self) -> tuple[bytes, bytes, int, int]:
+        peer = self._peer_hello
+        assert peer is not None
+        if self.role is Role.CLIENT:
+            return self._nonce, peer.nonce, self._flags, peer.flags
+        return peer.nonce, self._nonce, peer.flags, self._flags
+
+    def _proof(self, role: Role) -> bytes:
+        nonce_c, nonce_s, flags_c, flags_s = self._nonces()
+        return channel.proof(self._auth_key, role.value, self.version, nonce_c, nonce_s, flags_c, flags_s)
+
+    def _establish(self) -> Established:
+        nonce_c, nonce_s, flags_c, flags_s = self._nonces()
+        plain = bool(flags_c & flags_s & Hello.FLAG_ALLOW_PLAIN)
+        if not plain:
+            c2s, s2c = channel.session_keys(self._secret, self.version, nonce_c, nonce_s)
+            mine, theirs = (c2s, s2c) if self.role is Role.CLIENT else (s2c, c2s)
+            self._sealer = channel.Sealer(mine)
+            self._opener = channel.Opener(theirs)
+        self.sealed = not plain
+        self._decoder.authenticated = True
+        self._decoder.set_limit(self.max_frame_size)
+        return Established(self.version, self.sealed, self.peer_comment)

@@ -1,0 +1,66 @@
+"""The handshake state machine: who may send what, in which state, before a connection is established.
+
+Theory of operation
+-------------------
+
+A connection has two endpoints, the one that opened it (CLIENT) and the one that accepted it (SERVER).
+Both speak first and at once, so the handshake costs two round trips on the wire:
+
+    CLIENT                                         SERVER
+      | -- opening (versions), Hello(nonce_c) -->    |
+      | <-- opening (versions), Hello(nonce_s) --    |    both: highest common version, or mismatch
+      | -- Auth(proof_c) ----------------------->    |    server checks proof_c in constant time
+      | <-- AuthOk(proof_s) --- or AuthFailed ---    |    client checks proof_s
+      |      ESTABLISHED: sealed frames both ways    |
+
+Rules this file is the one home of:
+
+1. Every transition is in `TRANSITIONS`: (role, state, what arrived) -> next state. Anything not in the
+   table is a `RemoteProtocolError`, which is how "a job before authentication" is refused: no job, body or
+   payload event can leave the machine before the state is ESTABLISHED.
+2. The machine does not trust the peer to follow its role: a client that sends AuthOk, or a server that
+   sends Auth, finds no entry and is refused.
+3. A server whose peer fails to prove the secret answers with exactly one `AuthFailed` and then CLOSED;
+   a client that receives `AuthFailed`, or a server proof that does not verify, is CLOSED as well.
+
+The machine is pure: the `Connection` feeds it inputs and sends what it returns.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["OPENING", "TRANSITIONS", "Role", "State"]
+
+
+class Role(enum.Enum):
+    """Which end of the connection this is: the side that dialled (CLIENT) or that accepted (SERVER)."""
+
+    CLIENT = "client"
+    SERVER = "server"
+
+
+class State(enum.Enum):
+    """Where a connection is in its life."""
+
+    AWAIT_OPENING = "await-opening"  # our opening is sent; the peer's has not arrived
+    AWAIT_HELLO = "await-hello"  # versions agreed; waiting for the peer's nonce
+    AWAIT_AUTH = "await-auth"  # server: waiting for the client's proof
+    AWAIT_AUTH_OK = "await-auth-ok"  # client: proof sent, waiting for the verdict and the server's proof
+    ESTABLISHED = "established"  # both proofs verified: messages may flow
+    CLOSED = "closed"  # finished, refused or broken: nothing more is accepted
+
+
+OPENING = "opening"
+"""The input name of the peer's opening line (every other input is a message class name)."""
+
+TRANSITIONS: dict[tuple[Role, State, str], State] = {
+    (Role.CLIENT, State.AWAIT_OPENING, OPENING): State.AWAIT_HELLO,
+    (Role.CLIENT, State.AWAIT_HELLO, "Hello"): State.AWAIT_AUTH_OK,
+    (Role.CLIENT, State.AWAIT_AUTH_OK, "AuthOk"): State.ESTABLISHED,
+    (Role.CLIENT, State.AWAIT_AUTH_OK, "AuthFailed"): State.CLOSED,
+    (Role.SERVER, State.AWAIT_OPENING, OPENING): State.AWAIT_HELLO,
+    (Role.SERVER, State.AWAIT_HELLO, "Hello"): State.AWAIT_AUTH,
+    (Role.SERVER, State.AWAIT_AUTH, "Auth"): State.ESTABLISHED,
+}
+"""(role, state, input) -> next state, for every state before ESTABLISHED."""

@@ -1,0 +1,5 @@
+"""ppft_server."""
+
+from .version import __version__
+
+__all__ = ["__version__"]
