@@ -1,5 +1,36 @@
-"""ppft_client."""
+"""ppft-client: ppft's job server as a library.
 
+`Server` (ppft 1.7's classic API), `Job` (a `concurrent.futures.Future`), `Template`, `Executor` (a real
+`concurrent.futures.Executor`), and the scheduler behind them: one I/O thread feeding local worker processes
+(and, through the same node interface, remote ppservers).
+"""
+
+from .errors import (
+    DestroyedServerError,
+    NodeLostError,
+    RemoteJobError,
+    RemoteTraceback,
+    ResultDecodeError,
+    WorkerLostError,
+)
+from .executor import Executor
+from .job import Job
+from .server import Server
+from .stats import Statistics
+from .template import Template
 from .version import __version__
 
-__all__ = ["__version__"]
+__all__ = [
+    "DestroyedServerError",
+    "Executor",
+    "Job",
+    "NodeLostError",
+    "RemoteJobError",
+    "RemoteTraceback",
+    "ResultDecodeError",
+    "Server",
+    "Statistics",
+    "Template",
+    "WorkerLostError",
+    "__version__",
+]

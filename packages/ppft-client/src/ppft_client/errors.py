@@ -1,0 +1,48 @@
+"""The client's exceptions, all under `ppft_protocol.PPFTError`."""
+
+from __future__ import annotations
+
+from ppft_protocol import PPFTError
+from ppft_worker.errors import WorkerLostError
+
+__all__ = [
+    "DestroyedServerError",
+    "NodeLostError",
+    "RemoteJobError",
+    "RemoteTraceback",
+    "ResultDecodeError",
+    "WorkerLostError",
+]
+
+
+class DestroyedServerError(PPFTError):
+    """The `Server` was destroyed: it takes no more jobs, and jobs it had not finished will never finish."""
+
+
+class NodeLostError(PPFTError):
+    """A remote node was lost while it held the job, and the job could not be finished anywhere else."""
+
+
+class RemoteJobError(PPFTError):
+    """A job raised an exception that could not be rebuilt here (it did not pickle, or its class does not
+    import in this process); `remote_type` names its class and the remote traceback is its `__cause__`."""
+
+    def __init__(self, remote_type: str, message: str) -> None:
+        super().__init__(f"{remote_type}: {message}")
+        self.remote_type = remote_type
+
+
+class ResultDecodeError(PPFTError):
+    """A job's return value arrived but cannot be unpickled in this process (say, its class does not
+    import here). The server keeps working; only this job's value is lost."""
+
+
+class RemoteTraceback(Exception):
+    """Carries the formatted traceback of the worker as the `__cause__` of a re-raised job exception."""
+
+    def __init__(self, tb: str) -> None:
+        super().__init__(tb)
+        self.tb = tb
+
+    def __str__(self) -> str:
+        return f'\n"""\n{self.tb}"""'

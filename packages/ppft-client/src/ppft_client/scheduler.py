@@ -1,0 +1,231 @@
+"""The scheduler: one I/O thread that moves jobs from `submit` to the nodes and results back.
+
+    submit() --append--> queue (deque) --wake--> I/O thread: Loop.on_idle = dispatch
+        dispatch: each node, local pool first, takes what its windows allow from the queue head
+    node --results--> I/O thread: complete futures (no callbacks) --> waiters wake up
+                                   \\-> callback thread: classic callback, then done-callbacks
+    node lost/worker died --> in-flight jobs back to the queue front (the pool decides retries)
+
+Stages:
+
+* `submit` (any thread) does the per-job work that must happen once: the function body (cached per function
+  object), the pickled arguments and the `Job` future; then it appends to a deque and wakes the loop, which
+  costs a syscall only when the loop is asleep. No lock is held on the hot path but the one that keeps the
+  group counters (for `wait`) and the destroyed flag consistent.
+* The I/O thread (`ppft-io`) owns every pipe and socket through one `Loop`. After each round of events it
+  dispatches: nodes pull jobs from the queue head into their windows, in batches.
+* Results complete their futures on the I/O thread, which costs a lock and a notify per job and nothing of
+  the user's: values are unpickled by whoever asks for them. A job with a classic `callback`, or with
+  done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never stalls
+  dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
+* If the I/O thread itself fails, every unfinished job fails with the reason: nothing waits forever.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from ppft_protocol import PPFTError, Result
+from ppft_worker.loop import Loop
+from ppft_worker.pool import Task, WorkerPool
+
+from .errors import DestroyedServerError, WorkerLostError
+from .job import Job
+
+__all__ = ["Scheduler"]
+
+log = logging.getLogger("ppft.scheduler")
+
+
+class _CallbackThread:
+    """Runs user callbacks in order, off the I/O thread; started on first use."""
+
+    def __init__(self, on_done: Callable[[list[Job]], None]) -> None:
+        self._queue: deque[tuple[Job, Result | None, str]] = deque()
+        self._event = threading.Event()
+        self._on_done = on_done
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def put(self, items: list[tuple[Job, Result | None, str]]) -> None:
+        self._queue.extend(items)
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="ppft-callbacks", daemon=True)
+            self._thread.start()
+        self._event.set()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stopping = True
+        self._event.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        queue = self._queue
+        while True:
+            self._event.wait()
+            self._event.clear()
+            while queue:
+                job, result, node = queue.popleft()
+                try:
+                    if result is not None:
+                        job._complete_with_callback(result, node)
+                    else:
+                        job._run_done_callbacks()
+                except Exception:
+                    log.exception("a callback of job %d raised; the job itself is finished", job.tid)
+                if result is not None:
+                    self._on_done([job])
+            if self._stopping and not queue:
+                return
+
+
+class Scheduler:
+    """Queue, I/O thread and nodes behind one `Server`."""
+
+    def __init__(self, ncpus: int, *, restart: bool = False) -> None:
+        self.loop = Loop()
+        self.queue: deque[Task] = deque()
+        self.exiting = False
+        self.broken: BaseException | None = None
+        self._lock = threading.Condition()
+        self._pending: dict[str, int] = {}
+        self._total = 0
+        self.pool = WorkerPool(
+            self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart
+        )
+        self._callbacks = _CallbackThread(self._finished)
+        self.loop.on_idle = self._dispatch
+        self._thread = threading.Thread(target=self._run, name="ppft-io", daemon=True)
+        self.pool.start()
+        self._thread.start()
+
+    # -- any thread ------------------------------------------------------------------------------------
+
+    def submit(self, job: Job) -> None:
+        with self._lock:
+            if self.exiting:
+                raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
+            if self.broken is not None:
+                raise DestroyedServerError(f"Cannot submit jobs: the server is broken ({self.broken})")
+            group = job.group
+            self._pending[group] = self._pending.get(group, 0) + 1
+            self._total += 1
+            self.queue.append(job)
+        self.loop.wake()
+
+    def cancelled(self, job: Job) -> None:
+        """A queued job was cancelled by its owner: it no longer counts for `wait`."""
+        self._finished([job])
+
+    def unfinished(self, group: str | None = None) -> int:
+        with self._lock:
+            return self._total if group is None else self._pending.get(group, 0)
+
+    def wait(self, group: str | None = None, timeout: float | None = None) -> bool:
+        """Block until every job (of `group`) is finished; False if `timeout` passed first."""
+        with self._lock:
+            return self._lock.wait_for(
+                lambda: (self._total if group is None else self._pending.get(group, 0)) == 0, timeout
+            )
+
+    def call(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the I/O thread."""
+        self.loop.call_soon_threadsafe(fn)
+
+    def destroy(self, timeout: float = 10.0) -> None:
+        """Stop the I/O thread and every worker; unfinished jobs fail with `DestroyedServerError`."""
+        with self._lock:
+            if self.exiting:
+                return
+            self.exiting = True
+        if self._thread.is_alive():
+            self.loop.call_soon_threadsafe(self._shutdown)
+            self._thread.join(timeout)
+        if self._thread.is_alive():
+            log.error("the I/O thread did not stop within %.0f s; workers may be left running", timeout)
+        else:
+            self.pool.close()  # no-op if the I/O thread already closed it
+            self.loop.close()
+        self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), self.queue)
+        self._callbacks.stop()
+
+    # -- the I/O thread --------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self.loop.run_forever()
+        except BaseException as exc:
+            log.critical("the ppft I/O thread failed; every unfinished job fails with it", exc_info=True)
+            error = PPFTError(f"internal error in the ppft I/O thread: {type(exc).__name__}: {exc}")
+            with self._lock:
+                self.broken = error
+            self._fail_all(error, list(self.queue) + self.pool.take_inflight())
+            self.pool.close()
+
+    def _shutdown(self) -> None:
+        tasks = list(self.queue) + self.pool.take_inflight()
+        self.queue.clear()
+        self.pool.close()
+        self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), tasks)
+        self.loop.stop()
+
+    def _dispatch(self) -> None:
+        queue = self.queue
+        if not queue:
+            return
+        self.pool.dispatch(queue)
+        if queue and self.pool.broken_reason and not self.pool.inflight:
+            self._fail_all(WorkerLostError(self.pool.broken_reason), list(queue))
+            queue.clear()
+
+    def _requeue(self, tasks: list[Task]) -> None:
+        self.queue.extendleft(reversed(tasks))
+
+    def _on_local_results(self, pairs: list[tuple[Task, Result]]) -> None:
+        self._on_results(pairs, "local")
+
+    def _on_results(self, pairs: Iterable[tuple[Task, Result]], node: str) -> None:
+        finished: list[Job] = []
+        handoff: list[tuple[Job, Result | None, str]] = []
+        for task, result in pairs:
+            job: Job = task  # type: ignore[assignment]
+            if job.callback is not None:
+                handoff.append((job, result, node))
+            elif job._complete(result, node):
+                handoff.append((job, None, node))
+                finished.append(job)
+            else:
+                finished.append(job)
+        if handoff:
+            self._callbacks.put(handoff)
+        if finished:
+            self._finished(finished)
+
+    def _fail_all(self, exc: BaseException, tasks: Iterable[Any]) -> None:
+        finished: list[Job] = []
+        handoff: list[tuple[Job, Result | None, str]] = []
+        for job in tasks:
+            if job._fail(exc):
+                handoff.append((job, None, ""))
+            finished.append(job)
+        if handoff:
+            self._callbacks.put(handoff)
+        if finished:
+            self._finished(finished)
+
+    def _finished(self, jobs: list[Job]) -> None:
+        """Each job passes here exactly once (done, failed or cancelled): `wait` counts on it."""
+        with self._lock:
+            pending = self._pending
+            for job in jobs:
+                if job._counted:
+                    continue
+                job._counted = True
+                pending[job.group] -= 1
+                self._total -= 1
+            self._lock.notify_all()

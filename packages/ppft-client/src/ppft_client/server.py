@@ -1,0 +1,196 @@
+"""`Server`: ppft's job server, with ppft 1.7's signature and behaviour, on the new machinery.
+
+    job_server = Server()                                   # local workers, one per usable CPU
+    job = job_server.submit(math.sin, (math.pi / 2,), (), ("math",))
+    job()                                                   # 1.0 (a Job is also a concurrent.futures.Future)
+
+What changed from ppft 1.7 is listed in docs/migration.md: a job that raised re-raises its exception from
+`job()`; a worker that dies does not hang its job; there is no default secret.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import logging
+import pickle
+import sys
+import time
+import types
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from ppft_protocol import FunctionBody
+
+from .errors import DestroyedServerError
+from .functions import check_submit_args, function_body, pickle_args
+from .job import Job
+from .scheduler import Scheduler
+from .stats import Statistics, detect_ncpus, format_stats
+from .version import __version__
+
+__all__ = ["Server"]
+
+log = logging.getLogger("ppft.server")
+
+_live_servers: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+@atexit.register
+def _destroy_all() -> None:
+    """At interpreter exit, no worker process is left behind."""
+    for server in list(_live_servers):
+        server.destroy()
+
+
+class Server:
+    """Parallel Python execution server: runs submitted jobs on local worker processes."""
+
+    default_port = 60000
+
+    def __init__(
+        self,
+        ncpus: int | str = "autodetect",
+        ppservers: tuple[str, ...] = (),
+        secret: str | bytes | None = None,
+        restart: bool = False,
+        proto: int | None = None,
+        socket_timeout: float = 3600,
+    ) -> None:
+        """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
+        cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
+        $PPFT_SECRET or ~/.ppft/secret); `restart`: a fresh worker process for every job; `proto`: the
+        pickle protocol (left out: the highest); `socket_timeout`: seconds before a silent remote link is
+        given up."""
+        if not isinstance(ppservers, tuple):
+            raise TypeError("ppservers argument must be a tuple")
+        if secret is not None and not isinstance(secret, (str, bytes)):
+            raise TypeError("secret must be of a string type")
+        if ppservers:
+            raise NotImplementedError(
+                f"ppservers={ppservers!r}: remote ppservers are not supported by this build yet; "
+                f"run the jobs locally (ppservers=()) for now"
+            )
+        self.logger = logging.getLogger("ppft")
+        self.ppservers: list[tuple[str, int]] = []
+        self.auto_ppservers: list[Any] = []
+        self.secret = secret
+        self.socket_timeout = socket_timeout
+        self._exiting = False
+        self._proto = pickle.HIGHEST_PROTOCOL if proto is None else int(proto)
+        self._restart = bool(restart)
+        self._creation_time = time.time()
+        self._tids = itertools.count()
+        self._ncpus = self._check_ncpus(ncpus)
+        self._scheduler = Scheduler(self._ncpus, restart=self._restart)
+        _live_servers.add(self)
+        log.info("ppft %s server started with %d local workers", __version__, self._ncpus)
+
+    def __enter__(self) -> Server:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+    # -- jobs ------------------------------------------------------------------------------------------
+
+    def submit(
+        self,
+        func: Callable[..., Any],
+        args: tuple[Any, ...] = (),
+        depfuncs: tuple[Any, ...] = (),
+        modules: tuple[str, ...] = (),
+        callback: Callable[..., Any] | None = None,
+        callbackargs: tuple[Any, ...] = (),
+        group: str = "default",
+        globals: dict[str, Any] | None = None,
+    ) -> Job:
+        """Queue `func(*args)`; returns its `Job` at once.
+
+        `depfuncs`: functions and classes `func` calls (shipped with it); `modules`: modules to import
+        first ("math", "numpy as np", "from os import path"); `callback(*callbackargs, value)` runs when the
+        job is done, off the I/O thread; `group`: for `wait(group)`; `globals`: a dict (say, `globals()`)
+        from which the modules, functions and classes that `func` uses are shipped automatically."""
+        if self._exiting:
+            raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
+        check_submit_args(func, args, depfuncs, modules, callback, callbackargs, globals)
+        if isinstance(func, types.MethodType):  # as ppft: the instance travels as the first argument
+            args = (func.__self__, *args)
+            func = func.__func__
+        body = function_body(func, depfuncs, modules, globals)
+        return self._submit_body(body, pickle_args(args, self._proto), callback, callbackargs, group)
+
+    def _submit_body(
+        self,
+        body: FunctionBody,
+        sargs: bytes,
+        callback: Callable[..., Any] | None = None,
+        callbackargs: tuple[Any, ...] = (),
+        group: str = "default",
+    ) -> Job:
+        job = Job(self, next(self._tids), body, sargs, self._proto, callback, callbackargs, group)
+        job._sched = self._scheduler
+        self._scheduler.submit(job)
+        return job
+
+    def insert(self, sfunc: FunctionBody, sargs: bytes, task: Job | None = None) -> Job:
+        """Queue an already-serialized job: `sfunc` a `FunctionBody`, `sargs` its pickled argument tuple.
+
+        ppft 1.7 used this internally for ppserver; here ppserver has its own queue, and `insert` remains
+        for code that serializes its jobs itself. A `task` that was already submitted is queued again."""
+        if task is not None:
+            self._scheduler.submit(task)
+            return task
+        return self._submit_body(sfunc, sargs)
+
+    def wait(self, group: str | None = None) -> None:
+        """Wait until every job (of `group`, when given) is finished."""
+        self._scheduler.wait(group or None)
+
+    # -- workers and nodes -----------------------------------------------------------------------------
+
+    def get_ncpus(self) -> int:
+        """The number of local worker processes."""
+        return self._ncpus
+
+    def set_ncpus(self, ncpus: int | str = "autodetect") -> None:
+        """Change the number of local workers at run time; 0 holds local jobs until workers come back."""
+        n = self._check_ncpus(ncpus)
+        self._ncpus = n
+        self._scheduler.call(lambda: self._scheduler.pool.resize(n))
+
+    @staticmethod
+    def _check_ncpus(ncpus: int | str) -> int:
+        if ncpus == "autodetect":
+            return detect_ncpus()
+        if not isinstance(ncpus, int) or isinstance(ncpus, bool):
+            raise TypeError("ncpus must have 'int' type")
+        if ncpus < 0:
+            raise ValueError("ncpus must be an integer > 0")
+        return ncpus
+
+    def get_active_nodes(self) -> dict[str, int]:
+        """The nodes in use, as {node: worker count}."""
+        return {"local": self._ncpus}
+
+    def get_stats(self) -> dict[str, Statistics]:
+        """Job statistics per node: {node: Statistics with ncpus, njobs, time}."""
+        pool = self._scheduler.pool
+        local = Statistics(self._ncpus)
+        local.njobs = pool.jobs_done
+        local.time = pool.job_time
+        return {"local": local}
+
+    def print_stats(self) -> None:
+        """Print ppft's job statistics table."""
+        text = format_stats(
+            self.get_stats(), self._creation_time, self._scheduler.unfinished(), self.get_ncpus()
+        )
+        sys.stdout.write(text)
+
+    def destroy(self) -> None:
+        """Stop every worker; jobs not finished yet fail with `DestroyedServerError` (never hang)."""
+        self._exiting = True
+        self._scheduler.destroy()
+        _live_servers.discard(self)

@@ -1,0 +1,537 @@
+"""`WorkerPool`: local worker processes, fed batches of jobs by the thread that runs their `Loop`.
+
+    owner's queue (deque of tasks) --dispatch()--> per-worker window --JobBatch frames--> worker process
+    worker process --ResultBatch frames--> on_results([(task, result), ...]) --> owner completes its futures
+    worker death (EOF on its pipe) --> in-flight tasks back to the owner's queue front (on_requeue), or
+                                       failed with WorkerLostError after `max_attempts`; a new worker starts
+
+The pool does no I/O of its own thread: the owner (the client's scheduler, or ppserver) runs the `Loop`, and
+the pool registers its pipes there. It never blocks on a worker: writes that do not fit in a pipe wait in a
+per-worker buffer until the pipe drains.
+
+Batching and windows: each worker gets frames of up to `batch` jobs with two frames in flight, where `batch`
+follows the measured job time (about 2 ms of work per frame, at most 256 jobs); long jobs (5 ms and more) go
+one at a time with no prefetch, so a slow job never holds a queue of others hostage. Until the first result
+arrives a worker gets one job, since nothing is known yet about the jobs' length.
+
+Deaths: a worker's jobs are run in the order they were sent, so the first unfinished one is the suspect. When
+a worker dies with several jobs in flight, every one of them is requeued and the suspect is marked `solo`: it
+will run alone next time. A job is charged an attempt only when its worker dies while it runs alone, so one
+bad job cannot fail the others of its batch, and it fails with `WorkerLostError` after `max_attempts`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import itertools
+import logging
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from ppft_protocol import (
+    Bye,
+    Closed,
+    Connection,
+    Established,
+    FunctionBody,
+    Job,
+    JobBatch,
+    NodeInfo,
+    ProtocolError,
+    Result,
+    ResultBatch,
+    Role,
+)
+
+from .errors import WorkerLostError
+from .loop import Loop, Timer
+
+__all__ = ["Task", "WorkerPool", "describe_exit", "worker_command", "worker_env"]
+
+log = logging.getLogger("ppft.pool")
+
+MAX_BATCH = 256
+_TARGET_FRAME_SECONDS = 0.002
+_LONG_JOB_SECONDS = 0.005
+_F_SETPIPE_SZ = 1031
+
+
+class Task(Protocol):
+    """What the pool needs of a queued job. The owner's job objects implement it."""
+
+    wire: Job  # the job as it goes on the wire (its id is unique within the pool's owner)
+    body: FunctionBody
+    attempts: int  # times a worker died while this task ran alone
+    solo: bool  # run it alone: it was running when a worker died
+
+    def claim(self) -> bool:
+        """Called as the task leaves the queue for a worker: False drops it (it was cancelled)."""
+        ...
+
+
+def worker_command() -> list[str]:
+    """How a local worker is started: `-S` skips site's start-up work, `worker_env` supplies sys.path."""
+    return [sys.executable, "-S", "-m", "ppft_worker"]
+
+
+def worker_env(secret_hex: str) -> dict[str, str]:
+    """The environment of a local worker: ours, with our sys.path (so the worker imports what we import,
+    from the same places, a module next to the user's script included), the pool's secret and our pid."""
+    env = dict(os.environ)
+    cwd = os.getcwd()
+    paths = [p or cwd for p in sys.path]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PPFT_WORKER_SECRET"] = secret_hex
+    env["PPFT_PARENT_PID"] = str(os.getpid())
+    return env
+
+
+def describe_exit(returncode: int | None) -> str:
+    """'exited with code 3', 'was killed by signal 9 (SIGKILL)', or 'closed its pipe' while still running."""
+    if returncode is None:
+        return "closed its pipe while still running"
+    if returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = "unknown signal"
+        return f"was killed by signal {-returncode} ({name})"
+    return f"exited with code {returncode}"
+
+
+class _Out:
+    """Bytes waiting for a non-blocking fd, kept as a deque of views (no O(n^2) copying of big frames)."""
+
+    __slots__ = ("chunks", "size")
+
+    def __init__(self) -> None:
+        self.chunks: deque[memoryview] = deque()
+        self.size = 0
+
+    def add(self, data: bytes) -> None:
+        if data:
+            self.chunks.append(memoryview(data))
+            self.size += len(data)
+
+    def write_to(self, fd: int) -> None:
+        chunks = self.chunks
+        while chunks:
+            n = os.writev(fd, list(itertools.islice(chunks, 64)))
+            self.size -= n
+            while n:
+                head = chunks[0]
+                if n >= len(head):
+                    n -= len(head)
+                    chunks.popleft()
+                else:
+                    chunks[0] = head[n:]
+                    n = 0
+
+
+class _Worker:
+    __slots__ = (
+        "bodies",
+        "conn",
+        "index",
+        "inflight",
+        "out",
+        "pid",
+        "proc",
+        "ready",
+        "retiring",
+        "rfd",
+        "solo_busy",
+        "started",
+        "wfd",
+    )
+
+    def __init__(self, index: int, proc: subprocess.Popen[bytes], conn: Connection) -> None:
+        assert proc.stdin is not None and proc.stdout is not None
+        self.index = index
+        self.proc = proc
+        self.pid = proc.pid
+        self.conn = conn
+        self.rfd = proc.stdout.fileno()
+        self.wfd = proc.stdin.fileno()
+        self.out = _Out()
+        self.inflight: dict[int, Task] = {}
+        self.bodies: set[bytes] = set()
+        self.ready = False
+        self.retiring = False
+        self.solo_busy = False
+        self.started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"worker {self.index} (pid {self.pid})"
+
+
+class WorkerPool:
+    """N local worker processes, driven from `loop`'s thread. All methods are for that thread only."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        size: int,
+        *,
+        on_results: Callable[[list[tuple[Task, Result]]], None],
+        on_requeue: Callable[[list[Task]], None],
+        restart: bool = False,
+        max_attempts: int = 3,
+    ) -> None:
+        self.loop = loop
+        self.size = size
+        self.restart = restart
+        self.max_attempts = max_attempts
+        self.jobs_done = 0
+        self.job_time = 0.0
+        self.broken_reason = ""  # set while workers keep failing to start
+        self._on_results = on_results
+        self._on_requeue = on_requeue
+        self._secret = os.urandom(32)
+        self._workers: list[_Worker] = []
+        self._dying: list[subprocess.Popen[bytes]] = []
+        self._next_index = 0
+        self._avg_job = -1.0  # EWMA of a job's run time; < 0 until the first result
+        self._batch = 1
+        self._window = 1
+        self._start_failures = 0
+        self._respawn_timer: Timer | None = None
+        self._reap_timer: Timer | None = None
+        self._closed = False
+
+    # -- the owner's interface -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start the workers, all at once: their interpreters boot in parallel."""
+        self._fill()
+
+    @property
+    def workers(self) -> int:
+        """Workers alive and not retiring (started or still starting)."""
+        return sum(1 for w in self._workers if not w.retiring)
+
+    @property
+    def pids(self) -> list[int]:
+        return [w.pid for w in self._workers]
+
+    @property
+    def inflight(self) -> int:
+        return sum(len(w.inflight) for w in self._workers)
+
+    def take_inflight(self) -> list[Task]:
+        """Every task in flight, removed from the workers' books (before `close`, to fail or requeue them)."""
+        tasks: list[Task] = []
+        for w in self._workers:
+            tasks.extend(w.inflight.values())
+            w.inflight.clear()
+        return tasks
+
+    def resize(self, size: int) -> None:
+        """Grow at once; shrink by retiring idle workers first, busy ones when their jobs are done."""
+        if size < 0:
+            raise ValueError("size must be >= 0")
+        self.size = size
+        live = [w for w in self._workers if not w.retiring]
+        excess = len(live) - size
+        if excess > 0:
+            for w in sorted(live, key=lambda w: len(w.inflight))[:excess]:
+                w.retiring = True
+                if not w.inflight:
+                    self._retire(w)
+        else:
+            self._fill()
+
+    def dispatch(self, queue: deque[Task]) -> int:
+        """Move tasks from the head of `queue` into free worker windows; returns how many were sent."""
+        if not queue:
+            return 0
+        sent = 0
+        batch_size = self._batch
+        window = self._window
+        for w in self._workers:
+            if not queue:
+                break
+            if not w.ready or w.retiring or w.solo_busy:
+                continue
+            inflight = w.inflight
+            free = window - len(inflight)
+            if free <= 0 or (inflight and free < batch_size):
+                continue
+            if queue[0].solo:
+                if inflight:
+                    continue
+                task = queue.popleft()
+                if task.claim():
+                    w.solo_busy = True
+                    self._send(w, [task])
+                    sent += 1
+                continue
+            take = min(free, batch_size)
+            batch: list[Task] = []
+            while queue and len(batch) < take:
+                task = queue[0]
+                if task.solo:
+                    break
+                queue.popleft()
+                if task.claim():
+                    batch.append(task)
+            if batch:
+                self._send(w, batch)
+                sent += len(batch)
+        return sent
+
+    def close(self, grace: float = 1.0) -> None:
+        """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
+        self._closed = True
+        for timer in (self._respawn_timer, self._reap_timer):
+            if timer is not None:
+                timer.cancel()
+        procs = []
+        for w in self._workers:
+            self._unregister(w)
+            procs.append(w.proc)
+        self._workers.clear()
+        procs.extend(self._dying)
+        self._dying.clear()
+        for proc in procs:
+            with contextlib.suppress(ProcessLookupError):
+                proc.terminate()
+        deadline = time.monotonic() + grace
+        for proc in procs:
+            try:
+                proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                proc.wait()
+
+    # -- workers coming and going ----------------------------------------------------------------------
+
+    def _fill(self) -> None:
+        if self._closed:
+            return
+        while self.workers < self.size:
+            try:
+                self._spawn()
+            except OSError as exc:
+                self._start_failed(f"could not start a worker process: {exc}")
+                return
+
+    def _spawn(self) -> None:
+        proc = subprocess.Popen(
+            worker_command(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=worker_env(self._secret.hex()),
+            close_fds=True,
+        )
+        conn = Connection(Role.CLIENT, self._secret, allow_plain=True)
+        w = _Worker(self._next_index, proc, conn)
+        self._next_index += 1
+        for fd in (w.rfd, w.wfd):
+            os.set_blocking(fd, False)
+            with contextlib.suppress(OSError):
+                fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+        self._workers.append(w)
+        self.loop.add_reader(w.rfd, lambda: self._readable(w))
+        self._write(w, conn.data_to_send())
+        log.debug("started %r", w)
+
+    def _retire(self, w: _Worker) -> None:
+        """A worker we no longer need: close its pipes (it exits on EOF) and reap it later."""
+        self._unregister(w)
+        self._workers.remove(w)
+        self._dying.append(w.proc)
+        self._schedule_reap()
+
+    def _unregister(self, w: _Worker) -> None:
+        self.loop.remove_reader(w.rfd)
+        self.loop.remove_writer(w.wfd)
+        for f in (w.proc.stdin, w.proc.stdout):
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.close()
+
+    def _schedule_reap(self) -> None:
+        if self._reap_timer is None and self._dying and not self._closed:
+            self._reap_timer = self.loop.call_later(0.2, self._reap)
+
+    def _reap(self) -> None:
+        self._reap_timer = None
+        self._dying = [p for p in self._dying if p.poll() is None]
+        self._schedule_reap()
+
+    def _lost(self, w: _Worker, detail: str = "") -> None:
+        if w not in self._workers:
+            return
+        self._unregister(w)
+        self._workers.remove(w)
+        try:
+            code = w.proc.wait(1.0)
+        except subprocess.TimeoutExpired:
+            w.proc.kill()
+            code = w.proc.wait()
+        how = detail or describe_exit(code)
+        tasks = list(w.inflight.values())
+        w.inflight.clear()
+        if not w.ready:
+            self._start_failed(f"{w!r} {how} before it was ready")
+        else:
+            self._start_failures = 0
+            if tasks or not w.retiring:
+                log.warning("%r %s with %d job(s) in flight; starting a replacement", w, how, len(tasks))
+        if tasks:
+            self._requeue(w, how, tasks)
+        if not self.broken_reason:
+            self._fill()
+
+    def _requeue(self, w: _Worker, how: str, tasks: list[Task]) -> None:
+        first = tasks[0]
+        failed: list[tuple[Task, Result]] = []
+        if len(tasks) == 1:
+            first.attempts += 1
+            if first.attempts >= self.max_attempts:
+                failed.append((first, self._lost_result(w, how, first)))
+                tasks = []
+        first.solo = True
+        if tasks:
+            self._on_requeue(tasks)
+        if failed:
+            self._on_results(failed)
+
+    def _lost_result(self, w: _Worker, how: str, task: Task) -> Result:
+        message = (
+            f"{w!r} {how} while running job {task.wire.job_id}; the job was run alone {task.attempts} "
+            f"time(s) and each time its worker died, so it is not retried again"
+        )
+        exc = WorkerLostError(message)
+        return Result(
+            task.wire.job_id, False, b"", "", 0.0, 0.0,
+            "ppft_worker.errors.WorkerLostError", message, "", pickle.dumps(exc),
+        )  # fmt: skip
+
+    def _start_failed(self, reason: str) -> None:
+        self._start_failures += 1
+        if self._start_failures >= 3:
+            if not self.broken_reason:
+                log.error("local workers cannot start: %s", reason)
+            self.broken_reason = f"local workers cannot start: {reason}"
+        delay = min(5.0, 0.05 * 2**self._start_failures)
+        if self._respawn_timer is None and not self._closed:
+            self._respawn_timer = self.loop.call_later(delay, self._respawn)
+
+    def _respawn(self) -> None:
+        self._respawn_timer = None
+        self._fill()
+
+    # -- bytes in and out ------------------------------------------------------------------------------
+
+    def _write(self, w: _Worker, data: bytes) -> None:
+        out = w.out
+        if out.size:
+            out.add(data)
+            return
+        try:
+            n = os.write(w.wfd, data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            if exc.errno in (errno.EPIPE, errno.EBADF):
+                return  # the worker is gone; its EOF arrives on the read side
+            raise
+        if n < len(data):
+            out.add(data[n:] if n else data)
+            self.loop.add_writer(w.wfd, lambda: self._writable(w))
+
+    def _writable(self, w: _Worker) -> None:
+        try:
+            w.out.write_to(w.wfd)
+        except BlockingIOError:
+            return
+        except OSError:
+            w.out = _Out()  # broken pipe: the read side reports the death
+        if not w.out.size:
+            self.loop.remove_writer(w.wfd)
+
+    def _readable(self, w: _Worker) -> None:
+        try:
+            data = os.read(w.rfd, 1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(w, f"broke its pipe ({exc})")
+            return
+        if not data:
+            self._lost(w)
+            return
+        try:
+            events = w.conn.receive_data(data)
+        except ProtocolError as exc:
+            log.error("%r spoke garbage: %s; killing it", w, exc)
+            w.proc.kill()
+            self._lost(w, f"broke the protocol ({exc}) and was killed")
+            return
+        for event in events:
+            if isinstance(event, ResultBatch):
+                self._results(w, event)
+            elif isinstance(event, NodeInfo):
+                w.ready = True
+                self._start_failures = 0
+                self.broken_reason = ""
+            elif isinstance(event, (Established, Closed, Bye)):
+                pass
+        out = w.conn.data_to_send()
+        if out:
+            self._write(w, out)
+
+    def _send(self, w: _Worker, tasks: list[Task]) -> None:
+        conn = w.conn
+        bodies = w.bodies
+        inflight = w.inflight
+        for task in tasks:
+            body = task.body
+            if body.digest not in bodies:
+                bodies.add(body.digest)
+                conn.send(body)
+            inflight[task.wire.job_id] = task
+        conn.send(JobBatch(tuple([task.wire for task in tasks])))
+        self._write(w, conn.data_to_send())
+
+    def _results(self, w: _Worker, batch: ResultBatch) -> None:
+        inflight = w.inflight
+        done: list[tuple[Task, Result]] = []
+        total = 0.0
+        for result in batch.results:
+            task = inflight.pop(result.job_id, None)
+            if task is not None:
+                done.append((task, result))
+                total += result.wall_time
+        if not done:
+            return
+        w.solo_busy = False
+        n = len(done)
+        self.jobs_done += n
+        self.job_time += total
+        self._learn(total / n)
+        if not inflight and (w.retiring or self.restart):
+            self._retire(w)
+            self._fill()
+        self._on_results(done)
+
+    def _learn(self, mean: float) -> None:
+        avg = mean if self._avg_job < 0 else 0.7 * self._avg_job + 0.3 * mean
+        self._avg_job = avg
+        if self.restart or avg >= _LONG_JOB_SECONDS:
+            self._batch = self._window = 1
+        else:
+            self._batch = max(1, min(MAX_BATCH, int(_TARGET_FRAME_SECONDS / max(avg, 1e-7))))
+            self._window = 2 * self._batch

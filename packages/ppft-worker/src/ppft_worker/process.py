@@ -1,0 +1,414 @@
+"""The worker process (`python -m ppft_worker`): a protocol endpoint on two file descriptors, running jobs.
+
+A `WorkerPool` starts this module with `python -S -m ppft_worker`, the pipe to the worker on stdin and the
+pipe back on stdout, the pool's secret (64 hex characters) in PPFT_WORKER_SECRET and its pid in
+PPFT_PARENT_PID. `main` prepares the process, `serve` runs the loop:
+
+    pool --JobBatch / FunctionBody / Cancel / StatsRequest--> chan_in --> deque of jobs --> JobRunner.run
+    pool <--ResultBatch / StatsReply / NodeInfo----------------- chan_out <-- results (batched) <--'
+
+* Channel hygiene comes first: the channel moves to private descriptors (close-on-exec) and fd 0 becomes
+  /dev/null, fd 1 a copy of fd 2, so job code writing to fd 1 or 2 (`os.write(1, ...)`, a C printf) lands
+  in the log, never in the protocol stream. The secret leaves `os.environ` before any job runs.
+* The worker dies with its parent: PR_SET_PDEATHSIG on Linux (so even a worker stuck in a job goes), a
+  check of the parent's pid right after it (the parent may have died before the call), and EOF.
+* Jobs run one at a time, in arrival order. Results travel in batches (`ResultBatch`): the batch is sent
+  when no job is left to run, when 1 ms has passed since its first result, or at 256 results; and before a
+  job that may be slow (its function's last run took 1 ms or more, or it never ran) the worker sends what it
+  holds and looks at its input, so a long job neither holds back results nor keeps a `Cancel` from reaching
+  the jobs queued behind it. Input is otherwise read only when the queue runs dry or a batch goes out: no
+  syscall per job.
+* Bye or EOF ends the worker at once (exit 0): jobs still queued are dropped and held results are not sent,
+  as the peer has closed the connection. A protocol error (a wrong secret included) is logged, exit 2.
+
+It must never import anything heavy before the handshake (no dill, no cryptography: the pipe is authenticated
+but unsealed), never write to fd 1 or 2 except through logging, and never run a job before the peer proved
+the secret. The loop works on any pair of descriptors, so the same `serve` can run over a socket (a dial-in
+worker, `--connect`, is issue 4).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections import deque
+from typing import TYPE_CHECKING, Protocol
+
+from ppft_protocol import (
+    Bye,
+    Cancel,
+    Closed,
+    Connection,
+    Established,
+    FunctionBody,
+    Heartbeat,
+    Job,
+    JobBatch,
+    NodeInfo,
+    ProtocolError,
+    RemoteProtocolError,
+    Result,
+    ResultBatch,
+    Role,
+    StatsReply,
+    StatsRequest,
+)
+
+from .version import __version__
+
+if TYPE_CHECKING:
+    import logging
+
+__all__ = ["EXIT_OK", "EXIT_PARENT_GONE", "EXIT_PROTOCOL", "Runner", "main", "serve"]
+
+EXIT_OK = 0
+"""The peer said Bye or closed the channel."""
+
+EXIT_PARENT_GONE = 1
+"""The parent died before the worker could tie its life to it."""
+
+EXIT_PROTOCOL = 2
+"""A protocol error (wrong secret included), or bad usage."""
+
+SECRET_ENV = "PPFT_WORKER_SECRET"
+PARENT_ENV = "PPFT_PARENT_PID"
+LOG_LEVEL_ENV = "PPFT_LOG_LEVEL"
+
+_CHUNK = 1 << 20
+_BATCH_MAX = 256
+_BATCH_DELAY = 0.001
+_FAST = 0.001
+_PR_SET_PDEATHSIG = 1
+_SIGKILL = 9
+_CANCELLED_TYPE = "concurrent.futures.CancelledError"
+_CANCELLED_MESSAGE = "cancelled before it started"
+_USAGE = """\
+usage: python -m ppft_worker
+
+Runs one ppft worker speaking ppft-protocol on stdin/stdout. It is started by a ppft WorkerPool, which
+passes its secret in PPFT_WORKER_SECRET; it is not meant to be started by hand.
+"""
+
+_log: logging.Logger | None = None
+
+
+def _logger() -> logging.Logger:
+    """The "ppft.worker" logger, imported on first use: logging costs 3 ms of a start-up budget of 15."""
+    global _log
+    if _log is None:
+        import logging  # noqa: PLC0415
+
+        _log = logging.getLogger("ppft.worker")
+    return _log
+
+
+class Runner(Protocol):
+    """What the loop needs of `ppft_worker.execute.JobRunner` (a stand-in can be passed to `serve`)."""
+
+    def add_body(self, body: FunctionBody) -> None: ...
+
+    def run(self, job: Job) -> Result: ...
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write every byte of `data`, blocking: a partial write continues where it stopped."""
+    n = os.write(fd, data)
+    if n < len(data):
+        view = memoryview(data)[n:]
+        while view:
+            view = view[os.write(fd, view) :]
+
+
+class _Serve:
+    """One run of the worker loop over (fd_in, fd_out). State lives here; the hot loop keeps it in locals."""
+
+    def __init__(self, fd_in: int, fd_out: int, conn: Connection, runner: Runner | None) -> None:
+        self.fd_in = fd_in
+        self.fd_out = fd_out
+        self.conn = conn
+        self.runner = runner
+        self.queue: deque[Job] = deque()
+        self.pending: list[Result] = []
+        self.jobs_done = 0
+        self.job_time = 0.0
+        self.finished = False
+        self.hello_sent = False
+
+    def send_hello(self) -> None:
+        """Write our opening and Hello now, so the peer can proceed while this process finishes starting."""
+        if not self.hello_sent:
+            self.hello_sent = True
+            _write_all(self.fd_out, self.conn.data_to_send())
+
+    def flush(self) -> None:
+        """Send the results held back, and anything else the connection has queued."""
+        conn = self.conn
+        pending = self.pending
+        if pending:
+            conn.send(ResultBatch(tuple(pending)))
+            pending.clear()
+        data = conn.data_to_send()
+        if data:
+            _write_all(self.fd_out, data)
+
+    def feed(self, data: bytes) -> None:
+        """Handle bytes from the peer: queue jobs, keep bodies, answer cancels and stats requests."""
+        if not data:
+            _logger().debug("peer closed the channel: exiting")
+            self.finished = True
+            return
+        conn = self.conn
+        for event in conn.receive_data(data):
+            if isinstance(event, JobBatch):
+                self.queue.extend(event.jobs)
+            elif isinstance(event, FunctionBody):
+                runner = self.runner
+                assert runner is not None  # made at Established, before any message can arrive
+                runner.add_body(event)
+            elif isinstance(event, Cancel):
+                self.cancel(event.job_ids)
+            elif isinstance(event, StatsRequest):
+                self.flush()  # the counts below then match the results the peer has
+                conn.send(StatsReply(self.jobs_done, self.job_time, 1, 1))
+            elif isinstance(event, Established):
+                self.established()
+            elif isinstance(event, (Bye, Closed)):
+                _logger().debug("peer closed the connection (%s): exiting", event)
+                self.finished = True
+                return
+            elif not isinstance(event, (Heartbeat, NodeInfo)):
+                raise RemoteProtocolError(
+                    f"the pool sent {type(event).__name__}, which a worker never accepts: the peer is not "
+                    f"a ppft client or server"
+                )
+        data = conn.data_to_send()
+        if data:
+            _write_all(self.fd_out, data)
+
+    def established(self) -> None:
+        """The peer proved the secret: introduce ourselves, then load the job runner (after, not before,
+        the handshake: a peer with the wrong secret costs no imports, and the pool's start-up is shorter)."""
+        pid = os.getpid()
+        self.conn.send(NodeInfo("worker", 1, __version__, f"{os.uname().nodename}:{pid}"))
+        _write_all(self.fd_out, self.conn.data_to_send())
+        if self.runner is None:
+            from .execute import JobRunner  # noqa: PLC0415
+
+            self.runner = JobRunner()
+
+    def cancel(self, job_ids: tuple[int, ...]) -> None:
+        """Drop the listed jobs still queued, answering each at once; a started job reports normally."""
+        queue = self.queue
+        wanted = set(job_ids)
+        if not queue or not wanted:
+            return
+        kept: list[Job] = []
+        dropped = self.pending
+        for job in queue:
+            if job[0] in wanted:
+                dropped.append(
+                    Result(job[0], False, error_type=_CANCELLED_TYPE, error_message=_CANCELLED_MESSAGE)
+                )
+            else:
+                kept.append(job)
+        if len(kept) != len(queue):
+            queue.clear()
+            queue.extend(kept)
+            self.flush()
+
+    def run(self) -> None:
+        """Until Bye or EOF: run the queued jobs, read when there is nothing to run, batch the results."""
+        self.send_hello()
+        read = os.read
+        fd_in = self.fd_in
+        feed = self.feed
+        flush = self.flush
+        queue = self.queue
+        popleft = queue.popleft
+        pending = self.pending
+        append = pending.append
+        perf_counter = time.perf_counter
+        import select  # noqa: PLC0415
+
+        poller = select.poll()
+        poller.register(fd_in, select.POLLIN)
+        poll = poller.poll
+        fast: set[bytes] = set()  # digests whose last job took under _FAST seconds
+        fast_add = fast.add
+        fast_discard = fast.discard
+        done = self.jobs_done
+        busy = self.job_time
+        first = 0.0
+        run = None
+        looked = False  # input was just read: run the next job without looking again
+        while True:
+            if queue:
+                job = popleft()
+                digest = job[1]
+                if digest not in fast and not looked:
+                    # Maybe slow: send what we hold and take in what arrived (a Cancel for this job, say).
+                    if pending:
+                        flush()
+                    if poll(0):
+                        queue.appendleft(job)
+                        self.jobs_done, self.job_time = done, busy
+                        feed(read(fd_in, _CHUNK))
+                        if self.finished:
+                            return
+                        looked = True
+                        continue
+                looked = False
+                if run is None:
+                    runner = self.runner
+                    assert runner is not None
+                    run = runner.run
+                start = perf_counter()
+                result = run(job)
+                now = perf_counter()
+                append(result)
+                done += 1
+                busy += result.wall_time
+                if now - start < _FAST:  # the whole run, pickling included, not only the call
+                    fast_add(digest)
+                else:
+                    fast_discard(digest)
+                n = len(pending)
+                if n == 1:
+                    first = now
+                elif n >= _BATCH_MAX or now - first >= _BATCH_DELAY:
+                    flush()
+                    if poll(0):
+                        self.jobs_done, self.job_time = done, busy
+                        feed(read(fd_in, _CHUNK))
+                        if self.finished:
+                            return
+                continue
+            # Nothing to run: take what already arrived without blocking; when nothing did, send the batch
+            # and wait for the peer.
+            self.jobs_done, self.job_time = done, busy
+            if pending and not poll(0):
+                flush()
+            feed(read(fd_in, _CHUNK))
+            if self.finished:
+                return
+
+
+def serve(
+    chan_in: int,
+    chan_out: int,
+    secret: bytes | str,
+    *,
+    role: Role = Role.SERVER,
+    allow_plain: bool = True,
+    runner: Runner | None = None,
+) -> int:
+    """Run the worker loop over the descriptors `chan_in` / `chan_out` (the same socket twice works too);
+    returns the exit code: `EXIT_OK` after Bye or EOF, `EXIT_PROTOCOL` after a protocol error (logged).
+
+    `role`: SERVER for a pipe from a pool; a worker that dials a ppserver would be the CLIENT.
+    `runner`: the job runner; left out, a `JobRunner` is made once the peer is authenticated."""
+    return _serve(_Serve(chan_in, chan_out, Connection(role, secret, allow_plain=allow_plain), runner))
+
+
+def _serve(state: _Serve) -> int:
+    try:
+        state.run()
+    except ProtocolError as exc:
+        _logger().error("protocol error on the channel to the pool: %s; exiting", exc)
+        try:
+            leftover = state.conn.data_to_send()  # a wrong secret leaves one AuthFailed to deliver
+            if leftover:
+                _write_all(state.fd_out, leftover)
+        except OSError:
+            pass  # the peer is gone as well: nothing more to tell it
+        return EXIT_PROTOCOL
+    except (BrokenPipeError, ConnectionResetError) as exc:
+        _logger().debug("the pool closed the channel (%s): exiting", exc)
+    return EXIT_OK
+
+
+def _take_channel() -> tuple[int, int]:
+    """Move the channel off fds 0 and 1: job code then reads /dev/null and writes to the log."""
+    chan_in = os.dup(0)  # os.dup makes non-inheritable (close-on-exec) descriptors
+    chan_out = os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    return chan_in, chan_out
+
+
+def _tie_to_parent(parent_pid: int) -> bool:
+    """Ask Linux to SIGKILL us when the parent dies; False if it is already gone (died before the call)."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes  # noqa: PLC0415
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            if libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) != 0:
+                err = ctypes.get_errno()
+                _logger().warning("prctl(PR_SET_PDEATHSIG) failed (%s): relying on EOF", os.strerror(err))
+        except (OSError, AttributeError) as exc:
+            _logger().warning("cannot set PR_SET_PDEATHSIG (%s): relying on EOF to notice the parent", exc)
+    return os.getppid() == parent_pid
+
+
+def _setup_logging() -> None:
+    """Log records of "ppft.*" to stderr, naming this worker's pid; level from PPFT_LOG_LEVEL."""
+    import logging  # noqa: PLC0415
+
+    root = logging.getLogger("ppft")
+    if root.handlers:
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s ppft-worker[%(process)d] %(levelname)s %(name)s: %(message)s")
+    )
+    root.addHandler(handler)
+    root.propagate = False
+    wanted = os.environ.get(LOG_LEVEL_ENV, "WARNING").strip().upper()
+    level = int(wanted) if wanted.isdigit() else logging.getLevelName(wanted)
+    if isinstance(level, int):
+        root.setLevel(level)
+    else:
+        root.setLevel(logging.WARNING)
+        _logger().warning(
+            "%s=%r is not a logging level (DEBUG, INFO, WARNING, ...): using WARNING", LOG_LEVEL_ENV, wanted
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `python -m ppft_worker`; returns the process exit code."""
+    args = sys.argv[1:] if argv is None else argv
+    if args:
+        if args[0] in ("-h", "--help"):
+            sys.stdout.write(_USAGE)
+            return EXIT_OK
+        sys.stderr.write(f"ppft-worker: unexpected arguments {' '.join(args)!r}\n{_USAGE}")
+        return EXIT_PROTOCOL
+    chan_in, chan_out = _take_channel()
+    secret_hex = os.environ.pop(SECRET_ENV, "")
+    parent = os.environ.pop(PARENT_ENV, "")
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError:
+        secret = b""
+    if not secret:
+        sys.stderr.write(
+            f"ppft-worker: {SECRET_ENV} is missing or not hex: this process is started by a ppft "
+            f"WorkerPool, which passes its secret there; do not start it by hand\n"
+        )
+        return EXIT_PROTOCOL
+    state = _Serve(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
+    try:
+        state.send_hello()  # the pool reads it while we finish starting below
+        _setup_logging()
+        if parent.isdigit() and not _tie_to_parent(int(parent)):
+            _logger().debug("parent %s died before the worker started: exiting", parent)
+            return EXIT_PARENT_GONE
+        return _serve(state)
+    except (BrokenPipeError, ConnectionResetError):
+        return EXIT_OK  # the pool went away while we were starting
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C reached the whole process group; the pool reports its jobs

@@ -1,0 +1,150 @@
+"""Where the shared secret comes from (DESIGN.md section 4), for the client, ppserver and dial-in workers.
+
+In order: the explicit `secret` argument (`secret=`, `ppserver -s`); an explicit secret file
+(`--secret-file`); the environment variable PPFT_SECRET; the per-user secret file `~/.ppft/secret`, created on
+first use with 32 random bytes (hex text), mode 0600, in a directory of mode 0700, like Erlang's cookie. So
+one user on one machine, or on machines sharing a home directory, needs no flag; anyone else needs the
+secret. The secret is the text itself (surrounding whitespace of a file stripped), as bytes: a passphrase a
+person wrote into the file works as well as the generated one.
+
+A secret file that other users can access is refused (`SecretFileError`, naming the chmod to run), never
+silently used: whoever reads it can run code as its owner on every node that trusts it. This module must
+never hold a secret in its code, log a secret, or loosen a file's permissions.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+
+from .errors import SecretFileError
+
+__all__ = ["SECRET_ENV", "SecretFileError", "default_secret_path", "read_secret_file", "resolve_secret"]
+
+SECRET_ENV = "PPFT_SECRET"
+"""The environment variable holding the secret (third in the order of resolution)."""
+
+log = logging.getLogger("ppft.secret")
+
+_PRIVATE_MASK = 0o077  # any permission for the group or for others
+
+
+def default_secret_path() -> str:
+    """The per-user secret file: `~/.ppft/secret` (`~` from $HOME, so tests and shared homes are honoured)."""
+    return os.path.join(os.path.expanduser("~"), ".ppft", "secret")
+
+
+def resolve_secret(secret: str | bytes | None = None, *, secret_file: str | None = None) -> bytes:
+    """The secret to authenticate with, from the first source that has one (see the module's docstring).
+
+    An empty `secret` counts as none given, as an empty PPFT_SECRET does. Raises `SecretFileError` when
+    the secret file to use is unreadable, empty, or accessible to other users."""
+    if secret:
+        return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if secret_file is not None:
+        return read_secret_file(secret_file)
+    env = os.environ.get(SECRET_ENV, "")
+    if env:
+        return env.encode("utf-8")
+    path = default_secret_path()
+    data = _read(path)
+    if data is None:
+        _create_secret_file(path)
+        return read_secret_file(path)
+    return data
+
+
+def read_secret_file(path: str) -> bytes:
+    """The secret held in the file at `path`, refused unless only its owner may access it."""
+    data = _read(path)
+    if data is None:
+        raise SecretFileError(
+            f"secret file {path} does not exist: create it (mode 0600), or pass the secret explicitly "
+            f"(secret=, -s, or the {SECRET_ENV} environment variable)"
+        )
+    return data
+
+
+def _read(path: str) -> bytes | None:
+    """The secret in the file at `path`, None when there is no such file."""
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SecretFileError(
+            f"cannot open secret file {path}: {exc.strerror}; check its owner and permissions, or pass the "
+            f"secret explicitly (secret=, -s, or {SECRET_ENV})"
+        ) from None
+    try:
+        info = os.fstat(fd)  # the file we opened, not whatever the path names a moment later
+        if not stat.S_ISREG(info.st_mode):
+            raise SecretFileError(
+                f"secret file {path} is not a regular file: point to a file holding the secret"
+            )
+        if os.name == "posix" and info.st_mode & _PRIVATE_MASK:
+            mode = stat.S_IMODE(info.st_mode)
+            raise SecretFileError(
+                f"secret file {path} is accessible to other users (mode {mode:04o}); whoever reads it "
+                f"can run code as you on every ppft node: run `chmod 600 {path}` (and change the secret "
+                f"if others may have read it), then retry"
+            )
+        chunks = []
+        while True:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+    except OSError as exc:
+        raise SecretFileError(f"cannot read secret file {path}: {exc.strerror}") from None
+    finally:
+        os.close(fd)
+    data = b"".join(chunks).strip()
+    if not data:
+        raise SecretFileError(
+            f"secret file {path} is empty: write a secret into it, or delete it and ppft creates one"
+        )
+    return data
+
+
+def _create_secret_file(path: str) -> None:
+    """Create the per-user secret file with 32 random bytes, atomically: of two processes racing to create
+    it, both end up reading the same secret (the file appears complete, by a hard link, or not at all)."""
+    directory = os.path.dirname(path)
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        tmp = os.path.join(directory, f".secret.{os.getpid()}.{os.urandom(6).hex()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        try:
+            try:
+                os.write(fd, os.urandom(32).hex().encode("ascii") + b"\n")
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return  # another process created it first: use theirs
+            except OSError:
+                _create_in_place(path)  # a file system without hard links
+        finally:
+            os.unlink(tmp)
+    except OSError as exc:
+        raise SecretFileError(
+            f"cannot create the secret file {path}: {exc.strerror}; pass the secret explicitly (secret=, -s, "
+            f"or {SECRET_ENV})"
+        ) from None
+    log.info("created the per-user secret file %s (mode 0600)", path)
+
+
+def _create_in_place(path: str) -> None:
+    """Create the file directly (O_EXCL): never overwrites a secret another process already uses."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+    except FileExistsError:
+        return
+    try:
+        os.write(fd, os.urandom(32).hex().encode("ascii") + b"\n")
+    finally:
+        os.close(fd)
