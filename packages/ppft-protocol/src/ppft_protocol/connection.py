@@ -16,11 +16,13 @@ refusing a wrong secret has queued its `AuthFailed`), which the owner should flu
 from __future__ import annotations
 
 import os
+import struct
 from dataclasses import dataclass
 
 from . import channel, framing
 from .errors import (
     AuthenticationError,
+    DecodeError,
     LocalProtocolError,
     ProtocolError,
     ProtocolMismatchError,
@@ -28,6 +30,7 @@ from .errors import (
 )
 from .handshake import OPENING, TRANSITIONS, Role, State
 from .messages import (
+    MESSAGE_TYPES,
     Auth,
     AuthFailed,
     AuthOk,
@@ -77,6 +80,8 @@ class Closed:
 
 Event = Message | Established | Closed
 
+_HANDSHAKE_TYPES = frozenset((Hello.TYPE, Auth.TYPE, AuthOk.TYPE, AuthFailed.TYPE))
+
 
 class Connection:
     """One endpoint of a ppft protocol connection."""
@@ -116,7 +121,11 @@ class Connection:
         self._decoder.single = True
         self._sealer: channel.Sealer | None = None
         self._opener: channel.Opener | None = None
-        self._out: list[bytes | memoryview] = [framing.encode_opening(versions[0], versions[1], comment)]
+        try:
+            opening = framing.encode_opening(versions[0], versions[1], comment)
+        except ValueError as exc:
+            raise LocalProtocolError(f"cannot open a connection: {exc}; pass versions=(low, high)") from None
+        self._out: list[bytes | memoryview] = [opening]
         self._send_frame(Hello(self._nonce, self._flags))
 
     # -- public API ------------------------------------------------------------------------------------
@@ -144,7 +153,10 @@ class Connection:
     def receive_data(self, data: bytes | memoryview) -> list[Event]:
         """Events completed by `data`; `data` empty means the peer closed its end.
 
-        Large payload fields of the events may be views of `data`: pass bytes, or never reuse the buffer.
+        Large payload fields of the events may be views of `data` (or of a buffer the decoder reuses once
+        no view of it is left): pass bytes, or never reuse the buffer, and never write through the views.
+        A large frame arriving over many calls is copied once, when its last piece lands; until then its
+        pieces are held as views, so memory grows only with the bytes received.
         """
         if self.state is State.CLOSED:
             raise LocalProtocolError("receive_data on a closed connection")
@@ -161,7 +173,10 @@ class Connection:
     # -- internals -------------------------------------------------------------------------------------
 
     def _send_frame(self, message: Message) -> None:
-        parts = encode_message(message)
+        try:
+            parts = encode_message(message)
+        except (ValueError, OverflowError, struct.error) as exc:
+            raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from None
         sealer = self._sealer
         if sealer is None:
             size = 0
@@ -224,34 +239,51 @@ class Connection:
 
     def _handle_frames(self, frames: list[tuple[int, memoryview]]) -> list[Event]:
         events: list[Event] = []
+        decoder = self._decoder
         while frames:
-            was_single = self._decoder.single
             for ftype, frame_body in frames:
-                if self.state is State.ESTABLISHED:
+                state = self.state
+                if state is State.ESTABLISHED:
                     body = frame_body
                     opener = self._opener
                     if opener is not None:
                         header = framing.encode_frame_header(ftype, len(body))
                         body = memoryview(opener.open(header, body))
+                    if ftype in _HANDSHAKE_TYPES:
+                        raise RemoteProtocolError(
+                            f"peer sent {MESSAGE_TYPES[ftype].__name__} after the handshake was over; "
+                            f"the connection is closed"
+                        )
                     message = decode_message(ftype, body)
                     events.append(message)
                     if isinstance(message, Bye):
                         self.state = State.CLOSED
                         events.append(Closed(message.reason or "peer said bye"))
                         return events
-                elif self.state is State.CLOSED:
+                elif state is State.CLOSED:
                     return events
                 else:
-                    event = self._handshake_frame(decode_message(ftype, frame_body))
+                    event = self._handshake_frame(ftype, frame_body)
                     if event is not None:
                         events.append(event)
+            if not decoder.single or self.state is State.CLOSED:
+                break
             if self.state is State.ESTABLISHED:
-                self._decoder.single = False  # from here on the cap is fixed: take frames in bulk
-            frames = self._decoder.pending() if was_single and self.state is not State.CLOSED else []
+                decoder.single = False  # from here on the cap is fixed: take frames in bulk
+            frames = decoder.pending()
         return events
 
-    def _handshake_frame(self, message: Message) -> Established | None:
-        self._advance(type(message).__name__)
+    def _handshake_frame(self, ftype: int, body: memoryview) -> Established | None:
+        cls = MESSAGE_TYPES.get(ftype)
+        if cls is None:
+            raise DecodeError(
+                f"unknown frame type 0x{ftype:02x} while this {self.role.value} is in state "
+                f"{self.state.value}: the peer does not speak this protocol version"
+            )
+        # The state is checked before the body is even parsed: nothing but the expected handshake
+        # message is looked at before the peer has proven the secret.
+        self._advance(cls.__name__)
+        message = decode_message(ftype, body)
         if isinstance(message, Hello):
             self._peer_hello = message
             if self.role is Role.CLIENT:

@@ -11,8 +11,11 @@ Two layouts, both specified in docs/protocol.md:
 
 The decoder is incremental: it accepts bytes in any split, one byte at a time included. A frame header is
 checked against the size cap the moment its 5 bytes arrive, so an oversized frame is refused before any of
-its body is buffered. A large body is copied exactly once, from the received chunks into one buffer of the
-announced size; frames are handed out as `memoryview`s of that buffer.
+its body is buffered. Frames that arrive whole are handed out as views of the received bytes (no copy). A
+large body (64 KiB and more) that arrives in pieces is copied exactly once: the pieces are kept as views
+while they arrive (so memory grows with the bytes received, never with the length a header merely
+announces) and joined into one buffer when the last one lands, or written straight into the buffer of an
+earlier large frame that the caller has released.
 
 This module does no I/O and keeps no clock: it only turns bytes into (type, body) pairs and back.
 """
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import re
 import struct
+import sys
 
 from .errors import DecodeError, FrameTooLarge, LegacyPeerError
 
@@ -48,6 +52,10 @@ _OPENING_LEN = struct.Struct(">Q")
 _OPENING_RE = re.compile(rb"ppft-protocol/(\d{1,5})-(\d{1,5})(?: \((.*)\))?\Z", re.DOTALL)
 _LEGACY_RE = re.compile(rb"(\d+\.\d+(?:\.\d+)?[0-9A-Za-z.\-+]*)\Z")
 _LARGE = 64 * 1024
+_KEEP_VIEW = 4096  # a piece of a large body at least this big is kept as a view until the body is whole
+_SPARE_MAX = 256 * 1024 * 1024  # a finished large buffer bigger than this is never kept for reuse
+# Buffer reuse relies on CPython refusing to resize a bytearray that has live views (BufferError).
+_REUSE_BUFFERS = sys.implementation.name == "cpython"
 
 
 class Opening:
@@ -103,93 +111,129 @@ class FrameDecoder:
 
     `max_frame_size` caps a frame's body length; the owner lowers or raises it as the connection moves
     through its handshake (`set_limit`). Buffered memory never exceeds the cap plus one header.
+
+    `single` mode hands out at most one frame per `feed`, holding the bytes after it unread until
+    `pending()` (or the next `feed`) parses them under the cap in force by then: the handshake uses it so that
+    the small pre-authentication cap switches to the large one exactly after the frame that authenticates.
+
+    A large body (64 KiB and more) that arrives in pieces ends up in a buffer of its own; once the caller has
+    released every view of a finished body, the next large frame is written into that buffer instead of a
+    fresh one (no allocation, no page faults). Bodies are read-only to the caller: never write through them.
     """
 
     __slots__ = (
         "_buf",
+        "_held",
         "_large",
         "_large_fill",
+        "_large_parts",
+        "_large_size",
         "_large_type",
         "_limit",
         "_opening_done",
+        "_spare",
         "authenticated",
         "single",
     )
 
     def __init__(self, max_frame_size: int) -> None:
-        self._buf = bytearray()
+        self._buf = bytearray()  # a partial header or an incomplete small frame (header already checked)
+        self._held = b""  # single mode: bytes after the frame handed out, not parsed yet
         self._limit = max_frame_size
         self._opening_done = False
-        self._large: bytearray | None = None
+        self._large: bytearray | None = None  # a reused buffer the body is written into, if any
+        self._large_parts: list[bytearray | memoryview] = []  # else the pieces received so far
         self._large_fill = 0
+        self._large_size = 0  # nonzero while a large frame is being assembled
         self._large_type = 0
+        self._spare: bytearray | None = None
         self.authenticated = False
-        self.single = False  # hand out one frame per call (while the cap may change after each frame)
+        self.single = False
 
     def set_limit(self, max_frame_size: int) -> None:
-        """Change the frame size cap (for frames whose header has not arrived yet)."""
+        """Change the frame size cap (for frames whose header has not been parsed yet)."""
         self._limit = max_frame_size
 
     @property
+    def limit(self) -> int:
+        """The frame size cap in force."""
+        return self._limit
+
+    @property
     def buffered(self) -> int:
-        """Bytes held, waiting for the rest of their frame."""
-        return len(self._buf) + (self._large_fill if self._large is not None else 0)
+        """Bytes held, waiting for the rest of their frame (or, in single mode, for `pending()`)."""
+        return len(self._buf) + len(self._held) + self._large_fill
 
     @property
     def in_frame(self) -> bool:
         """True while part of a frame (or of the opening) has arrived but not all of it."""
-        return bool(self._buf) or self._large is not None
+        return bool(self._buf) or bool(self._held) or self._large_size != 0
 
     def feed_opening(self, data: bytes | memoryview) -> tuple[bytes | None, memoryview]:
-        """Consume the opening from `data`: (opening text or None while incomplete, bytes left over)."""
+        """Consume the opening from `data`: (opening text or None while incomplete, bytes left over).
+
+        Only the opening's own bytes are buffered; the rest of `data` is returned as a view, uncopied.
+        """
+        view = _byte_view(data)
         buf = self._buf
-        buf += data
         if len(buf) < 8:
-            return None, memoryview(b"")
+            take = 8 - len(buf)
+            buf += view[:take]
+            view = view[take:]
+            if len(buf) < 8:
+                return None, view
+            (length,) = _OPENING_LEN.unpack_from(buf, 0)
+            if length == 0 or length > MAX_OPENING:
+                raise DecodeError(
+                    f"peer did not open with the ppft protocol: its first 8 bytes {bytes(buf)!r} "
+                    f"are not the length of an opening (1..{MAX_OPENING})"
+                )
         (length,) = _OPENING_LEN.unpack_from(buf, 0)
-        if length == 0 or length > MAX_OPENING:
-            raise DecodeError(
-                f"peer did not open with the ppft protocol: its first 8 bytes {bytes(buf[:8])!r} "
-                f"are not the length of an opening"
-            )
+        take = 8 + length - len(buf)
+        buf += view[:take]
+        view = view[take:]
         if len(buf) < 8 + length:
-            return None, memoryview(b"")
-        text = bytes(buf[8 : 8 + length])
-        rest = memoryview(bytes(buf[8 + length :]))
+            return None, view
+        text = bytes(buf[8:])
         buf.clear()
         self._opening_done = True
-        return text, rest
+        return text, view
 
     def feed(self, data: bytes | memoryview) -> list[tuple[int, memoryview]]:
         """Consume `data` and return every frame it completes, in order, as (type, body).
 
-        Bodies may be views of `data` itself: pass immutable bytes, or do not reuse the buffer.
+        Bodies may be views of `data` itself: pass immutable bytes, or do not reuse the buffer while a
+        body (or a message decoded from it) is alive.
         """
         frames: list[tuple[int, memoryview]] = []
-        view = memoryview(data)
+        if self._held:
+            data = self._held + data
+            self._held = b""
+        view = _byte_view(data)
         buf = self._buf
+        single = self.single
         while view:
-            if self._large is not None:
+            if single and frames:
+                self._held = bytes(view)  # parsed later, by `pending()`, under the cap in force then
+                break
+            if self._large_size:
                 view = self._fill_large(view, frames)
             elif buf:
                 view = self._fill_small(view, frames)
             else:
                 # Fast path: frames parsed straight out of the received chunk, no copy at all.
                 view = self._parse(view, frames)
-                if view and self._large is None:
-                    buf += view  # an incomplete small frame (under 64 KiB) or a partial header
+                if view and not self._large_size and not (single and frames):
+                    buf += view  # a partial header, or an incomplete small frame (under 64 KiB)
                     break
-            if self.single and frames:
-                buf[:0] = view  # keep the rest, unread, for `pending()`
-                break
         return frames
 
     def pending(self) -> list[tuple[int, memoryview]]:
-        """Frames completed by bytes already buffered (after `single` mode held them back)."""
-        if self._large is not None or len(self._buf) < 5:
+        """Frames completed by bytes already received (after `single` mode held them back)."""
+        if not self._held:
             return []
-        data = bytes(self._buf)
-        self._buf.clear()
+        data = self._held
+        self._held = b""
         return self.feed(data)
 
     def _check(self, length: int) -> None:
@@ -200,9 +244,11 @@ class FrameDecoder:
         off = 0
         end = len(view)
         unpack = FRAME_HEADER.unpack_from
+        limit = self._limit
         while end - off >= 5:
             length, ftype = unpack(view, off)
-            self._check(length)
+            if length > limit:
+                self._check(length)
             body_start = off + 5
             if end - body_start >= length:
                 frames.append((ftype, view[body_start : body_start + length]))
@@ -217,9 +263,27 @@ class FrameDecoder:
         return view[off:]
 
     def _start_large(self, ftype: int, length: int) -> None:
-        self._large = bytearray(length)
+        self._large = self._reusable(length)
+        self._large_size = length
         self._large_type = ftype
         self._large_fill = 0
+
+    def _reusable(self, length: int) -> bytearray | None:
+        """The previous large buffer, if it fits `length` and nothing outside refers to it any more."""
+        spare = self._spare
+        if spare is None:
+            return None
+        self._spare = None
+        if not length <= len(spare) <= 2 * length:
+            return None
+        try:
+            # A bytearray cannot change size while a view of it exists: a size change that is undone
+            # at once (no reallocation either way) tells whether the caller still holds a body in it.
+            spare.pop()
+            spare.append(0)
+        except BufferError:
+            return None
+        return spare
 
     def _fill_small(self, view: memoryview, frames: list[tuple[int, memoryview]]) -> memoryview:
         buf = self._buf
@@ -240,19 +304,45 @@ class FrameDecoder:
         buf += view[:need]
         view = view[need:]
         if len(buf) == 5 + length:
-            frames.append((ftype, memoryview(bytes(buf[5:]))))
+            frame = bytes(buf)
             buf.clear()
+            frames.append((ftype, memoryview(frame)[5:]))
         return view
 
     def _fill_large(self, view: memoryview, frames: list[tuple[int, memoryview]]) -> memoryview:
-        large = self._large
-        assert large is not None
         fill = self._large_fill
-        take = min(len(view), len(large) - fill)
-        large[fill : fill + take] = view[:take]
-        self._large_fill = fill + take
-        if self._large_fill == len(large):
-            frames.append((self._large_type, memoryview(large)))
+        size = self._large_size
+        take = min(len(view), size - fill)
+        piece = view[:take]
+        large = self._large
+        if large is not None:
+            large[fill : fill + take] = piece
+        elif take >= _KEEP_VIEW and piece.readonly:
+            self._large_parts.append(piece)  # a view of received `bytes`: kept, not copied
+        else:
+            # A writable view may be reused by the caller for its next read, so its bytes are taken now;
+            # small pieces are gathered too, so a peer trickling bytes cannot pile up view objects.
+            parts = self._large_parts
+            if parts and type(parts[-1]) is bytearray:
+                parts[-1] += piece
+            else:
+                parts.append(bytearray(piece))
+        fill += take
+        self._large_fill = fill
+        if fill == size:
+            if large is None:
+                large = bytearray().join(self._large_parts)  # the one copy
+                self._large_parts = []
+            body = memoryview(large)
+            frames.append((self._large_type, body if len(large) == size else body[:size]))
             self._large = None
             self._large_fill = 0
+            self._large_size = 0
+            if _REUSE_BUFFERS and size <= _SPARE_MAX:
+                self._spare = large
         return view[take:]
+
+
+def _byte_view(data: bytes | memoryview) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" else view.cast("B")

@@ -1,0 +1,243 @@
+"""Golden vectors (tests/vectors/protocol-v1.json): the implementation reproduces every byte, fresh endpoints
+fed one side of a recorded transcript answer with exactly the other side, and the keys, proofs and sealed
+frames follow from the formulas of docs/protocol.md computed independently with `cryptography` and `hmac`."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import importlib.util
+import json
+import re
+import struct
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from ppft_protocol import Connection, Established, LegacyPeerError, Role
+from ppft_protocol.framing import parse_opening
+from ppft_protocol.messages import MESSAGE_TYPES, decode_message
+
+VECTORS_DIR = Path(__file__).with_name("vectors")
+VECTORS_FILE = VECTORS_DIR / "protocol-v1.json"
+DOC = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
+
+
+def _load_generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("ppft_make_vectors", VECTORS_DIR / "make_vectors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+GEN = _load_generator()
+VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
+INPUTS = VECTORS["inputs"]
+SECRET = bytes.fromhex(INPUTS["secret"])
+NONCE_C = bytes.fromhex(INPUTS["nonce_client"])
+NONCE_S = bytes.fromhex(INPUTS["nonce_server"])
+HANDSHAKES = ["handshake_sealed", "handshake_plain"]
+
+
+def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(ikm)
+
+
+def _joined(pieces: list[dict[str, str]]) -> bytes:
+    return b"".join(bytes.fromhex(p["hex"]) for p in pieces)
+
+
+def _endpoint(role: Role, allow_plain: bool) -> Connection:
+    if role is Role.CLIENT:
+        return Connection(
+            role, SECRET, nonce=NONCE_C, comment=INPUTS["comment_client"], allow_plain=allow_plain
+        )
+    return Connection(role, SECRET, nonce=NONCE_S, comment=INPUTS["comment_server"], allow_plain=allow_plain)
+
+
+# -- the implementation reproduces the file ----------------------------------------------------------------
+
+
+def test_vectors_file_is_exactly_what_the_implementation_produces() -> None:
+    assert GEN.render() == VECTORS_FILE.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("vector", VECTORS["messages"], ids=lambda v: v["name"])
+def test_message_vector_decodes_to_its_fields_and_encodes_back_to_its_bytes(vector: dict[str, Any]) -> None:
+    frame = bytes.fromhex(vector["frame"])
+    length, ftype = struct.unpack_from(">IB", frame)
+    assert (ftype, length) == (vector["type"], len(frame) - 5)
+    message = decode_message(ftype, memoryview(frame)[5:])
+    assert type(message).__name__ == vector["message"]
+    assert GEN.describe(message) == vector["fields"]
+    assert GEN._frame(message) == frame
+
+
+def test_message_vectors_cover_every_message_type() -> None:
+    assert {v["type"] for v in VECTORS["messages"]} == set(MESSAGE_TYPES)
+
+
+def test_opening_vectors_parse_to_their_ranges() -> None:
+    openings = VECTORS["openings"]
+    client = parse_opening(bytes.fromhex(openings["client"])[8:])
+    assert (client.min_version, client.max_version, client.comment) == (1, 1, INPUTS["comment_client"])
+    wide = parse_opening(bytes.fromhex(openings["range-2-5"])[8:])
+    assert (wide.min_version, wide.max_version) == (2, 5)
+    with pytest.raises(LegacyPeerError):
+        parse_opening(bytes.fromhex(openings["legacy-1.x-server-version-message"])[8:])
+
+
+# -- transcripts: one side's bytes make a fresh endpoint say exactly the other side's -----------------------
+
+
+@pytest.mark.parametrize("name", HANDSHAKES)
+def test_fresh_server_fed_the_client_transcript_answers_with_the_server_transcript(name: str) -> None:
+    vector = VECTORS[name]
+    server = _endpoint(Role.SERVER, vector["allow_plain_server"])
+    sent = server.data_to_send()
+    events = []
+    for piece in vector["client_to_server"]:
+        events += server.receive_data(bytes.fromhex(piece["hex"]))
+        sent += server.data_to_send()
+    assert sent == _joined(vector["server_to_client"])
+    assert events == [Established(1, vector["sealed"], INPUTS["comment_client"])]
+
+
+@pytest.mark.parametrize("name", HANDSHAKES)
+def test_fresh_client_fed_the_server_transcript_answers_with_the_client_transcript(name: str) -> None:
+    vector = VECTORS[name]
+    client = _endpoint(Role.CLIENT, vector["allow_plain_client"])
+    sent = client.data_to_send()
+    events = []
+    for piece in vector["server_to_client"]:
+        events += client.receive_data(bytes.fromhex(piece["hex"]))
+        sent += client.data_to_send()
+    assert sent == _joined(vector["client_to_server"])
+    assert events == [Established(1, vector["sealed"], INPUTS["comment_server"])]
+
+
+@pytest.mark.parametrize("name", HANDSHAKES)
+def test_frames_after_the_handshake_decode_to_their_messages(name: str) -> None:
+    vector = VECTORS[name]
+    client = _endpoint(Role.CLIENT, vector["allow_plain_client"])
+    server = _endpoint(Role.SERVER, vector["allow_plain_server"])
+    server.receive_data(_joined(vector["client_to_server"]))
+    client.receive_data(_joined(vector["server_to_client"]))
+    for entry in vector["after_handshake"]:
+        receiver = server if entry["direction"] == "client-to-server" else client
+        (message, *_) = receiver.receive_data(bytes.fromhex(entry["frame"]))
+        assert type(message).__name__ == entry["message"]
+        assert GEN.describe(message) == entry["fields"]
+
+
+def test_wrong_secret_vector_is_one_auth_failed_frame() -> None:
+    refused = bytes.fromhex(VECTORS["handshake_wrong_secret"]["server_to_client_after_auth"])
+    auth_failed = next(v for v in VECTORS["messages"] if v["name"] == "auth-failed")
+    assert refused.hex() == auth_failed["frame"]
+
+
+# -- the spec's formulas, computed independently ----------------------------------------------------------
+
+
+def test_k_auth_is_hkdf_of_the_secret_with_the_documented_salt_and_info() -> None:
+    expected = _hkdf(SECRET, b"ppft-protocol", b"auth")
+    for name in HANDSHAKES:
+        assert VECTORS[name]["k_auth"] == expected.hex()
+
+
+@pytest.mark.parametrize("name", HANDSHAKES)
+@pytest.mark.parametrize("role", ["client", "server"])
+def test_proof_is_hmac_of_the_documented_transcript(name: str, role: str) -> None:
+    vector = VECTORS[name]
+    k_auth = bytes.fromhex(vector["k_auth"])
+    transcript = (
+        b"ppft-auth/"
+        + role.encode()
+        + struct.pack(">H", vector["version"])
+        + NONCE_C
+        + NONCE_S
+        + bytes([vector["flags_client"], vector["flags_server"]])
+    )
+    expected = hmac.new(k_auth, transcript, hashlib.sha256).hexdigest()
+    assert vector[f"proof_{role}"] == expected
+    piece = "Auth" if role == "client" else "AuthOk"
+    side = "client_to_server" if role == "client" else "server_to_client"
+    (frame_hex,) = [p["hex"] for p in vector[side] if p["piece"] == piece]
+    assert frame_hex == f"00000020{3 if piece == 'AuthOk' else 2:02x}{expected}"
+
+
+@pytest.mark.parametrize("direction", ["client-to-server", "server-to-client"])
+def test_session_key_is_hkdf_of_the_secret_over_both_nonces(direction: str) -> None:
+    vector = VECTORS["handshake_sealed"]
+    info = b"ppft-seal/" + struct.pack(">H", 1) + b"/" + direction.encode()
+    expected = _hkdf(SECRET, NONCE_C + NONCE_S, info)
+    assert vector[f"key_{direction.replace('-', '_')}"] == expected.hex()
+
+
+def test_sealed_frames_are_chacha20_poly1305_with_counter_nonces_and_the_header_as_aad() -> None:
+    vector = VECTORS["handshake_sealed"]
+    counters = {"client-to-server": 0, "server-to-client": 0}
+    for entry in vector["after_handshake"]:
+        direction = entry["direction"]
+        key = bytes.fromhex(vector[f"key_{direction.replace('-', '_')}"])
+        plaintext = bytes.fromhex(entry["plaintext_body"])
+        ftype = MESSAGE_TYPES_BY_NAME[entry["message"]]
+        header = struct.pack(">IB", len(plaintext) + 16, ftype)
+        nonce = bytes(4) + struct.pack(">Q", counters[direction])
+        counters[direction] += 1
+        assert entry["nonce"] == nonce.hex()
+        assert entry["aad"] == header.hex()
+        expected = header + ChaCha20Poly1305(key).encrypt(nonce, plaintext, header)
+        assert entry["frame"] == expected.hex()
+
+
+def test_plain_frames_after_the_handshake_are_the_bare_plaintext() -> None:
+    for entry in VECTORS["handshake_plain"]["after_handshake"]:
+        plaintext = bytes.fromhex(entry["plaintext_body"])
+        header = struct.pack(">IB", len(plaintext), MESSAGE_TYPES_BY_NAME[entry["message"]])
+        assert entry["frame"] == (header + plaintext).hex()
+
+
+MESSAGE_TYPES_BY_NAME = {cls.__name__: t for t, cls in MESSAGE_TYPES.items()}
+
+
+# -- the specification quotes the vectors -----------------------------------------------------------------
+
+
+def _doc_hex() -> str:
+    if not DOC.exists():
+        pytest.skip("docs/protocol.md is not part of this checkout (an sdist of the package alone)")
+    return re.sub(r"[^0-9a-f]", "", DOC.read_text(encoding="utf-8"))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("openings", "client"),
+        ("openings", "server"),
+        ("openings", "legacy-1.x-server-version-message"),
+        ("handshake_sealed", "k_auth"),
+        ("handshake_sealed", "proof_client"),
+        ("handshake_sealed", "proof_server"),
+        ("handshake_sealed", "key_client_to_server"),
+        ("handshake_sealed", "key_server_to_client"),
+    ],
+    ids="/".join,
+)
+def test_spec_quotes_the_key_vectors(path: tuple[str, str]) -> None:
+    assert VECTORS[path[0]][path[1]] in _doc_hex()
+
+
+def test_spec_quotes_the_sealed_transcript_and_first_sealed_frames() -> None:
+    doc = _doc_hex()
+    vector = VECTORS["handshake_sealed"]
+    for piece in vector["client_to_server"] + vector["server_to_client"]:
+        assert piece["hex"] in doc
+    for entry in vector["after_handshake"][:3]:
+        assert entry["frame"] in doc

@@ -1,0 +1,282 @@
+#!/usr/bin/env python3
+"""Writes the golden test vectors of ppft-protocol version 1 (protocol-v1.json, beside this file).
+
+Every input is fixed (the secret, both nonces, both openings' comments), so the output is the same on every
+run: the opening bytes, every message type's frame, the whole handshake transcript in both directions with
+the derived K_auth, proofs and session keys, and sealed frames. docs/protocol.md quotes them; the tests
+check that the implementation reproduces every byte (and that the spec's formulas, computed with
+`cryptography` and `hmac` directly, give the same keys, proofs and ciphertexts).
+
+    python make_vectors.py           # rewrite protocol-v1.json
+    python make_vectors.py --check   # exit 1 if protocol-v1.json differs from what the code produces
+
+Regenerate only on a deliberate change of the wire format, which also needs a new protocol version.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import struct
+import sys
+from pathlib import Path
+from typing import Any
+
+from ppft_protocol import (
+    Auth,
+    AuthenticationError,
+    AuthFailed,
+    AuthOk,
+    Bye,
+    Cancel,
+    Connection,
+    FunctionBody,
+    Heartbeat,
+    Hello,
+    Job,
+    JobBatch,
+    Message,
+    NodeInfo,
+    Result,
+    ResultBatch,
+    Role,
+    StatsReply,
+    StatsRequest,
+    channel,
+)
+from ppft_protocol.framing import encode_frame_header, encode_opening
+from ppft_protocol.messages import MESSAGE_TYPES, encode_message
+
+PATH = Path(__file__).with_name("protocol-v1.json")
+
+SECRET = b"ppft golden-vector secret"
+NONCE_C = bytes(range(0x00, 0x20))
+NONCE_S = bytes(range(0x20, 0x40))
+COMMENT_C = "golden client"
+COMMENT_S = "golden server"
+VERSION = 1
+
+SOURCE = "def add(a, b):\n    return a + b\n"
+DIGEST = hashlib.sha256(SOURCE.encode()).digest()
+ARGS = b"\x80\x05K\x01K\x02\x86\x94."  # pickle.dumps((1, 2), 5)
+VALUE = b"\x80\x05K\x03."  # pickle.dumps(3, 5)
+
+
+def sample_messages() -> list[tuple[str, Message]]:
+    """One or more of every message type, small enough to print, with their names in the vectors file."""
+    return [
+        ("hello", Hello(NONCE_C, 0)),
+        ("hello-allow-plain", Hello(NONCE_S, Hello.FLAG_ALLOW_PLAIN)),
+        ("auth", Auth(bytes(range(0x40, 0x60)))),
+        ("auth-ok", AuthOk(bytes(range(0x60, 0x80)))),
+        ("auth-failed", AuthFailed()),
+        ("node-info", NodeInfo("server", 4, "2.0.0", "node1:60000")),
+        ("function-body-source", FunctionBody(DIGEST, "add", (SOURCE,), ("math", "from os import path"))),
+        ("function-body-pickled", FunctionBody(DIGEST, "<lambda>", (), (), b"\x80\x05pickled-callable")),
+        ("job-batch", JobBatch((Job(1, DIGEST, ARGS, 5), Job(2, DIGEST, ARGS, 4)))),
+        (
+            "result-batch",
+            ResultBatch(
+                (
+                    Result(1, True, VALUE, "hi\n", 0.5, 0.25),
+                    Result(
+                        2,
+                        False,
+                        b"",
+                        "",
+                        0.125,
+                        0.0625,
+                        "builtins.ZeroDivisionError",
+                        "division by zero",
+                        "Traceback (most recent call last):\nZeroDivisionError: division by zero\n",
+                        b"\x80\x05exc",
+                    ),
+                )
+            ),
+        ),
+        ("cancel", Cancel((1, 2, 3))),
+        ("stats-request", StatsRequest()),
+        ("stats-reply", StatsReply(10, 2.5, 4, 1)),
+        ("heartbeat", Heartbeat()),
+        ("bye", Bye("shutting down")),
+    ]
+
+
+def sealed_traffic() -> list[tuple[str, Message]]:
+    """What the two sides send after the sealed handshake, in order: (direction, message)."""
+    return [
+        ("client-to-server", FunctionBody(DIGEST, "add", (SOURCE,), ())),
+        ("client-to-server", JobBatch((Job(1, DIGEST, ARGS, 5),))),
+        ("server-to-client", ResultBatch((Result(1, True, VALUE, "", 0.5, 0.25),))),
+        ("client-to-server", Bye("done")),
+    ]
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return {"hex": bytes(value).hex()}
+    if isinstance(value, tuple) and hasattr(value, "_fields"):
+        return {name: _jsonable(getattr(value, name)) for name in value._fields}
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+def describe(message: Message) -> dict[str, Any]:
+    """A message's fields as JSON: byte strings as {"hex": ...}, named tuples as objects."""
+    return {f.name: _jsonable(getattr(message, f.name)) for f in dataclasses.fields(message)}
+
+
+def _frame(message: Message) -> bytes:
+    body = b"".join(encode_message(message))
+    return encode_frame_header(message.TYPE, len(body)) + body
+
+
+def _pieces(data: bytes, *, opening: bool) -> list[tuple[str, bytes]]:
+    """Cut bytes into named pieces: the opening, then one piece per frame, named by its type."""
+    pieces = []
+    off = 0
+    if opening:
+        (length,) = struct.unpack_from(">Q", data, 0)
+        pieces.append(("opening", data[: 8 + length]))
+        off = 8 + length
+    while off < len(data):
+        length, ftype = struct.unpack_from(">IB", data, off)
+        pieces.append((MESSAGE_TYPES[ftype].__name__, data[off : off + 5 + length]))
+        off += 5 + length
+    return pieces
+
+
+def handshake(allow_plain: bool) -> dict[str, Any]:
+    """The whole exchange of one fixed connection, both directions, with its keys and proofs."""
+    client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, comment=COMMENT_C, allow_plain=allow_plain)
+    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S, allow_plain=allow_plain)
+    c2s: list[tuple[str, bytes]] = []
+    s2c: list[tuple[str, bytes]] = []
+    first = True
+    while True:
+        to_server, to_client = client.data_to_send(), server.data_to_send()
+        if not to_server and not to_client:
+            break
+        c2s += _pieces(to_server, opening=first)
+        s2c += _pieces(to_client, opening=first)
+        first = False
+        if to_server:
+            server.receive_data(to_server)
+        if to_client:
+            client.receive_data(to_client)
+    flags = Hello.FLAG_ALLOW_PLAIN if allow_plain else 0
+    k_auth = channel.auth_key(SECRET)
+    out: dict[str, Any] = {
+        "allow_plain_client": allow_plain,
+        "allow_plain_server": allow_plain,
+        "flags_client": flags,
+        "flags_server": flags,
+        "version": client.version,
+        "sealed": client.sealed,
+        "k_auth": k_auth.hex(),
+        "proof_client": channel.proof(k_auth, "client", VERSION, NONCE_C, NONCE_S, flags, flags).hex(),
+        "proof_server": channel.proof(k_auth, "server", VERSION, NONCE_C, NONCE_S, flags, flags).hex(),
+        "client_to_server": [{"piece": name, "hex": data.hex()} for name, data in c2s],
+        "server_to_client": [{"piece": name, "hex": data.hex()} for name, data in s2c],
+    }
+    if client.sealed:
+        key_c2s, key_s2c = channel.session_keys(SECRET, VERSION, NONCE_C, NONCE_S)
+        out["key_client_to_server"] = key_c2s.hex()
+        out["key_server_to_client"] = key_s2c.hex()
+    traffic = []
+    counters = {"client-to-server": 0, "server-to-client": 0}
+    for direction, message in sealed_traffic():
+        sender = client if direction == "client-to-server" else server
+        sender.send(message)
+        wire = sender.data_to_send()
+        plaintext = b"".join(encode_message(message))
+        entry: dict[str, Any] = {
+            "direction": direction,
+            "message": type(message).__name__,
+            "fields": describe(message),
+            "plaintext_body": plaintext.hex(),
+            "frame": wire.hex(),
+        }
+        if client.sealed:
+            entry["counter"] = counters[direction]
+            entry["nonce"] = struct.pack(">4xQ", counters[direction]).hex()
+            entry["aad"] = wire[:5].hex()
+        counters[direction] += 1
+        traffic.append(entry)
+    out["after_handshake"] = traffic
+    return out
+
+
+def build_vectors() -> dict[str, Any]:
+    """Every vector, as the JSON document written to protocol-v1.json."""
+    legacy = b"1.7.8"
+    wrong_client = Connection(Role.CLIENT, b"not the secret", nonce=NONCE_C, comment=COMMENT_C)
+    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S)
+    wrong_client.receive_data(server.data_to_send())
+    try:
+        server.receive_data(wrong_client.data_to_send())
+    except AuthenticationError:
+        refused = server.data_to_send()  # the one AuthFailed frame the server queued before closing
+    else:
+        raise AssertionError("the server accepted a wrong secret")
+    return {
+        "about": (
+            "Golden test vectors of ppft-protocol version 1 (docs/protocol.md). Byte strings are hex. "
+            "Generated by make_vectors.py from fixed inputs; the tests check the implementation against "
+            "every byte."
+        ),
+        "inputs": {
+            "secret": SECRET.hex(),
+            "secret_text": SECRET.decode(),
+            "nonce_client": NONCE_C.hex(),
+            "nonce_server": NONCE_S.hex(),
+            "comment_client": COMMENT_C,
+            "comment_server": COMMENT_S,
+            "versions_client": [1, 1],
+            "versions_server": [1, 1],
+        },
+        "openings": {
+            "client": encode_opening(1, 1, COMMENT_C).hex(),
+            "server": encode_opening(1, 1, COMMENT_S).hex(),
+            "range-2-5": encode_opening(2, 5, "").hex(),
+            "legacy-1.x-server-version-message": (struct.pack(">Q", len(legacy)) + legacy).hex(),
+        },
+        "messages": [
+            {
+                "name": name,
+                "message": type(message).__name__,
+                "type": message.TYPE,
+                "fields": describe(message),
+                "frame": _frame(message).hex(),
+            }
+            for name, message in sample_messages()
+        ],
+        "handshake_sealed": handshake(allow_plain=False),
+        "handshake_plain": handshake(allow_plain=True),
+        "handshake_wrong_secret": {
+            "client_secret": b"not the secret".hex(),
+            "server_to_client_after_auth": refused.hex(),
+        },
+    }
+
+
+def render() -> str:
+    return json.dumps(build_vectors(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not PATH.exists() or PATH.read_text(encoding="utf-8") != text:
+            sys.stderr.write(f"{PATH} differs from what the implementation produces; run {argv[0]}\n")
+            return 1
+        return 0
+    PATH.write_text(text, encoding="utf-8")
+    sys.stdout.write(f"wrote {PATH}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
