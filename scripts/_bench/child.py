@@ -1,0 +1,354 @@
+"""One measurement in a fresh process: `python child.py BACKEND SCENARIO PARAMS_JSON OUT_FILE`.
+
+scripts/bench runs this file once per (implementation, scenario) so imports, caches and worker pools never
+leak from one figure into the next. It runs in our venv and in the ppft 1.7.8 venv alike, so it must only use
+the standard library and the implementation under test, and must stay valid Python 3.10. The job functions
+live at the top level of this real file because ppft 1.7.8 ships a function as its source text (`inspect`).
+
+It checks every value it gets back and exits non-zero on a wrong one: a figure from wrong results is never
+written. It never decides a timeout: the parent kills it when it runs too long.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import sys
+import time
+from typing import Any
+
+try:
+    from ppft_protocol import PPFTError as _ErrorBase
+except ImportError:  # the ppft 1.7.8 venv has none of our packages
+    _ErrorBase = Exception  # type: ignore[misc,assignment]
+
+__all__ = ["main"]
+
+WORKERS = 2
+
+
+class BenchValueError(_ErrorBase):
+    """A job came back with a wrong value (the implementation under test is broken, not slow)."""
+
+
+# ----------------------------------------------------------------------------------------- job functions
+# Self-contained (no globals, no imports, builtin annotations only): ppft ships them as source and runs them
+# in a bare namespace.
+
+
+def inc(x: int) -> int:
+    return x + 1
+
+
+def echo(data: bytes) -> bytes:
+    return data
+
+
+def spin(n: int) -> int:
+    total = 0
+    for i in range(n):
+        total += i * i
+    return total
+
+
+# ------------------------------------------------------------------------------------------------ backends
+
+
+class _Backend:
+    """The calls a scenario needs, written per API so no wrapper sits inside the timed loops."""
+
+    def submit_all(self, fn: Any, arg_tuples: list[tuple[Any, ...]]) -> list[Any]:
+        raise NotImplementedError
+
+    def collect(self, handles: list[Any]) -> list[Any]:
+        raise NotImplementedError
+
+    def one(self, fn: Any, *args: Any) -> Any:
+        raise NotImplementedError
+
+    def map(self, fn: Any, items: range) -> list[Any]:
+        raise NotImplementedError(f"{type(self).__name__} has no map")
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+
+class _FuturesBackend(_Backend):
+    """ProcessPoolExecutor(2), or our `ppft.Executor(2)`: the concurrent.futures API."""
+
+    def __init__(self, executor: Any) -> None:
+        self.ex = executor
+
+    def submit_all(self, fn: Any, arg_tuples: list[tuple[Any, ...]]) -> list[Any]:
+        submit = self.ex.submit
+        return [submit(fn, *args) for args in arg_tuples]
+
+    def collect(self, handles: list[Any]) -> list[Any]:
+        return [fut.result() for fut in handles]
+
+    def one(self, fn: Any, *args: Any) -> Any:
+        return self.ex.submit(fn, *args).result()
+
+    def map(self, fn: Any, items: range) -> list[Any]:
+        return list(self.ex.map(fn, items))
+
+    def close(self) -> None:
+        self.ex.shutdown(wait=True)
+
+
+class _ClassicBackend(_Backend):
+    """`pp.Server`: ppft 1.7.8 or ours, local (`Server(2)`) or remote (`Server(0, ppservers=...)`)."""
+
+    def __init__(self, server: Any) -> None:
+        self.server = server
+
+    def submit_all(self, fn: Any, arg_tuples: list[tuple[Any, ...]]) -> list[Any]:
+        submit = self.server.submit
+        return [submit(fn, args) for args in arg_tuples]
+
+    def collect(self, handles: list[Any]) -> list[Any]:
+        return [job() for job in handles]
+
+    def one(self, fn: Any, *args: Any) -> Any:
+        return self.server.submit(fn, args)()
+
+    def close(self) -> None:
+        self.server.destroy()
+
+
+def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
+    if backend == "ppe":
+        from concurrent.futures import ProcessPoolExecutor
+
+        return _FuturesBackend(ProcessPoolExecutor(WORKERS))
+    if backend == "executor":
+        import ppft
+
+        return _FuturesBackend(ppft.Executor(WORKERS))
+    if backend == "classic":
+        import ppft as pp
+
+        remote = params.get("remote")
+        if remote:
+            return _ClassicBackend(pp.Server(0, ppservers=(remote,), secret=params["secret"]))
+        return _ClassicBackend(pp.Server(WORKERS))
+    raise SystemExit(f"unknown backend {backend!r}: expected ppe, executor, classic, bare or bare-tcp")
+
+
+# ----------------------------------------------------------------------------------------------- scenarios
+
+
+def _check(got: list[Any], expected: list[Any], what: str) -> None:
+    if got != expected:
+        bad = (
+            next(i for i, (g, e) in enumerate(zip(got, expected, strict=True)) if g != e)
+            if len(got) == len(expected)
+            else -1
+        )
+        shown = (
+            "a list of a different length"
+            if bad < 0
+            else f"{got[bad]!r} at index {bad}, expected {expected[bad]!r}"
+        )
+        raise BenchValueError(f"{what}: wrong results ({shown}); the implementation under test is broken")
+
+
+def _warm_up(b: _Backend) -> None:
+    """Start every worker and ship `inc` once, so the timed span measures the steady state."""
+    _check(
+        b.collect(b.submit_all(inc, [(i,) for i in range(4 * WORKERS)])),
+        list(range(1, 4 * WORKERS + 1)),
+        "warm-up",
+    )
+
+
+def _tiny(b: _Backend, n: int, rounds: int) -> dict[str, Any]:
+    args = [(i,) for i in range(n)]
+    expected = list(range(1, n + 1))
+    rates = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        values = b.collect(b.submit_all(inc, args))
+        elapsed = time.perf_counter() - start
+        _check(values, expected, f"tiny throughput ({n} jobs)")
+        rates.append(n / elapsed)
+    return {"jobs_per_s": max(rates), "rounds": rates, "n": n}
+
+
+def _latency(b: _Backend, k: int) -> dict[str, Any]:
+    samples = []
+    for i in range(k):
+        start = time.perf_counter()
+        value = b.one(inc, i)
+        samples.append(time.perf_counter() - start)
+        if value != i + 1:
+            raise BenchValueError(f"latency round trip {i}: got {value!r}, expected {i + 1}")
+    samples.sort()
+    p99 = samples[min(len(samples) - 1, round(0.99 * (len(samples) - 1)))]
+    return {"median_us": statistics.median(samples) * 1e6, "p99_us": p99 * 1e6, "k": k}
+
+
+def scenario_startup(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Construct + first trivial result; the import of the package is timed apart (`import_s`)."""
+    start = time.perf_counter()
+    if backend == "ppe":
+        import concurrent.futures  # noqa: F401
+    else:
+        import ppft  # noqa: F401
+    imported = time.perf_counter()
+    b = _make_backend(backend, params)
+    try:
+        value = b.one(inc, 41)
+        elapsed = time.perf_counter() - start
+    finally:
+        b.close()
+    if value != 42:
+        raise BenchValueError(f"startup: first job returned {value!r}, expected 42")
+    return {"startup_s": elapsed - (imported - start), "import_s": imported - start}
+
+
+def scenario_tiny(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    if backend in ("bare", "bare-tcp"):
+        sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        import bare_pipeline  # checks its own results
+
+        rates = [bare_pipeline.run(params["n"], tcp=backend == "bare-tcp") for _ in range(params["rounds"])]
+        return {"jobs_per_s": max(rates), "rounds": rates, "n": params["n"]}
+    b = _make_backend(backend, params)
+    try:
+        _warm_up(b)
+        return _tiny(b, params["n"], params["rounds"])
+    finally:
+        b.close()
+
+
+def scenario_latency(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    b = _make_backend(backend, params)
+    try:
+        _warm_up(b)
+        return _latency(b, params["k"])
+    finally:
+        b.close()
+
+
+def scenario_remote(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Tiny throughput then latency through one pool (local or remote, as `params` says)."""
+    b = _make_backend(backend, params)
+    try:
+        _warm_up(b)
+        result = _tiny(b, params["n"], params["rounds"])
+        result.update(_latency(b, params["k"]))
+        return result
+    finally:
+        b.close()
+
+
+def scenario_cpu(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Parallel efficiency = jobs * one job's time (run here) / (workers * wall time in the pool).
+
+    One job's time is the median of 3 runs here; the wall time is the best of `rounds`, because the
+    2 vCPUs of this machine are not always both there (steal) and one bad round says nothing of the code.
+    """
+    probe = 100_000
+    start = time.perf_counter()
+    spin(probe)
+    n = max(1000, int(probe * params["job_s"] / (time.perf_counter() - start)))
+    singles = []
+    for _ in range(3):
+        start = time.perf_counter()
+        expected = spin(n)
+        singles.append(time.perf_counter() - start)
+    single = statistics.median(singles)
+    walls = []
+    b = _make_backend(backend, params)
+    try:
+        _warm_up(b)
+        for _ in range(params["rounds"]):
+            start = time.perf_counter()
+            values = b.collect(b.submit_all(spin, [(n,)] * params["jobs"]))
+            walls.append(time.perf_counter() - start)
+            _check(values, [expected] * params["jobs"], "cpu-bound")
+    finally:
+        b.close()
+    return {
+        "efficiency": params["jobs"] * single / (WORKERS * min(walls)),
+        "single_s": single,
+        "wall_s": min(walls),
+        "walls": walls,
+        "jobs": params["jobs"],
+        "loop_n": n,
+    }
+
+
+def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """MiB/s counts each job's payload once (one direction), though every byte travels both ways."""
+    b = _make_backend(backend, params)
+    out: dict[str, Any] = {}
+    try:
+        _warm_up(b)
+        for size, count in params["sizes"]:
+            data = bytes(range(256)) * (size // 256)
+            rates = []
+            for _ in range(params["rounds"]):
+                start = time.perf_counter()
+                values = b.collect(b.submit_all(echo, [(data,)] * count))
+                elapsed = time.perf_counter() - start
+                if len(values) != count or any(value != data for value in values):
+                    raise BenchValueError(f"payload echo of {size} bytes came back different")
+                rates.append(count * size / (1 << 20) / elapsed)
+            out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}
+    finally:
+        b.close()
+    return out
+
+
+def scenario_executor(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`Executor.map(inc, range(n))` (default chunksize) and n `submit` calls then all results."""
+    b = _make_backend(backend, params)
+    n = params["n"]
+    expected = list(range(1, n + 1))
+    map_rates = []
+    try:
+        _warm_up(b)
+        for _ in range(params["rounds"]):
+            start = time.perf_counter()
+            values = b.map(inc, range(n))
+            map_rates.append(n / (time.perf_counter() - start))
+            _check(values, expected, "executor map")
+        result = _tiny(b, n, params["rounds"])
+    finally:
+        b.close()
+    return {
+        "map_jobs_per_s": max(map_rates),
+        "map_rounds": map_rates,
+        "submit_jobs_per_s": result["jobs_per_s"],
+    }
+
+
+_SCENARIOS = {
+    "startup": scenario_startup,
+    "tiny": scenario_tiny,
+    "latency": scenario_latency,
+    "remote": scenario_remote,
+    "cpu": scenario_cpu,
+    "payload": scenario_payload,
+    "executor": scenario_executor,
+}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 4 or argv[1] not in _SCENARIOS:
+        raise SystemExit(
+            f"usage: child.py BACKEND {{{','.join(_SCENARIOS)}}} PARAMS_JSON OUT_FILE (got {argv!r})"
+        )
+    backend, scenario, params_json, out_file = argv
+    result = _SCENARIOS[scenario](backend, json.loads(params_json))
+    result["python"] = sys.version.split()[0]
+    with open(out_file, "w", encoding="utf-8") as out:
+        json.dump(result, out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
