@@ -31,10 +31,12 @@ from typing import Any
 
 from ppft_protocol import PPFTError, Result
 from ppft_worker.loop import Loop
-from ppft_worker.pool import Task, WorkerPool
+from ppft_worker.pool import WorkerPool
+from ppft_worker.tasks import Task
 
 from .errors import DestroyedServerError, WorkerLostError
 from .job import Job
+from .remote import RemoteNode
 
 __all__ = ["Scheduler"]
 
@@ -87,8 +89,9 @@ class _CallbackThread:
 class Scheduler:
     """Queue, I/O thread and nodes behind one `Server`."""
 
-    def __init__(self, ncpus: int, *, restart: bool = False) -> None:
+    def __init__(self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0) -> None:
         self.loop = Loop()
+        self.silence_timeout = silence_timeout
         self.queue: deque[Task] = deque()
         self.exiting = False
         self.broken: BaseException | None = None
@@ -98,6 +101,7 @@ class Scheduler:
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart
         )
+        self.remotes: list[RemoteNode] = []
         self._callbacks = _CallbackThread(self._finished)
         self.loop.on_idle = self._dispatch
         self._thread = threading.Thread(target=self._run, name="ppft-io", daemon=True)
@@ -137,6 +141,22 @@ class Scheduler:
         """Run `fn` on the I/O thread."""
         self.loop.call_soon_threadsafe(fn)
 
+    def add_remote(self, host: str, port: int, secret: bytes, *, persistent: bool = True) -> None:
+        """Connect to a ppserver (from any thread); a second call for the same address does nothing."""
+
+        def add() -> None:
+            name = f"{host}:{port}"
+            if self.exiting or any(node.name == name and not node.closed for node in self.remotes):
+                return
+            node = RemoteNode(
+                self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
+                on_lost=self._requeue, silence_timeout=self.silence_timeout,
+            )  # fmt: skip
+            self.remotes.append(node)
+            node.start()
+
+        self.call(add)
+
     def destroy(self, timeout: float = 10.0) -> None:
         """Stop the I/O thread and every worker; unfinished jobs fail with `DestroyedServerError`."""
         with self._lock:
@@ -169,6 +189,9 @@ class Scheduler:
 
     def _shutdown(self) -> None:
         tasks = list(self.queue) + self.pool.take_inflight()
+        for node in self.remotes:
+            tasks += node.take_inflight()
+            node.close()
         self.queue.clear()
         self.pool.close()
         self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), tasks)
@@ -178,8 +201,12 @@ class Scheduler:
         queue = self.queue
         if not queue:
             return
-        self.pool.dispatch(queue)
-        if queue and self.pool.broken_reason and not self.pool.inflight:
+        self.pool.dispatch(queue)  # local slots first
+        for node in self.remotes:
+            if not queue:
+                return
+            node.dispatch(queue)
+        if queue and self.pool.broken_reason and not self.pool.inflight and not self.remotes:
             self._fail_all(WorkerLostError(self.pool.broken_reason), list(queue))
             queue.clear()
 

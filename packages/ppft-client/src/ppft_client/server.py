@@ -22,12 +22,15 @@ from collections.abc import Callable
 from typing import Any
 
 from ppft_protocol import FunctionBody
+from ppft_worker.cpus import detect_ncpus
+from ppft_worker.secret import resolve_secret
 
+from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
 from .functions import check_submit_args, function_body, pickle_args
 from .job import Job
 from .scheduler import Scheduler
-from .stats import Statistics, detect_ncpus, format_stats
+from .stats import Statistics, format_stats
 from .version import __version__
 
 __all__ = ["Server"]
@@ -67,15 +70,13 @@ class Server:
             raise TypeError("ppservers argument must be a tuple")
         if secret is not None and not isinstance(secret, (str, bytes)):
             raise TypeError("secret must be of a string type")
-        if ppservers:
-            raise NotImplementedError(
-                f"ppservers={ppservers!r}: remote ppservers are not supported by this build yet; "
-                f"run the jobs locally (ppservers=()) for now"
-            )
         self.logger = logging.getLogger("ppft")
-        self.ppservers: list[tuple[str, int]] = []
-        self.auto_ppservers: list[Any] = []
+        direct, auto = parse_ppservers(ppservers, self.default_port)
+        self.ppservers: list[tuple[str, int]] = direct
+        self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
         self.secret = secret
+        self._secret_bytes: bytes | None = None
+        self._discoveries: list[Discovery] = []
         self.socket_timeout = socket_timeout
         self._exiting = False
         self._proto = pickle.HIGHEST_PROTOCOL if proto is None else int(proto)
@@ -83,8 +84,14 @@ class Server:
         self._creation_time = time.time()
         self._tids = itertools.count()
         self._ncpus = self._check_ncpus(ncpus)
-        self._scheduler = Scheduler(self._ncpus, restart=self._restart)
+        self._scheduler = Scheduler(
+            self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0))
+        )
         _live_servers.add(self)
+        for host, port in self.ppservers:
+            self.connect1(host, port)
+        for (interface, port), (broadcast, _) in self.auto_ppservers:
+            self._start_discovery(interface, broadcast, port)
         log.info("ppft %s server started with %d local workers", __version__, self._ncpus)
 
     def __enter__(self) -> Server:
@@ -170,9 +177,41 @@ class Server:
             raise ValueError("ncpus must be an integer > 0")
         return ncpus
 
+    def connect1(self, host: str, port: int, persistent: bool = True) -> None:
+        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops)."""
+        self._scheduler.add_remote(host, int(port), self._secret(), persistent=persistent)
+
+    def _secret(self) -> bytes:
+        if self._secret_bytes is None:
+            self._secret_bytes = resolve_secret(self.secret)
+        return self._secret_bytes
+
+    def _start_discovery(self, interface: str, broadcast: str, port: int) -> None:
+        secret = self._secret()
+
+        def found(host: str, tcp_port: int) -> None:
+            self._scheduler.add_remote(host, tcp_port, secret, persistent=True)
+
+        def start() -> None:
+            discovery = Discovery(
+                self._scheduler.loop, interface=interface, broadcast=broadcast, port=port, on_found=found
+            )
+            try:
+                discovery.start()
+            except DiscoveryError as exc:
+                log.warning("auto-discovery on %s:%d cannot start: %s", interface, port, exc)
+                return
+            self._discoveries.append(discovery)
+
+        self._scheduler.call(start)
+
     def get_active_nodes(self) -> dict[str, int]:
-        """The nodes in use, as {node: worker count}."""
-        return {"local": self._ncpus}
+        """The nodes in use, as {node: worker count}: "local", and each ppserver that is connected."""
+        nodes = {"local": self._ncpus}
+        for node in list(self._scheduler.remotes):
+            if node.ready:
+                nodes[node.name] = node.workers
+        return nodes
 
     def get_stats(self) -> dict[str, Statistics]:
         """Job statistics per node: {node: Statistics with ncpus, njobs, time}."""
@@ -180,7 +219,13 @@ class Server:
         local = Statistics(self._ncpus)
         local.njobs = pool.jobs_done
         local.time = pool.job_time
-        return {"local": local}
+        stats = {"local": local}
+        for node in list(self._scheduler.remotes):
+            stat = Statistics(node.workers)
+            stat.njobs = node.jobs_done
+            stat.time = node.job_time
+            stats[node.name] = stat
+        return stats
 
     def print_stats(self) -> None:
         """Print ppft's job statistics table."""
@@ -192,5 +237,7 @@ class Server:
     def destroy(self) -> None:
         """Stop every worker; jobs not finished yet fail with `DestroyedServerError` (never hang)."""
         self._exiting = True
+        for discovery in self._discoveries:
+            self._scheduler.call(discovery.close)
         self._scheduler.destroy()
         _live_servers.discard(self)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import io
-import os
 import time
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["Statistics", "detect_ncpus", "format_stats"]
+__all__ = ["Statistics", "format_stats"]
 
 
 class Statistics:
@@ -39,35 +38,3 @@ def format_stats(stats: Mapping[str, Statistics], created: float, active: int, n
     out.write(f"Time elapsed since server creation {time.time() - created}\n")
     out.write(f"{active} active tasks, {ncpus} cores\n\n")
     return out.getvalue()
-
-
-def _cgroup_cpus() -> float | None:
-    """CPUs allowed by a cgroup quota (v2 cpu.max, or v1 cfs quota/period), None when unlimited."""
-    try:
-        with open("/sys/fs/cgroup/cpu.max") as f:
-            quota, period = f.read().split()[:2]
-        if quota != "max":
-            return int(quota) / int(period)
-        return None
-    except (OSError, ValueError):
-        pass
-    try:
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
-            quota_us = int(f.read())
-        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
-            period_us = int(f.read())
-        return quota_us / period_us if quota_us > 0 and period_us > 0 else None
-    except (OSError, ValueError):
-        return None
-
-
-def detect_ncpus() -> int:
-    """CPUs this process may really use: its affinity mask, capped by a cgroup CPU quota."""
-    try:
-        ncpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        ncpus = os.cpu_count() or 1
-    quota = _cgroup_cpus()
-    if quota is not None:
-        ncpus = min(ncpus, max(1, int(quota + 0.999)))
-    return max(1, ncpus)

@@ -60,6 +60,7 @@ class Loop:
         self._woken = False
         self._dirty = False
         self._stopping = False
+        self._closed = False
         self.thread: threading.Thread | None = None
         self.on_idle: Callback | None = None  # run after every round of events (the dispatcher)
 
@@ -83,6 +84,8 @@ class Loop:
             self._update(fd)
 
     def _update(self, fd: int) -> None:
+        if self._closed:  # owners may unregister while tearing down after the loop was closed
+            return
         events = (selectors.EVENT_READ if fd in self._readers else 0) | (
             selectors.EVENT_WRITE if fd in self._writers else 0
         )
@@ -191,6 +194,10 @@ class Loop:
                 timer.callback()
 
     def close(self) -> None:
+        """Release the selector and the wake-up pipe; later (un)registrations are ignored. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
         self._sel.close()
         for fd in (self._wake_r, self._wake_w):
             try:

@@ -25,25 +25,18 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
-import itertools
 import logging
 import os
 import pickle
-import signal
 import subprocess
-import sys
 import time
-from collections import deque
 from collections.abc import Callable
-from typing import Protocol
 
 from ppft_protocol import (
     Bye,
     Closed,
     Connection,
     Established,
-    FunctionBody,
-    Job,
     JobBatch,
     NodeInfo,
     ProtocolError,
@@ -52,89 +45,18 @@ from ppft_protocol import (
     Role,
 )
 
+from .batching import Batching
 from .errors import WorkerLostError
 from .loop import Loop, Timer
+from .outbuf import OutBuffer
+from .spawn import describe_exit, worker_command, worker_env
+from .tasks import Task, TaskQueue, take_batch
 
-__all__ = ["Task", "WorkerPool", "describe_exit", "worker_command", "worker_env"]
+__all__ = ["WorkerPool"]
 
 log = logging.getLogger("ppft.pool")
 
-MAX_BATCH = 256
-_TARGET_FRAME_SECONDS = 0.002
-_LONG_JOB_SECONDS = 0.005
 _F_SETPIPE_SZ = 1031
-
-
-class Task(Protocol):
-    """What the pool needs of a queued job. The owner's job objects implement it."""
-
-    wire: Job  # the job as it goes on the wire (its id is unique within the pool's owner)
-    body: FunctionBody
-    attempts: int  # times a worker died while this task ran alone
-    solo: bool  # run it alone: it was running when a worker died
-
-    def claim(self) -> bool:
-        """Called as the task leaves the queue for a worker: False drops it (it was cancelled)."""
-        ...
-
-
-def worker_command() -> list[str]:
-    """How a local worker is started: `-S` skips site's start-up work, `worker_env` supplies sys.path."""
-    return [sys.executable, "-S", "-m", "ppft_worker"]
-
-
-def worker_env(secret_hex: str) -> dict[str, str]:
-    """The environment of a local worker: ours, with our sys.path (so the worker imports what we import,
-    from the same places, a module next to the user's script included), the pool's secret and our pid."""
-    env = dict(os.environ)
-    cwd = os.getcwd()
-    paths = [p or cwd for p in sys.path]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
-    env["PPFT_WORKER_SECRET"] = secret_hex
-    env["PPFT_PARENT_PID"] = str(os.getpid())
-    return env
-
-
-def describe_exit(returncode: int | None) -> str:
-    """'exited with code 3', 'was killed by signal 9 (SIGKILL)', or 'closed its pipe' while still running."""
-    if returncode is None:
-        return "closed its pipe while still running"
-    if returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = "unknown signal"
-        return f"was killed by signal {-returncode} ({name})"
-    return f"exited with code {returncode}"
-
-
-class _Out:
-    """Bytes waiting for a non-blocking fd, kept as a deque of views (no O(n^2) copying of big frames)."""
-
-    __slots__ = ("chunks", "size")
-
-    def __init__(self) -> None:
-        self.chunks: deque[memoryview] = deque()
-        self.size = 0
-
-    def add(self, data: bytes) -> None:
-        if data:
-            self.chunks.append(memoryview(data))
-            self.size += len(data)
-
-    def write_to(self, fd: int) -> None:
-        chunks = self.chunks
-        while chunks:
-            n = os.writev(fd, list(itertools.islice(chunks, 64)))
-            self.size -= n
-            while n:
-                head = chunks[0]
-                if n >= len(head):
-                    n -= len(head)
-                    chunks.popleft()
-                else:
-                    chunks[0] = head[n:]
-                    n = 0
 
 
 class _Worker:
@@ -162,7 +84,7 @@ class _Worker:
         self.conn = conn
         self.rfd = proc.stdout.fileno()
         self.wfd = proc.stdin.fileno()
-        self.out = _Out()
+        self.out = OutBuffer()
         self.inflight: dict[int, Task] = {}
         self.bodies: set[bytes] = set()
         self.ready = False
@@ -194,15 +116,14 @@ class WorkerPool:
         self.jobs_done = 0
         self.job_time = 0.0
         self.broken_reason = ""  # set while workers keep failing to start
+        self.name = "local"
         self._on_results = on_results
         self._on_requeue = on_requeue
         self._secret = os.urandom(32)
         self._workers: list[_Worker] = []
         self._dying: list[subprocess.Popen[bytes]] = []
         self._next_index = 0
-        self._avg_job = -1.0  # EWMA of a job's run time; < 0 until the first result
-        self._batch = 1
-        self._window = 1
+        self._batching = Batching(one_at_a_time=restart)
         self._start_failures = 0
         self._respawn_timer: Timer | None = None
         self._reap_timer: Timer | None = None
@@ -250,40 +171,30 @@ class WorkerPool:
         else:
             self._fill()
 
-    def dispatch(self, queue: deque[Task]) -> int:
+    def dispatch(self, queue: TaskQueue) -> int:
         """Move tasks from the head of `queue` into free worker windows; returns how many were sent."""
-        if not queue:
-            return 0
         sent = 0
-        batch_size = self._batch
-        window = self._window
+        batching = self._batching
         for w in self._workers:
             if not queue:
                 break
             if not w.ready or w.retiring or w.solo_busy:
                 continue
             inflight = w.inflight
+            head = queue[0]
+            if head.solo:  # it was running when a worker died: it runs alone, on an idle worker
+                if not inflight:
+                    task = queue.popleft()
+                    if task.claim():
+                        w.solo_busy = True
+                        self._send(w, [task])
+                        sent += 1
+                continue
+            batch_size, window = batching.limits(head.body.digest)
             free = window - len(inflight)
             if free <= 0 or (inflight and free < batch_size):
                 continue
-            if queue[0].solo:
-                if inflight:
-                    continue
-                task = queue.popleft()
-                if task.claim():
-                    w.solo_busy = True
-                    self._send(w, [task])
-                    sent += 1
-                continue
-            take = min(free, batch_size)
-            batch: list[Task] = []
-            while queue and len(batch) < take:
-                task = queue[0]
-                if task.solo:
-                    break
-                queue.popleft()
-                if task.claim():
-                    batch.append(task)
+            batch = take_batch(queue, min(free, batch_size), batching)
             if batch:
                 self._send(w, batch)
                 sent += len(batch)
@@ -458,7 +369,7 @@ class WorkerPool:
         except BlockingIOError:
             return
         except OSError:
-            w.out = _Out()  # broken pipe: the read side reports the death
+            w.out = OutBuffer()  # broken pipe: the read side reports the death
         if not w.out.size:
             self.loop.remove_writer(w.wfd)
 
@@ -509,29 +420,21 @@ class WorkerPool:
     def _results(self, w: _Worker, batch: ResultBatch) -> None:
         inflight = w.inflight
         done: list[tuple[Task, Result]] = []
+        timings: list[tuple[bytes, float]] = []
         total = 0.0
         for result in batch.results:
             task = inflight.pop(result.job_id, None)
             if task is not None:
                 done.append((task, result))
+                timings.append((task.wire.digest, result.wall_time))
                 total += result.wall_time
         if not done:
             return
         w.solo_busy = False
-        n = len(done)
-        self.jobs_done += n
+        self.jobs_done += len(done)
         self.job_time += total
-        self._learn(total / n)
+        self._batching.learn_results(timings)
         if not inflight and (w.retiring or self.restart):
             self._retire(w)
             self._fill()
         self._on_results(done)
-
-    def _learn(self, mean: float) -> None:
-        avg = mean if self._avg_job < 0 else 0.7 * self._avg_job + 0.3 * mean
-        self._avg_job = avg
-        if self.restart or avg >= _LONG_JOB_SECONDS:
-            self._batch = self._window = 1
-        else:
-            self._batch = max(1, min(MAX_BATCH, int(_TARGET_FRAME_SECONDS / max(avg, 1e-7))))
-            self._window = 2 * self._batch

@@ -381,6 +381,10 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m ppft_worker`; returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
+    if any(arg == "--connect" or arg.startswith("--connect=") for arg in args):
+        from . import dialin  # noqa: PLC0415 - only dial-in workers pay for it
+
+        return dialin.main(args)
     if args:
         if args[0] in ("-h", "--help"):
             sys.stdout.write(_USAGE)

@@ -1,0 +1,254 @@
+"""The client's half of auto-discovery, and the reading of ppft's `ppservers` entries.
+
+`parse_ppservers` splits `Server(ppservers=...)` into servers to connect to directly (``host:port``,
+``host``, ``[::1]:port``) and networks to discover servers on (``*``, ``*:port``, ``192.168.1.*``), as ppft
+1.7's `Server.__init__` does: each ``*`` of a wildcard becomes 0 in the interface and 255 in the broadcast
+address, and a bare ``*`` means every IPv4 network.
+
+`Discovery` runs on the scheduler's I/O loop: a UDP socket on the discovery port (SO_REUSEADDR, and
+SO_REUSEPORT where the system has it, so clients and a ppserver share one host) that broadcasts a `Query`
+at start and every `QUERY_INTERVAL` seconds, and calls `on_found(address, tcp_port)` the first time a
+ppserver's `Announce` arrives from an address (docs/protocol.md, "Discovery datagrams"). A datagram proves
+nothing: the caller connects and the TCP handshake checks the secret.
+
+A wildcard's interface (192.168.1.0) is a network address, not an address of this host, and on Linux a
+socket bound to one unicast address hears no broadcast at all; so for a wildcard the socket is bound to all
+interfaces, and only announcements from inside the wildcard's network are taken. It runs entirely on the
+loop's thread and must never block: the socket is non-blocking and a failed send is retried next interval.
+"""
+
+from __future__ import annotations
+
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Callable
+
+from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
+from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_datagram, encode_datagram
+from ppft_worker.loop import Loop, Timer
+
+__all__ = ["QUERY_INTERVAL", "Discovery", "DiscoveryError", "parse_ppservers"]
+
+QUERY_INTERVAL = 5.0
+"""Seconds between two queries (servers also announce themselves unasked, every 2 s)."""
+
+_READ_BURST = 64  # datagrams read per wake-up at most, so a flood cannot starve the client's other work
+
+log = logging.getLogger("ppft.discovery")
+
+Address = tuple[str, int]
+
+
+class DiscoveryError(PPFTError):
+    """The auto-discovery socket cannot be set up (for example its UDP port is taken without sharing)."""
+
+
+def parse_ppservers(
+    entries: tuple[str, ...], default_port: int
+) -> tuple[list[Address], list[tuple[Address, Address]]]:
+    """(servers to connect to, [((interface, port), (broadcast, port)) to discover servers on]).
+
+    A host without a port gets `default_port` (ppft 1.7 picked a random port there, which no ppserver
+    listens on; the default port is what such an entry means). Raises `TypeError` for a non-string entry
+    and `ValueError` naming the entry for one that cannot be read."""
+    direct: list[Address] = []
+    auto: list[tuple[Address, Address]] = []
+    for entry in entries:
+        if not isinstance(entry, str):
+            raise TypeError(f"ppservers entries must be strings like 'host:port', not {entry!r}")
+        host, port = _split(entry, default_port)
+        if "*" not in host:
+            direct.append((host, port))
+            continue
+        if host == "*":
+            host = "*.*.*.*"
+        interface = host.replace("*", "0")
+        broadcast = host.replace("*", "255")
+        for address in (interface, broadcast):
+            try:
+                ipaddress.IPv4Address(address)
+            except ValueError:
+                raise ValueError(
+                    f"ppservers entry {entry!r}: a wildcard entry is an IPv4 pattern such as '*', "
+                    f"'192.168.1.*' or '192.168.1.*:60000'"
+                ) from None
+        auto.append(((interface, port), (broadcast, port)))
+    return direct, auto
+
+
+def _split(entry: str, default_port: int) -> Address:
+    text = entry.strip()
+    if text.startswith("["):  # [IPv6]:port or [IPv6]
+        close = text.find("]")
+        if close < 0:
+            raise ValueError(f"ppservers entry {entry!r}: missing ']' after the IPv6 address")
+        host, rest = text[1:close], text[close + 1 :]
+        if rest and not rest.startswith(":"):
+            raise ValueError(f"ppservers entry {entry!r}: expected ':port' after ']'")
+        port_text = rest[1:] if rest else None
+    elif text.count(":") > 1:  # a bare IPv6 address: no port can be told apart from it
+        host, port_text = text, None
+    elif ":" in text:
+        host, port_text = text.split(":")
+    else:
+        host, port_text = text, None
+    if not host:
+        raise ValueError(f"ppservers entry {entry!r}: no host; write 'host:port', 'host' or '*'")
+    if port_text is None:
+        return host, default_port
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 0 < port <= 65535:
+        raise ValueError(f"ppservers entry {entry!r}: port {port_text!r} is not a number in 1-65535")
+    return host, port
+
+
+def _wildcard_network(interface: str, broadcast: str) -> ipaddress.IPv4Network | None:
+    """The network a wildcard's (interface, broadcast) pair stands for (192.168.1.0/24), else None."""
+    try:
+        low = int(ipaddress.IPv4Address(interface))
+        high = int(ipaddress.IPv4Address(broadcast))
+    except ValueError:
+        return None
+    host_bits = low ^ high
+    if host_bits == 0 or host_bits & (host_bits + 1) or low & host_bits or high & host_bits != host_bits:
+        return None
+    return ipaddress.IPv4Network((low, 32 - host_bits.bit_length()))
+
+
+class Discovery:
+    """Finds ppservers announcing themselves on (broadcast, port); `on_found(address, tcp_port)` once each."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        *,
+        interface: str,
+        broadcast: str,
+        port: int,
+        on_found: Callable[[str, int], None],
+    ) -> None:
+        self.loop = loop
+        self.interface = interface
+        self.broadcast = broadcast
+        self.port = port
+        self.on_found = on_found
+        self.network = _wildcard_network(interface, broadcast)
+        self.found: set[Address] = set()
+        self._refused: set[Address] = set()
+        self._sock: socket.socket | None = None
+        self._timer: Timer | None = None
+        self._send_failed = False
+        self._query = encode_datagram(Query())
+
+    def start(self) -> None:
+        """Bind the UDP socket and query now and every `QUERY_INTERVAL` seconds; `DiscoveryError` if it
+        cannot be bound."""
+        bind_to = "" if self.network is not None else self.interface
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            try:
+                sock.bind((bind_to, self.port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRNOTAVAIL or not bind_to:
+                    raise
+                log.debug("auto-discovery: %s is not an address of this host: listening on all", bind_to)
+                sock.bind(("", self.port))
+        except OSError as exc:
+            sock.close()
+            raise DiscoveryError(
+                f"cannot bind the auto-discovery UDP socket to {bind_to or '0.0.0.0'}:{self.port}: "
+                f"{exc.strerror or exc}; free that UDP port, or list the ppservers explicitly (host:port)"
+            ) from None
+        sock.setblocking(False)
+        self._sock = sock
+        self.loop.add_reader(sock.fileno(), self._readable)
+        log.debug("auto-discovery: querying %s:%d every %.0f s", self.broadcast, self.port, QUERY_INTERVAL)
+        self._tick()
+
+    def close(self) -> None:
+        """Stop discovering and close the socket (idempotent; also after the loop was closed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                self.loop.remove_reader(sock.fileno())
+            except RuntimeError:  # the loop's selector is already closed: nothing left to unregister
+                pass
+            sock.close()
+
+    def _tick(self) -> None:
+        self.query()
+        self._timer = self.loop.call_later(QUERY_INTERVAL, self._tick)
+
+    def query(self) -> None:
+        """Broadcast one `Query` now."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(self._query, (self.broadcast, self.port))
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            if not self._send_failed:
+                self._send_failed = True
+                log.warning(
+                    "auto-discovery: cannot send to %s:%d: %s; servers announcing themselves are still "
+                    "found (retrying every %.0f s)",
+                    self.broadcast, self.port, exc.strerror or exc, QUERY_INTERVAL,
+                )  # fmt: skip
+            return
+        self._send_failed = False
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(_READ_BURST):
+            if self._sock is None:  # closed by on_found
+                return
+            try:
+                data, sender = sock.recvfrom(MAX_DATAGRAM_SIZE + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    log.warning("auto-discovery: receiving failed: %s", exc)
+                return
+            try:
+                datagram = decode_datagram(data)
+            except DecodeError as exc:
+                log.debug("auto-discovery: ignored a datagram from %s:%d: %s", sender[0], sender[1], exc)
+                continue
+            if isinstance(datagram, Announce):
+                self._announced(sender[0], datagram)
+
+    def _announced(self, host: str, announce: Announce) -> None:
+        key = (host, announce.tcp_port)
+        if key in self.found or key in self._refused:
+            return
+        if self.network is not None and ipaddress.IPv4Address(host) not in self.network:
+            log.debug("auto-discovery: %s:%d is outside %s: ignored", host, announce.tcp_port, self.network)
+            return
+        low, high = PROTOCOL_VERSIONS
+        if announce.max_version < low or announce.min_version > high:
+            self._refused.add(key)
+            log.warning(
+                "auto-discovery: ppserver %s:%d (%s) speaks protocol versions %d-%d, this client %d-%d: "
+                "not used; upgrade the older side",
+                host, announce.tcp_port, announce.name, announce.min_version, announce.max_version, low, high,
+            )  # fmt: skip
+            return
+        self.found.add(key)
+        log.info("auto-discovery: found ppserver %s:%d (%s)", host, announce.tcp_port, announce.name)
+        self.on_found(host, announce.tcp_port)

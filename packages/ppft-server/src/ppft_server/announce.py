@@ -1,0 +1,157 @@
+"""`Announcer`: ppserver's half of auto-discovery (`ppserver -a`), on the server's own I/O loop.
+
+As ppft 1.7 does, the announcer binds a UDP socket to (interface, port), the port being the server's TCP
+port unless told otherwise, and broadcasts to (broadcast, port): every `ANNOUNCE_INTERVAL` seconds, and at
+once when a client's `Query` arrives, it sends an `Announce` naming its TCP port, its name and the protocol
+versions it speaks (docs/protocol.md, "Discovery datagrams"). Clients bind the same UDP port (every socket
+on it sets SO_REUSEADDR, and SO_REUSEPORT where the system has it, so a client and a server share one host),
+hear the broadcasts and connect over TCP, where the secret is checked: a datagram proves nothing.
+
+On Linux a socket bound to one unicast address does not receive broadcasts: with `-i 127.0.0.1` the
+announcer still announces every interval, but hears no queries. Bound to all interfaces (the default
+0.0.0.0) it answers queries at once.
+
+It runs entirely on the loop's thread (create, `start()` and `close()` it there) and must never block:
+the socket is non-blocking, a failed send is logged (once per kind of failure) and retried at the next tick.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import socket
+
+from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
+from ppft_protocol.discovery import (
+    MAX_DATAGRAM_SIZE,
+    MAX_NAME_BYTES,
+    Announce,
+    Query,
+    decode_datagram,
+    encode_datagram,
+)
+from ppft_worker.loop import Loop, Timer
+
+__all__ = ["ANNOUNCE_INTERVAL", "AnnounceError", "Announcer"]
+
+ANNOUNCE_INTERVAL = 2.0
+"""Seconds between two unsolicited announcements."""
+
+_READ_BURST = 64  # datagrams read per wake-up at most, so a flood cannot starve the server's clients
+
+log = logging.getLogger("ppft.announce")
+
+
+class AnnounceError(PPFTError):
+    """The auto-discovery socket cannot be set up (for example the UDP port is taken without sharing)."""
+
+
+class Announcer:
+    """Broadcasts this ppserver's `Announce` on (broadcast, port) and answers clients' queries at once."""
+
+    def __init__(
+        self, loop: Loop, *, interface: str, broadcast: str, port: int, tcp_port: int, name: str
+    ) -> None:
+        self.loop = loop
+        self.interface = interface
+        self.broadcast = broadcast
+        self.port = port
+        self.tcp_port = tcp_port
+        encoded = name.encode("utf-8", "replace")[:MAX_NAME_BYTES]
+        self.name = encoded.decode("utf-8", "ignore")  # a name cut in a character loses that character
+        self._datagram = encode_datagram(Announce(tcp_port, *PROTOCOL_VERSIONS, self.name))
+        self._sock: socket.socket | None = None
+        self._timer: Timer | None = None
+        self._failures: set[int] = set()  # errnos of failed sends already logged
+        self.announcements = 0
+        """Announcements sent so far (for tests and the debug log)."""
+
+    def start(self) -> None:
+        """Bind the UDP socket, announce now and every `ANNOUNCE_INTERVAL` seconds after."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if hasattr(socket, "SO_REUSEPORT"):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
+            sock.bind((self.interface, self.port))
+        except OSError as exc:
+            sock.close()
+            raise AnnounceError(
+                f"cannot bind the auto-discovery UDP socket to {self.interface}:{self.port}: "
+                f"{exc.strerror or exc}; free that UDP port or run without -a"
+            ) from None
+        sock.setblocking(False)
+        self._sock = sock
+        self.loop.add_reader(sock.fileno(), self._readable)
+        log.debug(
+            "auto-discovery: listening on UDP %s:%d, announcing TCP port %d to %s:%d every %.0f s",
+            self.interface, self.port, self.tcp_port, self.broadcast, self.port, ANNOUNCE_INTERVAL,
+        )  # fmt: skip
+        self._tick()
+
+    def close(self) -> None:
+        """Stop announcing and close the socket (idempotent; also after the loop was closed)."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                self.loop.remove_reader(sock.fileno())
+            except RuntimeError:  # the loop's selector is already closed: nothing left to unregister
+                pass
+            sock.close()
+
+    def _tick(self) -> None:
+        self.announce()
+        self._timer = self.loop.call_later(ANNOUNCE_INTERVAL, self._tick)
+
+    def announce(self) -> None:
+        """Send one `Announce` to (broadcast, port) now."""
+        if self._sock is None:
+            return
+        try:
+            self._sock.sendto(self._datagram, (self.broadcast, self.port))
+        except (BlockingIOError, InterruptedError):
+            return  # the socket buffer is full: the next tick announces again
+        except OSError as exc:
+            code = exc.errno or 0
+            if code not in self._failures:
+                self._failures.add(code)
+                log.warning(
+                    "auto-discovery: cannot send to %s:%d: %s; check the broadcast address (-b) and the "
+                    "network (retrying every %.0f s)",
+                    self.broadcast, self.port, exc.strerror or exc, ANNOUNCE_INTERVAL,
+                )  # fmt: skip
+            return
+        if self._failures:
+            log.info("auto-discovery: announcing to %s:%d works again", self.broadcast, self.port)
+            self._failures.clear()
+        self.announcements += 1
+
+    def _readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        queried = False
+        for _ in range(_READ_BURST):
+            try:
+                data, sender = sock.recvfrom(MAX_DATAGRAM_SIZE + 1)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                # An ICMP error queued by an earlier send (ECONNREFUSED and the like): not about reading.
+                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
+                    log.warning("auto-discovery: receiving failed: %s", exc)
+                break
+            try:
+                datagram = decode_datagram(data)
+            except DecodeError as exc:
+                log.debug("auto-discovery: ignored a datagram from %s:%d: %s", sender[0], sender[1], exc)
+                continue
+            if isinstance(datagram, Query):
+                log.debug("auto-discovery: query from %s:%d", sender[0], sender[1])
+                queried = True
+        if queried:  # a burst of queries gets one answer
+            self.announce()

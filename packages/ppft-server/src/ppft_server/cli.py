@@ -1,0 +1,356 @@
+"""`ppserver`: the command line of the ppft network server (console script and `python -m ppft_server`).
+
+Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form; `-c` reads ppft's
+INI config file (`[general]`: secret, debug, workers, proto, restart, pid_file; `[network]`: autodiscovery,
+interface, broadcast, port, timeout, socket_timeout), and flags given on the command line override it,
+wherever they stand. Then it binds, writes the pid file, starts auto-discovery (`-a`) and serves until
+SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file removed), or `-t` seconds
+without a client. SIGUSR1 prints the statistics table to stderr.
+
+Anything wrong with the command line or the config file is one line on stderr naming what was wrong and
+what to do, and exit status 2; a runtime failure such as a port in use is one line and exit status 1; a
+clean stop is 0. This module must never print a secret, nor leave a pid file behind on any exit path it
+controls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import pickle
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Callable, Sequence
+from types import FrameType
+from typing import Any, NoReturn
+
+from ppft_worker.secret import SECRET_ENV, SecretFileError, resolve_secret
+
+from .settings import (
+    DEFAULT_PORT,
+    ConfigError,
+    Settings,
+    UsageError,
+    detect_workers,
+    parse_broadcast,
+    parse_port,
+    parse_proto,
+    parse_seconds,
+    parse_workers,
+    read_config,
+)
+from .version import __version__
+
+__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "main", "parse_settings"]
+
+EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
+
+log = logging.getLogger("ppft.ppserver")
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that raises instead of printing usage and exiting, so every error is one line."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+    def exit(self, status: int = 0, message: str | None = None) -> NoReturn:
+        raise UsageError(message or f"exit {status}")
+
+
+def _checked(convert: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse `type=` that reports `convert`'s own message (argparse's is "invalid _port value")."""
+
+    def check(text: str) -> Any:
+        try:
+            return convert(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ppserver argument parser (every default is SUPPRESS: only flags really given are set)."""
+    p = _Parser(
+        prog="ppserver",
+        add_help=False,
+        allow_abbrev=False,
+        argument_default=argparse.SUPPRESS,
+        description=f"Parallel Python network server (ppft {__version__}): runs jobs sent by ppft clients.",
+        epilog=(
+            "To print the server's statistics send it SIGUSR1. SIGTERM or SIGINT stop it cleanly. "
+            "The secret is, in order: -s, --secret-file, the config file's secret or secret_file, the "
+            f"{SECRET_ENV} environment variable, or ~/.ppft/secret (created, mode 0600, when missing). A "
+            "secret on the command line is visible to other users in the process list: prefer a file."
+        ),
+    )
+    add = p.add_argument
+    add("-h", "--help", action="store_true", help="show this help message and exit")
+    add("-d", "--debug", action="store_true", help="set the log level to debug")
+    add("-f", "--log-format", metavar="FORMAT", help="log format (logging's %%(name)s style)")
+    add("-a", "--autodiscovery", action="store_true", help="enable the auto-discovery service")
+    add("-r", "--restart", action="store_true", help="restart the worker process after each job")
+    add("-n", "--proto", metavar="PROTO", type=_checked(parse_proto), help="pickle protocol number")
+    add("-c", "--config", metavar="FILE", help="path to a config file")
+    add("-i", "--interface", metavar="INTERFACE", help="interface to listen on (default: 0.0.0.0, all)")
+    add(
+        "-b",
+        "--broadcast",
+        metavar="BROADCAST",
+        type=_checked(parse_broadcast),
+        help="broadcast address for auto-discovery (default: 255.255.255.255)",
+    )
+    add(
+        "-p",
+        "--port",
+        metavar="PORT",
+        type=_checked(parse_port),
+        help=f"port to listen on (default: {DEFAULT_PORT})",
+    )
+    add(
+        "-w", "--workers", metavar="N", type=_checked(parse_workers), help="number of workers (default: CPUs)"
+    )
+    add("-s", "--secret", metavar="SECRET", help="secret for authentication")
+    add("--secret-file", metavar="PATH", help="read the secret from this file (mode 0600)")
+    add(
+        "-t",
+        "--timeout",
+        metavar="SECONDS",
+        type=_checked(parse_seconds),
+        help="exit after this many seconds with no client connected",
+    )
+    add(
+        "-k",
+        "--socket-timeout",
+        metavar="SECONDS",
+        type=_checked(parse_seconds),
+        help="socket timeout in seconds",
+    )
+    add("-P", "--pid-file", metavar="PIDFILE", help="file to write the process id to")
+    return p
+
+
+# -- settings -----------------------------------------------------------------------------------------
+
+
+def parse_settings(argv: Sequence[str]) -> Settings:
+    """The settings the command line `argv` (and the config file it names) ask for; `UsageError` if
+    they cannot be used."""
+    parser = build_parser()
+    try:
+        flags = vars(parser.parse_args(list(argv)))
+    except argparse.ArgumentError as exc:  # argparse raises this itself for a few errors
+        raise UsageError(str(exc)) from None
+    settings = Settings()
+    config = flags.get("config")
+    if config is not None:
+        values, settings.warnings = read_config(config)
+        if "secret" in flags or "secret_file" in flags:  # a secret on the command line beats the file's
+            values.pop("secret", None)
+            values.pop("secret_file", None)
+        for name, value in values.items():
+            setattr(settings, name, value)
+    for name, value in flags.items():
+        setattr(settings, name, value)
+    if settings.proto == -1:
+        settings.proto = pickle.HIGHEST_PROTOCOL
+    if settings.autodiscovery and ":" in settings.interface and settings.interface != "::":
+        raise UsageError(
+            f"auto-discovery (-a) broadcasts over IPv4, but the interface is {settings.interface}: give -i "
+            f"an IPv4 address (or 0.0.0.0, or ::), or leave -a out"
+        )
+    return settings
+
+
+def _configure_logging(settings: Settings) -> None:
+    try:
+        formatter = logging.Formatter(settings.log_format)
+        record = logging.LogRecord("ppft.ppserver", logging.INFO, __file__, 0, "check", None, None)
+        formatter.format(record)
+    except (ValueError, KeyError, TypeError) as exc:
+        raise UsageError(
+            f"log format {settings.log_format!r} is not usable ({exc}); use logging's %(name)s style, such "
+            f"as '%(asctime)s %(levelname)s %(message)s'"
+        ) from None
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger("ppft")
+    root.handlers[:] = [handler]
+    root.propagate = False
+    root.setLevel(logging.DEBUG if settings.debug else logging.WARNING)
+    # The startup and shutdown lines of this module are shown even when other INFO lines are not.
+    log.setLevel(logging.DEBUG if settings.debug else logging.INFO)
+
+
+# -- running ------------------------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ppserver with the command line `argv` (default: sys.argv[1:]); the process exit status."""
+    try:
+        settings = parse_settings(sys.argv[1:] if argv is None else argv)
+    except ConfigError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    except UsageError as exc:
+        return _fail(f"{exc} (ppserver --help lists the options)", EXIT_USAGE)
+    if settings.help:
+        build_parser().print_help(sys.stdout)
+        return EXIT_OK
+    try:
+        _configure_logging(settings)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    if settings.proto is not None:
+        log.debug(
+            "pickle protocol %d noted: results are pickled with the protocol each client asks for",
+            settings.proto,
+        )
+    try:
+        secret = resolve_secret(settings.secret, secret_file=settings.secret_file)
+    except SecretFileError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    return _serve(settings, secret)
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"ppserver: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _serve(settings: Settings, secret: bytes) -> int:
+    from .announce import AnnounceError, Announcer  # noqa: PLC0415 - only -a needs it; node pulls the rest
+    from .node import NodeServer  # noqa: PLC0415 - parsing a command line must not need the server
+
+    workers = detect_workers() if settings.workers is None else settings.workers
+    server = NodeServer(
+        host=settings.interface,
+        port=settings.port,
+        secret=secret,
+        workers=workers,
+        restart=settings.restart,
+        socket_timeout=settings.socket_timeout,
+        idle_timeout=settings.timeout,
+    )
+    try:
+        host, port = server.bind()
+    except OSError as exc:
+        return _fail(
+            f"cannot listen on {settings.interface}:{settings.port}: {exc.strerror or exc}; "
+            f"stop whatever uses that port or choose another with -p, and check the interface (-i)",
+            EXIT_RUNTIME,
+        )
+    stopped_by: list[str] = []
+    restore = _install_signals(server, stopped_by)
+    announcer: Announcer | None = None
+    pid_written = False
+    try:
+        if settings.pid_file is not None:
+            try:
+                _write_pid_file(settings.pid_file)
+            except OSError as exc:
+                return _fail(
+                    f"cannot write the pid file {settings.pid_file}: {exc.strerror or exc}; "
+                    f"check the path given to -P",
+                    EXIT_RUNTIME,
+                )
+            pid_written = True
+        discovery = ""
+        if settings.autodiscovery:
+            announcer = Announcer(
+                server.loop,
+                interface="0.0.0.0" if settings.interface in ("", "::") else settings.interface,
+                broadcast=settings.broadcast,
+                port=port,
+                tcp_port=port,
+                name=getattr(server, "name", None) or socket.gethostname(),
+            )
+            try:
+                announcer.start()
+            except AnnounceError as exc:
+                announcer = None
+                return _fail(str(exc), EXIT_RUNTIME)
+            discovery = f", auto-discovery on UDP {settings.broadcast}:{port}"
+        log.info(
+            "ppserver %s (pid %d) listening on %s:%d with %d worker(s)%s",
+            __version__, os.getpid(), host, port, workers, discovery,
+        )  # fmt: skip
+        server.serve_forever()
+        log.info("ppserver stopped%s", f" ({stopped_by[0]})" if stopped_by else "")
+        return EXIT_OK
+    finally:
+        if announcer is not None:
+            announcer.close()
+        restore()
+        if pid_written and settings.pid_file is not None:
+            _remove_pid_file(settings.pid_file)
+
+
+def _write_pid_file(path: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
+    finally:
+        os.close(fd)
+
+
+def _remove_pid_file(path: str) -> None:
+    """Remove the pid file, unless another process has written its own pid into it since."""
+    try:
+        with open(path, encoding="ascii") as f:
+            content = f.read().strip()
+        if content == str(os.getpid()):
+            os.unlink(path)
+    except (OSError, UnicodeDecodeError) as exc:
+        log.warning("could not remove the pid file %s: %s", path, exc)
+
+
+def _install_signals(server: Any, stopped_by: list[str]) -> Callable[[], None]:
+    """SIGTERM/SIGINT/SIGHUP stop the server, SIGUSR1 prints its statistics; returns the undo."""
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None  # signal handlers can only be set from the main thread
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        if not stopped_by:
+            stopped_by.append(signal.Signals(signum).name)
+        server.stop(f"ppserver got {signal.Signals(signum).name}")
+
+    def stats(signum: int, frame: FrameType | None) -> None:
+        # Print from the loop, between two rounds of events, not in the middle of whatever it was doing.
+        server.loop.call_soon_threadsafe(lambda: _print_stats(server))
+
+    previous: dict[int, Any] = {}
+    wanted: list[tuple[str, Callable[[int, FrameType | None], None]]] = [
+        ("SIGTERM", stop),
+        ("SIGINT", stop),
+        ("SIGHUP", stop),
+        ("SIGUSR1", stats),
+    ]
+    for name, handler in wanted:
+        signum = getattr(signal, name, None)
+        if signum is None:
+            continue
+        old = signal.getsignal(signum)
+        if name == "SIGHUP" and old == signal.SIG_IGN:
+            continue  # started under nohup: keep ignoring hangups
+        previous[signum] = old
+        signal.signal(signum, handler)
+
+    def restore() -> None:
+        for signum, old in previous.items():
+            signal.signal(signum, old if old is not None else signal.SIG_DFL)
+
+    return restore
+
+
+def _print_stats(server: Any) -> None:
+    sys.stderr.write(server.stats_table())
+    sys.stderr.flush()

@@ -1,0 +1,69 @@
+"""`FairQueue`: one queue per client, served round-robin, so no client's backlog starves another.
+
+A client that queues 100,000 jobs and a client that sends one job at a time take turns job by job: the
+second client's job waits behind at most one job of each other client, not behind the backlog. Jobs that
+come back from a dead worker go to a front lane that is served first.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from ppft_worker.tasks import Task
+
+__all__ = ["FairQueue"]
+
+
+class FairQueue:
+    """The `TaskQueue` nodes take from, merged fairly from per-client lanes."""
+
+    def __init__(self) -> None:
+        self._front: deque[Task] = deque()
+        self._lanes: deque[deque[Task]] = deque()  # non-empty lanes, in turn order
+
+    def __bool__(self) -> bool:
+        return bool(self._front) or bool(self._lanes)
+
+    def __len__(self) -> int:
+        return len(self._front) + sum(len(lane) for lane in self._lanes)
+
+    def __getitem__(self, index: int) -> Task:
+        if index != 0:
+            raise IndexError("FairQueue only exposes its head")
+        if self._front:
+            return self._front[0]
+        return self._lanes[0][0]
+
+    def popleft(self) -> Task:
+        if self._front:
+            return self._front.popleft()
+        lanes = self._lanes
+        lane = lanes[0]
+        task = lane.popleft()
+        if lane:
+            lanes.rotate(-1)
+        else:
+            lanes.popleft()
+        return task
+
+    def extend(self, lane: deque[Task], tasks: Iterable[Task]) -> None:
+        """Append `tasks` to a client's `lane`, and give the lane a turn if it had none."""
+        was_empty = not lane
+        lane.extend(tasks)
+        if was_empty and lane:
+            self._lanes.append(lane)
+
+    def requeue(self, tasks: list[Task]) -> None:
+        """Tasks back from a lost worker or link: served before anything else, in their order."""
+        self._front.extendleft(reversed(tasks))
+
+    def drop(self, lane: deque[Task]) -> list[Task]:
+        """Remove a client's lane (it disconnected); returns what was still queued."""
+        tasks = list(lane)
+        lane.clear()
+        try:
+            self._lanes.remove(lane)
+        except ValueError:
+            pass
+        return tasks

@@ -1,0 +1,179 @@
+"""Dial-in workers: `python -m ppft_worker --connect HOST:PORT [-w N] [-s SECRET]`.
+
+Worker processes on a machine that cannot accept inbound connections (a batch-scheduler job, a laptop
+behind NAT) dial out to a ppserver and add their capacity to it while connected. This process holds the
+connection and a local `WorkerPool`: jobs come in over the connection, results go back. When it leaves
+(SIGTERM, Ctrl-C, the batch job ending), it says Bye, and the ppserver requeues whatever it held at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import logging
+import signal
+import socket
+import sys
+from collections import deque
+from types import FrameType
+
+from ppft_protocol import (
+    Connection,
+    Established,
+    Event,
+    FunctionBody,
+    JobBatch,
+    NodeInfo,
+    PPFTError,
+    Result,
+    ResultBatch,
+    Role,
+    StatsReply,
+    StatsRequest,
+)
+
+from .cpus import detect_ncpus
+from .intake import ServedTask, take_jobs
+from .loop import Loop
+from .pool import WorkerPool
+from .secret import resolve_secret
+from .stream import Stream
+from .tasks import Task
+from .version import __version__
+
+__all__ = ["DialIn", "main"]
+
+log = logging.getLogger("ppft.dialin")
+
+
+class DialIn:
+    """One outbound connection to a ppserver, serving its jobs with `workers` local worker processes."""
+
+    def __init__(self, host: str, port: int, secret: bytes, workers: int) -> None:
+        self.host = host
+        self.port = port
+        self.workers = workers
+        self.exit_code = 0
+        self.loop = Loop()
+        self.queue: deque[Task] = deque()
+        self.pool = WorkerPool(self.loop, workers, on_results=self._results, on_requeue=self._requeue)
+        self.loop.on_idle = self._dispatch
+        self._secret = secret
+        self._bodies: dict[bytes, FunctionBody] = {}
+        self._ids = itertools.count(1)
+        self._stream: Stream | None = None
+
+    def run(self) -> int:
+        """Connect, serve until the ppserver or a signal ends it; returns the exit code."""
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=10)
+        except OSError as exc:
+            log.error("cannot connect to ppserver %s:%d: %s", self.host, self.port, exc.strerror or exc)
+            return 1
+        conn = Connection(Role.CLIENT, self._secret, comment=f"ppft {__version__} dial-in worker")
+        self._stream = Stream(
+            self.loop, sock, conn, peer=f"ppserver {self.host}:{self.port}", on_event=self._event,
+            on_close=self._closed,
+        )  # fmt: skip
+        self.pool.start()
+        try:
+            self.loop.run_forever()
+        finally:
+            self.pool.close()
+            self.loop.close()
+        return self.exit_code
+
+    def _dispatch(self) -> None:
+        if self.queue:
+            self.pool.dispatch(self.queue)
+
+    def stop(self, reason: str = "dial-in worker is leaving") -> None:
+        """Leave: tell the ppserver (it requeues our jobs at once) and stop. Safe from signal handlers."""
+
+        def leave() -> None:
+            if self._stream is not None:
+                self._stream.close(reason)
+            self.loop.stop()
+
+        self.loop.call_soon_threadsafe(leave)
+
+    def _event(self, event: Event) -> None:
+        stream = self._stream
+        assert stream is not None
+        if isinstance(event, Established):
+            stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
+            log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
+        elif isinstance(event, FunctionBody):
+            self._bodies[event.digest] = event
+        elif isinstance(event, JobBatch):
+            tasks, unknown = take_jobs(self._bodies, event, self._ids, stream)
+            self.queue.extend(tasks)
+            if unknown:
+                stream.send(ResultBatch(tuple(unknown)))
+        elif isinstance(event, StatsRequest):
+            stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
+
+    def _results(self, pairs: list[tuple[Task, Result]]) -> None:
+        stream = self._stream
+        if stream is not None and not stream.closed:
+            results = []
+            for task, result in pairs:
+                served: ServedTask = task  # type: ignore[assignment]
+                results.append(served.result_for_peer(result))
+            stream.send(ResultBatch(tuple(results)))
+
+    def _requeue(self, tasks: list[Task]) -> None:
+        self.queue.extendleft(reversed(tasks))
+
+    def _closed(self, reason: str) -> None:
+        if "closed the connection" in reason:
+            log.info("ppserver %s:%d: %s", self.host, self.port, reason)
+        else:
+            log.error("ppserver %s:%d: %s", self.host, self.port, reason)
+            self.exit_code = 1
+        self.loop.stop()
+
+
+def _parse(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="ppft-worker",
+        description="Dial in to a ppserver and add this machine's worker processes to it.",
+    )
+    parser.add_argument("--connect", required=True, metavar="HOST:PORT", help="the ppserver to serve")
+    parser.add_argument("-w", "--workers", type=int, default=None, help="worker processes (default: CPUs)")
+    parser.add_argument("-s", "--secret", default=None, help="the cluster's secret (default: see docs)")
+    parser.add_argument("--secret-file", default=None, help="read the secret from this file")
+    parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str]) -> int:
+    """`python -m ppft_worker --connect HOST:PORT ...`; returns the exit code."""
+    args = _parse(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.INFO,
+        format="%(asctime)s ppft-worker[%(process)d] %(levelname)s %(message)s",
+    )
+    host, sep, port_text = args.connect.rpartition(":")
+    if not sep or not port_text.isdigit():
+        sys.stderr.write(f"ppft-worker: --connect wants HOST:PORT, got {args.connect!r}\n")
+        return 2
+    workers = args.workers
+    if workers is None:
+        workers = detect_ncpus()
+    if workers < 1:
+        sys.stderr.write("ppft-worker: --workers must be at least 1\n")
+        return 2
+    try:
+        secret = resolve_secret(args.secret, secret_file=args.secret_file)
+    except PPFTError as exc:
+        sys.stderr.write(f"ppft-worker: {exc}\n")
+        return 2
+    dialin = DialIn(host.strip("[]"), int(port_text), secret, workers)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        dialin.stop(f"dial-in worker stopped by {signal.Signals(signum).name}")
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return dialin.run()

@@ -1,0 +1,60 @@
+"""Jobs arriving from a peer, turned into tasks for our own nodes: the serving side of a connection.
+
+ppserver (for each client) and a dial-in worker (for its ppserver) both receive `FunctionBody` and
+`JobBatch` messages and must run those jobs on their own pool. Job ids are renumbered on the way in, so
+jobs of different peers never collide, and restored on the way out. A job whose function body never arrived is
+answered at once with an error result instead of being queued.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from ppft_protocol import FunctionBody, Job, JobBatch, Result
+
+__all__ = ["ServedTask", "take_jobs", "unknown_function_result"]
+
+
+class ServedTask:
+    """A peer's job on its way through our pool: `wire` carries our id, `client_id` the peer's."""
+
+    __slots__ = ("attempts", "body", "client_id", "owner", "solo", "wire")
+
+    def __init__(self, wire: Job, body: FunctionBody, owner: object, client_id: int) -> None:
+        self.wire = wire
+        self.body = body
+        self.owner = owner  # whoever sent it; `closed` tells whether anyone still wants the result
+        self.client_id = client_id
+        self.attempts = 0
+        self.solo = False
+
+    def claim(self) -> bool:
+        return not getattr(self.owner, "closed", False)
+
+    def result_for_peer(self, result: Result) -> Result:
+        return result._replace(job_id=self.client_id)
+
+
+def take_jobs(
+    bodies: dict[bytes, FunctionBody], batch: JobBatch, ids: Iterator[int], owner: object
+) -> tuple[list[ServedTask], list[Result]]:
+    """The batch as tasks renumbered from `ids`, and error results for jobs whose body is unknown."""
+    tasks: list[ServedTask] = []
+    unknown: list[Result] = []
+    for job in batch.jobs:
+        body = bodies.get(job.digest)
+        if body is None:
+            unknown.append(unknown_function_result(job))
+        else:
+            tasks.append(
+                ServedTask(Job(next(ids), job.digest, job.args, job.pickle_protocol), body, owner, job.job_id)
+            )
+    return tasks, unknown
+
+
+def unknown_function_result(job: Job) -> Result:
+    message = (
+        f"job {job.job_id} refers to function {job.digest.hex()[:12]} that was never sent on this "
+        f"connection; this is a client bug: send the FunctionBody before the jobs that use it"
+    )
+    return Result(job.job_id, False, b"", "", 0.0, 0.0, "ppft_protocol.errors.RemoteProtocolError", message)

@@ -1,0 +1,113 @@
+"""`Link`: a peer that runs jobs for us over a `Stream`, seen as a node with a window of jobs in flight.
+
+Two uses, one code: a client's link to a ppserver, and a ppserver's link to dial-in workers
+(`python -m ppft_worker --connect`). The peer says how many workers it has (`NodeInfo`); the link keeps
+`workers x window` jobs in flight, sends each function body once per connection, and hands results back.
+When the stream ends, every job still in flight goes back to the owner (`on_lost`) to run elsewhere: the
+peer's death is not the jobs' fault, so no attempt is charged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from ppft_protocol import Event, JobBatch, NodeInfo, Result, ResultBatch, StatsReply
+
+from .batching import Batching
+from .stream import Stream
+from .tasks import Task, TaskQueue, take_batch
+
+__all__ = ["Link"]
+
+log = logging.getLogger("ppft.link")
+
+
+class Link:
+    """The dispatching side of a stream whose peer runs jobs."""
+
+    def __init__(
+        self,
+        name: str,
+        stream: Stream,
+        info: NodeInfo,
+        *,
+        on_results: Callable[[list[tuple[Task, Result]]], None],
+    ) -> None:
+        self.name = name
+        self.stream = stream
+        self.info = info
+        self.workers = info.workers
+        self.jobs_done = 0
+        self.job_time = 0.0
+        self.remote_stats: StatsReply | None = None
+        self.inflight: dict[int, Task] = {}
+        self._bodies: set[bytes] = set()
+        self._batching = Batching(prefetch_long=True)
+        self._on_results = on_results
+
+    @property
+    def ready(self) -> bool:
+        return not self.stream.closed and self.workers > 0
+
+    def dispatch(self, queue: TaskQueue) -> int:
+        """Send jobs from the head of `queue` while the window has room; returns how many."""
+        if not self.ready:
+            return 0
+        batching = self._batching
+        conn = self.stream.conn
+        bodies = self._bodies
+        inflight = self.inflight
+        sent = 0
+        while queue:
+            batch_size, window = batching.limits(queue[0].body.digest)
+            free = self.workers * window - len(inflight)
+            if free <= 0 or (inflight and free < batch_size):
+                break
+            batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
+            if not batch:
+                continue
+            for task in batch:
+                body = task.body
+                if body.digest not in bodies:
+                    bodies.add(body.digest)
+                    conn.send(body)
+                inflight[task.wire.job_id] = task
+            conn.send(JobBatch(tuple([task.wire for task in batch])))
+            sent += len(batch)
+        if sent:
+            self.stream.flush()
+        return sent
+
+    def handle(self, event: Event) -> None:
+        """An event from the peer (the owner routes its stream's events here)."""
+        if isinstance(event, ResultBatch):
+            self._results(event)
+        elif isinstance(event, NodeInfo):
+            self.info = event
+            self.workers = event.workers
+        elif isinstance(event, StatsReply):
+            self.remote_stats = event
+
+    def take_inflight(self) -> list[Task]:
+        """The jobs the peer held, in the order they were sent (it is gone, or going)."""
+        tasks = list(self.inflight.values())
+        self.inflight.clear()
+        return tasks
+
+    def _results(self, batch: ResultBatch) -> None:
+        inflight = self.inflight
+        done: list[tuple[Task, Result]] = []
+        timings: list[tuple[bytes, float]] = []
+        total = 0.0
+        for result in batch.results:
+            task = inflight.pop(result.job_id, None)
+            if task is not None:
+                done.append((task, result))
+                timings.append((task.wire.digest, result.wall_time))
+                total += result.wall_time
+        if done:
+            self.jobs_done += len(done)
+            self.job_time += total
+            self._batching.learn_results(timings)
+            self._on_results(done)

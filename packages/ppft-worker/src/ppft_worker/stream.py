@@ -1,0 +1,228 @@
+"""`Stream`: one non-blocking socket speaking the ppft protocol, driven by a `Loop`.
+
+It owns the socket, the protocol `Connection` and the bytes waiting to be written, and enforces the time
+rules the sans-I/O protocol cannot: a peer must finish its handshake within `handshake_timeout` (so idle
+half-open connections cannot pin a server), an established stream sends a `Heartbeat` after
+`heartbeat_interval` of quiet, and a peer silent for `silence_timeout` is declared gone even though its
+socket never closed. Events go to `on_event`; the end of the stream, whatever ended it, is reported once
+to `on_close` with a reason a person can act on (the owner names the peer).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import socket
+import time
+from collections.abc import Callable
+
+from ppft_protocol import (
+    AuthenticationError,
+    Bye,
+    Closed,
+    Connection,
+    Established,
+    Event,
+    FrameTooLarge,
+    Heartbeat,
+    LegacyPeerError,
+    Message,
+    ProtocolError,
+    ProtocolMismatchError,
+    State,
+)
+
+from .loop import Loop, Timer
+from .outbuf import OutBuffer
+
+__all__ = ["Stream", "describe_protocol_error"]
+
+log = logging.getLogger("ppft.stream")
+
+
+def describe_protocol_error(exc: ProtocolError) -> str:
+    """A short label for logs: what kind of refusal this was, then the error's own message."""
+    if isinstance(exc, AuthenticationError):
+        kind = "wrong secret"
+    elif isinstance(exc, LegacyPeerError):
+        kind = "legacy ppft 1.x peer"
+    elif isinstance(exc, ProtocolMismatchError):
+        kind = "protocol mismatch"
+    elif isinstance(exc, FrameTooLarge):
+        kind = "oversized frame"
+    else:
+        kind = "protocol error"
+    return f"{kind}: {exc}"
+
+
+class Stream:
+    """A protocol connection over a connected non-blocking socket."""
+
+    def __init__(
+        self,
+        loop: Loop,
+        sock: socket.socket,
+        conn: Connection,
+        *,
+        peer: str,
+        on_event: Callable[[Event], None],
+        on_close: Callable[[str], None],
+        handshake_timeout: float = 5.0,
+        heartbeat_interval: float = 1.0,
+        silence_timeout: float = 10.0,
+    ) -> None:
+        self.loop = loop
+        self.sock = sock
+        self.conn = conn
+        self.peer = peer
+        self.closed = False
+        self._fd = sock.fileno()
+        self._on_event = on_event
+        self._on_close = on_close
+        self._out = OutBuffer()
+        self._heartbeat_interval = heartbeat_interval
+        self._silence_timeout = silence_timeout
+        self._last_recv = self._last_send = time.monotonic()
+        self._timer: Timer | None = loop.call_later(handshake_timeout, self._handshake_deadline)
+        sock.setblocking(False)
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        loop.add_reader(self._fd, self._readable)
+        self.flush()
+
+    # -- sending ---------------------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        """Queue `message` and write what the socket takes now."""
+        if self.closed:
+            return
+        self.conn.send(message)
+        self.flush()
+
+    def flush(self) -> None:
+        data = self.conn.data_to_send()
+        if not data or self.closed:
+            return
+        self._last_send = time.monotonic()
+        out = self._out
+        if out.size:
+            out.add(data)
+            return
+        try:
+            n = self.sock.send(data)
+        except BlockingIOError:
+            n = 0
+        except OSError as exc:
+            self._fail(f"the connection broke while sending ({exc.strerror or exc})")
+            return
+        if n < len(data):
+            out.add(memoryview(data)[n:])
+            self.loop.add_writer(self._fd, self._writable)
+
+    def _writable(self) -> None:
+        try:
+            self._out.write_to(self._fd)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._fail(f"the connection broke while sending ({exc.strerror or exc})")
+            return
+        if not self._out.size:
+            self.loop.remove_writer(self._fd)
+
+    # -- receiving -------------------------------------------------------------------------------------
+
+    def _readable(self) -> None:
+        try:
+            data = self.sock.recv(1 << 20)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            if exc.errno == errno.ECONNRESET:
+                self._fail("the peer reset the connection")
+            else:
+                self._fail(f"the connection broke ({exc.strerror or exc})")
+            return
+        self._last_recv = time.monotonic()
+        try:
+            events = self.conn.receive_data(data)
+        except ProtocolError as exc:
+            self.flush_final()
+            self._fail(describe_protocol_error(exc))
+            return
+        for event in events:
+            if isinstance(event, Heartbeat):
+                continue
+            if isinstance(event, Established):
+                self._established()
+            if isinstance(event, Closed):
+                self._fail(f"the peer closed the connection ({event.reason})")
+                return
+            if isinstance(event, Bye):
+                continue  # a Closed event follows, with the reason
+            self._on_event(event)
+            if self.closed:
+                return
+        self.flush()
+
+    # -- time rules ------------------------------------------------------------------------------------
+
+    def _established(self) -> None:
+        """The handshake is done: switch from its deadline to heartbeats."""
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self.loop.call_later(self._heartbeat_interval, self._tick)
+
+    def _handshake_deadline(self) -> None:
+        self._timer = None
+        if self.conn.state is not State.ESTABLISHED and not self.closed:
+            self._fail("the peer did not finish its handshake in time")
+
+    def _tick(self) -> None:
+        self._timer = None
+        if self.closed:
+            return
+        now = time.monotonic()
+        if now - self._last_recv > self._silence_timeout:
+            self._fail(f"the peer went silent for {now - self._last_recv:.0f} s (no heartbeat)")
+            return
+        if now - self._last_send >= self._heartbeat_interval and self.conn.state is State.ESTABLISHED:
+            self.send(Heartbeat())
+        self._timer = self.loop.call_later(self._heartbeat_interval, self._tick)
+
+    # -- ending ----------------------------------------------------------------------------------------
+
+    def flush_final(self) -> None:
+        """Best effort: write a last frame (AUTH_FAILED, Bye) before the socket closes."""
+        data = self.conn.data_to_send()
+        if data:
+            with contextlib.suppress(OSError):
+                self.sock.send(data)
+
+    def close(self, reason: str = "", *, bye: bool = True) -> None:
+        """Close from this side (telling the peer why, with `Bye`); `on_close` is not called."""
+        if self.closed:
+            return
+        if bye and self.conn.state is State.ESTABLISHED:
+            with contextlib.suppress(ProtocolError):
+                self.conn.send(Bye(reason))
+            if not self._out.size:
+                self.flush_final()
+        self._teardown()
+
+    def _fail(self, reason: str) -> None:
+        if self.closed:
+            return
+        self._teardown()
+        self._on_close(reason)
+
+    def _teardown(self) -> None:
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.loop.remove_reader(self._fd)
+        self.loop.remove_writer(self._fd)
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -1,0 +1,53 @@
+"""What nodes take from their owner's queue, and how a frame's worth of it is taken."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ppft_protocol import FunctionBody, Job
+
+from .batching import Batching
+
+__all__ = ["Task", "TaskQueue", "take_batch"]
+
+
+class Task(Protocol):
+    """What the pool needs of a queued job. The owner's job objects implement it."""
+
+    wire: Job  # the job as it goes on the wire (its id is unique within the pool's owner)
+    body: FunctionBody
+    attempts: int  # times a worker died while this task ran alone
+    solo: bool  # run it alone: it was running when a worker died
+
+    def claim(self) -> bool:
+        """Called as the task leaves the queue for a worker: False drops it (it was cancelled)."""
+        ...
+
+
+class TaskQueue(Protocol):
+    """Where nodes take tasks from: a `deque`, or ppserver's queue that is fair across its clients."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int) -> Task: ...
+    def popleft(self) -> Task: ...
+
+
+def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
+    """Up to `limit` tasks from the head of `queue` for one frame.
+
+    The frame stops before a task that must run alone, and before a task of another function whose own
+    batch size is smaller (a long or unknown function must not ride along in a frame of tiny jobs).
+    Cancelled tasks are dropped on the way."""
+    batch: list[Task] = []
+    head_digest = queue[0].body.digest
+    while queue and len(batch) < limit:
+        task = queue[0]
+        if task.solo:
+            break
+        digest = task.body.digest
+        if digest != head_digest and batching.limits(digest)[0] < limit:
+            break
+        queue.popleft()
+        if task.claim():
+            batch.append(task)
+    return batch

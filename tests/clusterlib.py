@@ -1,0 +1,140 @@
+"""Real clusters on 127.0.0.1 for the integration tests: ppserver and dial-in worker subprocesses.
+
+Imported by tests as `clusterlib` (the root pyproject puts tests/ on the path).
+
+Every process started here is ended by its PID at teardown, even when the test fails; ports come from
+binding port 0; every wait has a deadline.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import pytest
+
+SECRET = "integration-test-secret"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def listening(port: int) -> bool:
+    """Whether something listens on TCP `port` (read from /proc, so no probe connection is made)."""
+    wanted = f":{port:04X}"
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                for line in f.readlines()[1:]:
+                    fields = line.split()
+                    if fields[1].endswith(wanted) and fields[3] == "0A":
+                        return True
+        except FileNotFoundError:
+            continue
+    return False
+
+
+def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.02)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+    return state not in ("Z", "X")
+
+
+def children_of(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{task}/children") as f:
+                kids += [int(k) for k in f.read().split()]
+    except FileNotFoundError:
+        pass
+    return kids
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[bytes]
+    port: int = 0
+    log: str = ""
+    children: list[int] = field(default_factory=list)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+
+class Cluster:
+    """Starts ppservers and dial-in workers; `close()` ends them all by PID."""
+
+    def __init__(self, tmp_path) -> None:  # type: ignore[no-untyped-def]
+        self.tmp_path = tmp_path
+        self.procs: list[Proc] = []
+
+    def _spawn(self, argv: list[str], name: str) -> Proc:
+        log = self.tmp_path / f"{name}-{len(self.procs)}.log"
+        env = dict(os.environ, PPFT_SECRET="not-the-cluster-secret")
+        with open(log, "wb") as out:
+            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+        proc = Proc(popen, log=str(log))
+        self.procs.append(proc)
+        return proc
+
+    def ppserver(self, workers: int = 2, *, port: int | None = None, secret: str = SECRET,
+                 extra: tuple[str, ...] = ()) -> Proc:  # fmt: skip
+        port = port or free_port()
+        argv = [sys.executable, "-m", "ppft_server", "-p", str(port), "-i", "127.0.0.1", "-w", str(workers),
+                "-s", secret, *extra]  # fmt: skip
+        proc = self._spawn(argv, "ppserver")
+        proc.port = port
+        wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
+        assert proc.popen.poll() is None, self.read_log(proc)
+        return proc
+
+    def dialin(self, server: Proc, workers: int = 1, secret: str = SECRET) -> Proc:
+        argv = [sys.executable, "-m", "ppft_worker", "--connect", server.address, "-w", str(workers),
+                "-s", secret]  # fmt: skip
+        return self._spawn(argv, "dialin")
+
+    @staticmethod
+    def read_log(proc: Proc) -> str:
+        with open(proc.log, errors="replace") as f:
+            return f.read()
+
+    def kill(self, proc: Proc, sig: int = signal.SIGKILL) -> None:
+        proc.children = children_of(proc.pid)
+        if proc.popen.poll() is None:
+            os.kill(proc.pid, sig)
+
+    def close(self) -> None:
+        for proc in self.procs:
+            kids = children_of(proc.pid) + proc.children
+            if proc.popen.poll() is None:
+                os.kill(proc.pid, signal.SIGKILL)
+            proc.popen.wait(10)
+            for kid in kids:
+                if pid_alive(kid):
+                    os.kill(kid, signal.SIGKILL)
