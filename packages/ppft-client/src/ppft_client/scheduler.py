@@ -36,6 +36,7 @@ from ppft_worker.tasks import Task
 
 from .errors import DestroyedServerError, WorkerLostError
 from .job import Job
+from .node import Node
 from .remote import RemoteNode
 
 __all__ = ["Scheduler"]
@@ -101,7 +102,7 @@ class Scheduler:
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart
         )
-        self.remotes: list[RemoteNode] = []
+        self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self._callbacks = _CallbackThread(self._finished)
         self.loop.on_idle = self._dispatch
         self._thread = threading.Thread(target=self._run, name="ppft-io", daemon=True)
@@ -144,15 +145,24 @@ class Scheduler:
     def add_remote(self, host: str, port: int, secret: bytes, *, persistent: bool = True) -> None:
         """Connect to a ppserver (from any thread); a second call for the same address does nothing."""
 
-        def add() -> None:
-            name = f"{host}:{port}"
-            if self.exiting or any(node.name == name and not node.closed for node in self.remotes):
-                return
-            node = RemoteNode(
+        def make() -> Node:
+            return RemoteNode(
                 self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
                 on_lost=self._requeue, silence_timeout=self.silence_timeout,
             )  # fmt: skip
-            self.remotes.append(node)
+
+        self.add_node(f"{host}:{port}", make)
+
+    def add_node(self, name: str, make: Callable[[], Node]) -> None:
+        """Add the node `make()` builds, on the I/O thread, unless a live node has that name already.
+
+        `make` must hand results to `self._on_results(pairs, name)` and lost jobs to `self._requeue`."""
+
+        def add() -> None:
+            if self.exiting or any(node.name == name and not node.closed for node in self.nodes):
+                return
+            node = make()
+            self.nodes.append(node)
             node.start()
 
         self.call(add)
@@ -189,7 +199,7 @@ class Scheduler:
 
     def _shutdown(self) -> None:
         tasks = list(self.queue) + self.pool.take_inflight()
-        for node in self.remotes:
+        for node in self.nodes:
             tasks += node.take_inflight()
             node.close()
         self.queue.clear()
@@ -202,11 +212,11 @@ class Scheduler:
         if not queue:
             return
         self.pool.dispatch(queue)  # local slots first
-        for node in self.remotes:
+        for node in self.nodes:
             if not queue:
                 return
             node.dispatch(queue)
-        if queue and self.pool.broken_reason and not self.pool.inflight and not self.remotes:
+        if queue and self.pool.broken_reason and not self.pool.inflight and not self.nodes:
             self._fail_all(WorkerLostError(self.pool.broken_reason), list(queue))
             queue.clear()
 

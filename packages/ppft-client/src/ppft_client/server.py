@@ -208,7 +208,7 @@ class Server:
     def get_active_nodes(self) -> dict[str, int]:
         """The nodes in use, as {node: worker count}: "local", and each ppserver that is connected."""
         nodes = {"local": self._ncpus}
-        for node in list(self._scheduler.remotes):
+        for node in list(self._scheduler.nodes):
             if node.ready:
                 nodes[node.name] = node.workers
         return nodes
@@ -220,7 +220,7 @@ class Server:
         local.njobs = pool.jobs_done
         local.time = pool.job_time
         stats = {"local": local}
-        for node in list(self._scheduler.remotes):
+        for node in list(self._scheduler.nodes):
             stat = Statistics(node.workers)
             stat.njobs = node.jobs_done
             stat.time = node.job_time

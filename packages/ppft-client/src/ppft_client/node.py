@@ -1,0 +1,55 @@
+"""`Node`: what the scheduler needs of anything that runs jobs for it, besides the local pool.
+
+A ppserver link (`remote.RemoteNode`) is one; a dask.distributed cluster is another. A new kind of node is a
+new module implementing this, driven by the scheduler's I/O thread, and never a change to the scheduler.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from ppft_worker.tasks import Task, TaskQueue
+
+__all__ = ["Node"]
+
+
+class Node(Protocol):
+    """A place jobs can run. Every method is called on the scheduler's I/O thread."""
+
+    name: str  # "host:port", "dask://host:port": the key in get_stats() and get_active_nodes()
+    closed: bool  # True once the node will never take work again
+
+    @property
+    def ready(self) -> bool:
+        """Connected and able to take jobs now."""
+        ...
+
+    @property
+    def workers(self) -> int:
+        """How many jobs it runs at once (0 while not ready)."""
+        ...
+
+    @property
+    def jobs_done(self) -> int: ...
+
+    @property
+    def job_time(self) -> float: ...
+
+    @property
+    def inflight(self) -> int: ...
+
+    def start(self) -> None:
+        """Begin connecting; report results and lost jobs through the callbacks given at creation."""
+        ...
+
+    def dispatch(self, queue: TaskQueue) -> int:
+        """Take what the node's window allows from the head of `queue`; returns how many."""
+        ...
+
+    def take_inflight(self) -> list[Task]:
+        """Remove and return the jobs it holds (before `close`, to fail or requeue them)."""
+        ...
+
+    def close(self) -> None:
+        """Leave for good, releasing what the node opened (and only that)."""
+        ...
