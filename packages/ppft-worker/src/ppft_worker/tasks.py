@@ -33,13 +33,19 @@ class TaskQueue(Protocol):
 
 
 def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
-    """Up to `limit` tasks from the head of `queue` for one frame.
+    """Up to `limit` tasks from the head of `queue` for one frame; at least one task leaves the queue.
 
-    The frame stops before a task that must run alone, and before a task of another function whose own
-    batch size is smaller (a long or unknown function must not ride along in a frame of tiny jobs).
-    Cancelled tasks are dropped on the way."""
+    A task that must run alone (`solo`) at the head is taken alone; elsewhere the frame stops before it.
+    The frame also stops before a task of another function whose own batch size is smaller (a long or
+    unknown function must not ride along in a frame of tiny jobs). Cancelled tasks are dropped on the way,
+    so the result may be empty, but the queue always shrinks."""
     batch: list[Task] = []
-    head_digest = queue[0].body.digest
+    head = queue.popleft()
+    if head.claim():
+        batch.append(head)
+    if head.solo:
+        return batch
+    head_digest = head.body.digest
     while queue and len(batch) < limit:
         task = queue[0]
         if task.solo:
