@@ -72,3 +72,19 @@ def test_module_next_to_the_script_imports_in_a_job(run_script, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert out.strip() == repr((15, str(tmp_path)))
+
+
+def test_workers_outlive_the_thread_that_created_the_server(make_server):
+    import threading
+
+    holder = []
+
+    def create():
+        server = make_server(1)
+        holder.append((server, server.submit(os.getpid).result(timeout=30)))  # the worker is up and tied
+
+    thread = threading.Thread(target=create)
+    thread.start()
+    thread.join(30)
+    server, started_pid = holder[0]
+    assert server.submit(os.getpid).result(timeout=30) == started_pid  # not killed with its creator thread

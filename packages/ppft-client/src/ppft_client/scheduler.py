@@ -106,7 +106,9 @@ class Scheduler:
         self._callbacks = _CallbackThread(self._finished)
         self.loop.on_idle = self._dispatch
         self._thread = threading.Thread(target=self._run, name="ppft-io", daemon=True)
-        self.pool.start()
+        # Workers are started by the I/O thread: PR_SET_PDEATHSIG ties them to the thread that spawned them,
+        # and the caller's thread may end long before this server does.
+        self.loop.call_soon_threadsafe(self.pool.start)
         self._thread.start()
 
     # -- any thread ------------------------------------------------------------------------------------
