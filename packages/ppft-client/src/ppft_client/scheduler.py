@@ -122,8 +122,13 @@ class Scheduler:
             group = job.group
             self._pending[group] = self._pending.get(group, 0) + 1
             self._total += 1
+            was_empty = not self.queue
             self.queue.append(job)
-        self.loop.wake()
+        if was_empty:
+            # A queue that already held jobs is dispatched again whenever results free a window, so only
+            # the first job of a burst needs to wake the I/O thread: 100,000 submits cost one wake-up, not
+            # 100,000 GIL hand-offs.
+            self.loop.wake()
 
     def cancelled(self, job: Job) -> None:
         """A queued job was cancelled by its owner: it no longer counts for `wait`."""
@@ -233,7 +238,7 @@ class Scheduler:
         handoff: list[tuple[Job, Result | None, str]] = []
         for task, result in pairs:
             job: Job = task  # type: ignore[assignment]
-            if job.callback is not None:
+            if job.callback is not None or job._finalizes:  # ppft 1.7 order: finalize, then done
                 handoff.append((job, result, node))
             elif job._complete(result, node):
                 handoff.append((job, None, node))
