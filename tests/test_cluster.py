@@ -10,6 +10,8 @@ import threading
 import time
 from contextlib import redirect_stdout
 
+import pytest
+
 import ppft
 from clusterlib import SECRET, free_port, wait_until
 
@@ -185,3 +187,29 @@ def test_dial_in_workers_join_and_leave_mid_run(cluster, make_client):
     assert [j.result(timeout=120) for j in jobs] == list(range(1, 301))
     assert first.popen.wait(10) == 0
     assert second.popen.poll() is None
+
+
+def kill_my_ppserver():
+    import os
+    import signal
+
+    os.kill(os.getppid(), signal.SIGKILL)  # the worker's parent is the ppserver
+
+
+def test_job_that_keeps_killing_its_nodes_fails_with_node_lost_error(cluster, make_client):
+    nodes = [cluster.ppserver(1) for _ in range(3)]
+    client = make_client(0, ppservers=tuple(n.address for n in nodes))
+    wait_until(lambda: len(ready_nodes(client)) == 3, 15, "three ppservers")
+    with pytest.raises(ppft.NodeLostError, match="lost node 3 times"):
+        client.submit(kill_my_ppserver).result(timeout=60)
+
+
+def test_dial_in_started_before_its_ppserver_joins_when_it_comes_up(cluster, make_client):
+    port = free_port()
+    from clusterlib import Proc
+
+    early = cluster.dialin(Proc(popen=None, port=port), 1)  # type: ignore[arg-type]
+    node = cluster.ppserver(0, port=port)
+    client = make_client(0, ppservers=(node.address,))
+    assert client.submit(add_one, (1,)).result(timeout=60) == 2
+    assert early.popen.poll() is None

@@ -15,12 +15,17 @@ __all__ = [
 ]
 
 
-class DestroyedServerError(PPFTError):
-    """The `Server` was destroyed: it takes no more jobs, and jobs it had not finished will never finish."""
+class DestroyedServerError(PPFTError, RuntimeError):
+    """The `Server` was destroyed: it takes no more jobs, and jobs it had not finished will never finish.
+
+    Also a `RuntimeError`, as in ppft 1.7, so `except RuntimeError` written for it keeps working."""
 
 
 class NodeLostError(PPFTError):
-    """A remote node was lost while it held the job, and the job could not be finished anywhere else."""
+    """The job was on a remote node each time one was lost (3 times): it is not sent anywhere again.
+
+    A job whose node is lost is requeued at once; only a job that keeps losing its nodes (a job that
+    crashes whole ppservers, say) fails with this, naming the last node and why it was lost."""
 
 
 class RemoteJobError(PPFTError):

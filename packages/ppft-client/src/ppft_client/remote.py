@@ -5,7 +5,9 @@ has, dispatches through a `Link`. A node that cannot be used is never silent: th
 warning naming the node and the reason (refused, unreachable, no answer, wrong secret, protocol mismatch,
 legacy ppft 1.x server), and the node is left out of `get_active_nodes()`. A node that drops hands its
 in-flight jobs back to the scheduler at once, to run elsewhere; a persistent node is reconnected with
-backoff (0.5 s doubling to 10 s) and takes work again when it returns.
+backoff (0.5 s doubling to 10 s; 60 s after a wrong secret, a legacy or an incompatible server) and takes
+work again when it returns. A job lost with its node is requeued; lost three times, it fails with
+`NodeLostError`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ log = logging.getLogger("ppft.remote")
 
 _CONNECT_TIMEOUT = 5.0
 _MAX_BACKOFF = 10.0
+_REFUSED_BACKOFF = 60.0
+_PERMANENT = ("wrong secret", "legacy ppft 1.x peer", "protocol mismatch")
 
 _CONNECT_ERRORS = {
     errno.ECONNREFUSED: "connection refused (is ppserver running there, on that port?)",
@@ -52,13 +56,13 @@ class RemoteNode:
         *,
         persistent: bool,
         on_results: Callable[[list[tuple[Task, Result]], str], None],
-        on_lost: Callable[[list[Task]], None],
+        on_lost: Callable[[list[Task], str, str], None],
         silence_timeout: float = 10.0,
     ) -> None:
         self.loop = loop
         self.host = host
         self.port = port
-        self.name = f"{host}:{port}"
+        self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.persistent = persistent
         self.link: Link | None = None
         self.last_error = ""
@@ -206,7 +210,7 @@ class RemoteNode:
         if tasks:
             log.warning("lost ppserver %s with %d job(s) in flight: %s; they run elsewhere", self.name,
                         len(tasks), reason)  # fmt: skip
-            self._on_lost(tasks)
+            self._on_lost(tasks, self.name, reason)
         self._failed(reason, quiet=bool(tasks))
 
     def _failed(self, reason: str, *, quiet: bool = False) -> None:
@@ -216,7 +220,9 @@ class RemoteNode:
             log.warning("ppserver %s cannot be used: %s", self.name, reason)
         self.last_error = reason
         if self.persistent:
-            self._timer = self.loop.call_later(self._backoff, self._connect)
+            # A refusal that retrying cannot cure by itself (the secret, the software) is retried slowly.
+            delay = _REFUSED_BACKOFF if reason.startswith(_PERMANENT) else self._backoff
+            self._timer = self.loop.call_later(delay, self._connect)
             self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
         else:
             self.closed = True

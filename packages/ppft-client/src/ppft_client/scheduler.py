@@ -34,7 +34,7 @@ from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
 from ppft_worker.tasks import Task
 
-from .errors import DestroyedServerError, WorkerLostError
+from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job
 from .node import Node
 from .remote import RemoteNode
@@ -42,6 +42,9 @@ from .remote import RemoteNode
 __all__ = ["Scheduler"]
 
 log = logging.getLogger("ppft.scheduler")
+
+MAX_NODE_LOSSES = 3
+"""A job lost with its node this many times fails with `NodeLostError` instead of being sent again."""
 
 
 class _CallbackThread:
@@ -155,7 +158,7 @@ class Scheduler:
         def make() -> Node:
             return RemoteNode(
                 self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
-                on_lost=self._requeue, silence_timeout=self.silence_timeout,
+                on_lost=self._node_lost, silence_timeout=self.silence_timeout,
             )  # fmt: skip
 
         self.add_node(f"{host}:{port}", make)
@@ -229,6 +232,23 @@ class Scheduler:
 
     def _requeue(self, tasks: list[Task]) -> None:
         self.queue.extendleft(reversed(tasks))
+
+    def _node_lost(self, tasks: list[Task], node: str, reason: str) -> None:
+        """A node was lost with `tasks` in flight: run them elsewhere, up to `MAX_NODE_LOSSES` times."""
+        again: list[Task] = []
+        failed: list[Job] = []
+        for task in tasks:
+            job: Job = task  # type: ignore[assignment]
+            job.node_losses += 1
+            (failed if job.node_losses >= MAX_NODE_LOSSES else again).append(job)
+        if again:
+            self._requeue(again)
+        if failed:
+            error = NodeLostError(
+                f"node {node} was lost ({reason}) while it held the job; the job was on a lost node "
+                f"{MAX_NODE_LOSSES} times, so it is not sent anywhere again"
+            )
+            self._fail_all(error, failed)
 
     def _on_local_results(self, pairs: list[tuple[Task, Result]]) -> None:
         self._on_results(pairs, "local")

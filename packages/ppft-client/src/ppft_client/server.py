@@ -25,6 +25,8 @@ from ppft_protocol import FunctionBody
 from ppft_worker.cpus import detect_ncpus
 from ppft_worker.secret import resolve_secret
 
+from .dask_entries import split_dask_entries
+from .dask_node import add_dask_nodes
 from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
 from .functions import check_submit_args, function_body, pickle_args
@@ -35,7 +37,7 @@ from .version import __version__
 
 __all__ = ["Server"]
 
-log = logging.getLogger("ppft.server")
+log = logging.getLogger("ppft.client")
 
 _live_servers: weakref.WeakSet[Server] = weakref.WeakSet()
 
@@ -71,6 +73,7 @@ class Server:
         if secret is not None and not isinstance(secret, (str, bytes)):
             raise TypeError("secret must be of a string type")
         self.logger = logging.getLogger("ppft")
+        ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
         self.ppservers: list[tuple[str, int]] = direct
         self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
@@ -92,6 +95,7 @@ class Server:
             self.connect1(host, port)
         for (interface, port), (broadcast, _) in self.auto_ppservers:
             self._start_discovery(interface, broadcast, port)
+        add_dask_nodes(self._scheduler, dask_entries)
         log.info("ppft %s server started with %d local workers", __version__, self._ncpus)
 
     def __enter__(self) -> Server:
@@ -136,7 +140,8 @@ class Server:
         callbackargs: tuple[Any, ...] = (),
         group: str = "default",
     ) -> Job:
-        job = Job(self, next(self._tids), body, sargs, self._proto, callback, callbackargs, group)
+        tid = next(self._tids)
+        job = Job(self, tid, callback, callbackargs, group, body=body, args=sargs, proto=self._proto)
         job._sched = self._scheduler
         self._scheduler.submit(job)
         return job
@@ -145,11 +150,17 @@ class Server:
         """Queue an already-serialized job: `sfunc` a `FunctionBody`, `sargs` its pickled argument tuple.
 
         ppft 1.7 used this internally for ppserver; here ppserver has its own queue, and `insert` remains
-        for code that serializes its jobs itself. A `task` that was already submitted is queued again."""
-        if task is not None:
-            self._scheduler.submit(task)
-            return task
-        return self._submit_body(sfunc, sargs)
+        for code that serializes its jobs itself. A `task` made ppft 1.7's way (`_Task(server, tid, ...)`,
+        no function yet) runs `sfunc`; one that was already submitted is queued again."""
+        if task is None:
+            return self._submit_body(sfunc, sargs)
+        if self._exiting:
+            raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
+        if task.wire is None:
+            task.bind(sfunc, sargs, self._proto)
+        task._sched = self._scheduler
+        self._scheduler.submit(task)
+        return task
 
     def wait(self, group: str | None = None) -> None:
         """Wait until every job (of `group`, when given) is finished."""

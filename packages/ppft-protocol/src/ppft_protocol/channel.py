@@ -10,10 +10,12 @@ Keys (docs/protocol.md, "Keys"):
 * per-direction session keys: ``HKDF-SHA256(ikm=secret, salt=nonce_c || nonce_s,
   info="ppft-seal/" || version:u16 || "/client-to-server" or "/server-to-client", L=32)``.
 
-HKDF is RFC 5869 over the standard library's `hmac`: a handful of lines, checked against the RFC's test
-vectors and against `cryptography`'s HKDF in the tests. It is written here rather than imported so that a
-local worker, which never seals its pipe, starts without loading `cryptography`'s native module (about
-25 ms, more than the rest of its start-up). `cryptography` is imported only when a channel is sealed.
+HKDF is RFC 5869 over HMAC-SHA256 (RFC 2104), both a handful of lines here, checked against the RFCs' test
+vectors, the standard library's `hmac` and `cryptography`'s HKDF in the tests. They are written here rather
+than imported so that a local worker, which never seals its pipe, starts without loading `cryptography`'s
+native module (about 25 ms, more than the rest of its start-up) nor `hashlib`/`hmac`, which load OpenSSL and
+read its configuration (about 2 ms): the SHA-256 is the interpreter's own `_sha256` (`_sha2` from Python
+3.12), `hashlib`'s only where neither exists. `cryptography` is imported only when a channel is sealed.
 
 A sealed frame's body is ``ChaCha20-Poly1305(key, nonce, plaintext, aad=frame header)``; the nonce is 4 zero
 bytes and a 64-bit big-endian counter, one counter per direction, starting at 0 with the first frame after
@@ -23,12 +25,24 @@ truncated frame fails to open and raises `IntegrityError`.
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import struct
-from typing import Protocol
+from _operator import _compare_digest
 
 from .errors import IntegrityError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from hashlib import sha256 as _sha256
+    from typing import Protocol
+else:
+    try:
+        from _sha256 import sha256 as _sha256  # Python 3.10, 3.11
+    except ImportError:
+        try:
+            from _sha2 import sha256 as _sha256  # Python 3.12 and later
+        except ImportError:  # an interpreter built without its own SHA-256
+            from hashlib import sha256 as _sha256
+    Protocol = object
 
 __all__ = [
     "NONCE_SIZE",
@@ -37,6 +51,7 @@ __all__ = [
     "Sealer",
     "auth_key",
     "hkdf_sha256",
+    "hmac_sha256",
     "proof",
     "session_keys",
     "verify_proof",
@@ -50,18 +65,33 @@ TAG_SIZE = 16
 
 _U16 = struct.Struct(">H")
 _COUNTER = struct.Struct(">4xQ")
+_BLOCK = 64  # SHA-256's block size
+_IPAD = bytes(x ^ 0x36 for x in range(256))
+_OPAD = bytes(x ^ 0x5C for x in range(256))
+
+
+def hmac_sha256(key: bytes, message: bytes) -> bytes:
+    """RFC 2104 HMAC with SHA-256: what `hmac.new(key, message, hashlib.sha256).digest()` gives."""
+    if len(key) > _BLOCK:
+        key = _sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    inner = _sha256(key.translate(_IPAD))
+    inner.update(message)
+    outer = _sha256(key.translate(_OPAD))
+    outer.update(inner.digest())
+    return outer.digest()
 
 
 def hkdf_sha256(ikm: bytes, salt: bytes, info: bytes, length: int = 32) -> bytes:
     """RFC 5869 HKDF with SHA-256: extract, then expand to `length` bytes."""
     if not 0 < length <= 255 * 32:
         raise ValueError("HKDF-SHA256 output length must be 1..8160 bytes")
-    prk = hmac.new(salt or bytes(32), ikm, hashlib.sha256).digest()
+    prk = hmac_sha256(salt or bytes(32), ikm)
     out = b""
     block = b""
     counter = 1
     while len(out) < length:
-        block = hmac.new(prk, block + info + bytes([counter]), hashlib.sha256).digest()
+        block = hmac_sha256(prk, block + info + bytes([counter]))
         out += block
         counter += 1
     return out[:length]
@@ -79,12 +109,12 @@ def proof(
     transcript = b"".join(
         (b"ppft-auth/", role.encode("ascii"), _U16.pack(version), nonce_c, nonce_s, bytes((flags_c, flags_s)))
     )
-    return hmac.new(key, transcript, hashlib.sha256).digest()
+    return hmac_sha256(key, transcript)
 
 
 def verify_proof(expected: bytes, received: bytes) -> bool:
     """Constant-time comparison of two proofs."""
-    return hmac.compare_digest(expected, received)
+    return _compare_digest(expected, received)  # what `hmac.compare_digest` is
 
 
 def session_keys(secret: bytes, version: int, nonce_c: bytes, nonce_s: bytes) -> tuple[bytes, bytes]:

@@ -11,15 +11,20 @@ the whole protocol can be fuzzed, embedded and tested in one process.
 
 Any `ProtocolError` leaves the connection CLOSED; `data_to_send()` may still hold one last frame (a server
 refusing a wrong secret has queued its `AuthFailed`), which the owner should flush before closing.
+
+Large payloads need not be copied on their way through: `data_to_send_parts()` hands out the queued bytes
+as a short list for `os.writev` / `socket.sendmsg` (large fields as the very objects the messages hold), and
+`receive_buffer()` / `receive_into(n)` let the owner read the rest of a large incoming frame straight into
+the buffer it is assembled in.
 """
 
 from __future__ import annotations
 
 import os
 import struct
-from dataclasses import dataclass
 
 from . import channel, framing
+from .codec import Record
 from .errors import (
     AuthenticationError,
     DecodeError,
@@ -62,25 +67,41 @@ DEFAULT_MAX_FRAME_SIZE = 1 << 30
 """Default frame size cap after authentication (1 GiB); `max_frame_size=` changes it."""
 
 
-@dataclass(frozen=True, slots=True)
-class Established:
+_set = object.__setattr__
+
+
+class Established(Record):
     """The handshake finished: both sides proved the secret. Messages may be sent from now on."""
+
+    __slots__ = ("peer_comment", "sealed", "version")
+    __match_args__ = ("version", "sealed", "peer_comment")
 
     version: int
     sealed: bool
     peer_comment: str
 
+    def __init__(self, version: int, sealed: bool, peer_comment: str) -> None:
+        _set(self, "version", version)
+        _set(self, "sealed", sealed)
+        _set(self, "peer_comment", peer_comment)
 
-@dataclass(frozen=True, slots=True)
-class Closed:
+
+class Closed(Record):
     """The peer closed the connection cleanly (after `Bye`, or at a frame boundary)."""
 
+    __slots__ = ("reason",)
+    __match_args__ = ("reason",)
+
     reason: str
+
+    def __init__(self, reason: str) -> None:
+        _set(self, "reason", reason)
 
 
 Event = Message | Established | Closed
 
 _HANDSHAKE_TYPES = frozenset((Hello.TYPE, Auth.TYPE, AuthOk.TYPE, AuthFailed.TYPE))
+_PART_MIN = 64 * 1024  # queued parts this large are handed out uncopied; smaller neighbours are joined
 
 
 class Connection:
@@ -126,18 +147,50 @@ class Connection:
         except ValueError as exc:
             raise LocalProtocolError(f"cannot open a connection: {exc}; pass versions=(low, high)") from None
         self._out: list[bytes | memoryview] = [opening]
+        self._out_large = False  # a part of at least _PART_MIN bytes is queued
         self._send_frame(Hello(self._nonce, self._flags))
 
     # -- public API ------------------------------------------------------------------------------------
 
     def data_to_send(self) -> bytes:
-        """Every byte queued for the peer since the last call (may be empty)."""
+        """Every byte queued for the peer since the last call (may be empty), joined into one object."""
         out = self._out
         if not out:
             return b""
         data = out[0] if len(out) == 1 else b"".join(out)
         self._out = []
+        self._out_large = False
         return bytes(data)
+
+    def data_to_send_parts(self) -> list[bytes | memoryview]:
+        """The same bytes as `data_to_send`, as a list of parts to write in order (empty when none).
+
+        For `os.writev` or `socket.sendmsg`: a large payload field (64 KiB and more) is its own part, the
+        very `bytes` or `memoryview` the message was given, never copied; the small parts between large
+        ones are joined, so the list stays short (at most twice the large fields, plus one). A part may be
+        a view of a buffer the caller passed in a message: keep that buffer unchanged until the part is
+        written. Nothing large queued: one part, as `data_to_send` would give it.
+        """
+        out = self._out
+        if not out:
+            return []
+        self._out = []
+        if not self._out_large:
+            return [out[0] if len(out) == 1 else b"".join(out)]
+        self._out_large = False
+        parts: list[bytes | memoryview] = []
+        small: list[bytes | memoryview] = []
+        for part in out:
+            if len(part) < _PART_MIN:
+                small.append(part)
+                continue
+            if small:
+                parts.append(small[0] if len(small) == 1 else b"".join(small))
+                small = []
+            parts.append(part)
+        if small:
+            parts.append(small[0] if len(small) == 1 else b"".join(small))
+        return parts
 
     def send(self, message: Message) -> None:
         """Queue `message` for the peer. Only handshake-free messages, and only once ESTABLISHED."""
@@ -170,6 +223,37 @@ class Connection:
             self.state = State.CLOSED
             raise
 
+    def receive_buffer(self) -> memoryview | None:
+        """Where the next bytes from the peer may be read straight into, or None: then use `receive_data`.
+
+        While the body of a large frame (64 KiB and more) is on its way, this is the part of the buffer it is
+        assembled in that is still to be filled. Read into it (`os.readv(fd, [view])`,
+        `sock.recv_into(view)`), release it, and pass the number of bytes read to `receive_into`: the body
+        then reaches its message without the copy `receive_data` makes. The view ends where the body ends,
+        so a read into it never takes bytes of the next frame.
+        """
+        if self.state is not State.ESTABLISHED:
+            return None
+        return self._decoder.recv_buffer()
+
+    def receive_into(self, n: int) -> list[Event]:
+        """Events completed by `n` bytes (more than 0) just read into the view `receive_buffer` gave.
+
+        The end of the stream is still reported through `receive_data(b"")`."""
+        if self.state is not State.ESTABLISHED:
+            raise LocalProtocolError(f"receive_into on a connection that is {self.state.value}")
+        if n <= 0:
+            raise LocalProtocolError(f"receive_into({n}): pass the peer's end of stream to receive_data(b'')")
+        try:
+            frames = self._decoder.received_into(n)
+        except ValueError as exc:
+            raise LocalProtocolError(f"{exc}; call receive_buffer() before every receive_into()") from None
+        try:
+            return self._handle_frames(frames) if frames else []
+        except ProtocolError:
+            self.state = State.CLOSED
+            raise
+
     # -- internals -------------------------------------------------------------------------------------
 
     def _send_frame(self, message: Message) -> None:
@@ -179,16 +263,18 @@ class Connection:
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from None
         sealer = self._sealer
         if sealer is None:
-            size = 0
-            for part in parts:
-                size += len(part)
+            size = sum(map(len, parts))
             self._out.append(framing.encode_frame_header(message.TYPE, size))
             self._out.extend(parts)
+            if size >= _PART_MIN and max(map(len, parts)) >= _PART_MIN:
+                self._out_large = True
         else:
             plaintext = b"".join(parts)
             header = framing.encode_frame_header(message.TYPE, len(plaintext) + channel.TAG_SIZE)
             self._out.append(header)
             self._out.append(sealer.seal(header, plaintext))
+            if len(plaintext) >= _PART_MIN:
+                self._out_large = True
 
     def _advance(self, received: str) -> State:
         new = TRANSITIONS.get((self.role, self.state, received))

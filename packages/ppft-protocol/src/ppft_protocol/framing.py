@@ -15,14 +15,14 @@ its body is buffered. Frames that arrive whole are handed out as views of the re
 large body (64 KiB and more) that arrives in pieces is copied exactly once: the pieces are kept as views
 while they arrive (so memory grows with the bytes received, never with the length a header merely
 announces) and joined into one buffer when the last one lands, or written straight into the buffer of an
-earlier large frame that the caller has released.
+earlier large frame that the caller has released. In that last case the owner, if it reads from a file
+descriptor, may even read the rest of the body straight into that buffer (`recv_buffer()`): no copy at all.
 
 This module does no I/O and keeps no clock: it only turns bytes into (type, body) pairs and back.
 """
 
 from __future__ import annotations
 
-import re
 import struct
 import sys
 
@@ -49,8 +49,7 @@ FRAME_HEADER = struct.Struct(">IB")
 """Frame header: body length (u32, big-endian), frame type (u8)."""
 
 _OPENING_LEN = struct.Struct(">Q")
-_OPENING_RE = re.compile(rb"ppft-protocol/(\d{1,5})-(\d{1,5})(?: \((.*)\))?\Z", re.DOTALL)
-_LEGACY_RE = re.compile(rb"(\d+\.\d+(?:\.\d+)?[0-9A-Za-z.\-+]*)\Z")
+_LEGACY_PATTERN = rb"(\d+\.\d+(?:\.\d+)?[0-9A-Za-z.\-+]*)\Z"  # a ppft 1.x version string, such as 1.7.8
 _LARGE = 64 * 1024
 _KEEP_VIEW = 4096  # a piece of a large body at least this big is kept as a view until the body is whole
 _SPARE_MAX = 256 * 1024 * 1024  # a finished large buffer bigger than this is never kept for reuse
@@ -83,15 +82,21 @@ def encode_opening(min_version: int, max_version: int, comment: str) -> bytes:
 
 
 def parse_opening(text: bytes) -> Opening:
-    """The peer's `Opening`, or `LegacyPeerError` for a ppft 1.x peer, or `DecodeError` for anything else."""
-    match = _OPENING_RE.match(text)
-    if match is not None:
-        low, high = int(match.group(1)), int(match.group(2))
+    """The peer's `Opening`, or `LegacyPeerError` for a ppft 1.x peer, or `DecodeError` for anything else.
+
+    The opening is ``ppft-protocol/<min>-<max>``, each version 1 to 5 ASCII digits, then nothing or
+    `` (<comment>)`` up to the end. It is parsed by hand: `re` (with `enum`, which it loads) is imported
+    only to name what a refused opening was, so a local worker starts without it.
+    """
+    parsed = _parse_ppft_opening(text)
+    if parsed is not None:
+        low, high, comment = parsed
         if not 0 < low <= high:
             raise DecodeError(f"peer announced an empty protocol version range {low}-{high}")
-        comment = (match.group(3) or b"").decode("ascii", "replace")
-        return Opening(low, high, comment)
-    legacy = _LEGACY_RE.match(text)
+        return Opening(low, high, comment.decode("ascii", "replace"))
+    import re  # noqa: PLC0415 - only a refused opening pays for it
+
+    legacy = re.match(_LEGACY_PATTERN, text)
     if legacy is not None:
         version = legacy.group(1).decode("ascii")
         raise LegacyPeerError(
@@ -99,6 +104,25 @@ def parse_opening(text: bytes) -> Opening:
             f"ppft-protocol; install ppft >= 2 (pip install -U ppft) on that node and restart its ppserver"
         )
     raise DecodeError(f"peer did not open with the ppft protocol: its first message was {text[:40]!r}")
+
+
+def _parse_ppft_opening(text: bytes) -> tuple[int, int, bytes] | None:
+    """(min, max, comment) of ``ppft-protocol/<min>-<max>[ (<comment>)]``, or None for any other text."""
+    if not text.startswith(MAGIC):
+        return None
+    versions, space, comment = text[len(MAGIC) :].partition(b" ")
+    if space:
+        if len(comment) < 2 or comment[:1] != b"(" or comment[-1:] != b")":
+            return None
+        comment = comment[1:-1]
+    low, dash, high = versions.partition(b"-")
+    if not (dash and _is_version(low) and _is_version(high)):
+        return None
+    return int(low), int(high), comment
+
+
+def _is_version(text: bytes) -> bool:
+    return 0 < len(text) <= 5 and text.isdigit()  # bytes.isdigit: ASCII digits only
 
 
 def encode_frame_header(frame_type: int, body_length: int) -> bytes:
@@ -119,6 +143,9 @@ class FrameDecoder:
     A large body (64 KiB and more) that arrives in pieces ends up in a buffer of its own; once the caller has
     released every view of a finished body, the next large frame is written into that buffer instead of a
     fresh one (no allocation, no page faults). Bodies are read-only to the caller: never write through them.
+    While such a body is on its way into a reused buffer, `recv_buffer()` gives the part of that buffer still
+    to be filled, for the caller to read into (`os.readv`, `socket.recv_into`) and report with
+    `received_into(n)`.
     """
 
     __slots__ = (
@@ -228,6 +255,30 @@ class FrameDecoder:
                     break
         return frames
 
+    def recv_buffer(self) -> memoryview | None:
+        """The rest of the large body on its way into a reused buffer, as a writable view to read into.
+
+        Fill a prefix of it, release the view, then call `received_into` with the number of bytes written:
+        the body is then assembled without a copy. The view never reaches past the body, so a read into it
+        cannot swallow the next frame. None when no such body is on its way (none at all, or one kept in
+        pieces because no released buffer fits it): then read as usual and `feed`. No buffer is ever
+        allocated here: memory still grows only with the bytes received.
+        """
+        large = self._large
+        if large is None or self._held:
+            return None
+        return memoryview(large)[self._large_fill : self._large_size]
+
+    def received_into(self, n: int) -> list[tuple[int, memoryview]]:
+        """The frame (if any) completed by `n` bytes just written into the view `recv_buffer` gave."""
+        if self._large is None or not 0 <= n <= self._large_size - self._large_fill:
+            raise ValueError(f"received_into({n}) does not match the buffer recv_buffer() gave")
+        frames: list[tuple[int, memoryview]] = []
+        self._large_fill += n
+        if self._large_fill == self._large_size:
+            self._finish_large(frames)
+        return frames
+
     def pending(self) -> list[tuple[int, memoryview]]:
         """Frames completed by bytes already received (after `single` mode held them back)."""
         if not self._held:
@@ -330,17 +381,22 @@ class FrameDecoder:
         fill += take
         self._large_fill = fill
         if fill == size:
-            if large is None:
-                large = bytearray().join(self._large_parts)  # the one copy
-                self._large_parts = []
-            body = memoryview(large)
-            frames.append((self._large_type, body if len(large) == size else body[:size]))
-            self._large = None
-            self._large_fill = 0
-            self._large_size = 0
-            if _REUSE_BUFFERS and size <= _SPARE_MAX:
-                self._spare = large
+            self._finish_large(frames)
         return view[take:]
+
+    def _finish_large(self, frames: list[tuple[int, memoryview]]) -> None:
+        size = self._large_size
+        large = self._large
+        if large is None:
+            large = bytearray().join(self._large_parts)  # the one copy
+            self._large_parts = []
+        body = memoryview(large)
+        frames.append((self._large_type, body if len(large) == size else body[:size]))
+        self._large = None
+        self._large_fill = 0
+        self._large_size = 0
+        if _REUSE_BUFFERS and size <= _SPARE_MAX:
+            self._spare = large
 
 
 def _byte_view(data: bytes | memoryview) -> memoryview:

@@ -15,7 +15,6 @@ Regenerate only on a deliberate change of the wire format, which also needs a ne
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import struct
@@ -125,7 +124,7 @@ def _jsonable(value: Any) -> Any:
 
 def describe(message: Message) -> dict[str, Any]:
     """A message's fields as JSON: byte strings as {"hex": ...}, named tuples as objects."""
-    return {f.name: _jsonable(getattr(message, f.name)) for f in dataclasses.fields(message)}
+    return {name: _jsonable(getattr(message, name)) for name in type(message).__match_args__}
 
 
 def _frame(message: Message) -> bytes:

@@ -4,6 +4,8 @@ Worker processes on a machine that cannot accept inbound connections (a batch-sc
 behind NAT) dial out to a ppserver and add their capacity to it while connected. This process holds the
 connection and a local `WorkerPool`: jobs come in over the connection, results go back. When it leaves
 (SIGTERM, Ctrl-C, the batch job ending), it says Bye, and the ppserver requeues whatever it held at once.
+When the ppserver is not there yet, or goes away, it tries again with backoff (1 s doubling to 30 s), so
+dial-ins can be started before their ppserver and survive its restart; `--once` exits instead.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import logging
 import signal
 import socket
 import sys
+import threading
 from collections import deque
 from types import FrameType
 
@@ -54,6 +57,8 @@ class DialIn:
         self.port = port
         self.workers = workers
         self.exit_code = 0
+        self.connected = False  # the ppserver accepted us at least once
+        self.stopped = False  # left on purpose (signal): do not reconnect
         self.loop = Loop()
         self.queue: deque[Task] = deque()
         self.pool = WorkerPool(self.loop, workers, on_results=self._results, on_requeue=self._requeue)
@@ -90,6 +95,8 @@ class DialIn:
     def stop(self, reason: str = "dial-in worker is leaving") -> None:
         """Leave: tell the ppserver (it requeues our jobs at once) and stop. Safe from signal handlers."""
 
+        self.stopped = True
+
         def leave() -> None:
             if self._stream is not None:
                 self._stream.close(reason)
@@ -101,6 +108,7 @@ class DialIn:
         stream = self._stream
         assert stream is not None
         if isinstance(event, Established):
+            self.connected = True
             stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
             log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
         elif isinstance(event, FunctionBody):
@@ -144,6 +152,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("-s", "--secret", default=None, help="the cluster's secret (default: see docs)")
     parser.add_argument("--secret-file", default=None, help="read the secret from this file")
     parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
+    parser.add_argument("--once", action="store_true", help="exit when the ppserver goes away; no retry")
     return parser.parse_args(argv)
 
 
@@ -169,11 +178,25 @@ def main(argv: list[str]) -> int:
     except PPFTError as exc:
         sys.stderr.write(f"ppft-worker: {exc}\n")
         return 2
-    dialin = DialIn(host.strip("[]"), int(port_text), secret, workers)
+    stopping = threading.Event()
+    current: list[DialIn] = []
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
-        dialin.stop(f"dial-in worker stopped by {signal.Signals(signum).name}")
+        stopping.set()
+        if current:
+            current[-1].stop(f"dial-in worker stopped by {signal.Signals(signum).name}")
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return dialin.run()
+    backoff = 1.0
+    while True:
+        dialin = DialIn(host.strip("[]"), int(port_text), secret, workers)
+        current.append(dialin)
+        code = dialin.run()
+        current.pop()
+        if dialin.stopped or stopping.is_set() or args.once:
+            return code
+        backoff = 1.0 if dialin.connected else min(30.0, backoff * 2)
+        log.warning("trying ppserver %s again in %.0f s", args.connect, backoff)
+        if stopping.wait(backoff):
+            return 0

@@ -27,6 +27,17 @@ class OutBuffer:
             self.chunks.append(memoryview(data))
             self.size += len(data)
 
+    def extend(self, parts: list[bytes | memoryview], skip: int = 0) -> None:
+        """Add `parts` (as `Connection.data_to_send_parts` gives them), less their first `skip` bytes."""
+        for part in parts:
+            n = len(part)
+            if skip >= n:
+                skip -= n
+                continue
+            self.chunks.append(memoryview(part)[skip:] if skip else memoryview(part))
+            self.size += n - skip
+            skip = 0
+
     def write_to(self, fd: int) -> None:
         chunks = self.chunks
         while chunks:

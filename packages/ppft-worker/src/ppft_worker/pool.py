@@ -57,6 +57,7 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger("ppft.pool")
 
 _F_SETPIPE_SZ = 1031
+_IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
 
 
 class _Worker:
@@ -254,7 +255,7 @@ class WorkerPool:
                 fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
         self._workers.append(w)
         self.loop.add_reader(w.rfd, lambda: self._readable(w))
-        self._write(w, conn.data_to_send())
+        self._write(w, conn.data_to_send_parts())
         log.debug("started %r", w)
 
     def _retire(self, w: _Worker) -> None:
@@ -321,8 +322,8 @@ class WorkerPool:
 
     def _lost_result(self, w: _Worker, how: str, task: Task) -> Result:
         message = (
-            f"{w!r} {how} while running job {task.wire.job_id}; the job was run alone {task.attempts} "
-            f"time(s) and each time its worker died, so it is not retried again"
+            f"{w!r} {how} while running this job; the job was run alone {task.attempts} time(s) and each "
+            f"time its worker died, so it is not retried again"
         )
         exc = WorkerLostError(message)
         return Result(
@@ -346,21 +347,24 @@ class WorkerPool:
 
     # -- bytes in and out ------------------------------------------------------------------------------
 
-    def _write(self, w: _Worker, data: bytes) -> None:
+    def _write(self, w: _Worker, parts: list[bytes | memoryview]) -> None:
+        """Write what the pipe takes now, large payloads uncopied (`writev`); the rest waits in `w.out`."""
+        if not parts:
+            return
         out = w.out
         if out.size:
-            out.add(data)
+            out.extend(parts)
             return
         try:
-            n = os.write(w.wfd, data)
+            n = os.write(w.wfd, parts[0]) if len(parts) == 1 else os.writev(w.wfd, parts[:_IOV_MAX])
         except BlockingIOError:
             n = 0
         except OSError as exc:
             if exc.errno in (errno.EPIPE, errno.EBADF):
                 return  # the worker is gone; its EOF arrives on the read side
             raise
-        if n < len(data):
-            out.add(data[n:] if n else data)
+        out.extend(parts, n)
+        if out.size:
             self.loop.add_writer(w.wfd, lambda: self._writable(w))
 
     def _writable(self, w: _Worker) -> None:
@@ -374,18 +378,27 @@ class WorkerPool:
             self.loop.remove_writer(w.wfd)
 
     def _readable(self, w: _Worker) -> None:
+        conn = w.conn
+        view = conn.receive_buffer()  # the rest of a large frame: read in place, not copied
         try:
-            data = os.read(w.rfd, 1 << 20)
+            if view is None:
+                data = os.read(w.rfd, 1 << 20)
+                n = len(data)
+            else:
+                n = os.readv(w.rfd, [view])
         except BlockingIOError:
             return
         except OSError as exc:
             self._lost(w, f"broke its pipe ({exc})")
             return
-        if not data:
+        finally:
+            if view is not None:
+                view.release()
+        if not n:
             self._lost(w)
             return
         try:
-            events = w.conn.receive_data(data)
+            events = conn.receive_data(data) if view is None else conn.receive_into(n)
         except ProtocolError as exc:
             log.error("%r spoke garbage: %s; killing it", w, exc)
             w.proc.kill()
@@ -400,9 +413,7 @@ class WorkerPool:
                 self.broken_reason = ""
             elif isinstance(event, (Established, Closed, Bye)):
                 pass
-        out = w.conn.data_to_send()
-        if out:
-            self._write(w, out)
+        self._write(w, w.conn.data_to_send_parts())
 
     def _send(self, w: _Worker, tasks: list[Task]) -> None:
         conn = w.conn
@@ -415,7 +426,7 @@ class WorkerPool:
                 conn.send(body)
             inflight[task.wire.job_id] = task
         conn.send(JobBatch(tuple([task.wire for task in tasks])))
-        self._write(w, conn.data_to_send())
+        self._write(w, conn.data_to_send_parts())
 
     def _results(self, w: _Worker, batch: ResultBatch) -> None:
         inflight = w.inflight

@@ -33,7 +33,6 @@ import os
 import sys
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Protocol
 
 from ppft_protocol import (
     Bye,
@@ -41,6 +40,7 @@ from ppft_protocol import (
     Closed,
     Connection,
     Established,
+    Event,
     FunctionBody,
     Heartbeat,
     Job,
@@ -57,8 +57,12 @@ from ppft_protocol import (
 
 from .version import __version__
 
+TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    from typing import Protocol
+else:
+    Protocol = object  # `typing` costs a worker's start-up about 2 ms; the Protocol only serves the checker
 
 __all__ = ["EXIT_OK", "EXIT_PARENT_GONE", "EXIT_PROTOCOL", "Runner", "main", "serve"]
 
@@ -76,10 +80,13 @@ PARENT_ENV = "PPFT_PARENT_PID"
 LOG_LEVEL_ENV = "PPFT_LOG_LEVEL"
 
 _CHUNK = 1 << 20
+_IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
 _BATCH_MAX = 256
 _BATCH_DELAY = 0.001
 _FAST = 0.001
 _PR_SET_PDEATHSIG = 1
+_M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
 _SIGKILL = 9
 _CANCELLED_TYPE = "concurrent.futures.CancelledError"
 _CANCELLED_MESSAGE = "cancelled before it started"
@@ -91,16 +98,27 @@ passes its secret in PPFT_WORKER_SECRET; it is not meant to be started by hand.
 """
 
 _log: logging.Logger | None = None
+_log_setup_deferred = False  # main() has yet to install its "ppft" log handler
 
 
 def _logger() -> logging.Logger:
     """The "ppft.worker" logger, imported on first use: logging costs 3 ms of a start-up budget of 15."""
     global _log
     if _log is None:
+        _finish_log_setup()
         import logging  # noqa: PLC0415
 
         _log = logging.getLogger("ppft.worker")
     return _log
+
+
+def _finish_log_setup() -> None:
+    """Install the handler `main` deferred: when something logs, once `logging` is loaded anyway (by the
+    job runner), or once the first results are out; never on the way to the first result."""
+    global _log_setup_deferred
+    if _log_setup_deferred:
+        _log_setup_deferred = False
+        _setup_logging()
 
 
 class Runner(Protocol):
@@ -111,13 +129,29 @@ class Runner(Protocol):
     def run(self, job: Job) -> Result: ...
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes | memoryview) -> None:
     """Write every byte of `data`, blocking: a partial write continues where it stopped."""
     n = os.write(fd, data)
     if n < len(data):
         view = memoryview(data)[n:]
         while view:
             view = view[os.write(fd, view) :]
+
+
+def _write_parts(fd: int, parts: list[bytes | memoryview]) -> None:
+    """Write `parts` in order, blocking, with `writev`: large payloads go out without being joined."""
+    if len(parts) == 1:
+        _write_all(fd, parts[0])
+        return
+    while parts:
+        n = os.writev(fd, parts[:_IOV_MAX])
+        done = 0
+        while done < len(parts) and n >= len(parts[done]):
+            n -= len(parts[done])
+            done += 1
+        parts = parts[done:]
+        if n:
+            parts[0] = memoryview(parts[0])[n:]
 
 
 class _Serve:
@@ -148,9 +182,25 @@ class _Serve:
         if pending:
             conn.send(ResultBatch(tuple(pending)))
             pending.clear()
-        data = conn.data_to_send()
-        if data:
-            _write_all(self.fd_out, data)
+        parts = conn.data_to_send_parts()
+        if parts:
+            _write_parts(self.fd_out, parts)
+
+    def receive(self) -> None:
+        """Read what the peer sent (waiting for it) and handle it; the rest of a large frame is read straight
+        into the buffer the protocol assembles it in, saving a copy of its payload."""
+        view = self.conn.receive_buffer()
+        if view is None:
+            self.feed(os.read(self.fd_in, _CHUNK))
+            return
+        try:
+            n = os.readv(self.fd_in, [view])
+        finally:
+            view.release()
+        if n:
+            self.handle(self.conn.receive_into(n))
+        else:
+            self.feed(b"")
 
     def feed(self, data: bytes) -> None:
         """Handle bytes from the peer: queue jobs, keep bodies, answer cancels and stats requests."""
@@ -158,8 +208,12 @@ class _Serve:
             _logger().debug("peer closed the channel: exiting")
             self.finished = True
             return
+        self.handle(self.conn.receive_data(data))
+
+    def handle(self, events: list[Event]) -> None:
+        """Act on the peer's events, then send what they made the connection queue."""
         conn = self.conn
-        for event in conn.receive_data(data):
+        for event in events:
             if isinstance(event, JobBatch):
                 self.queue.extend(event.jobs)
             elif isinstance(event, FunctionBody):
@@ -182,9 +236,9 @@ class _Serve:
                     f"the pool sent {type(event).__name__}, which a worker never accepts: the peer is not "
                     f"a ppft client or server"
                 )
-        data = conn.data_to_send()
-        if data:
-            _write_all(self.fd_out, data)
+        parts = conn.data_to_send_parts()
+        if parts:
+            _write_parts(self.fd_out, parts)
 
     def established(self) -> None:
         """The peer proved the secret: introduce ourselves, then load the job runner (after, not before,
@@ -196,6 +250,8 @@ class _Serve:
             from .execute import JobRunner  # noqa: PLC0415
 
             self.runner = JobRunner()
+        if _log_setup_deferred and "logging" in sys.modules:
+            _finish_log_setup()  # `logging` is loaded already: setting it up costs microseconds
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Drop the listed jobs still queued, answering each at once; a started job reports normally."""
@@ -220,9 +276,8 @@ class _Serve:
     def run(self) -> None:
         """Until Bye or EOF: run the queued jobs, read when there is nothing to run, batch the results."""
         self.send_hello()
-        read = os.read
         fd_in = self.fd_in
-        feed = self.feed
+        receive = self.receive
         flush = self.flush
         queue = self.queue
         popleft = queue.popleft
@@ -253,7 +308,7 @@ class _Serve:
                     if poll(0):
                         queue.appendleft(job)
                         self.jobs_done, self.job_time = done, busy
-                        feed(read(fd_in, _CHUNK))
+                        receive()
                         if self.finished:
                             return
                         looked = True
@@ -265,6 +320,7 @@ class _Serve:
                     run = runner.run
                 start = perf_counter()
                 result = run(job)
+                del job  # its args may be a view of the buffer the next large frame could reuse
                 now = perf_counter()
                 append(result)
                 done += 1
@@ -280,7 +336,7 @@ class _Serve:
                     flush()
                     if poll(0):
                         self.jobs_done, self.job_time = done, busy
-                        feed(read(fd_in, _CHUNK))
+                        receive()
                         if self.finished:
                             return
                 continue
@@ -289,7 +345,9 @@ class _Serve:
             self.jobs_done, self.job_time = done, busy
             if pending and not poll(0):
                 flush()
-            feed(read(fd_in, _CHUNK))
+            if _log_setup_deferred and done:
+                _finish_log_setup()  # the first results are out: the worker has time for it now
+            receive()
             if self.finished:
                 return
 
@@ -343,15 +401,59 @@ def _tie_to_parent(parent_pid: int) -> bool:
     """Ask Linux to SIGKILL us when the parent dies; False if it is already gone (died before the call)."""
     if sys.platform.startswith("linux"):
         try:
-            import ctypes  # noqa: PLC0415
-
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) != 0:
-                err = ctypes.get_errno()
-                _logger().warning("prctl(PR_SET_PDEATHSIG) failed (%s): relying on EOF", os.strerror(err))
-        except (OSError, AttributeError) as exc:
+            failed = _prctl_pdeathsig()
+        except (ImportError, OSError, AttributeError, TypeError) as exc:
             _logger().warning("cannot set PR_SET_PDEATHSIG (%s): relying on EOF to notice the parent", exc)
+        else:
+            if failed:
+                _logger().warning("prctl(PR_SET_PDEATHSIG) failed (%s): relying on EOF", failed)
     return os.getppid() == parent_pid
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc's malloc keep large freed blocks for reuse instead of handing them back to the kernel.
+
+    By default a block of 128 KiB and more (up to 32 MiB, as the threshold adapts) is mapped fresh and
+    unmapped when freed, and the top of the heap is trimmed beyond twice that: a worker echoing 16 MiB
+    payloads then takes thousands of page faults per job, for the args it unpickles and the value it pickles,
+    more time than copying the bytes. With blocks up to 64 MiB taken from the heap, and up to 128 MiB of
+    freed memory kept at its top, the next job's payload reuses pages already there. Best effort: a C
+    library without `mallopt` (or not glibc) is left as it is.
+    """
+    if not (hasattr(os, "confstr") and os.confstr("CS_GNU_LIBC_VERSION")):
+        return
+    try:
+        import _ctypes  # noqa: PLC0415
+
+        mallopt = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "mallopt")  # type: ignore[arg-type]
+        _ctypes.call_function(mallopt, (_M_MMAP_THRESHOLD, 64 << 20))
+        _ctypes.call_function(mallopt, (_M_TRIM_THRESHOLD, 128 << 20))
+    except (ImportError, AttributeError, OSError, ValueError):
+        pass  # an interpreter without _ctypes: the defaults only cost speed
+
+
+def _prctl_pdeathsig() -> str:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL); "" when it worked, else why not.
+
+    Through `_ctypes`, the C half of `ctypes` (its `dlopen`, `dlsym` and `call_function` are what `CDLL`
+    uses), when it has them: `ctypes` itself costs a worker's start-up about 1 ms more, on its way to the
+    first result. `ctypes` is the fallback, and gives the errno of a failure.
+    """
+    try:
+        import _ctypes  # noqa: PLC0415
+
+        call = _ctypes.call_function
+        address = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "prctl")  # type: ignore[arg-type]
+    except (ImportError, AttributeError, OSError):
+        pass
+    else:
+        return "" if call(address, (_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)) == 0 else "it returned -1"
+    import ctypes  # noqa: PLC0415
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) != 0:
+        return os.strerror(ctypes.get_errno())
+    return ""
 
 
 def _setup_logging() -> None:
@@ -405,9 +507,11 @@ def main(argv: list[str] | None = None) -> int:
         )
         return EXIT_PROTOCOL
     state = _Serve(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
+    global _log_setup_deferred
+    _log_setup_deferred = True  # see _finish_log_setup: logging costs 3 ms on the way to the first result
     try:
         state.send_hello()  # the pool reads it while we finish starting below
-        _setup_logging()
+        _keep_freed_memory()
         if parent.isdigit() and not _tie_to_parent(int(parent)):
             _logger().debug("parent %s died before the worker started: exiting", parent)
             return EXIT_PARENT_GONE

@@ -102,9 +102,8 @@ def _read(path: str) -> bytes | None:
         os.close(fd)
     data = b"".join(chunks).strip()
     if not data:
-        raise SecretFileError(
-            f"secret file {path} is empty: write a secret into it, or delete it and ppft creates one"
-        )
+        hint = " (or delete it: ppft then creates a new one)" if path == default_secret_path() else ""
+        raise SecretFileError(f"secret file {path} is empty: write a secret into it{hint}")
     return data
 
 

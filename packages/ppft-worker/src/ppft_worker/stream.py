@@ -40,6 +40,8 @@ __all__ = ["Stream", "describe_protocol_error"]
 
 log = logging.getLogger("ppft.stream")
 
+_IOV_MAX = 512  # parts per sendmsg call, well under every system's IOV_MAX
+
 
 def describe_protocol_error(exc: ProtocolError) -> str:
     """A short label for logs: what kind of refusal this was, then the error's own message."""
@@ -101,23 +103,25 @@ class Stream:
         self.flush()
 
     def flush(self) -> None:
-        data = self.conn.data_to_send()
-        if not data or self.closed:
+        """Send what the connection has queued: what the socket takes now, large payloads uncopied
+        (`sendmsg`); the rest waits in the out buffer until the socket drains."""
+        parts = self.conn.data_to_send_parts()
+        if not parts or self.closed:
             return
         self._last_send = time.monotonic()
         out = self._out
         if out.size:
-            out.add(data)
+            out.extend(parts)
             return
         try:
-            n = self.sock.send(data)
+            n = self.sock.send(parts[0]) if len(parts) == 1 else self.sock.sendmsg(parts[:_IOV_MAX])
         except BlockingIOError:
             n = 0
         except OSError as exc:
             self._fail(f"the connection broke while sending ({exc.strerror or exc})")
             return
-        if n < len(data):
-            out.add(memoryview(data)[n:])
+        out.extend(parts, n)
+        if out.size:
             self.loop.add_writer(self._fd, self._writable)
 
     def _writable(self) -> None:
@@ -134,8 +138,13 @@ class Stream:
     # -- receiving -------------------------------------------------------------------------------------
 
     def _readable(self) -> None:
+        conn = self.conn
+        view = conn.receive_buffer()  # the rest of a large frame: received in place, not copied
         try:
-            data = self.sock.recv(1 << 20)
+            if view is None:
+                data = self.sock.recv(1 << 20)
+            else:
+                n = self.sock.recv_into(view)
         except BlockingIOError:
             return
         except OSError as exc:
@@ -144,9 +153,17 @@ class Stream:
             else:
                 self._fail(f"the connection broke ({exc.strerror or exc})")
             return
+        finally:
+            if view is not None:
+                view.release()
         self._last_recv = time.monotonic()
         try:
-            events = self.conn.receive_data(data)
+            if view is None:
+                events = conn.receive_data(data)
+            elif n:
+                events = conn.receive_into(n)
+            else:
+                events = conn.receive_data(b"")  # the peer closed in the middle of a large frame
         except ProtocolError as exc:
             self.flush_final()
             self._fail(describe_protocol_error(exc))

@@ -1,0 +1,491 @@
+"""The job runner that travels to dask workers, where nothing of ppft is installed.
+
+`dask_node` sends this file's *source text* to the cluster (compressed, with every batch); a small bootstrap
+function executes it once per worker process into a module of its own, registered in `sys.modules` under a
+name that carries the digest of this text, so every later batch in that process finds it at once. So this
+file must never import anything of ppft (ppft_protocol, ppft_worker, ppft_client): only the standard library,
+and `dill` lazily, on the paths where a job's function or values need it. It must stay valid Python 3.10.
+
+It runs jobs with the same logic as `ppft_worker.execute.JobRunner` and returns the same `Result` fields, as
+plain tuples (`RESULT_FIELDS`), so that the caller gets identical job semantics from every kind of node:
+imports of `modules=`, source shipping with the pickle fallback, a fresh `__main__`-named namespace per
+function digest, captured output, exceptions described by type name, message, traceback and pickle.
+`tests/test_dask_runner.py` runs both on the same jobs and compares them field by field: keep them in step.
+
+One difference, because a dask worker runs tasks in threads: this runner never swaps `sys.stdout` or
+`sys.modules["__main__"]` for the duration of a job. Output is captured per thread by a transparent proxy
+installed once as `sys.stdout`/`sys.stderr` (writes from threads that run no ppft job go to the original
+stream), and a value or exception of a class that a shipped source defined is pickled with a reference to
+`__main__.<name>` (what JobRunner's swapped `__main__` gives), so it arrives as the caller's own class. Only
+building a namespace (once per digest per process, under a lock) swaps `__main__`, as JobRunner does.
+
+The two ppft error types a job can fail with here (`JobSetupError`, `UnpicklableResultError`) are named by
+their ppft type names and travel without a pickle; the client fills the pickle in.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import io
+import linecache
+import logging
+import operator
+import os
+import pickle
+import re
+import sys
+import threading
+import traceback
+import types
+from time import perf_counter, thread_time
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+__all__ = ["RESULT_FIELDS", "SETUP_ERROR", "UNPICKLABLE_RESULT", "run_batch"]
+
+RESULT_FIELDS = (
+    "job_id",
+    "ok",
+    "value",
+    "output",
+    "wall_time",
+    "cpu_time",
+    "error_type",
+    "error_message",
+    "traceback",
+    "exception",
+)
+"""A result tuple's fields, in the order of `ppft_protocol.Result`."""
+
+SETUP_ERROR = "ppft_worker.execute.JobSetupError"
+UNPICKLABLE_RESULT = "ppft_worker.execute.UnpicklableResultError"
+
+log = logging.getLogger("ppft.dask.worker")
+
+_DEFNAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)
+
+# Per-process state: this module is executed once per worker process and then kept in sys.modules.
+_lock = threading.RLock()  # building namespaces, installing the output proxy
+_bodies: dict[bytes, tuple[bytes, str, tuple[str, ...], tuple[str, ...], bytes]] = {}
+_ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
+_broken: dict[bytes, str] = {}
+_local = threading.local()  # .out: the StringIO of the job this thread runs, or None
+
+
+def run_batch(
+    bodies: tuple[tuple[bytes, str, tuple[str, ...], tuple[str, ...], bytes], ...],
+    jobs: tuple[tuple[int, bytes, bytes, int], ...],
+) -> list[tuple[Any, ...]]:
+    """Run `jobs` ((job_id, digest, pickled args, pickle protocol), ...) in order; one result tuple each.
+
+    `bodies` are the function bodies the jobs use, as (digest, name, sources, imports, pickled). A body
+    that failed to build before is tried again, as JobRunner does when a body is sent again: the cause
+    (a module missing on this worker) may have been fixed meanwhile."""
+    _install_capture()
+    with _lock:
+        for body in bodies:
+            digest = body[0]
+            if digest not in _ready:
+                _bodies[digest] = body
+                _broken.pop(digest, None)
+    _local.out = io.StringIO()
+    try:
+        return [_run(job) for job in jobs]
+    finally:
+        _local.out = None
+
+
+def _run(job: tuple[int, bytes, bytes, int]) -> tuple[Any, ...]:
+    """One job, never raising for anything it does (its SystemExit and KeyboardInterrupt included)."""
+    job_id, digest, args_data, protocol = job
+    ready = _ready.get(digest)
+    if ready is None:
+        prepared = _prepare(digest)
+        if isinstance(prepared, str):
+            return _setup_failure(job_id, prepared)
+        ready = prepared
+    _namespace, func = ready
+    try:
+        args = pickle.loads(args_data)
+    except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
+        loaded, args = _args_fallback(_bodies[digest][1], job_id, exc, args_data)
+        if not loaded:
+            return _setup_failure(job_id, args)
+    start = perf_counter()
+    cpu_start = thread_time()
+    try:
+        value = func(*args)
+    except BaseException as exc:  # noqa: BLE001 - the job's own exception (SystemExit too) is its result
+        end = perf_counter()
+        return _job_failure(job_id, exc, end - start, thread_time() - cpu_start, protocol)
+    end = perf_counter()
+    cpu = thread_time() - cpu_start
+    try:
+        data = pickle.dumps(value, protocol)
+    except Exception as exc:  # noqa: BLE001 - by name, then dill; else the failure is the result
+        return _value_fallback(job_id, digest, value, exc, end - start, cpu, protocol)
+    return (job_id, True, data, _take_output(), end - start, cpu, "", "", "", b"")
+
+
+# -- output capture -------------------------------------------------------------------------------------
+
+
+class _Capture:
+    """`sys.stdout`/`sys.stderr` of a worker: the running job's buffer on its thread, else the original."""
+
+    _ppft_capture = True
+
+    def __init__(self, original: Any) -> None:
+        self._original = original
+
+    def _target(self) -> Any:
+        out = getattr(_local, "out", None)
+        if out is not None:
+            return out
+        return self._original if self._original is not None else io.StringIO()
+
+    def write(self, text: str) -> Any:
+        return self._target().write(text)
+
+    def flush(self) -> None:
+        self._target().flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target(), name)
+
+
+def _install_capture() -> None:
+    if getattr(sys.stdout, "_ppft_capture", False) and getattr(sys.stderr, "_ppft_capture", False):
+        return
+    with _lock:
+        for name in ("stdout", "stderr"):
+            current = getattr(sys, name)
+            if not getattr(current, "_ppft_capture", False):
+                setattr(sys, name, _Capture(current))
+
+
+def _take_output() -> str:
+    out = _local.out
+    try:
+        if not out.tell():
+            return ""
+        text: str = out.getvalue()
+        out.seek(0)
+        out.truncate()
+    except ValueError:  # the job closed sys.stdout: start afresh
+        _local.out = io.StringIO()
+        return ""
+    return text
+
+
+# -- building namespaces (once per digest and process) ----------------------------------------------------
+
+
+def _prepare(digest: bytes) -> tuple[types.ModuleType, Callable[..., Any]] | str:
+    """Build the namespace and callable of a body, or say why it cannot be built."""
+    with _lock:
+        ready = _ready.get(digest)
+        if ready is not None:
+            return ready
+        broken = _broken.get(digest)
+        if broken is not None:
+            return broken
+        body = _bodies.get(digest)
+        if body is None:
+            return (
+                f"function digest {digest.hex()} is unknown to this worker: its FunctionBody must be sent "
+                "before the first job that uses it (a bug in the sender, not in the job)"
+            )
+        name = body[1]
+        namespace = types.ModuleType("__main__", f"namespace of the ppft function {name}")
+        # as in JobRunner: ppft 1.7's jobs saw `os` and `sys` without listing them in modules=
+        namespace.os = os  # type: ignore[attr-defined]
+        namespace.sys = sys  # type: ignore[attr-defined]
+        saved_main = sys.modules["__main__"]
+        sys.modules["__main__"] = namespace  # dill pickles may refer to __main__: let them find this one
+        try:
+            result = _build_namespace(body, namespace)
+        finally:
+            sys.modules["__main__"] = saved_main
+        if isinstance(result, str):
+            log.warning("ppft function %s (digest %s) cannot run here: %s", name, digest.hex()[:16], result)
+            _broken[digest] = result
+            return result
+        ready = (namespace, result)
+        _ready[digest] = ready
+        return ready
+
+
+def _build_namespace(
+    body: tuple[bytes, str, tuple[str, ...], tuple[str, ...], bytes], namespace: types.ModuleType
+) -> Callable[..., Any] | str:
+    """Fill `namespace` from `body`; the callable to run, or a message saying what failed and what to do."""
+    digest, name, sources, imports, pickled = body
+    ns = namespace.__dict__
+    for entry in imports:
+        failure = _run_import(entry, ns)
+        if failure is not None:
+            return failure
+    main: object = None
+    if pickled:
+        try:
+            loaded = _loads_body(pickled)
+            if type(loaded) is tuple:  # (callable or None, {name: pickled depfunc})
+                main, extras = loaded
+                extras = dict(extras)
+            else:
+                extras = {}
+                main = loaded
+        except Exception as exc:  # noqa: BLE001 - reported in every result of this body
+            return (
+                f"the pickled part of function {name} cannot be unpickled on this worker: "
+                f"{type(exc).__name__}: {exc}. A module it refers to must be installed here, and dill too "
+                "when the caller used it"
+            )
+        ns.update(extras)
+        for value in extras.values():
+            _adopt_main_classes(_globals_of(value), ns)
+    for index, source in enumerate(sources):
+        failure = _run_source(digest, name, index, source, ns)
+        if failure is not None:
+            return failure
+    if main is None:
+        func = ns.get(name)
+        if func is None:
+            return f"the sources of function {name} define no {name!r} (a bug in the sender)"
+    else:
+        func = main
+        g = _globals_of(func)
+        if g is not None:
+            for key, value in ns.items():
+                if not key.startswith("__"):
+                    g.setdefault(key, value)
+            _adopt_main_classes(g, ns)
+    if not callable(func):
+        return f"{name} is a {type(func).__name__}, not a callable"
+    return func  # type: ignore[no-any-return]
+
+
+def _run_import(entry: str, ns: dict[str, Any]) -> str | None:
+    line = entry.strip()
+    if not (line.startswith("import ") or line.startswith("from ")):
+        line = f"import {line}"  # "math", "os.path", "numpy as np"
+    try:
+        code = compile(line, "<ppft modules>", "exec", dont_inherit=True)
+    except SyntaxError:
+        return (
+            f"modules= entry {entry!r} is neither a module name nor an import line; write e.g. 'math', "
+            "'numpy as np' or 'from os import path'"
+        )
+    try:
+        exec(code, ns)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or str(exc)
+        top = line.split()[1].split(".")[0]
+        if missing.split(".")[0] == top:
+            return (
+                f"module {missing!r} listed in modules= ({entry!r}) is not installed on this worker; "
+                "install it here or remove it from modules="
+            )
+        return (
+            f"importing {entry!r} (listed in modules=) failed on this worker: it needs module {missing!r}, "
+            "which is not installed here"
+        )
+    except Exception as exc:  # noqa: BLE001 - an import can raise anything; reported with the entry
+        return f"importing {entry!r} (listed in modules=) failed on this worker: {type(exc).__name__}: {exc}"
+    return None
+
+
+def _run_source(digest: bytes, name: str, index: int, source: str, ns: dict[str, Any]) -> str | None:
+    match = _DEFNAME.search(source)
+    what = f"{name}'s source {index + 1} ({match.group(1) if match else 'no def or class'})"
+    filename = f"<ppft {digest.hex()[:12]} {match.group(1) if match else index}>"
+    # tracebacks of the job then show the source lines, as they would in the caller's file
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    try:
+        code = compile(source, filename, "exec", dont_inherit=True)
+    except (SyntaxError, ValueError) as exc:
+        return (
+            f"{what} does not compile on this worker (Python {sys.version.split()[0]}): "
+            f"{type(exc).__name__}: {exc}"
+        )
+    try:
+        exec(code, ns)
+    except Exception as exc:  # noqa: BLE001 - the source's own error, reported with what to do
+        return (
+            f"executing {what} failed on this worker: {type(exc).__name__}: {exc}. Pass what it needs at "
+            "definition time (base classes, decorators, default values) in depfuncs= or modules="
+        )
+    return None
+
+
+def _globals_of(func: object) -> dict[str, Any] | None:
+    """The globals dict of a pickled callable, unless it is a real module's (which must not be touched)."""
+    while isinstance(func, (types.MethodType, functools.partial)):
+        func = func.__func__ if isinstance(func, types.MethodType) else func.func
+    g = getattr(func, "__globals__", None)
+    if type(g) is not dict:
+        return None
+    name = g.get("__name__")
+    module = sys.modules.get(name) if isinstance(name, str) else None
+    if module is not None and getattr(module, "__dict__", None) is g:
+        return None
+    return g
+
+
+def _adopt_main_classes(g: dict[str, Any] | None, ns: dict[str, Any]) -> None:
+    """Let classes that dill recreated as `__main__.X` be found there, so their instances pickle by name."""
+    if g is None:
+        return
+    for key, value in g.items():
+        if isinstance(value, type) and value.__module__ == "__main__" and value.__qualname__ == key:
+            ns.setdefault(key, value)
+
+
+def _loads_body(data: bytes) -> object:
+    try:
+        return pickle.loads(data)
+    except ModuleNotFoundError as exc:
+        if exc.name != "__builtin__":
+            raise
+    return _dill_loads(data)
+
+
+def _dill_loads(data: bytes | memoryview) -> object:
+    import dill  # noqa: PLC0415 - only dill pickles that need its loader pay for it
+
+    return dill.loads(bytes(data))
+
+
+# -- results of the rare paths ----------------------------------------------------------------------------
+
+
+def _setup_failure(job_id: int, message: str) -> tuple[Any, ...]:
+    return (
+        job_id,
+        False,
+        b"",
+        _take_output(),
+        0.0,
+        0.0,
+        SETUP_ERROR,
+        message,
+        f"{SETUP_ERROR}: {message}\n",
+        b"",
+    )
+
+
+def _job_failure(job_id: int, exc: BaseException, wall: float, cpu: float, protocol: int) -> tuple[Any, ...]:
+    tb = exc.__traceback__
+    tb = tb.tb_next if tb is not None else None  # drop _run's own frame
+    try:
+        text = "".join(traceback.format_exception(type(exc), exc, tb))
+    except Exception as fmt_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
+        text = f"{_type_name(type(exc))}: <traceback unavailable: {fmt_exc!r}>\n"
+    exc.__traceback__ = tb  # where tblib pickles tracebacks (dask installs it), not this runner's frame
+    data = _pickle_exception(exc, protocol)
+    exc.__traceback__ = None  # free the job's frames now
+    return (job_id, False, b"", _take_output(), wall, cpu, _type_name(type(exc)), _safe_str(exc), text, data)
+
+
+def _value_fallback(
+    job_id: int, digest: bytes, value: object, exc: Exception, wall: float, cpu: float, protocol: int
+) -> tuple[Any, ...]:
+    try:
+        data = _dumps_main_by_name(value, protocol)
+    except Exception:  # noqa: BLE001 - not only a __main__ class by value: dill's turn
+        data = b""
+    if data:
+        return (job_id, True, data, _take_output(), wall, cpu, "", "", "", b"")
+    try:
+        import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
+
+        data = dill.dumps(value, protocol=protocol, recurse=True)
+    except Exception as dill_exc:  # noqa: BLE001 - reported in the result
+        message = (
+            f"the value returned by {_bodies[digest][1]} in job {job_id}, of type {_type_name(type(value))}, "
+            f"could not be pickled: pickle: {type(exc).__name__}: {exc}; dill: {type(dill_exc).__name__}: "
+            f"{dill_exc}. Return plain data or objects whose classes the caller can import"
+        )
+        trace = f"{UNPICKLABLE_RESULT}: {message}\n"
+        return (job_id, False, b"", _take_output(), wall, cpu, UNPICKLABLE_RESULT, message, trace, b"")
+    return (job_id, True, bytes(data), _take_output(), wall, cpu, "", "", "", b"")
+
+
+def _args_fallback(name: str, job_id: int, exc: Exception, data: bytes | memoryview) -> tuple[bool, Any]:
+    """`(True, args)` when dill's loader reads the arguments, else `(False, message)`."""
+    try:
+        return True, _dill_loads(data)
+    except Exception as dill_exc:  # noqa: BLE001 - the reason is reported in the result
+        return False, (
+            f"the arguments of job {job_id} (function {name}) cannot be unpickled on this worker: "
+            f"{type(exc).__name__}: {exc}; dill: {type(dill_exc).__name__}: {dill_exc}. Every class they "
+            "use must be importable here, or travel by value (defined in the caller's __main__) or as a "
+            "depfunc"
+        )
+
+
+class _MainByName(pickle.Pickler):
+    """A pickler that refers to every class of `__main__` by its name, as `import __main__; __main__.X`.
+
+    This worker's `__main__` is dask's, not the job's namespace, so the plain pickle refuses an instance of
+    a class a shipped source defined; written this way it loads as the caller's own `__main__.X`, which is
+    what JobRunner's swapped `__main__` gives."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if obj is _MAIN:
+            return importlib.import_module, ("__main__",)
+        if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
+            return operator.attrgetter(obj.__qualname__), (_MAIN,)
+        return NotImplemented
+
+
+_MAIN = object()  # stands for the unpickling side's __main__ module
+
+
+def _dumps_main_by_name(value: object, protocol: int) -> bytes:
+    buffer = io.BytesIO()
+    _MainByName(buffer, protocol).dump(value)
+    return buffer.getvalue()
+
+
+def _pickle_exception(exc: BaseException, protocol: int) -> bytes:
+    """The exception's pickle if it loads back (an `__init__` taking other arguments would not); one of a
+    class a shipped source defined, by name; else dill's; else b"" (type, message and traceback travel)."""
+    try:
+        data = pickle.dumps(exc, protocol)
+        pickle.loads(data)
+        return data
+    except Exception:  # noqa: BLE001 - try the other ways below
+        pass
+    if type(exc).__module__ == "__main__":
+        try:
+            data = _dumps_main_by_name(exc, protocol)
+            copied = type(exc)(*exc.args)  # what loading it will do, with the class at hand here
+            if type(copied) is type(exc):
+                return data
+        except Exception:  # noqa: BLE001 - see below
+            pass
+    try:
+        import dill  # noqa: PLC0415
+
+        data = dill.dumps(exc, protocol=protocol, recurse=True)
+        dill.loads(data)
+    except Exception:  # noqa: BLE001 - give up: the type, message and traceback still travel
+        return b""
+    return bytes(data)
+
+
+def _type_name(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _safe_str(exc: BaseException) -> str:
+    try:
+        return str(exc)
+    except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
+        return f"<str() of the {type(exc).__name__} failed: {str_exc!r}>"
