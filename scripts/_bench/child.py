@@ -117,6 +117,28 @@ class _ClassicBackend(_Backend):
         self.server.destroy()
 
 
+class _DaskBackend(_Backend):
+    """dask's own `Client.submit` and `Client.gather` on the cluster that the ppft dask node uses."""
+
+    def __init__(self, address: str) -> None:
+        from distributed import Client
+
+        self.client = Client(address, timeout=30, set_as_default=False)
+
+    def submit_all(self, fn: Any, arg_tuples: list[tuple[Any, ...]]) -> list[Any]:
+        submit = self.client.submit
+        return [submit(fn, *args, pure=False) for args in arg_tuples]
+
+    def collect(self, handles: list[Any]) -> list[Any]:
+        return list(self.client.gather(handles))
+
+    def one(self, fn: Any, *args: Any) -> Any:
+        return self.client.submit(fn, *args, pure=False).result()
+
+    def close(self) -> None:
+        self.client.close()
+
+
 def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
     if backend == "ppe":
         from concurrent.futures import ProcessPoolExecutor
@@ -126,6 +148,8 @@ def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
         import ppft
 
         return _FuturesBackend(ppft.Executor(WORKERS))
+    if backend == "dask":
+        return _DaskBackend(params["scheduler"])
     if backend == "classic":
         import ppft as pp
 
@@ -133,7 +157,7 @@ def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
         if remote:
             return _ClassicBackend(pp.Server(0, ppservers=(remote,), secret=params["secret"]))
         return _ClassicBackend(pp.Server(WORKERS))
-    raise SystemExit(f"unknown backend {backend!r}: expected ppe, executor, classic, bare or bare-tcp")
+    raise SystemExit(f"unknown backend {backend!r}: expected ppe, executor, classic, dask, bare or bare-tcp")
 
 
 # ----------------------------------------------------------------------------------------------- scenarios
@@ -331,6 +355,7 @@ _SCENARIOS = {
     "tiny": scenario_tiny,
     "latency": scenario_latency,
     "remote": scenario_remote,
+    "dask": scenario_remote,  # the same figures, through a dask cluster: ppft's dask node or dask's client
     "cpu": scenario_cpu,
     "payload": scenario_payload,
     "executor": scenario_executor,

@@ -15,13 +15,13 @@ import sys
 import time
 from types import FrameType
 
-from .impls import Impl, probe_ppft2, probe_ppft178
+from .impls import Impl, probe_dask, probe_ppft2, probe_ppft178
 from .report import render, to_json
 from .scenarios import FULL, QUICK, SCENARIOS, Run, run_scenario
 
 __all__ = ["main"]
 
-_MUST_PASS = ("ppe", "ppft2", "bare", "bare-tcp", "ppft2-remote")
+_MUST_PASS = ("ppe", "ppft2", "bare", "bare-tcp", "ppft2-remote", "ppft2-dask")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -60,6 +60,7 @@ def _implementations(quick: bool, without_ppft178: bool) -> dict[str, Impl]:
         "ppft2": probe_ppft2(),
         "bare": Impl("bare", ours, True, version="scripts/bare_pipeline.py"),
         "bare-tcp": Impl("bare-tcp", ours, True, version="scripts/bare_pipeline.py --tcp"),
+        "dask": probe_dask(),
     }
     if quick or without_ppft178:
         why = "--quick leaves it out" if quick else "--no-ppft178"

@@ -9,6 +9,7 @@ system interpreter.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import os
@@ -18,7 +19,16 @@ from dataclasses import dataclass, field
 
 from ppft_protocol import PPFTError
 
-__all__ = ["PPFT178_VENV", "REPO", "BenchSetupError", "Impl", "env_for", "probe_ppft2", "probe_ppft178"]
+__all__ = [
+    "PPFT178_VENV",
+    "REPO",
+    "BenchSetupError",
+    "Impl",
+    "env_for",
+    "probe_dask",
+    "probe_ppft2",
+    "probe_ppft178",
+]
 
 log = logging.getLogger("ppft.bench")
 
@@ -110,6 +120,16 @@ def probe_ppft2() -> Impl:
         features=features,
         ppserver_cmd=[python, "-m", "ppft_server"],
     )
+
+
+def probe_dask() -> Impl:
+    """dask.distributed in our venv (the `ppft[dask]` extra), for the dask scenario."""
+    try:
+        version = importlib.metadata.version("distributed")
+    except importlib.metadata.PackageNotFoundError:
+        why = 'dask.distributed is not installed in our venv (pip install "ppft[dask]")'
+        return Impl("dask", sys.executable, False, reason=why)
+    return Impl("dask", sys.executable, True, version=version)
 
 
 def _venv_python(venv: str) -> str:

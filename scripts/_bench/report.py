@@ -27,11 +27,19 @@ _TITLES = {
     "payload": "payload: echo bytes; MiB/s counts each job's payload once (it travels both ways)",
     "executor": "executor: ppft.Executor(2) vs ProcessPoolExecutor(2), x + 1 jobs",
     "remote": "remote: ppserver -w 2 over loopback, client Server(0, ppservers=...); beside local runs",
+    "dask": "dask: scheduler + 2 workers --nthreads 1 on loopback; ppft's dask node vs dask's own client",
+    "fanout": "fan-out: one client, Server(0, ppservers=...) over N `ppserver -w 1` on loopback, x + 1 jobs",
+    "fairness": "fairness: client B's round trips through ppserver -w 2, idle, then while client A has its "
+    "jobs queued there",
+    "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
 }
 _DEFAULT_REFS = (("x ppe", "ppe"), ("x ppft178", "ppft178"))
 _REFS = {
     "tiny": (*_DEFAULT_REFS, ("x bare", "bare")),
     "remote": (("x ppe local", "ppe"), ("x ppft178 remote", "ppft178-remote"), ("x ppft2 local", "ppft2")),
+    "dask": (("x dask client", "dask"),),
+    "payload": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
+    "cpu": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
 }
 _BUSY = 0.1  # share of the CPUs used by others above which a run's figures are flagged
 _OPS = {">=": operator.ge, "<=": operator.le}
@@ -39,7 +47,7 @@ _OPS = {">=": operator.ge, "<=": operator.le}
 
 @dataclass(frozen=True)
 class Goal:
-    """A target of issue 3, 4 or 8: `impl`'s figure over `ref`'s (or the figure itself when ref is None)."""
+    """A target of issue 3, 4, 7 or 8: `impl`'s figure over `ref`'s (the figure itself when ref is None)."""
 
     issue: str
     scenario: str
@@ -67,6 +75,21 @@ GOALS = (
     Goal("4", "remote", "tiny jobs/s", "ppft2-remote", "ppft2", ">=", 0.5),
     Goal("8", "remote", "tiny jobs/s", "ppft2-remote", "ppft2", ">=", 0.8),
     Goal("8", "remote", "latency median", "ppft2-remote", "ppe", "<=", 0.8),
+    Goal("7", "dask", "tiny jobs/s", "ppft2-dask", "dask", ">=", 0.8),
+    Goal("7", "dask", "latency median", "ppft2-dask", "dask", "<=", None),
+    Goal("8", "cpu", "parallel efficiency, 16 jobs", "ppft2-remote", None, ">=", 0.95),
+    Goal("8", "payload", "echo 1 MiB", "ppft2-remote", "ppe", ">=", 1.0),
+    Goal("8", "payload", "echo 16 MiB", "ppft2-remote", "ppe", ">=", 1.0),
+    Goal("8", "payload", "echo 16 MiB, sealed / unsealed", "ppft2-remote", None, ">=", 0.5),
+    Goal("8", "soak", "client RSS growth after the first chunk", "ppft2", None, "<=", 50.0),
+    Goal("8", "soak", "client RSS growth from the start", "ppft2", None, "<=", None),
+    Goal("8", "soak", "worker RSS growth after the first chunk, largest", "ppft2", None, "<=", 50.0),
+    Goal("8", "soak", "worker RSS growth from the start, largest", "ppft2", None, "<=", 50.0),
+    Goal("8", "soak", "jobs/s, last chunk / first chunk", "ppft2", None, ">=", 0.9),
+    Goal("8", "fanout", "share of nodes that ran jobs, all nodes", "ppft2-remote", None, ">=", 1.0),
+    Goal("8", "fanout", "jobs/s, all nodes / 1 ppserver -w 2", "ppft2-remote", None, ">=", 0.5),
+    Goal("8", "fanout", "client CPU per job, all nodes / 1 node", "ppft2-remote", None, "<=", 1.25),
+    Goal("8", "fairness", "B latency median, queued / idle", "ppft2-remote", None, "<=", 3.0),
 )
 
 
@@ -84,7 +107,7 @@ def _ratio(value: float | None, ref: float | None) -> float | None:
 def _fmt_value(value: float | None, unit: str) -> str:
     if value is None:
         return "-"
-    if unit in ("jobs/s", "us", "MiB/s"):
+    if unit in ("jobs/s", "us", "MiB/s", "objects"):
         return f"{value:,.0f}"
     if unit == "ms":
         return f"{value:,.1f}"
@@ -170,7 +193,7 @@ def _goal_lines(goals: list[dict[str, Any]]) -> list[str]:
         target = "-" if goal["target"] is None else f"{goal['op']} {goal['target']:g}"
         rows.append([goal["issue"], what, _fmt_ratio(goal["measured"]), target, goal["verdict"]])
     return [
-        "== goals of issues 3, 4 and 8 (ppft2)",
+        "== goals of issues 3, 4, 7 and 8 (ppft2)",
         *_table(["issue", "figure", "measured", "goal", "verdict"], rows),
     ]
 

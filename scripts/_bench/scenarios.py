@@ -14,7 +14,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .impls import BenchSetupError, Impl
-from .procs import Outcome, ppserver, run_child
+from .load_scenarios import cpu_remote, fairness, fanout, payload_remote, soak
+from .procs import CHILD, Outcome, dask_cluster, ppserver, run_child
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "Figure", "Run", "Sizes", "run_scenario"]
 
@@ -36,6 +37,7 @@ class Sizes:
     remote_jobs: int
     ppft178_remote_jobs: int  # ppft 1.7.8 does ~45 jobs/s remotely: capped so its run stays under 20 s
     ppft178_remote_round_trips: int
+    dask_jobs: int  # dask's own client does ~600 tiny jobs/s here: the same count for it and for ppft
     timeouts: dict[str, float]  # per child process, by scenario
 
 
@@ -51,6 +53,7 @@ FULL = Sizes(
     remote_jobs=20_000,
     ppft178_remote_jobs=300,
     ppft178_remote_round_trips=50,
+    dask_jobs=3_000,
     timeouts={
         "startup": 30.0,
         "tiny": 120.0,
@@ -59,6 +62,10 @@ FULL = Sizes(
         "payload": 90.0,
         "executor": 120.0,
         "remote": 90.0,
+        "dask": 120.0,
+        "soak": 400.0,
+        "fanout": 120.0,
+        "fairness": 150.0,
     },
 )
 QUICK = Sizes(
@@ -73,7 +80,11 @@ QUICK = Sizes(
     remote_jobs=200,
     ppft178_remote_jobs=20,
     ppft178_remote_round_trips=5,
-    timeouts=dict.fromkeys(("startup", "tiny", "latency", "cpu", "payload", "executor", "remote"), 30.0),
+    dask_jobs=100,
+    timeouts=dict.fromkeys(
+        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
+    )
+    | dict.fromkeys(("soak", "fanout", "fairness"), 30.0),
 )
 
 
@@ -114,7 +125,13 @@ class Run:
         return impl is not None and impl.available and impl.features.get(feature, True)
 
     def child(
-        self, scenario: str, impl_key: str, label: str, backend: str, params: dict[str, Any]
+        self,
+        scenario: str,
+        impl_key: str,
+        label: str,
+        backend: str,
+        params: dict[str, Any],
+        script: str = CHILD,
     ) -> Outcome:
         """Run one child for `label` (an impl key, maybe with a variant), remembering its raw outcome.
 
@@ -126,7 +143,7 @@ class Run:
             outcome = Outcome("skipped", {}, 0.0, f"{impl_key} timed out earlier in this run")
         else:
             timeout = self.sizes.timeouts[scenario]
-            outcome = run_child(self.impls[impl_key].python, backend, scenario, params, timeout)
+            outcome = run_child(self.impls[impl_key].python, backend, scenario, params, timeout, script)
         if outcome.status == "timeout":
             self.timed_out.add(hang)
         self.outcomes.setdefault(scenario, {}).setdefault(label, []).append(asdict(outcome))
@@ -194,6 +211,7 @@ def cpu(run: Run) -> None:
     for key in _classic_impls(run):
         outcome = run.child("cpu", key, key, _backend(key), params)
         run.add("cpu", f"parallel efficiency, {run.sizes.cpu_jobs} jobs", key, "", outcome, "efficiency")
+    cpu_remote(run, params)
 
 
 def payload(run: Run) -> None:
@@ -203,6 +221,7 @@ def payload(run: Run) -> None:
         for size, _count in run.sizes.payloads:
             per_size = Outcome(outcome.status, outcome.result.get(str(size), {}), 0.0, outcome.message)
             run.add("payload", f"echo {_size_name(size)}", key, "MiB/s", per_size, "mib_per_s")
+    payload_remote(run, params)
 
 
 def _size_name(size: int) -> str:
@@ -262,6 +281,41 @@ def remote(run: Run) -> None:
         _skip_remote(run, "ppft2-remote", why)
 
 
+def dask(run: Run) -> None:
+    """dask scheduler + 2 workers (--nthreads 1) on loopback: ppft's dask node, Server(0,
+    ppservers=("dask://...",)), against dask's own Client.submit/gather on the same cluster, in turn."""
+    metrics = (("tiny jobs/s", "jobs/s", "jobs_per_s"), ("latency median", "us", "median_us"),
+               ("latency p99", "us", "p99_us"))  # fmt: skip
+    labels = ("dask", "ppft2-dask")
+    why = ""
+    if not run.available("ppft2"):
+        why = run.impls["ppft2"].reason or "our ppft is not importable"
+    elif not run.available("dask"):
+        why = run.impls["dask"].reason if "dask" in run.impls else "dask.distributed is not installed"
+    if why:
+        for label in labels:
+            for metric, unit, _ in metrics:
+                run.skip("dask", metric, label, unit, why)
+        return
+    sizes = run.sizes
+    params = {"n": sizes.dask_jobs, "k": sizes.latency_round_trips, "rounds": sizes.rounds}
+    note = f"{params['n']:,} jobs, {params['k']} round trips"
+    try:
+        with dask_cluster(run.impls["ppft2"].python) as address:
+            outcomes = {
+                "dask": run.child("dask", "dask", "dask", "dask", {**params, "scheduler": address}),
+                "ppft2-dask": run.child(
+                    "dask", "ppft2", "ppft2-dask", "classic",
+                    {**params, "remote": "dask://" + address.split("://", 1)[1], "secret": run.secret},
+                ),
+            }  # fmt: skip
+    except BenchSetupError as exc:
+        outcomes = dict.fromkeys(labels, Outcome("error", {}, 0.0, str(exc)))
+    for label in labels:
+        for metric, unit, key in metrics:
+            run.add("dask", metric, label, unit, outcomes[label], key, note)
+
+
 SCENARIOS: dict[str, Callable[[Run], None]] = {
     "startup": startup,
     "tiny": tiny,
@@ -270,6 +324,10 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "payload": payload,
     "executor": executor,
     "remote": remote,
+    "dask": dask,
+    "fanout": fanout,
+    "fairness": fairness,
+    "soak": soak,  # the longest (1,000,000 jobs), last
 }
 
 

@@ -1,0 +1,240 @@
+"""Issue 8's long and many-process scenarios, and the remote variants of payload and cpu.
+
+soak (1,000,000 tiny jobs through one Server(2): memory growth, first vs last rate), fanout (one client over
+1, 4 and 16 ppservers of one worker each, beside one ppserver of two), fairness (client B's round trips while
+client A has 200,000 jobs queued on the same ppserver), and payload/cpu through `ppserver -w 2` over loopback.
+Our ppft only. Like scenarios.py it decides sizes and turns child outcomes into figures; it never measures
+in its own process, and every ppserver it starts is killed by PID when its block ends (procs.ppservers).
+It imports nothing of scenarios.py at run time (scenarios.py imports it), only its `Run` type for mypy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from .impls import BenchSetupError
+from .procs import CHILD, LOAD_CHILD, Outcome, ppservers
+
+if TYPE_CHECKING:
+    from .scenarios import Run
+
+__all__ = [
+    "FULL_LOAD",
+    "QUICK_LOAD",
+    "LoadSizes",
+    "cpu_remote",
+    "fairness",
+    "fanout",
+    "payload_remote",
+    "soak",
+]
+
+_MIB = 1 << 20
+
+
+@dataclass(frozen=True)
+class LoadSizes:
+    """The sizes of these scenarios: QUICK_LOAD only checks values (the smoke test), FULL_LOAD is issue 8."""
+
+    soak_jobs: int
+    soak_chunk: int  # submitted, collected and dropped at a time: the client never holds every job
+    fanout_nodes: tuple[int, ...]  # ppservers of one worker each; the last is "all nodes"
+    fanout_jobs: int
+    flood_jobs: int  # client A's queued jobs in the fairness scenario
+    fairness_round_trips: int
+
+
+FULL_LOAD = LoadSizes(
+    soak_jobs=1_000_000,
+    soak_chunk=100_000,
+    fanout_nodes=(1, 4, 16),
+    fanout_jobs=20_000,
+    flood_jobs=200_000,
+    fairness_round_trips=300,
+)
+QUICK_LOAD = LoadSizes(
+    soak_jobs=2_000,
+    soak_chunk=1_000,
+    fanout_nodes=(1, 2),
+    fanout_jobs=200,
+    flood_jobs=2_000,
+    fairness_round_trips=20,
+)
+
+
+def _size_name(size: int) -> str:
+    """As scenarios.py names payload sizes (not imported from there: that module imports this one)."""
+    return f"{size // _MIB} MiB" if size >= _MIB else f"{size // 1024} KiB"
+
+
+def _nodes(count: int) -> str:
+    return "1 node" if count == 1 else f"{count} nodes"
+
+
+def _sizes(run: Run) -> LoadSizes:
+    return QUICK_LOAD if run.quick else FULL_LOAD
+
+
+def _no_ppserver(run: Run) -> str:
+    """Why our ppserver cannot run ("" when it can)."""
+    if run.available("ppft2", "ppserver"):
+        return ""
+    return run.impls["ppft2"].reason or "ppft_server has no __main__ (python -m ppft_server) yet"
+
+
+def _ratio(outcome: Outcome, ref: Outcome, key: str) -> Outcome:
+    """`outcome.result[key] / ref.result[key]` as an outcome of its own, or the first failure of the two."""
+    failed = next((o for o in (outcome, ref) if o.status != "ok"), None)
+    return failed if failed is not None else Outcome("ok", {"v": outcome.result[key] / ref.result[key]}, 0.0)
+
+
+def _on_remote(run: Run, scenario: str, params: dict[str, Any], script: str = CHILD) -> Outcome:
+    """One child of `scenario` against a fresh `ppserver -w 2` on loopback, labelled ppft2-remote."""
+    try:
+        with ppservers(run.impls["ppft2"].ppserver_cmd, run.secret, 1, 2) as addresses:
+            remote = {**params, "remote": addresses[0], "secret": run.secret}
+            return run.child(scenario, "ppft2", "ppft2-remote", "classic", remote, script)
+    except BenchSetupError as exc:
+        return Outcome("error", {}, 0.0, str(exc))
+
+
+def payload_remote(run: Run, params: dict[str, Any]) -> None:
+    """The payload scenario's echo through ppserver -w 2 (sealed: the product offers no unsealed link)."""
+    metrics = [f"echo {_size_name(size)}" for size, _count in run.sizes.payloads]
+    why = _no_ppserver(run)
+    outcome = Outcome("skipped", {}, 0.0, why) if why else _on_remote(run, "payload", params)
+    for (size, _count), metric in zip(run.sizes.payloads, metrics, strict=True):
+        per_size = Outcome(outcome.status, outcome.result.get(str(size), {}), 0.0, outcome.message)
+        run.add("payload", metric, "ppft2-remote", "MiB/s", per_size, "mib_per_s")
+    if run.quick:  # a goal's footnote, not a figure the smoke test could check
+        return
+    run.skip(
+        "payload",
+        f"{metrics[-1]}, sealed / unsealed",
+        "ppft2-remote",
+        "",
+        "not measurable: neither Server nor ppserver can ask for an unsealed link (the client's "
+        "Connection never sets allow_plain, and ppserver has no flag for it)",
+    )
+
+
+def cpu_remote(run: Run, params: dict[str, Any]) -> None:
+    """The cpu scenario's jobs through ppserver -w 2: its parallel efficiency over its 2 workers."""
+    why = _no_ppserver(run)
+    outcome = Outcome("skipped", {}, 0.0, why) if why else _on_remote(run, "cpu", params)
+    metric = f"parallel efficiency, {run.sizes.cpu_jobs} jobs"
+    run.add("cpu", metric, "ppft2-remote", "", outcome, "efficiency")
+
+
+def soak(run: Run) -> None:
+    sizes = _sizes(run)
+    metrics = (
+        ("jobs/s, first chunk", "jobs/s", "first_rate"),
+        ("jobs/s, last chunk", "jobs/s", "last_rate"),
+        ("jobs/s, last chunk / first chunk", "", "rate_ratio"),
+        ("client RSS growth after the first chunk", "MB", "client_growth_mb"),
+        ("client RSS growth from the start", "MB", "client_growth_from_start_mb"),
+        ("client gc-tracked objects growth after the first chunk", "objects", "objects_growth"),
+        ("worker RSS growth after the first chunk, largest", "MB", "worker_growth_mb"),
+        ("worker RSS growth from the start, largest", "MB", "worker_growth_from_start_mb"),
+    )
+    if not run.available("ppft2"):
+        for metric, unit, _ in metrics:
+            run.skip("soak", metric, "ppft2", unit, run.impls["ppft2"].reason)
+        return
+    params = {"jobs": sizes.soak_jobs, "chunk": sizes.soak_chunk}
+    outcome = run.child("soak", "ppft2", "ppft2", "classic", params, script=LOAD_CHILD)
+    note = f"{sizes.soak_jobs:,} jobs through one Server(2), {sizes.soak_chunk:,} at a time"
+    if outcome.status == "ok":
+        start = outcome.result["memory_start"]
+        note += f"; RSS after warm-up: client {start['client']:.0f} MB, workers " + ", ".join(
+            f"{mb:.0f}" for mb in start["workers"]
+        )
+        note += " MB"
+    for metric, unit, key in metrics:
+        run.add("soak", metric, "ppft2", unit, outcome, key, note)
+
+
+def fanout(run: Run) -> None:
+    sizes = _sizes(run)
+    nodes = sizes.fanout_nodes
+    metrics = [
+        ("jobs/s, 1 ppserver -w 2", "jobs/s"),
+        *((f"jobs/s, {_nodes(count)}", "jobs/s") for count in nodes),
+        *((f"client CPU per job, {_nodes(count)}", "us") for count in nodes),
+        ("jobs/s, all nodes / 1 ppserver -w 2", ""),
+        ("client CPU per job, all nodes / 1 node", ""),
+        ("share of nodes that ran jobs, all nodes", ""),
+    ]
+    why = _no_ppserver(run)
+    if why:
+        for metric, unit in metrics:
+            run.skip("fanout", metric, "ppft2-remote", unit, why)
+        return
+    params = {"n": sizes.fanout_jobs, "rounds": run.sizes.rounds, "secret": run.secret}
+    cmd = run.impls["ppft2"].ppserver_cmd
+
+    def child(addresses: list[str]) -> Outcome:
+        return run.child(
+            "fanout", "ppft2", "ppft2-remote", "classic", {**params, "remotes": addresses}, script=LOAD_CHILD
+        )
+
+    try:
+        with ppservers(cmd, run.secret, 1, 2) as addresses:
+            one = child(addresses)
+    except BenchSetupError as exc:
+        one = Outcome("error", {}, 0.0, str(exc))
+    by_count: dict[int, Outcome] = {}
+    try:
+        with ppservers(cmd, run.secret, max(nodes), 1) as addresses:
+            for count in nodes:
+                by_count[count] = child(addresses[:count])
+    except BenchSetupError as exc:
+        by_count = {count: by_count.get(count, Outcome("error", {}, 0.0, str(exc))) for count in nodes}
+    note = f"{sizes.fanout_jobs:,} jobs a round; a node is a `ppserver -w 1`"
+    run.add("fanout", metrics[0][0], "ppft2-remote", "jobs/s", one, "jobs_per_s", note)
+    for count in nodes:
+        outcome = by_count[count]
+        run.add("fanout", f"jobs/s, {_nodes(count)}", "ppft2-remote", "jobs/s", outcome, "jobs_per_s", note)
+    for count in nodes:
+        outcome = by_count[count]
+        run.add(
+            "fanout", f"client CPU per job, {_nodes(count)}", "ppft2-remote", "us", outcome, "cpu_us_per_job"
+        )
+    most, fewest = by_count[max(nodes)], by_count[min(nodes)]
+    ratios = (
+        ("jobs/s, all nodes / 1 ppserver -w 2", _ratio(most, one, "jobs_per_s")),
+        ("client CPU per job, all nodes / 1 node", _ratio(most, fewest, "cpu_us_per_job")),
+    )
+    for metric, ratio in ratios:
+        run.add("fanout", metric, "ppft2-remote", "", ratio, "v", f"all nodes = {max(nodes)}")
+    used = "" if most.status != "ok" else f"{most.result['nodes_used']} of {max(nodes)} nodes ran jobs"
+    run.add("fanout", metrics[-1][0], "ppft2-remote", "", most, "share_used", used)
+
+
+def fairness(run: Run) -> None:
+    sizes = _sizes(run)
+    metrics = (
+        ("B latency median, idle", "us", "idle_median_us"),
+        ("B latency p99, idle", "us", "idle_p99_us"),
+        ("B latency median, A's jobs queued", "us", "loaded_median_us"),
+        ("B latency p99, A's jobs queued", "us", "loaded_p99_us"),
+        ("B latency median, queued / idle", "", "ratio"),
+    )
+    why = _no_ppserver(run)
+    if why:
+        for metric, unit, _ in metrics:
+            run.skip("fairness", metric, "ppft2-remote", unit, why)
+        return
+    params = {"k": sizes.fairness_round_trips, "flood": sizes.flood_jobs}
+    outcome = _on_remote(run, "fairness", params, script=LOAD_CHILD)
+    note = f"A queued {sizes.flood_jobs:,} jobs at once; B made {sizes.fairness_round_trips} round trips"
+    if outcome.status == "ok":
+        result = outcome.result
+        note += (
+            f", {result['loaded_round_trips']} of them before A's last job was done; A's jobs ran at "
+            f"{result['flood']['jobs_per_s']:,.0f} jobs/s"
+        )
+    for metric, unit, key in metrics:
+        run.add("fairness", metric, "ppft2-remote", unit, outcome, key, note)
