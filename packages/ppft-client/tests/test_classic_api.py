@@ -235,3 +235,35 @@ def test_stats_count_jobs(make_server):
     assert stats["local"].njobs == 30
     assert stats["local"].time >= 0.0
     assert stats["local"].ncpus == 2
+
+
+SCALE = 10
+OFFSETS = (1, 2, 3)
+
+
+def _scaled(x):
+    return x * SCALE
+
+
+def _scaled_plus(x):
+    return _scaled(x) + sum(OFFSETS)
+
+
+def uses_module_helpers_without_depfuncs(x):
+    return _scaled_plus(x)
+
+
+def test_same_module_helpers_and_constants_travel_without_depfuncs(make_server):
+    server = make_server(1)
+    assert server.submit(uses_module_helpers_without_depfuncs, (2,))() == 26
+
+
+def test_rebinding_a_module_constant_ships_its_new_value(make_server):
+    global SCALE
+    server = make_server(1)
+    assert server.submit(_scaled, (3,))() == 30
+    SCALE = 100
+    try:
+        assert server.submit(_scaled, (3,))() == 300
+    finally:
+        SCALE = 10

@@ -28,7 +28,7 @@ class Executor(concurrent.futures.Executor):
         self,
         max_workers: int | None = None,
         *,
-        ppservers: tuple[str, ...] = (),
+        ppservers: tuple[Any, ...] = (),
         secret: str | bytes | None = None,
         restart: bool = False,
         proto: int | None = None,

@@ -57,8 +57,9 @@ from collections.abc import Callable, Iterable, Mapping
 from operator import is_
 from typing import Any, NamedTuple
 
-from ppft_protocol import FunctionBody, PPFTError
+from ppft_protocol import FunctionBody
 
+from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
 from .sources import class_source, code_names, function_source
 
 __all__ = [
@@ -79,74 +80,6 @@ _CACHE_SIZE = 4096
 _DIGEST_TAG = b"ppft-function-body-v1\x00"
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
-
-
-class ShippingError(PPFTError, TypeError):
-    """A job's function, a depfunc or its arguments cannot be pickled for a worker.
-
-    A `TypeError` too, since it is the type of the object that cannot travel, as with `pickle` itself.
-    """
-
-
-# -- submit's argument checks ---------------------------------------------------------------------------
-
-
-def check_submit_args(
-    func: object,
-    args: object,
-    depfuncs: object,
-    modules: object,
-    callback: object,
-    callbackargs: object,
-    globals: object,
-) -> None:
-    """Raise ppft's classic `TypeError`s for the frequent mistakes in `Server.submit`'s arguments.
-
-    The messages start with ppft 1.7's texts (code matching on them keeps working) and say what to do.
-    """
-    if not callable(func):
-        raise TypeError(
-            f"func argument must be a function or another callable, got {type(func).__name__}: "
-            "pass the function itself (f), not its result (f())"
-        )
-    if not isinstance(args, tuple):
-        raise TypeError(
-            f"args argument must be a tuple, got {type(args).__name__}: write (x,) for one argument"
-        )
-    if not isinstance(depfuncs, tuple):
-        raise TypeError(
-            f"depfuncs argument must be a tuple, got {type(depfuncs).__name__}: "
-            "write (helper,) for one function"
-        )
-    if not isinstance(modules, tuple):
-        raise TypeError(
-            f"modules argument must be a tuple, got {type(modules).__name__}: write ('math',) for one module"
-        )
-    if not isinstance(callbackargs, tuple):
-        raise TypeError(
-            f"callbackargs argument must be a tuple, got {type(callbackargs).__name__}: write (x,) for one"
-        )
-    if globals is not None and not isinstance(globals, dict):
-        raise TypeError(
-            f"globals argument must be a dictionary, got {type(globals).__name__}: pass globals() or a dict"
-        )
-    for module in modules:
-        if not isinstance(module, str):
-            raise TypeError(
-                f"modules argument must be a list of strings, got a {type(module).__name__} in it: "
-                "write module names or import lines, e.g. ('math', 'numpy as np', 'from os import path')"
-            )
-    for dep in depfuncs:
-        if not callable(dep):
-            raise TypeError(
-                "depfuncs argument must be a tuple of functions and classes, "
-                f"got a {type(dep).__name__} in it"
-            )
-    if callback is not None and not callable(callback):
-        raise TypeError(f"callback argument must be callable or None, got {type(callback).__name__}")
-
-
-# -- the body cache -------------------------------------------------------------------------------------
 
 
 class _Entry(NamedTuple):
@@ -253,6 +186,7 @@ class _Builder:
         self.looked_up: dict[str, object] = {}  # globals= entries read, and what they held
         self.pending_names: list[str] = []
         self.own_globals: list[tuple[Iterable[str], dict[str, Any]]] = []  # shipped code, its module dict
+        self.own_read: list[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]]] = []  # for the cache
 
     def add_dep(self, dep: Any, name: str | None, explicit: bool) -> None:
         """Ship `dep` as verified source, else pickled under `name`.
@@ -287,16 +221,39 @@ class _Builder:
         if isinstance(own, dict):
             self.own_globals.append((names, own))
 
-    def import_own_modules(self) -> None:
-        """Modules that shipped source uses from its own module become imports on the worker.
+    def ship_own_globals(self) -> None:
+        """What shipped source uses from its own module travels with it, as ppft 1.7 (dill.source) did.
 
-        ppft 1.7 made users list them in `modules=` and failed with a NameError on the worker when they
-        forgot; the function's own module says exactly which names are modules, so nobody has to."""
-        for names, own in self.own_globals:
+        Modules become imports (ppft 1.7 made users list them in `modules=`); functions and classes of
+        that module ship as source, transitively, so a job may call its module's helpers without
+        `depfuncs=` (what pathos users rely on); names bound to objects imported from a library travel
+        by reference; immutable constants (numbers, strings, bytes, tuples of them) are pickled along.
+        Mutable objects do not travel: a copy on the worker would silently diverge from the caller's.
+        Every name read is watched by the cache, so rebinding it makes the next submit ship it anew."""
+        i = 0
+        while i < len(self.own_globals):  # grows as shipped helpers bring their own names
+            names, own = self.own_globals[i]
+            i += 1
+            module_name = own.get("__name__")
+            read: dict[str, object] = {}
             for name in names:
-                obj = own.get(name)
+                if name not in own or name == "__builtins__":
+                    continue
+                obj = own[name]
+                read[name] = obj
                 if isinstance(obj, types.ModuleType):
                     self.add_module(name, obj)
+                elif isinstance(obj, (types.FunctionType, type)):
+                    if getattr(obj, "__name__", None) != name:  # an alias: bind the name itself
+                        self.extras.setdefault(name, obj)
+                    else:
+                        self.add_dep(obj, name, getattr(obj, "__module__", None) == module_name)
+                elif isinstance(obj, types.BuiltinFunctionType) and _stateless(obj):
+                    self.add_dep(obj, name, False)
+                elif _immutable_constant(obj):
+                    self.extras.setdefault(name, obj)
+            if read:
+                self.own_read.append((own, tuple(read), tuple(read.values())))
 
     def want_names(self, names: Iterable[str]) -> None:
         if self.globals is not None:
@@ -360,7 +317,7 @@ def _build(
     if main is not None:
         b.note_own_globals(func, main.names)
     b.resolve_globals()
-    b.import_own_modules()
+    b.ship_own_globals()
     imports = tuple(dict.fromkeys((*modules, *b.imports)))
     if main is not None:
         name = func.__name__
@@ -377,7 +334,19 @@ def _build(
     pickled_objs = [func, *b.extras.values()] if main is None else list(b.extras.values())
     by_value = [obj for obj in pickled_objs if not _importable(obj)]
     fixed, cells = _pickled_state(by_value, pickled)
-    return _Entry(body, names, objs, fixed, cells)
+    return _Entry(body, names, objs, fixed + tuple(b.own_read), cells)
+
+
+_CONSTANT_TYPES = (bool, int, float, complex, str, bytes, type(None))
+
+
+def _immutable_constant(obj: object, depth: int = 0) -> bool:
+    """Numbers, strings, bytes, None, and tuples/frozensets of them: safe to copy to a worker."""
+    if isinstance(obj, _CONSTANT_TYPES):
+        return True
+    if isinstance(obj, (tuple, frozenset)) and depth < 3:
+        return all(_immutable_constant(item, depth + 1) for item in obj)
+    return False
 
 
 def _importable(obj: Any) -> bool:
@@ -501,43 +470,3 @@ def _pickled_state(
             cells.append((obj.__closure__, contents))
             todo.extend(v for v in contents if type(v) is types.FunctionType)
     return tuple(fixed), tuple(cells)
-
-
-def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes:
-    """A job's arguments as bytes: the stdlib pickle's fast path, dill where a worker needs values.
-
-    A pickle naming `__main__` refers to a class or function of the caller's script, which a worker cannot
-    import by reference; dill then pickles those by value (`byref=False, recurse=True`).
-    """
-    try:
-        data = pickle.dumps(args, protocol)
-    except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
-        data = None
-    if data is not None and b"__main__" not in data:
-        return data
-    import dill  # noqa: PLC0415 - only paid for by arguments that need it
-
-    try:
-        return bytes(dill.dumps(args, protocol=protocol, byref=False, recurse=True))
-    except Exception as exc:
-        raise ShippingError(
-            f"the job's arguments cannot be sent to a worker: neither pickle nor dill can serialize them "
-            f"({type(exc).__name__}: {exc}); pass plain data or instances of classes defined in a module"
-        ) from exc
-
-
-def unpickle(data: bytes | memoryview) -> object:
-    """Load a pickle made by `pickle` or `dill` (stdlib loader; dill's only for its `__builtin__` names).
-
-    Most dill pickles load with `pickle.loads` (dill registers nothing global: its reconstructors are
-    importable functions). The exception is the few objects dill writes as `__builtin__.<name>`, such as a
-    function whose globals are a `__main__` dictionary; those need dill's own loader.
-    """
-    try:
-        return pickle.loads(data)
-    except ModuleNotFoundError as exc:
-        if exc.name != "__builtin__":
-            raise
-    import dill  # noqa: PLC0415 - only for dill pickles that need it
-
-    return dill.loads(bytes(data))

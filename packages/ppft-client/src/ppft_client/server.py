@@ -57,7 +57,7 @@ class Server:
     def __init__(
         self,
         ncpus: int | str = "autodetect",
-        ppservers: tuple[str, ...] = (),
+        ppservers: tuple[Any, ...] = (),
         secret: str | bytes | None = None,
         restart: bool = False,
         proto: int | None = None,
@@ -175,6 +175,8 @@ class Server:
     def set_ncpus(self, ncpus: int | str = "autodetect") -> None:
         """Change the number of local workers at run time; 0 holds local jobs until workers come back."""
         n = self._check_ncpus(ncpus)
+        if n == self._ncpus:
+            return  # pathos asks for "autodetect" on every submit when its CPU count differs from ours
         self._ncpus = n
         self._scheduler.call(lambda: self._scheduler.pool.resize(n))
 
