@@ -65,3 +65,15 @@ def test_cancelled_tasks_are_dropped_and_the_queue_always_shrinks():
 def test_limit_is_respected():
     queue = deque(FakeTask(i, TINY) for i in range(10))
     assert ids(take_batch(queue, 4, learned())) == [0, 1, 2, 3]
+
+
+def test_a_frame_stops_once_its_arguments_reach_the_byte_cap():
+    from ppft_worker.tasks import MAX_FRAME_ARGS
+
+    big = []
+    for i in range(6):
+        task = FakeTask(i, TINY)
+        task.wire = Job(i, TINY.digest, b"x" * (MAX_FRAME_ARGS // 4), 5)
+        big.append(task)
+    queue = deque(big)
+    assert ids(take_batch(queue, 256, learned())) == [0, 1, 2, 3]

@@ -26,26 +26,28 @@ arguments that do not unpickle) is a `JobSetupError`, and a return value that ca
 from __future__ import annotations
 
 import functools
-import importlib
 import io
-import linecache
-import logging
-import operator
 import os
-import pickle
-import re
 import sys
-import traceback
 import types
-from collections.abc import Callable
 from time import perf_counter, process_time
-from typing import Any
 
 from ppft_protocol import FunctionBody, Job, PPFTError, Result
 
-__all__ = ["JobRunner", "JobSetupError", "UnpicklableResultError"]
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import logging
+    import pickle
+    from collections.abc import Callable
+    from typing import Any
+else:
+    # The C pickler alone: the `pickle` module would also load `re` and `enum` (3 ms of a worker's start-up).
+    try:
+        import _pickle as pickle
+    except ImportError:  # an interpreter without the C accelerator
+        import pickle
 
-log = logging.getLogger("ppft.worker")
+__all__ = ["JobRunner", "JobSetupError", "UnpicklableResultError"]
 
 _CPU_REUSE_WINDOW = 20e-6
 """Seconds: a job starting this soon after the previous one ended reuses that end's CPU clock reading as its
@@ -53,7 +55,27 @@ start, which saves one `process_time` syscall (about half a microsecond) per job
 cpu_time then also counts the runner's own microseconds since the previous job."""
 
 _new_tuple = tuple.__new__  # builds a Result without NamedTuple.__new__'s Python-level call
-_DEFNAME = re.compile(r"^(?:async\s+def|def|class)\s+(\w+)", re.MULTILINE)
+_pending_sources: dict[str, str] = {}  # filename -> source, for linecache once something loads it
+
+
+def _log() -> logging.Logger:
+    """The "ppft.worker" logger; `logging` is loaded on first use, off a worker's way to its first result."""
+    import logging  # noqa: PLC0415
+
+    return logging.getLogger("ppft.worker")
+
+
+def _cache_sources() -> None:
+    """Hand the shipped sources to `linecache`, once loaded, so tracebacks show their lines.
+
+    `linecache` loads `tokenize` and `re` (4 ms): a worker does not load it for that alone, but whatever
+    loads it (a traceback, logging, the job itself) gets the sources from the next job on.
+    """
+    linecache = sys.modules.get("linecache")
+    if linecache is not None:
+        for filename, source in _pending_sources.items():
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        _pending_sources.clear()
 
 
 class JobSetupError(PPFTError):
@@ -91,6 +113,8 @@ class JobRunner:
     def run(self, job: Job) -> Result:
         """Run one job and describe its outcome; never raises for anything the job or its body does."""
         job_id, digest, args_data, protocol = job
+        if _pending_sources:
+            _cache_sources()
         modules = sys.modules
         saved_main = modules["__main__"]
         saved_out = sys.stdout
@@ -177,7 +201,9 @@ class JobRunner:
         finally:
             sys.modules["__main__"] = saved_main
         if isinstance(result, str):
-            log.warning("function %s (digest %s) cannot run here: %s", body.name, digest.hex()[:16], result)
+            _log().warning(
+                "function %s (digest %s) cannot run here: %s", body.name, digest.hex()[:16], result
+            )
             self._broken[digest] = result
             return result
         ready = (namespace, result)
@@ -201,6 +227,9 @@ class JobRunner:
     def _job_failure(self, job_id: int, exc: BaseException, wall: float, cpu: float, protocol: int) -> Result:
         tb = exc.__traceback__
         tb = tb.tb_next if tb is not None else None  # drop run()'s own frame
+        import traceback  # noqa: PLC0415 - a job that raises pays for it, not every worker's start-up
+
+        _cache_sources()
         try:
             text = "".join(traceback.format_exception(type(exc), exc, tb))
         except Exception as fmt_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
@@ -355,11 +384,12 @@ def _run_import(entry: str, ns: dict[str, Any]) -> str | None:
 
 
 def _run_source(body: FunctionBody, index: int, source: str, ns: dict[str, Any]) -> str | None:
-    match = _DEFNAME.search(source)
-    what = f"{body.name}'s source {index + 1} ({match.group(1) if match else 'no def or class'})"
-    filename = f"<ppft {body.digest.hex()[:12]} {match.group(1) if match else index}>"
+    defined = _defined_name(source)
+    what = f"{body.name}'s source {index + 1} ({defined or 'no def or class'})"
+    filename = f"<ppft {body.digest.hex()[:12]} {defined or index}>"
     # tracebacks of the job then show the source lines, as they would in the caller's file
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    _pending_sources[filename] = source
+    _cache_sources()
     try:
         code = compile(source, filename, "exec", dont_inherit=True)
     except (SyntaxError, ValueError) as exc:
@@ -375,6 +405,27 @@ def _run_source(body: FunctionBody, index: int, source: str, ns: dict[str, Any])
             "definition time (base classes, decorators, default values) in depfuncs= or modules="
         )
     return None
+
+
+def _defined_name(source: str) -> str:
+    """The name of the first `def`, `async def` or `class` at the start of a line of `source`, or ""."""
+    for line in source.splitlines():
+        words = line.split(None, 2) if line[:1] in ("d", "c", "a") else ()
+        if len(words) < 2:
+            continue
+        keyword, rest = words[0], words[1]
+        if keyword == "async" and len(words) == 3 and words[1] == "def":
+            rest = words[2]
+        elif keyword not in ("def", "class"):
+            continue
+        name = ""
+        for char in rest:
+            if not (char.isalnum() or char == "_"):
+                break
+            name += char
+        if name:
+            return name
+    return ""
 
 
 def _globals_of(func: object) -> dict[str, Any] | None:
@@ -425,8 +476,12 @@ class _MainByName(pickle.Pickler):
 
     def reducer_override(self, obj: Any) -> Any:
         if obj is _MAIN:
+            import importlib  # noqa: PLC0415 - rare path
+
             return importlib.import_module, ("__main__",)
         if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
+            import operator  # noqa: PLC0415 - rare path
+
             return operator.attrgetter(obj.__qualname__), (_MAIN,)
         return NotImplemented
 

@@ -8,7 +8,12 @@ from ppft_protocol import FunctionBody, Job
 
 from .batching import Batching
 
-__all__ = ["Task", "TaskQueue", "take_batch"]
+__all__ = ["MAX_FRAME_ARGS", "Task", "TaskQueue", "take_batch"]
+
+MAX_FRAME_ARGS = 1 << 20
+"""A frame stops taking jobs once their arguments reach this many bytes: jobs are batched by run time,
+and a fast job with a large payload (an echo of 1 MiB) must not pile 30 MiB on one worker while another
+idles."""
 
 
 class Task(Protocol):
@@ -37,7 +42,8 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
 
     A task that must run alone (`solo`) at the head is taken alone; elsewhere the frame stops before it.
     The frame also stops before a task of another function whose own batch size is smaller (a long or
-    unknown function must not ride along in a frame of tiny jobs). Cancelled tasks are dropped on the way,
+    unknown function must not ride along in a frame of tiny jobs), and once its arguments reach
+    `MAX_FRAME_ARGS` bytes. Cancelled tasks are dropped on the way,
     so the result may be empty, but the queue always shrinks."""
     batch: list[Task] = []
     head = queue.popleft()
@@ -46,7 +52,8 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
     if head.solo:
         return batch
     head_digest = head.body.digest
-    while queue and len(batch) < limit:
+    size = len(head.wire.args)
+    while queue and len(batch) < limit and size < MAX_FRAME_ARGS:
         task = queue[0]
         if task.solo:
             break
@@ -56,4 +63,5 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
         queue.popleft()
         if task.claim():
             batch.append(task)
+            size += len(task.wire.args)
     return batch
