@@ -99,3 +99,12 @@ def test_legacy_client_sees_a_readable_version_mismatch(cluster):
         text = sock.recv(length, socket.MSG_WAITALL).decode("ascii")
     assert text.startswith("ppft-protocol/1-1")
     assert "not compatible with ppft 1.x" in text
+
+
+def test_ppserver_names_a_client_that_resets_before_its_opening(cluster):
+    """A ppft 1.x client reads our opening, sees a version mismatch and resets: the log says so."""
+    node = cluster.ppserver(1)
+    with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
+        sock.recv(8, socket.MSG_WAITALL)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+    wait_until(lambda: "ppft 1.x client" in cluster.read_log(node), 10, "the legacy-client hint in the log")

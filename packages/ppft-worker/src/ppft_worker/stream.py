@@ -148,7 +148,12 @@ class Stream:
         except BlockingIOError:
             return
         except OSError as exc:
-            if exc.errno == errno.ECONNRESET:
+            if exc.errno == errno.ECONNRESET and self.conn.state is State.AWAIT_OPENING:
+                self._fail(
+                    "the peer reset the connection before sending its opening (a ppft 1.x client does "
+                    "this after a version mismatch: upgrade it to ppft >= 2)"
+                )
+            elif exc.errno == errno.ECONNRESET:
                 self._fail("the peer reset the connection")
             else:
                 self._fail(f"the connection broke ({exc.strerror or exc})")
