@@ -26,7 +26,6 @@ from ppft_worker.cpus import detect_ncpus
 from ppft_worker.secret import resolve_secret
 
 from .dask_entries import split_dask_entries
-from .dask_node import add_dask_nodes
 from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
 from .functions import check_submit_args, function_body, pickle_args
@@ -95,7 +94,10 @@ class Server:
             self.connect1(host, port)
         for (interface, port), (broadcast, _) in self.auto_ppservers:
             self._start_discovery(interface, broadcast, port)
-        add_dask_nodes(self._scheduler, dask_entries)
+        if dask_entries:
+            from .dask_node import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
+
+            add_dask_nodes(self._scheduler, dask_entries)
         log.info("ppft %s server started with %d local workers", __version__, self._ncpus)
 
     def __enter__(self) -> Server:
