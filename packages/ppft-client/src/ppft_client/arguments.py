@@ -92,7 +92,7 @@ def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes:
         data = pickle.dumps(args, protocol)
     except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
         data = None
-    if data is not None and b"__main__" not in data:
+    if data is not None and data.find(b"__main__") < 0:  # find: `in` tries the needle as an int first
         return data
     import dill  # noqa: PLC0415 - only paid for by arguments that need it
 

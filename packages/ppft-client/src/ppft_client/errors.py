@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from ppft_protocol import PPFTError
+import builtins
+import pickle
+
+from ppft_protocol import PPFTError, Result
 from ppft_worker.errors import WorkerLostError
 
 __all__ = [
@@ -12,6 +15,7 @@ __all__ = [
     "RemoteTraceback",
     "ResultDecodeError",
     "WorkerLostError",
+    "rebuild_exception",
 ]
 
 
@@ -51,3 +55,28 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
+
+
+def rebuild_exception(result: Result) -> BaseException:
+    """The job's exception as raised on the worker, with the remote traceback as `__cause__`."""
+    exc: BaseException | None = None
+    if result.exception:
+        try:
+            loaded = pickle.loads(result.exception)
+        except Exception:  # noqa: BLE001 - fall back to rebuilding from the type name below
+            loaded = None
+        if isinstance(loaded, BaseException):
+            exc = loaded
+    if exc is None:
+        module, _, name = result.error_type.rpartition(".")
+        cls = getattr(builtins, name, None) if module == "builtins" else None
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            try:
+                exc = cls(result.error_message)
+            except Exception:  # noqa: BLE001 - some builtin exceptions take other arguments
+                exc = None
+        if exc is None:
+            exc = RemoteJobError(result.error_type, result.error_message)
+    if result.traceback:
+        exc.__cause__ = RemoteTraceback(result.traceback)
+    return exc

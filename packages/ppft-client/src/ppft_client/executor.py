@@ -12,6 +12,7 @@ from __future__ import annotations
 import concurrent.futures
 import functools
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -46,9 +47,8 @@ class Executor(concurrent.futures.Executor):
         return self._server
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Job:
-        with self._shutdown_lock:
-            if self._shutdown:
-                raise RuntimeError("cannot schedule new futures after shutdown")
+        if self._shutdown:  # one read: a submit racing shutdown fails either here or in the server
+            raise RuntimeError("cannot schedule new futures after shutdown")
         if kwargs:
             fn = functools.partial(fn, **kwargs)
         return self._server.submit(fn, args)
@@ -60,9 +60,16 @@ class Executor(concurrent.futures.Executor):
         timeout: float | None = None,
         chunksize: int = 1,
     ) -> Iterator[Any]:
+        """As `concurrent.futures.Executor.map`: every call is submitted before this returns, results come
+        in order, and closing the iterator early cancels what has not started. The function is captured
+        once for all the calls, and the jobs are queued a frame's worth at a time."""
         if chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
-        return super().map(fn, *iterables, timeout=timeout)
+        end_time = None if timeout is None else timeout + time.monotonic()
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        jobs = self._server._submit_all(fn, zip(*iterables, strict=False))  # as map: the shortest ends it
+        return _in_order(jobs, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         with self._shutdown_lock:
@@ -75,3 +82,22 @@ class Executor(concurrent.futures.Executor):
         if wait:
             self._server.wait()
         self._server.destroy()
+
+
+def _in_order(jobs: list[Job], end_time: float | None) -> Iterator[Any]:
+    """The results of `jobs` in order (what `Executor.map` returns). A job whose result raised (a
+    timeout included) is cancelled with every job after it, as in `concurrent.futures`."""
+    try:
+        jobs.reverse()
+        while jobs:
+            job = jobs.pop()  # no reference kept to a job already handed out
+            try:
+                value = job.result() if end_time is None else job.result(end_time - time.monotonic())
+            except BaseException:
+                job.cancel()
+                raise
+            del job
+            yield value
+    finally:
+        for job in jobs:
+            job.cancel()

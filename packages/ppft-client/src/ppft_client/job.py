@@ -13,19 +13,27 @@ asks for it, on their thread, so the I/O thread never spends time on user data. 
 completed with the rebuilt exception (same type as on the worker, remote traceback as `__cause__`), so
 `concurrent.futures.wait(..., FIRST_EXCEPTION)` sees it as an exception. The job's captured output is
 printed once, when its value or exception is first retrieved, as ppft does.
+
+A job is light, because a client makes 100,000 of them a second and the garbage collector walks every
+container object made: where a plain `Future` makes eleven, a job makes one, itself. Its state is guarded
+by `JOBS_LOCK`, which all jobs share (`joblock`), so the I/O thread claims and finishes a whole frame of
+jobs in one acquisition (`Job.claim_all`, `complete_jobs`); its `_condition`, `_waiters` and
+`_done_callbacks` are made on first use. Everything `Future`, `concurrent.futures.wait`, `as_completed` and
+asyncio call on a future keeps its meaning. No code of the user's may ever run while the lock is held.
 """
 
 from __future__ import annotations
 
-import builtins
 import pickle
 import sys
 import threading
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures._base import (  # the states Future keeps; stable since Python 3.2
     CANCELLED,
     CANCELLED_AND_NOTIFIED,
     FINISHED,
+    LOGGER,
     PENDING,
     RUNNING,
 )
@@ -34,14 +42,24 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from ppft_protocol import FunctionBody, Result
 from ppft_protocol import Job as WireJob
 
-from .errors import RemoteJobError, RemoteTraceback, ResultDecodeError
+from .errors import ResultDecodeError, rebuild_exception
+from .joblock import JOBS_LOCK, Sleepers
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import Callable, Iterable
 
-__all__ = ["Job", "rebuild_exception"]
+__all__ = ["Job", "complete_jobs", "make_job"]
 
 _NO_VALUE = object()
+_DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
+_STARTED = frozenset((RUNNING, FINISHED))
+_ACTIVE = frozenset((PENDING, RUNNING))
+
+_acquire = JOBS_LOCK.acquire  # taken by hand on the hot paths: a `with` statement costs twice as much
+_release = JOBS_LOCK.release
+_LOCK = JOBS_LOCK
+_new_tuple = tuple.__new__  # a named tuple made without the Python-level `__new__` of namedtuple
+_new_object = object.__new__
 
 
 class Job(Future):  # type: ignore[type-arg]
@@ -49,6 +67,28 @@ class Job(Future):  # type: ignore[type-arg]
 
     _finalizes: ClassVar[bool] = False
     """True for a subclass that overrides `finalize`: the scheduler then completes it through the hook."""
+
+    # What most jobs never change is read from the class until a job sets its own (a store less per job).
+    _state = PENDING
+    _result: Any = None
+    _exception: BaseException | None = None
+    _done_callbacks: Any = ()  # a list once a callback is added
+    _waiting: list[Any] | None = None  # `_waiters`, once concurrent.futures.wait or as_completed look
+    _sleepers: Sleepers | None = None  # `_condition`, once a thread waits or Future's own methods look
+    callback: Callable[..., Any] | None = None
+    callbackargs: tuple[Any, ...] = ()
+    group = "default"
+    attempts = 0  # local workers that died while it ran alone
+    node_losses = 0  # remote nodes lost while they held it
+    solo = False
+    node = ""  # the node that ran it, once finished
+    _raw: Result | None = None
+    _value: Any = _NO_VALUE
+    _replayed = False
+    _counted = False  # counted as finished by the scheduler (guarded by its lock)
+    _sched: Any = None  # the scheduler that queued it, told when the job is cancelled
+    _held: threading.Lock | None = None  # `lock`, once someone asked for it
+    _sresult: bytes | None = None
 
     def __init__(
         self,
@@ -64,29 +104,20 @@ class Job(Future):  # type: ignore[type-arg]
     ) -> None:
         """ppft 1.7's `_Task(server, tid, callback, callbackargs, group)`; `Server.submit` adds the job's
         function `body`, its pickled `args` and pickle `proto`. A job made without a body (a classic
-        `_Task` subclass) gets one from `Server.insert(sfunc, sargs, task)`."""
-        super().__init__()
+        `_Task` subclass) gets one from `Server.insert(sfunc, sargs, task)`.
+
+        `Future.__init__` is not called: it would make the condition, lock and lists a job does without.
+        (`make_job` makes the same job faster; keep the two in step.)"""
+        self._state = PENDING  # read on every step of the way: an attribute of its own reads faster
         self.server = server
         self.tid = tid
         self.callback = callback
         self.callbackargs = callbackargs
         self.group = group
-        self.attempts = 0  # local workers that died while it ran alone
-        self.node_losses = 0  # remote nodes lost while they held it
-        self.solo = False
-        self.node = ""  # the node that ran it, once finished
         self.body: FunctionBody = body  # type: ignore[assignment]  # None only until bind()
-        self.wire: WireJob = None  # type: ignore[assignment]
-        if body is not None:
-            self.wire = WireJob(tid, body.digest, args, proto)
-        self._raw: Result | None = None
-        self._value: Any = _NO_VALUE
-        self._replayed = False
-        self._counted = False  # counted as finished by the scheduler (guarded by its lock)
-        self._sched: Any = None  # the scheduler that queued it, told when the job is cancelled
-        self._value_lock = threading.Lock()
-        self._held: threading.Lock | None = None  # `lock`, once someone asked for it
-        self._sresult: bytes | None = None
+        self.wire: WireJob = (
+            None if body is None else _new_tuple(WireJob, (tid, body.digest, args, proto))  # type: ignore[assignment]
+        )
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -102,12 +133,40 @@ class Job(Future):  # type: ignore[type-arg]
         tid, group, state = (getattr(self, name, "?") for name in ("tid", "group", "_state"))
         return f"<ppft Job {tid} {state.lower()} group={group!r}>"
 
+    @property
+    def _condition(self) -> threading.Condition:
+        """`Future`'s condition, made on first use: most jobs are done before anyone waits for them."""
+        sleepers = self._sleepers
+        if sleepers is None:
+            with _LOCK:
+                sleepers = self._sleepers
+                if sleepers is None:
+                    sleepers = self._sleepers = Sleepers()
+        return sleepers  # type: ignore[return-value]  # a Condition in all but its class
+
+    @_condition.setter
+    def _condition(self, value: threading.Condition) -> None:
+        self._sleepers = value  # type: ignore[assignment]
+
+    @property
+    def _waiters(self) -> list[Any]:
+        """`Future`'s waiters (of `concurrent.futures.wait` and `as_completed`), made on first use; read
+        and changed with `_LOCK` held, as `Future` does with its condition."""
+        waiting = self._waiting
+        if waiting is None:
+            waiting = self._waiting = []
+        return waiting
+
+    @_waiters.setter
+    def _waiters(self, value: list[Any]) -> None:
+        self._waiting = value
+
     # -- ppft 1.7 interface ----------------------------------------------------------------------------
 
     @property
     def finished(self) -> bool:
         """True once the job has a result (or failed, or was cancelled)."""
-        return self.done()
+        return self._state in _DONE
 
     @finished.setter
     def finished(self, value: bool) -> None:
@@ -120,7 +179,7 @@ class Job(Future):  # type: ignore[type-arg]
         does). Made on first use."""
         lock = self._held
         if lock is None:
-            with self._condition:
+            with _LOCK:
                 lock = self._held
                 if lock is None:
                     lock = threading.Lock()
@@ -167,15 +226,24 @@ class Job(Future):  # type: ignore[type-arg]
     # -- Future overrides ------------------------------------------------------------------------------
 
     def result(self, timeout: float | None = None) -> Any:
-        try:
-            raw = super().result(timeout)  # raises the job's exception, CancelledError or TimeoutError
-        except BaseException:
-            if self._state == FINISHED:
-                self._replay_output()
-            raise
-        if self._value is _NO_VALUE:
-            self._decode(raw)
-        return self._value
+        if self._state != FINISHED:  # a finished job never changes again: read without the lock
+            with _LOCK:
+                if self._state not in _DONE:
+                    self._condition.wait(timeout)
+                state = self._state
+            if state != FINISHED:
+                raise FutureTimeoutError() if state not in _DONE else CancelledError()
+        exc = self._exception
+        if exc is not None:
+            self._replay_output()
+            try:
+                raise exc
+            finally:
+                del exc, self  # as Future.result: no cycle through the traceback's frame
+        value = self._value
+        if value is _NO_VALUE:
+            value = self._decode()
+        return value
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
         exc = super().exception(timeout)
@@ -183,12 +251,30 @@ class Job(Future):  # type: ignore[type-arg]
             self._replay_output()
         return exc
 
+    def done(self) -> bool:
+        return self._state in _DONE  # one read of one attribute: no lock needed to see it
+
+    def add_done_callback(self, fn: Callable[[Future[Any]], object]) -> None:
+        with _LOCK:
+            if self._state not in _DONE:
+                if self._done_callbacks:
+                    self._done_callbacks.append(fn)
+                else:
+                    self._done_callbacks = [fn]
+                return
+        try:
+            fn(self)
+        except Exception:  # noqa: BLE001 - as Future.add_done_callback: logged, the caller goes on
+            LOGGER.exception("exception calling callback for %r", self)
+
     def cancel(self) -> bool:
         """Cancel the job if it has not left the queue yet; False once it is running or done."""
+        if self._state in _STARTED:  # for good: a started job never goes back to the queue's state
+            return False
         cancelled = super().cancel()
         if cancelled:
             if self._held is not None:
-                with self._condition:
+                with _LOCK:
                     self._release_held()
             if self._sched is not None:
                 self._sched.cancelled(self)
@@ -196,48 +282,69 @@ class Job(Future):  # type: ignore[type-arg]
 
     def claim(self) -> bool:
         """The scheduler takes the job off the queue: False if it was cancelled meanwhile."""
-        if self._state == RUNNING:
+        state = self._state
+        if state == RUNNING:
             return True  # requeued after its worker died
-        return self.set_running_or_notify_cancel()
+        if state == PENDING:
+            _acquire()
+            try:
+                if self._state == PENDING:
+                    self._state = RUNNING
+                    return True
+            finally:
+                _release()
+        return self.set_running_or_notify_cancel()  # cancelled: tells the waiters of as_completed/wait
 
-    # -- completion, on the I/O thread -------------------------------------------------------------------
+    @staticmethod
+    def claim_all(jobs: list[Job]) -> list[Job]:
+        """`claim` for a frame's worth of jobs (`take_batch` calls it), under one acquisition of the lock:
+        the jobs that may run, in order."""
+        claimed: list[Job] = []
+        dropped: list[Job] = []
+        _acquire()
+        try:
+            for job in jobs:
+                state = job._state
+                if state == PENDING:
+                    job._state = RUNNING
+                    claimed.append(job)
+                elif state == RUNNING:  # requeued after its worker died
+                    claimed.append(job)
+                else:
+                    dropped.append(job)
+        finally:
+            _release()
+        for job in dropped:
+            job.set_running_or_notify_cancel()  # cancelled: tells the waiters of as_completed/wait
+        return claimed
+
+    # -- completion, on the I/O thread and the callback thread -------------------------------------------
 
     def _complete(self, result: Result, node: str) -> bool:
         """Store the outcome; True when done-callbacks must run (on the callback thread)."""
-        exc = None if result.ok else rebuild_exception(result)
-        with self._condition:
-            if self._state not in (PENDING, RUNNING):
-                return False  # cancelled, or already finished elsewhere: results arrive exactly once
-            self._raw = result
-            self.node = node
-            if exc is None:
-                self._result = result
-                for waiter in self._waiters:
-                    waiter.add_result(self)
-            else:
-                self._exception = exc
-                for waiter in self._waiters:
-                    waiter.add_exception(self)
-            self._state = FINISHED
-            if self._held is not None:
-                self._release_held()
-            self._condition.notify_all()
-            return bool(self._done_callbacks)  # type: ignore[attr-defined]
+        return bool(complete_jobs(((self, result),), node, classic=False)[1])
 
     def _fail(self, exc: BaseException) -> bool:
         """Finish with an error that did not come from a worker (destroyed server, lost node)."""
-        with self._condition:
+        with _LOCK:
             if self._state not in (PENDING, RUNNING):
                 return False
             self._exception = exc
             self._replayed = True
-            for waiter in self._waiters:
-                waiter.add_exception(self)
-            self._state = FINISHED
-            if self._held is not None:
-                self._release_held()
-            self._condition.notify_all()
-            return bool(self._done_callbacks)  # type: ignore[attr-defined]
+            self._finish_locked()
+            if self._waiting:
+                for waiter in self._waiting:
+                    waiter.add_exception(self)
+            return bool(self._done_callbacks)
+
+    def _finish_locked(self) -> None:
+        """The state becomes FINISHED and whoever waits is told (with `_LOCK` held; waiters apart)."""
+        self._state = FINISHED
+        if self._held is not None:
+            self._release_held()
+        sleepers = self._sleepers
+        if sleepers:
+            sleepers.notify_all()
 
     def _run_done_callbacks(self) -> None:
         """The `add_done_callback` callbacks; on the callback thread."""
@@ -263,14 +370,15 @@ class Job(Future):  # type: ignore[type-arg]
         assert self.callback is not None and raw is not None
         value = None
         if raw.ok:
-            self._decode(raw)
             value = self._value
+            if value is _NO_VALUE:
+                value = self._decode(raw)
         else:
             self._replay_output()
         self.callback(*((*self.callbackargs, value)))
 
     def _release_held(self) -> None:
-        """Release `lock` as the job finishes (under `_condition`, after the state changed)."""
+        """Release `lock` as the job finishes (under `_LOCK`, after the state changed)."""
         lock = self._held
         if lock is not None and lock.locked():
             lock.release()
@@ -278,29 +386,44 @@ class Job(Future):  # type: ignore[type-arg]
     # -- internals -------------------------------------------------------------------------------------
 
     def _wait_done(self, timeout: float | None = None) -> bool:
-        with self._condition:
-            if self._state not in (FINISHED, CANCELLED_AND_NOTIFIED, CANCELLED):
+        with _LOCK:
+            if self._state not in _DONE:
                 self._condition.wait(timeout)
-            return self._state in (FINISHED, CANCELLED_AND_NOTIFIED, CANCELLED)
+            return self._state in _DONE
 
-    def _decode(self, raw: Result) -> None:
-        with self._value_lock:
-            if self._value is not _NO_VALUE:
-                return
-            try:
-                value = pickle.loads(raw.value)
-            except Exception as exc:
-                raise ResultDecodeError(
-                    f"job {self.tid} finished on {self.node}, but its value cannot be unpickled here: "
-                    f"{type(exc).__name__}: {exc}; make sure the value's class imports in this process"
-                ) from exc
-            self._value = value
-        self._replay_output()
+    def _decode(self, raw: Result | None = None) -> Any:
+        """Unpickle the value (on the caller's thread, without the lock: it may run the user's code); the
+        first thread to finish wins, so every caller gets the very same object."""
+        if raw is None:
+            raw = self._raw
+            if raw is None:  # finished by `Future.set_result`, not by a worker
+                return self._result
+        try:
+            value = pickle.loads(raw.value)
+        except Exception as exc:
+            raise ResultDecodeError(
+                f"job {self.tid} finished on {self.node}, but its value cannot be unpickled here: "
+                f"{type(exc).__name__}: {exc}; make sure the value's class imports in this process"
+            ) from exc
+        _acquire()
+        try:
+            if self._value is _NO_VALUE:
+                self._value = value
+            else:
+                value = self._value
+        finally:
+            _release()
+        if raw.output:  # most jobs print nothing: no flag to set then
+            self._replay_output()
+        return value
 
     def _replay_output(self) -> None:
         if self._replayed:
             return
-        self._replayed = True
+        with _LOCK:
+            if self._replayed:
+                return
+            self._replayed = True
         raw = self._raw
         if raw is not None and raw.output:
             sys.stdout.write(raw.output)
@@ -320,26 +443,72 @@ class Job(Future):  # type: ignore[type-arg]
             return bytes(dill.dumps(pair))
 
 
-def rebuild_exception(result: Result) -> BaseException:
-    """The job's exception as raised on the worker, with the remote traceback as `__cause__`."""
-    exc: BaseException | None = None
-    if result.exception:
-        try:
-            loaded = pickle.loads(result.exception)
-        except Exception:  # noqa: BLE001 - fall back to rebuilding from the type name below
-            loaded = None
-        if isinstance(loaded, BaseException):
-            exc = loaded
-    if exc is None:
-        module, _, name = result.error_type.rpartition(".")
-        cls = getattr(builtins, name, None) if module == "builtins" else None
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            try:
-                exc = cls(result.error_message)
-            except Exception:  # noqa: BLE001 - some builtin exceptions take other arguments
-                exc = None
-        if exc is None:
-            exc = RemoteJobError(result.error_type, result.error_message)
-    if result.traceback:
-        exc.__cause__ = RemoteTraceback(result.traceback)
-    return exc
+def make_job(
+    server: Any,
+    tid: int,
+    body: FunctionBody,
+    args: bytes,
+    proto: int,
+    sched: Any,
+    callback: Callable[..., Any] | None = None,
+    callbackargs: tuple[Any, ...] = (),
+    group: str = "default",
+) -> Job:
+    """The job `Job(server, tid, callback, callbackargs, group, body=body, args=args, proto=proto)` would
+    make, queued by `sched`, in half the time: calling a class with keywords builds a dict of them for its
+    `__init__`, and `submit` makes 100,000 jobs a second."""
+    job: Job = _new_object(Job)
+    job._state = PENDING
+    job.server = server
+    job.tid = tid
+    job.callback = callback
+    job.callbackargs = callbackargs
+    job.group = group
+    job.body = body
+    job.wire = _new_tuple(WireJob, (tid, body.digest, args, proto))
+    job._sched = sched
+    return job
+
+
+def complete_jobs(
+    pairs: Iterable[tuple[Any, Result]], node: str, *, classic: bool = True
+) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
+    """Finish the jobs of one result frame (on the I/O thread), all under one acquisition of `_LOCK`.
+
+    Returns `(finished, handoff)`. `finished`: the jobs done here, including any that were cancelled or
+    finished already (results arrive exactly once, and the scheduler counts each job once). `handoff`, in
+    the frame's order, what the callback thread must do: `(job, None, node)` for a finished job with
+    done-callbacks, and `(job, result, node)` for a job with a classic callback or an overridden `finalize`
+    (when `classic`), left untouched here: ppft 1.7 finishes those after their callback ran."""
+    if not isinstance(pairs, (list, tuple)):
+        pairs = list(pairs)  # walked twice
+    finished: list[Job] = []
+    handoff: list[tuple[Job, Result | None, str]] = []
+    # exceptions are unpickled before the lock is taken: an exception's class may run code
+    errors = {id(job): rebuild_exception(result) for job, result in pairs if not result.ok}
+    with _LOCK:
+        for job, result in pairs:
+            if classic and (job.callback is not None or job._finalizes):
+                handoff.append((job, result, node))
+                continue
+            finished.append(job)
+            if job._state not in _ACTIVE:
+                continue  # cancelled, or finished already (failed by a destroy, say)
+            job._raw = result  # what `result()` decodes (`_result`, Future's own, stays None)
+            job.node = node
+            if not result.ok:
+                job._exception = errors[id(job)]
+            job._state = FINISHED  # _finish_locked, inlined
+            if job._held is not None:
+                job._release_held()
+            if job._sleepers:
+                job._sleepers.notify_all()
+            if job._waiting:
+                for waiter in job._waiting:
+                    if result.ok:
+                        waiter.add_result(job)
+                    else:
+                        waiter.add_exception(job)
+            if job._done_callbacks:
+                handoff.append((job, None, node))
+    return finished, handoff

@@ -10,14 +10,17 @@ Stages:
 
 * `submit` (any thread) does the per-job work that must happen once: the function body (cached per function
   object), the pickled arguments and the `Job` future; then it appends to a deque and wakes the loop, which
-  costs a syscall only when the loop is asleep. No lock is held on the hot path but the one that keeps the
-  group counters (for `wait`) and the destroyed flag consistent.
+  costs a syscall only when the loop is asleep. The one lock it takes (`_submit_lock`: the group counters
+  for `wait` and the destroyed flag) is never taken by the I/O thread, so the two never wait for each
+  other: under the GIL a thread that blocks on a lock loses a whole switch interval (5 ms).
 * The I/O thread (`ppft-io`) owns every pipe and socket through one `Loop`. After each round of events it
-  dispatches: nodes pull jobs from the queue head into their windows, in batches.
-* Results complete their futures on the I/O thread, which costs a lock and a notify per job and nothing of
-  the user's: values are unpickled by whoever asks for them. A job with a classic `callback`, or with
-  done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never stalls
-  dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
+  dispatches: nodes pull jobs from the queue head into their windows, in batches, each batch claimed
+  under one lock acquisition.
+* Results complete their futures on the I/O thread, a whole result frame under one acquisition of the jobs'
+  lock (`job.complete_jobs`), waking only the threads that wait for one of them, and nothing of the
+  user's runs there: values are unpickled by whoever asks for them. A job with a classic `callback`, or
+  with done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never
+  stalls dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
 * If the I/O thread itself fails, every unfinished job fails with the reason: nothing waits forever.
 """
 
@@ -35,7 +38,7 @@ from ppft_worker.pool import WorkerPool
 from ppft_worker.tasks import Task
 
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
-from .job import Job
+from .job import Job, complete_jobs
 from .node import Node
 from .remote import RemoteNode
 
@@ -99,9 +102,17 @@ class Scheduler:
         self.queue: deque[Task] = deque()
         self.exiting = False
         self.broken: BaseException | None = None
-        self._lock = threading.Condition()
-        self._pending: dict[str, int] = {}
-        self._total = 0
+        # Counting for `wait`: submitters count what they queue under `_submit_lock`, which the I/O thread
+        # never takes, and the finishing threads count what finished under `_done_lock`, which `submit`
+        # never takes. A lock shared by both sides made each wait for the other, and under the GIL a thread
+        # that blocks on a lock waits a whole switch interval (5 ms) to run again.
+        self._submit_lock = threading.Lock()
+        self._submitted: dict[str, int] = {}  # per group, since the start
+        self._submitted_total = 0
+        self._done_lock = threading.RLock()
+        self._done = threading.Condition(self._done_lock)  # notified as jobs finish
+        self._finished_counts: dict[str, int] = {}  # per group, since the start
+        self._finished_total = 0
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart
         )
@@ -117,20 +128,45 @@ class Scheduler:
     # -- any thread ------------------------------------------------------------------------------------
 
     def submit(self, job: Job) -> None:
-        with self._lock:
+        queue = self.queue
+        lock = self._submit_lock
+        lock.acquire()  # by hand: a `with` statement costs twice as much
+        try:
             if self.exiting:
                 raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
             if self.broken is not None:
                 raise DestroyedServerError(f"Cannot submit jobs: the server is broken ({self.broken})")
             group = job.group
-            self._pending[group] = self._pending.get(group, 0) + 1
-            self._total += 1
-            was_empty = not self.queue
-            self.queue.append(job)
-        if was_empty:
+            submitted = self._submitted
+            submitted[group] = submitted.get(group, 0) + 1
+            self._submitted_total += 1
+            queue.append(job)
+            alone = len(queue) == 1
+        finally:
+            lock.release()
+        if alone:
             # A queue that already held jobs is dispatched again whenever results free a window, so only
             # the first job of a burst needs to wake the I/O thread: 100,000 submits cost one wake-up, not
-            # 100,000 GIL hand-offs.
+            # 100,000 GIL hand-offs. (Checked after the append: the I/O thread may have just taken the job
+            # that was there before, and must not go to sleep on this one.)
+            self.loop.wake()
+
+    def submit_many(self, jobs: list[Job]) -> None:
+        """`submit` for each of `jobs`, under one acquisition of the lock and with one wake-up at most."""
+        queue = self.queue
+        with self._submit_lock:
+            if self.exiting:
+                raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
+            if self.broken is not None:
+                raise DestroyedServerError(f"Cannot submit jobs: the server is broken ({self.broken})")
+            submitted = self._submitted
+            for job in jobs:
+                group = job.group
+                submitted[group] = submitted.get(group, 0) + 1
+            self._submitted_total += len(jobs)
+            queue.extend(jobs)
+            alone = len(queue) <= len(jobs)
+        if alone:
             self.loop.wake()
 
     def cancelled(self, job: Job) -> None:
@@ -138,15 +174,18 @@ class Scheduler:
         self._finished([job])
 
     def unfinished(self, group: str | None = None) -> int:
-        with self._lock:
-            return self._total if group is None else self._pending.get(group, 0)
+        # finished first, then submitted: both only grow, so equal counts mean nothing was pending at the
+        # moment `finished` was read
+        if group is None:
+            finished = self._finished_total
+            return self._submitted_total - finished
+        finished = self._finished_counts.get(group, 0)
+        return self._submitted.get(group, 0) - finished
 
     def wait(self, group: str | None = None, timeout: float | None = None) -> bool:
         """Block until every job (of `group`) is finished; False if `timeout` passed first."""
-        with self._lock:
-            return self._lock.wait_for(
-                lambda: (self._total if group is None else self._pending.get(group, 0)) == 0, timeout
-            )
+        with self._done:
+            return self._done.wait_for(lambda: self.unfinished(group) == 0, timeout)
 
     def call(self, fn: Callable[[], None]) -> None:
         """Run `fn` on the I/O thread."""
@@ -179,7 +218,7 @@ class Scheduler:
 
     def destroy(self, timeout: float = 10.0) -> None:
         """Stop the I/O thread and every worker; unfinished jobs fail with `DestroyedServerError`."""
-        with self._lock:
+        with self._submit_lock:
             if self.exiting:
                 return
             self.exiting = True
@@ -202,7 +241,7 @@ class Scheduler:
         except BaseException as exc:
             log.critical("the ppft I/O thread failed; every unfinished job fails with it", exc_info=True)
             error = PPFTError(f"internal error in the ppft I/O thread: {type(exc).__name__}: {exc}")
-            with self._lock:
+            with self._submit_lock:
                 self.broken = error
             self._fail_all(error, list(self.queue) + self.pool.take_inflight())
             self.pool.close()
@@ -254,17 +293,7 @@ class Scheduler:
         self._on_results(pairs, "local")
 
     def _on_results(self, pairs: Iterable[tuple[Task, Result]], node: str) -> None:
-        finished: list[Job] = []
-        handoff: list[tuple[Job, Result | None, str]] = []
-        for task, result in pairs:
-            job: Job = task  # type: ignore[assignment]
-            if job.callback is not None or job._finalizes:  # ppft 1.7 order: finalize, then done
-                handoff.append((job, result, node))
-            elif job._complete(result, node):
-                handoff.append((job, None, node))
-                finished.append(job)
-            else:
-                finished.append(job)
+        finished, handoff = complete_jobs(pairs, node)  # one lock round trip for the whole frame
         if handoff:
             self._callbacks.put(handoff)
         if finished:
@@ -284,12 +313,15 @@ class Scheduler:
 
     def _finished(self, jobs: list[Job]) -> None:
         """Each job passes here exactly once (done, failed or cancelled): `wait` counts on it."""
-        with self._lock:
-            pending = self._pending
+        with self._done_lock:
+            counts = self._finished_counts
+            total = 0
             for job in jobs:
                 if job._counted:
                     continue
                 job._counted = True
-                pending[job.group] -= 1
-                self._total -= 1
-            self._lock.notify_all()
+                group = job.group
+                counts[group] = counts.get(group, 0) + 1
+                total += 1
+            self._finished_total += total
+            self._done.notify_all()

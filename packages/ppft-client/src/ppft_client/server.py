@@ -18,7 +18,7 @@ import sys
 import time
 import types
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import FunctionBody
@@ -29,7 +29,7 @@ from .dask_entries import split_dask_entries
 from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
 from .functions import check_submit_args, function_body, pickle_args
-from .job import Job
+from .job import Job, make_job
 from .scheduler import Scheduler
 from .stats import Statistics, format_stats
 from .version import __version__
@@ -39,6 +39,8 @@ __all__ = ["Server"]
 log = logging.getLogger("ppft.client")
 
 _live_servers: weakref.WeakSet[Server] = weakref.WeakSet()
+_MethodType = types.MethodType  # `type(f) is` it: a bound method's type cannot be subclassed
+_SUBMIT_CHUNK = 256  # jobs queued at once by `_submit_all`: a full frame
 
 
 @atexit.register
@@ -128,11 +130,16 @@ class Server:
         if self._exiting:
             raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
         check_submit_args(func, args, depfuncs, modules, callback, callbackargs, globals)
-        if isinstance(func, types.MethodType):  # as ppft: the instance travels as the first argument
+        if type(func) is _MethodType:  # as ppft: the instance travels as the first argument
             args = (func.__self__, *args)
             func = func.__func__
         body = function_body(func, depfuncs, modules, globals)
-        return self._submit_body(body, pickle_args(args, self._proto), callback, callbackargs, group)
+        proto = self._proto
+        sargs = pickle_args(args, proto)
+        scheduler = self._scheduler
+        job = make_job(self, next(self._tids), body, sargs, proto, scheduler, callback, callbackargs, group)
+        scheduler.submit(job)
+        return job
 
     def _submit_body(
         self,
@@ -142,11 +149,40 @@ class Server:
         callbackargs: tuple[Any, ...] = (),
         group: str = "default",
     ) -> Job:
+        scheduler = self._scheduler
         tid = next(self._tids)
-        job = Job(self, tid, callback, callbackargs, group, body=body, args=sargs, proto=self._proto)
-        job._sched = self._scheduler
-        self._scheduler.submit(job)
+        job = make_job(self, tid, body, sargs, self._proto, scheduler, callback, callbackargs, group)
+        scheduler.submit(job)
         return job
+
+    def _submit_all(self, func: Callable[..., Any], arg_tuples: Iterable[tuple[Any, ...]]) -> list[Job]:
+        """`submit(func, args)` for each of `arg_tuples` (`Executor.map`): `func` is captured once, and
+        the jobs are queued a frame's worth at a time, each batch under one lock acquisition, so the
+        workers start on the first ones while the rest are still being pickled."""
+        if self._exiting:
+            raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
+        check_submit_args(func, (), (), (), None, (), None)
+        prefix: tuple[Any, ...] = ()
+        if type(func) is _MethodType:  # as submit: the instance travels as the first argument
+            prefix = (func.__self__,)
+            func = func.__func__
+        body = function_body(func)
+        proto = self._proto
+        scheduler = self._scheduler
+        tids = self._tids
+        jobs: list[Job] = []
+        chunk: list[Job] = []
+        for args in arg_tuples:
+            sargs = pickle_args(prefix + args if prefix else args, proto)
+            chunk.append(make_job(self, next(tids), body, sargs, proto, scheduler))
+            if len(chunk) == _SUBMIT_CHUNK:
+                scheduler.submit_many(chunk)
+                jobs += chunk
+                chunk = []
+        if chunk:
+            scheduler.submit_many(chunk)
+            jobs += chunk
+        return jobs
 
     def insert(self, sfunc: FunctionBody, sargs: bytes, task: Job | None = None) -> Job:
         """Queue an already-serialized job: `sfunc` a `FunctionBody`, `sargs` its pickled argument tuple.

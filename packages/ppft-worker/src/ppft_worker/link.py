@@ -16,7 +16,7 @@ from ppft_protocol import Event, JobBatch, NodeInfo, Result, ResultBatch, StatsR
 
 from .batching import Batching
 from .stream import Stream
-from .tasks import Task, TaskQueue, take_batch
+from .tasks import Task, TaskQueue, collect_results, take_batch
 
 __all__ = ["Link"]
 
@@ -96,18 +96,8 @@ class Link:
         return tasks
 
     def _results(self, batch: ResultBatch) -> None:
-        inflight = self.inflight
-        done: list[tuple[Task, Result]] = []
-        timings: list[tuple[bytes, float]] = []
-        total = 0.0
-        for result in batch.results:
-            task = inflight.pop(result.job_id, None)
-            if task is not None:
-                done.append((task, result))
-                timings.append((task.wire.digest, result.wall_time))
-                total += result.wall_time
+        done, total = collect_results(batch, self.inflight.pop, self._batching)
         if done:
             self.jobs_done += len(done)
             self.job_time += total
-            self._batching.learn_results(timings)
             self._on_results(done)

@@ -169,7 +169,9 @@ class Loop:
     def _drain_wake(self) -> None:
         self._woken = False
         try:
-            while os.read(self._wake_r, 4096):
+            # One read empties the pipe (it holds a byte per wake-up, rarely more than one): a second read
+            # would only fail with EAGAIN, a syscall and an exception on every wake-up of the loop.
+            while len(os.read(self._wake_r, 4096)) == 4096:
                 pass
         except (BlockingIOError, OSError):
             pass

@@ -50,7 +50,7 @@ from .errors import WorkerLostError
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
 from .spawn import describe_exit, worker_command, worker_env
-from .tasks import Task, TaskQueue, take_batch
+from .tasks import Task, TaskQueue, collect_results, take_batch
 
 __all__ = ["WorkerPool"]
 
@@ -430,21 +430,12 @@ class WorkerPool:
 
     def _results(self, w: _Worker, batch: ResultBatch) -> None:
         inflight = w.inflight
-        done: list[tuple[Task, Result]] = []
-        timings: list[tuple[bytes, float]] = []
-        total = 0.0
-        for result in batch.results:
-            task = inflight.pop(result.job_id, None)
-            if task is not None:
-                done.append((task, result))
-                timings.append((task.wire.digest, result.wall_time))
-                total += result.wall_time
+        done, total = collect_results(batch, inflight.pop, self._batching)
         if not done:
             return
         w.solo_busy = False
         self.jobs_done += len(done)
         self.job_time += total
-        self._batching.learn_results(timings)
         if not inflight and (w.retiring or self.restart):
             self._retire(w)
             self._fill()

@@ -1,14 +1,19 @@
-"""What nodes take from their owner's queue, and how a frame's worth of it is taken."""
+"""What nodes take from their owner's queue, how a frame's worth of it is taken, and how results come back.
+
+Both run on the I/O thread once per frame, for up to 256 jobs: they allocate nothing per job that they
+can avoid.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Protocol
 
-from ppft_protocol import FunctionBody, Job
+from ppft_protocol import FunctionBody, Job, Result, ResultBatch
 
 from .batching import Batching
 
-__all__ = ["MAX_FRAME_ARGS", "Task", "TaskQueue", "take_batch"]
+__all__ = ["MAX_FRAME_ARGS", "Task", "TaskQueue", "collect_results", "take_batch"]
 
 MAX_FRAME_ARGS = 1 << 20
 """A frame stops taking jobs once their arguments reach this many bytes: jobs are batched by run time,
@@ -43,14 +48,14 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
     A task that must run alone (`solo`) at the head is taken alone; elsewhere the frame stops before it.
     The frame also stops before a task of another function whose own batch size is smaller (a long or
     unknown function must not ride along in a frame of tiny jobs), and once its arguments reach
-    `MAX_FRAME_ARGS` bytes. Cancelled tasks are dropped on the way,
-    so the result may be empty, but the queue always shrinks."""
-    batch: list[Task] = []
+    `MAX_FRAME_ARGS` bytes. The tasks taken are then claimed, all at once when their class offers
+    `claim_all(tasks) -> claimed` (one lock round trip for the frame), else one by one; cancelled tasks
+    are dropped, so the result may be empty (or short), but the queue always shrinks."""
     head = queue.popleft()
-    if head.claim():
-        batch.append(head)
     if head.solo:
-        return batch
+        return [head] if head.claim() else []
+    batch = [head]
+    append = batch.append
     head_digest = head.body.digest
     size = len(head.wire.args)
     while queue and len(batch) < limit and size < MAX_FRAME_ARGS:
@@ -58,10 +63,44 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
         if task.solo:
             break
         digest = task.body.digest
-        if digest != head_digest and batching.limits(digest)[0] < limit:
+        if digest is not head_digest and digest != head_digest and batching.limits(digest)[0] < limit:
             break
         queue.popleft()
-        if task.claim():
-            batch.append(task)
-            size += len(task.wire.args)
-    return batch
+        append(task)
+        size += len(task.wire.args)
+    claim_all = getattr(head, "claim_all", None)
+    if claim_all is not None:
+        return claim_all(batch)  # type: ignore[no-any-return]
+    return [task for task in batch if task.claim()]
+
+
+def collect_results(
+    batch: ResultBatch, pop: Callable[[int, None], Task | None], batching: Batching
+) -> tuple[list[tuple[Task, Result]], float]:
+    """The (task, result) pairs of a result frame whose tasks `pop` (an in-flight dict's) still had, and
+    their total run time; `batching` learns their functions' run times on the way.
+
+    A result whose task is no longer in flight (its worker was declared lost, say) is dropped: results
+    arrive exactly once."""
+    done: list[tuple[Task, Result]] = []
+    append = done.append
+    total = 0.0
+    first: bytes | None = None
+    mixed = False
+    for result in batch.results:
+        task = pop(result.job_id, None)
+        if task is not None:
+            append((task, result))
+            total += result.wall_time
+            digest = task.wire.digest
+            if digest is not first:  # the same function's jobs share one digest object
+                if first is None:
+                    first = digest
+                else:
+                    mixed = True
+    if first is not None:
+        if mixed:
+            batching.learn_results([(task.wire.digest, result.wall_time) for task, result in done])
+        else:
+            batching.learn(first, total / len(done))
+    return done, total

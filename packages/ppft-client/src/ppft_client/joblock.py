@@ -1,0 +1,83 @@
+"""`JOBS_LOCK` and `Sleepers`: the one lock that guards the state of every job, and the condition a job makes
+of it when a thread waits for it.
+
+A `concurrent.futures.Future` keeps a `threading.Condition` of its own: eight objects for the garbage
+collector (the condition, its reentrant lock, five bound methods, a deque), made for every future, though
+most jobs of a busy client are done before anyone waits for them. Jobs share `JOBS_LOCK` instead, which also
+lets the I/O thread claim or finish a whole frame of jobs in one acquisition, and a job makes its
+`Sleepers` only when a thread is about to wait. This module must never run user code, nor block while
+holding the lock.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+
+__all__ = ["JOBS_LOCK", "Sleepers"]
+
+JOBS_LOCK = threading.RLock()
+"""Guards the state of every job. Reentrant, as a `Future`'s own is: `concurrent.futures.wait` acquires the
+`_condition` of each future it is given, here the same lock many times over."""
+
+if hasattr(os, "register_at_fork"):  # a child forked while another thread held it must not inherit it held
+    os.register_at_fork(after_in_child=JOBS_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
+
+_LOCK = JOBS_LOCK
+_allocate_lock = threading.Lock
+
+
+class Sleepers(list):  # type: ignore[type-arg]
+    """One job's `_condition`: the shared `_LOCK`, and the locks of the threads asleep until the job changes.
+
+    It is what `threading.Condition` would be over `_LOCK` (acquire, release, `with`, wait, notify), with
+    the condition's wait list as the object itself, so a job pays one small object for it. Every method but
+    `acquire` and `__enter__` is called with `_LOCK` held, as a condition requires."""
+
+    __slots__ = ()
+
+    def acquire(self, blocking: bool = True, timeout: float = -1) -> bool:
+        return _LOCK.acquire(blocking, timeout)
+
+    def release(self) -> None:
+        _LOCK.release()
+
+    def __enter__(self) -> bool:
+        return _LOCK.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        _LOCK.release()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if not _LOCK._is_owned():  # type: ignore[attr-defined]
+            raise RuntimeError("cannot wait on un-acquired lock")
+        sleeper = _allocate_lock()
+        sleeper.acquire()
+        self.append(sleeper)
+        saved = _LOCK._release_save()  # type: ignore[attr-defined]
+        woken = False
+        try:
+            if timeout is None:
+                woken = sleeper.acquire()
+            elif timeout > 0:
+                woken = sleeper.acquire(True, timeout)
+            else:
+                woken = sleeper.acquire(False)
+            return woken
+        finally:
+            _LOCK._acquire_restore(saved)  # type: ignore[attr-defined]
+            if not woken:
+                try:
+                    self.remove(sleeper)
+                except ValueError:  # notified between the timeout and taking the lock back
+                    pass
+
+    def notify(self, n: int = 1) -> None:
+        for sleeper in self[:n]:
+            sleeper.release()
+        del self[:n]
+
+    def notify_all(self) -> None:
+        for sleeper in self:
+            sleeper.release()
+        self.clear()
