@@ -112,7 +112,7 @@ def test_wrong_secret_is_refused_quickly_and_runs_nothing(cluster, make_client, 
     client = make_client(0, ppservers=(node.address,), secret="another-secret")
     job = client.submit(open, (str(marker), "w"))
     wait_until(lambda: "wrong secret" in caplog.text, 5, "the wrong-secret warning")
-    assert time.monotonic() - start < 2.0
+    assert time.monotonic() - start < 5.0  # typically ~0.05 s; the bound only keeps a loaded CI honest
     assert node.address in caplog.text
     assert not ready_nodes(client)
     assert not job.done() and not marker.exists()
