@@ -28,6 +28,7 @@ from collections.abc import Callable
 from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
 from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_datagram, encode_datagram
 from ppft_worker.loop import Loop, Timer
+from ppft_worker.udp import bind_broadcast_socket, close_registered
 
 __all__ = ["QUERY_INTERVAL", "Discovery", "DiscoveryError", "parse_ppservers"]
 
@@ -149,26 +150,19 @@ class Discovery:
         """Bind the UDP socket and query now and every `QUERY_INTERVAL` seconds; `DiscoveryError` if it
         cannot be bound."""
         bind_to = "" if self.network is not None else self.interface
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
             try:
-                sock.bind((bind_to, self.port))
+                sock = bind_broadcast_socket(bind_to, self.port)
             except OSError as exc:
                 if exc.errno != errno.EADDRNOTAVAIL or not bind_to:
                     raise
                 log.debug("auto-discovery: %s is not an address of this host: listening on all", bind_to)
-                sock.bind(("", self.port))
+                sock = bind_broadcast_socket("", self.port)
         except OSError as exc:
-            sock.close()
             raise DiscoveryError(
                 f"cannot bind the auto-discovery UDP socket to {bind_to or '0.0.0.0'}:{self.port}: "
                 f"{exc.strerror or exc}; free that UDP port, or list the ppservers explicitly (host:port)"
             ) from None
-        sock.setblocking(False)
         self._sock = sock
         self.loop.add_reader(sock.fileno(), self._readable)
         log.debug("auto-discovery: querying %s:%d every %.0f s", self.broadcast, self.port, QUERY_INTERVAL)
@@ -181,11 +175,7 @@ class Discovery:
             self._timer = None
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
-                self.loop.remove_reader(sock.fileno())
-            except RuntimeError:  # the loop's selector is already closed: nothing left to unregister
-                pass
-            sock.close()
+            close_registered(self.loop, sock)
 
     def _tick(self) -> None:
         self.query()

@@ -31,6 +31,7 @@ from ppft_protocol.discovery import (
     encode_datagram,
 )
 from ppft_worker.loop import Loop, Timer
+from ppft_worker.udp import bind_broadcast_socket, close_registered
 
 __all__ = ["ANNOUNCE_INTERVAL", "AnnounceError", "Announcer"]
 
@@ -68,20 +69,13 @@ class Announcer:
 
     def start(self) -> None:
         """Bind the UDP socket, announce now and every `ANNOUNCE_INTERVAL` seconds after."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if hasattr(socket, "SO_REUSEPORT"):
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)
-            sock.bind((self.interface, self.port))
+            sock = bind_broadcast_socket(self.interface, self.port)
         except OSError as exc:
-            sock.close()
             raise AnnounceError(
                 f"cannot bind the auto-discovery UDP socket to {self.interface}:{self.port}: "
                 f"{exc.strerror or exc}; free that UDP port or run without -a"
             ) from None
-        sock.setblocking(False)
         self._sock = sock
         self.loop.add_reader(sock.fileno(), self._readable)
         log.debug(
@@ -97,11 +91,7 @@ class Announcer:
             self._timer = None
         sock, self._sock = self._sock, None
         if sock is not None:
-            try:
-                self.loop.remove_reader(sock.fileno())
-            except RuntimeError:  # the loop's selector is already closed: nothing left to unregister
-                pass
-            sock.close()
+            close_registered(self.loop, sock)
 
     def _tick(self) -> None:
         self.announce()
