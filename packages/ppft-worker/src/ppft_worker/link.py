@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ppft_protocol import Event, JobBatch, NodeInfo, Result, ResultBatch, StatsReply
+from ppft_protocol import Event, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
 from .stream import Stream
-from .tasks import Task, TaskQueue, collect_results, take_batch
+from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
 
 __all__ = ["Link"]
 
@@ -67,13 +67,7 @@ class Link:
             batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
             if not batch:
                 continue
-            for task in batch:
-                body = task.body
-                if body.digest not in bodies:
-                    bodies.add(body.digest)
-                    conn.send(body)
-                inflight[task.wire.job_id] = task
-            conn.send(JobBatch(tuple([task.wire for task in batch])))
+            send_batch(conn, bodies, inflight, batch)
             sent += len(batch)
         if sent:
             self.stream.flush()

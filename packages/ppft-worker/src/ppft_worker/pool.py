@@ -37,7 +37,6 @@ from ppft_protocol import (
     Closed,
     Connection,
     Established,
-    JobBatch,
     NodeInfo,
     ProtocolError,
     Result,
@@ -50,7 +49,7 @@ from .errors import WorkerLostError
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
 from .spawn import describe_exit, worker_command, worker_env
-from .tasks import Task, TaskQueue, collect_results, take_batch
+from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
 
 __all__ = ["WorkerPool"]
 
@@ -416,17 +415,8 @@ class WorkerPool:
         self._write(w, w.conn.data_to_send_parts())
 
     def _send(self, w: _Worker, tasks: list[Task]) -> None:
-        conn = w.conn
-        bodies = w.bodies
-        inflight = w.inflight
-        for task in tasks:
-            body = task.body
-            if body.digest not in bodies:
-                bodies.add(body.digest)
-                conn.send(body)
-            inflight[task.wire.job_id] = task
-        conn.send(JobBatch(tuple([task.wire for task in tasks])))
-        self._write(w, conn.data_to_send_parts())
+        send_batch(w.conn, w.bodies, w.inflight, tasks)
+        self._write(w, w.conn.data_to_send_parts())
 
     def _results(self, w: _Worker, batch: ResultBatch) -> None:
         inflight = w.inflight

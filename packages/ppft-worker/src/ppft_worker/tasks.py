@@ -9,11 +9,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ppft_protocol import FunctionBody, Job, Result, ResultBatch
+from ppft_protocol import Connection, FunctionBody, Job, JobBatch, Result, ResultBatch
 
 from .batching import Batching
 
-__all__ = ["MAX_FRAME_ARGS", "Task", "TaskQueue", "collect_results", "take_batch"]
+__all__ = ["MAX_FRAME_ARGS", "Task", "TaskQueue", "collect_results", "send_batch", "take_batch"]
 
 MAX_FRAME_ARGS = 1 << 20
 """A frame stops taking jobs once their arguments reach this many bytes: jobs are batched by run time,
@@ -104,3 +104,15 @@ def collect_results(
         else:
             batching.learn(first, total / len(done))
     return done, total
+
+
+def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], tasks: list[Task]) -> None:
+    """Queue `tasks` as one frame on `conn`: each function body the peer has not seen goes first, once
+    per connection (`bodies` remembers), and every task is recorded `inflight` by its job id."""
+    for task in tasks:
+        body = task.body
+        if body.digest not in bodies:
+            bodies.add(body.digest)
+            conn.send(body)
+        inflight[task.wire.job_id] = task
+    conn.send(JobBatch(tuple([task.wire for task in tasks])))
