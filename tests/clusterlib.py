@@ -22,6 +22,19 @@ import pytest
 SECRET = "integration-test-secret"
 
 
+_TIED = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def tied_to_this_process(argv: list[str]) -> list[str]:
+    """`argv`, started through a trampoline that sets PR_SET_PDEATHSIG and then execs it: the daemon a
+    test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
+    fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
+    return [sys.executable, "-c", _TIED, *argv]
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -98,7 +111,9 @@ class Cluster:
         log = self.tmp_path / f"{name}-{len(self.procs)}.log"
         env = dict(os.environ, PPFT_SECRET="not-the-cluster-secret")
         with open(log, "wb") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            popen = subprocess.Popen(
+                tied_to_this_process(argv), stdout=out, stderr=subprocess.STDOUT, env=env
+            )
         proc = Proc(popen, log=str(log))
         self.procs.append(proc)
         return proc

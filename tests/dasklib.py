@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from clusterlib import Proc, free_port, listening, wait_until
+from clusterlib import Proc, free_port, listening, tied_to_this_process, wait_until
 
 WORKER_SCRIPT = str(Path(__file__).with_name("dask_worker_without_ppft.py"))
 
@@ -65,7 +65,9 @@ class DaskCluster:
     def _spawn(self, argv: list[str], name: str) -> Proc:
         log = self.tmp_path / f"dask-{name}-{len(self.procs)}.log"
         with open(log, "wb") as out:
-            popen = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=self.env)
+            popen = subprocess.Popen(
+                tied_to_this_process(argv), stdout=out, stderr=subprocess.STDOUT, env=self.env
+            )
         proc = Proc(popen, log=str(log))
         self.procs.append(proc)
         return proc

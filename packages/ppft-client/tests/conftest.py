@@ -13,6 +13,18 @@ import pytest
 
 import ppft_client
 
+_TIED = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def tied_to_this_process(argv: list[str]) -> list[str]:
+    """`argv`, started through a trampoline that sets PR_SET_PDEATHSIG and then execs it: the daemon a
+    test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
+    fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
+    return [sys.executable, "-c", _TIED, *argv]
+
 
 def pid_alive(pid: int) -> bool:
     """True while `pid` is a running (not zombie) process."""
@@ -70,8 +82,9 @@ def run_script(tmp_path):  # type: ignore[no-untyped-def]
         path = tmp_path / f"script_{len(procs)}.py"
         path.write_text(source)
         proc = subprocess.Popen(
-            [sys.executable, str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, text=True, cwd=str(tmp_path), **kwargs,  # type: ignore[call-overload]
+            tied_to_this_process([sys.executable, str(path)]), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=str(tmp_path),
+            **kwargs,  # type: ignore[call-overload]
         )  # fmt: skip
         procs.append(proc)
         return proc

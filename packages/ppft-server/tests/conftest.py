@@ -69,12 +69,25 @@ def free_port() -> int:
     raise AssertionError("no free port found")
 
 
+_TIED = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def tied_to_this_process(argv: list[str]) -> list[str]:
+    """`argv`, started through a trampoline that sets PR_SET_PDEATHSIG and then execs it: the daemon a
+    test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
+    fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
+    return [sys.executable, "-c", _TIED, *argv]
+
+
 class Ppserver:
     """A ppserver subprocess, its stderr collected line by line by a reader thread."""
 
     def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "ppft_server", *args],
+            tied_to_this_process([sys.executable, "-m", "ppft_server", *args]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
