@@ -22,13 +22,12 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
-import socket
 from collections.abc import Callable
 
 from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
 from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_datagram, encode_datagram
-from ppft_worker.loop import Loop, Timer
-from ppft_worker.udp import bind_broadcast_socket, close_registered
+from ppft_worker.loop import Loop
+from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
 
 __all__ = ["QUERY_INTERVAL", "Discovery", "DiscoveryError", "parse_ppservers"]
 
@@ -121,7 +120,7 @@ def _wildcard_network(interface: str, broadcast: str) -> ipaddress.IPv4Network |
     return ipaddress.IPv4Network((low, 32 - host_bits.bit_length()))
 
 
-class Discovery:
+class Discovery(BroadcastEndpoint):
     """Finds ppservers announcing themselves on (broadcast, port); `on_found(address, tcp_port)` once each."""
 
     def __init__(
@@ -133,7 +132,7 @@ class Discovery:
         port: int,
         on_found: Callable[[str, int], None],
     ) -> None:
-        self.loop = loop
+        super().__init__(loop)
         self.interface = interface
         self.broadcast = broadcast
         self.port = port
@@ -141,8 +140,6 @@ class Discovery:
         self.network = _wildcard_network(interface, broadcast)
         self.found: set[Address] = set()
         self._refused: set[Address] = set()
-        self._sock: socket.socket | None = None
-        self._timer: Timer | None = None
         self._send_failed = False
         self._query = encode_datagram(Query())
 
@@ -163,23 +160,14 @@ class Discovery:
                 f"cannot bind the auto-discovery UDP socket to {bind_to or '0.0.0.0'}:{self.port}: "
                 f"{exc.strerror or exc}; free that UDP port, or list the ppservers explicitly (host:port)"
             ) from None
-        self._sock = sock
-        self.loop.add_reader(sock.fileno(), self._readable)
         log.debug("auto-discovery: querying %s:%d every %.0f s", self.broadcast, self.port, QUERY_INTERVAL)
-        self._tick()
+        self._listen(sock)
 
-    def close(self) -> None:
-        """Stop discovering and close the socket (idempotent; also after the loop was closed)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            close_registered(self.loop, sock)
+    def _interval(self) -> float:
+        return QUERY_INTERVAL
 
-    def _tick(self) -> None:
+    def _send(self) -> None:
         self.query()
-        self._timer = self.loop.call_later(QUERY_INTERVAL, self._tick)
 
     def query(self) -> None:
         """Broadcast one `Query` now."""

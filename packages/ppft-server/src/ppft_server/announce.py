@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import errno
 import logging
-import socket
 
 from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
 from ppft_protocol.discovery import (
@@ -30,8 +29,8 @@ from ppft_protocol.discovery import (
     decode_datagram,
     encode_datagram,
 )
-from ppft_worker.loop import Loop, Timer
-from ppft_worker.udp import bind_broadcast_socket, close_registered
+from ppft_worker.loop import Loop
+from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
 
 __all__ = ["ANNOUNCE_INTERVAL", "AnnounceError", "Announcer"]
 
@@ -47,13 +46,13 @@ class AnnounceError(PPFTError):
     """The auto-discovery socket cannot be set up (for example the UDP port is taken without sharing)."""
 
 
-class Announcer:
+class Announcer(BroadcastEndpoint):
     """Broadcasts this ppserver's `Announce` on (broadcast, port) and answers clients' queries at once."""
 
     def __init__(
         self, loop: Loop, *, interface: str, broadcast: str, port: int, tcp_port: int, name: str
     ) -> None:
-        self.loop = loop
+        super().__init__(loop)
         self.interface = interface
         self.broadcast = broadcast
         self.port = port
@@ -61,8 +60,6 @@ class Announcer:
         encoded = name.encode("utf-8", "replace")[:MAX_NAME_BYTES]
         self.name = encoded.decode("utf-8", "ignore")  # a name cut in a character loses that character
         self._datagram = encode_datagram(Announce(tcp_port, *PROTOCOL_VERSIONS, self.name))
-        self._sock: socket.socket | None = None
-        self._timer: Timer | None = None
         self._failures: set[int] = set()  # errnos of failed sends already logged
         self.announcements = 0
         """Announcements sent so far (for tests and the debug log)."""
@@ -76,26 +73,17 @@ class Announcer:
                 f"cannot bind the auto-discovery UDP socket to {self.interface}:{self.port}: "
                 f"{exc.strerror or exc}; free that UDP port or run without -a"
             ) from None
-        self._sock = sock
-        self.loop.add_reader(sock.fileno(), self._readable)
         log.debug(
             "auto-discovery: listening on UDP %s:%d, announcing TCP port %d to %s:%d every %.0f s",
             self.interface, self.port, self.tcp_port, self.broadcast, self.port, ANNOUNCE_INTERVAL,
         )  # fmt: skip
-        self._tick()
+        self._listen(sock)
 
-    def close(self) -> None:
-        """Stop announcing and close the socket (idempotent; also after the loop was closed)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        sock, self._sock = self._sock, None
-        if sock is not None:
-            close_registered(self.loop, sock)
+    def _interval(self) -> float:
+        return ANNOUNCE_INTERVAL
 
-    def _tick(self) -> None:
+    def _send(self) -> None:
         self.announce()
-        self._timer = self.loop.call_later(ANNOUNCE_INTERVAL, self._tick)
 
     def announce(self) -> None:
         """Send one `Announce` to (broadcast, port) now."""
