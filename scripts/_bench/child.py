@@ -155,7 +155,9 @@ def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
 
         remote = params.get("remote")
         if remote:
-            return _ClassicBackend(pp.Server(0, ppservers=(remote,), secret=params["secret"]))
+            # seal= only when asked: ppft 1.7.8 has no such keyword
+            sealing = {"seal": False} if params.get("unsealed") else {}
+            return _ClassicBackend(pp.Server(0, ppservers=(remote,), secret=params["secret"], **sealing))
         return _ClassicBackend(pp.Server(WORKERS))
     raise SystemExit(f"unknown backend {backend!r}: expected ppe, executor, classic, dask, bare or bare-tcp")
 
@@ -311,6 +313,8 @@ def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     try:
         _warm_up(b)
+        if "unsealed" in params:
+            out["sealed"] = _check_sealing(b, not params["unsealed"])
         for size, count in params["sizes"]:
             data = bytes(range(256)) * (size // 256)
             rates = []
@@ -325,6 +329,19 @@ def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     finally:
         b.close()
     return out
+
+
+def _check_sealing(b: _Backend, sealed: bool) -> bool:
+    """That every remote link of our `Server` is sealed (or unsealed) as the figure will be labelled."""
+    assert isinstance(b, _ClassicBackend)
+    nodes = b.server._scheduler.nodes
+    states = [node.sealed for node in nodes]
+    if not states or any(state is not sealed for state in states):
+        raise BenchValueError(
+            f"the remote links are {'sealed' if sealed else 'unsealed'}-labelled but their channels say "
+            f"sealed={states}: the figure would be mislabelled"
+        )
+    return sealed
 
 
 def scenario_executor(backend: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -224,8 +224,10 @@ def _free_ports(count: int) -> list[int]:
 
 
 @contextlib.contextmanager
-def ppservers(cmd: list[str], secret: str, count: int, workers: int) -> Iterator[list[str]]:
-    """`count` ppservers `cmd -w WORKERS -p PORT -i 127.0.0.1 -s SECRET`, started at once (their
+def ppservers(
+    cmd: list[str], secret: str, count: int, workers: int, extra: tuple[str, ...] = ()
+) -> Iterator[list[str]]:
+    """`count` ppservers `cmd -w WORKERS -p PORT -i 127.0.0.1 -s SECRET [EXTRA...]`, started at once (their
     interpreters boot in parallel) and each killed by its PID's process group when the block ends;
     yields their "127.0.0.1:PORT" addresses once every one listens."""
     ports = _free_ports(count)
@@ -235,7 +237,7 @@ def ppservers(cmd: list[str], secret: str, count: int, workers: int) -> Iterator
         try:
             for port in ports:
                 log_file = os.path.join(tmp, f"server-{port}.log")
-                args = [*cmd, "-w", str(workers), "-p", str(port), "-i", "127.0.0.1", "-s", secret]
+                args = [*cmd, "-w", str(workers), "-p", str(port), "-i", "127.0.0.1", "-s", secret, *extra]
                 started.append((_spawn(args, log_file), port, log_file))
             deadline = time.monotonic() + timeout
             waiting = list(started)

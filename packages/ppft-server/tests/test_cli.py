@@ -299,6 +299,7 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[FakeServer]) -
         "restart": True,
         "socket_timeout": 30.0,
         "idle_timeout": 5.0,
+        "allow_plain_loopback": False,
     }
 
 

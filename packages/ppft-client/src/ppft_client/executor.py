@@ -33,11 +33,14 @@ class Executor(concurrent.futures.Executor):
         secret: str | bytes | None = None,
         restart: bool = False,
         proto: int | None = None,
+        seal: bool = True,
     ) -> None:
+        """The keywords are `Server`'s (`seal=False`: unsealed links to ppservers on this machine that
+        allow it)."""
         if max_workers is not None and max_workers < 0:
             raise ValueError("max_workers must be >= 0")
         ncpus: int | str = "autodetect" if max_workers is None else max_workers
-        self._server = Server(ncpus, ppservers, secret, restart, proto)
+        self._server = Server(ncpus, ppservers, secret, restart, proto, seal=seal)
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
 

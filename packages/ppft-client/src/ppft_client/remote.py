@@ -8,6 +8,10 @@ in-flight jobs back to the scheduler at once, to run elsewhere; a persistent nod
 backoff (0.5 s doubling to 10 s; 60 s after a wrong secret, a legacy or an incompatible server) and takes
 work again when it returns. A job lost with its node is requeued; lost three times, it fails with
 `NodeLostError`.
+
+The channel is sealed unless the client was made with `seal=False`, the connected socket's peer address is a
+loopback address and the ppserver grants it (`--allow-plain-loopback`): an unsealed link is never offered to
+anything but this machine, whatever name the node was given.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import socket
 from collections.abc import Callable
 
 from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role
+from ppft_worker.addresses import is_loopback
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop, Timer
 from ppft_worker.stream import Stream
@@ -58,7 +63,9 @@ class RemoteNode:
         on_results: Callable[[list[tuple[Task, Result]], str], None],
         on_lost: Callable[[list[Task], str, str], None],
         silence_timeout: float = 10.0,
+        seal: bool = True,
     ) -> None:
+        """`seal=False`: offer an unsealed channel when the connected peer is on this machine."""
         self.loop = loop
         self.host = host
         self.port = port
@@ -68,6 +75,8 @@ class RemoteNode:
         self.last_error = ""
         self.closed = False
         self._secret = secret
+        self._seal = seal
+        self._sealed: bool | None = None  # of the established connection; None while there is none
         self._on_results = on_results
         self._on_lost = on_lost
         self._silence_timeout = silence_timeout
@@ -95,6 +104,11 @@ class RemoteNode:
     @property
     def job_time(self) -> float:
         return self._time_before + (self.link.job_time if self.link is not None else 0.0)
+
+    @property
+    def sealed(self) -> bool | None:
+        """Whether the current connection's channel is sealed; None while the node is not connected."""
+        return self._sealed
 
     @property
     def inflight(self) -> int:
@@ -161,7 +175,8 @@ class RemoteNode:
             self._drop_socket()
             self._failed(_CONNECT_ERRORS.get(err, os.strerror(err)))
             return
-        conn = Connection(Role.CLIENT, self._secret, comment=f"ppft {__version__} client")
+        offer = not self._seal and _is_loopback(sock)
+        conn = Connection(Role.CLIENT, self._secret, allow_plain=offer, comment=f"ppft {__version__} client")
         self._stream = Stream(
             self.loop, sock, conn, peer=f"ppserver {self.name}", on_event=self._event, on_close=self._closed,
             silence_timeout=self._silence_timeout,
@@ -179,6 +194,11 @@ class RemoteNode:
 
     def _event(self, event: Event) -> None:
         if isinstance(event, Established):
+            self._sealed = event.sealed
+            if not event.sealed:
+                log.info("link to %s unsealed: loopback, both ends agreed", self.name)
+            elif not self._seal:
+                log.info("link to %s sealed: %s", self.name, self._why_sealed())
             return
         if self.link is None:
             if isinstance(event, NodeInfo):
@@ -197,9 +217,16 @@ class RemoteNode:
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         self._on_results(pairs, self.name)
 
+    def _why_sealed(self) -> str:
+        sock = self._sock
+        if sock is None or not _is_loopback(sock):
+            return "not a loopback peer, so no unsealed link was offered"
+        return "the ppserver did not agree to an unsealed link (start it with --allow-plain-loopback)"
+
     def _closed(self, reason: str) -> None:
         self._stream = None
         self._sock = None
+        self._sealed = None
         link = self.link
         self.link = None
         tasks: list[Task] = []
@@ -226,3 +253,12 @@ class RemoteNode:
             self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
         else:
             self.closed = True
+
+
+def _is_loopback(sock: socket.socket) -> bool:
+    """Whether `sock` is connected to a loopback address: the address the kernel connected to, not the name
+    the node was given."""
+    try:
+        return is_loopback(str(sock.getpeername()[0]))
+    except (OSError, IndexError):
+        return False

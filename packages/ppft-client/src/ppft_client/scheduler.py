@@ -191,13 +191,16 @@ class Scheduler:
         """Run `fn` on the I/O thread."""
         self.loop.call_soon_threadsafe(fn)
 
-    def add_remote(self, host: str, port: int, secret: bytes, *, persistent: bool = True) -> None:
-        """Connect to a ppserver (from any thread); a second call for the same address does nothing."""
+    def add_remote(
+        self, host: str, port: int, secret: bytes, *, persistent: bool = True, seal: bool = True
+    ) -> None:
+        """Connect to a ppserver (from any thread); a second call for the same address does nothing.
+        `seal=False`: ask for an unsealed channel if the ppserver turns out to be on this machine."""
 
         def make() -> Node:
             return RemoteNode(
                 self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
-                on_lost=self._node_lost, silence_timeout=self.silence_timeout,
+                on_lost=self._node_lost, silence_timeout=self.silence_timeout, seal=seal,
             )  # fmt: skip
 
         self.add_node(f"{host}:{port}", make)

@@ -63,22 +63,32 @@ class Server:
         restart: bool = False,
         proto: int | None = None,
         socket_timeout: float = 3600,
+        *,
+        seal: bool = True,
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
         $PPFT_SECRET or ~/.ppft/secret); `restart`: a fresh worker process for every job; `proto`: the
         pickle protocol (left out: the highest); `socket_timeout`: seconds before a silent remote link is
-        given up."""
+        given up; `seal=False`: links to ppservers on this machine (loopback) that allow it
+        (`--allow-plain-loopback`) are left unencrypted, which saves the cost of sealing large payloads;
+        every other link stays sealed (docs/security.md)."""
         if not isinstance(ppservers, tuple):
             raise TypeError("ppservers argument must be a tuple")
         if secret is not None and not isinstance(secret, (str, bytes)):
             raise TypeError("secret must be of a string type")
+        if not isinstance(seal, bool):
+            raise TypeError(
+                f"seal must be True or False (False: unsealed links to ppservers on this machine), "
+                f"not {type(seal).__name__} {seal!r}"
+            )
         self.logger = logging.getLogger("ppft")
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
         self.ppservers: list[tuple[str, int]] = direct
         self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
         self.secret = secret
+        self._seal = seal
         self._secret_bytes: bytes | None = None
         self._discoveries: list[Discovery] = []
         self.socket_timeout = socket_timeout
@@ -230,7 +240,7 @@ class Server:
 
     def connect1(self, host: str, port: int, persistent: bool = True) -> None:
         """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops)."""
-        self._scheduler.add_remote(host, int(port), self._secret(), persistent=persistent)
+        self._scheduler.add_remote(host, int(port), self._secret(), persistent=persistent, seal=self._seal)
 
     def _secret(self) -> bytes:
         if self._secret_bytes is None:
@@ -241,7 +251,7 @@ class Server:
         secret = self._secret()
 
         def found(host: str, tcp_port: int) -> None:
-            self._scheduler.add_remote(host, tcp_port, secret, persistent=True)
+            self._scheduler.add_remote(host, tcp_port, secret, persistent=True, seal=self._seal)
 
         def start() -> None:
             discovery = Discovery(

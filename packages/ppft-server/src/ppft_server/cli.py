@@ -1,9 +1,10 @@
 """`ppserver`: the command line of the ppft network server (console script and `python -m ppft_server`).
 
-Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form; `-c` reads ppft's
-INI config file (`[general]`: secret, debug, workers, proto, restart, pid_file; `[network]`: autodiscovery,
-interface, broadcast, port, timeout, socket_timeout), and flags given on the command line override it,
-wherever they stand. Then it binds, writes the pid file, starts auto-discovery (`-a`) and serves until
+Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form (beside them, ppft 2's
+`--secret-file` and `--allow-plain-loopback`); `-c` reads ppft's INI config file (`[general]`: secret, debug,
+workers, proto, restart, pid_file; `[network]`: autodiscovery, interface, broadcast, port, timeout,
+socket_timeout, allow_plain_loopback), and flags given on the command line override it, wherever they
+stand. Then it binds, writes the pid file, starts auto-discovery (`-a`) and serves until
 SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file removed), or `-t` seconds
 without a client. SIGUSR1 prints the statistics table to stderr.
 
@@ -134,6 +135,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="socket timeout in seconds",
     )
     add("-P", "--pid-file", metavar="PIDFILE", help="file to write the process id to")
+    add(
+        "--allow-plain-loopback",
+        action="store_true",
+        help="grant an unsealed (authenticated, not encrypted) channel to a client that asks for one "
+        "(Server(seal=False)), only when it connects from a loopback address; others stay sealed",
+    )
     return p
 
 
@@ -239,6 +246,7 @@ def _serve(settings: Settings, secret: bytes) -> int:
         restart=settings.restart,
         socket_timeout=settings.socket_timeout,
         idle_timeout=settings.timeout,
+        allow_plain_loopback=settings.allow_plain_loopback,
     )
     try:
         host, port = server.bind()
@@ -279,6 +287,8 @@ def _serve(settings: Settings, secret: bytes) -> int:
                 announcer = None
                 return _fail(str(exc), EXIT_RUNTIME)
             discovery = f", auto-discovery on UDP {settings.broadcast}:{port}"
+        if settings.allow_plain_loopback:
+            discovery += ", unsealed links granted to loopback clients that ask"
         log.info(
             "ppserver %s (pid %d) listening on %s:%d with %d worker(s)%s",
             __version__, os.getpid(), host, port, workers, discovery,

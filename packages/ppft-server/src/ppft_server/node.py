@@ -35,6 +35,7 @@ from ppft_protocol import (
     StatsReply,
     StatsRequest,
 )
+from ppft_worker.addresses import is_loopback
 from ppft_worker.intake import ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
@@ -53,14 +54,14 @@ log = logging.getLogger("ppft.server")
 class _Session:
     """One authenticated peer: a client sending jobs, or dial-in workers offering to run them."""
 
-    def __init__(self, server: NodeServer, sock: socket.socket, peer: str) -> None:
+    def __init__(self, server: NodeServer, sock: socket.socket, peer: str, *, allow_plain: bool) -> None:
         self.server = server
         self.peer = peer
         self.bodies: dict[bytes, FunctionBody] = {}
         self.lane: deque[Task] = deque()
         self.link: Link | None = None
         self.authenticated = False
-        conn = Connection(Role.SERVER, server.secret, allow_plain=server.allow_plain)
+        conn = Connection(Role.SERVER, server.secret, allow_plain=allow_plain)
         self.stream = Stream(
             server.loop, sock, conn, peer=peer, on_event=self._event, on_close=self._closed,
             handshake_timeout=server.handshake_timeout, silence_timeout=server.silence_timeout,
@@ -106,12 +107,14 @@ class NodeServer:
         socket_timeout: float = 3600.0,
         idle_timeout: float | None = None,
         name: str | None = None,
-        allow_plain: bool = False,
+        allow_plain_loopback: bool = False,
     ) -> None:
+        """`allow_plain_loopback`: grant an unsealed channel to a peer that asks for one, when it connects
+        from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks."""
         self.host = host
         self.port = port
         self.secret = secret
-        self.allow_plain = allow_plain
+        self.allow_plain_loopback = allow_plain_loopback
         self.idle_timeout = idle_timeout
         self.handshake_timeout = 5.0
         self.silence_timeout = max(2.0, min(socket_timeout, 10.0))
@@ -216,8 +219,16 @@ class NodeServer:
                 sock.close()
                 continue
             peer = f"{addr[0]}:{addr[1]}"
-            self.sessions.add(_Session(self, sock, peer))
+            self.sessions.add(_Session(self, sock, peer, allow_plain=self.grants_plain(addr[0])))
             self._idle_since = None
+
+    def grants_plain(self, host: str) -> bool:
+        """Whether a peer connecting from address `host` may have an unsealed channel (if it asks too).
+
+        Only with `allow_plain_loopback`, and only from 127.0.0.0/8, ::1 or ::ffff:127.x: both ends are then
+        on this machine, where no network can see the traffic; the peer address is the accepted socket's,
+        which the peer cannot choose beyond the host it connects from."""
+        return self.allow_plain_loopback and is_loopback(host)
 
     def session_authenticated(self, session: _Session) -> None:
         log.info("client %s authenticated", session.peer)

@@ -2,9 +2,10 @@
 
 `Settings` starts from ppft 1.7's defaults; `read_config` reads ppft's INI config file (`ppserver -c`:
 `[general]` secret, secret_file, debug, workers, proto, restart, pid_file; `[network]` autodiscovery,
-interface, broadcast, port, timeout, socket_timeout) with the standard library, values written as ppft's
-ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is checked by the same
-function whether it comes from a flag or from the file, so both say the same thing about a bad one.
+interface, broadcast, port, timeout, socket_timeout, allow_plain_loopback) with the standard library, values
+written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is checked
+by the same function whether it comes from a flag or from the file, so both say the same thing about a bad
+one.
 
 This module only reads: it must never start anything, print, or hold a secret longer than the `Settings`.
 """
@@ -73,6 +74,7 @@ class Settings:
     timeout: float | None = None
     socket_timeout: float = 3600.0
     pid_file: str | None = None
+    allow_plain_loopback: bool = False  # grant an unsealed channel to a loopback client that asks for one
     warnings: list[str] = field(default_factory=list)  # config file remarks, logged once logging is set up
 
 
@@ -170,6 +172,7 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "port": ("port", parse_port),
         "timeout": ("timeout", parse_seconds),
         "socket_timeout": ("socket_timeout", parse_seconds),
+        "allow_plain_loopback": ("allow_plain_loopback", parse_boolean),
     },
 }
 

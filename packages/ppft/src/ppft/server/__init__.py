@@ -87,6 +87,7 @@ class NetworkServer:
             restart=settings.restart,
             socket_timeout=settings.socket_timeout,
             idle_timeout=settings.timeout,
+            allow_plain_loopback=settings.allow_plain_loopback,
         )
         try:
             self.host, self.port = self.node.bind()
