@@ -47,6 +47,20 @@ class FairQueue:
             lanes.popleft()
         return task
 
+    def single_lane(self) -> deque[Task] | None:
+        """The lane of the only client with queued jobs, when nothing was requeued: nodes may take from it
+        directly (fairness has no one to be fair to), then `prune()` must run before the next `popleft`."""
+        lanes = self._lanes
+        if len(lanes) == 1 and not self._front:
+            return lanes[0]
+        return None
+
+    def prune(self) -> None:
+        """Forget lanes emptied through `single_lane()`."""
+        lanes = self._lanes
+        if lanes and not lanes[0]:
+            lanes.popleft()
+
     def extend(self, lane: deque[Task], tasks: Iterable[Task]) -> None:
         """Append `tasks` to a client's `lane`, and give the lane a turn if it had none."""
         was_empty = not lane

@@ -20,6 +20,7 @@ import logging
 import socket
 import time
 from collections import deque
+from typing import cast
 
 from ppft_protocol import (
     Cancel,
@@ -36,7 +37,7 @@ from ppft_protocol import (
     StatsRequest,
 )
 from ppft_worker.addresses import is_loopback
-from ppft_worker.intake import ServedTask, take_jobs
+from ppft_worker.intake import Owner, ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
@@ -280,11 +281,19 @@ class NodeServer:
         session.lane.extend(kept)
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
-        """Results from the pool or a dial-in link, back to the sessions that sent the jobs."""
-        by_stream: dict[Stream, list[Result]] = {}
-        for task, result in pairs:
-            served: ServedTask = task  # type: ignore[assignment]
-            by_stream.setdefault(served.owner, []).append(served.result_for_peer(result))  # type: ignore[arg-type]
+        """Results from the pool or a dial-in link, back to the sessions that sent the jobs (a frame's
+        results usually all belong to one session: they then go back as one frame, unsorted)."""
+        served = cast("list[tuple[ServedTask, Result]]", pairs)  # the tasks this server queued
+        if not served:
+            return
+        owner = served[0][0].owner
+        if all(task.owner is owner for task, _ in served):
+            if not owner.closed:
+                owner.send(ResultBatch(tuple([task.result_for_peer(result) for task, result in served])))
+            return
+        by_stream: dict[Owner, list[Result]] = {}
+        for task, result in served:
+            by_stream.setdefault(task.owner, []).append(task.result_for_peer(result))
         for stream, results in by_stream.items():
             if not stream.closed:
                 stream.send(ResultBatch(tuple(results)))
@@ -293,11 +302,13 @@ class NodeServer:
         queue = self.queue
         if not queue:
             return
-        self.pool.dispatch(queue)
+        source = queue.single_lane() or queue  # one client alone: its lane directly, a deque's C methods
+        self.pool.dispatch(source)
         for link in self.links:
-            if not queue:
+            if not source:
                 break
-            link.dispatch(queue)
+            link.dispatch(source)
+        queue.prune()
 
     # -- statistics ------------------------------------------------------------------------------------
 

@@ -9,10 +9,21 @@ answered at once with an error result instead of being queued.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Protocol
 
-from ppft_protocol import FunctionBody, Job, JobBatch, Result
+from ppft_protocol import FunctionBody, Job, JobBatch, Message, Result
 
-__all__ = ["ServedTask", "take_jobs", "unknown_function_result"]
+__all__ = ["Owner", "ServedTask", "take_jobs", "unknown_function_result"]
+
+_new_tuple = tuple.__new__
+
+
+class Owner(Protocol):
+    """Whoever sent a job (a `Stream`): where its result goes, and whether anyone still wants it."""
+
+    closed: bool
+
+    def send(self, message: Message) -> None: ...
 
 
 class ServedTask:
@@ -20,7 +31,7 @@ class ServedTask:
 
     __slots__ = ("attempts", "body", "client_id", "owner", "solo", "wire")
 
-    def __init__(self, wire: Job, body: FunctionBody, owner: object, client_id: int) -> None:
+    def __init__(self, wire: Job, body: FunctionBody, owner: Owner, client_id: int) -> None:
         self.wire = wire
         self.body = body
         self.owner = owner  # whoever sent it; `closed` tells whether anyone still wants the result
@@ -29,14 +40,15 @@ class ServedTask:
         self.solo = False
 
     def claim(self) -> bool:
-        return not getattr(self.owner, "closed", False)
+        return not self.owner.closed
 
     def result_for_peer(self, result: Result) -> Result:
-        return result._replace(job_id=self.client_id)
+        # tuple.__new__ rather than `_replace`: a quarter of the cost, once per job on ppserver's hot path
+        return _new_tuple(Result, (self.client_id, *result[1:]))
 
 
 def take_jobs(
-    bodies: dict[bytes, FunctionBody], batch: JobBatch, ids: Iterator[int], owner: object
+    bodies: dict[bytes, FunctionBody], batch: JobBatch, ids: Iterator[int], owner: Owner
 ) -> tuple[list[ServedTask], list[Result]]:
     """The batch as tasks renumbered from `ids`, and error results for jobs whose body is unknown."""
     tasks: list[ServedTask] = []
