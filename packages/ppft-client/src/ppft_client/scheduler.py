@@ -114,15 +114,32 @@ class Scheduler:
         self._finished_counts: dict[str, int] = {}  # per group, since the start
         self._finished_total = 0
         self.pool = WorkerPool(
-            self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart
-        )
+            self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
+            fork_threads=1,
+        )  # fmt: skip
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self._callbacks = _CallbackThread(self._finished)
         self.loop.on_idle = self._dispatch
         self._thread = threading.Thread(target=self._run, name="ppft-io", daemon=True)
-        # Workers are started by the I/O thread: PR_SET_PDEATHSIG ties them to the thread that spawned them,
-        # and the caller's thread may end long before this server does.
-        self.loop.call_soon_threadsafe(self.pool.start)
+        # PR_SET_PDEATHSIG ties a worker to the thread that started it. The main thread lasts as long as the
+        # process, so when the caller is the main thread and the process's only thread, the workers start
+        # here, before the I/O thread exists, and are forked: a single-threaded process is the one moment a
+        # fork cannot inherit a lock some other thread holds (ppft_worker.forkstart). Otherwise the caller's
+        # thread may end before this server does: the I/O thread starts them, by exec.
+        why_exec = self.pool.why_exec()
+        if not why_exec and threading.current_thread() is not threading.main_thread():
+            why_exec = "Server() is called from a thread other than the main one"
+        if why_exec:
+            self.pool.fork_threads = None
+            log.debug("local workers start by exec, on the I/O thread: %s", why_exec)
+            self.loop.call_soon_threadsafe(self.pool.start)
+        else:
+            try:
+                self.pool.start()
+            except BaseException:
+                self.pool.close()
+                self.loop.close()
+                raise
         self._thread.start()
 
     # -- any thread ------------------------------------------------------------------------------------

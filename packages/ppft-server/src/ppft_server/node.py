@@ -124,8 +124,10 @@ class NodeServer:
         self.queue = FairQueue()
         self.links: list[Link] = []
         self.sessions: set[_Session] = set()
+        # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
+        # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
-                               restart=restart)  # fmt: skip
+                               restart=restart, fork_threads=1)  # fmt: skip
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)

@@ -14,6 +14,10 @@ follows the measured job time (about 2 ms of work per frame, at most 256 jobs); 
 one at a time with no prefetch, so a slow job never holds a queue of others hostage. Until the first result
 arrives a worker gets one job, since nothing is known yet about the jobs' length.
 
+Start: the workers that `start` launches are forked (`forkstart`) when the owner passed `fork_threads` and the
+process has exactly that many threads at that moment; every other worker (a replacement, growth, all of them
+with `restart=True`) is exec'd (`spawn`). `start_methods()` tells which each worker got.
+
 Deaths: a worker's jobs are run in the order they were sent, so the first unfinished one is the suspect. When
 a worker dies with several jobs in flight, every one of them is requeued and the suspect is marked `solo`: it
 will run alone next time. A job is charged an attempt only when its worker dies while it runs alone, so one
@@ -24,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import fcntl
 import logging
 import os
 import pickle
@@ -46,16 +49,16 @@ from ppft_protocol import (
 
 from .batching import Batching
 from .errors import WorkerLostError
+from .forkstart import WorkerProcess, prepare_fork, why_not_fork
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
-from .spawn import describe_exit, worker_command, worker_env
+from .spawn import describe_exit, start_worker
 from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
 
 __all__ = ["WorkerPool"]
 
 log = logging.getLogger("ppft.pool")
 
-_F_SETPIPE_SZ = 1031
 _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
 
 
@@ -65,6 +68,7 @@ class _Worker:
         "conn",
         "index",
         "inflight",
+        "method",
         "out",
         "pid",
         "proc",
@@ -76,14 +80,16 @@ class _Worker:
         "wfd",
     )
 
-    def __init__(self, index: int, proc: subprocess.Popen[bytes], conn: Connection) -> None:
-        assert proc.stdin is not None and proc.stdout is not None
+    def __init__(
+        self, index: int, proc: WorkerProcess, rfd: int, wfd: int, conn: Connection, method: str
+    ) -> None:
         self.index = index
         self.proc = proc
         self.pid = proc.pid
         self.conn = conn
-        self.rfd = proc.stdout.fileno()
-        self.wfd = proc.stdin.fileno()
+        self.rfd = rfd  # results from the worker; -1 once closed
+        self.wfd = wfd  # jobs to the worker; -1 once closed
+        self.method = method  # "fork" or "exec"
         self.out = OutBuffer()
         self.inflight: dict[int, Task] = {}
         self.bodies: set[bytes] = set()
@@ -108,11 +114,16 @@ class WorkerPool:
         on_requeue: Callable[[list[Task]], None],
         restart: bool = False,
         max_attempts: int = 3,
+        fork_threads: int | None = None,
     ) -> None:
+        """`fork_threads`: fork the workers `start` launches if the process then has exactly this many
+        threads (its owner knows which they are and that none holds a lock the child needs); None: always
+        exec. The environment variable PPFT_START=exec forces exec."""
         self.loop = loop
         self.size = size
         self.restart = restart
         self.max_attempts = max_attempts
+        self.fork_threads = fork_threads  # the owner may set it to None before `start` runs
         self.jobs_done = 0
         self.job_time = 0.0
         self.broken_reason = ""  # set while workers keep failing to start
@@ -121,7 +132,7 @@ class WorkerPool:
         self._on_requeue = on_requeue
         self._secret = os.urandom(32)
         self._workers: list[_Worker] = []
-        self._dying: list[subprocess.Popen[bytes]] = []
+        self._dying: list[WorkerProcess] = []
         self._next_index = 0
         self._batching = Batching(one_at_a_time=restart)
         self._start_failures = 0
@@ -132,8 +143,9 @@ class WorkerPool:
     # -- the owner's interface -------------------------------------------------------------------------
 
     def start(self) -> None:
-        """Start the workers, all at once: their interpreters boot in parallel."""
-        self._fill()
+        """Start the workers, all at once, forked if `fork_threads` says that is safe (their interpreters
+        boot in parallel if they are exec'd)."""
+        self._fill(first=True)
 
     @property
     def workers(self) -> int:
@@ -143,6 +155,16 @@ class WorkerPool:
     @property
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
+
+    def why_exec(self) -> str:
+        """Why `start` would exec a worker now rather than fork it; "" if it would fork."""
+        if self.restart:
+            return "restart=True: every worker is a fresh exec'd process"
+        return why_not_fork(self.fork_threads)
+
+    def start_methods(self) -> dict[int, str]:
+        """How each live worker was started, by pid: "fork" or "exec"."""
+        return {w.pid: w.method for w in self._workers}
 
     @property
     def inflight(self) -> int:
@@ -227,35 +249,32 @@ class WorkerPool:
 
     # -- workers coming and going ----------------------------------------------------------------------
 
-    def _fill(self) -> None:
+    def _fill(self, first: bool = False) -> None:
         if self._closed:
             return
         while self.workers < self.size:
+            why_exec = self.why_exec() if first else "only the workers a pool starts with are forked"
+            if not why_exec:
+                prepare_fork()
             try:
-                self._spawn()
+                self._spawn(why_exec)
             except OSError as exc:
                 self._start_failed(f"could not start a worker process: {exc}")
                 return
 
-    def _spawn(self) -> None:
-        proc = subprocess.Popen(
-            worker_command(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=worker_env(self._secret.hex()),
-            close_fds=True,
-        )
+    def _spawn(self, why_exec: str) -> None:
+        """Start one worker: forked if `why_exec` is empty, else exec'd."""
+        proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec)
         conn = Connection(Role.CLIENT, self._secret, allow_plain=True)
-        w = _Worker(self._next_index, proc, conn)
+        w = _Worker(self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork")
         self._next_index += 1
-        for fd in (w.rfd, w.wfd):
-            os.set_blocking(fd, False)
-            with contextlib.suppress(OSError):
-                fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
         self._workers.append(w)
         self.loop.add_reader(w.rfd, lambda: self._readable(w))
         self._write(w, conn.data_to_send_parts())
-        log.debug("started %r", w)
+        if why_exec:
+            log.debug("started %r by exec: %s", w, why_exec)
+        else:
+            log.debug("started %r by fork: the process has exactly %s thread(s)", w, self.fork_threads)
 
     def _retire(self, w: _Worker) -> None:
         """A worker we no longer need: close its pipes (it exits on EOF) and reap it later."""
@@ -267,10 +286,11 @@ class WorkerPool:
     def _unregister(self, w: _Worker) -> None:
         self.loop.remove_reader(w.rfd)
         self.loop.remove_writer(w.wfd)
-        for f in (w.proc.stdin, w.proc.stdout):
-            if f is not None:
+        for fd in (w.rfd, w.wfd):
+            if fd >= 0:
                 with contextlib.suppress(OSError):
-                    f.close()
+                    os.close(fd)
+        w.rfd = w.wfd = -1  # never closed twice: the number may belong to a new descriptor by then
 
     def _schedule_reap(self) -> None:
         if self._reap_timer is None and self._dying and not self._closed:

@@ -2,7 +2,8 @@
 
 A `WorkerPool` starts this module with `python -S -m ppft_worker`, the pipe to the worker on stdin and the
 pipe back on stdout, the pool's secret (64 hex characters) in PPFT_WORKER_SECRET and its pid in
-PPFT_PARENT_PID. `main` prepares the process, `serve` runs the loop:
+PPFT_PARENT_PID; or it forks (`forkstart`), and the child enters at `run_forked` with the same descriptors and
+the secret in memory. `main` prepares the process, `serve` runs the loop:
 
     pool --JobBatch / FunctionBody / Cancel / StatsRequest--> chan_in --> deque of jobs --> JobRunner.run
     pool <--ResultBatch / StatsReply / NodeInfo----------------- chan_out <-- results (batched) <--'
@@ -64,7 +65,7 @@ if TYPE_CHECKING:
 else:
     Protocol = object  # `typing` costs a worker's start-up about 2 ms; the Protocol only serves the checker
 
-__all__ = ["EXIT_OK", "EXIT_PARENT_GONE", "EXIT_PROTOCOL", "Runner", "main", "serve"]
+__all__ = ["EXIT_OK", "EXIT_PARENT_GONE", "EXIT_PROTOCOL", "Runner", "main", "run_forked", "serve"]
 
 EXIT_OK = 0
 """The peer said Bye or closed the channel."""
@@ -78,6 +79,7 @@ EXIT_PROTOCOL = 2
 SECRET_ENV = "PPFT_WORKER_SECRET"
 PARENT_ENV = "PPFT_PARENT_PID"
 LOG_LEVEL_ENV = "PPFT_LOG_LEVEL"
+
 
 _CHUNK = 1 << 20
 _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
@@ -506,13 +508,26 @@ def main(argv: list[str] | None = None) -> int:
             f"WorkerPool, which passes its secret there; do not start it by hand\n"
         )
         return EXIT_PROTOCOL
+    return _run(chan_in, chan_out, secret, int(parent) if parent.isdigit() else None)
+
+
+def run_forked(secret: bytes, parent_pid: int) -> int:
+    """Entry of a worker forked by its pool (`ppft_worker.forkstart`), which left the child as an exec'd
+    worker starts: the channel on fds 0 and 1, fd 2 inherited, no other descriptor. The secret and the
+    parent's pid come in memory rather than in the environment; the rest is `main`'s."""
+    chan_in, chan_out = _take_channel()
+    return _run(chan_in, chan_out, secret, parent_pid)
+
+
+def _run(chan_in: int, chan_out: int, secret: bytes, parent: int | None) -> int:
+    """Greet the pool, tie this process to its parent, serve; returns the exit code."""
     state = _Serve(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
     global _log_setup_deferred
     _log_setup_deferred = True  # see _finish_log_setup: logging costs 3 ms on the way to the first result
     try:
         state.send_hello()  # the pool reads it while we finish starting below
         _keep_freed_memory()
-        if parent.isdigit() and not _tie_to_parent(int(parent)):
+        if parent is not None and not _tie_to_parent(parent):
             _logger().debug("parent %s died before the worker started: exiting", parent)
             return EXIT_PARENT_GONE
         return _serve(state)

@@ -1,12 +1,28 @@
-"""How a local worker process is started, and how its end is described."""
+"""How a local worker process is started by exec, and how a worker's end is described.
+
+(A pool's first workers may be forked instead: `forkstart`.)"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import signal
+import subprocess
 import sys
 
-__all__ = ["describe_exit", "worker_command", "worker_env"]
+from .forkstart import WorkerProcess, fork_worker
+
+__all__ = [
+    "describe_exit",
+    "exec_worker",
+    "start_worker",
+    "worker_command",
+    "worker_env",
+    "worker_pythonpath",
+]
+
+_F_SETPIPE_SZ = 1031
 
 
 _ENTRY = "import sys, ppft_worker.process as worker; sys.exit(worker.main())"
@@ -22,16 +38,58 @@ def worker_command() -> list[str]:
     return [sys.executable, "-S", "-c", _ENTRY]
 
 
-def worker_env(secret_hex: str) -> dict[str, str]:
-    """The environment of a local worker: ours, with our sys.path (so the worker imports what we import,
-    from the same places, a module next to the user's script included), the pool's secret and our pid."""
-    env = dict(os.environ)
+def worker_pythonpath() -> str:
+    """Our sys.path as a PYTHONPATH, so a worker imports what we import, from the same places (a module next
+    to the user's script included)."""
     cwd = os.getcwd()
-    paths = [p or cwd for p in sys.path]
-    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    return os.pathsep.join(dict.fromkeys(p or cwd for p in sys.path))
+
+
+def worker_env(secret_hex: str) -> dict[str, str]:
+    """The environment of a local worker: ours, with our sys.path (`worker_pythonpath`), the pool's secret
+    and our pid."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = worker_pythonpath()
     env["PPFT_WORKER_SECRET"] = secret_hex
     env["PPFT_PARENT_PID"] = str(os.getpid())
     return env
+
+
+def start_worker(secret: bytes, why_exec: str) -> tuple[WorkerProcess, int, int, str]:
+    """Start a worker, forked if `why_exec` is empty (exec'd if the fork fails), else exec'd; returns the
+    process, the pool's ends of its pipes (results to read, jobs to write: non-blocking, enlarged) and why it
+    was exec'd ("" if it was forked). Raises OSError if no process could be started."""
+    child_in, jobs_w = os.pipe()
+    results_r, child_out = os.pipe()
+    try:
+        proc: WorkerProcess | None = None
+        if not why_exec:
+            try:
+                proc = fork_worker(child_in, child_out, secret)
+            except (OSError, RuntimeError) as exc:  # RuntimeError: a subinterpreter may not fork
+                why_exec = f"fork failed ({exc})"
+        if proc is None:
+            proc = exec_worker(child_in, child_out, secret)
+    except BaseException:
+        os.close(jobs_w)
+        os.close(results_r)
+        raise
+    finally:
+        os.close(child_in)
+        os.close(child_out)
+    for fd in (results_r, jobs_w):
+        os.set_blocking(fd, False)
+        with contextlib.suppress(OSError):  # not Linux, or over the user's pipe-size limit: default size
+            fcntl.fcntl(fd, _F_SETPIPE_SZ, 1 << 20)
+    return proc, results_r, jobs_w, why_exec
+
+
+def exec_worker(child_in: int, child_out: int, secret: bytes) -> subprocess.Popen[bytes]:
+    """Start a worker by exec, serving the pool over `child_in` (its stdin) and `child_out` (its stdout); the
+    caller closes those pipe ends in the parent afterwards."""
+    return subprocess.Popen(
+        worker_command(), stdin=child_in, stdout=child_out, env=worker_env(secret.hex()), close_fds=True
+    )
 
 
 def describe_exit(returncode: int | None) -> str:
