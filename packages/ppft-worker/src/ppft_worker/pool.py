@@ -52,6 +52,7 @@ from .errors import WorkerLostError
 from .forkstart import WorkerProcess, prepare_fork, why_not_fork
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
+from .reads import READ_SIZE
 from .spawn import describe_exit, start_worker
 from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
 
@@ -401,7 +402,7 @@ class WorkerPool:
         view = conn.receive_buffer()  # the rest of a large frame: read in place, not copied
         try:
             if view is None:
-                data = os.read(w.rfd, 1 << 20)
+                data = os.read(w.rfd, READ_SIZE)
                 n = len(data)
             else:
                 n = os.readv(w.rfd, [view])

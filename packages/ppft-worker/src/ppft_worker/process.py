@@ -56,6 +56,7 @@ from ppft_protocol import (
     StatsRequest,
 )
 
+from .reads import READ_SIZE
 from .version import __version__
 
 TYPE_CHECKING = False
@@ -81,7 +82,6 @@ PARENT_ENV = "PPFT_PARENT_PID"
 LOG_LEVEL_ENV = "PPFT_LOG_LEVEL"
 
 
-_CHUNK = 1 << 20
 _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
 _BATCH_MAX = 256
 _BATCH_DELAY = 0.001
@@ -193,7 +193,7 @@ class _Serve:
         into the buffer the protocol assembles it in, saving a copy of its payload."""
         view = self.conn.receive_buffer()
         if view is None:
-            self.feed(os.read(self.fd_in, _CHUNK))
+            self.feed(os.read(self.fd_in, READ_SIZE))
             return
         try:
             n = os.readv(self.fd_in, [view])

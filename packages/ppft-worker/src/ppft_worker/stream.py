@@ -35,6 +35,7 @@ from ppft_protocol import (
 
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
+from .reads import READ_SIZE
 
 __all__ = ["Stream", "describe_protocol_error"]
 
@@ -142,7 +143,7 @@ class Stream:
         view = conn.receive_buffer()  # the rest of a large frame: received in place, not copied
         try:
             if view is None:
-                data = self.sock.recv(1 << 20)
+                data = self.sock.recv(READ_SIZE)
             else:
                 n = self.sock.recv_into(view)
         except BlockingIOError:
