@@ -52,7 +52,7 @@ from .errors import WorkerLostError
 from .forkstart import WorkerProcess, prepare_fork, why_not_fork
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
-from .reads import READ_SIZE
+from .reads import READ_SIZE, next_read_size
 from .spawn import describe_exit, start_worker
 from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
 
@@ -73,6 +73,7 @@ class _Worker:
         "out",
         "pid",
         "proc",
+        "read_size",
         "ready",
         "retiring",
         "rfd",
@@ -92,6 +93,7 @@ class _Worker:
         self.wfd = wfd  # jobs to the worker; -1 once closed
         self.method = method  # "fork" or "exec"
         self.out = OutBuffer()
+        self.read_size = READ_SIZE
         self.inflight: dict[int, Task] = {}
         self.bodies: set[bytes] = set()
         self.ready = False
@@ -400,39 +402,48 @@ class WorkerPool:
     def _readable(self, w: _Worker) -> None:
         conn = w.conn
         view = conn.receive_buffer()  # the rest of a large frame: read in place, not copied
-        try:
+        while True:
+            try:
+                if view is None:
+                    size = w.read_size
+                    data = os.read(w.rfd, size)
+                    n = len(data)
+                    w.read_size = next_read_size(size, n)
+                else:
+                    n = os.readv(w.rfd, [view])
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                self._lost(w, f"broke its pipe ({exc})")
+                return
+            finally:
+                if view is not None:
+                    view.release()
+            if not n:
+                self._lost(w)
+                return
+            try:
+                events = conn.receive_data(data) if view is None else conn.receive_into(n)
+            except ProtocolError as exc:
+                log.error("%r spoke garbage: %s; killing it", w, exc)
+                w.proc.kill()
+                self._lost(w, f"broke the protocol ({exc}) and was killed")
+                return
+            for event in events:
+                if isinstance(event, ResultBatch):
+                    self._results(w, event)
+                elif isinstance(event, NodeInfo):
+                    w.ready = True
+                    self._start_failures = 0
+                    self.broken_reason = ""
+                elif isinstance(event, (Established, Closed, Bye)):
+                    pass
+            if w.rfd < 0:
+                return  # retired or lost while handling the results
+            # A large frame has begun: read on into its buffer now rather than a loop round later.
+            view = conn.receive_buffer()
             if view is None:
-                data = os.read(w.rfd, READ_SIZE)
-                n = len(data)
-            else:
-                n = os.readv(w.rfd, [view])
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            self._lost(w, f"broke its pipe ({exc})")
-            return
-        finally:
-            if view is not None:
-                view.release()
-        if not n:
-            self._lost(w)
-            return
-        try:
-            events = conn.receive_data(data) if view is None else conn.receive_into(n)
-        except ProtocolError as exc:
-            log.error("%r spoke garbage: %s; killing it", w, exc)
-            w.proc.kill()
-            self._lost(w, f"broke the protocol ({exc}) and was killed")
-            return
-        for event in events:
-            if isinstance(event, ResultBatch):
-                self._results(w, event)
-            elif isinstance(event, NodeInfo):
-                w.ready = True
-                self._start_failures = 0
-                self.broken_reason = ""
-            elif isinstance(event, (Established, Closed, Bye)):
-                pass
+                break
         self._write(w, w.conn.data_to_send_parts())
 
     def _send(self, w: _Worker, tasks: list[Task]) -> None:

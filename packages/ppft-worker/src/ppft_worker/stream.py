@@ -35,7 +35,7 @@ from ppft_protocol import (
 
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
-from .reads import READ_SIZE
+from .reads import READ_SIZE, next_read_size
 
 __all__ = ["Stream", "describe_protocol_error"]
 
@@ -84,6 +84,7 @@ class Stream:
         self._on_event = on_event
         self._on_close = on_close
         self._out = OutBuffer()
+        self._read_size = READ_SIZE
         self._heartbeat_interval = heartbeat_interval
         self._silence_timeout = silence_timeout
         self._last_recv = self._last_send = time.monotonic()
@@ -141,52 +142,59 @@ class Stream:
     def _readable(self) -> None:
         conn = self.conn
         view = conn.receive_buffer()  # the rest of a large frame: received in place, not copied
-        try:
-            if view is None:
-                data = self.sock.recv(READ_SIZE)
-            else:
-                n = self.sock.recv_into(view)
-        except BlockingIOError:
-            return
-        except OSError as exc:
-            if exc.errno == errno.ECONNRESET and self.conn.state is State.AWAIT_OPENING:
-                self._fail(
-                    "the peer reset the connection before sending its opening (a ppft 1.x client does "
-                    "this after a version mismatch: upgrade it to ppft >= 2)"
-                )
-            elif exc.errno == errno.ECONNRESET:
-                self._fail("the peer reset the connection")
-            else:
-                self._fail(f"the connection broke ({exc.strerror or exc})")
-            return
-        finally:
-            if view is not None:
-                view.release()
-        self._last_recv = time.monotonic()
-        try:
-            if view is None:
-                events = conn.receive_data(data)
-            elif n:
-                events = conn.receive_into(n)
-            else:
-                events = conn.receive_data(b"")  # the peer closed in the middle of a large frame
-        except ProtocolError as exc:
-            self.flush_final()
-            self._fail(describe_protocol_error(exc))
-            return
-        for event in events:
-            if isinstance(event, Heartbeat):
-                continue
-            if isinstance(event, Established):
-                self._established()
-            if isinstance(event, Closed):
-                self._fail(f"the peer closed the connection ({event.reason})")
+        while True:
+            try:
+                if view is None:
+                    size = self._read_size
+                    data = self.sock.recv(size)
+                    self._read_size = next_read_size(size, len(data))
+                else:
+                    n = self.sock.recv_into(view)
+            except BlockingIOError:
+                break
+            except OSError as exc:
+                if exc.errno == errno.ECONNRESET and self.conn.state is State.AWAIT_OPENING:
+                    self._fail(
+                        "the peer reset the connection before sending its opening (a ppft 1.x client does "
+                        "this after a version mismatch: upgrade it to ppft >= 2)"
+                    )
+                elif exc.errno == errno.ECONNRESET:
+                    self._fail("the peer reset the connection")
+                else:
+                    self._fail(f"the connection broke ({exc.strerror or exc})")
                 return
-            if isinstance(event, Bye):
-                continue  # a Closed event follows, with the reason
-            self._on_event(event)
-            if self.closed:
+            finally:
+                if view is not None:
+                    view.release()
+            self._last_recv = time.monotonic()
+            try:
+                if view is None:
+                    events = conn.receive_data(data)
+                elif n:
+                    events = conn.receive_into(n)
+                else:
+                    events = conn.receive_data(b"")  # the peer closed in the middle of a large frame
+            except ProtocolError as exc:
+                self.flush_final()
+                self._fail(describe_protocol_error(exc))
                 return
+            for event in events:
+                if isinstance(event, Heartbeat):
+                    continue
+                if isinstance(event, Established):
+                    self._established()
+                if isinstance(event, Closed):
+                    self._fail(f"the peer closed the connection ({event.reason})")
+                    return
+                if isinstance(event, Bye):
+                    continue  # a Closed event follows, with the reason
+                self._on_event(event)
+                if self.closed:
+                    return
+            # A large frame has begun: receive on into its buffer now rather than a loop round later.
+            view = conn.receive_buffer()
+            if view is None:
+                break
         self.flush()
 
     # -- time rules ------------------------------------------------------------------------------------
