@@ -7,9 +7,20 @@ objects compared with the live ones (bytecode, names, constants, nested code; li
 may differ). A caller that gets None pickles the object instead. This module must never execute the code it
 compiles, import anything, or return a source it did not verify.
 
-CPython compiles `name.attr(...)` differently when `name` is bound by an `import` in the same file (no
-method-call optimisation), so the check compiles the source as if the file's imported names were imported:
-the bytecode then matches, and the source compiled alone on a worker means the same.
+A function's text is first cut from its file's `linecache` lines, from `co_firstlineno` to the end of the
+block its indentation delimits, by a scanner that knows just brackets, strings, comments and backslashes;
+it gives up on anything unusual (tabs, a `lambda` in the header, an f-string it cannot follow). Only then
+is `inspect.getsource` asked: it tokenizes, and its first call compiles `tokenize`'s large regular
+expressions (about 2 ms, most of a first `submit`). The cut text is verified exactly as inspect's, so a
+wrong cut can cost a fallback to inspect, never a wrong function; and unless its check failed on the
+header (which both texts share), inspect's text is checked too, so the cut never makes a function pickled.
+
+CPython 3.11+ compiles `name.attr(...)` differently when `name` is bound by an `import` in the same file
+(no method-call optimisation), so the check compiles the source as if those names were imported: the
+bytecode then matches, and the source compiled alone on a worker means the same (how a call is made, not
+what it does, so any guess of those names is safe). First guess: the names the function uses that its
+globals bind to a module or to another module's function or class; then what a parse of the whole file
+finds imported (cached per file version).
 """
 
 from __future__ import annotations
@@ -22,6 +33,8 @@ import sys
 import textwrap
 import types
 from typing import Any, NamedTuple
+
+from .blocks import cut_source
 
 __all__ = ["Source", "class_source", "code_names", "function_source"]
 
@@ -47,6 +60,8 @@ def function_source(func: Any) -> Source | None:
     Plain means: no closure, no decorator, `__qualname__ == __name__`, not a lambda, and default values
     that are literals equal to the current ones (anything else would be evaluated anew on the worker).
     Annotations are never evaluated there: the text gets `from __future__ import annotations`.
+    The text cut by `blocks.cut_source` is tried first; inspect's only when that one is not settled (see the
+    module's docstring): both go through the same verification.
     """
     if (
         type(func) is not types.FunctionType
@@ -55,21 +70,19 @@ def function_source(func: Any) -> Source | None:
         or func.__name__ == "<lambda>"
     ):
         return None
-    found = _parsed_source(func, func.__globals__)
-    if found is None:
+    cut = cut_source(func)
+    if cut is not None:
+        source, settled = _verified_function(func, cut, func.__code__.co_filename)
+        if source is not None or settled:
+            return source
+    try:
+        text = inspect.getsource(func)
+        filename = inspect.getsourcefile(func)
+    except (OSError, TypeError):  # no file (a REPL), a C object, or inspect cannot tell
         return None
-    node, text, check_text = found
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) or node.decorator_list:
+    if text == cut:  # the same text already failed its check
         return None
-    if not _literal_defaults(node, func):
-        return None
-    code = _compile_check(check_text)
-    if code is None:
-        return None
-    if not any(_same_code(c, func.__code__) for c in _find_code(code, func.__name__)):
-        log.debug("function %s: its source does not match its code; shipping it pickled", func.__qualname__)
-        return None
-    return Source(text, tuple(code_names(func.__code__)))
+    return _verified_function(func, text, filename)[0]
 
 
 def class_source(cls: type) -> Source | None:
@@ -80,14 +93,20 @@ def class_source(cls: type) -> Source | None:
     """
     if cls.__qualname__ != cls.__name__ or cls.__module__ == "builtins":
         return None
-    module = sys.modules.get(cls.__module__)
-    found = _parsed_source(cls, vars(module) if module is not None else None)
+    try:
+        text = inspect.getsource(cls)
+        filename = inspect.getsourcefile(cls)
+    except (OSError, TypeError):  # no file (a REPL), a builtin class, or inspect cannot tell
+        return None
+    found = _parse_definition(cls, text)
     if found is None:
         return None
-    node, text, check_text = found
+    node, text, future = found
     if not isinstance(node, ast.ClassDef) or node.decorator_list:
         return None
-    code = _compile_check(check_text)
+    module = sys.modules.get(cls.__module__)
+    imported = _imported_names(filename, vars(module) if module is not None else None) if filename else ()
+    code = _compile_check(future + _prelude(imported) + text)
     if code is None:
         return None
     bodies = _find_code(code, cls.__name__)
@@ -112,7 +131,7 @@ def class_source(cls: type) -> Source | None:
             elif isinstance(sub, ast.Attribute):
                 names[sub.attr] = None
     names.update(code_names(bodies[0]))
-    return Source(text, tuple(names))
+    return Source(future + text, tuple(names))
 
 
 def code_names(code: types.CodeType) -> dict[str, None]:
@@ -133,26 +152,85 @@ def _functions_in(value: object) -> list[types.FunctionType]:
     return [value] if isinstance(value, types.FunctionType) else []
 
 
-def _parsed_source(obj: Any, module_globals: dict[str, Any] | None) -> tuple[ast.stmt, str, str] | None:
-    """The single statement defining `obj`, the text to ship, and the text to compile to check it."""
-    try:
-        text = textwrap.dedent(inspect.getsource(obj))
-        filename = inspect.getsourcefile(obj)
-    except (OSError, TypeError):  # no file (a REPL), a C object, or inspect cannot tell
-        return None
+# -- verifying a text -----------------------------------------------------------------------------------
+
+
+def _verified_function(
+    func: types.FunctionType, text: str, filename: str | None
+) -> tuple[Source | None, bool]:
+    """`func`'s source if `text` passes every check, and whether that answer holds for any text of `func`.
+
+    Once `text` parsed as `func`'s definition, its header (decorators, defaults) is what any text from the
+    same line holds: rejecting it there is final, and so is a match. A parse or code mismatch is not.
+    """
+    found = _parse_definition(func, text)
+    if found is None:
+        return None, False
+    node, text, future = found
+    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return None, False
+    if node.decorator_list or not _literal_defaults(node, func):
+        return None, True
+    used = _all_names(func.__code__)
+    guessed = _imported_looking(func.__globals__, used)
+    source = Source(future + text, tuple(code_names(func.__code__)))
+    if _compiles_to(func, future + _prelude(guessed) + text):
+        return source, True
+    if filename:  # the guess did not match: what the file really imports, of what the function uses
+        imported = _imported_names(filename, func.__globals__) & used
+        if imported != guessed and _compiles_to(func, future + _prelude(imported) + text):
+            return source, True
+    log.debug("function %s: its source does not match its code", func.__qualname__)
+    return None, False
+
+
+def _compiles_to(func: types.FunctionType, check_text: str) -> bool:
+    code = _compile_check(check_text)
+    return code is not None and any(_same_code(c, func.__code__) for c in _find_code(code, func.__name__))
+
+
+def _parse_definition(obj: Any, text: str) -> tuple[ast.stmt, str, str] | None:
+    """The single statement `text` holds if it defines `obj`'s name, the dedented text, its future line."""
+    text = textwrap.dedent(text)
     try:
         tree = ast.parse(text)
-    except SyntaxError:  # e.g. the file changed and the lines no longer form a statement
+    except (SyntaxError, ValueError, RecursionError, MemoryError):  # e.g. the lines are no statement
         return None
     if len(tree.body) != 1:
         return None
     node = tree.body[0]
     if getattr(node, "name", None) != obj.__name__:
         return None
-    future = _FUTURE_ANNOTATIONS if _has_annotations(node) else ""
-    imported = _imported_names(filename, module_globals) if filename else frozenset()
-    prelude = "".join(f"import {name}\n" for name in sorted(imported))
-    return node, future + text, future + prelude + text
+    return node, text, _FUTURE_ANNOTATIONS if _has_annotations(node) else ""
+
+
+def _prelude(imported: frozenset[str] | tuple[()]) -> str:
+    return "".join(f"import {name}\n" for name in sorted(imported))
+
+
+def _all_names(code: types.CodeType) -> frozenset[str]:
+    """Every name `code` and its nested code use, local or global: any of them may be an import's."""
+    names: set[str] = set()
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        names.update(c.co_names, c.co_varnames, c.co_cellvars, c.co_freevars)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return frozenset(names)
+
+
+def _imported_looking(module_globals: dict[str, Any], used: frozenset[str]) -> frozenset[str]:
+    """The names of `used` that `module_globals` binds as an import would: modules, other modules' code."""
+    module = module_globals.get("__name__")
+    names = set()
+    for name in used:
+        value = module_globals.get(name)
+        if isinstance(value, types.ModuleType) or (
+            isinstance(value, (type, types.FunctionType, types.BuiltinFunctionType))
+            and getattr(value, "__module__", module) != module
+        ):
+            names.add(name)
+    return frozenset(names)
 
 
 def _imported_names(filename: str, module_globals: dict[str, Any] | None) -> frozenset[str]:
