@@ -47,6 +47,7 @@ from .messages import (
     StatsReply,
     StatsRequest,
 )
+from .relay import RawResults, ResultRecords
 from .version import __version__
 
 __all__ = [
@@ -79,9 +80,11 @@ __all__ = [
     "PPFTError",
     "ProtocolError",
     "ProtocolMismatchError",
+    "RawResults",
     "RemoteProtocolError",
     "Result",
     "ResultBatch",
+    "ResultRecords",
     "Role",
     "State",
     "StatsReply",

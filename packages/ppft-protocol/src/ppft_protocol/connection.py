@@ -42,9 +42,11 @@ from .messages import (
     Bye,
     Hello,
     Message,
+    ResultBatch,
     decode_message,
     encode_message,
 )
+from .relay import decode_raw_results
 from .version import __version__
 
 __all__ = [
@@ -100,6 +102,7 @@ class Closed(Record):
 
 Event = Message | Established | Closed
 
+_RESULTS = ResultBatch.TYPE
 _HANDSHAKE_TYPES = frozenset((Hello.TYPE, Auth.TYPE, AuthOk.TYPE, AuthFailed.TYPE))
 _PART_MIN = 64 * 1024  # queued parts this large are handed out uncopied; smaller neighbours are joined
 
@@ -117,9 +120,12 @@ class Connection:
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         nonce: bytes | None = None,
         comment: str = f"ppft {__version__}; not compatible with ppft 1.x",
+        raw_results: bool = False,
     ) -> None:
         """`allow_plain`: agree to an unsealed channel (used only if the peer agrees too).
-        `nonce`: a fixed nonce, for test vectors only; left out, 32 fresh random bytes."""
+        `nonce`: a fixed nonce, for test vectors only; left out, 32 fresh random bytes.
+        `raw_results`: result frames arrive as `RawResults` (checked, not decoded) instead of `ResultBatch`,
+        for an owner that only passes them on (ppft_protocol.relay)."""
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
         if not secret:
@@ -133,6 +139,7 @@ class Connection:
         self.sealed = False
         self.max_frame_size = max_frame_size
         self.peer_comment = ""
+        self.raw_results = raw_results
         self._secret = secret
         self._auth_key = channel.auth_key(secret)
         self._flags = Hello.FLAG_ALLOW_PLAIN if allow_plain else 0
@@ -340,7 +347,10 @@ class Connection:
                             f"peer sent {MESSAGE_TYPES[ftype].__name__} after the handshake was over; "
                             f"the connection is closed"
                         )
-                    message = decode_message(ftype, body)
+                    if ftype == _RESULTS and self.raw_results:
+                        message: Message = decode_raw_results(body)
+                    else:
+                        message = decode_message(ftype, body)
                     events.append(message)
                     if isinstance(message, Bye):
                         self.state = State.CLOSED

@@ -1,0 +1,158 @@
+"""Result batches passed on undecoded: for a node that runs a peer's jobs on workers of its own.
+
+ppserver receives its workers' `ResultBatch` frames and sends the same results on to the clients that sent
+the jobs, under the clients' job ids. Decoding each result into a `Result` and encoding it again would cost
+more than the rest of its work on a tiny job, so a `Connection(..., raw_results=True)` hands each result
+frame over as `RawResults` instead: checked exactly as the `ResultBatch` decoder checks it (the same
+`DecodeError`s), but kept as the bytes that arrived, with each result's job id, run time and place in the
+body. `RawResults.forward` gives the message that carries chosen results on under other job ids; it is
+encoded as the `ResultBatch` of those results would be, so the peer decodes an ordinary `ResultBatch`.
+
+This module never unpickles anything and does no I/O.
+"""
+
+from __future__ import annotations
+
+from .batches import _RESULT_HEAD, ResultBatch
+from .codec import LARGE, U32, U64, Blob, Message, Reader, utf8
+from .errors import DecodeError
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import ClassVar
+
+    from .batches import Result
+
+__all__ = ["RawResults", "ResultRecords", "decode_raw_results"]
+
+_PATCH_MAX = 4 * LARGE  # a body up to this size is forwarded as a copy with new ids written into it
+_set = object.__setattr__
+
+
+class RawResults(Message):
+    """A `ResultBatch` as it arrived: checked, not decoded. Result `i` has job id `job_ids[i]`, ran for
+    `wall_times[i]` seconds, and its record starts at `starts[i]` in `body` (the frame body).
+
+    Encoded as is, it is the very `ResultBatch` it was; `forward` passes results on under other ids, and
+    `results()` decodes them, for whoever needs them after all."""
+
+    __slots__ = ("body", "job_ids", "starts", "wall_times")
+    __match_args__ = ("body", "job_ids", "wall_times", "starts")
+    TYPE: ClassVar[int] = ResultBatch.TYPE
+
+    body: Blob
+    job_ids: tuple[int, ...]
+    wall_times: tuple[float, ...]
+    starts: tuple[int, ...]
+
+    def __init__(
+        self, body: Blob, job_ids: tuple[int, ...], wall_times: tuple[float, ...], starts: tuple[int, ...]
+    ) -> None:
+        _set(self, "body", body)
+        _set(self, "job_ids", job_ids)
+        _set(self, "wall_times", wall_times)
+        _set(self, "starts", starts)
+
+    def results(self) -> tuple[Result, ...]:
+        """The results, decoded (as `ResultBatch` would have given them)."""
+        r = Reader(memoryview(self.body), "ResultBatch")
+        return ResultBatch._decode(r).results
+
+    def forward(self, job_ids: Sequence[int], picks: Sequence[int] | None = None) -> ResultRecords:
+        """The results at indexes `picks` (all of them, in order, when None), in that order, under `job_ids`:
+        a message the peer decodes as the `ResultBatch` of those results with those ids.
+
+        Nothing is decoded or re-encoded: a small body is copied once with the new ids written into it;
+        otherwise the records go out as views of the body, so a large value is not copied here."""
+        body = self.body
+        starts = self.starts
+        if picks is None:
+            if len(job_ids) != len(starts):
+                raise ValueError(f"{len(job_ids)} job ids for {len(starts)} results: give one id per result")
+            if len(body) <= _PATCH_MAX:
+                buf = bytearray(body)
+                pack_into = U64.pack_into
+                for start, job_id in zip(starts, job_ids, strict=True):
+                    pack_into(buf, start, job_id)
+                return ResultRecords((bytes(buf),))
+            picks = range(len(starts))
+        elif len(job_ids) != len(picks):
+            raise ValueError(f"{len(job_ids)} job ids for {len(picks)} results: give one id per result")
+        view = memoryview(body)
+        ends = (*starts[1:], len(body))
+        parts: list[Blob] = [U32.pack(len(picks))]
+        append = parts.append
+        pack = U64.pack
+        for index, job_id in zip(picks, job_ids, strict=True):
+            append(pack(job_id))
+            append(view[starts[index] + 8 : ends[index]])
+        return ResultRecords(tuple(parts))
+
+    def _encode(self, parts: list[bytes | memoryview]) -> None:
+        parts.append(self.body)
+
+    @classmethod
+    def _decode(cls, r: Reader) -> RawResults:
+        count = r.u32("count")
+        mv, off, end = r.mv, r.off, r.end
+        if count * _RESULT_HEAD.size > end - off:
+            raise DecodeError(f"result batch: {count} results cannot fit in {end - off} bytes")
+        data = r.whole_bytes()
+        body: Blob = data if data is not None else mv
+        unpack = _RESULT_HEAD.unpack_from
+        size = _RESULT_HEAD.size
+        ids: list[int] = []
+        walls: list[float] = []
+        starts: list[int] = []
+        add_id, add_wall, add_start = ids.append, walls.append, starts.append
+        for _ in range(count):
+            if off + size > end:
+                raise DecodeError(f"result batch: result header runs past the frame at offset {off}")
+            job_id, status, wall, _, nvalue, nout = unpack(body, off)
+            add_id(job_id)
+            add_wall(wall)
+            add_start(off)
+            stop = off + size + nvalue
+            if stop + nout > end:
+                raise DecodeError(f"result batch: job {job_id} fields run past the frame")
+            if nout:
+                utf8(mv[stop : stop + nout], "result batch", "output")
+            off = stop + nout
+            if status == 1:
+                continue
+            if status != 0:
+                raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
+            r.off = off
+            r.text("error_type")
+            r.text("error_message")
+            r.text("traceback")
+            r.need(r.u32("exception"), "exception")
+            off = r.off
+        r.off = off
+        return cls(body, tuple(ids), tuple(walls), tuple(starts))
+
+
+class ResultRecords(Message):
+    """Results on their way on (`RawResults.forward`): the body of a `ResultBatch`, already encoded, in parts.
+    The peer decodes it as that `ResultBatch`; it is never decoded as itself."""
+
+    __slots__ = ("parts",)
+    __match_args__ = ("parts",)
+    TYPE: ClassVar[int] = ResultBatch.TYPE
+
+    parts: tuple[Blob, ...]
+
+    def __init__(self, parts: tuple[Blob, ...]) -> None:
+        _set(self, "parts", parts)
+
+    def _encode(self, parts: list[bytes | memoryview]) -> None:
+        parts.extend(self.parts)
+
+
+def decode_raw_results(body: memoryview) -> RawResults:
+    """The `ResultBatch` in a frame body as `RawResults`; a `DecodeError` where `ResultBatch` would fail."""
+    r = Reader(body, "ResultBatch")
+    message = RawResults._decode(r)
+    r.finish()
+    return message
