@@ -15,9 +15,11 @@ and the results of its running jobs discarded.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import logging
 import socket
+import threading
 import time
 from collections import deque
 from typing import cast
@@ -36,6 +38,8 @@ from ppft_protocol import (
     StatsReply,
     StatsRequest,
 )
+from ppft_protocol.batches import ForwardedResults
+from ppft_protocol.relay import RawResults
 from ppft_worker.addresses import is_loopback
 from ppft_worker.intake import Owner, ServedTask, take_jobs
 from ppft_worker.link import Link
@@ -50,6 +54,31 @@ from .version import __version__
 __all__ = ["NodeServer"]
 
 log = logging.getLogger("ppft.server")
+
+_GC_THRESHOLD = 10_000
+_gc_lock = threading.Lock()
+_gc_serving = 0  # servers running in this process
+_gc_default = gc.get_threshold()
+
+
+def _collect_less(serving: bool) -> None:
+    """Raise the collector's first threshold while a server runs in this process; restore it after the last.
+
+    Every queued job holds a few objects for a few milliseconds, and a steady stream frees about as many as it
+    makes. The default threshold (700 objects more made than freed) still set the collector off every few
+    hundred tiny jobs, with a walk of the whole heap every few thousand: a tenth of ppserver's time. 10,000
+    is reached by bursts only; nothing here depends on cycles being collected soon."""
+    global _gc_serving, _gc_default
+    with _gc_lock:
+        if serving:
+            _gc_serving += 1
+            if _gc_serving == 1:
+                _gc_default = gc.get_threshold()
+                gc.set_threshold(max(_gc_default[0], _GC_THRESHOLD), *_gc_default[1:])
+        else:
+            _gc_serving -= 1
+            if _gc_serving == 0:
+                gc.set_threshold(*_gc_default)
 
 
 class _Session:
@@ -127,7 +156,7 @@ class NodeServer:
         # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
-                               restart=restart, fork_threads=1)  # fmt: skip
+                               restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)
@@ -166,9 +195,11 @@ class NodeServer:
         if self.idle_timeout is not None:
             self.loop.call_later(0.2, self._check_idle)
         log.info("ppserver %s listening on %s:%d with %d workers", __version__, *self.address, self.pool.size)
+        _collect_less(True)  # after `pool.start()`: forked workers, which run users' code, keep the default
         try:
             self.loop.run_forever()
         finally:
+            _collect_less(False)
             self.close()
 
     def stop(self, reason: str = "ppserver is shutting down") -> None:
@@ -283,22 +314,50 @@ class NodeServer:
         session.lane.extend(kept)
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
-        """Results from the pool or a dial-in link, back to the sessions that sent the jobs (a frame's
-        results usually all belong to one session: they then go back as one frame, unsorted)."""
+        """Results from the pool or a dial-in link, back to the sessions that sent the jobs, under their own
+        job ids (a frame's results usually all belong to one session: they then go back as one frame)."""
         served = cast("list[tuple[ServedTask, Result]]", pairs)  # the tasks this server queued
         if not served:
             return
         owner = served[0][0].owner
         if all(task.owner is owner for task, _ in served):
             if not owner.closed:
-                owner.send(ResultBatch(tuple([task.result_for_peer(result) for task, result in served])))
+                ids = tuple([task.client_id for task, _ in served])
+                owner.send(ForwardedResults(ids, tuple([result for _, result in served])))
             return
-        by_stream: dict[Owner, list[Result]] = {}
+        by_owner: dict[Owner, tuple[list[int], list[Result]]] = {}
         for task, result in served:
-            by_stream.setdefault(task.owner, []).append(task.result_for_peer(result))
-        for stream, results in by_stream.items():
+            entry = by_owner.get(task.owner)
+            if entry is None:
+                entry = by_owner[task.owner] = ([], [])
+            entry[0].append(task.client_id)
+            entry[1].append(result)
+        for stream, (ids_of, results) in by_owner.items():
             if not stream.closed:
-                stream.send(ResultBatch(tuple(results)))
+                stream.send(ForwardedResults(tuple(ids_of), tuple(results)))
+
+    def raw_results(self, batch: RawResults, tasks: list[Task | None]) -> None:
+        """A result frame of a local worker, passed on undecoded to the sessions that sent the jobs, under
+        their own job ids; `tasks[i]` is the task of result `i` (None: no longer in flight, dropped)."""
+        served = cast("list[ServedTask | None]", tasks)  # the tasks this server queued
+        head = next(task for task in served if task is not None)  # the pool passes frames with one at least
+        owner = head.owner
+        if all(task is not None and task.owner is owner for task in served):
+            if not owner.closed:
+                owner.send(batch.forward([task.client_id for task in cast("list[ServedTask]", served)]))
+            return
+        by_owner: dict[Owner, tuple[list[int], list[int]]] = {}
+        for index, task in enumerate(served):
+            if task is None:
+                continue
+            entry = by_owner.get(task.owner)
+            if entry is None:
+                entry = by_owner[task.owner] = ([], [])
+            entry[0].append(task.client_id)
+            entry[1].append(index)
+        for stream, (ids, picks) in by_owner.items():
+            if not stream.closed:
+                stream.send(batch.forward(ids, picks))
 
     def _dispatch(self) -> None:
         queue = self.queue

@@ -216,9 +216,7 @@ def fork_worker(child_in: int, child_out: int, secret: bytes) -> ForkedProcess:
 # -- the child ---------------------------------------------------------------------------------------------
 
 
-def _child_main(
-    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int]
-) -> NoReturn:
+def _child_main(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int]) -> NoReturn:
     code = EXIT_CHILD_FAILED
     try:
         try:

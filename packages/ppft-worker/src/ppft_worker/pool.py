@@ -46,6 +46,7 @@ from ppft_protocol import (
     ResultBatch,
     Role,
 )
+from ppft_protocol.relay import RawResults
 
 from .batching import Batching
 from .errors import WorkerLostError
@@ -54,7 +55,7 @@ from .loop import Loop, Timer
 from .outbuf import OutBuffer
 from .reads import READ_SIZE, next_read_size
 from .spawn import describe_exit, start_worker
-from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
+from .tasks import Task, TaskQueue, collect_raw_results, collect_results, send_batch, take_batch
 
 __all__ = ["WorkerPool"]
 
@@ -118,10 +119,15 @@ class WorkerPool:
         restart: bool = False,
         max_attempts: int = 3,
         fork_threads: int | None = None,
+        on_raw_results: Callable[[RawResults, list[Task | None]], None] | None = None,
     ) -> None:
         """`fork_threads`: fork the workers `start` launches if the process then has exactly this many
         threads (its owner knows which they are and that none holds a lock the child needs); None: always
-        exec. The environment variable PPFT_START=exec forces exec."""
+        exec. The environment variable PPFT_START=exec forces exec.
+
+        `on_raw_results`: an owner that only passes results on (ppserver) gets each result frame undecoded,
+        with its tasks (`collect_raw_results`), instead of (task, result) pairs through `on_results`, which
+        then carries only the results the pool makes itself (a job that failed with its worker)."""
         self.loop = loop
         self.size = size
         self.restart = restart
@@ -132,6 +138,7 @@ class WorkerPool:
         self.broken_reason = ""  # set while workers keep failing to start
         self.name = "local"
         self._on_results = on_results
+        self._on_raw_results = on_raw_results
         self._on_requeue = on_requeue
         self._secret = os.urandom(32)
         self._workers: list[_Worker] = []
@@ -268,7 +275,9 @@ class WorkerPool:
     def _spawn(self, why_exec: str) -> None:
         """Start one worker: forked if `why_exec` is empty, else exec'd."""
         proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec)
-        conn = Connection(Role.CLIENT, self._secret, allow_plain=True)
+        conn = Connection(
+            Role.CLIENT, self._secret, allow_plain=True, raw_results=self._on_raw_results is not None
+        )
         w = _Worker(self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork")
         self._next_index += 1
         self._workers.append(w)
@@ -432,6 +441,8 @@ class WorkerPool:
             for event in events:
                 if isinstance(event, ResultBatch):
                     self._results(w, event)
+                elif isinstance(event, RawResults):
+                    self._raw_results(w, event)
                 elif isinstance(event, NodeInfo):
                     w.ready = True
                     self._start_failures = 0
@@ -451,14 +462,23 @@ class WorkerPool:
         self._write(w, w.conn.data_to_send_parts())
 
     def _results(self, w: _Worker, batch: ResultBatch) -> None:
-        inflight = w.inflight
-        done, total = collect_results(batch, inflight.pop, self._batching)
-        if not done:
-            return
+        done, total = collect_results(batch, w.inflight.pop, self._batching)
+        if done:
+            self._finished(w, len(done), total)
+            self._on_results(done)
+
+    def _raw_results(self, w: _Worker, batch: RawResults) -> None:
+        tasks, done, total = collect_raw_results(batch, w.inflight.pop, self._batching)
+        if done:
+            self._finished(w, done, total)
+            assert self._on_raw_results is not None  # the worker's connection delivers raw results only then
+            self._on_raw_results(batch, tasks)
+
+    def _finished(self, w: _Worker, done: int, total: float) -> None:
+        """`done` of `w`'s jobs finished, taking `total` seconds."""
         w.solo_busy = False
-        self.jobs_done += len(done)
+        self.jobs_done += done
         self.job_time += total
-        if not inflight and (w.retiring or self.restart):
+        if not w.inflight and (w.retiring or self.restart):
             self._retire(w)
             self._fill()
-        self._on_results(done)

@@ -10,10 +10,19 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ppft_protocol import Connection, FunctionBody, Job, JobBatch, Result, ResultBatch
+from ppft_protocol.relay import RawResults
 
 from .batching import Batching
 
-__all__ = ["MAX_FRAME_ARGS", "Task", "TaskQueue", "collect_results", "send_batch", "take_batch"]
+__all__ = [
+    "MAX_FRAME_ARGS",
+    "Task",
+    "TaskQueue",
+    "collect_raw_results",
+    "collect_results",
+    "send_batch",
+    "take_batch",
+]
 
 MAX_FRAME_ARGS = 1 << 20
 """A frame stops taking jobs once their arguments reach this many bytes: jobs are batched by run time,
@@ -56,17 +65,23 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
         return [head] if head.claim() else []
     batch = [head]
     append = batch.append
-    head_digest = head.body.digest
+    popleft = queue.popleft
+    head_body = head.body
     size = len(head.wire.args)
-    while queue and len(batch) < limit and size < MAX_FRAME_ARGS:
+    for _ in range(min(limit - 1, len(queue))):  # other threads may append meanwhile, never take
+        if size >= MAX_FRAME_ARGS:
+            break
         task = queue[0]
         if task.solo:
             break
-        digest = task.body.digest
-        if digest is not head_digest and digest != head_digest and batching.limits(digest)[0] < limit:
+        body = task.body
+        if (
+            body is not head_body
+            and body.digest != head_body.digest
+            and batching.limits(body.digest)[0] < limit
+        ):
             break
-        queue.popleft()
-        append(task)
+        append(popleft())
         size += len(task.wire.args)
     claim_all = getattr(head, "claim_all", None)
     if claim_all is not None:
@@ -85,34 +100,79 @@ def collect_results(
     done: list[tuple[Task, Result]] = []
     append = done.append
     total = 0.0
-    first: bytes | None = None
+    first: FunctionBody | None = None
     mixed = False
     for result in batch.results:
-        task = pop(result.job_id, None)
+        task = pop(result[0], None)  # result[0], [4]: job_id, wall_time (an index beats the attribute)
         if task is not None:
             append((task, result))
-            total += result.wall_time
-            digest = task.wire.digest
-            if digest is not first:  # the same function's jobs share one digest object
+            total += result[4]
+            body = task.body
+            if body is not first:  # the same function's tasks share one body object
                 if first is None:
-                    first = digest
+                    first = body
                 else:
                     mixed = True
     if first is not None:
         if mixed:
-            batching.learn_results([(task.wire.digest, result.wall_time) for task, result in done])
+            batching.learn_results([(task.body.digest, result.wall_time) for task, result in done])
         else:
-            batching.learn(first, total / len(done))
+            batching.learn(first.digest, total / len(done))
     return done, total
+
+
+def collect_raw_results(
+    batch: RawResults, pop: Callable[[int, None], Task | None], batching: Batching
+) -> tuple[list[Task | None], int, float]:
+    """`collect_results` for a result frame left undecoded: the task of each result (None for a result
+    whose task is no longer in flight: it is dropped), how many were found, and their total run time."""
+    tasks = [pop(job_id, None) for job_id in batch.job_ids]
+    first: FunctionBody | None = None
+    mixed = False
+    lost = 0
+    for task in tasks:
+        if task is None:
+            lost += 1
+        elif task.body is not first:
+            if first is None:
+                first = task.body
+            else:
+                mixed = True
+    walls = batch.wall_times
+    if not lost:
+        done = len(tasks)
+        total = sum(walls)
+    else:
+        done = len(tasks) - lost
+        total = sum([wall for task, wall in zip(tasks, walls, strict=True) if task is not None])
+    if first is not None:
+        if mixed:
+            batching.learn_results(
+                [
+                    (task.body.digest, wall)
+                    for task, wall in zip(tasks, walls, strict=True)
+                    if task is not None
+                ]
+            )
+        else:
+            batching.learn(first.digest, total / done)
+    return tasks, done, total
 
 
 def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], tasks: list[Task]) -> None:
     """Queue `tasks` as one frame on `conn`: each function body the peer has not seen goes first, once
     per connection (`bodies` remembers), and every task is recorded `inflight` by its job id."""
+    wires: list[Job] = []
+    add = wires.append
+    last: FunctionBody | None = None
     for task in tasks:
         body = task.body
-        if body.digest not in bodies:
-            bodies.add(body.digest)
-            conn.send(body)
-        inflight[task.wire.job_id] = task
-    conn.send(JobBatch(tuple([task.wire for task in tasks])))
+        if body is not last:  # a frame's tasks mostly share one body
+            last = body
+            if body.digest not in bodies:
+                bodies.add(body.digest)
+                conn.send(body)
+        wire = task.wire
+        inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
+        add(wire)
+    conn.send(JobBatch(tuple(wires)))
