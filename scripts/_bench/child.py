@@ -273,6 +273,11 @@ def scenario_remote(backend: str, params: dict[str, Any]) -> dict[str, Any]:
 def scenario_cpu(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     """Parallel efficiency = jobs * one job's time (run here) / (workers * wall time in the pool).
 
+    Also the same with one job's time measured alone on the pool (`efficiency_pool`): pure scaling. The two
+    differ by how fast the worker's copy of the code runs against this process's: ppe's forked workers
+    run the very code object of this process, ppft's compile the function's source again, and CPython's
+    speed on a tight loop moves by up to 10 % with where its code and objects land in memory.
+
     One job's time is the median of 3 runs here; the wall time is the best of `rounds`, because the
     2 vCPUs of this machine are not always both there (steal) and one bad round says nothing of the code.
     """
@@ -287,9 +292,14 @@ def scenario_cpu(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         singles.append(time.perf_counter() - start)
     single = statistics.median(singles)
     walls = []
+    pool_singles = []
     b = _make_backend(backend, params)
     try:
         _warm_up(b)
+        for _ in range(3):  # one job alone on a worker: the scaling figure's reference (see the docstring)
+            start = time.perf_counter()
+            _check([b.one(spin, n)], [expected], "cpu-bound, alone")
+            pool_singles.append(time.perf_counter() - start)
         for _ in range(params["rounds"]):
             start = time.perf_counter()
             values = b.collect(b.submit_all(spin, [(n,)] * params["jobs"]))
@@ -299,7 +309,9 @@ def scenario_cpu(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         b.close()
     return {
         "efficiency": params["jobs"] * single / (WORKERS * min(walls)),
+        "efficiency_pool": params["jobs"] * statistics.median(pool_singles) / (WORKERS * min(walls)),
         "single_s": single,
+        "pool_single_s": statistics.median(pool_singles),
         "wall_s": min(walls),
         "walls": walls,
         "jobs": params["jobs"],

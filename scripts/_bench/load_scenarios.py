@@ -32,6 +32,8 @@ __all__ = [
 ]
 
 _MIB = 1 << 20
+POOL_TIMED = "parallel efficiency, one job timed alone on a worker"
+"""The cpu scenario's scaling figure: jobs * one job alone on the pool / (workers * wall) (child.py)."""
 
 
 @dataclass(frozen=True)
@@ -171,6 +173,7 @@ def cpu_remote(run: Run, params: dict[str, Any]) -> None:
     outcome = Outcome("skipped", {}, 0.0, why) if why else _on_remote(run, "cpu", params)
     metric = f"parallel efficiency, {run.sizes.cpu_jobs} jobs"
     run.add("cpu", metric, "ppft2-remote", "", outcome, "efficiency")
+    run.add("cpu", POOL_TIMED, "ppft2-remote", "", outcome, "efficiency_pool")
 
 
 def soak(run: Run) -> None:

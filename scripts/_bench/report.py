@@ -23,7 +23,8 @@ _TITLES = {
     "startup": "startup: construct + first trivial result (median of fresh processes)",
     "tiny": "tiny throughput: N `x + 1` jobs submitted one by one, then all collected, 2 workers",
     "latency": "latency: sequential submit-then-result round trips, 2 workers",
-    "cpu": "cpu-bound: pure-Python jobs of ~0.25 s on 2 workers; efficiency = jobs * one job / (2 * wall)",
+    "cpu": "cpu-bound: pure-Python jobs of ~0.25 s on 2 workers; efficiency = jobs * one job / (2 * wall), "
+    "one job timed in the bench process, or alone on the pool",
     "payload": "payload: echo bytes; MiB/s counts each job's payload once (it travels both ways)",
     "executor": "executor: ppft.Executor(2) vs ProcessPoolExecutor(2), x + 1 jobs",
     "remote": "remote: ppserver -w 2 over loopback, client Server(0, ppservers=...); beside local runs",
@@ -67,6 +68,7 @@ GOALS = (
     Goal("8", "latency", "median", "ppft2", "ppe", "<=", 0.8),
     Goal("3", "latency", "p99", "ppft2", "ppe", "<=", 1.0),
     Goal("3, 8", "cpu", "parallel efficiency, 16 jobs", "ppft2", None, ">=", 0.95),
+    Goal("3, 8", "cpu", "parallel efficiency, one job timed alone on a worker", "ppft2", None, ">=", None),
     Goal("3, 8", "payload", "echo 1 MiB", "ppft2", "ppe", ">=", 1.0),
     Goal("3, 8", "payload", "echo 16 MiB", "ppft2", "ppe", ">=", 1.0),
     Goal("8", "executor", "map, default chunksize, 20,000 jobs", "ppft2", "ppe", ">=", 5.0),
@@ -78,6 +80,9 @@ GOALS = (
     Goal("7", "dask", "tiny jobs/s", "ppft2-dask", "dask", ">=", 0.8),
     Goal("7", "dask", "latency median", "ppft2-dask", "dask", "<=", None),
     Goal("8", "cpu", "parallel efficiency, 16 jobs", "ppft2-remote", None, ">=", 0.95),
+    Goal(
+        "8", "cpu", "parallel efficiency, one job timed alone on a worker", "ppft2-remote", None, ">=", None
+    ),
     Goal("8", "payload", "echo 1 MiB", "ppft2-remote", "ppe", ">=", 1.0),
     Goal("8", "payload", "echo 16 MiB", "ppft2-remote", "ppe", ">=", 1.0),
     Goal("8", "payload", "echo 1 MiB, sealed / unsealed", "ppft2-remote", None, ">=", 0.5),

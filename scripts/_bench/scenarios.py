@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from .impls import BenchSetupError, Impl
-from .load_scenarios import cpu_remote, fairness, fanout, payload_remote, soak
+from .load_scenarios import POOL_TIMED, cpu_remote, fairness, fanout, payload_remote, soak
 from .procs import CHILD, Outcome, dask_cluster, ppserver, run_child
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "Figure", "Run", "Sizes", "run_scenario"]
@@ -211,6 +211,7 @@ def cpu(run: Run) -> None:
     for key in _classic_impls(run):
         outcome = run.child("cpu", key, key, _backend(key), params)
         run.add("cpu", f"parallel efficiency, {run.sizes.cpu_jobs} jobs", key, "", outcome, "efficiency")
+        run.add("cpu", POOL_TIMED, key, "", outcome, "efficiency_pool")
     cpu_remote(run, params)
 
 
