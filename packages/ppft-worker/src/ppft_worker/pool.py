@@ -13,6 +13,8 @@ Batching and windows: each worker gets frames of up to `batch` jobs with two fra
 follows the measured job time (about 2 ms of work per frame, at most 256 jobs); long jobs (5 ms and more) go
 one at a time with no prefetch, so a slow job never holds a queue of others hostage. Until the first result
 arrives a worker gets one job, since nothing is known yet about the jobs' length.
+When a worker idles next to a frame that has sent no result for 20 ms, the tail half of that frame is
+cancelled and queued again for it (`stealing`): run times learnt from the past can mislead the batching.
 
 Start: the workers that `start` launches are forked (`forkstart`) when the owner passed `fork_threads` and the
 process has exactly that many threads at that moment; every other worker (a replacement, growth, all of them
@@ -37,6 +39,7 @@ from collections.abc import Callable
 
 from ppft_protocol import (
     Bye,
+    Cancel,
     Closed,
     Connection,
     Established,
@@ -55,6 +58,7 @@ from .loop import Loop, Timer
 from .outbuf import OutBuffer
 from .reads import READ_SIZE, next_read_size
 from .spawn import describe_exit, start_worker
+from .stealing import Stealer, reclaim
 from .tasks import Task, TaskQueue, collect_raw_results, collect_results, send_batch, take_batch
 
 __all__ = ["WorkerPool"]
@@ -78,8 +82,10 @@ class _Worker:
         "ready",
         "retiring",
         "rfd",
+        "since",
         "solo_busy",
         "started",
+        "stolen",
         "wfd",
     )
 
@@ -101,6 +107,8 @@ class _Worker:
         self.retiring = False
         self.solo_busy = False
         self.started = time.monotonic()
+        self.since = self.started  # last frame sent while idle, or last result (`stealing`)
+        self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
 
     def __repr__(self) -> str:
         return f"worker {self.index} (pid {self.pid})"
@@ -148,6 +156,7 @@ class WorkerPool:
         self._start_failures = 0
         self._respawn_timer: Timer | None = None
         self._reap_timer: Timer | None = None
+        self._stealer = None if restart else Stealer(loop, self._workers, self._cancel)
         self._closed = False
 
     # -- the owner's interface -------------------------------------------------------------------------
@@ -186,6 +195,7 @@ class WorkerPool:
         for w in self._workers:
             tasks.extend(w.inflight.values())
             w.inflight.clear()
+            w.stolen.clear()
         return tasks
 
     def resize(self, size: int) -> None:
@@ -235,6 +245,8 @@ class WorkerPool:
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
         self._closed = True
+        if self._stealer is not None:
+            self._stealer.close()
         for timer in (self._respawn_timer, self._reap_timer):
             if timer is not None:
                 timer.cancel()
@@ -458,27 +470,47 @@ class WorkerPool:
         self._write(w, w.conn.data_to_send_parts())
 
     def _send(self, w: _Worker, tasks: list[Task]) -> None:
+        if not w.inflight:
+            w.since = time.monotonic()
         send_batch(w.conn, w.bodies, w.inflight, tasks)
+        self._write(w, w.conn.data_to_send_parts())
+        if self._stealer is not None:
+            self._stealer.sent(w)
+
+    def _cancel(self, w: _Worker, job_ids: tuple[int, ...]) -> None:
+        w.conn.send(Cancel(job_ids))
         self._write(w, w.conn.data_to_send_parts())
 
     def _results(self, w: _Worker, batch: ResultBatch) -> None:
+        back = reclaim(w, batch.results) if w.stolen else None  # a steal's cancelled jobs: queued again
         done, total = collect_results(batch, w.inflight.pop, self._batching)
-        if done:
+        if back:
+            self._on_requeue(back)
+        if done or back:
             self._finished(w, len(done), total)
+        if done:
             self._on_results(done)
 
     def _raw_results(self, w: _Worker, batch: RawResults) -> None:
+        back = reclaim(w, batch.results()) if w.stolen and not w.stolen.isdisjoint(batch.job_ids) else None
         tasks, done, total = collect_raw_results(batch, w.inflight.pop, self._batching)
-        if done:
+        if back:
+            self._on_requeue(back)
+        if done or back:
             self._finished(w, done, total)
+        if done:
             assert self._on_raw_results is not None  # the worker's connection delivers raw results only then
             self._on_raw_results(batch, tasks)
 
     def _finished(self, w: _Worker, done: int, total: float) -> None:
         """`done` of `w`'s jobs finished, taking `total` seconds."""
         w.solo_busy = False
+        w.since = time.monotonic()
         self.jobs_done += done
         self.job_time += total
-        if not w.inflight and (w.retiring or self.restart):
-            self._retire(w)
-            self._fill()
+        if not w.inflight:
+            if w.retiring or self.restart:
+                self._retire(w)
+                self._fill()
+            elif self._stealer is not None:
+                self._stealer.emptied()
