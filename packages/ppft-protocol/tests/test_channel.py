@@ -1,5 +1,7 @@
 """The established channel: sealed frames under attack (tampered, replayed, reordered, dropped, truncated,
-reflected), the end of the stream and `Bye`, and HKDF checked against RFC 5869 and against `cryptography`."""
+reflected), the end of the stream and `Bye`, and HKDF checked against RFC 5869 and against `cryptography`.
+
+Every test that takes `established` runs once per cipher: ChaCha20-Poly1305 and AES-256-GCM."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ppft_protocol import (
+    AES_256_GCM,
     Bye,
     Closed,
     Connection,
@@ -45,6 +48,20 @@ def frame(message: Message) -> bytes:
 
 def opening(low: int = 1, high: int = 1) -> bytes:
     return encode_opening(low, high, "raw test peer")
+
+
+@pytest.fixture(params=channel.CIPHERS)
+def established(request: pytest.FixtureRequest, established: Established_) -> Established_:
+    """conftest's `established`, negotiating the cipher of this run (both sides offer AES-256-GCM, or not)."""
+    cipher: str = request.param
+
+    def factory(**kwargs: object) -> Pair:
+        kwargs.setdefault("aes_gcm", cipher == AES_256_GCM)
+        client, server = established(**kwargs)
+        assert client.cipher == server.cipher == (cipher if client.sealed else "")
+        return client, server
+
+    return factory
 
 
 def sent_frames(conn: Connection, messages: list[Message]) -> list[bytes]:

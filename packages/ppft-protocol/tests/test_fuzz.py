@@ -15,6 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ppft_protocol import (
+    AES_256_GCM,
+    CHACHA20_POLY1305,
     Auth,
     AuthFailed,
     AuthOk,
@@ -139,9 +141,9 @@ def encoded(message: Message) -> bytes:
 # -- endpoints in every state -----------------------------------------------------------------------------
 
 
-def _pair(allow_plain: bool = False) -> tuple[Connection, Connection]:
-    client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, allow_plain=allow_plain)
-    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, allow_plain=allow_plain)
+def _pair(allow_plain: bool = False, aes_gcm: bool = False) -> tuple[Connection, Connection]:
+    client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, allow_plain=allow_plain, aes_gcm=aes_gcm)
+    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, allow_plain=allow_plain, aes_gcm=aes_gcm)
     return client, server
 
 
@@ -182,8 +184,8 @@ def client_awaiting_auth_ok() -> Connection:
     return client
 
 
-def _established(role: Role, allow_plain: bool) -> Connection:
-    client, server = _pair(allow_plain)
+def _established(role: Role, allow_plain: bool, aes_gcm: bool = False) -> Connection:
+    client, server = _pair(allow_plain, aes_gcm)
     client.receive_data(server.data_to_send())
     server.receive_data(client.data_to_send())
     client.receive_data(server.data_to_send())
@@ -200,6 +202,8 @@ ENDPOINTS: dict[str, Callable[[], Connection]] = {
     "client-await-auth-ok": client_awaiting_auth_ok,
     "server-established-sealed": lambda: _established(Role.SERVER, False),
     "client-established-sealed": lambda: _established(Role.CLIENT, False),
+    "server-established-aes-gcm": lambda: _established(Role.SERVER, False, aes_gcm=True),
+    "client-established-aes-gcm": lambda: _established(Role.CLIENT, False, aes_gcm=True),
     "server-established-plain": lambda: _established(Role.SERVER, True),
     "client-established-plain": lambda: _established(Role.CLIENT, True),
 }
@@ -343,6 +347,7 @@ def test_random_message_sequences_never_get_past_the_handshake(
 @FUZZ
 @given(
     allow_plain=st.booleans(),
+    aes_gcm=st.booleans(),
     messages=st.lists(message_st.filter(lambda m: m.TYPE >= 0x10), max_size=5),
     flips=st.lists(st.tuples(st.integers(0, 10**6), st.integers(1, 255)), max_size=3),
     cut=st.one_of(st.none(), st.integers(0, 10**6)),
@@ -350,12 +355,13 @@ def test_random_message_sequences_never_get_past_the_handshake(
 )
 def test_mutated_valid_transcripts_give_events_or_a_protocol_error(
     allow_plain: bool,
+    aes_gcm: bool,
     messages: list[Message],
     flips: list[tuple[int, int]],
     cut: int | None,
     data: st.DataObject,
 ) -> None:
-    client, server = _pair(allow_plain)
+    client, server = _pair(allow_plain, aes_gcm)
     client.receive_data(server.data_to_send())
     transcript = client.data_to_send()  # opening, Hello, Auth
     server.receive_data(transcript)
@@ -370,12 +376,13 @@ def test_mutated_valid_transcripts_give_events_or_a_protocol_error(
     if cut is not None:
         del stream[cut % len(stream) :]
     # A fresh server with the same nonce sees exactly what `server` saw, until the mutations.
-    fresh = Connection(Role.SERVER, SECRET, nonce=NONCE_S, allow_plain=allow_plain)
+    fresh = Connection(Role.SERVER, SECRET, nonce=NONCE_S, allow_plain=allow_plain, aes_gcm=aes_gcm)
     events, error = feed(fresh, data.draw(split(bytes(stream))))
     assert_no_message_before_established(events)
     if not flips and cut is None:
         assert error is None
-        expected: list[Event] = [Established(1, not allow_plain, fresh.peer_comment)]
+        cipher = "" if allow_plain else AES_256_GCM if aes_gcm else CHACHA20_POLY1305
+        expected: list[Event] = [Established(1, not allow_plain, fresh.peer_comment, cipher)]
         for message in messages:
             expected.append(message)
             if isinstance(message, Bye):

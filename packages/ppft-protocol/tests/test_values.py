@@ -61,7 +61,10 @@ def test_message_constructors_take_their_fields_in_order_or_by_name() -> None:
 
 def test_message_repr_names_its_fields() -> None:
     assert repr(StatsReply(1, 2.5, 3, 4)) == "StatsReply(jobs_done=1, job_time=2.5, workers=3, clients=4)"
-    assert repr(Established(1, False, "c")) == "Established(version=1, sealed=False, peer_comment='c')"
+    assert (
+        repr(Established(1, False, "c"))
+        == "Established(version=1, sealed=False, peer_comment='c', cipher='')"
+    )
 
 
 def test_messages_and_events_pickle_and_copy() -> None:

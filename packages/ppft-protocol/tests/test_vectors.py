@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 from ppft_protocol import Connection, Established, LegacyPeerError, Role
@@ -42,7 +42,9 @@ INPUTS = VECTORS["inputs"]
 SECRET = bytes.fromhex(INPUTS["secret"])
 NONCE_C = bytes.fromhex(INPUTS["nonce_client"])
 NONCE_S = bytes.fromhex(INPUTS["nonce_server"])
-HANDSHAKES = ["handshake_sealed", "handshake_plain"]
+HANDSHAKES = ["handshake_sealed", "handshake_plain", "handshake_aes_gcm"]
+SEALED = {"handshake_sealed": ("", ChaCha20Poly1305), "handshake_aes_gcm": ("/aes-256-gcm", AESGCM)}
+"""The sealed vectors: the suffix of their session keys' HKDF info, and their AEAD."""
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
@@ -53,12 +55,17 @@ def _joined(pieces: list[dict[str, str]]) -> bytes:
     return b"".join(bytes.fromhex(p["hex"]) for p in pieces)
 
 
-def _endpoint(role: Role, allow_plain: bool) -> Connection:
-    if role is Role.CLIENT:
-        return Connection(
-            role, SECRET, nonce=NONCE_C, comment=INPUTS["comment_client"], allow_plain=allow_plain
-        )
-    return Connection(role, SECRET, nonce=NONCE_S, comment=INPUTS["comment_server"], allow_plain=allow_plain)
+def _endpoint(role: Role, vector: dict[str, Any]) -> Connection:
+    """A fresh endpoint of `vector`'s connection, with its fixed nonce, comment and offers."""
+    side = "client" if role is Role.CLIENT else "server"
+    return Connection(
+        role,
+        SECRET,
+        nonce=NONCE_C if role is Role.CLIENT else NONCE_S,
+        comment=INPUTS[f"comment_{side}"],
+        allow_plain=vector[f"allow_plain_{side}"],
+        aes_gcm=vector.get(f"aes_gcm_{side}", False),
+    )
 
 
 # -- the implementation reproduces the file ----------------------------------------------------------------
@@ -99,34 +106,34 @@ def test_opening_vectors_parse_to_their_ranges() -> None:
 @pytest.mark.parametrize("name", HANDSHAKES)
 def test_fresh_server_fed_the_client_transcript_answers_with_the_server_transcript(name: str) -> None:
     vector = VECTORS[name]
-    server = _endpoint(Role.SERVER, vector["allow_plain_server"])
+    server = _endpoint(Role.SERVER, vector)
     sent = server.data_to_send()
     events = []
     for piece in vector["client_to_server"]:
         events += server.receive_data(bytes.fromhex(piece["hex"]))
         sent += server.data_to_send()
     assert sent == _joined(vector["server_to_client"])
-    assert events == [Established(1, vector["sealed"], INPUTS["comment_client"])]
+    assert events == [Established(1, vector["sealed"], INPUTS["comment_client"], vector.get("cipher"))]
 
 
 @pytest.mark.parametrize("name", HANDSHAKES)
 def test_fresh_client_fed_the_server_transcript_answers_with_the_client_transcript(name: str) -> None:
     vector = VECTORS[name]
-    client = _endpoint(Role.CLIENT, vector["allow_plain_client"])
+    client = _endpoint(Role.CLIENT, vector)
     sent = client.data_to_send()
     events = []
     for piece in vector["server_to_client"]:
         events += client.receive_data(bytes.fromhex(piece["hex"]))
         sent += client.data_to_send()
     assert sent == _joined(vector["client_to_server"])
-    assert events == [Established(1, vector["sealed"], INPUTS["comment_server"])]
+    assert events == [Established(1, vector["sealed"], INPUTS["comment_server"], vector.get("cipher"))]
 
 
 @pytest.mark.parametrize("name", HANDSHAKES)
 def test_frames_after_the_handshake_decode_to_their_messages(name: str) -> None:
     vector = VECTORS[name]
-    client = _endpoint(Role.CLIENT, vector["allow_plain_client"])
-    server = _endpoint(Role.SERVER, vector["allow_plain_server"])
+    client = _endpoint(Role.CLIENT, vector)
+    server = _endpoint(Role.SERVER, vector)
     server.receive_data(_joined(vector["client_to_server"]))
     client.receive_data(_joined(vector["server_to_client"]))
     for entry in vector["after_handshake"]:
@@ -172,16 +179,28 @@ def test_proof_is_hmac_of_the_documented_transcript(name: str, role: str) -> Non
     assert frame_hex == f"00000020{3 if piece == 'AuthOk' else 2:02x}{expected}"
 
 
+@pytest.mark.parametrize("name", SEALED)
 @pytest.mark.parametrize("direction", ["client-to-server", "server-to-client"])
-def test_session_key_is_hkdf_of_the_secret_over_both_nonces(direction: str) -> None:
-    vector = VECTORS["handshake_sealed"]
-    info = b"ppft-seal/" + struct.pack(">H", 1) + b"/" + direction.encode()
+def test_session_key_is_hkdf_of_the_secret_over_both_nonces(name: str, direction: str) -> None:
+    vector = VECTORS[name]
+    suffix, _ = SEALED[name]
+    info = b"ppft-seal/" + struct.pack(">H", 1) + b"/" + direction.encode() + suffix.encode()
     expected = _hkdf(SECRET, NONCE_C + NONCE_S, info)
     assert vector[f"key_{direction.replace('-', '_')}"] == expected.hex()
 
 
-def test_sealed_frames_are_chacha20_poly1305_with_counter_nonces_and_the_header_as_aad() -> None:
-    vector = VECTORS["handshake_sealed"]
+def test_aes_gcm_vector_is_negotiated_by_the_aes_gcm_flag_in_both_hellos() -> None:
+    vector = VECTORS["handshake_aes_gcm"]
+    assert (vector["flags_client"], vector["flags_server"], vector["cipher"]) == (2, 2, "aes-256-gcm")
+    for side in ("client_to_server", "server_to_client"):
+        (hello,) = [p["hex"] for p in vector[side] if p["piece"] == "Hello"]
+        assert hello.endswith("02")
+
+
+@pytest.mark.parametrize("name", SEALED)
+def test_sealed_frames_are_the_aead_with_counter_nonces_and_the_header_as_aad(name: str) -> None:
+    vector = VECTORS[name]
+    _, aead = SEALED[name]
     counters = {"client-to-server": 0, "server-to-client": 0}
     for entry in vector["after_handshake"]:
         direction = entry["direction"]
@@ -193,7 +212,7 @@ def test_sealed_frames_are_chacha20_poly1305_with_counter_nonces_and_the_header_
         counters[direction] += 1
         assert entry["nonce"] == nonce.hex()
         assert entry["aad"] == header.hex()
-        expected = header + ChaCha20Poly1305(key).encrypt(nonce, plaintext, header)
+        expected = header + aead(key).encrypt(nonce, plaintext, header)
         assert entry["frame"] == expected.hex()
 
 
@@ -227,6 +246,10 @@ def _doc_hex() -> str:
         ("handshake_sealed", "proof_server"),
         ("handshake_sealed", "key_client_to_server"),
         ("handshake_sealed", "key_server_to_client"),
+        ("handshake_aes_gcm", "proof_client"),
+        ("handshake_aes_gcm", "proof_server"),
+        ("handshake_aes_gcm", "key_client_to_server"),
+        ("handshake_aes_gcm", "key_server_to_client"),
     ],
     ids="/".join,
 )
@@ -239,5 +262,15 @@ def test_spec_quotes_the_sealed_transcript_and_first_sealed_frames() -> None:
     vector = VECTORS["handshake_sealed"]
     for piece in vector["client_to_server"] + vector["server_to_client"]:
         assert piece["hex"] in doc
+    for entry in vector["after_handshake"][:3]:
+        assert entry["frame"] in doc
+
+
+def test_spec_quotes_the_aes_gcm_hellos_and_first_sealed_frames() -> None:
+    doc = _doc_hex()
+    vector = VECTORS["handshake_aes_gcm"]
+    for piece in vector["client_to_server"] + vector["server_to_client"]:
+        if piece["piece"] != "opening":  # the same openings as the ChaCha20-Poly1305 vector's
+            assert piece["hex"] in doc
     for entry in vector["after_handshake"][:3]:
         assert entry["frame"] in doc

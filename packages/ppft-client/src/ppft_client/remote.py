@@ -25,6 +25,7 @@ from collections.abc import Callable
 
 from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role
 from ppft_worker.addresses import is_loopback
+from ppft_worker.cpufeatures import offer_aes_gcm
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop, Timer
 from ppft_worker.stream import Stream
@@ -77,6 +78,7 @@ class RemoteNode:
         self._secret = secret
         self._seal = seal
         self._sealed: bool | None = None  # of the established connection; None while there is none
+        self._cipher = ""  # of the established connection: "aes-256-gcm", "chacha20-poly1305" or "" (none)
         self._on_results = on_results
         self._on_lost = on_lost
         self._silence_timeout = silence_timeout
@@ -109,6 +111,12 @@ class RemoteNode:
     def sealed(self) -> bool | None:
         """Whether the current connection's channel is sealed; None while the node is not connected."""
         return self._sealed
+
+    @property
+    def cipher(self) -> str:
+        """The current connection's cipher ("aes-256-gcm" or "chacha20-poly1305"); "" when unsealed or not
+        connected. AES-256-GCM when both ends have AES hardware (ppft_worker.cpufeatures)."""
+        return self._cipher
 
     @property
     def inflight(self) -> int:
@@ -176,7 +184,10 @@ class RemoteNode:
             self._failed(_CONNECT_ERRORS.get(err, os.strerror(err)))
             return
         offer = not self._seal and _is_loopback(sock)
-        conn = Connection(Role.CLIENT, self._secret, allow_plain=offer, comment=f"ppft {__version__} client")
+        conn = Connection(
+            Role.CLIENT, self._secret, allow_plain=offer, aes_gcm=offer_aes_gcm(),
+            comment=f"ppft {__version__} client",
+        )  # fmt: skip
         self._stream = Stream(
             self.loop, sock, conn, peer=f"ppserver {self.name}", on_event=self._event, on_close=self._closed,
             silence_timeout=self._silence_timeout,
@@ -195,6 +206,7 @@ class RemoteNode:
     def _event(self, event: Event) -> None:
         if isinstance(event, Established):
             self._sealed = event.sealed
+            self._cipher = event.cipher
             if not event.sealed:
                 log.info("link to %s unsealed: loopback, both ends agreed", self.name)
             elif not self._seal:
@@ -207,7 +219,8 @@ class RemoteNode:
                 if self.last_error:
                     log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
                 else:
-                    log.info("connected to ppserver %s (%d workers)", self.name, event.workers)
+                    how = f"sealed with {self._cipher}" if self._cipher else "unsealed"
+                    log.info("connected to ppserver %s (%d workers, %s)", self.name, event.workers, how)
                 self.last_error = ""
                 self._backoff = 0.5
                 self.loop.wake()
@@ -227,6 +240,7 @@ class RemoteNode:
         self._stream = None
         self._sock = None
         self._sealed = None
+        self._cipher = ""
         link = self.link
         self.link = None
         tasks: list[Task] = []

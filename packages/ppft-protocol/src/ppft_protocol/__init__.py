@@ -1,11 +1,13 @@
 """ppft-protocol: the sans-I/O wire protocol of ppft.
 
-Framing, versioning, the HMAC-SHA256 handshake, the ChaCha20-Poly1305 sealed channel and the message schema,
-as a state machine that takes bytes in and gives events and bytes out (see `Connection`). It does no I/O,
-starts no thread, reads no clock and never unpickles: the worker, client and server packages do the I/O.
+Framing, versioning, the HMAC-SHA256 handshake, the sealed channel (ChaCha20-Poly1305, or AES-256-GCM when
+both ends have AES hardware) and the message schema, as a state machine that takes bytes in and gives events
+and bytes out (see `Connection`). It does no I/O, starts no thread, reads no clock and never unpickles: the
+worker, client and server packages do the I/O.
 The full specification, with byte layouts and test vectors, is docs/protocol.md.
 """
 
+from .channel import AES_256_GCM, CHACHA20_POLY1305
 from .connection import (
     DEFAULT_MAX_FRAME_SIZE,
     HANDSHAKE_MAX_FRAME_SIZE,
@@ -51,6 +53,8 @@ from .relay import RawResults, ResultRecords
 from .version import __version__
 
 __all__ = [
+    "AES_256_GCM",
+    "CHACHA20_POLY1305",
     "DEFAULT_MAX_FRAME_SIZE",
     "HANDSHAKE_MAX_FRAME_SIZE",
     "PROTOCOL_VERSIONS",

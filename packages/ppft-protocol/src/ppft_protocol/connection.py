@@ -73,19 +73,27 @@ _set = object.__setattr__
 
 
 class Established(Record):
-    """The handshake finished: both sides proved the secret. Messages may be sent from now on."""
+    """The handshake finished: both sides proved the secret. Messages may be sent from now on.
 
-    __slots__ = ("peer_comment", "sealed", "version")
-    __match_args__ = ("version", "sealed", "peer_comment")
+    `cipher` names the sealed channel's AEAD (`"chacha20-poly1305"` or `"aes-256-gcm"`), `""` when unsealed.
+    Left out, it is what a sealed channel used before AES-256-GCM was negotiable, so
+    `Established(1, True, comment)` still means a ChaCha20-Poly1305 link."""
+
+    __slots__ = ("cipher", "peer_comment", "sealed", "version")
+    __match_args__ = ("version", "sealed", "peer_comment", "cipher")
 
     version: int
     sealed: bool
     peer_comment: str
+    cipher: str
 
-    def __init__(self, version: int, sealed: bool, peer_comment: str) -> None:
+    def __init__(self, version: int, sealed: bool, peer_comment: str, cipher: str | None = None) -> None:
+        if cipher is None:
+            cipher = channel.CHACHA20_POLY1305 if sealed else ""
         _set(self, "version", version)
         _set(self, "sealed", sealed)
         _set(self, "peer_comment", peer_comment)
+        _set(self, "cipher", cipher)
 
 
 class Closed(Record):
@@ -117,12 +125,16 @@ class Connection:
         *,
         versions: tuple[int, int] = PROTOCOL_VERSIONS,
         allow_plain: bool = False,
+        aes_gcm: bool = False,
         max_frame_size: int = DEFAULT_MAX_FRAME_SIZE,
         nonce: bytes | None = None,
         comment: str = f"ppft {__version__}; not compatible with ppft 1.x",
         raw_results: bool = False,
     ) -> None:
         """`allow_plain`: agree to an unsealed channel (used only if the peer agrees too).
+        `aes_gcm`: offer AES-256-GCM, which a sealed channel uses when the peer offers it too (else
+        ChaCha20-Poly1305). Offer it only where AES runs in hardware: this layer cannot look, the owner can
+        (`ppft_worker.cpufeatures.offer_aes_gcm`).
         `nonce`: a fixed nonce, for test vectors only; left out, 32 fresh random bytes.
         `raw_results`: result frames arrive as `RawResults` (checked, not decoded) instead of `ResultBatch`,
         for an owner that only passes them on (ppft_protocol.relay)."""
@@ -137,12 +149,13 @@ class Connection:
         self.versions = versions
         self.version = 0
         self.sealed = False
+        self.cipher = ""
         self.max_frame_size = max_frame_size
         self.peer_comment = ""
         self.raw_results = raw_results
         self._secret = secret
         self._auth_key = channel.auth_key(secret)
-        self._flags = Hello.FLAG_ALLOW_PLAIN if allow_plain else 0
+        self._flags = (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0) | (Hello.FLAG_AES_GCM if aes_gcm else 0)
         self._nonce = nonce if nonce is not None else os.urandom(channel.NONCE_SIZE)
         self._peer_hello: Hello | None = None
         self._decoder = framing.FrameDecoder(HANDSHAKE_MAX_FRAME_SIZE)
@@ -421,13 +434,17 @@ class Connection:
 
     def _establish(self) -> Established:
         nonce_c, nonce_s, flags_c, flags_s = self._nonces()
-        plain = bool(flags_c & flags_s & Hello.FLAG_ALLOW_PLAIN)
+        both = flags_c & flags_s
+        plain = bool(both & Hello.FLAG_ALLOW_PLAIN)
         if not plain:
-            c2s, s2c = channel.session_keys(self._secret, self.version, nonce_c, nonce_s)
+            aes = both & Hello.FLAG_AES_GCM
+            cipher = channel.AES_256_GCM if aes else channel.CHACHA20_POLY1305
+            c2s, s2c = channel.session_keys(self._secret, self.version, nonce_c, nonce_s, cipher)
             mine, theirs = (c2s, s2c) if self.role is Role.CLIENT else (s2c, c2s)
-            self._sealer = channel.Sealer(mine)
-            self._opener = channel.Opener(theirs)
+            self._sealer = channel.Sealer(mine, cipher)
+            self._opener = channel.Opener(theirs, cipher)
+            self.cipher = cipher
         self.sealed = not plain
         self._decoder.authenticated = True
         self._decoder.set_limit(self.max_frame_size)
-        return Established(self.version, self.sealed, self.peer_comment)
+        return Established(self.version, self.sealed, self.peer_comment, self.cipher)

@@ -3,14 +3,17 @@
 
 Every input is fixed (the secret, both nonces, both openings' comments), so the output is the same on every
 run: the opening bytes, every message type's frame, the whole handshake transcript in both directions with
-the derived K_auth, proofs and session keys, and sealed frames. docs/protocol.md quotes them; the tests
-check that the implementation reproduces every byte (and that the spec's formulas, computed with
-`cryptography` and `hmac` directly, give the same keys, proofs and ciphertexts).
+the derived K_auth, proofs and session keys, and the frames after it: sealed with ChaCha20-Poly1305
+(`handshake_sealed`), unsealed (`handshake_plain`), sealed with AES-256-GCM (`handshake_aes_gcm`, both
+Hellos with FLAG_AES_GCM). docs/protocol.md quotes them; the tests check that the implementation reproduces
+every byte (and that the spec's formulas, computed with `cryptography` and `hmac` directly, give the same
+keys, proofs and ciphertexts).
 
     python make_vectors.py           # rewrite protocol-v1.json
     python make_vectors.py --check   # exit 1 if protocol-v1.json differs from what the code produces
 
-Regenerate only on a deliberate change of the wire format, which also needs a new protocol version.
+Regenerate only on a deliberate change of the wire format, which also needs a new protocol version, or to
+add vectors: entries already in the file never change.
 """
 
 from __future__ import annotations
@@ -147,10 +150,14 @@ def _pieces(data: bytes, *, opening: bool) -> list[tuple[str, bytes]]:
     return pieces
 
 
-def handshake(allow_plain: bool) -> dict[str, Any]:
-    """The whole exchange of one fixed connection, both directions, with its keys and proofs."""
-    client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, comment=COMMENT_C, allow_plain=allow_plain)
-    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S, allow_plain=allow_plain)
+def handshake(allow_plain: bool, aes_gcm: bool = False) -> dict[str, Any]:
+    """The whole exchange of one fixed connection, both directions, with its keys and proofs.
+
+    `aes_gcm`: both sides offer AES-256-GCM; the entry then also names the offers and the cipher (the
+    entries without it predate AES-256-GCM and stay byte for byte what they were)."""
+    options = {"allow_plain": allow_plain, "aes_gcm": aes_gcm}
+    client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, comment=COMMENT_C, **options)
+    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S, **options)
     c2s: list[tuple[str, bytes]] = []
     s2c: list[tuple[str, bytes]] = []
     first = True
@@ -165,11 +172,12 @@ def handshake(allow_plain: bool) -> dict[str, Any]:
             server.receive_data(to_server)
         if to_client:
             client.receive_data(to_client)
-    flags = Hello.FLAG_ALLOW_PLAIN if allow_plain else 0
+    flags = (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0) | (Hello.FLAG_AES_GCM if aes_gcm else 0)
     k_auth = channel.auth_key(SECRET)
     out: dict[str, Any] = {
         "allow_plain_client": allow_plain,
         "allow_plain_server": allow_plain,
+        **({"aes_gcm_client": True, "aes_gcm_server": True, "cipher": client.cipher} if aes_gcm else {}),
         "flags_client": flags,
         "flags_server": flags,
         "version": client.version,
@@ -181,7 +189,7 @@ def handshake(allow_plain: bool) -> dict[str, Any]:
         "server_to_client": [{"piece": name, "hex": data.hex()} for name, data in s2c],
     }
     if client.sealed:
-        key_c2s, key_s2c = channel.session_keys(SECRET, VERSION, NONCE_C, NONCE_S)
+        key_c2s, key_s2c = channel.session_keys(SECRET, VERSION, NONCE_C, NONCE_S, client.cipher)
         out["key_client_to_server"] = key_c2s.hex()
         out["key_server_to_client"] = key_s2c.hex()
     traffic = []
@@ -254,6 +262,7 @@ def build_vectors() -> dict[str, Any]:
         ],
         "handshake_sealed": handshake(allow_plain=False),
         "handshake_plain": handshake(allow_plain=True),
+        "handshake_aes_gcm": handshake(allow_plain=False, aes_gcm=True),
         "handshake_wrong_secret": {
             "client_secret": b"not the secret".hex(),
             "server_to_client_after_auth": refused.hex(),

@@ -41,6 +41,7 @@ from ppft_protocol import (
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 from ppft_worker.addresses import is_loopback
+from ppft_worker.cpufeatures import offer_aes_gcm
 from ppft_worker.intake import Owner, ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
@@ -91,7 +92,7 @@ class _Session:
         self.lane: deque[Task] = deque()
         self.link: Link | None = None
         self.authenticated = False
-        conn = Connection(Role.SERVER, server.secret, allow_plain=allow_plain)
+        conn = Connection(Role.SERVER, server.secret, allow_plain=allow_plain, aes_gcm=offer_aes_gcm())
         self.stream = Stream(
             server.loop, sock, conn, peer=peer, on_event=self._event, on_close=self._closed,
             handshake_timeout=server.handshake_timeout, silence_timeout=server.silence_timeout,

@@ -35,6 +35,7 @@ from ppft_protocol import (
     StatsRequest,
 )
 
+from .cpufeatures import offer_aes_gcm
 from .cpus import detect_ncpus
 from .intake import ServedTask, take_jobs
 from .loop import Loop
@@ -75,7 +76,9 @@ class DialIn:
         except OSError as exc:
             log.error("cannot connect to ppserver %s:%d: %s", self.host, self.port, exc.strerror or exc)
             return 1
-        conn = Connection(Role.CLIENT, self._secret, comment=f"ppft {__version__} dial-in worker")
+        conn = Connection(
+            Role.CLIENT, self._secret, aes_gcm=offer_aes_gcm(), comment=f"ppft {__version__} dial-in worker"
+        )
         self._stream = Stream(
             self.loop, sock, conn, peer=f"ppserver {self.host}:{self.port}", on_event=self._event,
             on_close=self._closed,
