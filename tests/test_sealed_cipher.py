@@ -54,11 +54,13 @@ def test_link_between_two_aes_capable_ends_is_aes_gcm(
     cluster: Cluster, make_client: MakeClient, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="ppft.remote")
-    node = cluster.ppserver(2)
+    node = cluster.ppserver(2, extra=("-d",))  # -d: the sessions' log lines, with their cipher
     client = make_client(0, ppservers=(node.address,))
     remote = remote_node(client, node.address)
     assert (remote.sealed, remote.cipher) == (True, "aes-256-gcm")
     assert f"connected to ppserver {node.address} (2 workers, sealed with aes-256-gcm)" in caplog.text
+    wait_until(lambda: "authenticated (sealed with aes-256-gcm)" in cluster.read_log(node), 10,
+               "the ppserver to log the session's cipher")  # fmt: skip
     check_results(client)
 
 

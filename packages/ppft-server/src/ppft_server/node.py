@@ -102,7 +102,7 @@ class _Session:
         server = self.server
         if isinstance(event, Established):
             self.authenticated = True
-            server.session_authenticated(self)
+            server.session_authenticated(self, event.cipher)
             self.stream.send(server.node_info())
         elif self.link is not None:
             self.link.handle(event)
@@ -265,8 +265,9 @@ class NodeServer:
         which the peer cannot choose beyond the host it connects from."""
         return self.allow_plain_loopback and is_loopback(host)
 
-    def session_authenticated(self, session: _Session) -> None:
-        log.info("client %s authenticated", session.peer)
+    def session_authenticated(self, session: _Session, cipher: str = "") -> None:
+        channel = f"sealed with {cipher}" if cipher else "unsealed: loopback, both ends agreed"
+        log.info("client %s authenticated (%s)", session.peer, channel)
 
     def session_closed(self, session: _Session, reason: str) -> None:
         if session.authenticated:
