@@ -56,7 +56,8 @@ from .errors import WorkerLostError
 from .forkstart import WorkerProcess, prepare_fork, why_not_fork
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
-from .reads import READ_SIZE, next_read_size
+from .poolworker import PoolWorker
+from .reads import next_read_size
 from .spawn import describe_exit, start_worker
 from .stealing import Stealer, reclaim
 from .tasks import Task, TaskQueue, collect_raw_results, collect_results, send_batch, take_batch
@@ -66,52 +67,6 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger("ppft.pool")
 
 _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
-
-
-class _Worker:
-    __slots__ = (
-        "bodies",
-        "conn",
-        "index",
-        "inflight",
-        "method",
-        "out",
-        "pid",
-        "proc",
-        "read_size",
-        "ready",
-        "retiring",
-        "rfd",
-        "since",
-        "solo_busy",
-        "started",
-        "stolen",
-        "wfd",
-    )
-
-    def __init__(
-        self, index: int, proc: WorkerProcess, rfd: int, wfd: int, conn: Connection, method: str
-    ) -> None:
-        self.index = index
-        self.proc = proc
-        self.pid = proc.pid
-        self.conn = conn
-        self.rfd = rfd  # results from the worker; -1 once closed
-        self.wfd = wfd  # jobs to the worker; -1 once closed
-        self.method = method  # "fork" or "exec"
-        self.out = OutBuffer()
-        self.read_size = READ_SIZE
-        self.inflight: dict[int, Task] = {}
-        self.bodies: set[bytes] = set()
-        self.ready = False
-        self.retiring = False
-        self.solo_busy = False
-        self.started = time.monotonic()
-        self.since = self.started  # last frame sent while idle, or last result (`stealing`)
-        self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
-
-    def __repr__(self) -> str:
-        return f"worker {self.index} (pid {self.pid})"
 
 
 class WorkerPool:
@@ -149,7 +104,7 @@ class WorkerPool:
         self._on_raw_results = on_raw_results
         self._on_requeue = on_requeue
         self._secret = os.urandom(32)
-        self._workers: list[_Worker] = []
+        self._workers: list[PoolWorker] = []
         self._dying: list[WorkerProcess] = []
         self._next_index = 0
         self._batching = Batching(one_at_a_time=restart)
@@ -290,7 +245,7 @@ class WorkerPool:
         conn = Connection(
             Role.CLIENT, self._secret, allow_plain=True, raw_results=self._on_raw_results is not None
         )
-        w = _Worker(self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork")
+        w = PoolWorker(self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork")
         self._next_index += 1
         self._workers.append(w)
         self.loop.add_reader(w.rfd, lambda: self._readable(w))
@@ -300,14 +255,14 @@ class WorkerPool:
         else:
             log.debug("started %r by fork: the process has exactly %s thread(s)", w, self.fork_threads)
 
-    def _retire(self, w: _Worker) -> None:
+    def _retire(self, w: PoolWorker) -> None:
         """A worker we no longer need: close its pipes (it exits on EOF) and reap it later."""
         self._unregister(w)
         self._workers.remove(w)
         self._dying.append(w.proc)
         self._schedule_reap()
 
-    def _unregister(self, w: _Worker) -> None:
+    def _unregister(self, w: PoolWorker) -> None:
         self.loop.remove_reader(w.rfd)
         self.loop.remove_writer(w.wfd)
         for fd in (w.rfd, w.wfd):
@@ -325,7 +280,7 @@ class WorkerPool:
         self._dying = [p for p in self._dying if p.poll() is None]
         self._schedule_reap()
 
-    def _lost(self, w: _Worker, detail: str = "") -> None:
+    def _lost(self, w: PoolWorker, detail: str = "") -> None:
         if w not in self._workers:
             return
         self._unregister(w)
@@ -349,7 +304,7 @@ class WorkerPool:
         if not self.broken_reason:
             self._fill()
 
-    def _requeue(self, w: _Worker, how: str, tasks: list[Task]) -> None:
+    def _requeue(self, w: PoolWorker, how: str, tasks: list[Task]) -> None:
         first = tasks[0]
         failed: list[tuple[Task, Result]] = []
         if len(tasks) == 1:
@@ -363,7 +318,7 @@ class WorkerPool:
         if failed:
             self._on_results(failed)
 
-    def _lost_result(self, w: _Worker, how: str, task: Task) -> Result:
+    def _lost_result(self, w: PoolWorker, how: str, task: Task) -> Result:
         message = (
             f"{w!r} {how} while running this job; the job was run alone {task.attempts} time(s) and each "
             f"time its worker died, so it is not retried again"
@@ -390,7 +345,7 @@ class WorkerPool:
 
     # -- bytes in and out ------------------------------------------------------------------------------
 
-    def _write(self, w: _Worker, parts: list[bytes | memoryview]) -> None:
+    def _write(self, w: PoolWorker, parts: list[bytes | memoryview]) -> None:
         """Write what the pipe takes now, large payloads uncopied (`writev`); the rest waits in `w.out`."""
         if not parts:
             return
@@ -410,7 +365,7 @@ class WorkerPool:
         if out.size:
             self.loop.add_writer(w.wfd, lambda: self._writable(w))
 
-    def _writable(self, w: _Worker) -> None:
+    def _writable(self, w: PoolWorker) -> None:
         try:
             w.out.write_to(w.wfd)
         except BlockingIOError:
@@ -420,7 +375,7 @@ class WorkerPool:
         if not w.out.size:
             self.loop.remove_writer(w.wfd)
 
-    def _readable(self, w: _Worker) -> None:
+    def _readable(self, w: PoolWorker) -> None:
         conn = w.conn
         view = conn.receive_buffer()  # the rest of a large frame: read in place, not copied
         while True:
@@ -469,7 +424,7 @@ class WorkerPool:
                 break
         self._write(w, w.conn.data_to_send_parts())
 
-    def _send(self, w: _Worker, tasks: list[Task]) -> None:
+    def _send(self, w: PoolWorker, tasks: list[Task]) -> None:
         if not w.inflight:
             w.since = time.monotonic()
         send_batch(w.conn, w.bodies, w.inflight, tasks)
@@ -477,11 +432,11 @@ class WorkerPool:
         if self._stealer is not None:
             self._stealer.sent(w)
 
-    def _cancel(self, w: _Worker, job_ids: tuple[int, ...]) -> None:
+    def _cancel(self, w: PoolWorker, job_ids: tuple[int, ...]) -> None:
         w.conn.send(Cancel(job_ids))
         self._write(w, w.conn.data_to_send_parts())
 
-    def _results(self, w: _Worker, batch: ResultBatch) -> None:
+    def _results(self, w: PoolWorker, batch: ResultBatch) -> None:
         back = reclaim(w, batch.results) if w.stolen else None  # a steal's cancelled jobs: queued again
         done, total = collect_results(batch, w.inflight.pop, self._batching)
         if back:
@@ -491,7 +446,7 @@ class WorkerPool:
         if done:
             self._on_results(done)
 
-    def _raw_results(self, w: _Worker, batch: RawResults) -> None:
+    def _raw_results(self, w: PoolWorker, batch: RawResults) -> None:
         back = reclaim(w, batch.results()) if w.stolen and not w.stolen.isdisjoint(batch.job_ids) else None
         tasks, done, total = collect_raw_results(batch, w.inflight.pop, self._batching)
         if back:
@@ -502,7 +457,7 @@ class WorkerPool:
             assert self._on_raw_results is not None  # the worker's connection delivers raw results only then
             self._on_raw_results(batch, tasks)
 
-    def _finished(self, w: _Worker, done: int, total: float) -> None:
+    def _finished(self, w: PoolWorker, done: int, total: float) -> None:
         """`done` of `w`'s jobs finished, taking `total` seconds."""
         w.solo_busy = False
         w.since = time.monotonic()

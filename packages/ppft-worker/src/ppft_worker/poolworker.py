@@ -1,0 +1,66 @@
+"""`PoolWorker`: a `WorkerPool`'s record of one worker process, its pipes and what it has in flight.
+
+Plain state, read and written by the pool (and its stealing decisions) on the I/O thread only; it holds no
+logic, so that the pool's module keeps to the pool's decisions.
+"""
+
+from __future__ import annotations
+
+import time
+
+from ppft_protocol import Connection
+
+from .forkstart import WorkerProcess
+from .outbuf import OutBuffer
+from .reads import READ_SIZE
+from .tasks import Task
+
+__all__ = ["PoolWorker"]
+
+
+class PoolWorker:
+    """One worker process of a pool: its handle, pipe ends, protocol connection and jobs in flight."""
+
+    __slots__ = (
+        "bodies",
+        "conn",
+        "index",
+        "inflight",
+        "method",
+        "out",
+        "pid",
+        "proc",
+        "read_size",
+        "ready",
+        "retiring",
+        "rfd",
+        "since",
+        "solo_busy",
+        "started",
+        "stolen",
+        "wfd",
+    )
+
+    def __init__(
+        self, index: int, proc: WorkerProcess, rfd: int, wfd: int, conn: Connection, method: str
+    ) -> None:
+        self.index = index
+        self.proc = proc
+        self.pid = proc.pid
+        self.conn = conn
+        self.rfd = rfd  # results from the worker; -1 once closed
+        self.wfd = wfd  # jobs to the worker; -1 once closed
+        self.method = method  # "fork" or "exec"
+        self.out = OutBuffer()
+        self.read_size = READ_SIZE
+        self.inflight: dict[int, Task] = {}
+        self.bodies: set[bytes] = set()
+        self.ready = False
+        self.retiring = False
+        self.solo_busy = False
+        self.started = time.monotonic()
+        self.since = self.started  # last frame sent while idle, or last result (`stealing`)
+        self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
+
+    def __repr__(self) -> str:
+        return f"worker {self.index} (pid {self.pid})"
