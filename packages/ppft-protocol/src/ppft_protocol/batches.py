@@ -24,6 +24,7 @@ from .errors import DecodeError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from typing import ClassVar, NamedTuple
 
 __all__ = ["ForwardedResults", "Job", "JobBatch", "Result", "ResultBatch"]
@@ -152,20 +153,8 @@ class ResultBatch(Message):
         _set(self, "results", results)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
-        pack = _RESULT_HEAD.pack
-        append = parts.append
-        append(U32.pack(len(self.results)))
-        for job_id, ok, value, output, wall, cpu, etype, emsg, tb, exc in self.results:
-            if output:
-                out = output.encode("utf-8", "surrogatepass")
-                append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), len(out)))
-                append(value)
-                append(out)
-            else:
-                append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), 0))
-                append(value)
-            if not ok:
-                _put_error(parts, etype, emsg, tb, exc)
+        results = self.results
+        _put_results(parts, [result[0] for result in results], results)
 
     @classmethod
     def _decode(cls, r: Reader) -> ResultBatch:
@@ -235,21 +224,26 @@ class ForwardedResults(Message):
         _set(self, "results", results)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
-        pack = _RESULT_HEAD.pack
-        append = parts.append
-        append(U32.pack(len(self.results)))
-        pairs = zip(self.job_ids, self.results, strict=True)
-        for job_id, (_, ok, value, output, wall, cpu, etype, emsg, tb, exc) in pairs:
-            if output:
-                out = output.encode("utf-8", "surrogatepass")
-                append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), len(out)))
-                append(value)
-                append(out)
-            else:
-                append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), 0))
-                append(value)
-            if not ok:
-                _put_error(parts, etype, emsg, tb, exc)
+        _put_results(parts, self.job_ids, self.results)
+
+
+def _put_results(parts: list[bytes | memoryview], job_ids: Sequence[int], results: Sequence[Result]) -> None:
+    """The body of a `ResultBatch` of `results`, result `i` under `job_ids[i]`: what `ResultBatch` and
+    `ForwardedResults` both put on the wire."""
+    pack = _RESULT_HEAD.pack
+    append = parts.append
+    append(U32.pack(len(results)))
+    for job_id, (_, ok, value, output, wall, cpu, etype, emsg, tb, exc) in zip(job_ids, results, strict=True):
+        if output:
+            out = output.encode("utf-8", "surrogatepass")
+            append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), len(out)))
+            append(value)
+            append(out)
+        else:
+            append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), 0))
+            append(value)
+        if not ok:
+            _put_error(parts, etype, emsg, tb, exc)
 
 
 def _put_error(parts: list[bytes | memoryview], etype: str, emsg: str, tb: str, exc: Blob) -> None:
