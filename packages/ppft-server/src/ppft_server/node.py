@@ -82,6 +82,22 @@ def _collect_less(serving: bool) -> None:
                 gc.set_threshold(*_gc_default)
 
 
+def _by_owner(tasks: list[ServedTask] | list[ServedTask | None]) -> list[tuple[Owner, list[int] | None]]:
+    """Where a frame's results go: each owner still listening, with the indexes of its results (None: all of
+    them, the usual case of a frame whose jobs all came from one session). A None task is dropped."""
+    head = next((task for task in tasks if task is not None), None)
+    if head is None:
+        return []
+    owner = head.owner
+    if all(task is not None and task.owner is owner for task in tasks):
+        return [] if owner.closed else [(owner, None)]
+    groups: dict[Owner, list[int]] = {}
+    for index, task in enumerate(tasks):
+        if task is not None:
+            groups.setdefault(task.owner, []).append(index)
+    return [(owner, picks) for owner, picks in groups.items() if not owner.closed]
+
+
 class _Session:
     """One authenticated peer: a client sending jobs, or dial-in workers offering to run them."""
 
@@ -317,49 +333,22 @@ class NodeServer:
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
         """Results from the pool or a dial-in link, back to the sessions that sent the jobs, under their own
-        job ids (a frame's results usually all belong to one session: they then go back as one frame)."""
+        job ids."""
         served = cast("list[tuple[ServedTask, Result]]", pairs)  # the tasks this server queued
         if not served:
             return
-        owner = served[0][0].owner
-        if all(task.owner is owner for task, _ in served):
-            if not owner.closed:
-                ids = tuple([task.client_id for task, _ in served])
-                owner.send(ForwardedResults(ids, tuple([result for _, result in served])))
-            return
-        by_owner: dict[Owner, tuple[list[int], list[Result]]] = {}
-        for task, result in served:
-            entry = by_owner.get(task.owner)
-            if entry is None:
-                entry = by_owner[task.owner] = ([], [])
-            entry[0].append(task.client_id)
-            entry[1].append(result)
-        for stream, (ids_of, results) in by_owner.items():
-            if not stream.closed:
-                stream.send(ForwardedResults(tuple(ids_of), tuple(results)))
+        for owner, picks in _by_owner([task for task, _ in served]):
+            chosen = [served[i] for i in picks] if picks is not None else served
+            ids = tuple([task.client_id for task, _ in chosen])
+            owner.send(ForwardedResults(ids, tuple([result for _, result in chosen])))
 
     def raw_results(self, batch: RawResults, tasks: list[Task | None]) -> None:
         """A result frame of a local worker, passed on undecoded to the sessions that sent the jobs, under
         their own job ids; `tasks[i]` is the task of result `i` (None: no longer in flight, dropped)."""
         served = cast("list[ServedTask | None]", tasks)  # the tasks this server queued
-        head = next(task for task in served if task is not None)  # the pool passes frames with one at least
-        owner = head.owner
-        if all(task is not None and task.owner is owner for task in served):
-            if not owner.closed:
-                owner.send(batch.forward([task.client_id for task in cast("list[ServedTask]", served)]))
-            return
-        by_owner: dict[Owner, tuple[list[int], list[int]]] = {}
-        for index, task in enumerate(served):
-            if task is None:
-                continue
-            entry = by_owner.get(task.owner)
-            if entry is None:
-                entry = by_owner[task.owner] = ([], [])
-            entry[0].append(task.client_id)
-            entry[1].append(index)
-        for stream, (ids, picks) in by_owner.items():
-            if not stream.closed:
-                stream.send(batch.forward(ids, picks))
+        for owner, picks in _by_owner(served):
+            chosen = cast("list[ServedTask]", [served[i] for i in picks] if picks is not None else served)
+            owner.send(batch.forward([task.client_id for task in chosen], picks))
 
     def _dispatch(self) -> None:
         queue = self.queue
