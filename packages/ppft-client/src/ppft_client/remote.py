@@ -77,8 +77,7 @@ class RemoteNode:
         self.closed = False
         self._secret = secret
         self._seal = seal
-        self._sealed: bool | None = None  # of the established connection; None while there is none
-        self._cipher = ""  # of the established connection: "aes-256-gcm", "chacha20-poly1305" or "" (none)
+        self._established: Established | None = None  # of the current connection, once its handshake is done
         self._on_results = on_results
         self._on_lost = on_lost
         self._silence_timeout = silence_timeout
@@ -110,13 +109,13 @@ class RemoteNode:
     @property
     def sealed(self) -> bool | None:
         """Whether the current connection's channel is sealed; None while the node is not connected."""
-        return self._sealed
+        return self._established.sealed if self._established is not None else None
 
     @property
     def cipher(self) -> str:
         """The current connection's cipher ("aes-256-gcm" or "chacha20-poly1305"); "" when unsealed or not
         connected. AES-256-GCM when both ends have AES hardware (ppft_worker.cpufeatures)."""
-        return self._cipher
+        return self._established.cipher if self._established is not None else ""
 
     @property
     def inflight(self) -> int:
@@ -205,8 +204,7 @@ class RemoteNode:
 
     def _event(self, event: Event) -> None:
         if isinstance(event, Established):
-            self._sealed = event.sealed
-            self._cipher = event.cipher
+            self._established = event
             if not event.sealed:
                 log.info("link to %s unsealed: loopback, both ends agreed", self.name)
             elif not self._seal:
@@ -219,7 +217,7 @@ class RemoteNode:
                 if self.last_error:
                     log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
                 else:
-                    how = f"sealed with {self._cipher}" if self._cipher else "unsealed"
+                    how = f"sealed with {self.cipher}" if self.sealed else "unsealed"
                     log.info("connected to ppserver %s (%d workers, %s)", self.name, event.workers, how)
                 self.last_error = ""
                 self._backoff = 0.5
@@ -239,8 +237,7 @@ class RemoteNode:
     def _closed(self, reason: str) -> None:
         self._stream = None
         self._sock = None
-        self._sealed = None
-        self._cipher = ""
+        self._established = None
         link = self.link
         self.link = None
         tasks: list[Task] = []
