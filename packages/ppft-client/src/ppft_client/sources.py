@@ -75,11 +75,10 @@ def function_source(func: Any) -> Source | None:
         source, settled = _verified_function(func, cut, func.__code__.co_filename)
         if source is not None or settled:
             return source
-    try:
-        text = inspect.getsource(func)
-        filename = inspect.getsourcefile(func)
-    except (OSError, TypeError):  # no file (a REPL), a C object, or inspect cannot tell
+    inspected = _inspect_source(func)
+    if inspected is None:
         return None
+    text, filename = inspected
     if text == cut:  # the same text already failed its check
         return None
     return _verified_function(func, text, filename)[0]
@@ -93,11 +92,10 @@ def class_source(cls: type) -> Source | None:
     """
     if cls.__qualname__ != cls.__name__ or cls.__module__ == "builtins":
         return None
-    try:
-        text = inspect.getsource(cls)
-        filename = inspect.getsourcefile(cls)
-    except (OSError, TypeError):  # no file (a REPL), a builtin class, or inspect cannot tell
+    inspected = _inspect_source(cls)
+    if inspected is None:
         return None
+    text, filename = inspected
     found = _parse_definition(cls, text)
     if found is None:
         return None
@@ -132,6 +130,15 @@ def class_source(cls: type) -> Source | None:
                 names[sub.attr] = None
     names.update(code_names(bodies[0]))
     return Source(future + text, tuple(names))
+
+
+def _inspect_source(obj: Any) -> tuple[str, str | None] | None:
+    """`inspect`'s source text of `obj` and its file, or None: no file (a REPL), a C object or a builtin
+    class, or inspect cannot tell."""
+    try:
+        return inspect.getsource(obj), inspect.getsourcefile(obj)
+    except (OSError, TypeError):
+        return None
 
 
 def code_names(code: types.CodeType) -> dict[str, None]:
