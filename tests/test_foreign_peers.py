@@ -11,6 +11,7 @@ import time
 import pytest
 
 from clusterlib import wait_until
+from ppft_protocol import PROTOCOL_VERSIONS
 
 
 def add_one(x):
@@ -88,7 +89,7 @@ def test_peer_speaking_only_a_newer_protocol_is_named(fake_server, make_client, 
     server = fake_server(legacy_message(b"ppft-protocol/7-9 (ppft 9.0)"))
     make_client(1, ppservers=(f"127.0.0.1:{server.port}",))
     wait_until(lambda: "protocol mismatch" in caplog.text, 5, "the protocol-mismatch warning")
-    assert "7-9" in caplog.text and "1-1" in caplog.text
+    assert "7-9" in caplog.text and "{}-{}".format(*PROTOCOL_VERSIONS) in caplog.text
 
 
 def test_legacy_client_sees_a_readable_version_mismatch(cluster):
@@ -97,7 +98,7 @@ def test_legacy_client_sees_a_readable_version_mismatch(cluster):
     with socket.create_connection(("127.0.0.1", node.port), timeout=5) as sock:
         (length,) = struct.unpack("!Q", sock.recv(8, socket.MSG_WAITALL))
         text = sock.recv(length, socket.MSG_WAITALL).decode("ascii")
-    assert text.startswith("ppft-protocol/1-1")
+    assert text.startswith("ppft-protocol/{}-{}".format(*PROTOCOL_VERSIONS))
     assert "not compatible with ppft 1.x" in text
 
 

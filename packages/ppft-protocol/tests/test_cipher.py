@@ -199,7 +199,9 @@ def test_aes_offer_to_a_peer_that_ignores_bit_1_talks_chacha20_with_the_2_0_keys
     )
     pump_bytes(client, server)
     assert client.cipher == CHACHA20_POLY1305
-    c2s, _ = channel.session_keys(SECRET, 1, NONCE_C, NONCE_S)  # the 2.0 derivation, no cipher in it
+    c2s, _ = channel.session_keys(
+        SECRET, client.version, NONCE_C, NONCE_S
+    )  # the 2.0 derivation, no cipher in it
     client.send(JOBS)
     sealed = client.data_to_send()
     nonce = bytes(12)
@@ -242,8 +244,8 @@ def test_aes_gcm_frames_are_aes_gcm_under_the_aes_keys_not_chacha20(
 ) -> None:
     client, server = pair_factory(SECRET, SECRET, aes_gcm=True, client_nonce=NONCE_C, server_nonce=NONCE_S)
     pump_bytes(client, server)
-    chacha_c2s, _ = channel.session_keys(SECRET, 1, NONCE_C, NONCE_S)
-    aes_c2s, _ = channel.session_keys(SECRET, 1, NONCE_C, NONCE_S, AES_256_GCM)
+    chacha_c2s, _ = channel.session_keys(SECRET, client.version, NONCE_C, NONCE_S)
+    aes_c2s, _ = channel.session_keys(SECRET, client.version, NONCE_C, NONCE_S, AES_256_GCM)
     client.send(JOBS)
     sealed = client.data_to_send()
     assert AESGCM(aes_c2s).decrypt(bytes(12), sealed[5:], sealed[:5]) == b"".join(encode_message(JOBS))

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from ppft_protocol import (
+    PROTOCOL_VERSIONS,
     Connection,
     DecodeError,
     FrameTooLarge,
@@ -143,7 +144,7 @@ def test_legacy_1x_client_reads_the_server_opening_as_a_foreign_version_string()
     data = server.data_to_send()
     (length,) = struct.unpack("!Q", data[:8])
     remote_version = data[8 : 8 + length].decode("ascii")
-    assert remote_version.startswith("ppft-protocol/1-1 (")
+    assert remote_version.startswith("ppft-protocol/{}-{} (".format(*PROTOCOL_VERSIONS))
     assert "not compatible with ppft 1.x" in remote_version
     assert remote_version != "1.7.8"
 
@@ -172,7 +173,7 @@ def test_legacy_1x_client_over_a_socket_reads_a_version_mismatch_not_garbage() -
         ours.sendall(server.data_to_send())
         remote_version = _legacy_receive(legacy).decode("ascii")
         legacy.close()  # what the 1.x client does after "PP version mismatch"
-        assert remote_version.startswith("ppft-protocol/1-1")
+        assert remote_version.startswith("ppft-protocol/{}-{}".format(*PROTOCOL_VERSIONS))
         ours.settimeout(5)
         try:
             data = ours.recv(65536)

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from ppft_protocol import (
     AES_256_GCM,
     CHACHA20_POLY1305,
+    PROTOCOL_VERSIONS,
     Auth,
     AuthFailed,
     AuthOk,
@@ -382,7 +383,9 @@ def test_mutated_valid_transcripts_give_events_or_a_protocol_error(
     if not flips and cut is None:
         assert error is None
         cipher = "" if allow_plain else AES_256_GCM if aes_gcm else CHACHA20_POLY1305
-        expected: list[Event] = [Established(1, not allow_plain, fresh.peer_comment, cipher)]
+        expected: list[Event] = [
+            Established(PROTOCOL_VERSIONS[1], not allow_plain, fresh.peer_comment, cipher)
+        ]
         for message in messages:
             expected.append(message)
             if isinstance(message, Bye):

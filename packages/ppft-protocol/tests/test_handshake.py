@@ -11,6 +11,7 @@ from collections.abc import Callable
 import pytest
 
 from ppft_protocol import (
+    PROTOCOL_VERSIONS,
     Auth,
     AuthenticationError,
     AuthFailed,
@@ -79,8 +80,8 @@ def test_right_secret_establishes_both_sides(pair_factory: MakePair, pump_bytes:
     client, server = pair_factory()
     client_events, server_events = pump_bytes(client, server)
     default_comment = f"ppft {__version__}; not compatible with ppft 1.x"
-    assert client_events == [Established(1, True, default_comment)]
-    assert server_events == [Established(1, True, default_comment)]
+    assert client_events == [Established(PROTOCOL_VERSIONS[1], True, default_comment)]
+    assert server_events == [Established(PROTOCOL_VERSIONS[1], True, default_comment)]
     assert client.state is server.state is State.ESTABLISHED
 
 

@@ -65,6 +65,7 @@ def _endpoint(role: Role, vector: dict[str, Any]) -> Connection:
         comment=INPUTS[f"comment_{side}"],
         allow_plain=vector[f"allow_plain_{side}"],
         aes_gcm=vector.get(f"aes_gcm_{side}", False),
+        versions=tuple(vector.get(f"versions_{side}", INPUTS[f"versions_{side}"])),  # type: ignore[arg-type]
     )
 
 

@@ -59,8 +59,9 @@ __all__ = [
     "Event",
 ]
 
-PROTOCOL_VERSIONS = (1, 1)
-"""The protocol versions this implementation speaks (lowest, highest)."""
+PROTOCOL_VERSIONS = (1, 2)
+"""The protocol versions this implementation speaks (lowest, highest). docs/protocol.md, "Version 2",
+lists what version 2 changes; a peer that speaks only version 1 gets version 1's behaviour."""
 
 HANDSHAKE_MAX_FRAME_SIZE = 4096
 """Frame size cap before the peer is authenticated."""

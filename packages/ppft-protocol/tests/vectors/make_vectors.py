@@ -155,7 +155,7 @@ def handshake(allow_plain: bool, aes_gcm: bool = False) -> dict[str, Any]:
 
     `aes_gcm`: both sides offer AES-256-GCM; the entry then also names the offers and the cipher (the
     entries without it predate AES-256-GCM and stay byte for byte what they were)."""
-    options = {"allow_plain": allow_plain, "aes_gcm": aes_gcm}
+    options = {"allow_plain": allow_plain, "aes_gcm": aes_gcm, "versions": (1, 1)}  # version 1's vectors
     client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, comment=COMMENT_C, **options)
     server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S, **options)
     c2s: list[tuple[str, bytes]] = []
@@ -219,8 +219,10 @@ def handshake(allow_plain: bool, aes_gcm: bool = False) -> dict[str, Any]:
 def build_vectors() -> dict[str, Any]:
     """Every vector, as the JSON document written to protocol-v1.json."""
     legacy = b"1.7.8"
-    wrong_client = Connection(Role.CLIENT, b"not the secret", nonce=NONCE_C, comment=COMMENT_C)
-    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S)
+    wrong_client = Connection(
+        Role.CLIENT, b"not the secret", nonce=NONCE_C, comment=COMMENT_C, versions=(1, 1)
+    )
+    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S, versions=(1, 1))
     wrong_client.receive_data(server.data_to_send())
     try:
         server.receive_data(wrong_client.data_to_send())
