@@ -7,6 +7,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from clusterlib import SECRET, Cluster
+from scriptlib import script_mode  # noqa: F401 - the fixture, for every test here
 
 
 @pytest.fixture

@@ -1,0 +1,121 @@
+"""User scripts run as users run them: a file, `python -c`, standard input; local workers or a real ppserver.
+
+Imported by tests as `scriptlib` (the root pyproject puts tests/ on the path). The scripts themselves live in
+tests/scripts/: each is a plain program a user could have written, which picks its job server from the
+environment so that one file serves both modes:
+
+    import os
+    import ppft as pp
+
+    PPSERVER = os.environ.get("PPSERVER")  # "host:port": every job on that ppserver; unset: local workers
+    job_server = pp.Server(0, ppservers=(PPSERVER,)) if PPSERVER else pp.Server(2)
+
+`run_script` runs one in a fresh interpreter (its own session, so a timeout ends it and every process it
+started, by process group), with `PPFT_SECRET` set to the test cluster's secret, and returns what it printed.
+The `script_mode` fixture gives the environment of each mode: "local" (no ppserver) and "remote" (a real
+ppserver started for the test and ended by PID at teardown).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from clusterlib import SECRET, Cluster
+
+SCRIPTS = Path(__file__).resolve().parent / "scripts"
+HOWS = ("file", "-c", "stdin")
+"""The ways `run_script` can run a script: `python script.py`, `python -c TEXT`, `python - < script.py`."""
+
+
+@dataclass
+class Ran:
+    """What a script did: its exit status and the text it wrote to each stream."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def check(self) -> Ran:
+        """This, if the script exited with 0; else the test fails showing both streams."""
+        assert self.returncode == 0, (
+            f"exit {self.returncode}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+        )
+        return self
+
+
+def run_script(
+    script: Path | str,
+    *,
+    how: str = "file",
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+    timeout: float = 90.0,
+) -> Ran:
+    """Run `script` (a path, or a name in tests/scripts/) `how` users do; never longer than `timeout`."""
+    path = Path(script)
+    if not path.is_absolute():
+        path = SCRIPTS / path
+    text = path.read_text(encoding="utf-8")
+    argv: list[str]
+    stdin_text: str | None = None
+    if how == "file":
+        argv = [sys.executable, str(path)]
+    elif how == "-c":
+        argv = [sys.executable, "-c", text]
+    elif how == "stdin":
+        argv = [sys.executable, "-"]
+        stdin_text = text
+    else:
+        raise ValueError(f"how must be one of {HOWS}, not {how!r}")
+    full_env = dict(os.environ, PPFT_SECRET=SECRET, PYTHONUNBUFFERED="1")
+    full_env.pop("PPSERVER", None)
+    full_env.update(env or {})
+    proc = subprocess.Popen(
+        argv,
+        cwd=cwd or path.parent,
+        env=full_env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(stdin_text, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill_group(proc.pid)
+        out, err = proc.communicate(timeout=10)
+        pytest.fail(f"{path.name} ({how}) ran over {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
+    finally:
+        _kill_group(proc.pid)  # whatever the script left behind (it should have left nothing)
+    return Ran(proc.returncode, out, err)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+@pytest.fixture(params=["local", "remote"])
+def script_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, str]]:
+    """The environment for a script in each mode: {} for local workers, {"PPSERVER": address} for a real
+    ppserver with 2 workers, started for this test and ended by PID at teardown."""
+    if request.param == "local":
+        yield {}
+        return
+    cluster = Cluster(tmp_path)
+    try:
+        server = cluster.ppserver(workers=2)
+        yield {"PPSERVER": server.address}
+    finally:
+        cluster.close()
