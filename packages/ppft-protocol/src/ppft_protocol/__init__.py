@@ -20,6 +20,7 @@ from .connection import (
 from .errors import (
     AuthenticationError,
     DecodeError,
+    DowngradeError,
     FrameTooLarge,
     IntegrityError,
     LegacyPeerError,
@@ -50,6 +51,7 @@ from .messages import (
     StatsRequest,
 )
 from .relay import RawResults, ResultRecords
+from .text import printable
 from .version import __version__
 
 __all__ = [
@@ -68,6 +70,7 @@ __all__ = [
     "Closed",
     "Connection",
     "DecodeError",
+    "DowngradeError",
     "Established",
     "Event",
     "FrameTooLarge",
@@ -94,4 +97,5 @@ __all__ = [
     "StatsReply",
     "StatsRequest",
     "__version__",
+    "printable",
 ]
