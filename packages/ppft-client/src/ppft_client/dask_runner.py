@@ -212,7 +212,10 @@ def _prepare(digest: bytes) -> tuple[types.ModuleType, Callable[..., Any]] | str
         finally:
             sys.modules["__main__"] = saved_main
         if isinstance(result, str):
-            log.warning("ppft function %s (digest %s) cannot run here: %s", name, digest.hex()[:16], result)
+            # repr escapes what the client's text may hold (this runs where ppft_protocol may be missing)
+            log.warning(
+                "ppft function %.200r (digest %s) cannot run here: %.1000r", name, digest.hex()[:16], result
+            )
             _broken[digest] = result
             return result
         ready = (namespace, result)

@@ -384,7 +384,7 @@ class Connection:
                     events.append(message)
                     if isinstance(message, Bye):
                         self.state = State.CLOSED
-                        events.append(Closed(message.reason or "peer said bye"))
+                        events.append(Closed(printable(message.reason) or "peer said bye"))
                         return events
                 elif state is State.CLOSED:
                     return events

@@ -32,7 +32,7 @@ import sys
 import types
 from time import perf_counter, process_time
 
-from ppft_protocol import FunctionBody, Job, PPFTError, Result
+from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -202,8 +202,9 @@ class JobRunner:
             sys.modules["__main__"] = saved_main
         if isinstance(result, str):
             _log().warning(
-                "function %s (digest %s) cannot run here: %s", body.name, digest.hex()[:16], result
-            )
+                "function %s (digest %s) cannot run here: %s",
+                printable(body.name), digest.hex()[:16], printable(result, 1000),
+            )  # fmt: skip
             self._broken[digest] = result
             return result
         ready = (namespace, result)

@@ -54,6 +54,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    printable,
 )
 
 from .reads import READ_SIZE
@@ -230,7 +231,7 @@ class _Serve:
             elif isinstance(event, Established):
                 self.established()
             elif isinstance(event, (Bye, Closed)):
-                _logger().debug("peer closed the connection (%s): exiting", event)
+                _logger().debug("peer closed the connection (%s): exiting", printable(event.reason))
                 self.finished = True
                 return
             elif not isinstance(event, (Heartbeat, NodeInfo)):
@@ -375,7 +376,7 @@ def _serve(state: _Serve) -> int:
     try:
         state.run()
     except ProtocolError as exc:
-        _logger().error("protocol error on the channel to the pool: %s; exiting", exc)
+        _logger().error("protocol error on the channel to the pool: %s; exiting", printable(exc, 1000))
         try:
             leftover = state.conn.data_to_send()  # a wrong secret leaves one AuthFailed to deliver
             if leftover:
