@@ -7,7 +7,6 @@ node against real dask processes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import sys
@@ -20,7 +19,7 @@ from ppft_client import Server, dask_runner
 from ppft_client.dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
 from ppft_client.dask_node import DaskNode, _runner, _with_ppft_exception
 from ppft_client.functions import function_body, pickle_args
-from ppft_protocol import FunctionBody, Job, Result
+from ppft_protocol import FunctionBody, Job, Result, function_digest
 from ppft_worker.errors import WorkerLostError
 from ppft_worker.execute import JobRunner, JobSetupError, UnpicklableResultError
 from ppft_worker.loop import Loop
@@ -143,7 +142,7 @@ def _same(expected: Result, got: Result) -> None:
 
 
 def _hand_made(name: str, *sources: str, imports: tuple[str, ...] = ()) -> FunctionBody:
-    digest = hashlib.sha256(repr((name, sources, imports)).encode()).digest()
+    digest = function_digest(name, sources, imports, b"")
     return FunctionBody(digest, name, sources, imports, b"")
 
 

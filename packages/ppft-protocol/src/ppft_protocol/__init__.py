@@ -7,6 +7,7 @@ worker, client and server packages do the I/O.
 The full specification, with byte layouts and test vectors, is docs/protocol.md.
 """
 
+from .bodies import BodyLedger, check_digest, function_digest
 from .channel import AES_256_GCM, CHACHA20_POLY1305
 from .connection import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -65,6 +66,7 @@ __all__ = [
     "AuthOk",
     "AuthenticationError",
     "Blob",
+    "BodyLedger",
     "Bye",
     "Cancel",
     "Closed",
@@ -97,5 +99,7 @@ __all__ = [
     "StatsReply",
     "StatsRequest",
     "__version__",
+    "check_digest",
+    "function_digest",
     "printable",
 ]

@@ -104,7 +104,10 @@ class Established(Record):
 
 
 class Closed(Record):
-    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary)."""
+    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary).
+
+    `reason` is for logs and people: a `Bye`'s reason arrives escaped and bounded (`printable`); the `Bye`
+    event before it carries the reason as sent."""
 
     __slots__ = ("reason",)
     __match_args__ = ("reason",)

@@ -11,6 +11,11 @@ the plain pickle refuses because it holds a `__main__` class this namespace lack
 with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
 back as the caller's class too; dill is the last resort.
 
+Each body is checked against its digest first: one that does not hash to its digest is refused, and every
+job of that digest fails with a setup error naming the mismatch. On a version-2 link the bodies kept (and
+their namespaces) stay within `ppft_protocol.bodies.BODY_BUDGET`, by the rule the sender counts too: the
+sender sends a body again once the rule has made this side forget it.
+
 This module must never do I/O of its own (the caller owns pipes and sockets), raise for anything a job does
 (a job's exception, `SystemExit` and `KeyboardInterrupt` included, is its result), or let a broken body
 affect another one. `run` is the hot path of a worker (about 100,000 tiny jobs/s): no syscall beyond the
@@ -32,7 +37,7 @@ import sys
 import types
 from time import perf_counter, process_time
 
-from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
+from ppft_protocol import BodyLedger, FunctionBody, Job, PPFTError, Result, check_digest, printable
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -87,13 +92,24 @@ class UnpicklableResultError(PPFTError):
     """A job ran, but the value it returned can be pickled neither by `pickle` nor by `dill`."""
 
 
-class JobRunner:
-    """Runs jobs in this process, for the worker loop that owns the protocol connection."""
+_REFUSALS_KEPT = 256  # refused digests remembered, to name the mismatch in their jobs' errors
 
-    def __init__(self) -> None:
+
+class JobRunner:
+    """Runs jobs in this process, for the worker loop that owns the protocol connection.
+
+    `budget`: the cost of the bodies (and the namespaces built from them) kept at once, by the rule of
+    `ppft_protocol.BodyLedger` that the sender follows too (version 2); None keeps every body (version 1).
+    A body the rule forgets stays until no queued job needs it: the loop calls `release` with the digests
+    its queue still holds whenever `doomed` is true."""
+
+    def __init__(self, budget: int | None = None) -> None:
         self._bodies: dict[bytes, FunctionBody] = {}
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
         self._broken: dict[bytes, str] = {}
+        self._ledger = BodyLedger(budget)
+        self._doomed: set[bytes] = set()  # forgotten by the ledger, dropped once no queued job needs them
+        self._refused: dict[bytes, str] = {}  # digest -> why its body was refused
         self._out = io.StringIO()
         self._end_wall = float("-inf")
         self._end_cpu = 0.0
@@ -103,12 +119,47 @@ class JobRunner:
 
         A digest names one content, so a body sent again keeps the namespace already built (and the state
         its functions keep there); a body that failed to build is retried, as the cause may be fixed now.
+        A body whose digest does not match its content is refused (and logged): it never replaces the body
+        of that digest, and the jobs that need it fail naming the mismatch.
         """
-        self._bodies[body.digest] = body
-        self._broken.pop(body.digest, None)
+        digest = body.digest
+        problem = check_digest(body)
+        if problem is not None:
+            _log().warning("%s", problem)
+            refused = self._refused
+            if digest not in self._bodies:  # the genuine body of that digest, if held, stays
+                if len(refused) >= _REFUSALS_KEPT:
+                    del refused[next(iter(refused))]
+                refused[digest] = problem
+            return
+        self._refused.pop(digest, None)
+        self._bodies[digest] = body
+        self._broken.pop(digest, None)
+        self._doomed.discard(digest)
+        forgotten = self._ledger.add(body)
+        if forgotten:
+            self._doomed.update(forgotten)
 
     def has_body(self, digest: bytes) -> bool:
         return digest in self._bodies
+
+    @property
+    def doomed(self) -> bool:
+        """Whether bodies forgotten by the budget are still held, waiting for `release`."""
+        return bool(self._doomed)
+
+    def release(self, needed: set[bytes]) -> None:
+        """Drop the forgotten bodies (and their namespaces) that no job in `needed` refers to."""
+        for digest in [d for d in self._doomed if d not in needed]:
+            self._doomed.discard(digest)
+            self._bodies.pop(digest, None)
+            self._ready.pop(digest, None)
+            self._broken.pop(digest, None)
+
+    @property
+    def kept(self) -> int:
+        """How many bodies this runner holds (forgotten ones still needed included)."""
+        return len(self._bodies)
 
     def run(self, job: Job) -> Result:
         """Run one job and describe its outcome; never raises for anything the job or its body does."""
@@ -185,6 +236,9 @@ class JobRunner:
             return broken
         body = self._bodies.get(digest)
         if body is None:
+            refused = self._refused.get(digest)
+            if refused is not None:
+                return refused
             return (
                 f"function digest {digest.hex()} is unknown to this worker: its FunctionBody must be sent "
                 "before the first job that uses it (a bug in the sender, not in the job)"
