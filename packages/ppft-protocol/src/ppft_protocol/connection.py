@@ -460,10 +460,11 @@ class Connection:
             return
         peer_side = "server" if self.role is Role.CLIENT else "client"
         message = (
-            f"protocol downgrade refused: this {self.role.value} speaks ppft-protocol "
+            f"the openings were altered in transit: this {self.role.value} speaks ppft-protocol "
             f"{self.versions[0]}-{self.versions[1]} and the {peer_side}'s Hello says it speaks version 2 or "
-            f"later, yet the openings as received agree on version {self.version} only: something between "
-            f"the two rewrote an opening (a man in the middle); nothing from this peer is accepted"
+            f"later, yet the openings as received agree on version {self.version} only, so something between "
+            f"the two rewrote an opening (a man in the middle); the connection is refused as a protocol "
+            f"downgrade, and nothing from this peer is accepted"
         )
         if self.role is Role.SERVER:
             self._send_frame(AuthFailed(DOWNGRADE_REASON))
