@@ -8,7 +8,8 @@ with one link, and names no running process (a stale pid file of an earlier ppse
 The folder must be owned by this user or root and writable by nobody else unless it is sticky, as /tmp is
 (`ppft_worker.safefiles`). Every refusal is a `PidFileError` saying what was wrong and what to run.
 
-Removing the pid file removes it only if it still holds this process's id.
+Removing the pid file removes it only if it still holds this process's id. This module must never follow
+a symbolic link, truncate a file it did not create, or remove a file that names another running process.
 """
 
 from __future__ import annotations
