@@ -34,7 +34,7 @@ from .errors import (
     ProtocolMismatchError,
     RemoteProtocolError,
 )
-from .handshake import OPENING, TRANSITIONS, Role, State
+from .handshake import OPENING, TRANSITIONS, Role, State, downgrade_refusal
 from .messages import (
     MESSAGE_TYPES,
     Auth,
@@ -449,27 +449,15 @@ class Connection:
         )
 
     def _check_downgrade(self, peer: Hello) -> None:
-        """Refuse version 1 when both sides speak a later one: the openings were altered on their way.
-
-        Version 1's proofs bind the version and both Hellos' flags but no opening, so a man in the middle who
-        rewrites both openings to 1-1 would leave them valid. Both Hellos say "I speak version 2 or later"
-        (FLAG_SPEAKS_V2), and the flags are in the proofs: the sentinel cannot be stripped unnoticed, and a
-        side that speaks version 2 and sees it on the peer knows that version 1 was not the honest outcome.
-        From version 2 on the proofs bind both openings, so no further check is needed here."""
-        if self.version >= 2 or self.versions[1] < 2 or not peer.flags & Hello.FLAG_SPEAKS_V2:
+        """Refuse a downgraded handshake at the peer's Hello (handshake.py, rule 4); a server says why."""
+        speaks_v2 = bool(peer.flags & Hello.FLAG_SPEAKS_V2)
+        refusal = downgrade_refusal(self.role, self.versions, self.version, speaks_v2)
+        if refusal is None:
             return
-        peer_side = "server" if self.role is Role.CLIENT else "client"
-        message = (
-            f"the openings were altered in transit: this {self.role.value} speaks ppft-protocol "
-            f"{self.versions[0]}-{self.versions[1]} and the {peer_side}'s Hello says it speaks version 2 or "
-            f"later, yet the openings as received agree on version {self.version} only, so something between "
-            f"the two rewrote an opening (a man in the middle); the connection is refused as a protocol "
-            f"downgrade, and nothing from this peer is accepted"
-        )
         if self.role is Role.SERVER:
             self._send_frame(AuthFailed(DOWNGRADE_REASON))
         self.state = State.CLOSED
-        raise DowngradeError(message)
+        raise DowngradeError(refusal)
 
     def _nonces(self) -> tuple[bytes, bytes, int, int]:
         peer = self._peer_hello

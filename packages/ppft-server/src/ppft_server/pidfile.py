@@ -72,7 +72,7 @@ def _remove_stale(path: str) -> None:
             f"the pid file {path} exists and is {what}, so ppserver will not write its pid there: remove it "
             f"(`rm {path}`) or choose another path with -P"
         )
-    if info.st_uid != os.geteuid():
+    if hasattr(os, "geteuid") and info.st_uid != os.geteuid():
         raise PidFileError(
             f"the pid file {path} exists and belongs to {owner_name(info.st_uid)}: if no ppserver uses it, "
             f"remove it (`rm {path}`), or choose another path with -P"

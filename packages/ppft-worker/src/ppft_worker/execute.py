@@ -37,7 +37,9 @@ import sys
 import types
 from time import perf_counter, process_time
 
-from ppft_protocol import BodyLedger, FunctionBody, Job, PPFTError, Result, check_digest, printable
+from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
+
+from .bodycache import BodyCache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -92,9 +94,6 @@ class UnpicklableResultError(PPFTError):
     """A job ran, but the value it returned can be pickled neither by `pickle` nor by `dill`."""
 
 
-_REFUSALS_KEPT = 256  # refused digests remembered, to name the mismatch in their jobs' errors
-
-
 class JobRunner:
     """Runs jobs in this process, for the worker loop that owns the protocol connection.
 
@@ -104,12 +103,10 @@ class JobRunner:
     its queue still holds whenever `doomed` is true."""
 
     def __init__(self, budget: int | None = None) -> None:
-        self._bodies: dict[bytes, FunctionBody] = {}
+        self._cache = BodyCache(budget)  # checked against their digests, within the budget
+        self._bodies: dict[bytes, FunctionBody] = self._cache.bodies
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
         self._broken: dict[bytes, str] = {}
-        self._ledger = BodyLedger(budget)
-        self._doomed: set[bytes] = set()  # forgotten by the ledger, dropped once no queued job needs them
-        self._refused: dict[bytes, str] = {}  # digest -> why its body was refused
         self._out = io.StringIO()
         self._end_wall = float("-inf")
         self._end_cpu = 0.0
@@ -122,23 +119,8 @@ class JobRunner:
         A body whose digest does not match its content is refused (and logged): it never replaces the body
         of that digest, and the jobs that need it fail naming the mismatch.
         """
-        digest = body.digest
-        problem = check_digest(body)
-        if problem is not None:
-            _log().warning("%s", problem)
-            refused = self._refused
-            if digest not in self._bodies:  # the genuine body of that digest, if held, stays
-                if len(refused) >= _REFUSALS_KEPT:
-                    del refused[next(iter(refused))]
-                refused[digest] = problem
-            return
-        self._refused.pop(digest, None)
-        self._bodies[digest] = body
-        self._broken.pop(digest, None)
-        self._doomed.discard(digest)
-        forgotten = self._ledger.add(body)
-        if forgotten:
-            self._doomed.update(forgotten)
+        if self._cache.add(body) is None:
+            self._broken.pop(body.digest, None)
 
     def has_body(self, digest: bytes) -> bool:
         return digest in self._bodies
@@ -146,13 +128,11 @@ class JobRunner:
     @property
     def doomed(self) -> bool:
         """Whether bodies forgotten by the budget are still held, waiting for `release`."""
-        return bool(self._doomed)
+        return self._cache.doomed
 
     def release(self, needed: set[bytes]) -> None:
         """Drop the forgotten bodies (and their namespaces) that no job in `needed` refers to."""
-        for digest in [d for d in self._doomed if d not in needed]:
-            self._doomed.discard(digest)
-            self._bodies.pop(digest, None)
+        for digest in self._cache.release(needed):
             self._ready.pop(digest, None)
             self._broken.pop(digest, None)
 
@@ -236,7 +216,7 @@ class JobRunner:
             return broken
         body = self._bodies.get(digest)
         if body is None:
-            refused = self._refused.get(digest)
+            refused = self._cache.refusal(digest)
             if refused is not None:
                 return refused
             return (
