@@ -30,9 +30,9 @@ EVIL = "def f(x):\n    return ('evil', x)\n"
 class RawClient:
     """A client that speaks the protocol itself, over a blocking socket, to send exactly what a test says."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, versions: tuple[int, int] = (1, 2)) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=20)
-        self.conn = Connection(Role.CLIENT, SECRET)
+        self.conn = Connection(Role.CLIENT, SECRET, versions=versions)
         self.results: dict[int, Result] = {}
         self.sock.sendall(self.conn.data_to_send())
         self._read_until(lambda events: any(isinstance(e, NodeInfo) for e in events))
@@ -127,3 +127,25 @@ def test_a_ppserver_session_forgets_bodies_beyond_the_budget(cluster: Cluster) -
         assert not client.results[2].ok and "never sent" in client.results[2].error_message
     finally:
         client.close()
+
+
+def test_a_ppft_2_0_0_client_still_connects_on_version_1_and_its_bodies_are_kept(cluster: Cluster) -> None:
+    """A client of ppft 2.0.0 (versions 1-1, no downgrade flag in its Hello) talks version 1 with a current
+    ppserver, which keeps every body it sends (version 1 never sends one twice), checked all the same; the
+    ppserver's own workers (version 2) forget and get bodies again as they need them."""
+    node = cluster.ppserver(1)
+    old = RawClient(node.port, versions=(1, 1))
+    try:
+        assert old.conn.version == 1
+        bodies = []
+        for i in range(70):  # 70 MiB: over the budget of a version-2 link
+            source = f"def h{i}():\n    return {i}\n#{'z' * (1 << 20)}\n"
+            bodies.append(FunctionBody(function_digest(f"h{i}", (source,), (), b""), f"h{i}", (source,)))
+            assert old.run(bodies[-1], i + 1).ok
+        again = old.conn  # the first body, never sent again: still held
+        again.send(JobBatch((Job(100, bodies[0].digest, pickle.dumps(())),)))
+        old.sock.sendall(again.data_to_send())
+        old._read_until(lambda _: 100 in old.results)
+        assert old.results[100].ok and pickle.loads(old.results[100].value) == 0
+    finally:
+        old.close()
