@@ -7,7 +7,6 @@ node against real dask processes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import pickle
 import sys
@@ -20,7 +19,7 @@ from ppft_client import Server, dask_runner
 from ppft_client.dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
 from ppft_client.dask_node import DaskNode, _runner, _with_ppft_exception
 from ppft_client.functions import function_body, pickle_args
-from ppft_protocol import FunctionBody, Job, Result
+from ppft_protocol import FunctionBody, Job, Result, function_digest
 from ppft_worker.errors import WorkerLostError
 from ppft_worker.execute import JobRunner, JobSetupError, UnpicklableResultError
 from ppft_worker.loop import Loop
@@ -143,7 +142,7 @@ def _same(expected: Result, got: Result) -> None:
 
 
 def _hand_made(name: str, *sources: str, imports: tuple[str, ...] = ()) -> FunctionBody:
-    digest = hashlib.sha256(repr((name, sources, imports)).encode()).digest()
+    digest = function_digest(name, sources, imports, b"")
     return FunctionBody(digest, name, sources, imports, b"")
 
 
@@ -326,3 +325,35 @@ def test_unexpected_task_value_fails_the_jobs_with_a_ppft_error():
     ((job_id, result, _),) = results
     assert (job_id, result.ok, result.error_type) == (1, False, "ppft_protocol.errors.PPFTError")
     assert "could not run the job" in result.error_message and not lost
+
+
+def test_dask_runner_keeps_bodies_within_its_budget_and_rebuilds_a_forgotten_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A dask worker process serves every client of the cluster: its bodies and namespaces stay within a
+    budget (least recently used forgotten first); every batch carries its bodies, so a forgotten one is
+    simply built again."""
+    monkeypatch.setattr(dask_runner, "_BUDGET", 40_000)
+    for name in ("_bodies", "_ready", "_broken", "_costs", "_in_use"):
+        monkeypatch.setattr(dask_runner, name, {})
+    monkeypatch.setattr(dask_runner, "_total", [0])
+    bodies = [
+        _hand_made(
+            f"c{i}",
+            f"def c{i}():\n    global n\n    n = globals().get('n', 0) + 1\n    return n\n# {'z' * 5000}\n",
+        )
+        for i in range(40)
+    ]
+    args = pickle.dumps((), 5)
+
+    def call(body: FunctionBody) -> object:
+        (fields,) = dask_runner.run_batch((_body_tuple(body),), ((1, body.digest, args, 5),))
+        result = Result(*fields)
+        assert result.ok, result.error_message
+        return pickle.loads(result.value)
+
+    assert [call(b) for b in bodies] == [1] * 40
+    assert len(dask_runner._ready) == len(dask_runner._costs) <= 40_000 // 9000 + 1
+    assert dask_runner._total[0] <= 40_000 and dask_runner._in_use == {}
+    assert call(bodies[-1]) == 2  # still held
+    assert call(bodies[0]) == 1  # forgotten, then built again from the batch's body

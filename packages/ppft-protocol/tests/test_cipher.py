@@ -107,8 +107,9 @@ def test_cipher_is_empty_before_the_handshake() -> None:
 
 def test_aes_gcm_offer_sets_bit_1_of_the_hello_flags() -> None:
     data = Connection(Role.CLIENT, SECRET, aes_gcm=True, allow_plain=True).data_to_send()
-    assert data[-1] == Hello.FLAG_AES_GCM | Hello.FLAG_ALLOW_PLAIN == 0x03
-    assert Connection(Role.CLIENT, SECRET).data_to_send()[-1] == 0
+    assert data[-1] & ~Hello.FLAG_SPEAKS_V2 == Hello.FLAG_AES_GCM | Hello.FLAG_ALLOW_PLAIN == 0x03
+    assert Connection(Role.CLIENT, SECRET).data_to_send()[-1] & ~Hello.FLAG_SPEAKS_V2 == 0
+    assert Connection(Role.CLIENT, SECRET, aes_gcm=True, versions=(1, 1)).data_to_send()[-1] == 0x02
 
 
 def test_established_without_a_cipher_means_what_it_meant_before_aes_gcm() -> None:
@@ -182,7 +183,7 @@ def _raw_client_to(server: Connection, flags_c: int) -> list[Event]:
 
 @pytest.mark.parametrize(
     "flags_c, cipher",
-    [(0xFC, CHACHA20_POLY1305), (0xFC | Hello.FLAG_AES_GCM, AES_256_GCM), (0x80, CHACHA20_POLY1305)],
+    [(0xF8, CHACHA20_POLY1305), (0xF8 | Hello.FLAG_AES_GCM, AES_256_GCM), (0x80, CHACHA20_POLY1305)],
     ids=["unknown-bits", "unknown-bits-and-aes", "bit-7"],
 )
 def test_unknown_flag_bits_are_ignored_but_the_aes_bit_still_counts(flags_c: int, cipher: str) -> None:

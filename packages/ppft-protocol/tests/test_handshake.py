@@ -221,16 +221,18 @@ def test_disjoint_version_ranges_fail_on_both_sides_naming_both_ranges(
 
 def test_version_is_bound_into_the_proofs() -> None:
     key = channel.auth_key(b"s")
-    assert channel.proof(key, "client", 1, NONCE_C, NONCE_S, 0, 0) != channel.proof(
-        key, "client", 2, NONCE_C, NONCE_S, 0, 0
+    assert channel.proof(key, "client", 2, NONCE_C, NONCE_S, 0, 0, opening(1, 2), opening(1, 2)) != (
+        channel.proof(key, "client", 3, NONCE_C, NONCE_S, 0, 0, opening(1, 2), opening(1, 2))
     )
 
 
 def test_downgraded_opening_makes_the_proofs_disagree(pair_factory: MakePair) -> None:
-    client, server = pair_factory(versions=(1, 2))
+    """Between two version-1 speakers (no downgrade sentinel), a rewritten range still shows: the two sides
+    then pick different versions, and their proofs disagree."""
+    client, server = pair_factory(client_versions=(1, 1), server_versions=(1, 3))
     to_server = client.data_to_send()
-    tampered = opening(1, 1) + to_server[8 + struct.unpack_from(">Q", to_server)[0] :]
-    server.receive_data(tampered)  # the server now believes the client speaks only version 1
+    tampered = opening(2, 3) + to_server[8 + struct.unpack_from(">Q", to_server)[0] :]
+    server.receive_data(tampered)  # the server now believes the client speaks version 3
     client.receive_data(server.data_to_send())
     with pytest.raises(AuthenticationError):
         server.receive_data(client.data_to_send())
@@ -260,8 +262,8 @@ def test_flags_are_bound_into_the_proofs(pair_factory: MakePair) -> None:
     """A man in the middle that sets the allow-plain flag in both Hellos cannot switch sealing off."""
     client, server = pair_factory(client_allow_plain=True, server_allow_plain=False)
     to_client = bytearray(server.data_to_send())
-    assert to_client[-1] == 0  # the server Hello's flags byte, last of the first batch
-    to_client[-1] = Hello.FLAG_ALLOW_PLAIN
+    assert to_client[-1] == Hello.FLAG_SPEAKS_V2  # the server Hello's flags byte, last of the first batch
+    to_client[-1] |= Hello.FLAG_ALLOW_PLAIN
     client.receive_data(bytes(to_client))
     with pytest.raises(AuthenticationError):
         server.receive_data(client.data_to_send())

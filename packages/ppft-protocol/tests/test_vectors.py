@@ -1,6 +1,7 @@
-"""Golden vectors (tests/vectors/protocol-v1.json): the implementation reproduces every byte, fresh endpoints
-fed one side of a recorded transcript answer with exactly the other side, and the keys, proofs and sealed
-frames follow from the formulas of docs/protocol.md computed independently with `cryptography` and `hmac`."""
+"""Golden vectors (tests/vectors/protocol-v1.json, protocol-v2.json): the implementation reproduces every
+byte, fresh endpoints fed one side of a recorded transcript answer with exactly the other side, and the
+keys, proofs and sealed frames follow from the formulas of docs/protocol.md computed independently with
+`cryptography` and `hmac`."""
 
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM, ChaCha20Poly1305
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
-from ppft_protocol import Connection, Established, LegacyPeerError, Role
+from ppft_protocol import Connection, DowngradeError, Established, LegacyPeerError, Role
+from ppft_protocol.connection import DOWNGRADE_REASON
 from ppft_protocol.framing import parse_opening
 from ppft_protocol.messages import MESSAGE_TYPES, decode_message
 
 VECTORS_DIR = Path(__file__).with_name("vectors")
 VECTORS_FILE = VECTORS_DIR / "protocol-v1.json"
+VECTORS_FILE_V2 = VECTORS_DIR / "protocol-v2.json"
 DOC = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
 
 
@@ -38,13 +41,22 @@ def _load_generator() -> ModuleType:
 
 GEN = _load_generator()
 VECTORS: dict[str, Any] = json.loads(VECTORS_FILE.read_text(encoding="utf-8"))
+VECTORS_V2: dict[str, Any] = json.loads(VECTORS_FILE_V2.read_text(encoding="utf-8"))
+FILES = {1: VECTORS, 2: VECTORS_V2}
 INPUTS = VECTORS["inputs"]
 SECRET = bytes.fromhex(INPUTS["secret"])
 NONCE_C = bytes.fromhex(INPUTS["nonce_client"])
 NONCE_S = bytes.fromhex(INPUTS["nonce_server"])
-HANDSHAKES = ["handshake_sealed", "handshake_plain", "handshake_aes_gcm"]
-SEALED = {"handshake_sealed": ("", ChaCha20Poly1305), "handshake_aes_gcm": ("/aes-256-gcm", AESGCM)}
+NAMES = ["handshake_sealed", "handshake_plain", "handshake_aes_gcm"]
+HANDSHAKES = [(v, name) for v in FILES for name in NAMES]
+"""(version of the file, name of the handshake vector in it)."""
+SEALED_CIPHERS = {"handshake_sealed": ("", ChaCha20Poly1305), "handshake_aes_gcm": ("/aes-256-gcm", AESGCM)}
 """The sealed vectors: the suffix of their session keys' HKDF info, and their AEAD."""
+SEALED = [(v, name) for v in FILES for name in SEALED_CIPHERS]
+
+
+def _hs_id(value: tuple[int, str]) -> str:
+    return f"v{value[0]}-{value[1]}"
 
 
 def _hkdf(ikm: bytes, salt: bytes, info: bytes) -> bytes:
@@ -56,7 +68,7 @@ def _joined(pieces: list[dict[str, str]]) -> bytes:
 
 
 def _endpoint(role: Role, vector: dict[str, Any]) -> Connection:
-    """A fresh endpoint of `vector`'s connection, with its fixed nonce, comment and offers."""
+    """A fresh endpoint of `vector`'s connection, with its fixed nonce, comment, offers and versions."""
     side = "client" if role is Role.CLIENT else "server"
     return Connection(
         role,
@@ -74,6 +86,16 @@ def _endpoint(role: Role, vector: dict[str, Any]) -> Connection:
 
 def test_vectors_file_is_exactly_what_the_implementation_produces() -> None:
     assert GEN.render() == VECTORS_FILE.read_text(encoding="utf-8")
+
+
+def test_version_2_vectors_file_is_exactly_what_the_implementation_produces() -> None:
+    assert GEN.render(2) == VECTORS_FILE_V2.read_text(encoding="utf-8")
+
+
+def test_version_2_inputs_are_version_1s_but_the_ranges() -> None:
+    inputs = dict(VECTORS_V2["inputs"])
+    assert (inputs.pop("versions_client"), inputs.pop("versions_server")) == ([1, 2], [1, 2])
+    assert {k: v for k, v in INPUTS.items() if not k.startswith("versions_")} == inputs
 
 
 @pytest.mark.parametrize("vector", VECTORS["messages"], ids=lambda v: v["name"])
@@ -104,9 +126,11 @@ def test_opening_vectors_parse_to_their_ranges() -> None:
 # -- transcripts: one side's bytes make a fresh endpoint say exactly the other side's -----------------------
 
 
-@pytest.mark.parametrize("name", HANDSHAKES)
-def test_fresh_server_fed_the_client_transcript_answers_with_the_server_transcript(name: str) -> None:
-    vector = VECTORS[name]
+@pytest.mark.parametrize("version, name", HANDSHAKES, ids=[_hs_id(x) for x in HANDSHAKES])
+def test_fresh_server_fed_the_client_transcript_answers_with_the_server_transcript(
+    version: int, name: str
+) -> None:
+    vector = FILES[version][name]
     server = _endpoint(Role.SERVER, vector)
     sent = server.data_to_send()
     events = []
@@ -114,12 +138,14 @@ def test_fresh_server_fed_the_client_transcript_answers_with_the_server_transcri
         events += server.receive_data(bytes.fromhex(piece["hex"]))
         sent += server.data_to_send()
     assert sent == _joined(vector["server_to_client"])
-    assert events == [Established(1, vector["sealed"], INPUTS["comment_client"], vector.get("cipher"))]
+    assert events == [Established(version, vector["sealed"], INPUTS["comment_client"], vector.get("cipher"))]
 
 
-@pytest.mark.parametrize("name", HANDSHAKES)
-def test_fresh_client_fed_the_server_transcript_answers_with_the_client_transcript(name: str) -> None:
-    vector = VECTORS[name]
+@pytest.mark.parametrize("version, name", HANDSHAKES, ids=[_hs_id(x) for x in HANDSHAKES])
+def test_fresh_client_fed_the_server_transcript_answers_with_the_client_transcript(
+    version: int, name: str
+) -> None:
+    vector = FILES[version][name]
     client = _endpoint(Role.CLIENT, vector)
     sent = client.data_to_send()
     events = []
@@ -127,12 +153,12 @@ def test_fresh_client_fed_the_server_transcript_answers_with_the_client_transcri
         events += client.receive_data(bytes.fromhex(piece["hex"]))
         sent += client.data_to_send()
     assert sent == _joined(vector["client_to_server"])
-    assert events == [Established(1, vector["sealed"], INPUTS["comment_server"], vector.get("cipher"))]
+    assert events == [Established(version, vector["sealed"], INPUTS["comment_server"], vector.get("cipher"))]
 
 
-@pytest.mark.parametrize("name", HANDSHAKES)
-def test_frames_after_the_handshake_decode_to_their_messages(name: str) -> None:
-    vector = VECTORS[name]
+@pytest.mark.parametrize("version, name", HANDSHAKES, ids=[_hs_id(x) for x in HANDSHAKES])
+def test_frames_after_the_handshake_decode_to_their_messages(version: int, name: str) -> None:
+    vector = FILES[version][name]
     client = _endpoint(Role.CLIENT, vector)
     server = _endpoint(Role.SERVER, vector)
     server.receive_data(_joined(vector["client_to_server"]))
@@ -155,15 +181,22 @@ def test_wrong_secret_vector_is_one_auth_failed_frame() -> None:
 
 def test_k_auth_is_hkdf_of_the_secret_with_the_documented_salt_and_info() -> None:
     expected = _hkdf(SECRET, b"ppft-protocol", b"auth")
-    for name in HANDSHAKES:
-        assert VECTORS[name]["k_auth"] == expected.hex()
+    for version, name in HANDSHAKES:
+        assert FILES[version][name]["k_auth"] == expected.hex()
 
 
-@pytest.mark.parametrize("name", HANDSHAKES)
+@pytest.mark.parametrize("version, name", HANDSHAKES, ids=[_hs_id(x) for x in HANDSHAKES])
 @pytest.mark.parametrize("role", ["client", "server"])
-def test_proof_is_hmac_of_the_documented_transcript(name: str, role: str) -> None:
-    vector = VECTORS[name]
+def test_proof_is_hmac_of_the_documented_transcript(version: int, name: str, role: str) -> None:
+    vector = FILES[version][name]
+    assert vector["version"] == version
     k_auth = bytes.fromhex(vector["k_auth"])
+    openings = b""
+    if version >= 2:  # both openings as they crossed the wire, the client's first
+        sent = (vector["client_to_server"][0]["hex"], vector["server_to_client"][0]["hex"])
+        quoted = (FILES[version]["openings"]["client"], FILES[version]["openings"]["server"])
+        assert sent == quoted
+        openings = bytes.fromhex("".join(sent))
     transcript = (
         b"ppft-auth/"
         + role.encode()
@@ -171,6 +204,7 @@ def test_proof_is_hmac_of_the_documented_transcript(name: str, role: str) -> Non
         + NONCE_C
         + NONCE_S
         + bytes([vector["flags_client"], vector["flags_server"]])
+        + openings
     )
     expected = hmac.new(k_auth, transcript, hashlib.sha256).hexdigest()
     assert vector[f"proof_{role}"] == expected
@@ -180,28 +214,52 @@ def test_proof_is_hmac_of_the_documented_transcript(name: str, role: str) -> Non
     assert frame_hex == f"00000020{3 if piece == 'AuthOk' else 2:02x}{expected}"
 
 
-@pytest.mark.parametrize("name", SEALED)
+@pytest.mark.parametrize("version, name", SEALED, ids=[_hs_id(x) for x in SEALED])
 @pytest.mark.parametrize("direction", ["client-to-server", "server-to-client"])
-def test_session_key_is_hkdf_of_the_secret_over_both_nonces(name: str, direction: str) -> None:
-    vector = VECTORS[name]
-    suffix, _ = SEALED[name]
-    info = b"ppft-seal/" + struct.pack(">H", 1) + b"/" + direction.encode() + suffix.encode()
+def test_session_key_is_hkdf_of_the_secret_over_both_nonces(version: int, name: str, direction: str) -> None:
+    vector = FILES[version][name]
+    suffix, _ = SEALED_CIPHERS[name]
+    info = b"ppft-seal/" + struct.pack(">H", version) + b"/" + direction.encode() + suffix.encode()
     expected = _hkdf(SECRET, NONCE_C + NONCE_S, info)
     assert vector[f"key_{direction.replace('-', '_')}"] == expected.hex()
 
 
-def test_aes_gcm_vector_is_negotiated_by_the_aes_gcm_flag_in_both_hellos() -> None:
-    vector = VECTORS["handshake_aes_gcm"]
-    assert (vector["flags_client"], vector["flags_server"], vector["cipher"]) == (2, 2, "aes-256-gcm")
+@pytest.mark.parametrize("version, flags", [(1, 0x02), (2, 0x06)])
+def test_aes_gcm_vector_is_negotiated_by_the_aes_gcm_flag_in_both_hellos(version: int, flags: int) -> None:
+    vector = FILES[version]["handshake_aes_gcm"]
+    assert (vector["flags_client"], vector["flags_server"], vector["cipher"]) == (flags, flags, "aes-256-gcm")
     for side in ("client_to_server", "server_to_client"):
         (hello,) = [p["hex"] for p in vector[side] if p["piece"] == "Hello"]
-        assert hello.endswith("02")
+        assert hello.endswith(f"{flags:02x}")
 
 
-@pytest.mark.parametrize("name", SEALED)
-def test_sealed_frames_are_the_aead_with_counter_nonces_and_the_header_as_aad(name: str) -> None:
-    vector = VECTORS[name]
-    _, aead = SEALED[name]
+@pytest.mark.parametrize("version", [1, 2])
+def test_version_2_hellos_carry_the_downgrade_sentinel_and_version_1_hellos_do_not(version: int) -> None:
+    for name in NAMES:
+        vector = FILES[version][name]
+        for side in ("client", "server"):
+            assert bool(vector[f"flags_{side}"] & 0x04) is (version == 2)
+
+
+def test_downgrade_vector_is_one_auth_failed_naming_the_downgrade() -> None:
+    vector = VECTORS_V2["downgrade_to_version_1"]
+    opening, hello = (bytes.fromhex(p["hex"]) for p in vector["client_to_server"])
+    assert parse_opening(opening[8:]).max_version == 1
+    refused = bytes.fromhex(vector["server_to_client_after_hello"])
+    assert refused[4] == 0x04 and DOWNGRADE_REASON.encode() in refused
+    server = _endpoint(Role.SERVER, VECTORS_V2["handshake_sealed"])
+    server.data_to_send()
+    with pytest.raises(DowngradeError):
+        server.receive_data(opening + hello)
+    assert server.data_to_send() == refused
+
+
+@pytest.mark.parametrize("version, name", SEALED, ids=[_hs_id(x) for x in SEALED])
+def test_sealed_frames_are_the_aead_with_counter_nonces_and_the_header_as_aad(
+    version: int, name: str
+) -> None:
+    vector = FILES[version][name]
+    _, aead = SEALED_CIPHERS[name]
     counters = {"client-to-server": 0, "server-to-client": 0}
     for entry in vector["after_handshake"]:
         direction = entry["direction"]
@@ -217,8 +275,9 @@ def test_sealed_frames_are_the_aead_with_counter_nonces_and_the_header_as_aad(na
         assert entry["frame"] == expected.hex()
 
 
-def test_plain_frames_after_the_handshake_are_the_bare_plaintext() -> None:
-    for entry in VECTORS["handshake_plain"]["after_handshake"]:
+@pytest.mark.parametrize("version", [1, 2])
+def test_plain_frames_after_the_handshake_are_the_bare_plaintext(version: int) -> None:
+    for entry in FILES[version]["handshake_plain"]["after_handshake"]:
         plaintext = bytes.fromhex(entry["plaintext_body"])
         header = struct.pack(">IB", len(plaintext), MESSAGE_TYPES_BY_NAME[entry["message"]])
         assert entry["frame"] == (header + plaintext).hex()
@@ -264,6 +323,38 @@ def test_spec_quotes_the_sealed_transcript_and_first_sealed_frames() -> None:
     for piece in vector["client_to_server"] + vector["server_to_client"]:
         assert piece["hex"] in doc
     for entry in vector["after_handshake"][:3]:
+        assert entry["frame"] in doc
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        ("openings", "client"),
+        ("openings", "server"),
+        ("handshake_sealed", "proof_client"),
+        ("handshake_sealed", "proof_server"),
+        ("handshake_sealed", "key_client_to_server"),
+        ("handshake_sealed", "key_server_to_client"),
+        ("handshake_plain", "proof_client"),
+        ("handshake_plain", "proof_server"),
+        ("handshake_aes_gcm", "proof_client"),
+        ("handshake_aes_gcm", "proof_server"),
+        ("handshake_aes_gcm", "key_client_to_server"),
+        ("handshake_aes_gcm", "key_server_to_client"),
+        ("downgrade_to_version_1", "server_to_client_after_hello"),
+    ],
+    ids="/".join,
+)
+def test_spec_quotes_the_version_2_vectors(path: tuple[str, str]) -> None:
+    assert VECTORS_V2[path[0]][path[1]] in _doc_hex()
+
+
+def test_spec_quotes_the_version_2_sealed_transcript() -> None:
+    doc = _doc_hex()
+    vector = VECTORS_V2["handshake_sealed"]
+    for piece in vector["client_to_server"] + vector["server_to_client"]:
+        assert piece["hex"] in doc
+    for entry in vector["after_handshake"]:
         assert entry["frame"] in doc
 
 

@@ -7,15 +7,28 @@ import itertools
 
 import pytest
 
-from ppft_protocol import FunctionBody, Job, JobBatch, Message, Result, ResultBatch
+from ppft_protocol import FunctionBody, Job, JobBatch, Message, Result, ResultBatch, function_digest
 from ppft_protocol.messages import encode_message
 from ppft_protocol.relay import RawResults, decode_raw_results
 from ppft_worker.batching import Batching
-from ppft_worker.intake import ServedTask, take_jobs
+from ppft_worker.intake import BodyTable, ServedTask, take_jobs
 from ppft_worker.tasks import Task, collect_raw_results, collect_results
 
-TINY = FunctionBody(b"t" * 32, "tiny", ("def tiny():\n    pass\n",))
-OTHER = FunctionBody(b"o" * 32, "other", ("def other():\n    pass\n",))
+
+def body_of(name: str) -> FunctionBody:
+    sources = (f"def {name}():\n    pass\n",)
+    return FunctionBody(function_digest(name, sources, (), b""), name, sources)
+
+
+TINY = body_of("tiny")
+OTHER = body_of("other")
+
+
+def table(*bodies: FunctionBody) -> BodyTable:
+    kept = BodyTable("a test peer")
+    for body in bodies:
+        assert kept.add(body, 2) is None
+    return kept
 
 
 class Owner:
@@ -40,7 +53,7 @@ def raw(results: list[Result]) -> RawResults:
 
 def test_jobs_are_renumbered_and_keep_the_peers_ids() -> None:
     batch = JobBatch(tuple(Job(7 + i, bytes(TINY.digest), b"a%d" % i, 4) for i in range(3)))
-    tasks, unknown = take_jobs({TINY.digest: TINY}, batch, itertools.count(50), Owner())
+    tasks, unknown = take_jobs(table(TINY), batch, itertools.count(50), Owner())
     assert unknown == []
     assert [t.wire for t in tasks] == [Job(50 + i, TINY.digest, b"a%d" % i, 4) for i in range(3)]
     assert [t.client_id for t in tasks] == [7, 8, 9]
@@ -48,13 +61,13 @@ def test_jobs_are_renumbered_and_keep_the_peers_ids() -> None:
 
 def test_tasks_of_one_function_share_its_body_and_digest_object() -> None:
     batch = JobBatch(tuple(Job(i, bytes(TINY.digest), b"", 5) for i in range(4)))  # a digest object per job
-    tasks, _ = take_jobs({TINY.digest: TINY}, batch, itertools.count(), Owner())
+    tasks, _ = take_jobs(table(TINY), batch, itertools.count(), Owner())
     assert all(t.body is TINY and t.wire.digest is TINY.digest for t in tasks)
 
 
 def test_jobs_of_an_unknown_function_are_answered_and_not_queued() -> None:
     batch = JobBatch((Job(1, TINY.digest, b""), Job(2, OTHER.digest, b""), Job(3, TINY.digest, b"")))
-    tasks, unknown = take_jobs({TINY.digest: TINY}, batch, itertools.count(), Owner())
+    tasks, unknown = take_jobs(table(TINY), batch, itertools.count(), Owner())
     assert [t.client_id for t in tasks] == [1, 3]
     assert [(r.job_id, r.ok, r.error_type) for r in unknown] == [
         (2, False, "ppft_protocol.errors.RemoteProtocolError")

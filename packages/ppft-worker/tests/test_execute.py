@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import pickle
@@ -13,12 +12,12 @@ import types
 import dill
 import pytest
 
-from ppft_protocol import FunctionBody, Job
+from ppft_protocol import FunctionBody, Job, function_digest
 from ppft_worker.execute import JobRunner, JobSetupError, UnpicklableResultError
 
 
 def make_body(name: str, sources: tuple[str, ...] = (), imports: tuple[str, ...] = (), pickled: bytes = b""):
-    digest = hashlib.sha256(repr((name, sources, imports, pickled)).encode()).digest()
+    digest = function_digest(name, sources, imports, pickled)
     return FunctionBody(digest, name, sources, imports, pickled)
 
 

@@ -25,7 +25,7 @@ TIMEOUT = 30.0
 HARNESS = """
 import hashlib, itertools, json, os, pickle, sys, threading, time
 from collections import deque
-from ppft_protocol import FunctionBody, Job
+from ppft_protocol import FunctionBody, Job, function_digest
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
 
@@ -33,7 +33,7 @@ TIMEOUT = 30.0
 
 
 def body(source, name="f"):
-    return FunctionBody(hashlib.sha256(source.encode()).digest(), name, (source,))
+    return FunctionBody(function_digest(name, (source,), (), b""), name, (source,))
 
 
 class T:

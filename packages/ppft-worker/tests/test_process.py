@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import pickle
 import select
@@ -36,7 +35,9 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    function_digest,
 )
+from ppft_protocol.bodies import BodyLedger
 from ppft_protocol.framing import encode_frame_header
 from ppft_protocol.messages import encode_message
 
@@ -56,7 +57,7 @@ def worker_env(secret: bytes = SECRET, parent_pid: int | None = None) -> dict[st
 
 def body(source: str, name: str = "f") -> FunctionBody:
     source = textwrap.dedent(source)
-    return FunctionBody(hashlib.sha256(source.encode()).digest(), name, (source,))
+    return FunctionBody(function_digest(name, (source,), (), b""), name, (source,))
 
 
 PLUS_ONE = body("def f(x):\n    return x + 1\n")
@@ -69,10 +70,12 @@ def jobs(fn: FunctionBody, args: list[tuple[object, ...]], first_id: int = 1) ->
 class Driver:
     """One worker process and the client end of its connection; every wait is bounded."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], secret: bytes = SECRET) -> None:
+    def __init__(
+        self, proc: subprocess.Popen[bytes], secret: bytes = SECRET, versions: tuple[int, int] = (1, 2)
+    ) -> None:
         assert proc.stdin is not None and proc.stdout is not None
         self.proc = proc
-        self.conn = Connection(Role.CLIENT, secret, allow_plain=True)
+        self.conn = Connection(Role.CLIENT, secret, allow_plain=True, versions=versions)
         self.rfd = proc.stdout.fileno()
         self.wfd = proc.stdin.fileno()
         os.set_blocking(self.wfd, False)
@@ -434,7 +437,7 @@ def test_unknown_argument_is_refused() -> None:
 
 _INTERMEDIATE = """
 import os, pickle, subprocess, sys
-from ppft_protocol import Connection, FunctionBody, Job, JobBatch, NodeInfo, Role
+from ppft_protocol import Connection, FunctionBody, Job, JobBatch, NodeInfo, Role, function_digest
 
 started = int(os.environ["STARTED_FD"])
 os.environ["PPFT_PARENT_PID"] = str(os.getpid())
@@ -447,7 +450,7 @@ while not ready:
         ready = ready or isinstance(event, NodeInfo)
     proc.stdin.write(conn.data_to_send()); proc.stdin.flush()
 src = "import os, time\\ndef f(fd):\\n    os.write(fd, b's')\\n    time.sleep(3600)\\n"
-body = FunctionBody(b"b" * 32, "f", (src,))
+body = FunctionBody(function_digest("f", (src,), (), b""), "f", (src,))
 conn.send(body)
 conn.send(JobBatch((Job(1, body.digest, pickle.dumps((started,))),)))
 proc.stdin.write(conn.data_to_send()); proc.stdin.flush()
@@ -540,3 +543,73 @@ def test_print_tiny_job_throughput(worker: Driver) -> None:
         f"{run_time / total * 1e6:.2f} us); "
         f"{worker.result_frames} result frames"
     )
+
+
+# -- function bodies: checked against their digests, kept within the budget (version 2) ---------------------
+
+
+def test_worker_refuses_a_body_whose_digest_does_not_match(worker: Driver) -> None:
+    genuine = body("def f():\n    return 'genuine'\n")
+    forged = FunctionBody(genuine.digest, "f", ("def f():\n    return 'evil'\n",))
+    worker.send(forged, jobs(forged, [()], 1))
+    (refused,) = worker.wait_results(1).values()
+    assert not refused.ok and refused.error_type == "ppft_worker.execute.JobSetupError"
+    assert "digest does not match its content" in refused.error_message
+    worker.send(genuine, jobs(genuine, [()], 2))
+    assert pickle.loads(worker.wait_results(2)[2].value) == "genuine"
+
+
+def _counters(count: int, pad: int) -> list[FunctionBody]:
+    """Functions that count their calls in their own namespace, each `pad` bytes long: a namespace the worker
+    rebuilt (its body forgotten, then sent again) counts from 1 again."""
+    made = []
+    for i in range(count):
+        source = (
+            f"def c{i}():\n    global calls\n    calls = globals().get('calls', 0) + 1\n    return calls\n"
+            f"# {'x' * pad}\n"
+        )
+        made.append(body(source, f"c{i}"))
+    return made
+
+
+def _two_passes(
+    worker: Driver, bodies: list[FunctionBody], ledger: BodyLedger
+) -> tuple[list[object], list[object], int]:
+    """Each function once in order, then once in reverse, sending a body when `ledger` says the worker lacks
+    it (as a pool does); the values returned by each pass, and how many bodies were kept after the first."""
+    passes: list[list[object]] = []
+    kept = 0
+    job_id = 0
+    for order in (bodies, bodies[::-1]):
+        got = []
+        for fn in order:
+            job_id += 1
+            if fn.digest not in ledger:
+                ledger.add(fn)
+                worker.send(fn)
+            worker.send(jobs(fn, [()], job_id))
+            got.append(values(worker.wait_results(job_id))[job_id])
+        passes.append(got)
+        kept = kept or len(ledger)
+    return passes[0], passes[1], kept
+
+
+def test_worker_forgets_bodies_beyond_the_budget_and_runs_them_again_when_sent_again(worker: Driver) -> None:
+    """80 functions of 1 MiB through one worker: it keeps the newest 64 MiB (what the sender's ledger says),
+    rebuilds the others when they are sent again, and every job runs."""
+    bodies = _counters(80, 1 << 20)
+    ledger = BodyLedger()
+    first, second, kept = _two_passes(worker, bodies, ledger)
+    assert first == [1] * 80
+    assert 50 <= kept < 80
+    assert second == [2] * kept + [1] * (80 - kept)
+
+
+def test_worker_on_a_version_1_link_keeps_every_body(spawn: Callable[..., subprocess.Popen[bytes]]) -> None:
+    """A pool of ppft 2.0.0 (version 1) never sends a body twice: the worker keeps them all, as 2.0.0 did."""
+    worker = Driver(spawn(), versions=(1, 1))
+    worker.handshake()
+    assert worker.conn.version == 1
+    bodies = _counters(70, 1 << 20)
+    first, second, _ = _two_passes(worker, bodies, BodyLedger(None))
+    assert first == [1] * 70 and second == [2] * 70

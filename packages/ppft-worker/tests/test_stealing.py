@@ -8,7 +8,6 @@ frame: both workers must run some, and every job must complete exactly once.
 from __future__ import annotations
 
 import collections
-import hashlib
 import itertools
 import pickle
 import time
@@ -18,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from ppft_protocol import FunctionBody, Job, Result
+from ppft_protocol import FunctionBody, Job, Result, function_digest
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
 from ppft_worker.stealing import CANCELLED_TYPE, STEAL_AFTER, plan_steals, reclaim, seconds_to_next_check
@@ -44,7 +43,7 @@ class T:
         return True
 
 
-FN = FunctionBody(hashlib.sha256(SPIN.encode()).digest(), "spin", (SPIN,))
+FN = FunctionBody(function_digest("spin", (SPIN,), (), b""), "spin", (SPIN,))
 
 
 def worker(n: int = 0, *, since: float = 0.0, first_id: int = 1, **kw: Any) -> SimpleNamespace:

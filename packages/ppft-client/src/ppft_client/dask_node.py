@@ -45,7 +45,7 @@ import zlib
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ppft_protocol import PPFTError, Result
+from ppft_protocol import PPFTError, Result, printable
 from ppft_worker.batching import Batching
 from ppft_worker.errors import WorkerLostError
 from ppft_worker.execute import JobSetupError, UnpicklableResultError
@@ -281,7 +281,12 @@ class DaskNode:
             status = str(getattr(self._client, "status", "closed"))
             if status == "running":
                 reason = f"dask dropped the task ({_reason(outcome)})"
-                log.warning("dask cluster %s: %s of %d job(s); they run again", self.name, reason, len(batch))
+                log.warning(
+                    "dask cluster %s: %s of %d job(s); they run again",
+                    self.name,
+                    printable(reason, 1000),
+                    len(batch),
+                )
                 self._on_lost(batch, reason)
             else:  # the Client lost its scheduler and cancelled every task: all go back at once
                 self._down(_lost(status), also=batch)
@@ -372,10 +377,10 @@ class DaskNode:
         tasks = (also or []) + self.take_inflight()
         if tasks:
             log.warning("lost dask cluster %s with %d job(s) in flight: %s; they run elsewhere", self.name,
-                        len(tasks), reason)  # fmt: skip
+                        len(tasks), printable(reason, 1000))  # fmt: skip
             self._on_lost(tasks, reason)
         elif reason != self.last_error:
-            log.warning("dask cluster %s cannot be used: %s", self.name, reason)
+            log.warning("dask cluster %s cannot be used: %s", self.name, printable(reason, 1000))
         self.last_error = reason
         if final:
             self.closed = True
@@ -459,7 +464,9 @@ class DaskNode:
         try:
             client.close(timeout=_CLOSE_TIMEOUT)
         except Exception as exc:  # noqa: BLE001 - closing at exit may meet dask half torn down
-            log.debug("closing the dask Client of %s: %s: %s", self.name, type(exc).__name__, exc)
+            log.debug(
+                "closing the dask Client of %s: %s: %s", self.name, type(exc).__name__, printable(exc, 1000)
+            )
 
 
 # -- helpers ---------------------------------------------------------------------------------------------

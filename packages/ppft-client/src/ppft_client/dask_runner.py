@@ -74,6 +74,14 @@ _bodies: dict[bytes, tuple[bytes, str, tuple[str, ...], tuple[str, ...], bytes]]
 _ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
 _broken: dict[bytes, str] = {}
 _local = threading.local()  # .out: the StringIO of the job this thread runs, or None
+# Bodies and namespaces kept within a budget, as `ppft_protocol.bodies` keeps a worker's (every batch carries
+# the bodies its jobs use, so a forgotten one comes back with the next batch that needs it): digest -> cost,
+# least recently used first; a body a running batch uses is never forgotten.
+_BUDGET = 64 * 1024 * 1024
+_OVERHEAD = 4096
+_costs: dict[bytes, int] = {}
+_in_use: dict[bytes, int] = {}
+_total = [0]
 
 
 def run_batch(
@@ -92,11 +100,38 @@ def run_batch(
             if digest not in _ready:
                 _bodies[digest] = body
                 _broken.pop(digest, None)
+            cost = _costs.pop(digest, None)
+            if cost is None:
+                _, name, sources, imports, pickled = body
+                cost = _OVERHEAD + len(name) + sum(map(len, sources)) + sum(map(len, imports)) + len(pickled)
+                _total[0] += cost
+            _costs[digest] = cost  # the most recently used now
+            _in_use[digest] = _in_use.get(digest, 0) + 1
+        if _total[0] > _BUDGET:
+            _forget()
     _local.out = io.StringIO()
     try:
         return [_run(job) for job in jobs]
     finally:
         _local.out = None
+        with _lock:
+            for body in bodies:
+                left = _in_use.pop(body[0], 1) - 1
+                if left:
+                    _in_use[body[0]] = left
+
+
+def _forget() -> None:
+    """Drop the least recently used bodies and namespaces no running batch uses, down to the budget."""
+    for digest in list(_costs):
+        if _total[0] <= _BUDGET:
+            break
+        if digest in _in_use:
+            continue
+        _total[0] -= _costs.pop(digest)
+        _bodies.pop(digest, None)
+        _ready.pop(digest, None)
+        _broken.pop(digest, None)
 
 
 def _run(job: tuple[int, bytes, bytes, int]) -> tuple[Any, ...]:
@@ -212,7 +247,10 @@ def _prepare(digest: bytes) -> tuple[types.ModuleType, Callable[..., Any]] | str
         finally:
             sys.modules["__main__"] = saved_main
         if isinstance(result, str):
-            log.warning("ppft function %s (digest %s) cannot run here: %s", name, digest.hex()[:16], result)
+            # repr escapes what the client's text may hold (this runs where ppft_protocol may be missing)
+            log.warning(
+                "ppft function %.200r (digest %s) cannot run here: %.1000r", name, digest.hex()[:16], result
+            )
             _broken[digest] = result
             return result
         ready = (namespace, result)

@@ -24,7 +24,7 @@ import ipaddress
 import logging
 from collections.abc import Callable
 
-from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
+from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError, printable
 from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_datagram, encode_datagram
 from ppft_worker.loop import Loop
 from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
@@ -224,9 +224,11 @@ class Discovery(BroadcastEndpoint):
             log.warning(
                 "auto-discovery: ppserver %s:%d (%s) speaks protocol versions %d-%d, this client %d-%d: "
                 "not used; upgrade the older side",
-                host, announce.tcp_port, announce.name, announce.min_version, announce.max_version, low, high,
+                host, announce.tcp_port, printable(announce.name), announce.min_version, announce.max_version,
+                low, high,
             )  # fmt: skip
             return
         self.found.add(key)
-        log.info("auto-discovery: found ppserver %s:%d (%s)", host, announce.tcp_port, announce.name)
+        name = printable(announce.name)
+        log.info("auto-discovery: found ppserver %s:%d (%s)", host, announce.tcp_port, name)
         self.on_found(host, announce.tcp_port)

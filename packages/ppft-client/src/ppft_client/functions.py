@@ -46,10 +46,8 @@ so that the method's body stays cached).
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 import pickle
-import struct
 import sys
 import threading
 import types
@@ -58,6 +56,7 @@ from operator import is_
 from typing import Any, NamedTuple
 
 from ppft_protocol import FunctionBody
+from ppft_protocol.bodies import function_digest
 
 from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
 from .sources import class_source, code_names, function_source
@@ -77,9 +76,6 @@ BODY_PICKLE_PROTOCOL = 5
 """Pickle protocol of function payloads: the highest one every supported Python (3.10+) reads."""
 
 _CACHE_SIZE = 4096
-_DIGEST_TAG = b"ppft-function-body-v1\x00"
-_U32 = struct.Struct(">I")
-_U64 = struct.Struct(">Q")
 
 
 class _Entry(NamedTuple):
@@ -382,20 +378,9 @@ def _describe(func: Any) -> str:
 
 
 def _digest(name: str, sources: tuple[str, ...], imports: tuple[str, ...], pickled: bytes) -> bytes:
-    """SHA-256 over an unambiguous encoding: every field and item is length-prefixed."""
-    h = hashlib.sha256(_DIGEST_TAG)
-    data = name.encode("utf-8", "surrogatepass")
-    h.update(_U32.pack(len(data)))
-    h.update(data)
-    for items in (sources, imports):
-        h.update(_U32.pack(len(items)))
-        for item in items:
-            data = item.encode("utf-8", "surrogatepass")
-            h.update(_U64.pack(len(data)))
-            h.update(data)
-    h.update(_U64.pack(len(pickled)))
-    h.update(pickled)
-    return h.digest()
+    """SHA-256 over an unambiguous encoding (every field and item length-prefixed): the protocol's one
+    definition, which every receiver checks (`ppft_protocol.bodies`)."""
+    return function_digest(name, sources, imports, pickled)
 
 
 # -- names and descriptions ---------------------------------------------------------------------------

@@ -46,6 +46,8 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger("ppft.scheduler")
 
+_SWEEP_MIN = 1024  # group counters kept before those of finished groups are forgotten
+
 MAX_NODE_LOSSES = 3
 """A job lost with its node this many times fails with `NodeLostError` instead of being sent again."""
 
@@ -107,12 +109,13 @@ class Scheduler:
         # never takes. A lock shared by both sides made each wait for the other, and under the GIL a thread
         # that blocks on a lock waits a whole switch interval (5 ms) to run again.
         self._submit_lock = threading.Lock()
-        self._submitted: dict[str, int] = {}  # per group, since the start
+        self._submitted: dict[str, int] = {}  # per group, while the group has jobs or was seen lately
         self._submitted_total = 0
         self._done_lock = threading.RLock()
         self._done = threading.Condition(self._done_lock)  # notified as jobs finish
-        self._finished_counts: dict[str, int] = {}  # per group, since the start
+        self._finished_counts: dict[str, int] = {}  # per group, likewise (`_forget_finished_groups`)
         self._finished_total = 0
+        self._sweep_at = _SWEEP_MIN  # groups counted before those with nothing pending are forgotten
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
             fork_threads=1,
@@ -196,7 +199,8 @@ class Scheduler:
 
     def unfinished(self, group: str | None = None) -> int:
         # finished first, then submitted: both only grow, so equal counts mean nothing was pending at the
-        # moment `finished` was read
+        # moment `finished` was read. A group's two counters are dropped together, under `_done_lock`, once
+        # equal: `wait` reads them under that lock, so it never sees one dropped and not the other.
         if group is None:
             finished = self._finished_total
             return self._submitted_total - finished
@@ -348,4 +352,20 @@ class Scheduler:
                 counts[group] = counts.get(group, 0) + 1
                 total += 1
             self._finished_total += total
+            if len(counts) >= self._sweep_at:
+                self._forget_finished_groups()
             self._done.notify_all()
+
+    def _forget_finished_groups(self) -> None:
+        """Drop the counters of every group with nothing pending (a group absent from both counts has none),
+        so a caller that uses a million group names keeps counters only for those with jobs in flight.
+
+        Called with `_done_lock` held; takes `_submit_lock` inside it, the one order in which both are ever
+        held. Amortised: the next sweep waits until the groups counted have doubled."""
+        counts = self._finished_counts
+        with self._submit_lock:
+            submitted = self._submitted
+            for group in [g for g, n in counts.items() if submitted.get(g) == n]:
+                del counts[group]
+                del submitted[group]
+        self._sweep_at = max(_SWEEP_MIN, 2 * len(counts))

@@ -7,6 +7,7 @@ worker, client and server packages do the I/O.
 The full specification, with byte layouts and test vectors, is docs/protocol.md.
 """
 
+from .bodies import BodyLedger, check_digest, function_digest
 from .channel import AES_256_GCM, CHACHA20_POLY1305
 from .connection import (
     DEFAULT_MAX_FRAME_SIZE,
@@ -20,6 +21,7 @@ from .connection import (
 from .errors import (
     AuthenticationError,
     DecodeError,
+    DowngradeError,
     FrameTooLarge,
     IntegrityError,
     LegacyPeerError,
@@ -50,6 +52,7 @@ from .messages import (
     StatsRequest,
 )
 from .relay import RawResults, ResultRecords
+from .text import printable
 from .version import __version__
 
 __all__ = [
@@ -63,11 +66,13 @@ __all__ = [
     "AuthOk",
     "AuthenticationError",
     "Blob",
+    "BodyLedger",
     "Bye",
     "Cancel",
     "Closed",
     "Connection",
     "DecodeError",
+    "DowngradeError",
     "Established",
     "Event",
     "FrameTooLarge",
@@ -94,4 +99,7 @@ __all__ = [
     "StatsReply",
     "StatsRequest",
     "__version__",
+    "check_digest",
+    "function_digest",
+    "printable",
 ]

@@ -4,9 +4,11 @@ Keys (docs/protocol.md, "Keys"):
 
 * ``K_auth = HKDF-SHA256(ikm=secret, salt="ppft-protocol", info="auth", L=32)``
 * a proof: ``HMAC-SHA256(K_auth, "ppft-auth/" || role || version:u16 || nonce_c || nonce_s || flags_c ||
-  flags_s)``
-  with role ``"client"`` or ``"server"``: it binds both nonces (no replay), the version (no downgrade), the
-  flags (no silent switch to an unsealed channel) and the role (a proof cannot be reflected back).
+  flags_s)``, and from version 2 on ``|| opening_c || opening_s`` too (both openings as they crossed the
+  wire, length included), with role ``"client"`` or ``"server"``: it binds both nonces (no replay), the
+  version and, from version 2, the version ranges both sides offered (no downgrade), the flags (no silent
+  switch to an unsealed channel, and the downgrade sentinel that guards version 1) and the role (a proof
+  cannot be reflected back).
 * per-direction session keys: ``HKDF-SHA256(ikm=secret, salt=nonce_c || nonce_s,
   info="ppft-seal/" || version:u16 || "/client-to-server" or "/server-to-client", L=32)`` for
   ChaCha20-Poly1305; for AES-256-GCM the same with ``"/aes-256-gcm"`` appended to `info`, so the two ciphers
@@ -118,11 +120,38 @@ def auth_key(secret: bytes) -> bytes:
 
 
 def proof(
-    key: bytes, role: str, version: int, nonce_c: bytes, nonce_s: bytes, flags_c: int, flags_s: int
+    key: bytes,
+    role: str,
+    version: int,
+    nonce_c: bytes,
+    nonce_s: bytes,
+    flags_c: int,
+    flags_s: int,
+    opening_c: bytes = b"",
+    opening_s: bytes = b"",
 ) -> bytes:
-    """The 32-byte proof that the side playing `role` knows the secret behind `key`."""
+    """The 32-byte proof that the side playing `role` knows the secret behind `key`.
+
+    From version 2 on, `opening_c` and `opening_s` are both openings exactly as they crossed the wire (the
+    8-byte length and the text), the client's first: the proof then binds the version ranges both sides
+    offered, so an opening rewritten in transit makes the two sides' proofs disagree. Version 1's proofs
+    bind no opening (ppft 2.0 computes them so): pass none."""
+    if (version >= 2) != bool(opening_c and opening_s):
+        raise ValueError(
+            f"a version-{version} proof binds {'both openings' if version >= 2 else 'no opening'}: "
+            f"pass {'opening_c and opening_s' if version >= 2 else 'neither opening'}"
+        )
     transcript = b"".join(
-        (b"ppft-auth/", role.encode("ascii"), _U16.pack(version), nonce_c, nonce_s, bytes((flags_c, flags_s)))
+        (
+            b"ppft-auth/",
+            role.encode("ascii"),
+            _U16.pack(version),
+            nonce_c,
+            nonce_s,
+            bytes((flags_c, flags_s)),
+            opening_c,
+            opening_s,
+        )
     )
     return hmac_sha256(key, transcript)
 

@@ -28,12 +28,13 @@ from .codec import Record
 from .errors import (
     AuthenticationError,
     DecodeError,
+    DowngradeError,
     LocalProtocolError,
     ProtocolError,
     ProtocolMismatchError,
     RemoteProtocolError,
 )
-from .handshake import OPENING, TRANSITIONS, Role, State
+from .handshake import OPENING, TRANSITIONS, Role, State, downgrade_refusal
 from .messages import (
     MESSAGE_TYPES,
     Auth,
@@ -47,10 +48,12 @@ from .messages import (
     encode_message,
 )
 from .relay import decode_raw_results
+from .text import printable
 from .version import __version__
 
 __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
+    "DOWNGRADE_REASON",
     "HANDSHAKE_MAX_FRAME_SIZE",
     "PROTOCOL_VERSIONS",
     "Closed",
@@ -62,6 +65,9 @@ __all__ = [
 PROTOCOL_VERSIONS = (1, 2)
 """The protocol versions this implementation speaks (lowest, highest). docs/protocol.md, "Version 2",
 lists what version 2 changes; a peer that speaks only version 1 gets version 1's behaviour."""
+
+DOWNGRADE_REASON = "protocol downgrade detected: an opening was altered in transit"
+"""The `AuthFailed` reason of a server that refused a downgraded handshake (docs/protocol.md, section 10)."""
 
 HANDSHAKE_MAX_FRAME_SIZE = 4096
 """Frame size cap before the peer is authenticated."""
@@ -98,7 +104,10 @@ class Established(Record):
 
 
 class Closed(Record):
-    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary)."""
+    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary).
+
+    `reason` is for logs and people: a `Bye`'s reason arrives escaped and bounded (`printable`); the `Bye`
+    event before it carries the reason as sent."""
 
     __slots__ = ("reason",)
     __match_args__ = ("reason",)
@@ -156,9 +165,9 @@ class Connection:
         self.raw_results = raw_results
         self._secret = secret
         self._auth_key = channel.auth_key(secret)
-        self._flags = (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0) | (Hello.FLAG_AES_GCM if aes_gcm else 0)
         self._nonce = nonce if nonce is not None else os.urandom(channel.NONCE_SIZE)
         self._peer_hello: Hello | None = None
+        self._peer_opening = b""
         self._decoder = framing.FrameDecoder(HANDSHAKE_MAX_FRAME_SIZE)
         self._decoder.single = True
         self._sealer: channel.Sealer | None = None
@@ -167,6 +176,14 @@ class Connection:
             opening = framing.encode_opening(versions[0], versions[1], comment)
         except ValueError as exc:
             raise LocalProtocolError(f"cannot open a connection: {exc}; pass versions=(low, high)") from None
+        self._opening = opening
+        # FLAG_SPEAKS_V2, the downgrade sentinel: a version-1 peer binds it into its proofs unread, so an
+        # opening rewritten down to version 1 shows against it (section 10 of docs/protocol.md)
+        self._flags = (
+            (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0)
+            | (Hello.FLAG_AES_GCM if aes_gcm else 0)
+            | (Hello.FLAG_SPEAKS_V2 if versions[1] >= 2 else 0)
+        )
         self._out: list[bytes | memoryview] = [opening]
         self._out_large = False  # a part of at least _PART_MIN bytes is queued
         self._send_frame(Hello(self._nonce, self._flags))
@@ -330,17 +347,19 @@ class Connection:
         if text is None:
             return []
         opening = framing.parse_opening(text)
+        comment = printable(opening.comment, framing.MAX_OPENING)  # shown to people, never acted on
         low = max(opening.min_version, self.versions[0])
         high = min(opening.max_version, self.versions[1])
         if low > high:
             raise ProtocolMismatchError(
                 f"no common protocol version: this {self.role.value} speaks ppft-protocol "
                 f"{self.versions[0]}-{self.versions[1]}, the peer speaks "
-                f"{opening.min_version}-{opening.max_version} ({opening.comment}); "
+                f"{opening.min_version}-{opening.max_version} ({comment}); "
                 f"upgrade the older side"
             )
         self.version = high
-        self.peer_comment = opening.comment
+        self.peer_comment = comment
+        self._peer_opening = framing.opening_bytes(text)
         self._advance(OPENING)
         return self._handle_frames(self._decoder.feed(rest)) if rest else []
 
@@ -368,7 +387,7 @@ class Connection:
                     events.append(message)
                     if isinstance(message, Bye):
                         self.state = State.CLOSED
-                        events.append(Closed(message.reason or "peer said bye"))
+                        events.append(Closed(printable(message.reason) or "peer said bye"))
                         return events
                 elif state is State.CLOSED:
                     return events
@@ -396,6 +415,7 @@ class Connection:
         message = decode_message(ftype, body)
         if isinstance(message, Hello):
             self._peer_hello = message
+            self._check_downgrade(message)
             if self.role is Role.CLIENT:
                 self._send_frame(Auth(self._proof(Role.CLIENT)))
             return None
@@ -417,10 +437,27 @@ class Connection:
                 )
             return self._establish()
         assert isinstance(message, AuthFailed)
+        if message.reason == DOWNGRADE_REASON:
+            raise DowngradeError(
+                f"server refused the handshake: {DOWNGRADE_REASON} (it saw this client's opening offer "
+                f"less than ppft-protocol {self.versions[0]}-{self.versions[1]}: something between the two "
+                f"rewrote it, a man in the middle); nothing was sent to it"
+            )
         raise AuthenticationError(
-            f"server refused our proof ({message.reason}): the client's and the server's secrets differ; "
-            f"use the same secret on both (secret=, ppserver -s, PPFT_SECRET or ~/.ppft/secret)"
+            f"server refused our proof ({printable(message.reason)}): the client's and the server's secrets "
+            f"differ; use the same secret on both (secret=, ppserver -s, PPFT_SECRET or ~/.ppft/secret)"
         )
+
+    def _check_downgrade(self, peer: Hello) -> None:
+        """Refuse a downgraded handshake at the peer's Hello (handshake.py, rule 4); a server says why."""
+        speaks_v2 = bool(peer.flags & Hello.FLAG_SPEAKS_V2)
+        refusal = downgrade_refusal(self.role, self.versions, self.version, speaks_v2)
+        if refusal is None:
+            return
+        if self.role is Role.SERVER:
+            self._send_frame(AuthFailed(DOWNGRADE_REASON))
+        self.state = State.CLOSED
+        raise DowngradeError(refusal)
 
     def _nonces(self) -> tuple[bytes, bytes, int, int]:
         peer = self._peer_hello
@@ -431,7 +468,13 @@ class Connection:
 
     def _proof(self, role: Role) -> bytes:
         nonce_c, nonce_s, flags_c, flags_s = self._nonces()
-        return channel.proof(self._auth_key, role.value, self.version, nonce_c, nonce_s, flags_c, flags_s)
+        openings: tuple[bytes, bytes] = (b"", b"")
+        if self.version >= 2:  # version 2's proofs bind both openings as they crossed the wire
+            mine, theirs = self._opening, self._peer_opening
+            openings = (mine, theirs) if self.role is Role.CLIENT else (theirs, mine)
+        return channel.proof(
+            self._auth_key, role.value, self.version, nonce_c, nonce_s, flags_c, flags_s, *openings
+        )
 
     def _establish(self) -> Established:
         nonce_c, nonce_s, flags_c, flags_s = self._nonces()

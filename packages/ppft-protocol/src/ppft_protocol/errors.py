@@ -12,6 +12,7 @@ from __future__ import annotations
 __all__ = [
     "AuthenticationError",
     "DecodeError",
+    "DowngradeError",
     "FrameTooLarge",
     "IntegrityError",
     "LegacyPeerError",
@@ -68,6 +69,11 @@ class LegacyPeerError(ProtocolMismatchError):
 
 class AuthenticationError(RemoteProtocolError):
     """The handshake failed: the two sides do not hold the same secret."""
+
+
+class DowngradeError(RemoteProtocolError):
+    """The two openings, as received, agree on a lower protocol version than both sides speak: something
+    between them rewrote an opening (a man in the middle), and the connection is refused."""
 
 
 class IntegrityError(RemoteProtocolError):

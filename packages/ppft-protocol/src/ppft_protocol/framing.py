@@ -36,6 +36,7 @@ __all__ = [
     "Opening",
     "encode_frame_header",
     "encode_opening",
+    "opening_bytes",
     "parse_opening",
 ]
 
@@ -78,6 +79,11 @@ def encode_opening(min_version: int, max_version: int, comment: str) -> bytes:
     text = MAGIC + f"{min_version}-{max_version} ({comment})".encode("ascii", "replace")
     if len(text) > MAX_OPENING:
         raise ValueError(f"opening text longer than {MAX_OPENING} bytes")
+    return opening_bytes(text)
+
+
+def opening_bytes(text: bytes) -> bytes:
+    """The opening whose text is `text`, as it crossed the wire: its 8-byte length, then the text."""
     return _OPENING_LEN.pack(len(text)) + text
 
 

@@ -22,13 +22,17 @@ Rules this file is the one home of:
    sends Auth, finds no entry and is refused.
 3. A server whose peer fails to prove the secret answers with exactly one `AuthFailed` and then CLOSED;
    a client that receives `AuthFailed`, or a server proof that does not verify, is CLOSED as well.
+4. No downgrade (`downgrade_refusal`): from version 2 on the proofs bind both openings, so a rewritten
+   opening makes them disagree; version 1's cannot (ppft 2.0 computes them), so a side that speaks version
+   2, agreed on version 1 and sees in the peer's Hello that it speaks version 2 too refuses at that Hello,
+   before any proof: only a rewritten opening leads there. A server says so in its one `AuthFailed`.
 
 The machine is pure: the `Connection` feeds it inputs and sends what it returns.
 """
 
 from __future__ import annotations
 
-__all__ = ["OPENING", "TRANSITIONS", "Role", "State"]
+__all__ = ["OPENING", "TRANSITIONS", "Role", "State", "downgrade_refusal"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -112,3 +116,23 @@ TRANSITIONS: dict[tuple[Role, State, str], State] = {
     (Role.SERVER, State.AWAIT_AUTH, "Auth"): State.ESTABLISHED,
 }
 """(role, state, input) -> next state, for every state before ESTABLISHED."""
+
+
+def downgrade_refusal(
+    role: Role, versions: tuple[int, int], version: int, peer_speaks_v2: bool
+) -> str | None:
+    """Why this side, speaking `versions` and having agreed on `version`, must refuse a peer whose Hello
+    says (or not) that it speaks version 2 or later; None when nothing was downgraded.
+
+    Two ranges that both contain 1 and both reach 2 both contain 2: honestly agreed, such a pair never
+    settles on version 1. The flag is in version 1's proofs, so it cannot be stripped unnoticed either."""
+    if version >= 2 or versions[1] < 2 or not peer_speaks_v2:
+        return None
+    peer_side = "server" if role is Role.CLIENT else "client"
+    return (
+        f"the openings were altered in transit: this {role.value} speaks ppft-protocol "
+        f"{versions[0]}-{versions[1]} and the {peer_side}'s Hello says it speaks version 2 or later, yet the "
+        f"openings as received agree on version {version} only, so something between the two rewrote an "
+        f"opening (a man in the middle); the connection is refused as a protocol downgrade, and nothing "
+        f"from this peer is accepted"
+    )

@@ -1,16 +1,18 @@
 #!/usr/bin/env python3
-"""Writes the golden test vectors of ppft-protocol version 1 (protocol-v1.json, beside this file).
+"""Writes the golden test vectors of ppft-protocol versions 1 and 2 (protocol-v1.json, protocol-v2.json).
 
 Every input is fixed (the secret, both nonces, both openings' comments), so the output is the same on every
 run: the opening bytes, every message type's frame, the whole handshake transcript in both directions with
 the derived K_auth, proofs and session keys, and the frames after it: sealed with ChaCha20-Poly1305
 (`handshake_sealed`), unsealed (`handshake_plain`), sealed with AES-256-GCM (`handshake_aes_gcm`, both
-Hellos with FLAG_AES_GCM). docs/protocol.md quotes them; the tests check that the implementation reproduces
-every byte (and that the spec's formulas, computed with `cryptography` and `hmac` directly, give the same
-keys, proofs and ciphertexts).
+Hellos with FLAG_AES_GCM). Version 1's file is two ppft 2.0.0 peers (versions 1-1, no downgrade sentinel);
+version 2's is two peers speaking 1-2, whose Hellos carry FLAG_SPEAKS_V2 and whose proofs bind both
+openings, with the refusal of a downgrade to version 1 (`downgrade_to_version_1`). docs/protocol.md quotes
+them; the tests check that the implementation reproduces every byte (and that the spec's formulas, computed
+with `cryptography` and `hmac` directly, give the same keys, proofs and ciphertexts).
 
-    python make_vectors.py           # rewrite protocol-v1.json
-    python make_vectors.py --check   # exit 1 if protocol-v1.json differs from what the code produces
+    python make_vectors.py           # rewrite protocol-v1.json and protocol-v2.json
+    python make_vectors.py --check   # exit 1 if either file differs from what the code produces
 
 Regenerate only on a deliberate change of the wire format, which also needs a new protocol version, or to
 add vectors: entries already in the file never change.
@@ -33,6 +35,7 @@ from ppft_protocol import (
     Bye,
     Cancel,
     Connection,
+    DowngradeError,
     FunctionBody,
     Heartbeat,
     Hello,
@@ -51,13 +54,13 @@ from ppft_protocol.framing import encode_frame_header, encode_opening
 from ppft_protocol.messages import MESSAGE_TYPES, encode_message
 
 PATH = Path(__file__).with_name("protocol-v1.json")
+PATH_V2 = Path(__file__).with_name("protocol-v2.json")
 
 SECRET = b"ppft golden-vector secret"
 NONCE_C = bytes(range(0x00, 0x20))
 NONCE_S = bytes(range(0x20, 0x40))
 COMMENT_C = "golden client"
 COMMENT_S = "golden server"
-VERSION = 1
 
 SOURCE = "def add(a, b):\n    return a + b\n"
 DIGEST = hashlib.sha256(SOURCE.encode()).digest()
@@ -105,8 +108,17 @@ def sample_messages() -> list[tuple[str, Message]]:
     ]
 
 
-def sealed_traffic() -> list[tuple[str, Message]]:
-    """What the two sides send after the sealed handshake, in order: (direction, message)."""
+def sealed_traffic(version: int = 1) -> list[tuple[str, Message]]:
+    """What the two sides send after the sealed handshake, in order: (direction, message).
+
+    Version 2's traffic keeps to messages whose layout version 2 leaves as it was: the vectors check the
+    keys and the sealing, which a change of a job's or a result's layout would not touch."""
+    if version >= 2:
+        return [
+            ("client-to-server", FunctionBody(DIGEST, "add", (SOURCE,), ())),
+            ("server-to-client", Heartbeat()),
+            ("client-to-server", Bye("done")),
+        ]
     return [
         ("client-to-server", FunctionBody(DIGEST, "add", (SOURCE,), ())),
         ("client-to-server", JobBatch((Job(1, DIGEST, ARGS, 5),))),
@@ -150,12 +162,14 @@ def _pieces(data: bytes, *, opening: bool) -> list[tuple[str, bytes]]:
     return pieces
 
 
-def handshake(allow_plain: bool, aes_gcm: bool = False) -> dict[str, Any]:
+def handshake(allow_plain: bool, aes_gcm: bool = False, versions: tuple[int, int] = (1, 1)) -> dict[str, Any]:
     """The whole exchange of one fixed connection, both directions, with its keys and proofs.
 
     `aes_gcm`: both sides offer AES-256-GCM; the entry then also names the offers and the cipher (the
-    entries without it predate AES-256-GCM and stay byte for byte what they were)."""
-    options = {"allow_plain": allow_plain, "aes_gcm": aes_gcm, "versions": (1, 1)}  # version 1's vectors
+    entries without it predate AES-256-GCM and stay byte for byte what they were). `versions`: both sides'
+    range; 1-1 gives version 1's vectors (ppft 2.0.0's), 1-2 version 2's, which also name the ranges and
+    the openings their proofs bind."""
+    options = {"allow_plain": allow_plain, "aes_gcm": aes_gcm, "versions": versions}
     client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, comment=COMMENT_C, **options)
     server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S, **options)
     c2s: list[tuple[str, bytes]] = []
@@ -173,28 +187,40 @@ def handshake(allow_plain: bool, aes_gcm: bool = False) -> dict[str, Any]:
         if to_client:
             client.receive_data(to_client)
     flags = (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0) | (Hello.FLAG_AES_GCM if aes_gcm else 0)
+    if versions[1] >= 2:
+        flags |= Hello.FLAG_SPEAKS_V2
+    version = client.version
+    assert version == server.version == versions[1]
+    openings: tuple[bytes, ...] = ()
+    if version >= 2:
+        openings = (encode_opening(*versions, COMMENT_C), encode_opening(*versions, COMMENT_S))
     k_auth = channel.auth_key(SECRET)
+    proofs = {
+        role: channel.proof(k_auth, role, version, NONCE_C, NONCE_S, flags, flags, *openings).hex()
+        for role in ("client", "server")
+    }
     out: dict[str, Any] = {
+        **({"versions_client": list(versions), "versions_server": list(versions)} if version >= 2 else {}),
         "allow_plain_client": allow_plain,
         "allow_plain_server": allow_plain,
         **({"aes_gcm_client": True, "aes_gcm_server": True, "cipher": client.cipher} if aes_gcm else {}),
         "flags_client": flags,
         "flags_server": flags,
-        "version": client.version,
+        "version": version,
         "sealed": client.sealed,
         "k_auth": k_auth.hex(),
-        "proof_client": channel.proof(k_auth, "client", VERSION, NONCE_C, NONCE_S, flags, flags).hex(),
-        "proof_server": channel.proof(k_auth, "server", VERSION, NONCE_C, NONCE_S, flags, flags).hex(),
+        "proof_client": proofs["client"],
+        "proof_server": proofs["server"],
         "client_to_server": [{"piece": name, "hex": data.hex()} for name, data in c2s],
         "server_to_client": [{"piece": name, "hex": data.hex()} for name, data in s2c],
     }
     if client.sealed:
-        key_c2s, key_s2c = channel.session_keys(SECRET, VERSION, NONCE_C, NONCE_S, client.cipher)
+        key_c2s, key_s2c = channel.session_keys(SECRET, version, NONCE_C, NONCE_S, client.cipher)
         out["key_client_to_server"] = key_c2s.hex()
         out["key_server_to_client"] = key_s2c.hex()
     traffic = []
     counters = {"client-to-server": 0, "server-to-client": 0}
-    for direction, message in sealed_traffic():
+    for direction, message in sealed_traffic(version):
         sender = client if direction == "client-to-server" else server
         sender.send(message)
         wire = sender.data_to_send()
@@ -272,19 +298,81 @@ def build_vectors() -> dict[str, Any]:
     }
 
 
-def render() -> str:
-    return json.dumps(build_vectors(), indent=2, ensure_ascii=False) + "\n"
+def downgrade_to_version_1() -> dict[str, Any]:
+    """Two 1-2 peers whose openings a man in the middle rewrote to 1-1: what the server answers.
+
+    Version 1's proofs bind no opening, but both Hellos carry FLAG_SPEAKS_V2, so the server refuses at the
+    client's Hello with one `AuthFailed` naming the downgrade (the client, seeing the server's sentinel,
+    refuses on its own before sending its proof)."""
+    forged = encode_opening(1, 1, COMMENT_C)
+    client = Connection(Role.CLIENT, SECRET, nonce=NONCE_C, comment=COMMENT_C)
+    server = Connection(Role.SERVER, SECRET, nonce=NONCE_S, comment=COMMENT_S)
+    sent = client.data_to_send()
+    (length,) = struct.unpack_from(">Q", sent, 0)
+    hello = sent[8 + length :]
+    server.data_to_send()  # the server's opening and Hello, not needed here
+    try:
+        server.receive_data(forged + hello)
+    except DowngradeError:
+        refused = server.data_to_send()
+    else:
+        raise AssertionError("the server accepted a downgraded opening")
+    return {
+        "client_to_server": [
+            {"piece": "opening (rewritten from 1-2)", "hex": forged.hex()},
+            {"piece": "Hello", "hex": hello.hex()},
+        ],
+        "server_to_client_after_hello": refused.hex(),
+    }
+
+
+def build_vectors_v2() -> dict[str, Any]:
+    """Version 2's vectors, as the JSON document written to protocol-v2.json."""
+    versions = (1, 2)
+    return {
+        "about": (
+            "Golden test vectors of ppft-protocol version 2 (docs/protocol.md, Version 2): two peers that "
+            "speak 1-2. Byte strings are hex. Generated by make_vectors.py from fixed inputs; the tests "
+            "check the implementation against every byte."
+        ),
+        "inputs": {
+            "secret": SECRET.hex(),
+            "secret_text": SECRET.decode(),
+            "nonce_client": NONCE_C.hex(),
+            "nonce_server": NONCE_S.hex(),
+            "comment_client": COMMENT_C,
+            "comment_server": COMMENT_S,
+            "versions_client": list(versions),
+            "versions_server": list(versions),
+        },
+        "openings": {
+            "client": encode_opening(*versions, COMMENT_C).hex(),
+            "server": encode_opening(*versions, COMMENT_S).hex(),
+        },
+        "handshake_sealed": handshake(allow_plain=False, versions=versions),
+        "handshake_plain": handshake(allow_plain=True, versions=versions),
+        "handshake_aes_gcm": handshake(allow_plain=False, aes_gcm=True, versions=versions),
+        "downgrade_to_version_1": downgrade_to_version_1(),
+    }
+
+
+def render(version: int = 1) -> str:
+    document = build_vectors() if version == 1 else build_vectors_v2()
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
 def main(argv: list[str]) -> int:
-    text = render()
+    outputs = [(PATH, render(1)), (PATH_V2, render(2))]
     if "--check" in argv:
-        if not PATH.exists() or PATH.read_text(encoding="utf-8") != text:
-            sys.stderr.write(f"{PATH} differs from what the implementation produces; run {argv[0]}\n")
-            return 1
-        return 0
-    PATH.write_text(text, encoding="utf-8")
-    sys.stdout.write(f"wrote {PATH}\n")
+        status = 0
+        for path, text in outputs:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                sys.stderr.write(f"{path} differs from what the implementation produces; run {argv[0]}\n")
+                status = 1
+        return status
+    for path, text in outputs:
+        path.write_text(text, encoding="utf-8")
+        sys.stdout.write(f"wrote {path}\n")
     return 0
 
 

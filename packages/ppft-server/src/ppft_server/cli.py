@@ -30,6 +30,7 @@ from typing import Any, NoReturn
 
 from ppft_worker.secret import SECRET_ENV, SecretFileError, resolve_secret
 
+from .pidfile import PidFileError, remove_pid_file, write_pid_file
 from .settings import (
     DEFAULT_PORT,
     ConfigError,
@@ -263,13 +264,9 @@ def _serve(settings: Settings, secret: bytes) -> int:
     try:
         if settings.pid_file is not None:
             try:
-                _write_pid_file(settings.pid_file)
-            except OSError as exc:
-                return _fail(
-                    f"cannot write the pid file {settings.pid_file}: {exc.strerror or exc}; "
-                    f"check the path given to -P",
-                    EXIT_RUNTIME,
-                )
+                write_pid_file(settings.pid_file)  # never through a link, never over a file not ours
+            except PidFileError as exc:
+                return _fail(str(exc), EXIT_RUNTIME)
             pid_written = True
         discovery = ""
         if settings.autodiscovery:
@@ -301,26 +298,9 @@ def _serve(settings: Settings, secret: bytes) -> int:
             announcer.close()
         restore()
         if pid_written and settings.pid_file is not None:
-            _remove_pid_file(settings.pid_file)
-
-
-def _write_pid_file(path: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, f"{os.getpid()}\n".encode("ascii"))
-    finally:
-        os.close(fd)
-
-
-def _remove_pid_file(path: str) -> None:
-    """Remove the pid file, unless another process has written its own pid into it since."""
-    try:
-        with open(path, encoding="ascii") as f:
-            content = f.read().strip()
-        if content == str(os.getpid()):
-            os.unlink(path)
-    except (OSError, UnicodeDecodeError) as exc:
-        log.warning("could not remove the pid file %s: %s", path, exc)
+            problem = remove_pid_file(settings.pid_file)
+            if problem is not None:
+                log.warning("%s", problem)
 
 
 def _install_signals(server: Any, stopped_by: list[str]) -> Callable[[], None]:

@@ -42,7 +42,7 @@ from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 from ppft_worker.addresses import is_loopback
 from ppft_worker.cpufeatures import offer_aes_gcm
-from ppft_worker.intake import Owner, ServedTask, take_jobs
+from ppft_worker.intake import BodyTable, Owner, ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
@@ -104,7 +104,7 @@ class _Session:
     def __init__(self, server: NodeServer, sock: socket.socket, peer: str, *, allow_plain: bool) -> None:
         self.server = server
         self.peer = peer
-        self.bodies: dict[bytes, FunctionBody] = {}
+        self.bodies = BodyTable(f"client {peer}")  # checked against their digests, bounded on version 2
         self.lane: deque[Task] = deque()
         self.link: Link | None = None
         self.authenticated = False
@@ -125,7 +125,7 @@ class _Session:
         elif isinstance(event, JobBatch):
             server.accept_jobs(self, event)
         elif isinstance(event, FunctionBody):
-            self.bodies[event.digest] = event
+            self.bodies.add(event, self.stream.conn.version)  # a refused body fails its jobs, naming why
         elif isinstance(event, NodeInfo) and event.kind == "worker":
             self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=server.results)
             server.links.append(self.link)

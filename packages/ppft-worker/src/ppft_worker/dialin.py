@@ -37,7 +37,7 @@ from ppft_protocol import (
 
 from .cpufeatures import offer_aes_gcm
 from .cpus import detect_ncpus
-from .intake import ServedTask, take_jobs
+from .intake import BodyTable, ServedTask, take_jobs
 from .loop import Loop
 from .pool import WorkerPool
 from .secret import resolve_secret
@@ -65,7 +65,7 @@ class DialIn:
         self.pool = WorkerPool(self.loop, workers, on_results=self._results, on_requeue=self._requeue)
         self.loop.on_idle = self._dispatch
         self._secret = secret
-        self._bodies: dict[bytes, FunctionBody] = {}
+        self._bodies = BodyTable(f"ppserver {host}:{port}")  # checked, bounded on version 2
         self._ids = itertools.count(1)
         self._stream: Stream | None = None
 
@@ -115,7 +115,7 @@ class DialIn:
             stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
             log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
         elif isinstance(event, FunctionBody):
-            self._bodies[event.digest] = event
+            self._bodies.add(event, stream.conn.version)  # a refused body fails its jobs, naming why
         elif isinstance(event, JobBatch):
             tasks, unknown = take_jobs(self._bodies, event, self._ids, stream)
             self.queue.extend(tasks)

@@ -11,6 +11,11 @@ the plain pickle refuses because it holds a `__main__` class this namespace lack
 with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
 back as the caller's class too; dill is the last resort.
 
+Each body is checked against its digest first: one that does not hash to its digest is refused, and every
+job of that digest fails with a setup error naming the mismatch. On a version-2 link the bodies kept (and
+their namespaces) stay within `ppft_protocol.bodies.BODY_BUDGET`, by the rule the sender counts too: the
+sender sends a body again once the rule has made this side forget it.
+
 This module must never do I/O of its own (the caller owns pipes and sockets), raise for anything a job does
 (a job's exception, `SystemExit` and `KeyboardInterrupt` included, is its result), or let a broken body
 affect another one. `run` is the hot path of a worker (about 100,000 tiny jobs/s): no syscall beyond the
@@ -32,7 +37,9 @@ import sys
 import types
 from time import perf_counter, process_time
 
-from ppft_protocol import FunctionBody, Job, PPFTError, Result
+from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
+
+from .bodycache import BodyCache
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -88,10 +95,16 @@ class UnpicklableResultError(PPFTError):
 
 
 class JobRunner:
-    """Runs jobs in this process, for the worker loop that owns the protocol connection."""
+    """Runs jobs in this process, for the worker loop that owns the protocol connection.
 
-    def __init__(self) -> None:
-        self._bodies: dict[bytes, FunctionBody] = {}
+    `budget`: the cost of the bodies (and the namespaces built from them) kept at once, by the rule of
+    `ppft_protocol.BodyLedger` that the sender follows too (version 2); None keeps every body (version 1).
+    A body the rule forgets stays until no queued job needs it: the loop calls `release` with the digests
+    its queue still holds whenever `doomed` is true."""
+
+    def __init__(self, budget: int | None = None) -> None:
+        self._cache = BodyCache(budget)  # checked against their digests, within the budget
+        self._bodies: dict[bytes, FunctionBody] = self._cache.bodies
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
         self._broken: dict[bytes, str] = {}
         self._out = io.StringIO()
@@ -103,12 +116,30 @@ class JobRunner:
 
         A digest names one content, so a body sent again keeps the namespace already built (and the state
         its functions keep there); a body that failed to build is retried, as the cause may be fixed now.
+        A body whose digest does not match its content is refused (and logged): it never replaces the body
+        of that digest, and the jobs that need it fail naming the mismatch.
         """
-        self._bodies[body.digest] = body
-        self._broken.pop(body.digest, None)
+        if self._cache.add(body) is None:
+            self._broken.pop(body.digest, None)
 
     def has_body(self, digest: bytes) -> bool:
         return digest in self._bodies
+
+    @property
+    def doomed(self) -> bool:
+        """Whether bodies forgotten by the budget are still held, waiting for `release`."""
+        return self._cache.doomed
+
+    def release(self, needed: set[bytes]) -> None:
+        """Drop the forgotten bodies (and their namespaces) that no job in `needed` refers to."""
+        for digest in self._cache.release(needed):
+            self._ready.pop(digest, None)
+            self._broken.pop(digest, None)
+
+    @property
+    def kept(self) -> int:
+        """How many bodies this runner holds (forgotten ones still needed included)."""
+        return len(self._bodies)
 
     def run(self, job: Job) -> Result:
         """Run one job and describe its outcome; never raises for anything the job or its body does."""
@@ -185,6 +216,9 @@ class JobRunner:
             return broken
         body = self._bodies.get(digest)
         if body is None:
+            refused = self._cache.refusal(digest)
+            if refused is not None:
+                return refused
             return (
                 f"function digest {digest.hex()} is unknown to this worker: its FunctionBody must be sent "
                 "before the first job that uses it (a bug in the sender, not in the job)"
@@ -202,8 +236,9 @@ class JobRunner:
             sys.modules["__main__"] = saved_main
         if isinstance(result, str):
             _log().warning(
-                "function %s (digest %s) cannot run here: %s", body.name, digest.hex()[:16], result
-            )
+                "function %s (digest %s) cannot run here: %s",
+                printable(body.name), digest.hex()[:16], printable(result, 1000),
+            )  # fmt: skip
             self._broken[digest] = result
             return result
         ready = (namespace, result)

@@ -4,16 +4,28 @@ ppserver (for each client) and a dial-in worker (for its ppserver) both receive 
 `JobBatch` messages and must run those jobs on their own pool. Job ids are renumbered on the way in, so
 jobs of different peers never collide, and restored on the way out. A job whose function body never arrived is
 answered at once with an error result instead of being queued.
+
+The bodies a peer sent are kept in its `BodyTable`: each is checked against its digest before it is kept
+(so it is never forwarded to a worker that caches bodies by digest for every peer), and on a version-2
+connection they stay within the budget the sender counts too (`ppft_protocol.BodyLedger`). A job resolves
+its body when it arrives, so a body forgotten afterwards is only let go of here: the task holds it.
 """
 
 from __future__ import annotations
 
+import logging
+import pickle
 from collections.abc import Iterator
 from typing import Protocol
 
-from ppft_protocol import FunctionBody, Job, JobBatch, Message, Result
+from ppft_protocol import BodyLedger, FunctionBody, Job, JobBatch, Message, Result, check_digest
 
-__all__ = ["Owner", "ServedTask", "take_jobs", "unknown_function_result"]
+__all__ = ["BodyTable", "Owner", "ServedTask", "take_jobs", "unknown_function_result"]
+
+log = logging.getLogger("ppft.intake")
+
+_REFUSALS_KEPT = 256  # refused digests remembered per connection, to name the mismatch in their jobs' errors
+_SETUP_ERROR = "ppft_worker.execute.JobSetupError"
 
 _new_tuple = tuple.__new__
 
@@ -52,8 +64,51 @@ class ServedTask:
         return _new_tuple(Result, (self.client_id, *result[1:]))
 
 
+class BodyTable:
+    """The function bodies one peer sent on one connection: checked against their digests, and kept within
+    `ppft_protocol.bodies.BODY_BUDGET` on a version-2 connection (every one on version 1)."""
+
+    __slots__ = ("_bodies", "_ledger", "_refused", "peer")
+
+    def __init__(self, peer: str) -> None:
+        self.peer = peer
+        self._bodies: dict[bytes, FunctionBody] = {}
+        self._ledger = BodyLedger()
+        self._refused: dict[bytes, str] = {}
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def get(self, digest: bytes) -> FunctionBody | None:
+        return self._bodies.get(digest)
+
+    def refusal(self, digest: bytes) -> str | None:
+        """Why the body of `digest` was refused, if it was."""
+        return self._refused.get(digest)
+
+    def add(self, body: FunctionBody, version: int) -> str | None:
+        """Keep `body` (forgetting the oldest beyond the budget on version 2); or refuse it, logged, and say
+        why: a body whose digest does not match its content."""
+        problem = check_digest(body)
+        digest = body.digest
+        if problem is not None:
+            log.warning("%s sent a function body that is refused: %s", self.peer, problem)
+            refused = self._refused
+            if len(refused) >= _REFUSALS_KEPT:
+                del refused[next(iter(refused))]
+            refused[digest] = problem
+            return problem
+        self._refused.pop(digest, None)
+        self._bodies[digest] = body
+        if version < 2:
+            self._ledger.budget = None
+        for old in self._ledger.add(body):
+            del self._bodies[old]
+        return None
+
+
 def take_jobs(
-    bodies: dict[bytes, FunctionBody], batch: JobBatch, ids: Iterator[int], owner: Owner
+    bodies: BodyTable, batch: JobBatch, ids: Iterator[int], owner: Owner
 ) -> tuple[list[ServedTask], list[Result]]:
     """The batch as tasks renumbered from `ids`, and error results for jobs whose body is unknown.
 
@@ -72,13 +127,35 @@ def take_jobs(
             body = bodies.get(digest)
             last = digest
         if body is None:
-            unknown.append(unknown_function_result(job))
+            unknown.append(unknown_function_result(job, bodies.refusal(digest)))
         else:
             append(ServedTask(_new_tuple(Job, (new_id(), body.digest, args, proto)), body, owner, job_id))
     return tasks, unknown
 
 
-def unknown_function_result(job: Job) -> Result:
+def unknown_function_result(job: Job, refusal: str | None = None) -> Result:
+    """The error result of a job whose body is not here: never sent, or `refusal` says why it was refused
+    (then a `JobSetupError`, as a worker reports a body it cannot use)."""
+    if refusal is not None:
+        from .execute import JobSetupError  # noqa: PLC0415 - only a refused body's jobs need it
+
+        message = f"job {job.job_id} cannot run: {refusal}"
+        try:
+            exception = pickle.dumps(JobSetupError(message), job.pickle_protocol)
+        except (ValueError, pickle.PicklingError):  # a pickle protocol this Python does not have
+            exception = b""
+        return Result(
+            job.job_id,
+            False,
+            b"",
+            "",
+            0.0,
+            0.0,
+            _SETUP_ERROR,
+            message,
+            f"{_SETUP_ERROR}: {message}\n",
+            exception,
+        )
     message = (
         f"job {job.job_id} refers to function {job.digest.hex()[:12]} that was never sent on this "
         f"connection; this is a client bug: send the FunctionBody before the jobs that use it"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ppft_protocol import Event, NodeInfo, Result, ResultBatch, StatsReply
+from ppft_protocol import BodyLedger, Event, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
 from .stream import Stream
@@ -42,7 +42,7 @@ class Link:
         self.job_time = 0.0
         self.remote_stats: StatsReply | None = None
         self.inflight: dict[int, Task] = {}
-        self._bodies: set[bytes] = set()
+        self._bodies = BodyLedger()  # what the peer holds (ppft_protocol.bodies: bounded on version 2)
         self._batching = Batching(prefetch_long=True)
         self._on_results = on_results
 

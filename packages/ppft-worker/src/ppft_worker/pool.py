@@ -48,6 +48,7 @@ from ppft_protocol import (
     Result,
     ResultBatch,
     Role,
+    printable,
 )
 from ppft_protocol.relay import RawResults
 
@@ -401,7 +402,7 @@ class WorkerPool:
             try:
                 events = conn.receive_data(data) if view is None else conn.receive_into(n)
             except ProtocolError as exc:
-                log.error("%r spoke garbage: %s; killing it", w, exc)
+                log.error("%r spoke garbage: %s; killing it", w, printable(exc, 1000))
                 w.proc.kill()
                 self._lost(w, f"broke the protocol ({exc}) and was killed")
                 return

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 
-from ppft_protocol import Connection
+from ppft_protocol import BodyLedger, Connection
 
 from .forkstart import WorkerProcess
 from .outbuf import OutBuffer
@@ -54,7 +54,7 @@ class PoolWorker:
         self.out = OutBuffer()
         self.read_size = READ_SIZE
         self.inflight: dict[int, Task] = {}
-        self.bodies: set[bytes] = set()
+        self.bodies = BodyLedger()  # what the worker holds (ppft_protocol.bodies: bounded on version 2)
         self.ready = False
         self.retiring = False
         self.solo_busy = False

@@ -54,7 +54,9 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    printable,
 )
+from ppft_protocol.bodies import BODY_BUDGET
 
 from .reads import READ_SIZE
 from .version import __version__
@@ -86,6 +88,7 @@ _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
 _BATCH_MAX = 256
 _BATCH_DELAY = 0.001
 _FAST = 0.001
+_FAST_MAX = 4096  # digests remembered as fast; forgotten all at once beyond (new bodies keep coming)
 _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
@@ -170,6 +173,7 @@ class _Serve:
         self.job_time = 0.0
         self.finished = False
         self.hello_sent = False
+        self.fast: set[bytes] = set()  # digests whose last job took under _FAST seconds (`run`)
 
     def send_hello(self) -> None:
         """Write our opening and Hello now, so the peer can proceed while this process finishes starting."""
@@ -222,6 +226,8 @@ class _Serve:
                 runner = self.runner
                 assert runner is not None  # made at Established, before any message can arrive
                 runner.add_body(event)
+                if len(self.fast) > _FAST_MAX:  # new digests come only with new bodies: bounded here
+                    self.fast.clear()
             elif isinstance(event, Cancel):
                 self.cancel(event.job_ids)
             elif isinstance(event, StatsRequest):
@@ -230,7 +236,7 @@ class _Serve:
             elif isinstance(event, Established):
                 self.established()
             elif isinstance(event, (Bye, Closed)):
-                _logger().debug("peer closed the connection (%s): exiting", event)
+                _logger().debug("peer closed the connection (%s): exiting", printable(event.reason))
                 self.finished = True
                 return
             elif not isinstance(event, (Heartbeat, NodeInfo)):
@@ -238,6 +244,9 @@ class _Serve:
                     f"the pool sent {type(event).__name__}, which a worker never accepts: the peer is not "
                     f"a ppft client or server"
                 )
+        runner = self.runner
+        if getattr(runner, "doomed", False):  # bodies forgotten by budget: keep those queued jobs need
+            runner.release({job[1] for job in self.queue})  # type: ignore[union-attr]
         parts = conn.data_to_send_parts()
         if parts:
             _write_parts(self.fd_out, parts)
@@ -251,7 +260,8 @@ class _Serve:
         if self.runner is None:
             from .execute import JobRunner  # noqa: PLC0415
 
-            self.runner = JobRunner()
+            # version 2: bodies are kept within the budget the sender counts too (ppft_protocol.bodies)
+            self.runner = JobRunner(BODY_BUDGET if self.conn.version >= 2 else None)
         if _log_setup_deferred and "logging" in sys.modules:
             _finish_log_setup()  # `logging` is loaded already: setting it up costs microseconds
 
@@ -291,7 +301,7 @@ class _Serve:
         poller = select.poll()
         poller.register(fd_in, select.POLLIN)
         poll = poller.poll
-        fast: set[bytes] = set()  # digests whose last job took under _FAST seconds
+        fast = self.fast
         fast_add = fast.add
         fast_discard = fast.discard
         done = self.jobs_done
@@ -375,7 +385,7 @@ def _serve(state: _Serve) -> int:
     try:
         state.run()
     except ProtocolError as exc:
-        _logger().error("protocol error on the channel to the pool: %s; exiting", exc)
+        _logger().error("protocol error on the channel to the pool: %s; exiting", printable(exc, 1000))
         try:
             leftover = state.conn.data_to_send()  # a wrong secret leaves one AuthFailed to deliver
             if leftover:

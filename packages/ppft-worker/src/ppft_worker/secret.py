@@ -8,17 +8,21 @@ secret. The secret is the text itself (surrounding whitespace of a file stripped
 person wrote into the file works as well as the generated one.
 
 A secret file that other users can access is refused (`SecretFileError`, naming the chmod to run), never
-silently used: whoever reads it can run code as its owner on every node that trusts it. This module must
-never hold a secret in its code, log a secret, or loosen a file's permissions.
+silently used: whoever reads it can run code as its owner on every node that trusts it. So is, as OpenSSH
+does for keys, a secret file that is a symbolic link (opened with `O_NOFOLLOW`: a link is never followed),
+that belongs to another user, or that lies in a folder (or below a folder) that another user owns or may
+write to, unless that folder is sticky as /tmp is (`ppft_worker.safefiles`). This module must never hold a
+secret in its code, log a secret, or loosen a file's permissions.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
-import stat
 
 from .errors import SecretFileError
+from .safefiles import file_problem, folder_problem
 
 __all__ = ["SECRET_ENV", "SecretFileError", "default_secret_path", "read_secret_file", "resolve_secret"]
 
@@ -27,7 +31,13 @@ SECRET_ENV = "PPFT_SECRET"
 
 log = logging.getLogger("ppft.secret")
 
-_PRIVATE_MASK = 0o077  # any permission for the group or for others
+_OPEN_FLAGS = (
+    os.O_RDONLY
+    | getattr(os, "O_CLOEXEC", 0)
+    | getattr(os, "O_NOFOLLOW", 0)  # a symbolic link at the path is refused, never followed
+    | getattr(os, "O_NONBLOCK", 0)  # a FIFO planted at the path must not hang us (no effect on a file)
+)
+_RISK = "whoever can read or replace it can run code as you on every ppft node"
 
 
 def default_secret_path() -> str:
@@ -69,27 +79,32 @@ def read_secret_file(path: str) -> bytes:
 def _read(path: str) -> bytes | None:
     """The secret in the file at `path`, None when there is no such file."""
     try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        fd = os.open(path, _OPEN_FLAGS)
     except FileNotFoundError:
         return None
     except OSError as exc:
+        if exc.errno == errno.ELOOP and os.path.islink(path):
+            target = os.path.realpath(path)
+            raise SecretFileError(
+                f"secret file {path} is a symbolic link (to {target}), which ppft does not follow: whoever "
+                f"can change the link can point it elsewhere; name the file itself, or put it in place of "
+                f"the link: run `rm {path} && cp {target} {path} && chmod 600 {path}`"
+            ) from None
         raise SecretFileError(
             f"cannot open secret file {path}: {exc.strerror}; check its owner and permissions, or pass the "
             f"secret explicitly (secret=, -s, or {SECRET_ENV})"
         ) from None
     try:
         info = os.fstat(fd)  # the file we opened, not whatever the path names a moment later
-        if not stat.S_ISREG(info.st_mode):
+        problem = file_problem(path, info, private=True)
+        if problem is not None:
             raise SecretFileError(
-                f"secret file {path} is not a regular file: point to a file holding the secret"
+                f"secret file {problem} (and change the secret if others may have read it), then retry; "
+                f"{_RISK}"
             )
-        if os.name == "posix" and info.st_mode & _PRIVATE_MASK:
-            mode = stat.S_IMODE(info.st_mode)
-            raise SecretFileError(
-                f"secret file {path} is accessible to other users (mode {mode:04o}); whoever reads it "
-                f"can run code as you on every ppft node: run `chmod 600 {path}` (and change the secret "
-                f"if others may have read it), then retry"
-            )
+        problem = folder_problem(os.path.dirname(path))
+        if problem is not None:
+            raise SecretFileError(f"secret file {path} is refused: {problem}, then retry; {_RISK}")
         chunks = []
         while True:
             chunk = os.read(fd, 65536)
@@ -113,6 +128,9 @@ def _create_secret_file(path: str) -> None:
     directory = os.path.dirname(path)
     try:
         os.makedirs(directory, mode=0o700, exist_ok=True)
+        problem = folder_problem(directory)  # never write a new secret where others could swap it
+        if problem is not None:
+            raise SecretFileError(f"the secret file {path} is not created: {problem}, then retry; {_RISK}")
         tmp = os.path.join(directory, f".secret.{os.getpid()}.{os.urandom(6).hex()}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
         try:

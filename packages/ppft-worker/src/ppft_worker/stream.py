@@ -22,6 +22,7 @@ from ppft_protocol import (
     Bye,
     Closed,
     Connection,
+    DowngradeError,
     Established,
     Event,
     FrameTooLarge,
@@ -46,7 +47,9 @@ _IOV_MAX = 512  # parts per sendmsg call, well under every system's IOV_MAX
 
 def describe_protocol_error(exc: ProtocolError) -> str:
     """A short label for logs: what kind of refusal this was, then the error's own message."""
-    if isinstance(exc, AuthenticationError):
+    if isinstance(exc, DowngradeError):
+        kind = "protocol downgrade"
+    elif isinstance(exc, AuthenticationError):
         kind = "wrong secret"
     elif isinstance(exc, LegacyPeerError):
         kind = "legacy ppft 1.x peer"

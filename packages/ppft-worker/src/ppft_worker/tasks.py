@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ppft_protocol import Connection, FunctionBody, Job, JobBatch, Result, ResultBatch
+from ppft_protocol import BodyLedger, Connection, FunctionBody, Job, JobBatch, Result, ResultBatch
 from ppft_protocol.relay import RawResults
 
 from .batching import Batching
@@ -159,9 +159,13 @@ def collect_raw_results(
     return tasks, done, total
 
 
-def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], tasks: list[Task]) -> None:
-    """Queue `tasks` as one frame on `conn`: each function body the peer has not seen goes first, once
-    per connection (`bodies` remembers), and every task is recorded `inflight` by its job id."""
+def send_batch(conn: Connection, bodies: BodyLedger, inflight: dict[int, Task], tasks: list[Task]) -> None:
+    """Queue `tasks` as one frame on `conn`: each function body the peer does not hold goes first, and
+    every task is recorded `inflight` by its job id.
+
+    `bodies` is the connection's ledger of what the peer holds: a body is sent once per connection, and on
+    a version-2 connection again once the budget rule (`ppft_protocol.BodyLedger`, which the peer follows
+    too) has made the peer forget it. A ledger made before the handshake learns the version here."""
     wires: list[Job] = []
     add = wires.append
     last: FunctionBody | None = None
@@ -170,7 +174,9 @@ def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], 
         if body is not last:  # a frame's tasks mostly share one body
             last = body
             if body.digest not in bodies:
-                bodies.add(body.digest)
+                if conn.version < 2:
+                    bodies.budget = None  # version 1: the peer keeps every body for the connection
+                bodies.add(body)
                 conn.send(body)
         wire = task.wire
         inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)

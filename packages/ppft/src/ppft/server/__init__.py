@@ -25,6 +25,7 @@ from ppft_protocol import PPFTError
 from ppft_server import cli
 from ppft_server.announce import Announcer
 from ppft_server.node import NodeServer
+from ppft_server.pidfile import PidFileError, remove_pid_file, write_pid_file
 from ppft_server.settings import ConfigError, Settings, UsageError, detect_workers, read_config
 from ppft_worker.secret import resolve_secret
 
@@ -99,14 +100,10 @@ class NetworkServer:
             ) from None
         if settings.pid_file is not None:
             try:
-                with open(settings.pid_file, "w", encoding="ascii") as f:
-                    f.write(f"{os.getpid()}\n")
-            except OSError as exc:
+                write_pid_file(settings.pid_file)  # never through a link, never over a file not ours
+            except PidFileError as exc:
                 self.node.close()
-                raise ServeError(
-                    f"cannot write the pid file {settings.pid_file}: {exc.strerror or exc}; check the path "
-                    f"given to -P"
-                ) from None
+                raise ServeError(str(exc)) from None
 
     def __enter__(self) -> NetworkServer:
         return self
@@ -169,14 +166,10 @@ class NetworkServer:
             self._announcer.close()
             self._announcer = None
         pid_file = self.settings.pid_file
-        if pid_file is not None and os.path.exists(pid_file):
-            try:
-                with open(pid_file, encoding="ascii") as f:
-                    mine = f.read().strip() == str(os.getpid())
-                if mine:
-                    os.unlink(pid_file)
-            except OSError as exc:
-                log.warning("could not remove the pid file %s: %s", pid_file, exc)
+        if pid_file is not None and os.path.lexists(pid_file):
+            problem = remove_pid_file(pid_file)
+            if problem is not None:
+                log.warning("%s", problem)
 
     def get_ncpus(self) -> int:
         """The number of local workers."""
