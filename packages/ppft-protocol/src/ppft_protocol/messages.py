@@ -53,14 +53,16 @@ _set = object.__setattr__
 
 class Hello(Message):
     """Each side's fresh 32-byte nonce and its option flags (bit 0: agrees to an unsealed channel; bit 1:
-    seals with AES-256-GCM at hardware speed). Unknown bits are kept, not refused: they are part of the
-    proofs, and a newer peer's flag means nothing to an older one."""
+    seals with AES-256-GCM at hardware speed; bit 2, version 2: the connecting side is a dial-in worker and
+    proves the server's workers secret). Unknown bits are kept, not refused: they are part of the proofs, and
+    a newer peer's flag means nothing to an older one."""
 
     __slots__ = ("flags", "nonce")
     __match_args__ = ("nonce", "flags")
     TYPE: ClassVar[int] = 0x01
     FLAG_ALLOW_PLAIN: ClassVar[int] = 0x01
     FLAG_AES_GCM: ClassVar[int] = 0x02
+    FLAG_WORKER: ClassVar[int] = 0x04
 
     nonce: bytes
     flags: int
