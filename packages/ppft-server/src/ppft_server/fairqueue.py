@@ -3,12 +3,15 @@
 A client that queues 100,000 jobs and a client that sends one job at a time take turns job by job: the
 second client's job waits behind at most one job of each other client, not behind the backlog. Jobs that
 come back from a dead worker go to a front lane that is served first.
+
+Lanes are changed only through the queue (`extend`, `cancel`, `drop`): a lane emptied behind its back would
+keep its turn, and `popleft` would find it empty.
 """
 
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ppft_worker.tasks import Task
 
@@ -72,12 +75,33 @@ class FairQueue:
         """Tasks back from a lost worker or link: served before anything else, in their order."""
         self._front.extendleft(reversed(tasks))
 
+    def cancel(self, lane: deque[Task], unwanted: Callable[[Task], bool]) -> list[Task]:
+        """Remove the tasks of a client's `lane`, and those of the front lane, for which `unwanted(task)`
+        holds; returns them, in queue order (the front lane's first)."""
+        removed = [task for task in self._front if unwanted(task)]
+        if removed:
+            kept = [task for task in self._front if not unwanted(task)]
+            self._front.clear()
+            self._front.extend(kept)
+        taken = [task for task in lane if unwanted(task)]
+        if taken:
+            kept = [task for task in lane if not unwanted(task)]
+            lane.clear()
+            lane.extend(kept)
+            if not lane:
+                self._forget(lane)
+        return removed + taken
+
     def drop(self, lane: deque[Task]) -> list[Task]:
         """Remove a client's lane (it disconnected); returns what was still queued."""
         tasks = list(lane)
         lane.clear()
-        try:
-            self._lanes.remove(lane)
-        except ValueError:
-            pass
+        self._forget(lane)
         return tasks
+
+    def _forget(self, lane: deque[Task]) -> None:
+        """Take an emptied lane out of the turn order (by identity: two empty lanes compare equal)."""
+        for index, other in enumerate(self._lanes):
+            if other is lane:
+                del self._lanes[index]
+                return

@@ -1,0 +1,206 @@
+"""What an authenticated peer may send a ppserver, and the limits it is held to.
+
+A peer that proved the secret can run any code here, so none of this is a defence against malice: it keeps a
+buggy or hostile peer from ending or starving the ppserver, which serves everyone else. Whatever breaks a
+rule (`PeerError`) closes that one session with a `Bye` naming the rule; nothing it sent is half-applied.
+
+- A client sends function bodies, jobs, cancels, stats requests and heartbeats. Results are not its to send.
+- A dial-in worker first says how many workers it brings (a NodeInfo of kind "worker"), then sends results;
+  it never submits jobs: holding the workers secret lets it run jobs, not have them run.
+- A job id is unique among the client's jobs not answered yet; a function body never changes under its
+  digest; a job names a function sent before it.
+- Counts stay within what one machine can be: at most `MAX_DIALIN_WORKERS` workers per dial-in connection.
+- Memory per session is bounded: function bodies by count and bytes (else the session is closed, and the
+  client reconnects and starts afresh); queued jobs and unsent results by backpressure (its socket is not
+  read while it is over `NodeServer.queue_cap`, `MAX_QUEUED_BYTES` or `MAX_UNSENT`; nothing is dropped).
+
+This module holds the rules and the shared function table; it does no I/O.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import TYPE_CHECKING, Protocol
+
+from ppft_protocol import FunctionBody, JobBatch, NodeInfo, PPFTError, Result
+from ppft_worker.batching import MAX_BATCH
+from ppft_worker.dialin import WORKER_REFUSED
+from ppft_worker.stealing import CANCELLED_TYPE
+
+if TYPE_CHECKING:
+    from ppft_protocol import Event
+
+__all__ = [
+    "CANCELLED_MESSAGE",
+    "MAX_DIALIN_WORKERS",
+    "MAX_QUEUED_BYTES",
+    "MAX_SESSION_FUNCTIONS",
+    "MAX_SESSION_FUNCTION_BYTES",
+    "MAX_UNSENT",
+    "WORKER_REFUSED",
+    "FunctionTable",
+    "PeerError",
+    "auto_queue_cap",
+    "cancelled",
+    "check_jobs",
+    "check_node_info",
+    "no_workers_admitted",
+    "not_for_role",
+    "short_reason",
+]
+
+MAX_DIALIN_WORKERS = 65536
+"""Workers one dial-in connection may bring (`ppft-worker -w`): more is a bug, not a machine."""
+
+MAX_SESSION_FUNCTIONS = 65536
+"""Distinct function bodies one session may send; each stays until the session ends."""
+
+MAX_SESSION_FUNCTION_BYTES = 256 << 20
+"""Bytes of function bodies (sources, pickled callables) one session may send."""
+
+MAX_QUEUED_BYTES = 256 << 20
+"""A client whose queued jobs' arguments reach about this many bytes is not read until half of them ran."""
+
+MAX_UNSENT = 64 << 20
+"""A client that leaves this many bytes of results unread is not read until half of them went out."""
+
+CANCELLED_MESSAGE = "cancelled before it started"
+"""The error message of a job answered as cancelled (as a worker answers it)."""
+
+_QUEUE_CAP_MIN = 4096
+
+
+class PeerError(PPFTError):
+    """An authenticated peer broke a rule of its role: its session is closed, with this message."""
+
+
+class _Session(Protocol):
+    bodies: dict[bytes, FunctionBody]
+    body_bytes: int
+
+
+def auto_queue_cap(workers: int) -> int:
+    """The default cap on a client's queued jobs: twice what a well-behaved client keeps in flight with a
+    ppserver of `workers` workers (its window: two frames of `MAX_BATCH` tiny jobs per worker), so that one
+    never waits for it; at least 4096."""
+    return max(_QUEUE_CAP_MIN, 4 * MAX_BATCH * workers)
+
+
+def cancelled(job_id: int, message: str) -> Result:
+    """The answer to a job that was cancelled before it ran."""
+    return Result(job_id, False, error_type=CANCELLED_TYPE, error_message=message)
+
+
+def check_node_info(info: NodeInfo) -> None:
+    """A dial-in worker's NodeInfo, refused when its worker count is not one a machine can have."""
+    if info.workers > MAX_DIALIN_WORKERS:
+        raise PeerError(
+            f"a dial-in worker announced {info.workers} workers; at most {MAX_DIALIN_WORKERS} are accepted "
+            f"from one connection (start several ppft-worker processes instead)"
+        )
+
+
+def check_jobs(batch: JobBatch, added: int) -> str:
+    """Why the ids of `batch`, of which only `added` were new, are refused."""
+    ids = [job.job_id for job in batch.jobs]
+    twice = [job_id for job_id, n in Counter(ids).items() if n > 1]
+    if twice:
+        return f"job id {twice[0]} appears twice in one JobBatch: a job id is unique among the jobs in flight"
+    return (
+        f"{len(ids) - added} job id(s) of a JobBatch (ids {ids[0]}..{ids[-1]}) belong to jobs still in "
+        f"flight on this connection: a job id may be used again only once its job was answered"
+    )
+
+
+def not_for_role(event: Event, role: str) -> str:
+    name = type(event).__name__
+    if name in ("ResultBatch", "RawResults") and role == "client":
+        return "a client sent results (ResultBatch): results come from workers; a client sends jobs"
+    if name in ("JobBatch", "FunctionBody", "Cancel") and role == "dial-in worker":
+        return f"a dial-in worker sent {name}: a worker runs jobs, it does not submit or cancel them"
+    if name == "NodeInfo":
+        kind = getattr(event, "kind", "?")
+        return f"a {role} said it was a {kind!r} (NodeInfo kinds a ppserver takes: 'client', 'worker')"
+    return f"a {role} does not send {name} to a ppserver"
+
+
+def no_workers_admitted(workers_secret: bool) -> str:
+    if workers_secret:
+        return (
+            "this ppserver admits only dial-in workers that prove its workers secret, which a ppft 2.0 "
+            "worker cannot do: upgrade ppft on the worker's machine"
+        )
+    return (
+        "this ppserver admits no dial-in workers: start it with --workers-secret-file PATH (workers then "
+        "prove that secret) or --accept-workers (the client secret admits workers too)"
+    )
+
+
+def short_reason(reason: str) -> str:
+    """The kind of a refusal, for counting: its reason up to the first detail."""
+    for mark in (":", " ("):
+        cut = reason.find(mark)
+        if cut > 0:
+            reason = reason[:cut]
+    return reason[:80]
+
+
+def _size(body: FunctionBody) -> int:
+    return len(body.name) + len(body.pickled) + sum(map(len, body.sources)) + sum(map(len, body.imports))
+
+
+class FunctionTable:
+    """The function bodies sessions sent, one object per digest shared by every session that sent it.
+
+    So a hundred clients of one program hold one copy, every task of a function shares its body object
+    (which the pool's identity checks rely on), and a body that differs from the one already known under its
+    digest, from any session, is refused rather than run by whoever asks for that digest next."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[bytes, list[FunctionBody | int]] = {}  # digest -> [body, sessions holding it]
+
+    def __len__(self) -> int:
+        return len(self._bodies)
+
+    def add(self, session: _Session, body: FunctionBody) -> None:
+        digest = body.digest
+        mine = session.bodies.get(digest)
+        if mine is not None:
+            if mine != body:
+                raise PeerError(self._conflict(body, "it sent before"))
+            return  # sent twice: no harm
+        entry = self._bodies.get(digest)
+        if entry is not None and entry[0] != body:
+            raise PeerError(self._conflict(body, "another client sent"))
+        size = _size(body)
+        count = len(session.bodies)
+        if count >= MAX_SESSION_FUNCTIONS or session.body_bytes + size > MAX_SESSION_FUNCTION_BYTES:
+            raise PeerError(
+                f"this connection sent {count} functions ({session.body_bytes} bytes): the limit is "
+                f"{MAX_SESSION_FUNCTIONS} functions and {MAX_SESSION_FUNCTION_BYTES >> 20} MiB per "
+                f"connection, which keeps each until it closes; a new connection starts afresh"
+            )
+        if entry is None:
+            entry = self._bodies[digest] = [body, 0]
+        entry[1] += 1  # type: ignore[operator]
+        session.bodies[digest] = entry[0]  # type: ignore[assignment]
+        session.body_bytes += size
+
+    def release(self, session: _Session) -> None:
+        """The session ended: the bodies only it held are forgotten."""
+        table = self._bodies
+        for digest in session.bodies:
+            entry = table.get(digest)
+            if entry is not None:
+                entry[1] -= 1  # type: ignore[operator]
+                if not entry[1]:
+                    del table[digest]
+        session.bodies.clear()
+        session.body_bytes = 0
+
+    @staticmethod
+    def _conflict(body: FunctionBody, whose: str) -> str:
+        return (
+            f"a FunctionBody for digest {body.digest.hex()[:12]} ({body.name!r}) differs from the one "
+            f"{whose} under that digest: a digest names one function, and a body must not change under it"
+        )
