@@ -422,25 +422,28 @@ class NodeServer:
                 self._pause(owner)
 
     def _pause(self, session: Session) -> None:
-        """Stop reading a client over its caps (jobs queued, results it does not read): its jobs wait in the
-        network buffers, and its own sends block, until it is back under half of them."""
-        if session not in self._paused and not session.closed:
+        """Hold back a client over its caps: its socket is not read (its jobs wait in the network buffers,
+        its own sends block), and while it leaves too many results unread its jobs wait their turn too;
+        until it is back under half of every cap. Nothing is dropped."""
+        if session.closed:
+            return
+        if session not in self._paused:
             self._paused.add(session)
             session.stream.pause_reading()
-            log.debug("not reading %s for now: %d job(s) queued, %d byte(s) of results unsent", session.peer,
-                      len(session.lane), session.stream.unsent)  # fmt: skip
+        if session.stream.unsent >= MAX_UNSENT:
+            self.queue.park(session.lane)
+        log.debug("holding back %s: %d job(s) queued, %d byte(s) of results unread", session.peer,
+                  len(session.lane), session.stream.unsent)  # fmt: skip
 
     def _resume_paused(self) -> None:
         cap = self.queue_cap // 2
         for session in list(self._paused):
             lane = session.lane
-            if (
-                len(lane) <= cap
-                and len(lane) * session.job_bytes < MAX_QUEUED_BYTES // 2
-                and (session.stream.unsent < MAX_UNSENT // 2)
-            ):
-                self._paused.discard(session)
-                session.stream.resume_reading()
+            if session.stream.unsent < MAX_UNSENT // 2:
+                self.queue.unpark(lane)
+                if len(lane) <= cap and len(lane) * session.job_bytes < MAX_QUEUED_BYTES // 2:
+                    self._paused.discard(session)
+                    session.stream.resume_reading()
 
     def _dispatch(self) -> None:
         queue = self.queue
