@@ -109,9 +109,9 @@ def tied_to_this_process(argv: list[str]) -> list[str]:
 class Ppserver:
     """A ppserver subprocess, its stderr collected line by line by a reader thread."""
 
-    def __init__(self, args: list[str], env: dict[str, str], cwd: Path) -> None:
+    def __init__(self, args: list[str], env: dict[str, str], cwd: Path, module: str = "ppft_server") -> None:
         self.proc = subprocess.Popen(
-            tied_to_this_process([sys.executable, "-m", "ppft_server", *args]),
+            tied_to_this_process([sys.executable, "-m", module, *args]),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -205,7 +205,9 @@ def start_ppserver(tmp_path: Path) -> Iterator[StartPpserver]:
     otherwise); every ppserver started is killed, workers included, when the test ends."""
     started: list[Ppserver] = []
 
-    def start(*args: str, env: dict[str, str | None] | None = None, nofile: int = 0) -> Ppserver:
+    def start(
+        *args: str, env: dict[str, str | None] | None = None, nofile: int = 0, module: str = "ppft_server"
+    ) -> Ppserver:
         full = dict(os.environ)
         full.update({"HOME": str(tmp_path), "PPFT_SECRET": SECRET})
         full.pop("PPFT_WORKERS_SECRET", None)
@@ -216,13 +218,24 @@ def start_ppserver(tmp_path: Path) -> Iterator[StartPpserver]:
                 full.pop(key, None)
             else:
                 full[key] = value
-        server = Ppserver(list(args), full, tmp_path)
+        server = Ppserver(list(args), full, tmp_path, module)
         started.append(server)
         return server
 
     yield start
     for server in started:
         server.kill()
+
+
+@pytest.fixture
+def start_dialin(start_ppserver: StartPpserver) -> StartPpserver:
+    """Start `python -m ppft_worker --connect 127.0.0.1:PORT ARGS...` (a dial-in worker), killed by PID (with
+    its worker processes) at teardown; its stderr is collected like a ppserver's."""
+
+    def start(port: int, *args: str, env: dict[str, str | None] | None = None) -> Ppserver:
+        return start_ppserver("--connect", f"127.0.0.1:{port}", *args, env=env, module="ppft_worker")
+
+    return start
 
 
 @pytest.fixture(name="free_port")

@@ -197,3 +197,23 @@ def test_a_dial_in_worker_cannot_submit_jobs(
     worker.send(bodies["echo"], JobBatch((job(1, bodies["echo"], 1),)))
     assert "a dial-in worker sent FunctionBody: a worker runs jobs" in worker.wait_closed()
     still_serves(connect, port, bodies)
+
+
+@pytest.mark.parametrize("ask", ["StatsRequest", "NodeInfo"])
+def test_a_request_and_bye_in_one_write_do_not_end_the_server(
+    ppserver: Callable[..., int], connect: Callable[..., Any], bodies: dict[str, FunctionBody], ask: str
+) -> None:
+    """The answer to a request that arrived with the peer's Bye, in one read, has nowhere to go: found
+    while writing these tests (the ppserver raised LocalProtocolError on its I/O thread and exited)."""
+    from ppft_protocol import Bye, StatsRequest
+
+    port = ppserver() if ask == "StatsRequest" else ppserver("--accept-workers")
+    if ask == "StatsRequest":
+        peer = connect(port).established()
+        peer.send(StatsRequest(), Bye("leaving"))
+    else:  # a dial-in joining: the ppserver tells its clients of the new capacity
+        connect(port).established()
+        peer = connect(port, worker=True).established()
+        peer.send(NodeInfo("worker", 2, "2", "w"), Bye("leaving"))
+    peer.wait_closed()
+    still_serves(connect, port, bodies)

@@ -99,8 +99,9 @@ class Stream:
     # -- sending ---------------------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        """Queue `message` and write what the socket takes now."""
-        if self.closed:
+        """Queue `message` and write what the socket takes now. Nothing, once the peer said Bye: an event
+        handled after it arrived (in the same read) may still want to answer."""
+        if self.closed or self.conn.state is State.CLOSED:
             return
         self.conn.send(message)
         self.flush()
