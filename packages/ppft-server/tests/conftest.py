@@ -26,6 +26,7 @@ from ppft_protocol import (
     Established,
     Event,
     FunctionBody,
+    Heartbeat,
     Job,
     JobBatch,
     Message,
@@ -33,6 +34,7 @@ from ppft_protocol import (
     Result,
     ResultBatch,
     Role,
+    State,
 )
 
 SECRET = "test-secret"
@@ -290,12 +292,14 @@ class RawPeer:
         self.conn = Connection(Role.CLIENT, secret, versions=versions, worker=worker)
         self.events: list[Event] = []
         self.closed: str | None = None
+        self._sent = time.monotonic()
         self._flush()
 
     def _flush(self) -> None:
         data = self.conn.data_to_send()
         if data:
             self.sock.sendall(data)
+            self._sent = time.monotonic()
 
     def send(self, *messages: Message) -> None:
         for message in messages:
@@ -306,6 +310,8 @@ class RawPeer:
         """Take in what arrives within `timeout` seconds."""
         if self.closed is not None:
             return
+        if time.monotonic() - self._sent > 1.0 and self.conn.state is State.ESTABLISHED:
+            self.send(Heartbeat())  # as every peer does when it has nothing to say, so it is not dropped
         self.sock.settimeout(timeout)
         try:
             data = self.sock.recv(1 << 20)
@@ -405,9 +411,20 @@ SLEEP = make_body(
 """Sleeps `seconds`; first creates the file `mark`, if given, so a test knows the job started."""
 
 
+GATE = make_body(
+    "def gate(path):\n    while not os.path.exists(path):\n        time.sleep(0.01)\n    return path\n",
+    "gate",
+    ("os", "time"),
+)
+"""Returns once the file `path` exists: holds a worker until the test lets it go."""
+
+BIG = make_body("def big(n, seconds=0.0):\n    time.sleep(seconds)\n    return b'x' * n\n", "big", ("time",))
+"""Returns `n` bytes, after `seconds`."""
+
+
 @pytest.fixture(name="bodies")
 def bodies_fixture() -> dict[str, FunctionBody]:
-    return {"echo": ECHO, "nap": SLEEP}
+    return {"echo": ECHO, "nap": SLEEP, "gate": GATE, "big": BIG}
 
 
 @pytest.fixture(name="nofile_limit")

@@ -180,7 +180,7 @@ class NodeServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
-            sock.listen(128)
+            sock.listen(512)  # bursts of connections (a cluster's dial-ins starting at once) wait here
         except OSError:
             sock.close()
             raise
