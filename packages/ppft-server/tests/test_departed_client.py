@@ -73,3 +73,24 @@ def test_other_clients_jobs_batched_behind_it_run_again(
     other.wait_for(lambda p: len(p.results()) == 8, timeout=15, what="the other client's 8 results")
     assert all(r.ok for r in other.results().values())
     assert sum(len(e.results) for e in other.events if hasattr(e, "results")) == 8  # each once
+
+
+def test_a_dial_in_worker_stops_the_running_job_of_a_client_that_died(
+    start_ppserver: Callable[..., Any], start_dialin: Callable[..., Any], free_port: int,
+    connect: Callable[..., Any], bodies: dict[str, FunctionBody], tmp_path: Path,
+) -> None:  # fmt: skip
+    """With protocol version 2 the ppserver tells its dial-in workers which jobs nobody wants any more; the
+    dial-in kills and replaces the worker process running one, and answers it as cancelled."""
+    server = start_ppserver("-i", "127.0.0.1", "-p", str(free_port), "-w", "0", "--workers-secret", "w")
+    server.wait_started()
+    dialin = start_dialin(free_port, "-w", "1", "-s", "w")
+    nap, mark = bodies["nap"], tmp_path / "started"
+    doomed = connect(free_port).established()
+    doomed.wait_for(lambda p: any(getattr(e, "workers", 0) == 1 for e in p.events), what="the dial-in")
+    doomed.send(nap, JobBatch((job(1, nap, 60, str(mark)),)))
+    doomed.wait_for(lambda _: mark.exists(), what="the long job to start")
+    die(doomed)
+    started = time.monotonic()
+    (result,) = connect(free_port).established().run(bodies["echo"], ("next",))
+    assert result.ok and time.monotonic() - started < 10
+    dialin.wait_for_line(r"stopped: its client left while it ran that client's job")

@@ -424,9 +424,10 @@ class Connection:
                 self._send_frame(AuthFailed())
                 self.state = State.CLOSED
                 if self.peer_worker:
+                    which = "the workers secret" if self._worker_secret is not None else "the secret"
                     raise AuthenticationError(
-                        "dial-in worker failed to prove it knows the workers secret: the secrets differ; "
-                        "nothing is sent to this peer"
+                        f"dial-in worker failed to prove it knows {which}: the secrets differ; nothing is "
+                        f"sent to this peer"
                     )
                 raise AuthenticationError(
                     "client failed to prove it knows the secret: the secrets differ; nothing from this "
@@ -442,6 +443,13 @@ class Connection:
                 )
             return self._establish()
         assert isinstance(message, AuthFailed)
+        if self._flags & Hello.FLAG_WORKER and self.version >= 2:
+            raise AuthenticationError(
+                f"server refused our proof ({message.reason}): this dial-in worker's secret is not the "
+                f"ppserver's workers secret; give it that secret (ppft-worker -s, --secret-file or "
+                f"PPFT_WORKERS_SECRET; ppserver --workers-secret), or the client secret if the ppserver runs "
+                f"with --accept-workers"
+            )
         raise AuthenticationError(
             f"server refused our proof ({message.reason}): the client's and the server's secrets differ; "
             f"use the same secret on both (secret=, ppserver -s, PPFT_SECRET or ~/.ppft/secret)"
