@@ -47,6 +47,7 @@ __all__ = [
     "no_workers_admitted",
     "not_for_role",
     "short_reason",
+    "shown",
 ]
 
 MAX_DIALIN_WORKERS = 65536
@@ -120,7 +121,7 @@ def not_for_role(event: Event, role: str) -> str:
         return f"a dial-in worker sent {name}: a worker runs jobs, it does not submit or cancel them"
     if name == "NodeInfo":
         kind = getattr(event, "kind", "?")
-        return f"a {role} said it was a {kind!r} (NodeInfo kinds a ppserver takes: 'client', 'worker')"
+        return f"a {role} said it was a {shown(kind)} (NodeInfo kinds a ppserver takes: 'client', 'worker')"
     return f"a {role} does not send {name} to a ppserver"
 
 
@@ -134,6 +135,13 @@ def no_workers_admitted(workers_secret: bool) -> str:
         "this ppserver admits no dial-in workers: start it with --workers-secret-file PATH (workers then "
         "prove that secret) or --accept-workers (the client secret admits workers too)"
     )
+
+
+def shown(text: object, limit: int = 60) -> str:
+    """Text a peer chose, as it may appear in a log line or a Bye: quoted and escaped (repr), and cut."""
+    value = str(text)
+    cut = value[:limit]
+    return repr(cut) + ("..." if len(value) > limit else "")
 
 
 def short_reason(reason: str) -> str:
@@ -201,6 +209,6 @@ class FunctionTable:
     @staticmethod
     def _conflict(body: FunctionBody, whose: str) -> str:
         return (
-            f"a FunctionBody for digest {body.digest.hex()[:12]} ({body.name!r}) differs from the one "
+            f"a FunctionBody for digest {body.digest.hex()[:12]} ({shown(body.name)}) differs from the one "
             f"{whose} under that digest: a digest names one function, and a body must not change under it"
         )

@@ -150,7 +150,7 @@ class Session:
         assert link is not None
         if isinstance(event, NodeInfo):
             if event.kind != "worker":
-                raise PeerError(f"a dial-in worker said it was a {event.kind!r}")
+                raise PeerError(not_for_role(event, "dial-in worker"))
             check_node_info(event)
             link.handle(event)
             self.server.capacity_changed()
