@@ -169,6 +169,7 @@ class NodeServer:
         self._active = 0  # authenticated clients and dial-in workers
         self._idle_since: float | None = time.monotonic()
         self._paused: set[Session] = set()  # sessions whose socket is not read (backpressure)
+        self._auto_cap = auto_queue_cap(workers)
         self._door: Door | None = None
         self._stopping = False
         self.loop.on_idle = self._dispatch
@@ -350,7 +351,8 @@ class NodeServer:
         return self.pool.size + sum(link.workers for link in self.links)
 
     def capacity_changed(self) -> None:
-        """Dial-in workers came or went: tell every client, so its window follows."""
+        """Dial-in workers came or went: tell every client, so its window follows (and so does the cap)."""
+        self._auto_cap = auto_queue_cap(self.workers)
         info = self.node_info()
         for session in self.sessions:
             if session.counted and not session.worker and not session.stream.closed:
@@ -380,7 +382,8 @@ class NodeServer:
 
     @property
     def queue_cap(self) -> int:
-        return self.max_queued_jobs or auto_queue_cap(self.workers)
+        """A client's jobs queued here before its connection is no longer read."""
+        return self.max_queued_jobs or self._auto_cap
 
     def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None:
         """Cancel those of the client's jobs that still wait in the queue, answering each as cancelled; a job
