@@ -176,7 +176,7 @@ def test_ppserver_sigterm_requeues_at_once(cluster, make_client):
 
 
 def test_dial_in_workers_join_and_leave_mid_run(cluster, make_client):
-    node = cluster.ppserver(0)  # no workers of its own: only dial-in capacity
+    node = cluster.ppserver(0, extra=("--accept-workers",))  # no workers of its own: only dial-in capacity
     first = cluster.dialin(node, 1)
     client = make_client(0, ppservers=(node.address,))
     jobs = [client.submit(slow_add, (i, 0.01)) for i in range(300)]
@@ -209,7 +209,7 @@ def test_dial_in_started_before_its_ppserver_joins_when_it_comes_up(cluster, mak
     from clusterlib import Proc
 
     early = cluster.dialin(Proc(popen=None, port=port), 1)  # type: ignore[arg-type]
-    node = cluster.ppserver(0, port=port)
+    node = cluster.ppserver(0, port=port, extra=("--accept-workers",))
     client = make_client(0, ppservers=(node.address,))
     assert client.submit(add_one, (1,)).result(timeout=60) == 2
     assert early.popen.poll() is None

@@ -117,12 +117,12 @@ def test_a_ppserver_session_forgets_bodies_beyond_the_budget(cluster: Cluster) -
             bodies.append(FunctionBody(function_digest(f"g{i}", (source,), (), b""), f"g{i}", (source,)))
             client.conn.send(bodies[-1])
             client.sock.sendall(client.conn.data_to_send())
-        # the newest body is held, the oldest was forgotten (its job is answered as never sent)
-        client.conn.send(
-            JobBatch((Job(1, bodies[-1].digest, pickle.dumps(())), Job(2, bodies[0].digest, b"")))
-        )
-        client.sock.sendall(client.conn.data_to_send())
-        client._read_until(lambda _: {1, 2} <= set(client.results))
+        # the newest body is held, the oldest was forgotten: its job is answered as never sent (a client bug,
+        # since a client counts the same budget and sends a forgotten body again: the session is then closed)
+        for job in (Job(1, bodies[-1].digest, pickle.dumps(())), Job(2, bodies[0].digest, b"")):
+            client.conn.send(JobBatch((job,)))
+            client.sock.sendall(client.conn.data_to_send())
+            client._read_until(lambda _, job_id=job.job_id: job_id in client.results)
         assert client.results[1].ok and pickle.loads(client.results[1].value) == 79
         assert not client.results[2].ok and "never sent" in client.results[2].error_message
     finally:

@@ -90,8 +90,8 @@ def test_ppft_cipher_chacha20_on_the_ppserver_gives_chacha20(
 def test_dial_in_worker_link_carries_large_jobs_with_the_negotiated_cipher(
     cluster: Cluster, make_client: MakeClient
 ) -> None:
-    node = cluster.ppserver(0)  # no workers of its own: every job goes over the dial-in's sealed link
-    cluster.dialin(node, 1)
+    node = cluster.ppserver(0, extra=("--workers-secret", "dial-in workers' secret"))  # only dial-in workers
+    cluster.dialin(node, 1, secret="dial-in workers' secret")
     client = make_client(0, ppservers=(node.address,))
     wait_until(lambda: client.get_active_nodes().get(node.address) == 1, 30, "the dial-in worker to join")
     check_results(client)

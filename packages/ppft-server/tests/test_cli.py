@@ -300,6 +300,11 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[FakeServer]) -
         "socket_timeout": 30.0,
         "idle_timeout": 5.0,
         "allow_plain_loopback": False,
+        "worker_secret": None,
+        "accept_workers": False,
+        "max_handshakes": 100,
+        "max_handshakes_per_host": 20,
+        "max_queued_jobs": None,
     }
 
 

@@ -25,6 +25,9 @@ class Client:
     def __init__(self, closed: bool = False) -> None:
         self.closed = closed
         self.frames: list[ResultBatch] = []
+        self.live: set[int] = set()  # the session's ids of its jobs not answered yet
+        self.stream = self  # the session's stream: what it has not sent yet
+        self.unsent = 0
 
     def send(self, message: Message) -> None:
         body = b"".join(bytes(part) for part in encode_message(message))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import pickle
+from concurrent.futures import CancelledError
 
 from ppft_protocol import PPFTError, Result
 from ppft_worker.errors import WorkerLostError
@@ -57,6 +58,9 @@ class RemoteTraceback(Exception):
         return f'\n"""\n{self.tb}"""'
 
 
+_CANCELLED = "concurrent.futures.CancelledError"  # the error type of a job answered as cancelled
+
+
 def rebuild_exception(result: Result) -> BaseException:
     """The job's exception as raised on the worker, with the remote traceback as `__cause__`."""
     exc: BaseException | None = None
@@ -67,6 +71,8 @@ def rebuild_exception(result: Result) -> BaseException:
             loaded = None
         if isinstance(loaded, BaseException):
             exc = loaded
+    if exc is None and result.error_type == _CANCELLED:
+        exc = CancelledError(result.error_message)  # a job a node cancelled before it ran (on our request)
     if exc is None:
         module, _, name = result.error_type.rpartition(".")
         cls = getattr(builtins, name, None) if module == "builtins" else None

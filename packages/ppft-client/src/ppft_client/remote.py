@@ -213,7 +213,8 @@ class RemoteNode:
         if self.link is None:
             if isinstance(event, NodeInfo):
                 assert self._stream is not None
-                self.link = Link(self.name, self._stream, event, on_results=self._results)
+                self.link = Link(self.name, self._stream, event, on_results=self._results,
+                                 on_requeue=self._given_back)  # fmt: skip
                 if self.last_error:
                     log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
                 else:
@@ -227,6 +228,11 @@ class RemoteNode:
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         self._on_results(pairs, self.name)
+
+    def _given_back(self, tasks: list[Task]) -> None:
+        """Jobs the ppserver answered as cancelled though this client never asked: they run elsewhere, each
+        counted as a loss of its node (so a ppserver that gives every job back cannot bounce one forever)."""
+        self._on_lost(tasks, self.name, "the ppserver cancelled jobs it was not asked to cancel")
 
     def _why_sealed(self) -> str:
         sock = self._sock

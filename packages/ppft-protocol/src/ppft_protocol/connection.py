@@ -140,6 +140,8 @@ class Connection:
         nonce: bytes | None = None,
         comment: str = f"ppft {__version__}; not compatible with ppft 1.x",
         raw_results: bool = False,
+        worker: bool = False,
+        worker_secret: bytes | str | None = None,
     ) -> None:
         """`allow_plain`: agree to an unsealed channel (used only if the peer agrees too).
         `aes_gcm`: offer AES-256-GCM, which a sealed channel uses when the peer offers it too (else
@@ -147,7 +149,11 @@ class Connection:
         (`ppft_worker.cpufeatures.offer_aes_gcm`).
         `nonce`: a fixed nonce, for test vectors only; left out, 32 fresh random bytes.
         `raw_results`: result frames arrive as `RawResults` (checked, not decoded) instead of `ResultBatch`,
-        for an owner that only passes them on (ppft_protocol.relay)."""
+        for an owner that only passes them on (ppft_protocol.relay).
+        `worker` (client role): this side dials in as a worker (Hello flag WORKER); with version 2 the server
+        then checks its proof against the server's workers secret, which `secret` must be.
+        `worker_secret` (server role): the secret a peer that dials in as a worker must prove (version 2);
+        None: the same secret as everyone. Whether such a peer proved it is `peer_worker` once ESTABLISHED."""
         if isinstance(secret, str):
             secret = secret.encode("utf-8")
         if not secret:
@@ -165,6 +171,14 @@ class Connection:
         self.raw_results = raw_results
         self._secret = secret
         self._auth_key = channel.auth_key(secret)
+        if isinstance(worker_secret, str):
+            worker_secret = worker_secret.encode("utf-8")
+        if worker_secret is not None and not worker_secret:
+            raise LocalProtocolError("the workers secret must not be empty")
+        self._worker_secret = worker_secret
+        self.peer_worker = False
+        """Server role: the peer dials in as a worker (its Hello has the WORKER flag, version >= 2), so its
+        proof is checked against the workers secret. Proven only once the connection is ESTABLISHED."""
         self._nonce = nonce if nonce is not None else os.urandom(channel.NONCE_SIZE)
         self._peer_hello: Hello | None = None
         self._peer_opening = b""
@@ -183,6 +197,7 @@ class Connection:
             (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0)
             | (Hello.FLAG_AES_GCM if aes_gcm else 0)
             | (Hello.FLAG_SPEAKS_V2 if versions[1] >= 2 else 0)
+            | (Hello.FLAG_WORKER if worker else 0)
         )
         self._out: list[bytes | memoryview] = [opening]
         self._out_large = False  # a part of at least _PART_MIN bytes is queued
@@ -416,6 +431,8 @@ class Connection:
         if isinstance(message, Hello):
             self._peer_hello = message
             self._check_downgrade(message)
+            if self.role is Role.SERVER and self.version >= 2 and message.flags & Hello.FLAG_WORKER:
+                self._expect_worker()
             if self.role is Role.CLIENT:
                 self._send_frame(Auth(self._proof(Role.CLIENT)))
             return None
@@ -423,6 +440,12 @@ class Connection:
             if not channel.verify_proof(self._proof(Role.CLIENT), message.proof):
                 self._send_frame(AuthFailed())
                 self.state = State.CLOSED
+                if self.peer_worker:
+                    which = "the workers secret" if self._worker_secret is not None else "the secret"
+                    raise AuthenticationError(
+                        f"dial-in worker failed to prove it knows {which}: the secrets differ; nothing is "
+                        f"sent to this peer"
+                    )
                 raise AuthenticationError(
                     "client failed to prove it knows the secret: the secrets differ; nothing from this "
                     "peer is accepted"
@@ -443,6 +466,13 @@ class Connection:
                 f"less than ppft-protocol {self.versions[0]}-{self.versions[1]}: something between the two "
                 f"rewrote it, a man in the middle); nothing was sent to it"
             )
+        if self._flags & Hello.FLAG_WORKER and self.version >= 2:
+            raise AuthenticationError(
+                f"server refused our proof ({printable(message.reason)}): this dial-in worker's secret is "
+                f"not the ppserver's workers secret; give it that secret (ppft-worker -s, --secret-file or "
+                f"PPFT_WORKERS_SECRET; ppserver --workers-secret), or the client secret if the ppserver "
+                f"runs with --accept-workers"
+            )
         raise AuthenticationError(
             f"server refused our proof ({printable(message.reason)}): the client's and the server's secrets "
             f"differ; use the same secret on both (secret=, ppserver -s, PPFT_SECRET or ~/.ppft/secret)"
@@ -458,6 +488,14 @@ class Connection:
             self._send_frame(AuthFailed(DOWNGRADE_REASON))
         self.state = State.CLOSED
         raise DowngradeError(refusal)
+
+    def _expect_worker(self) -> None:
+        """The peer dials in as a worker: its proof, ours and the session keys are those of the workers
+        secret. The flag is bound into both proofs, so a client's proof can never pass as a worker's."""
+        self.peer_worker = True
+        if self._worker_secret is not None:
+            self._secret = self._worker_secret
+            self._auth_key = channel.auth_key(self._worker_secret)
 
     def _nonces(self) -> tuple[bytes, bytes, int, int]:
         peer = self._peer_hello

@@ -54,8 +54,9 @@ _set = object.__setattr__
 class Hello(Message):
     """Each side's fresh 32-byte nonce and its option flags (bit 0: agrees to an unsealed channel; bit 1:
     seals with AES-256-GCM at hardware speed; bit 2: speaks protocol version 2 or later, the downgrade
-    sentinel). Unknown bits are kept, not refused: they are part of the proofs, and a newer peer's flag
-    means nothing to an older one."""
+    sentinel; bit 3, version 2: the connecting side is a dial-in worker and proves the server's workers
+    secret). Unknown bits are kept, not refused: they are part of the proofs, and a newer peer's flag means
+    nothing to an older one."""
 
     __slots__ = ("flags", "nonce")
     __match_args__ = ("nonce", "flags")
@@ -63,6 +64,7 @@ class Hello(Message):
     FLAG_ALLOW_PLAIN: ClassVar[int] = 0x01
     FLAG_AES_GCM: ClassVar[int] = 0x02
     FLAG_SPEAKS_V2: ClassVar[int] = 0x04
+    FLAG_WORKER: ClassVar[int] = 0x08
 
     nonce: bytes
     flags: int

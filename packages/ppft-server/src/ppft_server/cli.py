@@ -1,12 +1,12 @@
 """`ppserver`: the command line of the ppft network server (console script and `python -m ppft_server`).
 
 Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form (beside them, ppft 2's
-`--secret-file` and `--allow-plain-loopback`); `-c` reads ppft's INI config file (`[general]`: secret, debug,
-workers, proto, restart, pid_file; `[network]`: autodiscovery, interface, broadcast, port, timeout,
-socket_timeout, allow_plain_loopback), and flags given on the command line override it, wherever they
-stand. Then it binds, writes the pid file, starts auto-discovery (`-a`) and serves until
-SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file removed), or `-t` seconds
-without a client. SIGUSR1 prints the statistics table to stderr.
+`--secret-file`, `--allow-plain-loopback`, the admission of dial-in workers `--workers-secret`,
+`--workers-secret-file`, `--accept-workers`, and the caps `--max-handshakes`, `--max-handshakes-per-host`,
+`--max-queued-jobs`); `-c` reads ppft's INI config file (`settings` lists its keys), and flags given on the
+command line override it, wherever they stand. Then it binds, writes the pid file, starts auto-discovery
+(`-a`) and serves until SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file
+removed), or `-t` seconds without a client. SIGUSR1 prints the statistics table to stderr.
 
 Anything wrong with the command line or the config file is one line on stderr naming what was wrong and
 what to do, and exit status 2; a runtime failure such as a port in use is one line and exit status 1; a
@@ -28,8 +28,15 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from ppft_worker.secret import SECRET_ENV, SecretFileError, resolve_secret
+from ppft_worker.secret import (
+    SECRET_ENV,
+    WORKERS_SECRET_ENV,
+    SecretFileError,
+    resolve_secret,
+    resolve_workers_secret,
+)
 
+from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST
 from .pidfile import PidFileError, remove_pid_file, write_pid_file
 from .settings import (
     DEFAULT_PORT,
@@ -38,6 +45,7 @@ from .settings import (
     UsageError,
     detect_workers,
     parse_broadcast,
+    parse_count,
     parse_port,
     parse_proto,
     parse_seconds,
@@ -46,7 +54,16 @@ from .settings import (
 )
 from .version import __version__
 
-__all__ = ["EXIT_OK", "EXIT_RUNTIME", "EXIT_USAGE", "build_parser", "main", "parse_settings"]
+__all__ = [
+    "EXIT_OK",
+    "EXIT_RUNTIME",
+    "EXIT_USAGE",
+    "build_parser",
+    "main",
+    "node_server",
+    "parse_settings",
+    "workers_secret",
+]
 
 EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
@@ -142,6 +159,39 @@ def build_parser() -> argparse.ArgumentParser:
         help="grant an unsealed (authenticated, not encrypted) channel to a client that asks for one "
         "(Server(seal=False)), only when it connects from a loopback address; others stay sealed",
     )
+    add(
+        "--workers-secret",
+        metavar="SECRET",
+        help=f"admit dial-in workers (ppft-worker --connect) that prove this secret; clients cannot (also "
+        f"${WORKERS_SECRET_ENV}); without it or --accept-workers, dial-in workers are refused",
+    )
+    add("--workers-secret-file", metavar="PATH", help="read the workers secret from this file (mode 0600)")
+    add(
+        "--accept-workers",
+        action="store_true",
+        help="admit dial-in workers that prove the client secret: whoever may submit jobs may also run "
+        "them and see every client's functions and arguments",
+    )
+    add(
+        "--max-handshakes",
+        metavar="N",
+        type=_checked(parse_count),
+        help=f"connections still in their handshake at once; over it the ones idle longest are dropped "
+        f"(default: {DEFAULT_MAX_HANDSHAKES})",
+    )
+    add(
+        "--max-handshakes-per-host",
+        metavar="N",
+        type=_checked(parse_count),
+        help=f"the same, from one address (default: {DEFAULT_MAX_HANDSHAKES_PER_HOST})",
+    )
+    add(
+        "--max-queued-jobs",
+        metavar="N",
+        type=_checked(parse_count),
+        help="a client's jobs queued here before its connection is no longer read until they run "
+        "(default: 1024 per worker, at least 4096: more than a client keeps in flight)",
+    )
     return p
 
 
@@ -163,12 +213,20 @@ def parse_settings(argv: Sequence[str]) -> Settings:
         if "secret" in flags or "secret_file" in flags:  # a secret on the command line beats the file's
             values.pop("secret", None)
             values.pop("secret_file", None)
+        if "workers_secret" in flags or "workers_secret_file" in flags:
+            values.pop("workers_secret", None)
+            values.pop("workers_secret_file", None)
         for name, value in values.items():
             setattr(settings, name, value)
     for name, value in flags.items():
         setattr(settings, name, value)
     if settings.proto == -1:
         settings.proto = pickle.HIGHEST_PROTOCOL
+    if settings.accept_workers and (settings.workers_secret or settings.workers_secret_file):
+        raise UsageError(
+            "--accept-workers lets the client secret admit dial-in workers, --workers-secret(-file) admits "
+            "only the workers secret: give one of them"
+        )
     if settings.autodiscovery and ":" in settings.interface and settings.interface != "::":
         raise UsageError(
             f"auto-discovery (-a) broadcasts over IPv4, but the interface is {settings.interface}: give -i "
@@ -224,22 +282,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     try:
         secret = resolve_secret(settings.secret, secret_file=settings.secret_file)
+        workers = workers_secret(settings)
     except SecretFileError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _serve(settings, secret)
+    except UsageError as exc:
+        return _fail(str(exc), EXIT_USAGE)
+    return _serve(settings, secret, workers)
 
 
-def _fail(message: str, status: int) -> int:
-    print(f"ppserver: error: {message}", file=sys.stderr, flush=True)
-    return status
+def workers_secret(settings: Settings) -> bytes | None:
+    """The secret dial-in workers prove: `--workers-secret`, `--workers-secret-file` (or the config file's),
+    else $PPFT_WORKERS_SECRET; None without one. `UsageError` when --accept-workers is given too."""
+    secret = resolve_workers_secret(settings.workers_secret, secret_file=settings.workers_secret_file)
+    if secret is not None and settings.accept_workers:
+        raise UsageError(
+            f"--accept-workers lets the client secret admit dial-in workers, but ${WORKERS_SECRET_ENV} holds "
+            f"a workers secret, which admits only its holders: unset {WORKERS_SECRET_ENV} or leave "
+            f"--accept-workers out"
+        )
+    return secret
 
 
-def _serve(settings: Settings, secret: bytes) -> int:
-    from .announce import AnnounceError, Announcer  # noqa: PLC0415 - only -a needs it; node pulls the rest
+def node_server(settings: Settings, secret: bytes, workers_secret: bytes | None, workers: int) -> Any:
+    """The `NodeServer` the settings ask for, with `workers` local workers (not bound yet)."""
     from .node import NodeServer  # noqa: PLC0415 - parsing a command line must not need the server
 
-    workers = detect_workers() if settings.workers is None else settings.workers
-    server = NodeServer(
+    return NodeServer(
         host=settings.interface,
         port=settings.port,
         secret=secret,
@@ -248,7 +316,34 @@ def _serve(settings: Settings, secret: bytes) -> int:
         socket_timeout=settings.socket_timeout,
         idle_timeout=settings.timeout,
         allow_plain_loopback=settings.allow_plain_loopback,
+        worker_secret=workers_secret,
+        accept_workers=settings.accept_workers,
+        max_handshakes=settings.max_handshakes,
+        max_handshakes_per_host=settings.max_handshakes_per_host,
+        max_queued_jobs=settings.max_queued_jobs,
     )
+
+
+def _admission(settings: Settings, secret: bytes, workers_secret: bytes | None) -> str:
+    """How dial-in workers are admitted, for the startup line ("" when they are not: the default)."""
+    if workers_secret is not None:
+        same = ", which is the client secret" if workers_secret == secret else ""
+        return f", dial-in workers admitted with the workers secret{same}"
+    if settings.accept_workers:
+        return ", dial-in workers admitted with the client secret (--accept-workers)"
+    return ""
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"ppserver: error: {message}", file=sys.stderr, flush=True)
+    return status
+
+
+def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> int:
+    from .announce import AnnounceError, Announcer  # noqa: PLC0415 - only -a needs it; node pulls the rest
+
+    workers = detect_workers() if settings.workers is None else settings.workers
+    server = node_server(settings, secret, workers_secret, workers)
     try:
         host, port = server.bind()
     except OSError as exc:
@@ -287,8 +382,9 @@ def _serve(settings: Settings, secret: bytes) -> int:
         if settings.allow_plain_loopback:
             discovery += ", unsealed links granted to loopback clients that ask"
         log.info(
-            "ppserver %s (pid %d) listening on %s:%d with %d worker(s)%s",
+            "ppserver %s (pid %d) listening on %s:%d with %d worker(s)%s%s",
             __version__, os.getpid(), host, port, workers, discovery,
+            _admission(settings, secret, workers_secret),
         )  # fmt: skip
         server.serve_forever()
         log.info("ppserver stopped%s", f" ({stopped_by[0]})" if stopped_by else "")

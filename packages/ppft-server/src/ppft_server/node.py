@@ -1,15 +1,19 @@
 """`NodeServer`: the heart of ppserver. Accepts clients, authenticates them, runs their jobs.
 
-    client --TCP--> listener --> session (Stream, handshake deadline) --authenticated--> NodeInfo sent
-    session: FunctionBody -> its own body table; JobBatch -> its lane of the FairQueue (ids made unique)
-    FairQueue --dispatch--> local WorkerPool, and links to dial-in workers (NodeInfo kind "worker")
+    client --TCP--> listener --> HandshakeGate (capped) --> session (Stream, handshake deadline)
+        --authenticated--> a client: NodeInfo sent; or a dial-in worker (it proved the workers secret)
+    client: FunctionBody -> the function table; JobBatch -> its lane of the FairQueue (ids made unique);
+            Cancel -> removed from the queue, answered as cancelled; over its cap -> its socket is not read
+    FairQueue --dispatch--> local WorkerPool, and links to dial-in workers
     results --> back to the session that sent the job, with the client's own job ids
 
 Nothing is decoded, compiled or queued for a peer before it has proven the secret: the protocol state machine
 emits no job event before that, and a session only exists for jobs once `Established` arrived. A peer that
 fails (wrong secret, garbage, oversized frame, silent handshake) is logged with its address and the reason,
-and dropped; every other client keeps being served. A client that disconnects has its queued jobs dropped
-and the results of its running jobs discarded.
+and dropped; so is an authenticated peer that breaks the rules of its role (`PeerError`, `peers`), told why
+in a `Bye`; every other session keeps being served. A flood of connections is held off by the
+`HandshakeGate` and never writes more than a few log lines a minute. A client that disconnects has its queued
+jobs dropped and its running jobs stopped (their workers killed and replaced).
 """
 
 from __future__ import annotations
@@ -21,35 +25,42 @@ import logging
 import socket
 import threading
 import time
-from collections import deque
+from operator import itemgetter
 from typing import cast
 
 from ppft_protocol import (
-    Cancel,
-    Connection,
     Established,
-    Event,
-    FunctionBody,
     JobBatch,
     NodeInfo,
     Result,
     ResultBatch,
-    Role,
     StatsReply,
-    StatsRequest,
 )
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 from ppft_worker.addresses import is_loopback
-from ppft_worker.cpufeatures import offer_aes_gcm
-from ppft_worker.intake import BodyTable, Owner, ServedTask, take_jobs
+from ppft_worker.intake import ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
-from ppft_worker.stream import Stream
 from ppft_worker.tasks import Task
 
 from .fairqueue import FairQueue
+from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST, Door, HandshakeGate, LogBudget
+from .peers import (
+    CANCELLED_MESSAGE,
+    MAX_QUEUED_BYTES,
+    MAX_UNSENT,
+    WORKER_REFUSED,
+    FunctionTable,
+    PeerError,
+    auto_queue_cap,
+    cancelled,
+    check_jobs,
+    no_workers_admitted,
+    short_reason,
+)
+from .session import Session
 from .version import __version__
 
 __all__ = ["NodeServer"]
@@ -60,6 +71,8 @@ _GC_THRESHOLD = 10_000
 _gc_lock = threading.Lock()
 _gc_serving = 0  # servers running in this process
 _gc_default = gc.get_threshold()
+_MAX_CAPACITY = 2**32 - 1  # NodeInfo.workers is a u32
+_job_id = itemgetter(0)  # Job.job_id
 
 
 def _collect_less(serving: bool) -> None:
@@ -82,62 +95,20 @@ def _collect_less(serving: bool) -> None:
                 gc.set_threshold(*_gc_default)
 
 
-def _by_owner(tasks: list[ServedTask] | list[ServedTask | None]) -> list[tuple[Owner, list[int] | None]]:
-    """Where a frame's results go: each owner still listening, with the indexes of its results (None: all of
-    them, the usual case of a frame whose jobs all came from one session). A None task is dropped."""
+def _by_owner(tasks: list[ServedTask] | list[ServedTask | None]) -> list[tuple[Session, list[int] | None]]:
+    """Where a frame's results go: each session still listening, with the indexes of its results (None: all
+    of them, the usual case of a frame whose jobs all came from one session). A None task is dropped."""
     head = next((task for task in tasks if task is not None), None)
     if head is None:
         return []
     owner = head.owner
     if all(task is not None and task.owner is owner for task in tasks):
-        return [] if owner.closed else [(owner, None)]
-    groups: dict[Owner, list[int]] = {}
+        return [] if owner.closed else [(cast("Session", owner), None)]
+    groups: dict[Session, list[int]] = {}
     for index, task in enumerate(tasks):
         if task is not None:
-            groups.setdefault(task.owner, []).append(index)
+            groups.setdefault(cast("Session", task.owner), []).append(index)
     return [(owner, picks) for owner, picks in groups.items() if not owner.closed]
-
-
-class _Session:
-    """One authenticated peer: a client sending jobs, or dial-in workers offering to run them."""
-
-    def __init__(self, server: NodeServer, sock: socket.socket, peer: str, *, allow_plain: bool) -> None:
-        self.server = server
-        self.peer = peer
-        self.bodies = BodyTable(f"client {peer}")  # checked against their digests, bounded on version 2
-        self.lane: deque[Task] = deque()
-        self.link: Link | None = None
-        self.authenticated = False
-        conn = Connection(Role.SERVER, server.secret, allow_plain=allow_plain, aes_gcm=offer_aes_gcm())
-        self.stream = Stream(
-            server.loop, sock, conn, peer=peer, on_event=self._event, on_close=self._closed,
-            handshake_timeout=server.handshake_timeout, silence_timeout=server.silence_timeout,
-        )  # fmt: skip
-
-    def _event(self, event: Event) -> None:
-        server = self.server
-        if isinstance(event, Established):
-            self.authenticated = True
-            server.session_authenticated(self, event.cipher)
-            self.stream.send(server.node_info())
-        elif self.link is not None:
-            self.link.handle(event)
-        elif isinstance(event, JobBatch):
-            server.accept_jobs(self, event)
-        elif isinstance(event, FunctionBody):
-            self.bodies.add(event, self.stream.conn.version)  # a refused body fails its jobs, naming why
-        elif isinstance(event, NodeInfo) and event.kind == "worker":
-            self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=server.results)
-            server.links.append(self.link)
-            log.info("%s dialled in with %d worker(s)", self.peer, event.workers)
-            server.capacity_changed()
-        elif isinstance(event, StatsRequest):
-            self.stream.send(server.stats_reply())
-        elif isinstance(event, Cancel):
-            server.cancel(self, event.job_ids)
-
-    def _closed(self, reason: str) -> None:
-        self.server.session_closed(self, reason)
 
 
 class NodeServer:
@@ -155,21 +126,38 @@ class NodeServer:
         idle_timeout: float | None = None,
         name: str | None = None,
         allow_plain_loopback: bool = False,
+        worker_secret: bytes | None = None,
+        accept_workers: bool = False,
+        max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
+        max_handshakes_per_host: int = DEFAULT_MAX_HANDSHAKES_PER_HOST,
+        max_queued_jobs: int | None = None,
     ) -> None:
         """`allow_plain_loopback`: grant an unsealed channel to a peer that asks for one, when it connects
-        from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks."""
+        from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks.
+        `worker_secret`: the secret dial-in workers prove (`--workers-secret`); `accept_workers`: the client
+        secret admits them too (`--accept-workers`); neither: dial-in workers are refused.
+        `max_handshakes`, `max_handshakes_per_host`: connections in their handshake at once (in all, from one
+        address). `max_queued_jobs`: a client's jobs queued here before its socket is no longer read
+        (None: enough for every job a well-behaved client keeps in flight)."""
         self.host = host
         self.port = port
         self.secret = secret
+        self.worker_secret = worker_secret
+        self.accept_workers = accept_workers  # the client secret admits dial-in workers too
+        self.admits_workers = accept_workers or worker_secret is not None
         self.allow_plain_loopback = allow_plain_loopback
         self.idle_timeout = idle_timeout
         self.handshake_timeout = 5.0
         self.silence_timeout = max(2.0, min(socket_timeout, 10.0))
+        self.max_queued_jobs = max_queued_jobs
         self.name = name or f"{socket.gethostname()}:{port}"
         self.loop = Loop()
         self.queue = FairQueue()
         self.links: list[Link] = []
-        self.sessions: set[_Session] = set()
+        self.sessions: set[Session] = set()
+        self.functions = FunctionTable()
+        self.refusals = LogBudget(self.loop, log.warning, what="connection(s) refused")
+        self.gate = HandshakeGate(max_handshakes, max_handshakes_per_host, self.refusals)
         # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
@@ -178,7 +166,11 @@ class NodeServer:
         self.started = time.time()
         self._ids = itertools.count(1)
         self._listener: socket.socket | None = None
+        self._active = 0  # authenticated clients and dial-in workers
         self._idle_since: float | None = time.monotonic()
+        self._paused: set[Session] = set()  # sessions whose socket is not read (backpressure)
+        self._auto_cap = auto_queue_cap(workers)
+        self._door: Door | None = None
         self._stopping = False
         self.loop.on_idle = self._dispatch
 
@@ -191,7 +183,7 @@ class NodeServer:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
-            sock.listen(128)
+            sock.listen(512)  # bursts of connections (a cluster's dial-ins starting at once) wait here
         except OSError:
             sock.close()
             raise
@@ -207,7 +199,7 @@ class NodeServer:
         if self._listener is None:
             self.bind()
         assert self._listener is not None
-        self.loop.add_reader(self._listener.fileno(), self._accept)
+        self._door = Door(self.loop, self._listener, self._arrived, self.gate, self.sessions)
         self.pool.start()
         if self.idle_timeout is not None:
             self.loop.call_later(0.2, self._check_idle)
@@ -237,13 +229,17 @@ class NodeServer:
 
     def _shutdown_now(self, reason: str) -> None:
         for session in list(self.sessions):
+            session.closed = True
             session.stream.close(reason)
         self.sessions.clear()
+        if self._door is not None:
+            self._door.close()
+            self._door = None
         if self._listener is not None:
-            self.loop.remove_reader(self._listener.fileno())
             with contextlib.suppress(OSError):
                 self._listener.close()
             self._listener = None
+        self.refusals.close()
         self.pool.close()
 
     def _check_idle(self) -> None:
@@ -254,24 +250,19 @@ class NodeServer:
             return
         self.loop.call_later(0.2, self._check_idle)
 
-    # -- sessions --------------------------------------------------------------------------------------
+    # -- connections -----------------------------------------------------------------------------------
 
-    def _accept(self) -> None:
-        assert self._listener is not None
-        for _ in range(64):
-            try:
-                sock, addr = self._listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                log.warning("accept failed: %s", exc)
-                return
-            if self._stopping:
-                sock.close()
-                continue
-            peer = f"{addr[0]}:{addr[1]}"
-            self.sessions.add(_Session(self, sock, peer, allow_plain=self.grants_plain(addr[0])))
-            self._idle_since = None
+    def _arrived(self, sock: socket.socket, addr: tuple[str, int]) -> None:
+        """A new connection (from the `Door`): a session in its handshake, counted by the gate."""
+        if self._stopping:
+            sock.close()
+            return
+        host = str(addr[0])
+        session = Session(self, sock, f"{host}:{addr[1]}", host, allow_plain=self.grants_plain(host))
+        if session.closed:
+            return  # reset before we could even greet it: nothing is left of it
+        self.sessions.add(session)
+        self.gate.admit(session)
 
     def grants_plain(self, host: str) -> bool:
         """Whether a peer connecting from address `host` may have an unsealed channel (if it asks too).
@@ -281,16 +272,44 @@ class NodeServer:
         which the peer cannot choose beyond the host it connects from."""
         return self.allow_plain_loopback and is_loopback(host)
 
-    def session_authenticated(self, session: _Session, cipher: str = "") -> None:
-        channel = f"sealed with {cipher}" if cipher else "unsealed: loopback, both ends agreed"
-        log.info("client %s authenticated (%s)", session.peer, channel)
-
-    def session_closed(self, session: _Session, reason: str) -> None:
-        if session.authenticated:
-            log.info("%s %s: %s", "dial-in" if session.link else "client", session.peer, reason)
+    def session_authenticated(self, session: Session, event: Established) -> None:
+        self.gate.leave(session)
+        channel = f"sealed with {event.cipher}" if event.cipher else "unsealed: loopback, both ends agreed"
+        if session.stream.conn.peer_worker:
+            if not self.admits_workers:
+                self.refuse(session, f"{WORKER_REFUSED}: {no_workers_admitted(False)}")
+                return
+            session.worker = True
+            log.info("dial-in worker %s authenticated (%s)", session.peer, channel)
         else:
-            log.warning("refused connection from %s: %s", session.peer, reason)
+            log.info("client %s authenticated (%s)", session.peer, channel)
+        session.counted = True
+        self._active += 1
+        self._idle_since = None
+        session.stream.send(self.node_info())
+
+    def refuse(self, session: Session, reason: str) -> None:
+        """Close an authenticated session that broke the rules of its role, telling its peer why (`Bye`)."""
+        if session.closed:
+            return
+        role = "dial-in worker" if session.worker or session.stream.conn.peer_worker else "client"
+        log.warning("closed the session of %s %s: %s", role, session.peer, reason)
+        session.closed = True
+        session.stream.close(f"session closed by the ppserver: {reason}")
+        self.session_closed(session, "")
+
+    def session_closed(self, session: Session, reason: str) -> None:
+        session.closed = True
+        self.gate.leave(session)
+        self._paused.discard(session)
+        if reason:  # "" when this side closed it, having said why already
+            if session.counted:
+                log.info("%s %s: %s", "dial-in" if session.worker else "client", session.peer, reason)
+            else:
+                what = "dial-in worker" if session.stream.conn.peer_worker else "connection"
+                self.refusals.note(f"refused {what} from {session.peer}: {reason}", short_reason(reason))
         self.sessions.discard(session)
+        self.functions.release(session)
         dropped = self.queue.drop(session.lane)
         if session.link is not None:
             self.links.remove(session.link)
@@ -298,38 +317,88 @@ class NodeServer:
             self.capacity_changed()
         if dropped:
             log.info("dropped %d queued job(s) of %s", len(dropped), session.peer)
-        if not self.sessions:
-            self._idle_since = time.monotonic()
+        if len(session.live) > len(dropped):  # jobs of its are running: nobody wants them any more
+            self._abandon(session)
+        if session.counted:
+            session.counted = False
+            self._active -= 1
+            if not self._active:
+                self._idle_since = time.monotonic()
+
+    def _abandon(self, session: Session) -> None:
+        """Stop the running jobs of a client that left: local workers are killed and replaced, dial-in
+        workers that speak version 2 are told (they do the same)."""
+        stopped = self.pool.abandon(lambda task: cast("ServedTask", task).owner is session)
+        if stopped:
+            log.info("stopped %d running job(s) of %s, which left", len(stopped), session.peer)
+        for link in self.links:
+            if link.stream.conn.version >= 2:
+                mine = [i for i, t in link.inflight.items() if cast("ServedTask", t).owner is session]
+                link.cancel(tuple(mine))
+
+    def worker_joined(self, session: Session, info: NodeInfo) -> None:
+        assert session.link is not None
+        self.links.append(session.link)
+        log.info("%s dialled in with %d worker(s)", session.peer, info.workers)
+        self.capacity_changed()
 
     def node_info(self) -> NodeInfo:
         """What clients are told: this server's capacity counts its dial-in workers too."""
-        return NodeInfo("server", self.workers, __version__, self.name)
+        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name)
 
     @property
     def workers(self) -> int:
         return self.pool.size + sum(link.workers for link in self.links)
 
     def capacity_changed(self) -> None:
-        """Dial-in workers came or went: tell every client, so its window follows."""
+        """Dial-in workers came or went: tell every client, so its window follows (and so does the cap)."""
+        self._auto_cap = auto_queue_cap(self.workers)
         info = self.node_info()
         for session in self.sessions:
-            if session.authenticated and session.link is None and not session.stream.closed:
+            if session.counted and not session.worker and not session.stream.closed:
                 session.stream.send(info)
 
     # -- jobs ------------------------------------------------------------------------------------------
 
-    def accept_jobs(self, session: _Session, batch: JobBatch) -> None:
-        tasks, unknown = take_jobs(session.bodies, batch, self._ids, session.stream)
-        if tasks:
-            self.queue.extend(session.lane, tasks)
+    def accept_jobs(self, session: Session, batch: JobBatch) -> None:
+        live = session.live
+        before = len(live)
+        live.update(map(_job_id, batch.jobs))  # ~40 ns a job with the removal in `results`: measured
+        if len(live) != before + len(batch.jobs):
+            raise PeerError(check_jobs(batch, len(live) - before))
+        tasks, unknown = take_jobs(session.bodies, batch, self._ids, session)
         if unknown:
             session.stream.send(ResultBatch(tuple(unknown)))
+            raise PeerError(unknown[0].error_message)
+        lane = session.lane
+        self.queue.extend(lane, tasks)
+        if len(lane) >= self.queue_cap:
+            self._pause(session)
+        elif batch.jobs:
+            size = len(batch.jobs[0].args) + 45  # the frame's first job stands for the rest
+            session.job_bytes = (session.job_bytes * 7 + size) >> 3
+            if len(lane) * session.job_bytes >= MAX_QUEUED_BYTES:
+                self._pause(session)
 
-    def cancel(self, session: _Session, job_ids: tuple[int, ...]) -> None:
-        wanted = set(job_ids)
-        kept = [t for t in session.lane if t.client_id not in wanted]  # type: ignore[attr-defined]
-        session.lane.clear()
-        session.lane.extend(kept)
+    @property
+    def queue_cap(self) -> int:
+        """A client's jobs queued here before its connection is no longer read."""
+        return self.max_queued_jobs or self._auto_cap
+
+    def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None:
+        """Cancel those of the client's jobs that still wait in the queue, answering each as cancelled; a job
+        already on a worker runs and reports as usual."""
+        wanted = session.live.intersection(job_ids)
+        if not wanted:
+            return
+        removed = self.queue.cancel(
+            session.lane,
+            lambda task: cast("ServedTask", task).owner is session and task.client_id in wanted,  # type: ignore[attr-defined]
+        )
+        if removed:
+            ids = [cast("ServedTask", task).client_id for task in removed]
+            session.live.difference_update(ids)
+            session.send(ResultBatch(tuple([cancelled(job_id, CANCELLED_MESSAGE) for job_id in ids])))
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
         """Results from the pool or a dial-in link, back to the sessions that sent the jobs, under their own
@@ -340,7 +409,10 @@ class NodeServer:
         for owner, picks in _by_owner([task for task, _ in served]):
             chosen = [served[i] for i in picks] if picks is not None else served
             ids = tuple([task.client_id for task, _ in chosen])
+            owner.live.difference_update(ids)
             owner.send(ForwardedResults(ids, tuple([result for _, result in chosen])))
+            if owner.stream.unsent >= MAX_UNSENT:
+                self._pause(owner)
 
     def raw_results(self, batch: RawResults, tasks: list[Task | None]) -> None:
         """A result frame of a local worker, passed on undecoded to the sessions that sent the jobs, under
@@ -348,19 +420,48 @@ class NodeServer:
         served = cast("list[ServedTask | None]", tasks)  # the tasks this server queued
         for owner, picks in _by_owner(served):
             chosen = cast("list[ServedTask]", [served[i] for i in picks] if picks is not None else served)
-            owner.send(batch.forward([task.client_id for task in chosen], picks))
+            ids = [task.client_id for task in chosen]
+            owner.live.difference_update(ids)
+            owner.send(batch.forward(ids, picks))
+            if owner.stream.unsent >= MAX_UNSENT:
+                self._pause(owner)
+
+    def _pause(self, session: Session) -> None:
+        """Hold back a client over its caps: its socket is not read (its jobs wait in the network buffers,
+        its own sends block), and while it leaves too many results unread its jobs wait their turn too;
+        until it is back under half of every cap. Nothing is dropped."""
+        if session.closed:
+            return
+        if session not in self._paused:
+            self._paused.add(session)
+            session.stream.pause_reading()
+        if session.stream.unsent >= MAX_UNSENT:
+            self.queue.park(session.lane)
+        log.debug("holding back %s: %d job(s) queued, %d byte(s) of results unread", session.peer,
+                  len(session.lane), session.stream.unsent)  # fmt: skip
+
+    def _resume_paused(self) -> None:
+        cap = self.queue_cap // 2
+        for session in list(self._paused):
+            lane = session.lane
+            if session.stream.unsent < MAX_UNSENT // 2:
+                self.queue.unpark(lane)
+                if len(lane) <= cap and len(lane) * session.job_bytes < MAX_QUEUED_BYTES // 2:
+                    self._paused.discard(session)
+                    session.stream.resume_reading()
 
     def _dispatch(self) -> None:
         queue = self.queue
-        if not queue:
-            return
-        source = queue.single_lane() or queue  # one client alone: its lane directly, a deque's C methods
-        self.pool.dispatch(source)
-        for link in self.links:
-            if not source:
-                break
-            link.dispatch(source)
-        queue.prune()
+        if queue:
+            source = queue.single_lane() or queue  # one client alone: its lane directly, a deque's C methods
+            self.pool.dispatch(source)
+            for link in self.links:
+                if not source:
+                    break
+                link.dispatch(source)
+            queue.prune()
+        if self._paused:
+            self._resume_paused()
 
     # -- statistics ------------------------------------------------------------------------------------
 
@@ -373,8 +474,8 @@ class NodeServer:
         return self.pool.job_time + sum(link.job_time for link in self.links)
 
     def stats_reply(self) -> StatsReply:
-        clients = sum(1 for s in self.sessions if s.authenticated and s.link is None)
-        return StatsReply(self.jobs_done, self.job_time, self.workers, clients)
+        clients = sum(1 for s in self.sessions if s.counted and not s.worker)
+        return StatsReply(self.jobs_done, self.job_time, min(self.workers, _MAX_CAPACITY), clients)
 
     def stats_table(self) -> str:
         """ppft-style statistics text (ppserver prints it on SIGUSR1)."""

@@ -1,8 +1,10 @@
 """What ppserver runs with: its settings, the values flags and the config file may hold, and the config file.
 
 `Settings` starts from ppft 1.7's defaults; `read_config` reads ppft's INI config file (`ppserver -c`:
-`[general]` secret, secret_file, debug, workers, proto, restart, pid_file; `[network]` autodiscovery,
-interface, broadcast, port, timeout, socket_timeout, allow_plain_loopback) with the standard library, values
+`[general]` secret, secret_file, debug, workers, proto, restart, pid_file, workers_secret,
+workers_secret_file, accept_workers, max_queued_jobs; `[network]` autodiscovery, interface, broadcast, port,
+timeout, socket_timeout, allow_plain_loopback, max_handshakes, max_handshakes_per_host) with the standard
+library, values
 written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is checked
 by the same function whether it comes from a flag or from the file, so both say the same thing about a bad
 one.
@@ -23,6 +25,8 @@ from typing import Any
 from ppft_protocol import PPFTError
 from ppft_worker.cpus import detect_ncpus
 
+from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST
+
 __all__ = [
     "DEFAULT_LOG_FORMAT",
     "DEFAULT_PORT",
@@ -32,6 +36,7 @@ __all__ = [
     "detect_workers",
     "parse_boolean",
     "parse_broadcast",
+    "parse_count",
     "parse_port",
     "parse_proto",
     "parse_seconds",
@@ -75,6 +80,12 @@ class Settings:
     socket_timeout: float = 3600.0
     pid_file: str | None = None
     allow_plain_loopback: bool = False  # grant an unsealed channel to a loopback client that asks for one
+    workers_secret: str | None = None  # what dial-in workers prove (else $PPFT_WORKERS_SECRET)
+    workers_secret_file: str | None = None
+    accept_workers: bool = False  # the client secret admits dial-in workers too
+    max_handshakes: int = DEFAULT_MAX_HANDSHAKES  # connections in their handshake at once
+    max_handshakes_per_host: int = DEFAULT_MAX_HANDSHAKES_PER_HOST  # ... from one address
+    max_queued_jobs: int | None = None  # a client's queued jobs before its socket is not read (None: auto)
     warnings: list[str] = field(default_factory=list)  # config file remarks, logged once logging is set up
 
 
@@ -114,6 +125,16 @@ def parse_proto(text: str) -> int:
         raise ValueError(
             f"{text!r} is not a pickle protocol (0-{pickle.HIGHEST_PROTOCOL}, or -1 for the highest)"
         )
+    return value
+
+
+def parse_count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ValueError(f"{text!r} is not a count (a whole number >= 1)")
     return value
 
 
@@ -164,6 +185,10 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "proto": ("proto", parse_proto),
         "restart": ("restart", parse_boolean),
         "pid_file": ("pid_file", _text),
+        "workers_secret": ("workers_secret", _text),
+        "workers_secret_file": ("workers_secret_file", _text),
+        "accept_workers": ("accept_workers", parse_boolean),
+        "max_queued_jobs": ("max_queued_jobs", parse_count),
     },
     "network": {
         "autodiscovery": ("autodiscovery", parse_boolean),
@@ -173,6 +198,8 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "timeout": ("timeout", parse_seconds),
         "socket_timeout": ("socket_timeout", parse_seconds),
         "allow_plain_loopback": ("allow_plain_loopback", parse_boolean),
+        "max_handshakes": ("max_handshakes", parse_count),
+        "max_handshakes_per_host": ("max_handshakes_per_host", parse_count),
     },
 }
 
@@ -230,10 +257,12 @@ def read_config(path: str) -> tuple[dict[str, Any], list[str]]:
                 raise ConfigError(
                     f"config file {path}: [{section}] {key}: {exc}; fix or remove that line"
                 ) from None
-    if "secret" in values and os.name == "posix" and os.stat(path).st_mode & 0o077:
-        warnings.append(
-            f"config file {path} holds the secret and other users may read it: run `chmod 600 {path}`"
-        )
+    for key in ("secret", "workers_secret"):
+        if key in values and os.name == "posix" and os.stat(path).st_mode & 0o077:
+            warnings.append(
+                f"config file {path} holds the {key.replace('_', ' ')} and other users may read it: "
+                f"run `chmod 600 {path}`"
+            )
     return values, warnings
 
 

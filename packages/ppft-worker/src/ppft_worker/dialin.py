@@ -6,6 +6,12 @@ connection and a local `WorkerPool`: jobs come in over the connection, results g
 (SIGTERM, Ctrl-C, the batch job ending), it says Bye, and the ppserver requeues whatever it held at once.
 When the ppserver is not there yet, or goes away, it tries again with backoff (1 s doubling to 30 s), so
 dial-ins can be started before their ppserver and survive its restart; `--once` exits instead.
+
+Admission: the connection says it is a dial-in worker (Hello flag WORKER, protocol version 2) and proves the
+ppserver's workers secret (`resolve_workers_secret`: `-s`, `--secret-file`, PPFT_WORKERS_SECRET, then the
+cluster secret for a ppserver started with --accept-workers). A ppserver that admits no workers says so
+(`WORKER_REFUSED` in its Bye), and this process logs it as an error. With version 2 a `Cancel` from the
+ppserver names jobs whose client left: they are stopped, running or not, and answered as cancelled.
 """
 
 from __future__ import annotations
@@ -19,8 +25,10 @@ import sys
 import threading
 from collections import deque
 from types import FrameType
+from typing import cast
 
 from ppft_protocol import (
+    Cancel,
     Connection,
     Established,
     Event,
@@ -40,14 +48,19 @@ from .cpus import detect_ncpus
 from .intake import BodyTable, ServedTask, take_jobs
 from .loop import Loop
 from .pool import WorkerPool
-from .secret import resolve_secret
+from .secret import resolve_secret, resolve_workers_secret
+from .stealing import CANCELLED_TYPE
 from .stream import Stream
 from .tasks import Task
 from .version import __version__
 
-__all__ = ["DialIn", "main"]
+__all__ = ["WORKER_REFUSED", "DialIn", "main"]
 
 log = logging.getLogger("ppft.dialin")
+
+WORKER_REFUSED = "dial-in worker refused"
+"""How a ppserver's Bye reason starts when it does not admit this worker (it admits no workers, or the
+worker broke the rules of its role)."""
 
 
 class DialIn:
@@ -58,7 +71,7 @@ class DialIn:
         self.port = port
         self.workers = workers
         self.exit_code = 0
-        self.connected = False  # the ppserver accepted us at least once
+        self.connected = False  # the ppserver accepted us at least once (it sent its NodeInfo)
         self.stopped = False  # left on purpose (signal): do not reconnect
         self.loop = Loop()
         self.queue: deque[Task] = deque()
@@ -68,6 +81,7 @@ class DialIn:
         self._bodies = BodyTable(f"ppserver {host}:{port}")  # checked, bounded on version 2
         self._ids = itertools.count(1)
         self._stream: Stream | None = None
+        self._version = 0  # the protocol version of the connection, once established
 
     def run(self) -> int:
         """Connect, serve until the ppserver or a signal ends it; returns the exit code."""
@@ -77,8 +91,9 @@ class DialIn:
             log.error("cannot connect to ppserver %s:%d: %s", self.host, self.port, exc.strerror or exc)
             return 1
         conn = Connection(
-            Role.CLIENT, self._secret, aes_gcm=offer_aes_gcm(), comment=f"ppft {__version__} dial-in worker"
-        )
+            Role.CLIENT, self._secret, aes_gcm=offer_aes_gcm(), comment=f"ppft {__version__} dial-in worker",
+            worker=True,
+        )  # fmt: skip
         self._stream = Stream(
             self.loop, sock, conn, peer=f"ppserver {self.host}:{self.port}", on_event=self._event,
             on_close=self._closed,
@@ -111,9 +126,12 @@ class DialIn:
         stream = self._stream
         assert stream is not None
         if isinstance(event, Established):
-            self.connected = True
+            self._version = event.version
             stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
-            log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
+        elif isinstance(event, NodeInfo):
+            if not self.connected:
+                log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
+            self.connected = True
         elif isinstance(event, FunctionBody):
             self._bodies.add(event, stream.conn.version)  # a refused body fails its jobs, naming why
         elif isinstance(event, JobBatch):
@@ -123,6 +141,32 @@ class DialIn:
                 stream.send(ResultBatch(tuple(unknown)))
         elif isinstance(event, StatsRequest):
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
+        elif isinstance(event, Cancel):
+            self._cancel(event.job_ids)
+
+    def _cancel(self, job_ids: tuple[int, ...]) -> None:
+        """Jobs the ppserver gave up: those still queued here are dropped; with version 2 those in flight
+        are stopped too (their worker killed and replaced, or told to skip them). Each is answered as
+        cancelled."""
+        wanted = set(job_ids)
+
+        def unwanted(task: Task) -> bool:
+            return cast("ServedTask", task).client_id in wanted
+
+        gone = [task for task in self.queue if unwanted(task)]
+        if gone:
+            kept = [task for task in self.queue if not unwanted(task)]
+            self.queue.clear()
+            self.queue.extend(kept)
+        if self._version >= 2:
+            gone += self.pool.abandon(unwanted)
+        stream = self._stream
+        if gone and stream is not None:
+            message = "cancelled: the ppserver gave the job up (its client left)"
+            ids = [cast("ServedTask", task).client_id for task in gone]
+            stream.send(ResultBatch(tuple(
+                Result(job_id, False, error_type=CANCELLED_TYPE, error_message=message) for job_id in ids
+            )))  # fmt: skip
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         stream = self._stream
@@ -137,7 +181,10 @@ class DialIn:
         self.queue.extendleft(reversed(tasks))
 
     def _closed(self, reason: str) -> None:
-        if "closed the connection" in reason:
+        if WORKER_REFUSED in reason:
+            log.error("ppserver %s:%d refused this dial-in worker: %s", self.host, self.port, reason)
+            self.exit_code = 1
+        elif "closed the connection" in reason:
             log.info("ppserver %s:%d: %s", self.host, self.port, reason)
         else:
             log.error("ppserver %s:%d: %s", self.host, self.port, reason)
@@ -177,7 +224,7 @@ def main(argv: list[str]) -> int:
         sys.stderr.write("ppft-worker: --workers must be at least 1\n")
         return 2
     try:
-        secret = resolve_secret(args.secret, secret_file=args.secret_file)
+        secret = resolve_workers_secret(args.secret, secret_file=args.secret_file) or resolve_secret()
     except PPFTError as exc:
         sys.stderr.write(f"ppft-worker: {exc}\n")
         return 2

@@ -5,22 +5,30 @@ Two uses, one code: a client's link to a ppserver, and a ppserver's link to dial
 `workers x window` jobs in flight, sends each function body once per connection, and hands results back.
 When the stream ends, every job still in flight goes back to the owner (`on_lost`) to run elsewhere: the
 peer's death is not the jobs' fault, so no attempt is charged.
+
+A job the peer answers as cancelled (`stealing.CANCELLED_TYPE`) completes as cancelled only if this side asked
+(`cancel`); a cancellation nobody asked for (a peer that gave the job up: a work steal, a restart) sends it
+back to the owner (`on_requeue`) to run elsewhere.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from operator import itemgetter
 
-from ppft_protocol import BodyLedger, Event, NodeInfo, Result, ResultBatch, StatsReply
+from ppft_protocol import BodyLedger, Cancel, Event, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
+from .stealing import CANCELLED_TYPE
 from .stream import Stream
 from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
 
 __all__ = ["Link"]
 
 log = logging.getLogger("ppft.link")
+
+_ok = itemgetter(1)  # Result.ok
 
 
 class Link:
@@ -33,7 +41,9 @@ class Link:
         info: NodeInfo,
         *,
         on_results: Callable[[list[tuple[Task, Result]]], None],
+        on_requeue: Callable[[list[Task]], None] | None = None,
     ) -> None:
+        """`on_requeue`: where jobs the peer cancelled unasked go (None: they complete as cancelled)."""
         self.name = name
         self.stream = stream
         self.info = info
@@ -45,6 +55,8 @@ class Link:
         self._bodies = BodyLedger()  # what the peer holds (ppft_protocol.bodies: bounded on version 2)
         self._batching = Batching(prefetch_long=True)
         self._on_results = on_results
+        self._on_requeue = on_requeue
+        self.cancelling: set[int] = set()  # job ids we sent a Cancel for, their results not back yet
 
     @property
     def ready(self) -> bool:
@@ -83,15 +95,46 @@ class Link:
         elif isinstance(event, StatsReply):
             self.remote_stats = event
 
+    def cancel(self, job_ids: tuple[int, ...]) -> None:
+        """Ask the peer to cancel these jobs in flight; each still comes back once, cancelled or not."""
+        if job_ids and not self.stream.closed:
+            self.cancelling.update(job_ids)
+            self.stream.send(Cancel(job_ids))
+
     def take_inflight(self) -> list[Task]:
         """The jobs the peer held, in the order they were sent (it is gone, or going)."""
         tasks = list(self.inflight.values())
         self.inflight.clear()
+        self.cancelling.clear()
         return tasks
 
     def _results(self, batch: ResultBatch) -> None:
+        if self.cancelling or not all(map(_ok, batch.results)):  # C-level scan: no cost per job to speak of
+            batch = self._settle_cancelled(batch)
         done, total = collect_results(batch, self.inflight.pop, self._batching)
         if done:
             self.jobs_done += len(done)
             self.job_time += total
             self._on_results(done)
+
+    def _settle_cancelled(self, batch: ResultBatch) -> ResultBatch:
+        """The results of `batch` that complete their jobs: cancellations we did not ask for are taken out,
+        their jobs sent back to the owner to run elsewhere."""
+        cancelling = self.cancelling
+        kept: list[Result] = []
+        back: list[Task] = []
+        for result in batch.results:
+            job_id = result.job_id
+            if job_id in cancelling:
+                cancelling.discard(job_id)
+            elif not result.ok and result.error_type == CANCELLED_TYPE and self._on_requeue is not None:
+                task = self.inflight.pop(job_id, None)
+                if task is not None:
+                    back.append(task)
+                continue
+            kept.append(result)
+        if back:
+            log.info("%s gave back %d job(s) unasked; they run elsewhere", self.name, len(back))
+            assert self._on_requeue is not None
+            self._on_requeue(back)
+        return batch if len(kept) == len(batch.results) else ResultBatch(tuple(kept))

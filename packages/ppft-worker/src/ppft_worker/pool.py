@@ -198,6 +198,40 @@ class WorkerPool:
                 sent += len(batch)
         return sent
 
+    def abandon(self, unwanted: Callable[[Task], bool]) -> list[Task]:
+        """Stop working on the jobs in flight nobody wants any more (`unwanted(task)`: their client left).
+
+        A worker running one of them is killed and replaced, as if it had died, so it is free at once: its
+        other jobs (other clients' jobs batched behind it) go back to the owner's queue, no attempt charged.
+        Unwanted jobs queued behind another client's running job are cancelled instead (the worker answers
+        them as cancelled, and the owner drops those results). Returns the unwanted jobs of the killed
+        workers, which will have no result."""
+        dropped: list[Task] = []
+        for w in list(self._workers):
+            inflight = w.inflight
+            if not inflight or not any(map(unwanted, inflight.values())):
+                continue
+            if not unwanted(next(iter(inflight.values()))):  # running another client's job: cancel the rest
+                self._cancel(w, tuple(job_id for job_id, task in inflight.items() if unwanted(task)))
+                continue
+            tasks = list(inflight.values())
+            inflight.clear()
+            w.stolen.clear()
+            self._unregister(w)
+            self._workers.remove(w)
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.kill()
+            self._dying.append(w.proc)
+            log.info("%r stopped: its client left while it ran that client's job; starting a replacement", w)
+            kept = [task for task in tasks if not unwanted(task)]
+            dropped += [task for task in tasks if unwanted(task)]
+            if kept:
+                self._on_requeue(kept)
+        if dropped:
+            self._schedule_reap()
+            self._fill()
+        return dropped
+
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
         self._closed = True

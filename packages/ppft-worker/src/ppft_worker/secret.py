@@ -5,7 +5,9 @@ In order: the explicit `secret` argument (`secret=`, `ppserver -s`); an explicit
 first use with 32 random bytes (hex text), mode 0600, in a directory of mode 0700, like Erlang's cookie. So
 one user on one machine, or on machines sharing a home directory, needs no flag; anyone else needs the
 secret. The secret is the text itself (surrounding whitespace of a file stripped), as bytes: a passphrase a
-person wrote into the file works as well as the generated one.
+person wrote into the file works as well as the generated one. Dial-in workers prove a workers secret
+instead when their ppserver has one (`resolve_workers_secret`: `-s`, `--secret-file`, PPFT_WORKERS_SECRET,
+then `resolve_secret`'s order).
 
 A secret file that other users can access is refused (`SecretFileError`, naming the chmod to run), never
 silently used: whoever reads it can run code as its owner on every node that trusts it. So is, as OpenSSH
@@ -24,10 +26,21 @@ import os
 from .errors import SecretFileError
 from .safefiles import file_problem, folder_problem
 
-__all__ = ["SECRET_ENV", "SecretFileError", "default_secret_path", "read_secret_file", "resolve_secret"]
+__all__ = [
+    "SECRET_ENV",
+    "WORKERS_SECRET_ENV",
+    "SecretFileError",
+    "default_secret_path",
+    "read_secret_file",
+    "resolve_secret",
+    "resolve_workers_secret",
+]
 
 SECRET_ENV = "PPFT_SECRET"
 """The environment variable holding the secret (third in the order of resolution)."""
+
+WORKERS_SECRET_ENV = "PPFT_WORKERS_SECRET"
+"""The environment variable holding the workers secret: what a dial-in worker proves to a ppserver."""
 
 log = logging.getLogger("ppft.secret")
 
@@ -63,6 +76,22 @@ def resolve_secret(secret: str | bytes | None = None, *, secret_file: str | None
         _create_secret_file(path)
         return read_secret_file(path)
     return data
+
+
+def resolve_workers_secret(
+    secret: str | bytes | None = None, *, secret_file: str | None = None
+) -> bytes | None:
+    """The workers secret, which admits dial-in workers to a ppserver: the explicit `secret`, else
+    `secret_file`, else PPFT_WORKERS_SECRET; None when none is given (a dial-in worker then proves the secret
+    `resolve_secret` finds, for a ppserver whose client secret admits workers too)."""
+    if secret:
+        return secret.encode("utf-8") if isinstance(secret, str) else bytes(secret)
+    if secret_file is not None:
+        return read_secret_file(secret_file)
+    env = os.environ.get(WORKERS_SECRET_ENV, "")
+    if env:
+        return env.encode("utf-8")
+    return None
 
 
 def read_secret_file(path: str) -> bytes:

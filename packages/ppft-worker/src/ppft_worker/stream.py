@@ -91,6 +91,7 @@ class Stream:
         self._heartbeat_interval = heartbeat_interval
         self._silence_timeout = silence_timeout
         self._last_recv = self._last_send = time.monotonic()
+        self._paused = False  # reading paused by the owner (backpressure): the peer's bytes wait
         self._timer: Timer | None = loop.call_later(handshake_timeout, self._handshake_deadline)
         sock.setblocking(False)
         with contextlib.suppress(OSError):
@@ -101,8 +102,9 @@ class Stream:
     # -- sending ---------------------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        """Queue `message` and write what the socket takes now."""
-        if self.closed:
+        """Queue `message` and write what the socket takes now. Nothing, once the peer said Bye: an event
+        handled after it arrived (in the same read) may still want to answer."""
+        if self.closed or self.conn.state is State.CLOSED:
             return
         self.conn.send(message)
         self.flush()
@@ -140,7 +142,35 @@ class Stream:
         if not self._out.size:
             self.loop.remove_writer(self._fd)
 
+    @property
+    def unsent(self) -> int:
+        """Bytes queued for the peer that the socket has not taken yet (the peer reads slowly, or not)."""
+        return self._out.size
+
     # -- receiving -------------------------------------------------------------------------------------
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def pause_reading(self) -> None:
+        """Stop reading the peer's bytes (backpressure): they wait in the kernel's buffers, then in the
+        peer's, whose sends block. Nothing is lost; the peer is not counted silent meanwhile."""
+        if not self._paused and not self.closed:
+            self._paused = True
+            self.loop.remove_reader(self._fd)
+
+    def resume_reading(self) -> None:
+        if self._paused and not self.closed:
+            self._paused = False
+            self._last_recv = time.monotonic()
+            self.loop.add_reader(self._fd, self._readable)  # what waits is read in the loop's next round
+
+    def read_now(self) -> None:
+        """Take in whatever the peer has sent so far, now (the socket never blocks): its handshake may finish
+        or fail here, with the usual events and `on_close`."""
+        if not self.closed and not self._paused:
+            self._readable()
 
     def _readable(self) -> None:
         conn = self.conn
@@ -194,6 +224,8 @@ class Stream:
                 self._on_event(event)
                 if self.closed:
                     return
+            if self._paused:
+                break  # the owner wants no more for now: the rest stays in the kernel's buffers
             # A large frame has begun: receive on into its buffer now rather than a loop round later.
             view = conn.receive_buffer()
             if view is None:
@@ -218,7 +250,9 @@ class Stream:
         if self.closed:
             return
         now = time.monotonic()
-        if now - self._last_recv > self._silence_timeout:
+        if self._paused:
+            self._last_recv = now  # we are not reading: the peer's heartbeats wait unread
+        elif now - self._last_recv > self._silence_timeout:
             self._fail(f"the peer went silent for {now - self._last_recv:.0f} s (no heartbeat)")
             return
         if now - self._last_send >= self._heartbeat_interval and self.conn.state is State.ESTABLISHED:

@@ -80,16 +80,7 @@ class NetworkServer:
         self._autodiscovery = settings.autodiscovery
         secret = resolve_secret(settings.secret, secret_file=settings.secret_file)
         self._ncpus = detect_workers() if settings.workers is None else settings.workers
-        self.node = NodeServer(
-            host=settings.interface,
-            port=settings.port,
-            secret=secret,
-            workers=self._ncpus,
-            restart=settings.restart,
-            socket_timeout=settings.socket_timeout,
-            idle_timeout=settings.timeout,
-            allow_plain_loopback=settings.allow_plain_loopback,
-        )
+        self.node: NodeServer = cli.node_server(settings, secret, cli.workers_secret(settings), self._ncpus)
         try:
             self.host, self.port = self.node.bind()
         except OSError as exc:

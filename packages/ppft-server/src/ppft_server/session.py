@@ -1,0 +1,170 @@
+"""`Session`: one peer of a ppserver, from its first byte to its last: its handshake, then its role.
+
+    accepted --> in its handshake (the HandshakeGate counts it) --Established--> a client, or a dial-in worker
+    client:          FunctionBody, JobBatch, Cancel, StatsRequest --> the NodeServer
+    dial-in worker:  NodeInfo("worker") first (a Link is made), then ResultBatch, NodeInfo, StatsReply
+
+What each role may send is in `peers`; anything else is a `PeerError`, and the NodeServer closes the session
+with the reason. The session is the owner of its jobs (`ServedTask.owner`): `closed` says whether anyone
+still wants their results, `send` delivers them. It never decides anything for other sessions.
+"""
+
+from __future__ import annotations
+
+import socket
+from collections import deque
+from typing import TYPE_CHECKING
+
+from ppft_protocol import (
+    Cancel,
+    Connection,
+    Established,
+    Event,
+    FunctionBody,
+    JobBatch,
+    Message,
+    NodeInfo,
+    ResultBatch,
+    Role,
+    State,
+    StatsReply,
+    StatsRequest,
+)
+from ppft_worker.cpufeatures import offer_aes_gcm
+from ppft_worker.intake import BodyTable
+from ppft_worker.link import Link
+from ppft_worker.stream import Stream
+from ppft_worker.tasks import Task
+
+from .peers import WORKER_REFUSED, PeerError, check_node_info, no_workers_admitted, not_for_role, short_reason
+
+if TYPE_CHECKING:
+    from .node import NodeServer
+
+__all__ = ["Session"]
+
+
+class Session:
+    """One peer: in its handshake, then a client sending jobs or a dial-in worker offering to run them.
+
+    It is the owner of its jobs (`ServedTask.owner`): `closed` says whether anyone still wants their
+    results, `send` delivers them."""
+
+    def __init__(
+        self, server: NodeServer, sock: socket.socket, peer: str, host: str, *, allow_plain: bool
+    ) -> None:
+        self.server = server
+        self.peer = peer
+        self.host = host
+        self.closed = False
+        self.authenticated = False
+        self.worker = False  # proved the workers secret, or a ppft 2.0 dial-in let in by --accept-workers
+        self.counted = False  # counts as a connected client or worker (for -t and the statistics)
+        self.bodies = BodyTable(f"client {peer}")  # checked against their digests, bounded on version 2
+        self.body_bytes = 0
+        self.lane: deque[Task] = deque()
+        self.live: set[int] = set()  # the client's ids of its jobs here: queued or running, not answered yet
+        self.job_bytes = 64  # a running mean of its jobs' sizes, for the queued-bytes cap
+        self.link: Link | None = None
+        self.starting = True  # the Stream below may fail at once (a peer that reset already)
+        conn = Connection(
+            Role.SERVER, server.secret, allow_plain=allow_plain, aes_gcm=offer_aes_gcm(),
+            worker_secret=server.worker_secret,
+        )  # fmt: skip
+        self.stream = Stream(
+            server.loop, sock, conn, peer=peer, on_event=self._event, on_close=self._closed,
+            handshake_timeout=server.handshake_timeout, silence_timeout=server.silence_timeout,
+        )  # fmt: skip
+        self.starting = False
+
+    # -- the owner of its jobs -------------------------------------------------------------------------
+
+    def send(self, message: Message) -> None:
+        self.stream.send(message)
+
+    # -- what the handshake gate asks --------------------------------------------------------------------
+
+    def progress(self) -> int:
+        state = self.stream.conn.state
+        return 0 if state is State.AWAIT_OPENING else 1 if state is State.AWAIT_HELLO else 2
+
+    def poll(self) -> bool:
+        self.stream.read_now()
+        return not self.stream.closed and not self.authenticated
+
+    def drop(self) -> None:
+        self.closed = True
+        self.stream.close(bye=False)
+        self.server.session_closed(self, "")
+
+    # -- events ----------------------------------------------------------------------------------------
+
+    def _event(self, event: Event) -> None:
+        server = self.server
+        try:
+            if isinstance(event, Established):
+                self.authenticated = True
+                server.session_authenticated(self, event)
+            elif self.link is not None:
+                self._as_worker(event)
+            elif self.worker:
+                self._joining(event)
+            else:
+                self._as_client(event)
+        except PeerError as exc:
+            server.refuse(self, str(exc))
+
+    def _as_client(self, event: Event) -> None:
+        server = self.server
+        if isinstance(event, JobBatch):
+            server.accept_jobs(self, event)
+        elif isinstance(event, FunctionBody):
+            server.functions.add(self, event)
+        elif isinstance(event, Cancel):
+            server.cancel(self, event.job_ids)
+        elif isinstance(event, StatsRequest):
+            self.stream.send(server.stats_reply())
+        elif isinstance(event, NodeInfo) and event.kind == "worker":
+            if not server.accept_workers:
+                raise PeerError(f"{WORKER_REFUSED}: {no_workers_admitted(server.worker_secret is not None)}")
+            self.worker = True  # a ppft 2.0 dial-in worker, which proves no role: --accept-workers lets it in
+            self._joining(event)
+        elif isinstance(event, NodeInfo) and event.kind == "client":
+            pass  # what it is: nothing to do with it
+        else:
+            raise PeerError(not_for_role(event, "client"))
+
+    def _joining(self, event: Event) -> None:
+        """A dial-in worker, before it said how many workers it brings."""
+        if isinstance(event, NodeInfo) and event.kind == "worker":
+            check_node_info(event)
+            self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=self.server.results,
+                             on_requeue=self.server.queue.requeue)  # fmt: skip
+            self.server.worker_joined(self, event)
+        elif isinstance(event, StatsRequest):
+            self.stream.send(self.server.stats_reply())
+        else:
+            raise PeerError(f"{not_for_role(event, 'dial-in worker')} (it must first send its NodeInfo)")
+
+    def _as_worker(self, event: Event) -> None:
+        link = self.link
+        assert link is not None
+        if isinstance(event, NodeInfo):
+            if event.kind != "worker":
+                raise PeerError(not_for_role(event, "dial-in worker"))
+            check_node_info(event)
+            link.handle(event)
+            self.server.capacity_changed()
+        elif isinstance(event, (ResultBatch, StatsReply)):
+            link.handle(event)
+        elif isinstance(event, StatsRequest):
+            self.stream.send(self.server.stats_reply())
+        else:
+            raise PeerError(not_for_role(event, "dial-in worker"))
+
+    def _closed(self, reason: str) -> None:
+        self.closed = True
+        if self.starting:  # never registered: only the refusal is noted
+            self.server.refusals.note(f"refused connection from {self.peer}: {reason}", short_reason(reason))
+            return
+        self.server.session_closed(self, reason)
