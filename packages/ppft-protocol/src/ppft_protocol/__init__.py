@@ -42,12 +42,14 @@ from .messages import (
     Hello,
     Job,
     JobBatch,
+    LiveOutput,
     Message,
     NodeInfo,
     Result,
     ResultBatch,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 from .relay import RawResults, ResultRecords
 from .version import __version__
@@ -78,6 +80,7 @@ __all__ = [
     "Job",
     "JobBatch",
     "LegacyPeerError",
+    "LiveOutput",
     "LocalProtocolError",
     "Message",
     "NodeInfo",
@@ -93,5 +96,6 @@ __all__ = [
     "State",
     "StatsReply",
     "StatsRequest",
+    "WatchOutput",
     "__version__",
 ]
