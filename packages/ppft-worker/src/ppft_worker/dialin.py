@@ -26,6 +26,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    LiveOutput,
     NodeInfo,
     PPFTError,
     Result,
@@ -33,6 +34,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 
 from .cpufeatures import offer_aes_gcm
@@ -123,6 +125,15 @@ class DialIn:
                 stream.send(ResultBatch(tuple(unknown)))
         elif isinstance(event, StatsRequest):
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
+        elif isinstance(event, WatchOutput):
+            self.pool.watch_output(self._live_output if event.on else None)
+
+    def _live_output(self, pieces: list[tuple[Task, int, int, str]]) -> None:
+        """What running jobs wrote, to the ppserver (which watches), under its job ids."""
+        stream = self._stream
+        if stream is not None and not stream.closed:
+            entries = [(task.client_id, s, o, t) for task, s, o, t in pieces]  # type: ignore[attr-defined]
+            stream.send(LiveOutput(tuple(entries)))
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         stream = self._stream

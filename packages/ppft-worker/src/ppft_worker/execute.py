@@ -34,6 +34,8 @@ from time import perf_counter, process_time
 
 from ppft_protocol import FunctionBody, Job, PPFTError, Result
 
+from .capture import OutputCapture
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
@@ -90,11 +92,15 @@ class UnpicklableResultError(PPFTError):
 class JobRunner:
     """Runs jobs in this process, for the worker loop that owns the protocol connection."""
 
-    def __init__(self) -> None:
+    def __init__(self, capture: OutputCapture | None = None) -> None:
+        """`capture`: where jobs' output goes (`ppft_worker.capture`), with the worker's output region;
+        left out, one without a region."""
         self._bodies: dict[bytes, FunctionBody] = {}
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
         self._broken: dict[bytes, str] = {}
-        self._out = io.StringIO()
+        self._capture = capture = capture if capture is not None else OutputCapture()
+        self._stdout = capture.stdout
+        self._stderr = capture.stderr
         self._end_wall = float("-inf")
         self._end_cpu = 0.0
 
@@ -119,8 +125,10 @@ class JobRunner:
         saved_main = modules["__main__"]
         saved_out = sys.stdout
         saved_err = sys.stderr
-        out = self._out
-        sys.stdout = sys.stderr = out
+        capture = self._capture
+        sys.stdout = self._stdout
+        sys.stderr = self._stderr
+        capture.job_id = job_id
         try:
             ready = self._ready.get(digest)
             if ready is None:
@@ -152,9 +160,14 @@ class JobRunner:
                 return self._value_fallback(
                     job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol
                 )
+            if capture.size:  # the job wrote something
+                output, spans = capture.take()
+                return _new_tuple(
+                    Result,
+                    (job_id, True, data, output, end - start, cpu_end - cpu_start, "", "", "", b"", spans),
+                )
             return _new_tuple(
-                Result,
-                (job_id, True, data, self._take_output(), end - start, cpu_end - cpu_start, "", "", "", b""),
+                Result, (job_id, True, data, "", end - start, cpu_end - cpu_start, "", "", "", b"", ())
             )
         finally:
             modules["__main__"] = saved_main
@@ -163,18 +176,13 @@ class JobRunner:
 
     # -- output -------------------------------------------------------------------------------------------
 
-    def _take_output(self) -> str:
-        out = self._out
-        try:
-            if not out.tell():
-                return ""
-            text = out.getvalue()
-            out.seek(0)
-            out.truncate()
-        except ValueError:  # the job closed sys.stdout: start afresh
-            self._out = io.StringIO()
-            return ""
-        return text
+    def _take_output(self) -> dict[str, Any]:
+        """The `output` and `stderr_spans` fields of the current job's result (the rare paths' way)."""
+        capture = self._capture
+        if not capture.size:
+            return {}
+        output, spans = capture.take()
+        return {"output": output, "stderr_spans": spans}
 
     # -- building namespaces (once per digest) ------------------------------------------------------------
 
@@ -217,7 +225,7 @@ class JobRunner:
         return Result(
             job_id,
             False,
-            output=self._take_output(),
+            **self._take_output(),
             error_type=_type_name(JobSetupError),
             error_message=message,
             traceback=f"{_type_name(JobSetupError)}: {message}\n",
@@ -239,7 +247,7 @@ class JobRunner:
         return Result(
             job_id,
             False,
-            output=self._take_output(),
+            **self._take_output(),
             wall_time=wall,
             cpu_time=cpu,
             error_type=_type_name(type(exc)),
@@ -263,7 +271,7 @@ class JobRunner:
         except Exception:  # noqa: BLE001 - not only a __main__ class by value: dill's turn
             data = b""
         if data:
-            return Result(job_id, True, data, self._take_output(), wall, cpu)
+            return Result(job_id, True, data, wall_time=wall, cpu_time=cpu, **self._take_output())
         try:
             import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
 
@@ -278,7 +286,7 @@ class JobRunner:
             return Result(
                 job_id,
                 False,
-                output=self._take_output(),
+                **self._take_output(),
                 wall_time=wall,
                 cpu_time=cpu,
                 error_type=_type_name(UnpicklableResultError),
@@ -286,7 +294,7 @@ class JobRunner:
                 traceback=f"{_type_name(UnpicklableResultError)}: {message}\n",
                 exception=_pickle_exception(UnpicklableResultError(message), protocol),
             )
-        return Result(job_id, True, bytes(data), self._take_output(), wall, cpu)
+        return Result(job_id, True, bytes(data), wall_time=wall, cpu_time=cpu, **self._take_output())
 
 
 # -- helpers of the rare paths --------------------------------------------------------------------------

@@ -4,7 +4,8 @@ Two uses, one code: a client's link to a ppserver, and a ppserver's link to dial
 (`python -m ppft_worker --connect`). The peer says how many workers it has (`NodeInfo`); the link keeps
 `workers x window` jobs in flight, sends each function body once per connection, and hands results back.
 When the stream ends, every job still in flight goes back to the owner (`on_lost`) to run elsewhere: the
-peer's death is not the jobs' fault, so no attempt is charged.
+peer's death is not the jobs' fault, so no attempt is charged. Live output the peer sends (`LiveOutput`,
+protocol version 2, after the owner asked with `WatchOutput`) goes to `on_output` with the jobs' tasks.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 
-from ppft_protocol import Event, NodeInfo, Result, ResultBatch, StatsReply
+from ppft_protocol import Event, LiveOutput, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
 from .stream import Stream
@@ -45,6 +46,7 @@ class Link:
         self._bodies: set[bytes] = set()
         self._batching = Batching(prefetch_long=True)
         self._on_results = on_results
+        self.on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -82,12 +84,27 @@ class Link:
             self.workers = event.workers
         elif isinstance(event, StatsReply):
             self.remote_stats = event
+        elif isinstance(event, LiveOutput):
+            self._live_output(event)
 
     def take_inflight(self) -> list[Task]:
         """The jobs the peer held, in the order they were sent (it is gone, or going)."""
         tasks = list(self.inflight.values())
         self.inflight.clear()
         return tasks
+
+    def _live_output(self, event: LiveOutput) -> None:
+        """What running jobs wrote: to `on_output`, for the jobs still in flight here (others are dropped)."""
+        if self.on_output is None:
+            return
+        inflight = self.inflight
+        pieces = []
+        for job_id, stream, offset, text in event.pieces:
+            task = inflight.get(job_id)
+            if task is not None:
+                pieces.append((task, stream, offset, text))
+        if pieces:
+            self.on_output(pieces)
 
     def _results(self, batch: ResultBatch) -> None:
         done, total = collect_results(batch, self.inflight.pop, self._batching)
