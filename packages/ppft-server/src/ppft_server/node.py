@@ -9,7 +9,8 @@ Nothing is decoded, compiled or queued for a peer before it has proven the secre
 emits no job event before that, and a session only exists for jobs once `Established` arrived. A peer that
 fails (wrong secret, garbage, oversized frame, silent handshake) is logged with its address and the reason,
 and dropped; every other client keeps being served. A client that disconnects has its queued jobs dropped
-and the results of its running jobs discarded.
+and the results of its running jobs discarded. A client that watches live output (`WatchOutput`) gets what
+its running jobs write as they write it (`watch.Watchers`).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
@@ -51,6 +53,7 @@ from ppft_worker.tasks import Task
 
 from .fairqueue import FairQueue
 from .version import __version__
+from .watch import Watchers
 
 __all__ = ["NodeServer"]
 
@@ -129,12 +132,15 @@ class _Session:
         elif isinstance(event, NodeInfo) and event.kind == "worker":
             self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=server.results)
             server.links.append(self.link)
+            server.watchers.link_added(self.link)
             log.info("%s dialled in with %d worker(s)", self.peer, event.workers)
             server.capacity_changed()
         elif isinstance(event, StatsRequest):
             self.stream.send(server.stats_reply())
         elif isinstance(event, Cancel):
             server.cancel(self, event.job_ids)
+        elif isinstance(event, WatchOutput):
+            server.watchers.watch(self.stream, event.on)
 
     def _closed(self, reason: str) -> None:
         self.server.session_closed(self, reason)
@@ -174,6 +180,7 @@ class NodeServer:
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
                                restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
+        self.watchers = Watchers(self.pool, self.links)
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)
@@ -291,6 +298,7 @@ class NodeServer:
         else:
             log.warning("refused connection from %s: %s", session.peer, reason)
         self.sessions.discard(session)
+        self.watchers.drop(session.stream)
         dropped = self.queue.drop(session.lane)
         if session.link is not None:
             self.links.remove(session.link)
