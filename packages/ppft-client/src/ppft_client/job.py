@@ -524,9 +524,9 @@ def complete_jobs(
                 continue  # cancelled, or finished already (failed by a destroy, say)
             job._raw = result  # what `result()` decodes (`_result`, Future's own, stays None)
             job.node = node
-            if result[3] and unshown is not None and not job._replayed:  # result[3]: output
-                unshown.add(job, result[3], result.stderr_spans)
-            if not result.ok:
+            if result.output and unshown is not None and not job._replayed:
+                unshown.add(job, result.output, result.stderr_spans)
+            if errors and not result.ok:  # `errors` first: most frames have none, and it costs no lookup
                 job._exception = errors[id(job)]
             job._state = FINISHED  # _finish_locked, inlined
             if job._held is not None:

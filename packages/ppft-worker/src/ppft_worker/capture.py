@@ -19,9 +19,10 @@ every job of the worker.
 from __future__ import annotations
 
 import _thread
+import functools
 import io
 
-from .outregion import COUNT, GEN, HEADER, JOB, RING, RING_WORDS, SWITCHES, TOTAL, map_region
+from .outregion import COUNT, GEN, HEADER, JOB, REGION_SIZE, RING, RING_WORDS, SWITCHES, TOTAL, map_region
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ class OutputCapture:
         self._stream = 0
         self._lock = _thread.allocate_lock()
         self._region_fd = region_fd
-        self._ring: memoryview | None = None
+        self._region: mmap.mmap | None = None
         self._words: memoryview | None = None
         if region is not None:
             self._attach(region)
@@ -54,9 +55,8 @@ class OutputCapture:
         self.stderr = _TextStream(self, 1, "<stderr>")
 
     def _attach(self, region: mmap.mmap) -> None:
-        view = memoryview(region)
-        self._words = view[:HEADER].cast("Q")
-        self._ring = view[HEADER : HEADER + RING]
+        self._region = region
+        self._words = memoryview(region)[:HEADER].cast("Q")
 
     def write(self, stream: int, text: str) -> int:
         """Record `text` written to `stream` (0 stdout, 1 stderr); returns its length, as `write` does."""
@@ -67,33 +67,57 @@ class OutputCapture:
         if not text:
             return 0
         data = text.encode("utf-8", "surrogatepass")
-        with self._lock:
+        lock = self._lock
+        lock.acquire()
+        try:
             start = self.size
-            end = start + len(data)
+            end = self.size = start + len(data)
             self._pieces.append(text)
-            self.size = end
             if stream != self._stream:
-                self._stream = stream
-                self._switches.append(start)
-                switched = True
-            else:
-                switched = False
-            if self._region_fd >= 0:  # the process's first write (so a job's first): map the region now
-                fd, self._region_fd = self._region_fd, -1
-                region = map_region(fd)
-                if region is not None:
-                    self._attach(region)
-            words = self._words
-            if words is not None:
-                if not start:
-                    words[JOB] = self.job_id
-                if switched:
-                    count = words[COUNT]
-                    words[RING_WORDS + count % SWITCHES] = start << 1 | stream
-                    words[COUNT] = count + 1
-                _copy_in(self._ring, start, data)  # type: ignore[arg-type]
-                words[TOTAL] = end  # after the bytes: a reader never sees a count ahead of them
+                self._switch(stream, start)
+            region = self._region
+            if region is not None and start and end <= RING:  # the region's position is at `start`
+                region.write(data)
+                self._words[TOTAL] = end  # type: ignore[index]  # after the bytes, never ahead of them
+            elif region is not None or self._region_fd >= 0:
+                self._mirror(start, data)
+        finally:
+            lock.release()
         return len(text)
+
+    def _mirror(self, start: int, data: bytes) -> None:
+        """`write`'s copy into the region, the rare cases: a job's first write, a ring that wraps."""
+        region = self._region
+        if region is None:
+            region = self._map()  # the process's first write, so a job's first
+            if region is None:
+                return
+        words: memoryview = self._words  # type: ignore[assignment]
+        if not start:
+            words[JOB] = self.job_id
+        end = start + len(data)
+        if end <= RING:
+            region.seek(HEADER + start)
+            region.write(data)
+        else:
+            _copy_wrapped(region, start, data)
+        words[TOTAL] = end
+
+    def _switch(self, stream: int, start: int) -> None:
+        self._stream = stream
+        self._switches.append(start)
+        words = self._words
+        if words is not None:
+            count = words[COUNT]
+            words[RING_WORDS + count % SWITCHES] = start << 1 | stream
+            words[COUNT] = count + 1
+
+    def _map(self) -> mmap.mmap | None:
+        fd, self._region_fd = self._region_fd, -1
+        region = map_region(fd)
+        if region is not None:
+            self._attach(region)
+        return region
 
     def take(self) -> tuple[str, tuple[tuple[int, int], ...]]:
         """The current job's text and its stderr parts; the record (and the region) start afresh."""
@@ -117,20 +141,19 @@ class OutputCapture:
         return text, spans
 
 
-def _copy_in(ring: memoryview, start: int, data: bytes) -> None:
+def _copy_wrapped(region: mmap.mmap, start: int, data: bytes) -> None:
+    """`data`, the output's bytes from `start` on, into the ring, past its first lap (where it may wrap)."""
     n = len(data)
+    view = memoryview(data)
     if n >= RING:  # only the last RING bytes fit
-        data = data[n - RING :]
+        view = view[n - RING :]
         start += n - RING
         n = RING
     off = start % RING
-    first = RING - off
-    if n <= first:
-        ring[off : off + n] = data
-    else:
-        view = memoryview(data)
-        ring[off:] = view[:first]
-        ring[: n - first] = view[first:]
+    first = min(n, RING - off)
+    region[HEADER + off : HEADER + off + first] = view[:first]
+    if first < n:
+        region[HEADER : HEADER + n - first] = view[first:]
 
 
 class _TextStream(io.TextIOBase):
@@ -142,8 +165,10 @@ class _TextStream(io.TextIOBase):
         self._index = stream
         self._name = name
         self._buffer: _BinaryStream | None = None
+        # print() calls `file.write`: the capture's own, bound to this stream, saves a Python call per write
+        self.write = functools.partial(capture.write, stream)  # type: ignore[method-assign]
 
-    def write(self, text: str) -> int:
+    def write(self, text: str) -> int:  # the instance's `write` above stands in for this one
         return self._capture.write(self._index, text)
 
     @property
