@@ -141,26 +141,31 @@ class Unshown:
     """The text of finished jobs nobody has asked about yet, in the order they finished.
 
     The I/O thread adds a job that wrote something as it finishes it (under the jobs' lock); the job leaves
-    when its output is shown or handed over (`sresult`). `show_all` (at `destroy`) shows what is left. Jobs
-    are held weakly: a job the caller dropped still has its text shown, but keeps no value alive."""
+    when its output is shown or handed over (`sresult`). `take_all` (at `destroy`) gives what is left. Jobs
+    are held weakly: a job the caller dropped still has its text shown, but keeps no value alive. Entries
+    are numbered (the number kept on the job), never keyed by `id()`, which a later job may reuse."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_next")
 
     def __init__(self) -> None:
         self._entries: dict[int, tuple[weakref.ref[Any], str, Sequence[tuple[int, int]]]] = {}
+        self._next = 0
 
     def __bool__(self) -> bool:
         return bool(self._entries)
 
     def add(self, job: Any, output: str, spans: Sequence[tuple[int, int]]) -> None:
         """With the jobs' lock held."""
-        self._entries[id(job)] = (weakref.ref(job), output, spans)
+        self._next += 1
+        job._unshown_key = self._next
+        self._entries[self._next] = (weakref.ref(job), output, spans)
 
     def discard(self, job: Any) -> None:
         """With the jobs' lock held."""
-        entry = self._entries.get(id(job))
-        if entry is not None and entry[0]() in (job, None):
-            del self._entries[id(job)]
+        key = job._unshown_key
+        if key:
+            self._entries.pop(key, None)
+            job._unshown_key = 0
 
     def take_all(self) -> list[tuple[str, Sequence[tuple[int, int]]]]:
         """Every text left (with the jobs' lock held); each job counts as shown from now on."""
@@ -173,6 +178,7 @@ class Unshown:
                 if job._replayed:
                     continue
                 job._replayed = True
+                job._unshown_key = 0
             texts.append((output, spans))
         return texts
 
@@ -202,6 +208,7 @@ class LivePrinter:
         self._dropped = 0  # lines dropped since the last note
         self._queued = 0  # lines queued since the start (dropped ones included)
         self._printed = 0  # lines printed (or dropped) since the start
+        self._stuck = False  # a `wait` timed out: later ones do not wait until the queue is empty again
         self._stopping = False
         self._thread: threading.Thread | None = None
 
@@ -225,11 +232,19 @@ class LivePrinter:
             self._ready.notify_all()
             return self._queued
 
-    def wait(self, mark: int, timeout: float = 5.0) -> bool:
-        """Wait until the lines queued up to `mark` are printed (a stdout that takes nothing for `timeout`
-        seconds ends the wait); True if they are."""
+    def wait(self, mark: int, timeout: float = 1.0) -> bool:
+        """Wait until the lines queued up to `mark` are printed; True if they are. A stdout that takes
+        nothing for `timeout` seconds ends the wait, and later waits return at once until it has caught up:
+        a stuck stdout delays the caller once, never job after job."""
         with self._lock:
-            return self._ready.wait_for(lambda: self._printed >= mark, timeout)
+            if self._printed >= mark:
+                return True
+            if self._stuck:
+                return False
+            if self._ready.wait_for(lambda: self._printed >= mark, timeout):
+                return True
+            self._stuck = True
+            return False
 
     def close(self, timeout: float = 5.0) -> None:
         """Print what is queued (waiting up to `timeout` seconds for a slow stdout), then stop."""
@@ -258,6 +273,8 @@ class LivePrinter:
                     _write_parts(batch, flush_last=True)
                 with self._lock:
                     self._printed += len(batch) - (1 if dropped else 0)
+                    if self._printed >= self._queued:
+                        self._stuck = False
                     self._ready.notify_all()
             elif self._stopping:
                 return
