@@ -102,6 +102,35 @@ def test_a_protocol_1_client_gives_stderr_with_stdout_as_version_1_does(mode: di
     )
 
 
+def test_a_jobs_output_comes_before_its_classic_callback_runs(mode: dict[str, str]) -> None:
+    ran = run_script("output_callback.py", env=mode).check()
+    assert ran.stdout == "squaring 3\ncallback #3: 9\nsquaring 4\ncallback #4: 16\nend\n"
+    assert ran.stderr == "3 is fine\n4 is fine\n"
+
+
+def test_jobs_go_on_when_the_callers_stdout_is_closed(mode: dict[str, str]) -> None:
+    ran = run_script("output_stuck_stdout.py", env={**mode, "STDOUT": "closed"}).check()
+    values = "values [2000, 2000, 2000, 2000]"
+    assert ran.stderr == f"live {values}\nplain {values}\n"
+
+
+def test_jobs_go_on_when_nobody_reads_the_callers_stdout(mode: dict[str, str]) -> None:
+    """The live lines fill the pipe and the printing thread blocks on it: the values still come (on stderr)
+    before anyone reads stdout; then everything printed arrives. (Without live output the caller's own thread
+    prints a job's text when it asks for the value, as ppft 1.7 and print() do: it waits for the reader.)"""
+    seen: dict[str, Path] = {}
+    ran = _run_with(
+        [sys.executable, str(SCRIPTS / "output_stuck_stdout.py")], {**mode, "STDOUT": "stuck"},
+        stderr_first="live values", when_seen=seen,
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    values = "values [2000, 2000, 2000, 2000]"
+    assert ran.stderr == f"live {values}\nplain {values}\n"
+    lines = ran.stdout.splitlines()
+    assert len(lines) == 2 * 4 * 2000
+    assert sum(line.startswith("[job ") for line in lines) == 4 * 2000
+
+
 # -- a job that takes its worker down -------------------------------------------------------------------
 
 LAST_LINES = {
@@ -190,10 +219,16 @@ class _Ran:
 
 
 def _run_with(
-    argv: list[str], env: dict[str, str], *, when_seen: dict[str, Path] | None = None, timeout: float = 90.0
+    argv: list[str],
+    env: dict[str, str],
+    *,
+    when_seen: dict[str, Path] | None = None,
+    stderr_first: str = "",
+    timeout: float = 90.0,
 ) -> _Ran:
     """Run `argv` (a user's script) in its own session; while it runs, create `when_seen[line]` as soon as
-    `line` appears on its stdout. Ends it (and whatever it started) by its process group."""
+    `line` appears on its stdout. `stderr_first`: read nothing of its stdout until this text appears on its
+    stderr. Ends it (and whatever it started) by its process group."""
     full_env = dict(os.environ, PPFT_SECRET=SECRET, PYTHONUNBUFFERED="1")
     full_env.pop("PPSERVER", None)
     full_env.update(env)
@@ -217,7 +252,9 @@ def _run_with(
             left = deadline - time.monotonic()
             if left <= 0:
                 pytest.fail(f"{argv[-1]} ran over {timeout} s\n--- stdout\n{chunks[out_fd].decode()}")
-            ready, _, _ = select.select(list(open_fds), [], [], min(left, 1.0))
+            waiting = stderr_first and stderr_first not in chunks[err_fd].decode("utf-8", "replace")
+            watched = [fd for fd in open_fds if not (waiting and fd == out_fd)]
+            ready, _, _ = select.select(watched, [], [], min(left, 1.0))
             for fd in ready:
                 data = os.read(fd, 65536)
                 if not data:
