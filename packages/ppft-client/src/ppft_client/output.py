@@ -18,6 +18,7 @@ limit, what a stuck stdout cannot take: it says how much).
 
 from __future__ import annotations
 
+import codecs
 import logging
 import sys
 import threading
@@ -108,10 +109,7 @@ def _write_encoded(target: TextIO, text: str) -> None:
     the bytes again) where the stream has a `buffer`, else with the refused characters escaped."""
     encoding = getattr(target, "encoding", None) or "utf-8"
     try:
-        try:
-            data = text.encode(encoding, "surrogateescape")
-        except UnicodeEncodeError:
-            data = text.encode(encoding, "backslashreplace")
+        data = text.encode(encoding, _ERRORS)
         buffer = getattr(target, "buffer", None)
         if buffer is not None:
             target.flush()
@@ -121,6 +119,25 @@ def _write_encoded(target: TextIO, text: str) -> None:
             target.write(data.decode(encoding, "replace"))
     except (OSError, ValueError, LookupError, UnicodeError) as exc:
         _broken(target, exc)
+
+
+def _escape_or_restore(exc: UnicodeError) -> tuple[bytes | str, int]:
+    """A codec error handler: a surrogate escape (U+DC80..U+DCFF, a byte the job wrote that was not UTF-8)
+    becomes that byte again; any other character the encoding lacks, a backslash escape."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    out = bytearray()
+    for char in exc.object[exc.start : exc.end]:
+        code = ord(char)
+        if 0xDC80 <= code <= 0xDCFF:
+            out.append(code - 0xDC00)
+        else:
+            out += char.encode("ascii", "backslashreplace")
+    return bytes(out), exc.end
+
+
+_ERRORS = "ppft.output"
+codecs.register_error(_ERRORS, _escape_or_restore)
 
 
 def _flush(target: TextIO) -> None:

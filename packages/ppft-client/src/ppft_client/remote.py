@@ -238,16 +238,28 @@ class RemoteNode:
         self.link.handle(event)
 
     def _watch(self, link: Link) -> None:
-        if self._on_output is None or self._established is None:
+        """A new link: ask for live output (if watched); say once that a version-1 ppserver cannot."""
+        established = self._established
+        if established is None:
             return
-        if self._established.version >= 2:
-            link.on_output = self._on_output
-            link.stream.send(WatchOutput(True))
-        elif not self._v1_logged:
-            self._v1_logged = True
+        if established.version >= 2:
+            if self._on_output is not None:
+                link.on_output = self._on_output
+                link.stream.send(WatchOutput(True))
+            return
+        if self._v1_logged:
+            return
+        self._v1_logged = True
+        if self._on_output is not None:
             log.warning(
                 "ppserver %s speaks protocol version 1 (ppft 2.0.0): live_output cannot show its jobs' "
                 "output as they run, and their stderr arrives with their stdout; upgrade it to show both",
+                self.name,
+            )
+        else:
+            log.info(
+                "ppserver %s speaks protocol version 1 (ppft 2.0.0): its jobs' stderr arrives with their "
+                "stdout, on stdout; upgrade it to keep the two apart",
                 self.name,
             )
 
