@@ -192,6 +192,31 @@ def test_live_output_shows_each_line_while_the_job_runs(
     assert ran.stderr == f"[job 0 on {node}] a warning on the way\n"
 
 
+def test_live_output_of_a_dial_in_worker_reaches_the_client_through_its_ppserver(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        server = cluster.ppserver(workers=0)
+        dialin = cluster.dialin(server, workers=1)
+        wait_until(
+            lambda: "serving ppserver" in cluster.read_log(dialin) or dialin.popen.poll() is not None,
+            30,
+            "the dial-in worker",
+        )
+        node = server.address
+        marker = tmp_path / "seen"
+        first = f"[job 0 on {node}] step 1 of 2\n"
+        ran = _run_with(
+            [sys.executable, str(SCRIPTS / "output_live.py")],
+            {"PPSERVER": node, "MARKER": str(marker)},
+            when_seen={first: marker},
+        )
+    finally:
+        cluster.close()
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith(first + f"[job 0 on {node}] step 2 of 2\n"), ran.stdout
+    assert ran.stderr == f"[job 0 on {node}] a warning on the way\n"
+
+
 def test_live_output_from_a_protocol_1_ppserver_shows_at_the_end_and_says_why(
     protocol_1_ppserver: dict[str, str], tmp_path: Path
 ) -> None:

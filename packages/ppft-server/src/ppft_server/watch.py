@@ -12,6 +12,8 @@ backpressure to deal with, as for its results).
 
 from __future__ import annotations
 
+import logging
+
 from ppft_protocol import LiveOutput, WatchOutput
 from ppft_worker.intake import Owner, ServedTask
 from ppft_worker.link import Link
@@ -19,6 +21,8 @@ from ppft_worker.pool import WorkerPool
 from ppft_worker.poolout import OutputPiece
 
 __all__ = ["Watchers"]
+
+log = logging.getLogger("ppft.server")
 
 
 class Watchers:
@@ -68,7 +72,15 @@ class Watchers:
 
     def _watch_link(self, link: Link, on: bool) -> None:
         stream = link.stream
-        if stream.closed or stream.conn.version < 2:
-            return  # a version-1 dial-in: its jobs' output shows when they end
+        if stream.closed:
+            return
+        if stream.conn.version < 2:
+            if on:
+                log.info(
+                    "%s speaks protocol version 1 (ppft 2.0.0): its jobs' output reaches their clients when "
+                    "they end, not live",
+                    link.name,
+                )
+            return
         link.on_output = self.pieces if on else None
         stream.send(WatchOutput(on))

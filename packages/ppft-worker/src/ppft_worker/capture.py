@@ -22,7 +22,7 @@ import _thread
 import functools
 import io
 
-from .outregion import COUNT, GEN, HEADER, JOB, REGION_SIZE, RING, RING_WORDS, SWITCHES, TOTAL, map_region
+from .outregion import COUNT, GEN, HEADER, JOB, RING, RING_WORDS, SWITCHES, TOTAL, map_region
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
