@@ -12,7 +12,7 @@ import math
 import os
 import threading
 import time
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -149,10 +149,10 @@ def test_exception_is_reraised_with_the_remote_traceback(shared, make_server):
 def test_captured_output_is_replayed(shared, make_server):
     server = make_server(0, ppservers=(shared.entry,))
     job = server.submit(chatty, (5,))
-    out = io.StringIO()
-    with redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
         assert job.result(timeout=30) == 5
-    assert out.getvalue() == "out 5\nerr 5\n"
+    assert (out.getvalue(), err.getvalue()) == ("out 5\n", "err 5\n")
 
 
 def test_lambda_travels_pickled_and_modules_import_on_the_worker(shared, make_server):

@@ -130,7 +130,7 @@ def _both(body: FunctionBody, *args: Any) -> tuple[Result, Result]:
 
 
 def _same(expected: Result, got: Result) -> None:
-    for field in ("job_id", "ok", "output", "error_type", "error_message", "traceback"):
+    for field in ("job_id", "ok", "output", "stderr_spans", "error_type", "error_message", "traceback"):
         assert getattr(got, field) == getattr(expected, field), field
     if expected.ok:
         assert pickle.loads(got.value) == pickle.loads(expected.value)

@@ -6,7 +6,7 @@ import io
 import os
 import signal
 import time
-from contextlib import redirect_stdout
+from contextlib import redirect_stderr, redirect_stdout
 
 import pytest
 
@@ -101,11 +101,11 @@ def test_output_is_replayed_once_on_retrieval(make_server):
     server = make_server(1)
     job = server.submit(talk, (7,))
     job.wait(30)
-    out = io.StringIO()
-    with redirect_stdout(out):
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
         assert job() == 7
         assert job() == 7
-    assert out.getvalue() == "hello from the job 7\nto stderr\n"
+    assert (out.getvalue(), err.getvalue()) == ("hello from the job 7\n", "to stderr\n")
 
 
 @pytest.mark.parametrize("how", ["sigkill", "exit", "segfault"])

@@ -20,12 +20,14 @@ from ppft_protocol import (
     Hello,
     Job,
     JobBatch,
+    LiveOutput,
     Message,
     NodeInfo,
     Result,
     ResultBatch,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 from ppft_protocol.messages import MESSAGE_TYPES, decode_message, encode_message
 
@@ -68,6 +70,24 @@ SAMPLES: list[Message] = [
             Result(4, False, b"", "", 0.0, 0.0, "module.Unpicklable", "no pickle", "tb", b""),
         )
     ),
+    ResultBatch(
+        (
+            Result(
+                5,
+                True,
+                b"\x80\x05N.",
+                "out\nerr\nout \u2603\nerr\n",
+                0.5,
+                0.5,
+                stderr_spans=((4, 8), (16, 20)),
+            ),
+            Result(6, False, b"", "err\n", 0.0, 0.0, "E", "m", "tb", b"", ((0, 4),)),
+        )
+    ),
+    LiveOutput(()),
+    LiveOutput(((3, 1, 0, "step 1\n"), (2**64 - 1, 2, 2**40, "warn \u2603\n"), (3, 1, 7, ""))),
+    WatchOutput(True),
+    WatchOutput(False),
     Cancel(()),
     Cancel((1, 2, 3, 2**64 - 1)),
     StatsRequest(),
@@ -114,6 +134,8 @@ def test_message_type_bytes_are_the_documented_ones() -> None:
         0x20: "FunctionBody",
         0x21: "JobBatch",
         0x30: "ResultBatch",
+        0x31: "LiveOutput",
+        0x32: "WatchOutput",
         0x40: "Cancel",
         0x50: "StatsRequest",
         0x51: "StatsReply",
@@ -200,10 +222,18 @@ def test_invalid_utf8_in_result_output_is_a_decode_error() -> None:
         decode_message(ResultBatch.TYPE, memoryview(body))
 
 
-def test_unknown_result_status_is_a_decode_error() -> None:
-    body = struct.pack(">IQBddII", 1, 9, 2, 0.0, 0.0, 0, 0)
+@pytest.mark.parametrize("status", [4, 5, 0x80, 0xFF])
+def test_unknown_result_status_is_a_decode_error(status: int) -> None:
+    body = struct.pack(">IQBddII", 1, 9, status, 0.0, 0.0, 0, 0)
     with pytest.raises(DecodeError, match="status"):
         decode_message(ResultBatch.TYPE, memoryview(body))
+
+
+def test_the_stderr_status_bit_is_unknown_to_version_1() -> None:
+    body = struct.pack(">IQBddII", 1, 9, 3, 0.0, 0.0, 0, 1) + b"x" + struct.pack(">III", 1, 0, 1)
+    assert decode_message(ResultBatch.TYPE, memoryview(body)).results[0].stderr_spans == ((0, 1),)
+    with pytest.raises(DecodeError, match="status 3, whose stderr bit exists only in protocol version 2"):
+        decode_message(ResultBatch.TYPE, memoryview(body), 1)
 
 
 def test_job_count_larger_than_the_frame_is_refused_before_parsing() -> None:

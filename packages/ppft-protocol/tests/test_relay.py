@@ -39,11 +39,14 @@ FAILED = Result(
 )  # fmt: skip
 UNPICKLABLE = Result(4, False, b"", "", 0.0, 0.0, "module.Unpicklable", "no pickle", "tb", b"")
 LARGE = Result(5, True, BIG, "", 2.0, 1.0)
+STDERR = Result(6, True, b"\x80\x05N.", "out\nerr \u2603\nout\n", 0.5, 0.5, "", "", "", b"", ((4, 12),))
+FAILED_STDERR = FAILED._replace(job_id=7, output="partial\nwhy\n", stderr_spans=((8, 12),))
 BATCHES = {
     "empty": (),
     "one": (OK,),
     "mixed": (OK, WITH_OUTPUT, FAILED, UNPICKLABLE),
     "large": (OK, LARGE, FAILED),
+    "stderr": (OK, STDERR, FAILED_STDERR, WITH_OUTPUT),
     "many": tuple(Result(i, True, b"v" * (i % 7), "", i / 100, 0.0) for i in range(2**40, 2**40 + 300)),
 }
 

@@ -89,7 +89,7 @@ def test_job_and_result_are_named_tuples() -> None:
     assert job._replace(job_id=4).job_id == 4
     result = Result(3, True, b"v")
     job_id, ok, value, *rest = result
-    assert (job_id, ok, value, rest) == (3, True, b"v", ["", 0.0, 0.0, "", "", "", b""])
+    assert (job_id, ok, value, rest) == (3, True, b"v", ["", 0.0, 0.0, "", "", "", b"", ()])
     assert type(result._replace(output="o")) is Result
     assert pickle.loads(pickle.dumps(result)) == result
 

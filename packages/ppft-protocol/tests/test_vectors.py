@@ -110,7 +110,9 @@ def test_message_vector_decodes_to_its_fields_and_encodes_back_to_its_bytes(vect
 
 
 def test_message_vectors_cover_every_message_type() -> None:
-    assert {v["type"] for v in VECTORS["messages"]} == set(MESSAGE_TYPES)
+    assert {v["type"] for v in VECTORS["messages"]} == {
+        t for t, cls in MESSAGE_TYPES.items() if cls.SINCE == 1
+    }
 
 
 def test_opening_vectors_parse_to_their_ranges() -> None:

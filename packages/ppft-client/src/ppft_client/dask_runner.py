@@ -15,7 +15,8 @@ function digest, captured output, exceptions described by type name, message, tr
 One difference, because a dask worker runs tasks in threads: this runner never swaps `sys.stdout` or
 `sys.modules["__main__"]` for the duration of a job. Output is captured per thread by a transparent proxy
 installed once as `sys.stdout`/`sys.stderr` (writes from threads that run no ppft job go to the original
-stream), and a value or exception of a class that a shipped source defined is pickled with a reference to
+stream), which also notes the parts written to stderr (the result's `stderr_spans`, UTF-8 byte offsets);
+and a value or exception of a class that a shipped source defined is pickled with a reference to
 `__main__.<name>` (what JobRunner's swapped `__main__` gives), so it arrives as the caller's own class. Only
 building a namespace (once per digest per process, under a lock) swaps `__main__`, as JobRunner does.
 
@@ -58,6 +59,7 @@ RESULT_FIELDS = (
     "error_message",
     "traceback",
     "exception",
+    "stderr_spans",
 )
 """A result tuple's fields, in the order of `ppft_protocol.Result`."""
 
@@ -110,6 +112,8 @@ def run_batch(
         if _total[0] > _BUDGET:
             _forget()
     _local.out = io.StringIO()
+    _local.size = 0  # bytes of UTF-8 the current job wrote
+    _local.spans = []  # [start, end] of its stderr parts
     try:
         return [_run(job) for job in jobs]
     finally:
@@ -163,7 +167,7 @@ def _run(job: tuple[int, bytes, bytes, int]) -> tuple[Any, ...]:
         data = pickle.dumps(value, protocol)
     except Exception as exc:  # noqa: BLE001 - by name, then dill; else the failure is the result
         return _value_fallback(job_id, digest, value, exc, end - start, cpu, protocol)
-    return (job_id, True, data, _take_output(), end - start, cpu, "", "", "", b"")
+    return (job_id, True, data, _take_output(), end - start, cpu, "", "", "", b"", _taken_spans())
 
 
 # -- output capture -------------------------------------------------------------------------------------
@@ -174,8 +178,9 @@ class _Capture:
 
     _ppft_capture = True
 
-    def __init__(self, original: Any) -> None:
+    def __init__(self, original: Any, stream: int = 0) -> None:
         self._original = original
+        self._stream = stream  # 0 stdout, 1 stderr
 
     def _target(self) -> Any:
         out = getattr(_local, "out", None)
@@ -184,7 +189,20 @@ class _Capture:
         return self._original if self._original is not None else io.StringIO()
 
     def write(self, text: str) -> Any:
-        return self._target().write(text)
+        out = getattr(_local, "out", None)
+        if out is None:
+            return self._target().write(text)
+        written = out.write(text)
+        if text:
+            start = _local.size
+            end = _local.size = start + len(text.encode("utf-8", "surrogatepass"))
+            if self._stream:
+                spans = _local.spans
+                if spans and spans[-1][1] == start:
+                    spans[-1][1] = end
+                else:
+                    spans.append([start, end])
+        return written
 
     def flush(self) -> None:
         self._target().flush()
@@ -197,14 +215,19 @@ def _install_capture() -> None:
     if getattr(sys.stdout, "_ppft_capture", False) and getattr(sys.stderr, "_ppft_capture", False):
         return
     with _lock:
-        for name in ("stdout", "stderr"):
+        for stream, name in enumerate(("stdout", "stderr")):
             current = getattr(sys, name)
             if not getattr(current, "_ppft_capture", False):
-                setattr(sys, name, _Capture(current))
+                setattr(sys, name, _Capture(current, stream))
 
 
 def _take_output() -> str:
+    """The current job's text; its stderr spans wait for `_taken_spans`, which comes right after it."""
     out = _local.out
+    spans = _local.spans
+    _local.taken = tuple((start, end) for start, end in spans) if spans else ()
+    _local.size = 0
+    _local.spans = []
     try:
         if not out.tell():
             return ""
@@ -213,8 +236,15 @@ def _take_output() -> str:
         out.truncate()
     except ValueError:  # the job closed sys.stdout: start afresh
         _local.out = io.StringIO()
+        _local.taken = ()
         return ""
     return text
+
+
+def _taken_spans() -> tuple[tuple[int, int], ...]:
+    """The stderr spans of the text `_take_output` just gave (a result tuple's last field)."""
+    spans: tuple[tuple[int, int], ...] = _local.taken
+    return spans
 
 
 # -- building namespaces (once per digest and process) ----------------------------------------------------
@@ -414,6 +444,7 @@ def _setup_failure(job_id: int, message: str) -> tuple[Any, ...]:
         message,
         f"{SETUP_ERROR}: {message}\n",
         b"",
+        _taken_spans(),
     )
 
 
@@ -427,7 +458,20 @@ def _job_failure(job_id: int, exc: BaseException, wall: float, cpu: float, proto
     exc.__traceback__ = tb  # where tblib pickles tracebacks (dask installs it), not this runner's frame
     data = _pickle_exception(exc, protocol)
     exc.__traceback__ = None  # free the job's frames now
-    return (job_id, False, b"", _take_output(), wall, cpu, _type_name(type(exc)), _safe_str(exc), text, data)
+    output = _take_output()
+    return (
+        job_id,
+        False,
+        b"",
+        output,
+        wall,
+        cpu,
+        _type_name(type(exc)),
+        _safe_str(exc),
+        text,
+        data,
+        _taken_spans(),
+    )
 
 
 def _value_fallback(
@@ -438,7 +482,7 @@ def _value_fallback(
     except Exception:  # noqa: BLE001 - not only a __main__ class by value: dill's turn
         data = b""
     if data:
-        return (job_id, True, data, _take_output(), wall, cpu, "", "", "", b"")
+        return (job_id, True, data, _take_output(), wall, cpu, "", "", "", b"", _taken_spans())
     try:
         import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
 
@@ -450,8 +494,21 @@ def _value_fallback(
             f"{dill_exc}. Return plain data or objects whose classes the caller can import"
         )
         trace = f"{UNPICKLABLE_RESULT}: {message}\n"
-        return (job_id, False, b"", _take_output(), wall, cpu, UNPICKLABLE_RESULT, message, trace, b"")
-    return (job_id, True, bytes(data), _take_output(), wall, cpu, "", "", "", b"")
+        output = _take_output()
+        return (
+            job_id,
+            False,
+            b"",
+            output,
+            wall,
+            cpu,
+            UNPICKLABLE_RESULT,
+            message,
+            trace,
+            b"",
+            _taken_spans(),
+        )
+    return (job_id, True, bytes(data), _take_output(), wall, cpu, "", "", "", b"", _taken_spans())
 
 
 def _args_fallback(name: str, job_id: int, exc: Exception, data: bytes | memoryview) -> tuple[bool, Any]:

@@ -34,13 +34,15 @@ class Executor(concurrent.futures.Executor):
         restart: bool = False,
         proto: int | None = None,
         seal: bool = True,
+        live_output: bool = False,
     ) -> None:
         """The keywords are `Server`'s (`seal=False`: unsealed links to ppservers on this machine that
-        allow it)."""
+        allow it; `live_output=True`: each line a job writes printed as it writes it, prefixed with the job
+        and node)."""
         if max_workers is not None and max_workers < 0:
             raise ValueError("max_workers must be >= 0")
         ncpus: int | str = "autodetect" if max_workers is None else max_workers
-        self._server = Server(ncpus, ppservers, secret, restart, proto, seal=seal)
+        self._server = Server(ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output)
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
 

@@ -12,7 +12,11 @@ The I/O thread completes a job by storing the worker's raw `Result`; the value i
 asks for it, on their thread, so the I/O thread never spends time on user data. A job that raised is
 completed with the rebuilt exception (same type as on the worker, remote traceback as `__cause__`), so
 `concurrent.futures.wait(..., FIRST_EXCEPTION)` sees it as an exception. The job's captured output is
-printed once, when its value or exception is first retrieved, as ppft does.
+printed once, when its value or exception is first retrieved (or before its classic callback runs), as
+ppft 1.7 does, stdout's part on stdout and stderr's on stderr (`output.write_output`); a finished job whose
+output nobody asked for is kept in its scheduler's `Unshown` until `destroy()` shows it, and one whose
+`sresult` was taken has handed its output over with it. With live output, the text was printed as the job
+wrote it, and nothing is printed again.
 
 A job is light, because a client makes 100,000 of them a second and the garbage collector walks every
 container object made: where a plain `Future` makes eleven, a job makes one, itself. Its state is guarded
@@ -25,7 +29,6 @@ asyncio call on a future keeps its meaning. No code of the user's may ever run w
 from __future__ import annotations
 
 import pickle
-import sys
 import threading
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -44,6 +47,7 @@ from ppft_protocol import Job as WireJob
 
 from .errors import ResultDecodeError, rebuild_exception
 from .joblock import JOBS_LOCK, Sleepers
+from .output import Unshown, write_output
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -84,7 +88,11 @@ class Job(Future):  # type: ignore[type-arg]
     node = ""  # the node that ran it, once finished
     _raw: Result | None = None
     _value: Any = _NO_VALUE
-    _replayed = False
+    _replayed = False  # its output was shown (or printed live, or shown by destroy): never again
+    _live_shown = 0  # live output: bytes of its output printed so far
+    _live_mark = 0  # live output: the printer's mark of its last lines (`LiveView.finish`)
+    _unshown_key = 0  # its entry in its scheduler's `Unshown`, while its output waits there
+    kept_output: Any = None  # what it wrote before a worker died under it (`ppft_worker.poolout`)
     _counted = False  # counted as finished by the scheduler (guarded by its lock)
     _sched: Any = None  # the scheduler that queued it, told when the job is cancelled
     _held: threading.Lock | None = None  # `lock`, once someone asked for it
@@ -196,6 +204,7 @@ class Job(Future):  # type: ignore[type-arg]
             if self._raw is None:
                 self._wait_done()
             self._sresult = self._raw_pickle()
+            self._handed_over()
         return self._sresult
 
     @sresult.setter
@@ -418,15 +427,34 @@ class Job(Future):  # type: ignore[type-arg]
         return value
 
     def _replay_output(self) -> None:
+        """Show the job's output on the caller's streams, the first time only."""
         if self._replayed:
+            if self._live_mark:  # printed live: the caller's next words come after its last lines
+                live = getattr(self._sched, "live", None)
+                if live is not None:
+                    live.wait(self._live_mark)
             return
         with _LOCK:
             if self._replayed:
                 return
             self._replayed = True
+            unshown = self._unshown()
+            if unshown:
+                unshown.discard(self)
         raw = self._raw
         if raw is not None and raw.output:
-            sys.stdout.write(raw.output)
+            write_output(raw.output, raw.stderr_spans)
+
+    def _handed_over(self) -> None:
+        """The output left with `sresult` (its taker shows it, as pathos does): `destroy` does not."""
+        unshown = self._unshown()
+        if unshown:
+            with _LOCK:
+                unshown.discard(self)
+
+    def _unshown(self) -> Unshown | None:
+        sched = self._sched
+        return getattr(sched, "unshown", None) if sched is not None else None
 
     def _raw_pickle(self) -> bytes:
         raw = self._raw
@@ -471,7 +499,7 @@ def make_job(
 
 
 def complete_jobs(
-    pairs: Iterable[tuple[Any, Result]], node: str, *, classic: bool = True
+    pairs: Iterable[tuple[Any, Result]], node: str, *, classic: bool = True, unshown: Unshown | None = None
 ) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
     """Finish the jobs of one result frame (on the I/O thread), all under one acquisition of `_LOCK`.
 
@@ -479,7 +507,8 @@ def complete_jobs(
     finished already (results arrive exactly once, and the scheduler counts each job once). `handoff`, in
     the frame's order, what the callback thread must do: `(job, None, node)` for a finished job with
     done-callbacks, and `(job, result, node)` for a job with a classic callback or an overridden `finalize`
-    (when `classic`), left untouched here: ppft 1.7 finishes those after their callback ran."""
+    (when `classic`), left untouched here: ppft 1.7 finishes those after their callback ran. `unshown`:
+    where a finished job's output waits until someone asks for it (or `destroy` shows it)."""
     if not isinstance(pairs, (list, tuple)):
         pairs = list(pairs)  # walked twice
     finished: list[Job] = []
@@ -496,7 +525,9 @@ def complete_jobs(
                 continue  # cancelled, or finished already (failed by a destroy, say)
             job._raw = result  # what `result()` decodes (`_result`, Future's own, stays None)
             job.node = node
-            if not result.ok:
+            if result.output and unshown is not None and not job._replayed:
+                unshown.add(job, result.output, result.stderr_spans)
+            if errors and not result.ok:  # `errors` first: most frames have none, and it costs no lookup
                 job._exception = errors[id(job)]
             job._state = FINISHED  # _finish_locked, inlined
             if job._held is not None:

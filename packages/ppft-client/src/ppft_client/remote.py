@@ -9,6 +9,10 @@ backoff (0.5 s doubling to 10 s; 60 s after a wrong secret, a legacy or an incom
 work again when it returns. A job lost with its node is requeued; lost three times, it fails with
 `NodeLostError`.
 
+With live output (`watch_output`), the node asks the ppserver for what its jobs write as they write it
+(`WatchOutput`, protocol version 2) on every connection; a ppserver that speaks only version 1 (ppft 2.0.0)
+cannot, which is logged once: its jobs' output then shows when they end, stdout and stderr as one text.
+
 The channel is sealed unless the client was made with `seal=False`, the connected socket's peer address is a
 loopback address and the ppserver grants it (`--allow-plain-loopback`): an unsealed link is never offered to
 anything but this machine, whatever name the node was given.
@@ -23,7 +27,7 @@ import os
 import socket
 from collections.abc import Callable
 
-from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role
+from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role, WatchOutput
 from ppft_worker.addresses import is_loopback
 from ppft_worker.cpufeatures import offer_aes_gcm
 from ppft_worker.link import Link
@@ -87,6 +91,8 @@ class RemoteNode:
         self._backoff = 0.5
         self._done_before = 0  # jobs and job time of earlier connections, for the statistics
         self._time_before = 0.0
+        self._on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
+        self._v1_logged = False
 
     # -- node interface --------------------------------------------------------------------------------
 
@@ -129,6 +135,11 @@ class RemoteNode:
 
     def start(self) -> None:
         self._connect()
+
+    def watch_output(self, on_output: Callable[[list[tuple[Task, int, int, str]]], None]) -> None:
+        """Ask the ppserver for live output on every connection (before `start`); pieces go to
+        `on_output` as `(task, stream, offset, text)`."""
+        self._on_output = on_output
 
     def close(self) -> None:
         """Leave for good (the client is done): the server is told, nothing is reconnected."""
@@ -215,6 +226,7 @@ class RemoteNode:
                 assert self._stream is not None
                 self.link = Link(self.name, self._stream, event, on_results=self._results,
                                  on_requeue=self._given_back)  # fmt: skip
+                self._watch(self.link)
                 if self.last_error:
                     log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
                 else:
@@ -225,6 +237,32 @@ class RemoteNode:
                 self.loop.wake()
             return
         self.link.handle(event)
+
+    def _watch(self, link: Link) -> None:
+        """A new link: ask for live output (if watched); say once that a version-1 ppserver cannot."""
+        established = self._established
+        if established is None:
+            return
+        if established.version >= 2:
+            if self._on_output is not None:
+                link.on_output = self._on_output
+                link.stream.send(WatchOutput(True))
+            return
+        if self._v1_logged:
+            return
+        self._v1_logged = True
+        if self._on_output is not None:
+            log.warning(
+                "ppserver %s speaks protocol version 1 (ppft 2.0.0): live_output cannot show its jobs' "
+                "output as they run, and their stderr arrives with their stdout; upgrade it to show both",
+                self.name,
+            )
+        else:
+            log.info(
+                "ppserver %s speaks protocol version 1 (ppft 2.0.0): its jobs' stderr arrives with their "
+                "stdout, on stdout; upgrade it to keep the two apart",
+                self.name,
+            )
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         self._on_results(pairs, self.name)

@@ -22,6 +22,9 @@ Stages:
   with done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never
   stalls dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
 * If the I/O thread itself fails, every unfinished job fails with the reason: nothing waits forever.
+* Jobs' output is printed by whoever asks for a job's value (or the callback thread), never by the I/O
+  thread; what nobody asked for waits in `unshown` until `destroy`. With `live_output`, nodes hand on what
+  running jobs write, which `LiveView` prints, prefixed, on a thread of its own (`output`, `liveout`).
 """
 
 from __future__ import annotations
@@ -39,7 +42,10 @@ from ppft_worker.tasks import Task
 
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job, complete_jobs
+from .joblock import JOBS_LOCK
+from .liveout import LiveView
 from .node import Node
+from .output import Unshown, write_output
 from .remote import RemoteNode
 
 __all__ = ["Scheduler"]
@@ -98,7 +104,9 @@ class _CallbackThread:
 class Scheduler:
     """Queue, I/O thread and nodes behind one `Server`."""
 
-    def __init__(self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0) -> None:
+    def __init__(
+        self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0, live_output: bool = False
+    ) -> None:
         self.loop = Loop()
         self.silence_timeout = silence_timeout
         self.queue: deque[Task] = deque()
@@ -122,6 +130,10 @@ class Scheduler:
         )  # fmt: skip
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self._callbacks = _CallbackThread(self._finished)
+        self.unshown = Unshown()  # output of finished jobs nobody asked for yet: shown by `destroy`
+        self.live = LiveView() if live_output else None
+        if self.live is not None:
+            self.pool.watch_output(self.live.pieces_from("local"))
         self.loop.on_idle = self._dispatch
         self._thread = threading.Thread(target=self._run, name="ppft-io", daemon=True)
         # PR_SET_PDEATHSIG ties a worker to the thread that started it. The main thread lasts as long as the
@@ -223,10 +235,13 @@ class Scheduler:
         `seal=False`: ask for an unsealed channel if the ppserver turns out to be on this machine."""
 
         def make() -> Node:
-            return RemoteNode(
+            node = RemoteNode(
                 self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
                 on_lost=self._node_lost, silence_timeout=self.silence_timeout, seal=seal,
             )  # fmt: skip
+            if self.live is not None:
+                node.watch_output(self.live.pieces_from(node.name))
+            return node
 
         self.add_node(f"{host}:{port}", make)
 
@@ -260,6 +275,16 @@ class Scheduler:
             self.loop.close()
         self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), self.queue)
         self._callbacks.stop()
+        self.show_unshown()
+        if self.live is not None:
+            self.live.close()
+
+    def show_unshown(self) -> None:
+        """Print the output of every finished job that nobody asked about (on the calling thread)."""
+        with JOBS_LOCK:
+            texts = self.unshown.take_all()
+        for output, spans in texts:
+            write_output(output, spans)
 
     # -- the I/O thread --------------------------------------------------------------------------------
 
@@ -321,7 +346,9 @@ class Scheduler:
         self._on_results(pairs, "local")
 
     def _on_results(self, pairs: Iterable[tuple[Task, Result]], node: str) -> None:
-        finished, handoff = complete_jobs(pairs, node)  # one lock round trip for the whole frame
+        if self.live is not None:
+            pairs = self.live.finish(pairs, node)  # the rest of their output, live: never printed again
+        finished, handoff = complete_jobs(pairs, node, unshown=self.unshown)  # one lock round trip
         if handoff:
             self._callbacks.put(handoff)
         if finished:

@@ -65,6 +65,7 @@ class Server:
         socket_timeout: float = 3600,
         *,
         seal: bool = True,
+        live_output: bool = False,
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
@@ -72,7 +73,9 @@ class Server:
         pickle protocol (left out: the highest); `socket_timeout`: seconds before a silent remote link is
         given up; `seal=False`: links to ppservers on this machine (loopback) that allow it
         (`--allow-plain-loopback`) are left unencrypted, which saves the cost of sealing large payloads;
-        every other link stays sealed (docs/security.md)."""
+        every other link stays sealed (docs/security.md); `live_output=True`: print each line a job writes
+        as it writes it, prefixed with the job and node (`[job 3 on local] text`), instead of a job's whole
+        output when its value is asked for (docs/api.md, "Job output")."""
         if not isinstance(ppservers, tuple):
             raise TypeError("ppservers argument must be a tuple")
         if secret is not None and not isinstance(secret, (str, bytes)):
@@ -98,9 +101,14 @@ class Server:
         self._creation_time = time.time()
         self._tids = itertools.count()
         self._ncpus = self._check_ncpus(ncpus)
+        if not isinstance(live_output, bool):
+            raise TypeError(
+                f"live_output must be True or False, not {type(live_output).__name__} {live_output!r}"
+            )
         self._scheduler = Scheduler(
-            self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0))
-        )
+            self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0)),
+            live_output=live_output,
+        )  # fmt: skip
         _live_servers.add(self)
         for host, port in self.ppservers:
             self.connect1(host, port)

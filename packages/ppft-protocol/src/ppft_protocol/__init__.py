@@ -44,12 +44,14 @@ from .messages import (
     Hello,
     Job,
     JobBatch,
+    LiveOutput,
     Message,
     NodeInfo,
     Result,
     ResultBatch,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 from .relay import RawResults, ResultRecords
 from .text import printable
@@ -83,6 +85,7 @@ __all__ = [
     "Job",
     "JobBatch",
     "LegacyPeerError",
+    "LiveOutput",
     "LocalProtocolError",
     "Message",
     "NodeInfo",
@@ -98,6 +101,7 @@ __all__ = [
     "State",
     "StatsReply",
     "StatsRequest",
+    "WatchOutput",
     "__version__",
     "check_digest",
     "function_digest",

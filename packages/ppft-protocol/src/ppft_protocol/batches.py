@@ -11,7 +11,12 @@ definitions of each in step.
 Large opaque fields (64 KiB and more) are returned as `memoryview` slices of the received frame instead of
 copies, so a 256 MiB result is never copied by the decoder; smaller ones are `bytes`. `ForwardedResults`
 sends results on under other job ids (ppserver, to the client that sent the jobs) as the very `ResultBatch`
-they would make with those ids. This module never unpickles anything.
+they would make with those ids.
+
+Version 2 tells, in a result, which parts of its output the job wrote to stderr (`stderr_spans`): bit 1 of
+the status byte says that a list of spans follows the output. Version 1 has no such bit: a result sent on a
+version-1 connection carries the same output, stdout and stderr in the order written, without the spans
+(`_encode_older`), which is exactly what version 1 carries. This module never unpickles anything.
 """
 
 from __future__ import annotations
@@ -31,6 +36,9 @@ __all__ = ["ForwardedResults", "Job", "JobBatch", "Result", "ResultBatch"]
 
 _JOB_HEAD = struct.Struct(">Q32sBI")  # job id, function digest, pickle protocol, args length
 _RESULT_HEAD = struct.Struct(">QBddII")  # job id, status, wall, cpu, value length, output length
+_SPAN = struct.Struct(">II")  # start, end: UTF-8 byte offsets into the output
+OK = 0x01  # status bit 0: the job returned
+STDERR = 0x02  # status bit 1 (version 2): the output's stderr spans follow it
 _set = object.__setattr__
 _new_tuple = tuple.__new__
 
@@ -53,6 +61,7 @@ if TYPE_CHECKING:
         error_message: str = ""
         traceback: str = ""
         exception: Blob = b""
+        stderr_spans: tuple[tuple[int, int], ...] = ()
 
 else:
     Job = namedtuple("Job", ("job_id", "digest", "args", "pickle_protocol"), defaults=(5,), module=__name__)
@@ -69,8 +78,9 @@ else:
             "error_message",
             "traceback",
             "exception",
+            "stderr_spans",
         ),
-        defaults=(b"", "", 0.0, 0.0, "", "", "", b""),
+        defaults=(b"", "", 0.0, 0.0, "", "", "", b"", ()),
         module=__name__,
     )
 
@@ -80,10 +90,13 @@ Job.__doc__ = """One job: run the function with `digest` on the pickled `args` (
 Result.__doc__ = """The outcome of one job.
 
 `Result(job_id, ok, value=b"", output="", wall_time=0.0, cpu_time=0.0, error_type="", error_message="",
-traceback="", exception=b"")`. `ok`: `value` is the pickled return value. Not `ok`: `error_type`
-("module.QualName"), `error_message` and `traceback` (formatted, remote) always describe the exception, and
-`exception` is its pickle when it could be pickled (else empty). `output` is what the job wrote to stdout and
-stderr, in order. `wall_time` and `cpu_time` are the worker's measurements in seconds."""
+traceback="", exception=b"", stderr_spans=())`. `ok`: `value` is the pickled return value. Not `ok`:
+`error_type` ("module.QualName"), `error_message` and `traceback` (formatted, remote) always describe the
+exception, and `exception` is its pickle when it could be pickled (else empty). `output` is what the job
+wrote to stdout and stderr, in the order written; `stderr_spans` the parts of it that went to stderr, as
+ascending, disjoint (start, end) offsets into its UTF-8 encoding (empty: all of it is stdout, or the peer
+speaks protocol version 1, which does not tell). `wall_time` and `cpu_time` are the worker's measurements in
+seconds."""
 
 
 class JobBatch(Message):
@@ -154,7 +167,11 @@ class ResultBatch(Message):
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         results = self.results
-        _put_results(parts, [result[0] for result in results], results)
+        _put_results(parts, [result[0] for result in results], results, True)
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        results = self.results
+        _put_results(parts, [result[0] for result in results], results, False)
 
     @classmethod
     def _decode(cls, r: Reader) -> ResultBatch:
@@ -185,10 +202,21 @@ class ResultBatch(Message):
             else:
                 output = ""
                 off = stop
-            if status == 1:
-                append(_new_tuple(Result, (job_id, True, value, output, wall, cpu, "", "", "", b"")))
+            if status == OK:
+                append(_new_tuple(Result, (job_id, True, value, output, wall, cpu, "", "", "", b"", ())))
                 continue
-            if status != 0:
+            spans: tuple[tuple[int, int], ...] = ()
+            if status & STDERR:
+                check_status(r, job_id, status)
+                r.off = off
+                spans = read_spans(r, job_id, mv[stop : stop + nout])
+                off = r.off
+                if status & OK:
+                    append(
+                        _new_tuple(Result, (job_id, True, value, output, wall, cpu, "", "", "", b"", spans))
+                    )
+                    continue
+            elif status != 0:
                 raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
             r.off = off
             etype = r.text("error_type")
@@ -196,7 +224,7 @@ class ResultBatch(Message):
             tb = r.text("traceback")
             exc = r.blob("exception")
             off = r.off
-            append(_new_tuple(Result, (job_id, False, value, output, wall, cpu, etype, emsg, tb, exc)))
+            append(_new_tuple(Result, (job_id, False, value, output, wall, cpu, etype, emsg, tb, exc, spans)))
         r.off = off
         return cls(tuple(results))
 
@@ -224,26 +252,95 @@ class ForwardedResults(Message):
         _set(self, "results", results)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
-        _put_results(parts, self.job_ids, self.results)
+        _put_results(parts, self.job_ids, self.results, True)
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        _put_results(parts, self.job_ids, self.results, False)
 
 
-def _put_results(parts: list[bytes | memoryview], job_ids: Sequence[int], results: Sequence[Result]) -> None:
+def _put_results(
+    parts: list[bytes | memoryview], job_ids: Sequence[int], results: Sequence[Result], spans_too: bool
+) -> None:
     """The body of a `ResultBatch` of `results`, result `i` under `job_ids[i]`: what `ResultBatch` and
-    `ForwardedResults` both put on the wire."""
+    `ForwardedResults` both put on the wire; `spans_too`: with the stderr spans (version 2), else without
+    (version 1: the same output, all of it as one text)."""
     pack = _RESULT_HEAD.pack
     append = parts.append
     append(U32.pack(len(results)))
-    for job_id, (_, ok, value, output, wall, cpu, etype, emsg, tb, exc) in zip(job_ids, results, strict=True):
+    for job_id, (_, ok, value, output, wall, cpu, etype, emsg, tb, exc, spans) in zip(
+        job_ids, results, strict=True
+    ):
         if output:
             out = output.encode("utf-8", "surrogatepass")
-            append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), len(out)))
-            append(value)
-            append(out)
+            if spans and spans_too:
+                append(pack(job_id, (OK if ok else 0) | STDERR, wall, cpu, len(value), len(out)))
+                append(value)
+                append(out)
+                put_spans(parts, spans, len(out))
+            else:
+                append(pack(job_id, OK if ok else 0, wall, cpu, len(value), len(out)))
+                append(value)
+                append(out)
         else:
-            append(pack(job_id, 1 if ok else 0, wall, cpu, len(value), 0))
+            append(pack(job_id, OK if ok else 0, wall, cpu, len(value), 0))
             append(value)
         if not ok:
             _put_error(parts, etype, emsg, tb, exc)
+
+
+def put_spans(parts: list[bytes | memoryview], spans: Sequence[tuple[int, int]], size: int) -> None:
+    """The stderr spans of an output of `size` bytes: a count, then (start, end) pairs."""
+    append = parts.append
+    append(U32.pack(len(spans)))
+    pack = _SPAN.pack
+    last = 0
+    for start, end in spans:
+        if not last <= start < end <= size:
+            raise ValueError(
+                f"stderr span ({start}, {end}) is not within an output of {size} bytes after the previous "
+                f"span's end {last}: spans are ascending, disjoint, non-empty UTF-8 byte ranges"
+            )
+        append(pack(start, end))
+        last = end
+
+
+def check_status(r: Reader, job_id: int, status: int) -> None:
+    """A status with the STDERR bit: a `DecodeError` unless version 2 and no other unknown bit."""
+    if status & ~(OK | STDERR):
+        raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
+    if r.version < 2:
+        raise DecodeError(
+            f"result batch: job {job_id} has status {status}, whose stderr bit exists only in protocol "
+            f"version 2; this connection speaks version {r.version}"
+        )
+
+
+def read_spans(r: Reader, job_id: int, output: memoryview) -> tuple[tuple[int, int], ...]:
+    """The stderr spans of job `job_id`'s `output` (its UTF-8 bytes), checked: ascending, disjoint,
+    non-empty, within the output and on character boundaries."""
+    size = len(output)
+    count = r.u32("stderr_spans")
+    if not count:
+        raise DecodeError(f"result batch: job {job_id} has the stderr bit set but no stderr span")
+    off = r.need(count * _SPAN.size, "stderr_spans")
+    unpack = _SPAN.unpack_from
+    mv = r.mv
+    spans = []
+    last = 0
+    for i in range(count):
+        start, end = unpack(mv, off + i * _SPAN.size)
+        if not last <= start < end <= size:
+            raise DecodeError(
+                f"result batch: job {job_id} has stderr span ({start}, {end}), not ascending, disjoint, "
+                f"non-empty and within its output of {size} bytes"
+            )
+        if 0x80 <= output[start] < 0xC0 or (end < size and 0x80 <= output[end] < 0xC0):
+            raise DecodeError(
+                f"result batch: job {job_id} has stderr span ({start}, {end}), which cuts a UTF-8 character"
+            )
+        spans.append((start, end))
+        last = end
+    return tuple(spans)
 
 
 def _put_error(parts: list[bytes | memoryview], etype: str, emsg: str, tb: str, exc: Blob) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "F64",
     "LARGE",
+    "LATEST",
     "U8",
     "U16",
     "U32",
@@ -47,6 +48,10 @@ Blob: TypeAlias = "bytes | memoryview"
 
 LARGE = 64 * 1024
 """Opaque fields of this many bytes and more are decoded as views of the frame, not copies."""
+
+LATEST = 2
+"""The latest protocol version, whose layouts `Message._encode` and the decoders give by default; a message
+that changed since an older version encodes that version's layout in `Message._encode_older`."""
 
 U8 = struct.Struct(">B")
 U16 = struct.Struct(">H")
@@ -79,15 +84,19 @@ def put_strs(parts: list[bytes | memoryview], items: Sequence[str]) -> None:
 
 
 class Reader:
-    """Reads fields from one frame body; every overrun becomes a `DecodeError` naming the field."""
+    """Reads fields from one frame body; every overrun becomes a `DecodeError` naming the field.
 
-    __slots__ = ("end", "mv", "off", "what")
+    `version`: the protocol version of the connection the body came on (a decoder whose layout changed
+    between versions reads it)."""
 
-    def __init__(self, mv: memoryview, what: str) -> None:
+    __slots__ = ("end", "mv", "off", "version", "what")
+
+    def __init__(self, mv: memoryview, what: str, version: int = LATEST) -> None:
         self.mv = mv
         self.off = 0
         self.end = len(mv)
         self.what = what
+        self.version = version
 
     def need(self, n: int, field: str) -> int:
         """The offset of the next `n` bytes, which are consumed; a `DecodeError` if the frame is shorter."""
@@ -209,14 +218,20 @@ class Record:
 
 
 class Message(Record):
-    """Base of all messages. `TYPE` is the frame type byte that carries it."""
+    """Base of all messages. `TYPE` is the frame type byte that carries it; `SINCE` the first protocol
+    version that has it. `_encode` writes the latest version's layout, `_encode_older` an older version's
+    (the same unless the message changed since)."""
 
     __slots__ = ()
 
     TYPE: ClassVar[int] = 0
+    SINCE: ClassVar[int] = 1
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         return None
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        self._encode(parts)
 
     @classmethod
     def _decode(cls, r: Reader) -> Message:

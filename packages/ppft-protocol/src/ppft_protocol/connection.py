@@ -24,7 +24,7 @@ import os
 import struct
 
 from . import channel, framing
-from .codec import Record
+from .codec import LATEST, Record
 from .errors import (
     AuthenticationError,
     DecodeError,
@@ -311,7 +311,7 @@ class Connection:
 
     def _send_frame(self, message: Message) -> None:
         try:
-            parts = encode_message(message)
+            parts = encode_message(message, self.version or LATEST)  # 0: the Hello, sent before the opening
         except (ValueError, OverflowError, struct.error) as exc:
             raise LocalProtocolError(f"cannot encode {type(message).__name__}: {exc}") from None
         sealer = self._sealer
@@ -396,9 +396,9 @@ class Connection:
                             f"the connection is closed"
                         )
                     if ftype == _RESULTS and self.raw_results:
-                        message: Message = decode_raw_results(body)
+                        message: Message = decode_raw_results(body, self.version)
                     else:
-                        message = decode_message(ftype, body)
+                        message = decode_message(ftype, body, self.version)
                     events.append(message)
                     if isinstance(message, Bye):
                         self.state = State.CLOSED

@@ -14,8 +14,9 @@ from __future__ import annotations
 import struct
 
 from .batches import Job, JobBatch, Result, ResultBatch
-from .codec import F64, U8, U32, U64, Blob, Message, Reader, put_blob, put_str, put_strs
+from .codec import F64, LATEST, U8, U32, U64, Blob, Message, Reader, put_blob, put_str, put_strs
 from .errors import DecodeError
+from .live import LiveOutput, WatchOutput
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -35,12 +36,14 @@ __all__ = [
     "Hello",
     "Job",
     "JobBatch",
+    "LiveOutput",
     "Message",
     "NodeInfo",
     "Result",
     "ResultBatch",
     "StatsReply",
     "StatsRequest",
+    "WatchOutput",
     "decode_message",
     "encode_message",
 ]
@@ -321,6 +324,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         FunctionBody,
         JobBatch,
         ResultBatch,
+        LiveOutput,
+        WatchOutput,
         Cancel,
         StatsRequest,
         StatsReply,
@@ -333,19 +338,35 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
 _DECODERS: dict[int, Callable[[Reader], Message]] = {t: cls._decode for t, cls in MESSAGE_TYPES.items()}
 
 
-def encode_message(message: Message) -> list[bytes | memoryview]:
-    """The frame body of `message`, as a list of parts to be written out without joining large payloads."""
+def encode_message(message: Message, version: int = LATEST) -> list[bytes | memoryview]:
+    """The frame body of `message` in protocol `version`'s layout, as a list of parts to be written out
+    without joining large payloads; a `ValueError` for a message that `version` does not have."""
     parts: list[bytes | memoryview] = []
-    message._encode(parts)
+    if version >= LATEST:
+        message._encode(parts)
+        return parts
+    if version < message.SINCE:
+        raise ValueError(
+            f"{type(message).__name__} exists from protocol version {message.SINCE} on, and this connection "
+            f"speaks version {version} (the peer is older): check the version before sending it"
+        )
+    message._encode_older(parts, version)
     return parts
 
 
-def decode_message(frame_type: int, body: memoryview) -> Message:
-    """The message in a frame body; a `DecodeError` for an unknown type or a malformed body."""
+def decode_message(frame_type: int, body: memoryview, version: int = LATEST) -> Message:
+    """The message in a frame body received on a connection of protocol `version`; a `DecodeError` for an
+    unknown type (or one `version` does not have) or a malformed body."""
     decoder = _DECODERS.get(frame_type)
     if decoder is None:
         raise DecodeError(f"unknown frame type 0x{frame_type:02x}")
-    r = Reader(body, MESSAGE_TYPES[frame_type].__name__)
+    cls = MESSAGE_TYPES[frame_type]
+    if version < cls.SINCE:
+        raise DecodeError(
+            f"frame type 0x{frame_type:02x} ({cls.__name__}) exists from protocol version {cls.SINCE} on, "
+            f"and this connection speaks version {version}"
+        )
+    r = Reader(body, cls.__name__, version)
     message = decoder(r)
     r.finish()
     return message

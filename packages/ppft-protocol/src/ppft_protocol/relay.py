@@ -8,13 +8,17 @@ frame over as `RawResults` instead: checked exactly as the `ResultBatch` decoder
 body. `RawResults.forward` gives the message that carries chosen results on under other job ids; it is
 encoded as the `ResultBatch` of those results would be, so the peer decodes an ordinary `ResultBatch`.
 
+Results that carry stderr spans (version 2) pass on as they are to a version-2 peer; to a version-1 peer
+(`_encode_older`) the frame is decoded and encoded again without them, its outputs unchanged: the slow way,
+taken only by frames that hold such a result (`streams`), for a peer of the older version.
+
 This module never unpickles anything and does no I/O.
 """
 
 from __future__ import annotations
 
-from .batches import _RESULT_HEAD, ResultBatch
-from .codec import LARGE, U32, U64, Blob, Message, Reader, utf8
+from .batches import _RESULT_HEAD, OK, STDERR, ResultBatch, _put_results, check_status, read_spans
+from .codec import LARGE, LATEST, U32, U64, Blob, Message, Reader, utf8
 from .errors import DecodeError
 
 TYPE_CHECKING = False
@@ -32,32 +36,39 @@ _set = object.__setattr__
 
 class RawResults(Message):
     """A `ResultBatch` as it arrived: checked, not decoded. Result `i` has job id `job_ids[i]`, ran for
-    `wall_times[i]` seconds, and its record starts at `starts[i]` in `body` (the frame body).
+    `wall_times[i]` seconds, and its record starts at `starts[i]` in `body` (the frame body); `streams`:
+    some result carries stderr spans (version 2).
 
     Encoded as is, it is the very `ResultBatch` it was; `forward` passes results on under other ids, and
     `results()` decodes them, for whoever needs them after all."""
 
-    __slots__ = ("body", "job_ids", "starts", "wall_times")
-    __match_args__ = ("body", "job_ids", "wall_times", "starts")
+    __slots__ = ("body", "job_ids", "starts", "streams", "wall_times")
+    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams")
     TYPE: ClassVar[int] = ResultBatch.TYPE
 
     body: Blob
     job_ids: tuple[int, ...]
     wall_times: tuple[float, ...]
     starts: tuple[int, ...]
+    streams: bool
 
     def __init__(
-        self, body: Blob, job_ids: tuple[int, ...], wall_times: tuple[float, ...], starts: tuple[int, ...]
+        self,
+        body: Blob,
+        job_ids: tuple[int, ...],
+        wall_times: tuple[float, ...],
+        starts: tuple[int, ...],
+        streams: bool = False,
     ) -> None:
         _set(self, "body", body)
         _set(self, "job_ids", job_ids)
         _set(self, "wall_times", wall_times)
         _set(self, "starts", starts)
+        _set(self, "streams", streams)
 
     def results(self) -> tuple[Result, ...]:
         """The results, decoded (as `ResultBatch` would have given them)."""
-        r = Reader(memoryview(self.body), "ResultBatch")
-        return ResultBatch._decode(r).results
+        return _decode_body(self.body)
 
     def forward(self, job_ids: Sequence[int], picks: Sequence[int] | None = None) -> ResultRecords:
         """The results at indexes `picks` (all of them, in order, when None), in that order, under `job_ids`:
@@ -75,7 +86,7 @@ class RawResults(Message):
                 pack_into = U64.pack_into
                 for start, job_id in zip(starts, job_ids, strict=True):
                     pack_into(buf, start, job_id)
-                return ResultRecords((bytes(buf),))
+                return ResultRecords((bytes(buf),), self.streams)
             picks = range(len(starts))
         elif len(job_ids) != len(picks):
             raise ValueError(f"{len(job_ids)} job ids for {len(picks)} results: give one id per result")
@@ -87,10 +98,17 @@ class RawResults(Message):
         for index, job_id in zip(picks, job_ids, strict=True):
             append(pack(job_id))
             append(view[starts[index] + 8 : ends[index]])
-        return ResultRecords(tuple(parts))
+        return ResultRecords(tuple(parts), self.streams)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         parts.append(self.body)
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        if not self.streams:
+            parts.append(self.body)
+            return
+        results = self.results()
+        _put_results(parts, [result[0] for result in results], results, False)
 
     @classmethod
     def _decode(cls, r: Reader) -> RawResults:
@@ -106,6 +124,7 @@ class RawResults(Message):
         walls: list[float] = []
         starts: list[int] = []
         add_id, add_wall, add_start = ids.append, walls.append, starts.append
+        streams = False
         for _ in range(count):
             if off + size > end:
                 raise DecodeError(f"result batch: result header runs past the frame at offset {off}")
@@ -119,9 +138,17 @@ class RawResults(Message):
             if nout:
                 utf8(mv[stop : stop + nout], "result batch", "output")
             off = stop + nout
-            if status == 1:
+            if status == OK:
                 continue
-            if status != 0:
+            if status & STDERR:
+                check_status(r, job_id, status)
+                r.off = off
+                read_spans(r, job_id, mv[stop : stop + nout])
+                off = r.off
+                streams = True
+                if status & OK:
+                    continue
+            elif status != 0:
                 raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
             r.off = off
             r.text("error_type")
@@ -130,29 +157,44 @@ class RawResults(Message):
             r.need(r.u32("exception"), "exception")
             off = r.off
         r.off = off
-        return cls(body, tuple(ids), tuple(walls), tuple(starts))
+        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams)
 
 
 class ResultRecords(Message):
     """Results on their way on (`RawResults.forward`): the body of a `ResultBatch`, already encoded, in parts.
-    The peer decodes it as that `ResultBatch`; it is never decoded as itself."""
+    The peer decodes it as that `ResultBatch`; it is never decoded as itself. `streams`: some result carries
+    stderr spans, which a version-1 peer gets without (the records are then decoded and encoded again)."""
 
-    __slots__ = ("parts",)
-    __match_args__ = ("parts",)
+    __slots__ = ("parts", "streams")
+    __match_args__ = ("parts", "streams")
     TYPE: ClassVar[int] = ResultBatch.TYPE
 
     parts: tuple[Blob, ...]
+    streams: bool
 
-    def __init__(self, parts: tuple[Blob, ...]) -> None:
+    def __init__(self, parts: tuple[Blob, ...], streams: bool = False) -> None:
         _set(self, "parts", parts)
+        _set(self, "streams", streams)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         parts.extend(self.parts)
 
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        if not self.streams:
+            parts.extend(self.parts)
+            return
+        results = _decode_body(b"".join(self.parts))
+        _put_results(parts, [result[0] for result in results], results, False)
 
-def decode_raw_results(body: memoryview) -> RawResults:
-    """The `ResultBatch` in a frame body as `RawResults`; a `DecodeError` where `ResultBatch` would fail."""
-    r = Reader(body, "ResultBatch")
+
+def _decode_body(body: Blob) -> tuple[Result, ...]:
+    return ResultBatch._decode(Reader(memoryview(body), "ResultBatch", LATEST)).results
+
+
+def decode_raw_results(body: memoryview, version: int = LATEST) -> RawResults:
+    """The `ResultBatch` in a frame body as `RawResults`; a `DecodeError` where `ResultBatch` would fail
+    (on a connection of protocol `version`)."""
+    r = Reader(body, "ResultBatch", version)
     message = RawResults._decode(r)
     r.finish()
     return message

@@ -13,7 +13,8 @@ fails (wrong secret, garbage, oversized frame, silent handshake) is logged with 
 and dropped; so is an authenticated peer that breaks the rules of its role (`PeerError`, `peers`), told why
 in a `Bye`; every other session keeps being served. A flood of connections is held off by the
 `HandshakeGate` and never writes more than a few log lines a minute. A client that disconnects has its queued
-jobs dropped and its running jobs stopped (their workers killed and replaced).
+jobs dropped and its running jobs stopped (their workers killed and replaced). A client that watches live
+output (`WatchOutput`) gets what its running jobs write as they write it (`watch.Watchers`).
 """
 
 from __future__ import annotations
@@ -62,6 +63,7 @@ from .peers import (
 )
 from .session import Session
 from .version import __version__
+from .watch import Watchers
 
 __all__ = ["NodeServer"]
 
@@ -162,6 +164,7 @@ class NodeServer:
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
                                restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
+        self.watchers = Watchers(self.pool, self.links)
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)
@@ -310,6 +313,7 @@ class NodeServer:
                 self.refusals.note(f"refused {what} from {session.peer}: {reason}", short_reason(reason))
         self.sessions.discard(session)
         self.functions.release(session)
+        self.watchers.drop(session)
         dropped = self.queue.drop(session.lane)
         if session.link is not None:
             self.links.remove(session.link)
@@ -339,6 +343,7 @@ class NodeServer:
     def worker_joined(self, session: Session, info: NodeInfo) -> None:
         assert session.link is not None
         self.links.append(session.link)
+        self.watchers.link_added(session.link)
         log.info("%s dialled in with %d worker(s)", session.peer, info.workers)
         self.capacity_changed()
 

@@ -1,8 +1,9 @@
 """`Session`: one peer of a ppserver, from its first byte to its last: its handshake, then its role.
 
     accepted --> in its handshake (the HandshakeGate counts it) --Established--> a client, or a dial-in worker
-    client:          FunctionBody, JobBatch, Cancel, StatsRequest --> the NodeServer
-    dial-in worker:  NodeInfo("worker") first (a Link is made), then ResultBatch, NodeInfo, StatsReply
+    client:          FunctionBody, JobBatch, Cancel, StatsRequest, WatchOutput --> the NodeServer
+    dial-in worker:  NodeInfo("worker") first (a Link is made),
+                     then ResultBatch, LiveOutput, NodeInfo, StatsReply
 
 What each role may send is in `peers`; anything else is a `PeerError`, and the NodeServer closes the session
 with the reason. The session is the owner of its jobs (`ServedTask.owner`): `closed` says whether anyone
@@ -22,6 +23,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    LiveOutput,
     Message,
     NodeInfo,
     ResultBatch,
@@ -29,6 +31,7 @@ from ppft_protocol import (
     State,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 from ppft_worker.cpufeatures import offer_aes_gcm
 from ppft_worker.intake import BodyTable
@@ -124,6 +127,8 @@ class Session:
             server.cancel(self, event.job_ids)
         elif isinstance(event, StatsRequest):
             self.stream.send(server.stats_reply())
+        elif isinstance(event, WatchOutput):
+            server.watchers.watch(self, event.on)
         elif isinstance(event, NodeInfo) and event.kind == "worker":
             if not server.accept_workers:
                 raise PeerError(f"{WORKER_REFUSED}: {no_workers_admitted(server.worker_secret is not None)}")
@@ -155,7 +160,7 @@ class Session:
             check_node_info(event)
             link.handle(event)
             self.server.capacity_changed()
-        elif isinstance(event, (ResultBatch, StatsReply)):
+        elif isinstance(event, (ResultBatch, StatsReply, LiveOutput)):
             link.handle(event)
         elif isinstance(event, StatsRequest):
             self.stream.send(self.server.stats_reply())

@@ -34,6 +34,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    LiveOutput,
     NodeInfo,
     PPFTError,
     Result,
@@ -41,6 +42,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    WatchOutput,
 )
 
 from .cpufeatures import offer_aes_gcm
@@ -143,6 +145,8 @@ class DialIn:
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):
             self._cancel(event.job_ids)
+        elif isinstance(event, WatchOutput):
+            self._watch_output(event.on)
 
     def _cancel(self, job_ids: tuple[int, ...]) -> None:
         """Jobs the ppserver gave up: those still queued here are dropped; with version 2 those in flight
@@ -167,6 +171,16 @@ class DialIn:
             stream.send(ResultBatch(tuple(
                 Result(job_id, False, error_type=CANCELLED_TYPE, error_message=message) for job_id in ids
             )))  # fmt: skip
+
+    def _watch_output(self, on: bool) -> None:
+        self.pool.watch_output(self._live_output if on else None)
+
+    def _live_output(self, pieces: list[tuple[Task, int, int, str]]) -> None:
+        """What running jobs wrote, to the ppserver (which watches), under its job ids."""
+        stream = self._stream
+        if stream is not None and not stream.closed:
+            entries = [(task.client_id, s, o, t) for task, s, o, t in pieces]  # type: ignore[attr-defined]
+            stream.send(LiveOutput(tuple(entries)))
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         stream = self._stream

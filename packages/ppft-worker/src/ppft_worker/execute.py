@@ -40,6 +40,7 @@ from time import perf_counter, process_time
 from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
 
 from .bodycache import BodyCache
+from .capture import OutputCapture
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -100,14 +101,18 @@ class JobRunner:
     `budget`: the cost of the bodies (and the namespaces built from them) kept at once, by the rule of
     `ppft_protocol.BodyLedger` that the sender follows too (version 2); None keeps every body (version 1).
     A body the rule forgets stays until no queued job needs it: the loop calls `release` with the digests
-    its queue still holds whenever `doomed` is true."""
+    its queue still holds whenever `doomed` is true.
+    `capture`: where jobs' output goes (`ppft_worker.capture`), with the worker's output region; left out,
+    one without a region."""
 
-    def __init__(self, budget: int | None = None) -> None:
+    def __init__(self, budget: int | None = None, capture: OutputCapture | None = None) -> None:
         self._cache = BodyCache(budget)  # checked against their digests, within the budget
         self._bodies: dict[bytes, FunctionBody] = self._cache.bodies
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
         self._broken: dict[bytes, str] = {}
-        self._out = io.StringIO()
+        self._capture = capture = capture if capture is not None else OutputCapture()
+        self._stdout = capture.stdout
+        self._stderr = capture.stderr
         self._end_wall = float("-inf")
         self._end_cpu = 0.0
 
@@ -150,8 +155,10 @@ class JobRunner:
         saved_main = modules["__main__"]
         saved_out = sys.stdout
         saved_err = sys.stderr
-        out = self._out
-        sys.stdout = sys.stderr = out
+        capture = self._capture
+        sys.stdout = self._stdout
+        sys.stderr = self._stderr
+        capture.job_id = job_id
         try:
             ready = self._ready.get(digest)
             if ready is None:
@@ -183,9 +190,14 @@ class JobRunner:
                 return self._value_fallback(
                     job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol
                 )
+            if capture.size:  # the job wrote something
+                output, spans = capture.take()
+                return _new_tuple(
+                    Result,
+                    (job_id, True, data, output, end - start, cpu_end - cpu_start, "", "", "", b"", spans),
+                )
             return _new_tuple(
-                Result,
-                (job_id, True, data, self._take_output(), end - start, cpu_end - cpu_start, "", "", "", b""),
+                Result, (job_id, True, data, "", end - start, cpu_end - cpu_start, "", "", "", b"", ())
             )
         finally:
             modules["__main__"] = saved_main
@@ -194,18 +206,13 @@ class JobRunner:
 
     # -- output -------------------------------------------------------------------------------------------
 
-    def _take_output(self) -> str:
-        out = self._out
-        try:
-            if not out.tell():
-                return ""
-            text = out.getvalue()
-            out.seek(0)
-            out.truncate()
-        except ValueError:  # the job closed sys.stdout: start afresh
-            self._out = io.StringIO()
-            return ""
-        return text
+    def _take_output(self) -> dict[str, Any]:
+        """The `output` and `stderr_spans` fields of the current job's result (the rare paths' way)."""
+        capture = self._capture
+        if not capture.size:
+            return {}
+        output, spans = capture.take()
+        return {"output": output, "stderr_spans": spans}
 
     # -- building namespaces (once per digest) ------------------------------------------------------------
 
@@ -252,7 +259,7 @@ class JobRunner:
         return Result(
             job_id,
             False,
-            output=self._take_output(),
+            **self._take_output(),
             error_type=_type_name(JobSetupError),
             error_message=message,
             traceback=f"{_type_name(JobSetupError)}: {message}\n",
@@ -274,7 +281,7 @@ class JobRunner:
         return Result(
             job_id,
             False,
-            output=self._take_output(),
+            **self._take_output(),
             wall_time=wall,
             cpu_time=cpu,
             error_type=_type_name(type(exc)),
@@ -298,7 +305,7 @@ class JobRunner:
         except Exception:  # noqa: BLE001 - not only a __main__ class by value: dill's turn
             data = b""
         if data:
-            return Result(job_id, True, data, self._take_output(), wall, cpu)
+            return Result(job_id, True, data, wall_time=wall, cpu_time=cpu, **self._take_output())
         try:
             import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
 
@@ -313,7 +320,7 @@ class JobRunner:
             return Result(
                 job_id,
                 False,
-                output=self._take_output(),
+                **self._take_output(),
                 wall_time=wall,
                 cpu_time=cpu,
                 error_type=_type_name(UnpicklableResultError),
@@ -321,7 +328,7 @@ class JobRunner:
                 traceback=f"{_type_name(UnpicklableResultError)}: {message}\n",
                 exception=_pickle_exception(UnpicklableResultError(message), protocol),
             )
-        return Result(job_id, True, bytes(data), self._take_output(), wall, cpu)
+        return Result(job_id, True, bytes(data), wall_time=wall, cpu_time=cpu, **self._take_output())
 
 
 # -- helpers of the rare paths --------------------------------------------------------------------------

@@ -184,17 +184,20 @@ def why_not_fork(fork_threads: int | None) -> str:
 
 def prepare_fork() -> None:
     """Import, in the parent, what a forked worker needs on its way to its first result, so no child
-    imports it: the worker loop, the job runner and the C half of ctypes (prctl, mallopt). Called when a
-    pool is about to fork, never at import time (`import ppft` stays as fast as it was)."""
-    from . import execute, process  # noqa: F401, PLC0415
+    imports it: the worker loop, the job runner and its output capture, and the C half of ctypes (prctl,
+    mallopt). Called when a pool is about to fork, never at import time (`import ppft` stays as fast as it
+    was)."""
+    from . import capture, execute, process  # noqa: F401, PLC0415
 
     with contextlib.suppress(ImportError):  # an interpreter without ctypes: process.py copes
         import _ctypes  # noqa: F401, PLC0415
 
 
-def fork_worker(child_in: int, child_out: int, secret: bytes) -> ForkedProcess:
+def fork_worker(child_in: int, child_out: int, secret: bytes, output_region: object = None) -> ForkedProcess:
     """Fork a worker that serves the pool over `child_in` (jobs) and `child_out` (results), the pipe ends
-    that are the child's; the caller closes them in the parent afterwards. Raises OSError if fork fails."""
+    that are the child's; the caller closes them in the parent afterwards. `output_region`: the pool's
+    mapping of the worker's output region (`outregion`), which the child inherits. Raises OSError if fork
+    fails."""
     for stream in (sys.stdout, sys.stderr):  # what the user printed must not be in the child's buffers too
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):  # closed or broken: the child gets fresh ones
@@ -207,7 +210,7 @@ def fork_worker(child_in: int, child_out: int, secret: bytes) -> ForkedProcess:
     try:
         pid = os.fork()
         if pid == 0:
-            _child_main(child_in, child_out, secret, parent, old_mask)
+            _child_main(child_in, child_out, secret, parent, old_mask, output_region)
     finally:
         _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)  # the parent only: the child never gets here
     return ForkedProcess(pid)
@@ -216,11 +219,13 @@ def fork_worker(child_in: int, child_out: int, secret: bytes) -> ForkedProcess:
 # -- the child ---------------------------------------------------------------------------------------------
 
 
-def _child_main(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int]) -> NoReturn:
+def _child_main(
+    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], region: object
+) -> NoReturn:
     code = EXIT_CHILD_FAILED
     try:
         try:
-            code = _child(child_in, child_out, secret, parent, mask)
+            code = _child(child_in, child_out, secret, parent, mask, region)
         except BaseException:  # noqa: BLE001 - reported on fd 2 and in the exit code; nothing may escape
             with contextlib.suppress(BaseException):
                 os.write(
@@ -233,7 +238,7 @@ def _child_main(child_in: int, child_out: int, secret: bytes, parent: int, mask:
         os._exit(code)
 
 
-def _child(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int]) -> int:
+def _child(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], region: object) -> int:
     gc.freeze()  # inherited garbage (a cycle holding an open file, say) is never collected, so never flushed
     # Descriptors first: from here on, an inherited object flushed or closed by accident reaches a dead pipe,
     # never a file of the parent's. Signals stay blocked until their handlers are reset.
@@ -246,7 +251,7 @@ def _child(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[
     _drop_log_handlers()
     from .process import run_forked  # noqa: PLC0415 - loaded already (prepare_fork)
 
-    return run_forked(secret, parent)
+    return run_forked(secret, parent, region)
 
 
 def _reset_signals() -> None:

@@ -41,7 +41,8 @@ class Owner(Protocol):
 class ServedTask:
     """A peer's job on its way through our pool: `wire` carries our id, `client_id` the peer's."""
 
-    __slots__ = ("attempts", "body", "client_id", "owner", "solo", "wire")
+    # kept_output: set only for a job whose worker died while it ran (`poolout.keep_output`)
+    __slots__ = ("attempts", "body", "client_id", "kept_output", "owner", "solo", "wire")
 
     def __init__(self, wire: Job, body: FunctionBody, owner: Owner, client_id: int) -> None:
         self.wire = wire

@@ -4,7 +4,8 @@ Two uses, one code: a client's link to a ppserver, and a ppserver's link to dial
 (`python -m ppft_worker --connect`). The peer says how many workers it has (`NodeInfo`); the link keeps
 `workers x window` jobs in flight, sends each function body once per connection, and hands results back.
 When the stream ends, every job still in flight goes back to the owner (`on_lost`) to run elsewhere: the
-peer's death is not the jobs' fault, so no attempt is charged.
+peer's death is not the jobs' fault, so no attempt is charged. Live output the peer sends (`LiveOutput`,
+protocol version 2, after the owner asked with `WatchOutput`) goes to `on_output` with the jobs' tasks.
 
 A job the peer answers as cancelled (`stealing.CANCELLED_TYPE`) completes as cancelled only if this side asked
 (`cancel`); a cancellation nobody asked for (a peer that gave the job up: a work steal, a restart) sends it
@@ -17,7 +18,7 @@ import logging
 from collections.abc import Callable
 from operator import itemgetter
 
-from ppft_protocol import BodyLedger, Cancel, Event, NodeInfo, Result, ResultBatch, StatsReply
+from ppft_protocol import BodyLedger, Cancel, Event, LiveOutput, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
 from .stealing import CANCELLED_TYPE
@@ -57,6 +58,7 @@ class Link:
         self._on_results = on_results
         self._on_requeue = on_requeue
         self.cancelling: set[int] = set()  # job ids we sent a Cancel for, their results not back yet
+        self.on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
 
     @property
     def ready(self) -> bool:
@@ -94,6 +96,8 @@ class Link:
             self.workers = event.workers
         elif isinstance(event, StatsReply):
             self.remote_stats = event
+        elif isinstance(event, LiveOutput):
+            self._live_output(event)
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Ask the peer to cancel these jobs in flight; each still comes back once, cancelled or not."""
@@ -107,6 +111,19 @@ class Link:
         self.inflight.clear()
         self.cancelling.clear()
         return tasks
+
+    def _live_output(self, event: LiveOutput) -> None:
+        """What running jobs wrote: to `on_output`, for the jobs still in flight here (others are dropped)."""
+        if self.on_output is None:
+            return
+        inflight = self.inflight
+        pieces = []
+        for job_id, stream, offset, text in event.pieces:
+            task = inflight.get(job_id)
+            if task is not None:
+                pieces.append((task, stream, offset, text))
+        if pieces:
+            self.on_output(pieces)
 
     def _results(self, batch: ResultBatch) -> None:
         if self.cancelling or not all(map(_ok, batch.results)):  # C-level scan: no cost per job to speak of

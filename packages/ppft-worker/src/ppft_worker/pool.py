@@ -24,6 +24,10 @@ Deaths: a worker's jobs are run in the order they were sent, so the first unfini
 a worker dies with several jobs in flight, every one of them is requeued and the suspect is marked `solo`: it
 will run alone next time. A job is charged an attempt only when its worker dies while it runs alone, so one
 bad job cannot fail the others of its batch, and it fails with `WorkerLostError` after `max_attempts`.
+
+Output: every worker gets an output region (shared memory) where it mirrors what its job writes; the pool
+reads it when the worker dies, so the job's `WorkerLostError` result carries the text it wrote, and, while
+the owner watches (`watch_output`), every few milliseconds for live output (`poolout`).
 """
 
 from __future__ import annotations
@@ -32,7 +36,6 @@ import contextlib
 import errno
 import logging
 import os
-import pickle
 import subprocess
 import time
 from collections.abc import Callable
@@ -53,10 +56,11 @@ from ppft_protocol import (
 from ppft_protocol.relay import RawResults
 
 from .batching import Batching
-from .errors import WorkerLostError
 from .forkstart import WorkerProcess, prepare_fork, why_not_fork
 from .loop import Loop, Timer
 from .outbuf import OutBuffer
+from .outregion import close_region
+from .poolout import LiveWatch, OutputPiece, keep_output, lost_result, open_region
 from .poolworker import PoolWorker
 from .reads import next_read_size
 from .spawn import describe_exit, start_worker
@@ -113,6 +117,7 @@ class WorkerPool:
         self._respawn_timer: Timer | None = None
         self._reap_timer: Timer | None = None
         self._stealer = None if restart else Stealer(loop, self._workers, self._cancel)
+        self._live: LiveWatch | None = None
         self._closed = False
 
     # -- the owner's interface -------------------------------------------------------------------------
@@ -168,6 +173,16 @@ class WorkerPool:
                     self._retire(w)
         else:
             self._fill()
+
+    def watch_output(self, on_output: Callable[[list[OutputPiece]], None] | None) -> None:
+        """Hand what running jobs write to `on_output`, whole lines as they are written, as
+        `(task, stream, offset, text)` (stream 1 stdout, 2 stderr; offset in bytes of the job's output);
+        None stops it. A job's result still carries all of its output."""
+        if self._live is not None:
+            self._live.close()
+            self._live = None
+        if on_output is not None:
+            self._live = LiveWatch(self.loop, self._workers, on_output)
 
     def dispatch(self, queue: TaskQueue) -> int:
         """Move tasks from the head of `queue` into free worker windows; returns how many were sent."""
@@ -237,6 +252,8 @@ class WorkerPool:
         self._closed = True
         if self._stealer is not None:
             self._stealer.close()
+        if self._live is not None:
+            self._live.close()
         for timer in (self._respawn_timer, self._reap_timer):
             if timer is not None:
                 timer.cancel()
@@ -244,6 +261,8 @@ class WorkerPool:
         for w in self._workers:
             self._unregister(w)
             procs.append(w.proc)
+            close_region(w.region)
+            w.region = None
         self._workers.clear()
         procs.extend(self._dying)
         self._dying.clear()
@@ -276,11 +295,22 @@ class WorkerPool:
 
     def _spawn(self, why_exec: str) -> None:
         """Start one worker: forked if `why_exec` is empty, else exec'd."""
-        proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec)
+        region = open_region()
+        try:
+            proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec, region)
+        except BaseException:
+            if region is not None:
+                close_region(region[1])
+            raise
+        finally:
+            if region is not None:
+                os.close(region[0])  # the worker has it now (inherited, or passed on by exec)
         conn = Connection(
             Role.CLIENT, self._secret, allow_plain=True, raw_results=self._on_raw_results is not None
         )
-        w = PoolWorker(self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork")
+        w = PoolWorker(
+            self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork", region and region[1]
+        )
         self._next_index += 1
         self._workers.append(w)
         self.loop.add_reader(w.rfd, lambda: self._readable(w))
@@ -295,6 +325,8 @@ class WorkerPool:
         self._unregister(w)
         self._workers.remove(w)
         self._dying.append(w.proc)
+        close_region(w.region)
+        w.region = None
         self._schedule_reap()
 
     def _unregister(self, w: PoolWorker) -> None:
@@ -328,6 +360,7 @@ class WorkerPool:
         how = detail or describe_exit(code)
         tasks = list(w.inflight.values())
         w.inflight.clear()
+        keep_output(w, tasks)  # the text its job wrote, before anything decides that job's fate
         if not w.ready:
             self._start_failed(f"{w!r} {how} before it was ready")
         else:
@@ -345,24 +378,13 @@ class WorkerPool:
         if len(tasks) == 1:
             first.attempts += 1
             if first.attempts >= self.max_attempts:
-                failed.append((first, self._lost_result(w, how, first)))
+                failed.append((first, lost_result(w, how, first)))
                 tasks = []
         first.solo = True
         if tasks:
             self._on_requeue(tasks)
         if failed:
             self._on_results(failed)
-
-    def _lost_result(self, w: PoolWorker, how: str, task: Task) -> Result:
-        message = (
-            f"{w!r} {how} while running this job; the job was run alone {task.attempts} time(s) and each "
-            f"time its worker died, so it is not retried again"
-        )
-        exc = WorkerLostError(message)
-        return Result(
-            task.wire.job_id, False, b"", "", 0.0, 0.0,
-            "ppft_worker.errors.WorkerLostError", message, "", pickle.dumps(exc),
-        )  # fmt: skip
 
     def _start_failed(self, reason: str) -> None:
         self._start_failures += 1
@@ -464,6 +486,8 @@ class WorkerPool:
             w.since = time.monotonic()
         send_batch(w.conn, w.bodies, w.inflight, tasks)
         self._write(w, w.conn.data_to_send_parts())
+        if self._live is not None:
+            self._live.busy()
         if self._stealer is not None:
             self._stealer.sent(w)
 

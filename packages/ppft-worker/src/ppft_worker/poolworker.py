@@ -15,6 +15,10 @@ from .outbuf import OutBuffer
 from .reads import READ_SIZE
 from .tasks import Task
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import mmap
+
 __all__ = ["PoolWorker"]
 
 
@@ -26,12 +30,14 @@ class PoolWorker:
         "conn",
         "index",
         "inflight",
+        "live",
         "method",
         "out",
         "pid",
         "proc",
         "read_size",
         "ready",
+        "region",
         "retiring",
         "rfd",
         "since",
@@ -42,7 +48,14 @@ class PoolWorker:
     )
 
     def __init__(
-        self, index: int, proc: WorkerProcess, rfd: int, wfd: int, conn: Connection, method: str
+        self,
+        index: int,
+        proc: WorkerProcess,
+        rfd: int,
+        wfd: int,
+        conn: Connection,
+        method: str,
+        region: mmap.mmap | None = None,
     ) -> None:
         self.index = index
         self.proc = proc
@@ -61,6 +74,8 @@ class PoolWorker:
         self.started = time.monotonic()
         self.since = self.started  # last frame sent while idle, or last result (`stealing`)
         self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
+        self.region = region  # the worker's output region (`outregion`), None if it has none
+        self.live = (-1, 0)  # (generation, bytes) of the region's text already reported as live output
 
     def __repr__(self) -> str:
         return f"worker {self.index} (pid {self.pid})"

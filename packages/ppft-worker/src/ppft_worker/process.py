@@ -8,6 +8,9 @@ the secret in memory. `main` prepares the process, `serve` runs the loop:
     pool --JobBatch / FunctionBody / Cancel / StatsRequest--> chan_in --> deque of jobs --> JobRunner.run
     pool <--ResultBatch / StatsReply / NodeInfo----------------- chan_out <-- results (batched) <--'
 
+* What a job writes to `sys.stdout`/`sys.stderr` is captured (`capture`) and also mirrored, as it is written,
+  into the output region its pool passed (`outregion`: inherited by a forked worker, a descriptor named by
+  PPFT_WORKER_OUTPUT_FD for an exec'd one), so that the text of a job that kills its worker is not lost.
 * Channel hygiene comes first: the channel moves to private descriptors (close-on-exec) and fd 0 becomes
   /dev/null, fd 1 a copy of fd 2, so job code writing to fd 1 or 2 (`os.write(1, ...)`, a C printf) lands
   in the log, never in the protocol stream. The secret leaves `os.environ` before any job runs.
@@ -81,6 +84,7 @@ EXIT_PROTOCOL = 2
 
 SECRET_ENV = "PPFT_WORKER_SECRET"
 PARENT_ENV = "PPFT_PARENT_PID"
+OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 LOG_LEVEL_ENV = "PPFT_LOG_LEVEL"
 
 
@@ -174,6 +178,8 @@ class _Serve:
         self.finished = False
         self.hello_sent = False
         self.fast: set[bytes] = set()  # digests whose last job took under _FAST seconds (`run`)
+        self.output_region: object = None  # the pool's output region, mapped (a forked worker inherits it)
+        self.output_fd = -1  # or its descriptor, mapped on the first write of a job (an exec'd worker)
 
     def send_hello(self) -> None:
         """Write our opening and Hello now, so the peer can proceed while this process finishes starting."""
@@ -258,10 +264,14 @@ class _Serve:
         self.conn.send(NodeInfo("worker", 1, __version__, f"{os.uname().nodename}:{pid}"))
         _write_all(self.fd_out, self.conn.data_to_send())
         if self.runner is None:
+            from .capture import OutputCapture  # noqa: PLC0415
             from .execute import JobRunner  # noqa: PLC0415
 
             # version 2: bodies are kept within the budget the sender counts too (ppft_protocol.bodies)
-            self.runner = JobRunner(BODY_BUDGET if self.conn.version >= 2 else None)
+            budget = BODY_BUDGET if self.conn.version >= 2 else None
+            region = self.output_region
+            self.runner = JobRunner(budget, OutputCapture(region, self.output_fd))  # type: ignore[arg-type]
+            self.output_region, self.output_fd = None, -1
         if _log_setup_deferred and "logging" in sys.modules:
             _finish_log_setup()  # `logging` is loaded already: setting it up costs microseconds
 
@@ -508,6 +518,12 @@ def main(argv: list[str] | None = None) -> int:
     chan_in, chan_out = _take_channel()
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")
+    output_fd = os.environ.pop(OUTPUT_FD_ENV, "")
+    if output_fd.isdigit():
+        try:
+            os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
+        except OSError:
+            output_fd = ""  # not open after all: jobs' output then leaves only in their results
     try:
         secret = bytes.fromhex(secret_hex)
     except ValueError:
@@ -518,20 +534,37 @@ def main(argv: list[str] | None = None) -> int:
             f"WorkerPool, which passes its secret there; do not start it by hand\n"
         )
         return EXIT_PROTOCOL
-    return _run(chan_in, chan_out, secret, int(parent) if parent.isdigit() else None)
+    return _run(
+        chan_in,
+        chan_out,
+        secret,
+        int(parent) if parent.isdigit() else None,
+        output_fd=int(output_fd) if output_fd.isdigit() else -1,
+    )
 
 
-def run_forked(secret: bytes, parent_pid: int) -> int:
+def run_forked(secret: bytes, parent_pid: int, output_region: object = None) -> int:
     """Entry of a worker forked by its pool (`ppft_worker.forkstart`), which left the child as an exec'd
-    worker starts: the channel on fds 0 and 1, fd 2 inherited, no other descriptor. The secret and the
-    parent's pid come in memory rather than in the environment; the rest is `main`'s."""
+    worker starts: the channel on fds 0 and 1, fd 2 inherited, no other descriptor. The secret, the
+    parent's pid and the output region (an inherited mapping) come in memory rather than in the environment;
+    the rest is `main`'s."""
     chan_in, chan_out = _take_channel()
-    return _run(chan_in, chan_out, secret, parent_pid)
+    return _run(chan_in, chan_out, secret, parent_pid, output_region=output_region)
 
 
-def _run(chan_in: int, chan_out: int, secret: bytes, parent: int | None) -> int:
+def _run(
+    chan_in: int,
+    chan_out: int,
+    secret: bytes,
+    parent: int | None,
+    *,
+    output_region: object = None,
+    output_fd: int = -1,
+) -> int:
     """Greet the pool, tie this process to its parent, serve; returns the exit code."""
     state = _Serve(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
+    state.output_region = output_region
+    state.output_fd = output_fd
     global _log_setup_deferred
     _log_setup_deferred = True  # see _finish_log_setup: logging costs 3 ms on the way to the first result
     try:
