@@ -207,7 +207,7 @@ class NodeServer:
         if self._listener is None:
             self.bind()
         assert self._listener is not None
-        self.loop.add_reader(self._listener.fileno(), self._accept)
+        self.loop.add_reader(self._listener.fileno(), self._accept, self._listener_failed)
         self.pool.start()
         if self.idle_timeout is not None:
             self.loop.call_later(0.2, self._check_idle)
@@ -272,6 +272,21 @@ class NodeServer:
             peer = f"{addr[0]}:{addr[1]}"
             self.sessions.add(_Session(self, sock, peer, allow_plain=self.grants_plain(addr[0])))
             self._idle_since = None
+
+    def _listener_failed(self, exc: BaseException) -> None:
+        """`_accept` raised (the loop logged it): the listener stays, accepting again after a pause, so that
+        a bug that repeats cannot spin the loop. Sessions are guarded by their streams."""
+        listener = self._listener
+        if listener is None:
+            return
+        fd = listener.fileno()
+        self.loop.remove_reader(fd)
+
+        def resume() -> None:
+            if self._listener is listener and not self._stopping:
+                self.loop.add_reader(fd, self._accept, self._listener_failed)
+
+        self.loop.call_later(1.0, resume)
 
     def grants_plain(self, host: str) -> bool:
         """Whether a peer connecting from address `host` may have an unsealed channel (if it asks too).

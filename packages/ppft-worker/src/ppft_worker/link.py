@@ -5,6 +5,10 @@ Two uses, one code: a client's link to a ppserver, and a ppserver's link to dial
 `workers x window` jobs in flight, sends each function body once per connection, and hands results back.
 When the stream ends, every job still in flight goes back to the owner (`on_lost`) to run elsewhere: the
 peer's death is not the jobs' fault, so no attempt is charged.
+
+A bug while dispatching or handling results ends this link's stream (`Stream.fail`) rather than the loop:
+a task taken from the queue is in `inflight` before anything can fail, so the owner gets it back with the
+others when the stream's end is reported, and runs it elsewhere.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from ppft_protocol import Event, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
 from .stream import Stream
-from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
+from .tasks import Task, TaskQueue, adopt, collect_results, send_batch, take_batch
 
 __all__ = ["Link"]
 
@@ -59,18 +63,23 @@ class Link:
         bodies = self._bodies
         inflight = self.inflight
         sent = 0
-        while queue:
-            batch_size, window = batching.limits(queue[0].body.digest)
-            free = self.workers * window - len(inflight)
-            if free <= 0 or (inflight and free < batch_size):
-                break
-            batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
-            if not batch:
-                continue
-            send_batch(conn, bodies, inflight, batch)
-            sent += len(batch)
-        if sent:
-            self.stream.flush()
+        batch: list[Task] = []
+        try:
+            while queue:
+                batch_size, window = batching.limits(queue[0].body.digest)
+                free = self.workers * window - len(inflight)
+                if free <= 0 or (inflight and free < batch_size):
+                    break
+                batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
+                if not batch:
+                    continue
+                send_batch(conn, bodies, inflight, batch)
+                sent += len(batch)
+            if sent:
+                self.stream.flush()
+        except Exception as exc:  # noqa: BLE001 - a bug here ends this link, never the loop
+            adopt(inflight, batch)
+            self.stream.fail(exc, f"dispatching jobs to {self.name}")
         return sent
 
     def handle(self, event: Event) -> None:
@@ -94,4 +103,8 @@ class Link:
         if done:
             self.jobs_done += len(done)
             self.job_time += total
-            self._on_results(done)
+            try:
+                self._on_results(done)
+            except BaseException:
+                adopt(self.inflight, [task for task, _ in done])  # run again elsewhere, not lost
+                raise

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_FRAME_ARGS",
     "Task",
     "TaskQueue",
+    "adopt",
     "collect_raw_results",
     "collect_results",
     "send_batch",
@@ -59,11 +60,22 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
     unknown function must not ride along in a frame of tiny jobs), and once its arguments reach
     `MAX_FRAME_ARGS` bytes. The tasks taken are then claimed, all at once when their class offers
     `claim_all(tasks) -> claimed` (one lock round trip for the frame), else one by one; cancelled tasks
-    are dropped, so the result may be empty (or short), but the queue always shrinks."""
+    are dropped, so the result may be empty (or short), but the queue always shrinks.
+
+    If anything fails on the way, the tasks taken are put back at the head of `queue` before the error
+    propagates: a task never leaves the queue without reaching its taker."""
     head = queue.popleft()
+    batch = [head]
+    try:
+        return _take(queue, head, batch, limit, batching)
+    except BaseException:
+        _put_back(queue, batch)
+        raise
+
+
+def _take(queue: TaskQueue, head: Task, batch: list[Task], limit: int, batching: Batching) -> list[Task]:
     if head.solo:
         return [head] if head.claim() else []
-    batch = [head]
     append = batch.append
     popleft = queue.popleft
     head_body = head.body
@@ -87,6 +99,22 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
     if claim_all is not None:
         return claim_all(batch)  # type: ignore[no-any-return]
     return [task for task in batch if task.claim()]
+
+
+def _put_back(queue: TaskQueue, tasks: list[Task]) -> None:
+    """`tasks` back at the head of `queue`, in order (a deque; or ppserver's queue, through `requeue`)."""
+    requeue = getattr(queue, "requeue", None)
+    if requeue is not None:
+        requeue(tasks)
+    else:
+        queue.extendleft(reversed(tasks))  # type: ignore[attr-defined]
+
+
+def adopt(inflight: dict[int, Task], tasks: list[Task]) -> None:
+    """Record `tasks` in flight (those not there yet): a node whose sending failed midway keeps them on its
+    books, so that whoever takes its jobs back (`take_inflight`, as for a lost node) gets them all."""
+    for task in tasks:
+        inflight.setdefault(task.wire[0], task)
 
 
 def collect_results(
@@ -161,9 +189,14 @@ def collect_raw_results(
 
 def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], tasks: list[Task]) -> None:
     """Queue `tasks` as one frame on `conn`: each function body the peer has not seen goes first, once
-    per connection (`bodies` remembers), and every task is recorded `inflight` by its job id."""
+    per connection (`bodies` remembers), and every task is recorded `inflight` by its job id, before
+    anything is encoded (so a failure on the way leaves no task off the books)."""
     wires: list[Job] = []
     add = wires.append
+    for task in tasks:
+        wire = task.wire
+        inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
+        add(wire)
     last: FunctionBody | None = None
     for task in tasks:
         body = task.body
@@ -172,7 +205,4 @@ def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], 
             if body.digest not in bodies:
                 bodies.add(body.digest)
                 conn.send(body)
-        wire = task.wire
-        inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
-        add(wire)
     conn.send(JobBatch(tuple(wires)))
