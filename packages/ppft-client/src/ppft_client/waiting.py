@@ -110,9 +110,11 @@ class NodeWatch:
                 self._reports = 0
             elif now - self._since >= (self._reports + 1) * WAIT_REPORT_INTERVAL:
                 self._reports += 1
+                seconds = self._reports * WAIT_REPORT_INTERVAL
+                waited = f"{seconds:.0f}" if seconds >= 10 else f"{seconds:.2g}"
                 log.warning(
-                    "%d job(s) waiting for %.0f s: no usable node (%s)",
-                    len(scheduler.queue), self._reports * WAIT_REPORT_INTERVAL, self.why_waiting(),
+                    "%d job(s) waiting for %s s: no usable node (%s)",
+                    len(scheduler.queue), waited, self.why_waiting(),
                 )  # fmt: skip
         self.arm()
 

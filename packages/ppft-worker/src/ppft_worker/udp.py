@@ -62,10 +62,10 @@ class BroadcastEndpoint:
         raise NotImplementedError
 
     def _listen(self, sock: socket.socket) -> None:
-        """Take `sock` (bound, non-blocking), start reading it and send the first datagram now."""
+        """Take `sock` (bound, non-blocking), start reading it and send the first datagram at once."""
         self._sock = sock
         self.loop.add_reader(sock.fileno(), self._readable, self._crashed)
-        self._tick()
+        self._timer = self.loop.call_later(0.0, self._tick, self._crashed)  # on this loop round, guarded
 
     def close(self) -> None:
         """Stop sending and close the socket (idempotent; also after the loop was closed)."""
