@@ -378,3 +378,27 @@ def _close_pipes_and_linger(seconds):
     os.closerange(3, 4096)  # the worker's pipes to the pool: the pool sees the end of its pipe
     time.sleep(seconds)
     return "never seen"
+
+
+def test_emfile_while_connecting_is_a_failed_attempt_and_the_node_is_retried(
+    monkeypatch, node, make_server, caplog
+):
+    import errno
+    import socket
+
+    from ppft_worker import dialer
+
+    real = socket.socket
+    refusals = [3]
+
+    def no_more_files(*args: Any, **kwargs: Any) -> socket.socket:
+        if refusals[0]:
+            refusals[0] -= 1
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(dialer.socket, "socket", no_more_files)
+    server = make_server(0, ppservers=(node.address,))
+    assert server.submit(add_one, (1,)).result(timeout=TIMEOUT) == 2
+    assert "cannot open a socket (Too many open files)" in caplog.text
+    assert_serving(server, node.address)
