@@ -68,7 +68,10 @@ class NodeWatch:
         was = self.refused
         self.refused = self._refusal()
         if self.refused and not was:
-            log.error("%s", self.refused)
+            log.error(
+                "no usable node: no local workers, and every ppserver refused this client for a reason that "
+                "retrying will not cure; jobs fail with NoNodeError until that changes"
+            )
         elif was and not self.refused:
             log.info("a node may run jobs again: new jobs wait for it instead of failing")
         if self.refused:
