@@ -246,15 +246,23 @@ class Scheduler:
             )  # fmt: skip
 
         name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        self.add_node(name, make)
+        # an announced address that is a node already (listed in ppservers too): nothing to try, and it
+        # must not hold one of the discovery's places for addresses that have not answered
+        self.add_node(name, make, on_exists=candidate.answered if candidate is not None else None)
 
-    def add_node(self, name: str, make: Callable[[], Node]) -> None:
+    def add_node(
+        self, name: str, make: Callable[[], Node], on_exists: Callable[[], None] | None = None
+    ) -> None:
         """Add the node `make()` builds, on the I/O thread, unless a live node has that name already.
 
         `make` must hand results to `self._on_results(pairs, name)` and lost jobs to `self._requeue`."""
 
         def add() -> None:
-            if self.exiting or any(node.name == name and not node.closed for node in self.nodes):
+            if self.exiting:
+                return
+            if any(node.name == name and not node.closed for node in self.nodes):
+                if on_exists is not None:
+                    on_exists()
                 return
             node = make()
             self.nodes.append(node)

@@ -228,11 +228,11 @@ class Loop:
                 on_idle()
             except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
                 self._callback_failed(exc, on_idle, self.on_idle_error)
-        timeout = self._next_timeout(max_timeout)
+        timeout, until = self._next_timeout(max_timeout)
         self._sleeping = True
         if soon or self._dirty or self._stopping:  # re-check after publishing _sleeping (see `wake`)
-            timeout = 0.0
-        self._sleep_until = None if timeout is None else time.monotonic() + timeout
+            timeout, until = 0.0, 0.0
+        self._sleep_until = until
         lock.release()
         try:
             ready = self._sel.select(timeout)
@@ -268,14 +268,23 @@ class Loop:
         except (BlockingIOError, OSError):
             pass
 
-    def _next_timeout(self, max_timeout: float | None) -> float | None:
+    def _next_timeout(self, max_timeout: float | None) -> tuple[float | None, float | None]:
+        """(the `select` timeout, the time it ends at): the due time of the next timer itself when that
+        timer decides, so that `run_here` compares a new timer with it exactly, not with a sum that a
+        rounding or a later clock reading puts after it (and wakes the loop for nothing)."""
         timers = self._timers
         while timers and timers[0][2].cancelled:
             heapq.heappop(timers)
         if not timers:
-            return max_timeout
-        delay = max(0.0, timers[0][0] - time.monotonic())
-        return delay if max_timeout is None else min(delay, max_timeout)
+            if max_timeout is None:
+                return None, None
+            return max_timeout, time.monotonic() + max_timeout
+        when = timers[0][0]
+        now = time.monotonic()
+        delay = max(0.0, when - now)
+        if max_timeout is not None and max_timeout < delay:
+            return max_timeout, now + max_timeout
+        return delay, when
 
     def _run_timers(self) -> None:
         timers = self._timers

@@ -193,10 +193,7 @@ def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], 
     anything is encoded (so a failure on the way leaves no task off the books)."""
     wires: list[Job] = []
     add = wires.append
-    for task in tasks:
-        wire = task.wire
-        inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
-        add(wire)
+    new: list[FunctionBody] = []
     last: FunctionBody | None = None
     for task in tasks:
         body = task.body
@@ -204,5 +201,10 @@ def send_batch(conn: Connection, bodies: set[bytes], inflight: dict[int, Task], 
             last = body
             if body.digest not in bodies:
                 bodies.add(body.digest)
-                conn.send(body)
+                new.append(body)
+        wire = task.wire
+        inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
+        add(wire)
+    for body in new:
+        conn.send(body)
     conn.send(JobBatch(tuple(wires)))
