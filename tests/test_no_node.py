@@ -167,6 +167,18 @@ def test_waiting_jobs_run_when_a_node_comes(cluster, make_client, caplog):
     assert job.result(timeout=TIMEOUT) == 2
 
 
+def test_a_ppserver_without_workers_yet_is_named_as_such_and_jobs_run_when_workers_dial_in(
+    cluster, make_client, caplog
+):
+    hub = cluster.ppserver(0)  # only dial-in workers will run jobs there
+    client = make_client(0, ppservers=(hub.address,))
+    job = client.submit(add_one, (1,))
+    wait_until(lambda: waiting_reports(caplog), TIMEOUT, "a waiting report")
+    assert f"({hub.address}: connected, but it has no workers)" in waiting_reports(caplog)[0]
+    cluster.dialin(hub, workers=1)
+    assert job.result(timeout=TIMEOUT) == 2
+
+
 def test_auto_discovery_with_nothing_found_yet_waits_instead_of_failing(make_client, caplog):
     client = make_client(0, ppservers=(f"*:{free_port()}",))
     job = client.submit(add_one, (1,))

@@ -180,6 +180,15 @@ class DaskNode:
     def inflight(self) -> int:
         return self._count
 
+    @property
+    def status(self) -> str:
+        """Why the node takes no jobs now, in a few words ("" when it does)."""
+        if self.ready and (self._nthreads or self._adaptive):
+            return ""
+        if self.ready:
+            return "connected, but the cluster has no workers"
+        return self.last_error or "connecting"
+
     def start(self) -> None:
         self._watcher.start()
 

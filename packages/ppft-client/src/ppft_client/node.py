@@ -44,6 +44,11 @@ class Node(Protocol):
     @property
     def inflight(self) -> int: ...
 
+    @property
+    def status(self) -> str:
+        """Why it takes no jobs now, in a few words for the waiting report ("" when it does)."""
+        ...
+
     def start(self) -> None:
         """Begin connecting; report results and lost jobs through the callbacks given at creation."""
         ...

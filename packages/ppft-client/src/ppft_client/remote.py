@@ -151,6 +151,15 @@ class RemoteNode:
     def inflight(self) -> int:
         return len(self.link.inflight) if self.link is not None else 0
 
+    @property
+    def status(self) -> str:
+        """Why the node takes no jobs now, in a few words ("" when it does)."""
+        if self.ready:
+            return ""
+        if self.link is not None:
+            return "connected, but it has no workers"
+        return self.last_error or "connecting"
+
     def dispatch(self, queue: TaskQueue) -> int:
         return self.link.dispatch(queue) if self.link is not None else 0
 

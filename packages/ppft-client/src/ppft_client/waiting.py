@@ -143,12 +143,12 @@ class NodeWatch:
         elif pool.size == 0 and not scheduler.nodes and not scheduler.discoveries:
             parts.append("no local workers (ncpus=0) and no ppserver")
         for node in scheduler.nodes:
-            if node.closed:
+            if node.closed or node.ready:
                 continue
-            reason = getattr(node, "last_error", "")
-            if node.ready:
-                continue
-            parts.append(f"{node.name}: {short_reason(reason) if reason else 'connecting'}")
+            status = getattr(node, "status", None)
+            if status is None:
+                status = getattr(node, "last_error", "") or "connecting"
+            parts.append(f"{node.name}: {short_reason(status)}")
         for where in scheduler.discoveries:
             parts.append(f"auto-discovery on {where}: no usable ppserver found yet")
         return "; ".join(parts) or "no local workers"
