@@ -45,10 +45,13 @@ _MAX_REPORTED = 256  # failures remembered for the de-duplication of the log
 
 
 def describe_callback(callback: object) -> str:
-    """A callback's name for a log line: `Stream._readable`, `WorkerPool._spawn.<locals>.<lambda>`."""
+    """A callback's name for a log line, with whom it serves when its object says (`peer` or `name`):
+    `Stream._readable of ppserver 127.0.0.1:35000`, `WorkerPool._spawn.<locals>.<lambda>`."""
     func = getattr(callback, "func", callback)  # functools.partial
-    name = getattr(func, "__qualname__", None) or type(func).__qualname__
-    return str(name)
+    name = str(getattr(func, "__qualname__", None) or type(func).__qualname__)
+    owner = getattr(func, "__self__", None)
+    whom = getattr(owner, "peer", None) or getattr(owner, "name", None)
+    return f"{name} of {whom}" if isinstance(whom, str) and whom else name
 
 
 class Timer:
