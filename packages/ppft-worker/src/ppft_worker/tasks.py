@@ -67,38 +67,34 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
     head = queue.popleft()
     batch = [head]
     try:
-        return _take(queue, head, batch, limit, batching)
+        if head.solo:
+            return [head] if head.claim() else []
+        append = batch.append
+        popleft = queue.popleft
+        head_body = head.body
+        size = len(head.wire.args)
+        for _ in range(min(limit - 1, len(queue))):  # other threads may append meanwhile, never take
+            if size >= MAX_FRAME_ARGS:
+                break
+            task = queue[0]
+            if task.solo:
+                break
+            body = task.body
+            if (
+                body is not head_body
+                and body.digest != head_body.digest
+                and batching.limits(body.digest)[0] < limit
+            ):
+                break
+            append(popleft())
+            size += len(task.wire.args)
+        claim_all = getattr(head, "claim_all", None)
+        if claim_all is not None:
+            return claim_all(batch)  # type: ignore[no-any-return]
+        return [task for task in batch if task.claim()]
     except BaseException:
         _put_back(queue, batch)
         raise
-
-
-def _take(queue: TaskQueue, head: Task, batch: list[Task], limit: int, batching: Batching) -> list[Task]:
-    if head.solo:
-        return [head] if head.claim() else []
-    append = batch.append
-    popleft = queue.popleft
-    head_body = head.body
-    size = len(head.wire.args)
-    for _ in range(min(limit - 1, len(queue))):  # other threads may append meanwhile, never take
-        if size >= MAX_FRAME_ARGS:
-            break
-        task = queue[0]
-        if task.solo:
-            break
-        body = task.body
-        if (
-            body is not head_body
-            and body.digest != head_body.digest
-            and batching.limits(body.digest)[0] < limit
-        ):
-            break
-        append(popleft())
-        size += len(task.wire.args)
-    claim_all = getattr(head, "claim_all", None)
-    if claim_all is not None:
-        return claim_all(batch)  # type: ignore[no-any-return]
-    return [task for task in batch if task.claim()]
 
 
 def _put_back(queue: TaskQueue, tasks: list[Task]) -> None:
