@@ -115,7 +115,8 @@ def test_wrong_secret_is_refused_quickly_and_runs_nothing(cluster, make_client, 
     assert time.monotonic() - start < 5.0  # typically ~0.05 s; the bound only keeps a loaded CI honest
     assert node.address in caplog.text
     assert not ready_nodes(client)
-    assert not job.done() and not marker.exists()
+    # no local workers, and the only node refused for good: the job fails with NoNodeError, runs nowhere
+    assert isinstance(job.exception(timeout=10), ppft.NoNodeError) and not marker.exists()
     assert "refused connection" in cluster.read_log(node) and "wrong secret" in cluster.read_log(node)
 
 

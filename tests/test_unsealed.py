@@ -119,7 +119,8 @@ def test_wrong_secret_with_seal_false_is_refused_and_runs_nothing(
     wait_until(lambda: "wrong secret" in caplog.text, 5, "the wrong-secret warning")
     assert node.address in caplog.text
     assert set(client.get_active_nodes()) == {"local"}
-    assert not job.done() and not marker.exists()
+    # no local workers, and the only node refused for good: the job fails with NoNodeError, runs nowhere
+    assert isinstance(job.exception(timeout=10), ppft.NoNodeError) and not marker.exists()
     assert "refused connection" in cluster.read_log(node) and "wrong secret" in cluster.read_log(node)
 
 

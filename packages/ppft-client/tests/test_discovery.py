@@ -175,8 +175,10 @@ class Found:
 
     def __init__(self) -> None:
         self.calls: queue.Queue[tuple[str, int]] = queue.Queue()
+        self.candidates: dict[tuple[str, int], Any] = {}
 
-    def __call__(self, host: str, port: int) -> None:
+    def __call__(self, host: str, port: int, candidate: Any) -> None:
+        self.candidates[(host, port)] = candidate
         self.calls.put((host, port))
 
     def next(self, timeout: float = 5.0) -> tuple[str, int]:
@@ -209,6 +211,20 @@ def start_discovery(
     yield start
     for lt, disc in made:
         lt.call(disc.close)
+
+
+def loop_call(disc: Discovery, fn: Callable[[], object]) -> None:
+    """Run `fn` on the discovery's loop thread and wait for it."""
+    done = threading.Event()
+
+    def run() -> None:
+        try:
+            fn()
+        finally:
+            done.set()
+
+    disc.loop.call_soon_threadsafe(run)
+    assert done.wait(10)
 
 
 def announce_bytes(tcp_port: int, versions: tuple[int, int] = PROTOCOL_VERSIONS, name: str = "n") -> bytes:
@@ -244,21 +260,66 @@ def test_each_server_is_reported_once(
     assert found.none_within(0.3)
 
 
-def test_incompatible_protocol_range_is_not_reported_but_warned(
+def test_announced_protocol_versions_are_not_believed_the_address_is_still_tried(
     start_discovery: Callable[..., tuple[Discovery, Found]],
     fake_server: socket.socket,
     udp_port: int,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
+    # Anyone can forge an announcement: versions 9-9 for a real ppserver's port must not shut it out. The
+    # address is suggested all the same; the TCP handshake decides.
     _, found = start_discovery()
-    newer = (PROTOCOL_VERSIONS[1] + 1, PROTOCOL_VERSIONS[1] + 5)
-    with caplog.at_level("WARNING", logger="ppft.discovery"):
+    newer = (PROTOCOL_VERSIONS[1] + 7, PROTOCOL_VERSIONS[1] + 7)
+    with caplog.at_level("INFO", logger="ppft.discovery"):
         fake_server.sendto(announce_bytes(43214, newer), (BROADCAST, udp_port))
-        fake_server.sendto(announce_bytes(43215), (BROADCAST, udp_port))  # then one that fits
-        assert found.next() == ("127.0.0.1", 43215)
-    assert any(
-        "127.0.0.1:43214" in r.getMessage() and "protocol versions" in r.getMessage() for r in caplog.records
-    )
+        assert found.next() == ("127.0.0.1", 43214)
+    assert any("trying it anyway" in r.getMessage() for r in caplog.records)
+
+
+def test_a_forgotten_address_is_suggested_again_only_after_its_cool_down(
+    start_discovery: Callable[..., tuple[Discovery, Found]],
+    fake_server: socket.socket,
+    udp_port: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(discovery, "COOL_DOWN", 0.5)
+    disc, found = start_discovery()
+    fake_server.sendto(announce_bytes(43230), (BROADCAST, udp_port))
+    assert found.next() == ("127.0.0.1", 43230)
+    candidate = found.candidates[("127.0.0.1", 43230)]
+    loop_call(disc, lambda: candidate.forget("connection refused"))
+    assert ("127.0.0.1", 43230) not in disc.found
+    fake_server.sendto(announce_bytes(43230), (BROADCAST, udp_port))
+    assert found.none_within(0.2)  # still cooling down
+    deadline = time.monotonic() + 5
+    while True:  # announced again after the cool-down: tried again, and remembering why it failed
+        fake_server.sendto(announce_bytes(43230), (BROADCAST, udp_port))
+        try:
+            assert found.calls.get(timeout=0.1) == ("127.0.0.1", 43230)
+            break
+        except queue.Empty:
+            assert time.monotonic() < deadline, "a forgotten address was never tried again"
+    assert found.candidates[("127.0.0.1", 43230)].last_error == "connection refused"
+
+
+def test_a_flood_of_announcements_is_tried_a_bounded_number_at_a_time(
+    start_discovery: Callable[..., tuple[Discovery, Found]], fake_server: socket.socket, udp_port: int
+) -> None:
+    disc, found = start_discovery()
+    for port in range(44000, 44000 + 3 * discovery.MAX_UNANSWERED):
+        fake_server.sendto(announce_bytes(port), (BROADCAST, udp_port))
+    got = [found.next() for _ in range(discovery.MAX_UNANSWERED)]
+    assert found.none_within(0.3)  # the rest wait: at most MAX_UNANSWERED unanswered at once
+    assert len(set(got)) == discovery.MAX_UNANSWERED
+    # one answers (a real ppserver), another is forgotten: room for two more
+    first, second = (found.candidates[address] for address in got[:2])
+    loop_call(disc, first.answered)
+    loop_call(disc, lambda: second.forget("connection refused"))
+    fake_server.sendto(announce_bytes(44100), (BROADCAST, udp_port))
+    fake_server.sendto(announce_bytes(44101), (BROADCAST, udp_port))
+    fake_server.sendto(announce_bytes(44102), (BROADCAST, udp_port))
+    assert {found.next(), found.next()} == {("127.0.0.1", 44100), ("127.0.0.1", 44101)}
+    assert found.none_within(0.3)
 
 
 def test_garbage_is_ignored(

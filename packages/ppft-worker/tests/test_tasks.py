@@ -77,3 +77,32 @@ def test_a_frame_stops_once_its_arguments_reach_the_byte_cap():
         big.append(task)
     queue = deque(big)
     assert ids(take_batch(queue, 256, learned())) == [0, 1, 2, 3]
+
+
+class Broken(Exception):
+    pass
+
+
+class ClaimFails(FakeTask):
+    def claim(self) -> bool:
+        raise Broken("claim")
+
+
+def test_a_failure_while_taking_puts_every_task_back_at_the_head_in_order():
+    queue = deque([FakeTask(1, TINY), FakeTask(2, TINY), ClaimFails(3, TINY), FakeTask(4, TINY)])
+    try:
+        take_batch(queue, 100, learned())
+    except Broken:
+        pass
+    else:
+        raise AssertionError("the failure was swallowed")
+    assert ids(queue) == [1, 2, 3, 4]
+
+
+def test_adopt_puts_tasks_on_the_books_once():
+    from ppft_worker.tasks import adopt
+
+    inflight = {1: FakeTask(1, TINY)}
+    first = inflight[1]
+    adopt(inflight, [FakeTask(1, TINY), FakeTask(2, TINY)])
+    assert list(inflight) == [1, 2] and inflight[1] is first

@@ -8,6 +8,7 @@
 from .errors import (
     DestroyedServerError,
     NodeLostError,
+    NoNodeError,
     RemoteJobError,
     RemoteTraceback,
     ResultDecodeError,
@@ -24,6 +25,7 @@ __all__ = [
     "DestroyedServerError",
     "Executor",
     "Job",
+    "NoNodeError",
     "NodeLostError",
     "RemoteJobError",
     "RemoteTraceback",

@@ -19,6 +19,10 @@ Failures map to ppft's behaviour: dask itself reruns a task whose worker died; a
 node's jobs back to the ppft queue at once, to run elsewhere; an unreachable scheduler is logged with the
 reason, and tried again with backoff.
 
+A bug in the node's work on the I/O thread (dispatching, a batch's outcome, the cluster's state) takes the
+node down as a lost scheduler does: its jobs run elsewhere, the watcher brings it back at its next poll,
+and the I/O thread goes on.
+
 This module must never block the I/O thread (only the watcher thread waits on dask), never become the
 default dask client (`set_as_default=False`), and close only the `Client` it opened itself: a `Client` or a
 cluster the user passed stays open. `distributed` is imported only on the watcher thread, when a node starts.
@@ -143,6 +147,7 @@ class DaskNode:
         self.name = entry.name
         self.closed = False
         self.last_error = ""
+        self.permanent = False  # a cluster that cannot be reached now may be reachable later
         self.jobs_done = 0
         self.job_time = 0.0
         self._on_results = on_results
@@ -175,6 +180,15 @@ class DaskNode:
     def inflight(self) -> int:
         return self._count
 
+    @property
+    def status(self) -> str:
+        """Why the node takes no jobs now, in a few words ("" when it does)."""
+        if self.ready and (self._nthreads or self._adaptive):
+            return ""
+        if self.ready:
+            return "connected, but the cluster has no workers"
+        return self.last_error or "connecting"
+
     def start(self) -> None:
         self._watcher.start()
 
@@ -199,7 +213,12 @@ class DaskNode:
             batch = take_batch(queue, limit, self._batching)
             if not batch:
                 continue
-            if not self._submit(batch):
+            try:
+                submitted = self._submit(batch)
+            except BaseException as exc:
+                self._on_lost(batch, f"internal error in the I/O thread ({_reason(exc)})")  # not lost
+                raise
+            if not submitted:
                 break
             sent += len(batch)
         return sent
@@ -210,6 +229,16 @@ class DaskNode:
         self._futures.clear()  # dask forgets the tasks nobody holds a Future of
         self._count = 0
         return tasks
+
+    def internal_error(self, exc: BaseException, what: str) -> None:
+        """A bug while the scheduler used this node (`what`): logged once; the node goes down as when its
+        scheduler is lost (its jobs run elsewhere) until the watcher's next poll brings it back."""
+        self.loop.report(exc, f"{what} failed")
+        self._crashed(exc)
+
+    def _crashed(self, exc: BaseException) -> None:
+        """The loop's error handler for this node's callbacks."""
+        self._down(f"internal error in the I/O thread ({_reason(exc)})")
 
     def close(self) -> None:
         """Leave for good: the watcher closes the Client if this node opened it (waited for, bounded)."""
@@ -261,7 +290,7 @@ class DaskNode:
             outcome: Any = await client.gather(future, asynchronous=True)
         except BaseException as exc:  # noqa: BLE001 - any failure is the batch's outcome, judged on the I/O thread
             outcome = exc
-        self.loop.call_soon_threadsafe(functools.partial(self._finished, key, outcome))
+        self.loop.call_soon_threadsafe(functools.partial(self._finished, key, outcome), self._crashed)
 
     # -- results (I/O thread) --------------------------------------------------------------------------
 
@@ -271,6 +300,16 @@ class DaskNode:
         if batch is None:  # requeued already (the scheduler was lost, the node closed)
             return
         self._count -= len(batch)
+        try:
+            self._outcome(batch, outcome)
+        except BaseException:
+            # Back on the books before the error handler takes the node down: the batch runs elsewhere
+            # (the jobs of it that did finish are not run again).
+            self._inflight[key] = batch
+            self._count += len(batch)
+            raise
+
+    def _outcome(self, batch: list[Task], outcome: Any) -> None:
         if isinstance(outcome, list) and len(outcome) == len(batch):
             self._results(batch, outcome)
         elif _is_killed_worker(outcome):
@@ -388,7 +427,7 @@ class DaskNode:
     # -- the watcher thread ----------------------------------------------------------------------------
 
     def _post(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-        self.loop.call_soon_threadsafe(functools.partial(fn, *args, **kwargs))
+        self.loop.call_soon_threadsafe(functools.partial(fn, *args, **kwargs), self._crashed)
 
     def _watch(self) -> None:
         """Open the Client, then follow the cluster's size and the Client's state until the node closes."""

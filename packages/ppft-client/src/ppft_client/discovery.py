@@ -7,9 +7,17 @@ address, and a bare ``*`` means every IPv4 network.
 
 `Discovery` runs on the scheduler's I/O loop: a UDP socket on the discovery port (SO_REUSEADDR, and
 SO_REUSEPORT where the system has it, so clients and a ppserver share one host) that broadcasts a `Query`
-at start and every `QUERY_INTERVAL` seconds, and calls `on_found(address, tcp_port)` the first time a
-ppserver's `Announce` arrives from an address (docs/protocol.md, "Discovery datagrams"). A datagram proves
-nothing: the caller connects and the TCP handshake checks the secret.
+at start and every `QUERY_INTERVAL` seconds, and calls `on_found(address, tcp_port, candidate)` when a
+ppserver's `Announce` arrives from an address it is not trying already (docs/protocol.md, "Discovery
+datagrams").
+
+A datagram proves nothing, and anyone can send one: an announcement only suggests an address to try. The
+TCP handshake decides (the secret, the protocol versions: the versions an announcement claims are not
+believed either). Nothing is refused or kept for good on a datagram's word: at most `MAX_CANDIDATES`
+suggested addresses are tried at once, and `MAX_UNANSWERED` of them before they answer; the node made for
+an address that never answers forgets it (`Candidate.forget`), and the address may be suggested again after
+a cool-down (10 s, doubling to 5 minutes while it keeps failing), so a flood of forged announcements costs a
+bounded number of connection attempts and no memory that grows.
 
 A wildcard's interface (192.168.1.0) is a network address, not an address of this host, and on Linux a
 socket bound to one unicast address hears no broadcast at all; so for a wildcard the socket is bound to all
@@ -22,6 +30,7 @@ from __future__ import annotations
 import errno
 import ipaddress
 import logging
+import time
 from collections.abc import Callable
 
 from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError, printable
@@ -29,10 +38,25 @@ from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_d
 from ppft_worker.loop import Loop
 from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
 
-__all__ = ["QUERY_INTERVAL", "Discovery", "DiscoveryError", "parse_ppservers"]
+__all__ = [
+    "MAX_CANDIDATES",
+    "MAX_UNANSWERED",
+    "QUERY_INTERVAL",
+    "Discovery",
+    "DiscoveryError",
+    "parse_ppservers",
+]
 
 QUERY_INTERVAL = 5.0
 """Seconds between two queries (servers also announce themselves unasked, every 2 s)."""
+MAX_CANDIDATES = 64
+"""Announced addresses tried at once, at most (connected ones included)."""
+MAX_UNANSWERED = 16
+"""Announced addresses being tried that have not completed a handshake yet, at most."""
+COOL_DOWN = 10.0
+"""Seconds before a forgotten address may be tried again (doubled each time it fails again, to 300 s)."""
+_MAX_COOL_DOWN = 300.0
+_MAX_REMEMBERED = 4096  # forgotten addresses remembered for their cool-down, at most
 
 _READ_BURST = 64  # datagrams read per wake-up at most, so a flood cannot starve the client's other work
 
@@ -120,8 +144,28 @@ def _wildcard_network(interface: str, broadcast: str) -> ipaddress.IPv4Network |
     return ipaddress.IPv4Network((low, 32 - host_bits.bit_length()))
 
 
+class _Candidate:
+    """An announced address being tried: what its node reports back to the discovery."""
+
+    __slots__ = ("_discovery", "address", "answered_once", "last_error")
+
+    def __init__(self, discovery: Discovery, address: Address, last_error: str) -> None:
+        self._discovery = discovery
+        self.address = address
+        self.last_error = last_error
+        self.answered_once = False
+
+    def answered(self) -> None:
+        self.answered_once = True
+        self._discovery._forgotten.pop(self.address, None)
+
+    def forget(self, reason: str) -> None:
+        self._discovery._forget(self, reason)
+
+
 class Discovery(BroadcastEndpoint):
-    """Finds ppservers announcing themselves on (broadcast, port); `on_found(address, tcp_port)` once each."""
+    """Finds ppservers announcing themselves on (broadcast, port); `on_found(address, tcp_port, candidate)`
+    for each address worth trying (see the module's text)."""
 
     def __init__(
         self,
@@ -130,7 +174,7 @@ class Discovery(BroadcastEndpoint):
         interface: str,
         broadcast: str,
         port: int,
-        on_found: Callable[[str, int], None],
+        on_found: Callable[[str, int, _Candidate], None],
     ) -> None:
         super().__init__(loop)
         self.interface = interface
@@ -138,9 +182,11 @@ class Discovery(BroadcastEndpoint):
         self.port = port
         self.on_found = on_found
         self.network = _wildcard_network(interface, broadcast)
-        self.found: set[Address] = set()
-        self._refused: set[Address] = set()
+        self.found: dict[Address, _Candidate] = {}  # addresses being tried
+        # forgotten addresses: (may be tried again at, cool-down, last reason)
+        self._forgotten: dict[Address, tuple[float, float, str]] = {}
         self._send_failed = False
+        self._full_logged = 0.0
         self._query = encode_datagram(Query())
 
     def start(self) -> None:
@@ -213,22 +259,49 @@ class Discovery(BroadcastEndpoint):
 
     def _announced(self, host: str, announce: Announce) -> None:
         key = (host, announce.tcp_port)
-        if key in self.found or key in self._refused:
+        if key in self.found:
             return
+        now = time.monotonic()
+        forgotten = self._forgotten.get(key)
+        if forgotten is not None and now < forgotten[0]:
+            return  # tried lately and it did not answer: not again before its cool-down ends
         if self.network is not None and ipaddress.IPv4Address(host) not in self.network:
             log.debug("auto-discovery: %s:%d is outside %s: ignored", host, announce.tcp_port, self.network)
             return
+        unanswered = sum(1 for candidate in self.found.values() if not candidate.answered_once)
+        if len(self.found) >= MAX_CANDIDATES or unanswered >= MAX_UNANSWERED:
+            if now - self._full_logged >= QUERY_INTERVAL:
+                self._full_logged = now
+                log.info(
+                    "auto-discovery: %d announced address(es) being tried already (%d not answering yet): "
+                    "%s:%d waits for its next announcement",
+                    len(self.found), unanswered, host, announce.tcp_port,
+                )  # fmt: skip
+            return
+        name = printable(announce.name, 64)
         low, high = PROTOCOL_VERSIONS
         if announce.max_version < low or announce.min_version > high:
-            self._refused.add(key)
-            log.warning(
-                "auto-discovery: ppserver %s:%d (%s) speaks protocol versions %d-%d, this client %d-%d: "
-                "not used; upgrade the older side",
-                host, announce.tcp_port, printable(announce.name), announce.min_version, announce.max_version,
-                low, high,
+            log.info(
+                "auto-discovery: %s:%d (%s) announces protocol versions %d-%d, this client speaks %d-%d: "
+                "trying it anyway, the handshake decides",
+                host, announce.tcp_port, name, announce.min_version, announce.max_version, low, high,
             )  # fmt: skip
-            return
-        self.found.add(key)
-        name = printable(announce.name)
-        log.info("auto-discovery: found ppserver %s:%d (%s)", host, announce.tcp_port, name)
-        self.on_found(host, announce.tcp_port)
+        else:
+            log.info("auto-discovery: found ppserver %s:%d (%s)", host, announce.tcp_port, name)
+        candidate = _Candidate(self, key, forgotten[2] if forgotten is not None else "")
+        self.found[key] = candidate
+        self.on_found(host, announce.tcp_port, candidate)
+
+    def _forget(self, candidate: _Candidate, reason: str) -> None:
+        """The node of `candidate` gave it up: the address may be suggested again after its cool-down."""
+        key = candidate.address
+        if self.found.get(key) is candidate:
+            del self.found[key]
+        previous = self._forgotten.pop(key, None)
+        cool_down = COOL_DOWN if previous is None else min(_MAX_COOL_DOWN, previous[1] * 2)
+        if candidate.answered_once:
+            cool_down = 0.0  # it was a ppserver: its next announcement is welcome at once
+        while len(self._forgotten) >= _MAX_REMEMBERED:
+            del self._forgotten[next(iter(self._forgotten))]  # the oldest
+        self._forgotten[key] = (time.monotonic() + cool_down, cool_down or COOL_DOWN / 2, reason)
+        log.debug("auto-discovery: %s:%d forgotten for %.0f s: %s", *key, cool_down, reason)

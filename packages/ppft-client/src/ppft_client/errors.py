@@ -11,6 +11,7 @@ from ppft_worker.errors import WorkerLostError
 
 __all__ = [
     "DestroyedServerError",
+    "NoNodeError",
     "NodeLostError",
     "RemoteJobError",
     "RemoteTraceback",
@@ -31,6 +32,15 @@ class NodeLostError(PPFTError):
 
     A job whose node is lost is requeued at once; only a job that keeps losing its nodes (a job that
     crashes whole ppservers, say) fails with this, naming the last node and why it was lost."""
+
+
+class NoNodeError(PPFTError):
+    """No node can run the job, and none will without a change from you: there are no local workers, and
+    every ppserver refused this client for a reason that retrying does not cure (a wrong secret, a ppft 1.x
+    server, no common protocol version). The message names each node and its reason.
+
+    Raised from `job()` for the jobs that were waiting and for new ones, until a node becomes usable (a
+    ppserver restarted with the right secret is tried again every 60 s) or `set_ncpus(n)` adds workers."""
 
 
 class RemoteJobError(PPFTError):

@@ -2,6 +2,10 @@
 
 A ppserver link (`remote.RemoteNode`) is one; a dask.distributed cluster is another. A new kind of node is a
 new module implementing this, driven by the scheduler's I/O thread, and never a change to the scheduler.
+
+Every loop registration a node makes carries its own error handler (`Loop.add_reader(..., on_error)`), so a
+bug in one of its callbacks closes that node's connection, never the I/O thread; the scheduler calls
+`internal_error` when a call into the node raises.
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ class Node(Protocol):
 
     name: str  # "host:port", "dask://host:port": the key in get_stats() and get_active_nodes()
     closed: bool  # True once the node will never take work again
+    last_error: str  # why it cannot be used now ("" while it can, or before its first failure)
+    permanent: bool  # the last failure is one that retrying cannot cure by itself (a wrong secret)
 
     @property
     def ready(self) -> bool:
@@ -38,6 +44,11 @@ class Node(Protocol):
     @property
     def inflight(self) -> int: ...
 
+    @property
+    def status(self) -> str:
+        """Why it takes no jobs now, in a few words for the waiting report ("" when it does)."""
+        ...
+
     def start(self) -> None:
         """Begin connecting; report results and lost jobs through the callbacks given at creation."""
         ...
@@ -52,4 +63,9 @@ class Node(Protocol):
 
     def close(self) -> None:
         """Leave for good, releasing what the node opened (and only that)."""
+        ...
+
+    def internal_error(self, exc: BaseException, what: str) -> None:
+        """A call into the node raised (`what`: "dispatching jobs to X"): log it once (`Loop.report`), hand
+        its jobs back as for a lost node, and go on as after a loss. Never raises."""
         ...

@@ -1,13 +1,23 @@
 """`RemoteNode`: a ppserver as one of the scheduler's nodes.
 
-It connects without blocking the I/O thread, authenticates, and once the server has said how many workers it
-has, dispatches through a `Link`. A node that cannot be used is never silent: the first failure is logged as a
+It connects without blocking the I/O thread (`ppft_worker.dialer`: the name resolved by resolver threads,
+every address tried in turn), authenticates, and once the server has said how many workers it has,
+dispatches through a `Link`. A node that cannot be used is never silent: the first failure is logged as a
 warning naming the node and the reason (refused, unreachable, no answer, wrong secret, protocol mismatch,
 legacy ppft 1.x server), and the node is left out of `get_active_nodes()`. A node that drops hands its
 in-flight jobs back to the scheduler at once, to run elsewhere; a persistent node is reconnected with
 backoff (0.5 s doubling to 10 s; 60 s after a wrong secret, a legacy or an incompatible server) and takes
 work again when it returns. A job lost with its node is requeued; lost three times, it fails with
-`NodeLostError`.
+`NodeLostError`. A refusal that retrying cannot cure by itself (`permanent`) is what lets the scheduler
+fail jobs with `NoNodeError` instead of letting them wait.
+
+A node found by auto-discovery (`candidate`) is only an address a datagram suggested: it is forgotten (closed,
+and the discovery told) when it never completed a handshake, or when it has been unreachable for
+`FORGET_AFTER` seconds; the next announcement may suggest it again. Its failures to connect are logged at
+INFO only (anyone can send a datagram); a refusal in the handshake (a real ppft peer) is a warning, once.
+
+A bug in any of the node's callbacks (connecting, its stream, dispatching, results) closes this node's
+connection only: its jobs run elsewhere as for a lost node, and it reconnects as after a loss.
 
 With live output (`watch_output`), the node asks the ppserver for what its jobs write as they write it
 (`WatchOutput`, protocol version 2) on every connection; a ppserver that speaks only version 1 (ppft 2.0.0)
@@ -21,37 +31,47 @@ anything but this machine, whatever name the node was given.
 from __future__ import annotations
 
 import contextlib
-import errno
 import logging
-import os
 import socket
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role, WatchOutput
 from ppft_worker.addresses import is_loopback
 from ppft_worker.cpufeatures import offer_aes_gcm
+from ppft_worker.dialer import CONNECT_TIMEOUT, Dial
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop, Timer
-from ppft_worker.stream import Stream
+from ppft_worker.stream import Stream, internal_error_reason
 from ppft_worker.tasks import Task, TaskQueue
 
 from .version import __version__
 
-__all__ = ["RemoteNode"]
+__all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
 
 log = logging.getLogger("ppft.remote")
 
-_CONNECT_TIMEOUT = 5.0
 _MAX_BACKOFF = 10.0
 _REFUSED_BACKOFF = 60.0
 _PERMANENT = ("wrong secret", "legacy ppft 1.x peer", "protocol mismatch")
+FORGET_AFTER = 60.0
+"""Seconds a discovered node may stay unreachable before it is forgotten (if it ever answered)."""
+_CONNECT_TIMEOUT = CONNECT_TIMEOUT
 
-_CONNECT_ERRORS = {
-    errno.ECONNREFUSED: "connection refused (is ppserver running there, on that port?)",
-    errno.EHOSTUNREACH: "host unreachable",
-    errno.ENETUNREACH: "network unreachable",
-    errno.ETIMEDOUT: "connection timed out",
-}
+
+class Candidate(Protocol):
+    """What a node found by auto-discovery reports to the discovery that suggested it."""
+
+    last_error: str  # the reason this address failed last time it was suggested ("" if never)
+
+    def answered(self) -> None:
+        """The handshake succeeded: the address is a ppserver that knows our secret."""
+        ...
+
+    def forget(self, reason: str) -> None:
+        """The node is closed for good; the address may be suggested again later."""
+        ...
 
 
 class RemoteNode:
@@ -69,26 +89,36 @@ class RemoteNode:
         on_lost: Callable[[list[Task], str, str], None],
         silence_timeout: float = 10.0,
         seal: bool = True,
+        candidate: Candidate | None = None,
+        on_change: Callable[[], None] | None = None,
     ) -> None:
-        """`seal=False`: offer an unsealed channel when the connected peer is on this machine."""
+        """`seal=False`: offer an unsealed channel when the connected peer is on this machine.
+        `candidate`: the node was suggested by auto-discovery (see the module's text). `on_change()`: called
+        whenever the node becomes usable, fails, or closes."""
         self.loop = loop
         self.host = host
         self.port = port
         self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.persistent = persistent
         self.link: Link | None = None
-        self.last_error = ""
+        self.last_error = candidate.last_error if candidate is not None else ""
+        self.permanent = False  # the last failure is one that retrying cannot cure by itself
         self.closed = False
+        self.candidate = candidate
         self._secret = secret
         self._seal = seal
         self._established: Established | None = None  # of the current connection, once its handshake is done
         self._on_results = on_results
         self._on_lost = on_lost
+        self._on_change = on_change
         self._silence_timeout = silence_timeout
+        self._dial: Dial | None = None
         self._stream: Stream | None = None
         self._sock: socket.socket | None = None
         self._timer: Timer | None = None
         self._backoff = 0.5
+        self._answered = False  # a handshake succeeded once
+        self._down_since: float | None = time.monotonic()  # not connected since then
         self._done_before = 0  # jobs and job time of earlier connections, for the statistics
         self._time_before = 0.0
         self._on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
@@ -127,6 +157,15 @@ class RemoteNode:
     def inflight(self) -> int:
         return len(self.link.inflight) if self.link is not None else 0
 
+    @property
+    def status(self) -> str:
+        """Why the node takes no jobs now, in a few words ("" when it does)."""
+        if self.ready:
+            return ""
+        if self.link is not None:
+            return "connected, but it has no workers"
+        return self.last_error or "connecting"
+
     def dispatch(self, queue: TaskQueue) -> int:
         return self.link.dispatch(queue) if self.link is not None else 0
 
@@ -146,10 +185,28 @@ class RemoteNode:
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
+            self._timer = None
+        if self._dial is not None:
+            self._dial.cancel()
+            self._dial = None
         if self._stream is not None:
             self._stream.close("client closed the connection")
         elif self._sock is not None:
             self._drop_socket()
+
+    def internal_error(self, exc: BaseException, what: str) -> None:
+        """A bug while the scheduler used this node (`what`): log it once, drop the connection (its jobs run
+        elsewhere, as for a lost node) and reconnect as after a loss."""
+        stream = self._stream
+        if stream is not None and not stream.closed:
+            stream.fail(exc, what)  # its end is reported to `_closed`, on the loop's next round
+            return
+        self.loop.report(exc, f"{what} failed")
+        tasks = self.take_inflight()
+        self.link = None
+        if tasks:
+            self._on_lost(tasks, self.name, internal_error_reason(exc))
+        self._crashed(exc)
 
     # -- connecting ------------------------------------------------------------------------------------
 
@@ -157,42 +214,18 @@ class RemoteNode:
         self._timer = None
         if self.closed:
             return
-        try:
-            infos = socket.getaddrinfo(self.host, self.port, type=socket.SOCK_STREAM)
-        except socket.gaierror as exc:
-            self._failed(f"cannot resolve host {self.host!r} ({exc.strerror})")
-            return
-        family, kind, proto, _, address = infos[0]
-        sock = socket.socket(family, kind, proto)
-        sock.setblocking(False)
-        self._sock = sock
-        err = sock.connect_ex(address)
-        if err not in (0, errno.EINPROGRESS):
-            self._drop_socket()
-            self._failed(_CONNECT_ERRORS.get(err, os.strerror(err)))
-            return
-        self.loop.add_writer(sock.fileno(), self._connected)
-        self._timer = self.loop.call_later(_CONNECT_TIMEOUT, self._connect_timeout)
+        self._dial = Dial(self.loop, self.host, self.port, self._dialled, timeout=_CONNECT_TIMEOUT)
+        self._dial.start()
 
-    def _connect_timeout(self) -> None:
-        self._timer = None
-        if self._sock is not None and self._stream is None:
-            self._drop_socket()
-            self._failed(f"no answer within {_CONNECT_TIMEOUT:.0f} s (host down, or a firewall drops it)")
-
-    def _connected(self) -> None:
-        sock = self._sock
+    def _dialled(self, sock: socket.socket | None, reason: str) -> None:
+        self._dial = None
         if sock is None:
+            self._failed(reason)
             return
-        self.loop.remove_writer(sock.fileno())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-        if err:
-            self._drop_socket()
-            self._failed(_CONNECT_ERRORS.get(err, os.strerror(err)))
+        if self.closed:
+            sock.close()
             return
+        self._sock = sock
         offer = not self._seal and _is_loopback(sock)
         conn = Connection(
             Role.CLIENT, self._secret, allow_plain=offer, aes_gcm=offer_aes_gcm(),
@@ -207,9 +240,22 @@ class RemoteNode:
         sock = self._sock
         self._sock = None
         if sock is not None:
-            self.loop.remove_writer(sock.fileno())
+            with contextlib.suppress(OSError, ValueError):
+                self.loop.remove_writer(sock.fileno())
+                self.loop.remove_reader(sock.fileno())
             with contextlib.suppress(OSError):
                 sock.close()
+
+    def _crashed(self, exc: BaseException) -> None:
+        """The loop's error handler for the node's own callbacks (connecting, its reconnect timer): drop
+        what was half made, and go on as after a failure."""
+        self._timer = None
+        if self._dial is not None:
+            self._dial.cancel()
+            self._dial = None
+        if self._stream is None:
+            self._drop_socket()
+        self._failed(internal_error_reason(exc))
 
     # -- connected -------------------------------------------------------------------------------------
 
@@ -227,16 +273,24 @@ class RemoteNode:
                 self.link = Link(self.name, self._stream, event, on_results=self._results,
                                  on_requeue=self._given_back)  # fmt: skip
                 self._watch(self.link)
-                if self.last_error:
+                if self.last_error and (self._answered or self.candidate is None):
                     log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
                 else:
                     how = f"sealed with {self.cipher}" if self.sealed else "unsealed"
                     log.info("connected to ppserver %s (%d workers, %s)", self.name, event.workers, how)
                 self.last_error = ""
+                self.permanent = False
                 self._backoff = 0.5
+                self._answered = True
+                self._down_since = None
+                if self.candidate is not None:
+                    self.candidate.answered()
+                self._changed()
                 self.loop.wake()
             return
         self.link.handle(event)
+        if isinstance(event, NodeInfo):
+            self._changed()  # its worker count changed (dial-in workers came or went)
 
     def _watch(self, link: Link) -> None:
         """A new link: ask for live output (if watched); say once that a version-1 ppserver cannot."""
@@ -289,25 +343,46 @@ class RemoteNode:
             self._done_before += link.jobs_done
             self._time_before += link.job_time
             tasks = link.take_inflight()
+            self._down_since = time.monotonic()
         if tasks:
             log.warning("lost ppserver %s with %d job(s) in flight: %s; they run elsewhere", self.name,
                         len(tasks), reason)  # fmt: skip
             self._on_lost(tasks, self.name, reason)
-        self._failed(reason, quiet=bool(tasks))
+        self._failed(reason, quiet=bool(tasks), answered=True)
 
-    def _failed(self, reason: str, *, quiet: bool = False) -> None:
+    def _failed(self, reason: str, *, quiet: bool = False, answered: bool = False) -> None:
+        """The node cannot be used (`reason`); `answered`: a TCP connection was made (so the reason comes
+        from a peer that speaks, not from the network)."""
         if self.closed:
             return
+        self.permanent = reason.startswith(_PERMANENT)
         if reason != self.last_error and not quiet:
-            log.warning("ppserver %s cannot be used: %s", self.name, reason)
+            if self.candidate is not None and not (answered and self.permanent):
+                log.info("auto-discovered ppserver %s cannot be used: %s", self.name, reason)
+            else:
+                log.warning("ppserver %s cannot be used: %s", self.name, reason)
         self.last_error = reason
-        if self.persistent:
+        if self.candidate is not None and self._forgotten():
+            self.closed = True
+            self.candidate.forget(reason)
+        elif self.persistent:
             # A refusal that retrying cannot cure by itself (the secret, the software) is retried slowly.
-            delay = _REFUSED_BACKOFF if reason.startswith(_PERMANENT) else self._backoff
-            self._timer = self.loop.call_later(delay, self._connect)
+            delay = _REFUSED_BACKOFF if self.permanent else self._backoff
+            self._timer = self.loop.call_later(delay, self._connect, self._crashed)
             self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
         else:
             self.closed = True
+        self._changed()
+
+    def _forgotten(self) -> bool:
+        """Whether a discovered node is given up: it never answered, or has not for `FORGET_AFTER` s."""
+        if not self._answered:
+            return True
+        return self._down_since is not None and time.monotonic() - self._down_since >= FORGET_AFTER
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change()
 
 
 def _is_loopback(sock: socket.socket) -> bool:

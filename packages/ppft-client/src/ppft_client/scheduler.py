@@ -21,6 +21,11 @@ Stages:
   user's runs there: values are unpickled by whoever asks for them. A job with a classic `callback`, or
   with done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never
   stalls dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
+* A failing callback never ends the I/O thread: the `Loop` logs it and hands it to its owner, which closes
+  what it belongs to (a worker, a ppserver link, a dask node) and gets its jobs run elsewhere; the dispatch
+  guards each node the same way, and a result that cannot be handed over fails its own job only.
+* Jobs no node can take wait, and `waiting.NodeWatch` says so every 30 s; when every node refused this
+  client for good and there are no local workers, they fail with `NoNodeError` instead.
 * If the I/O thread itself fails, every unfinished job fails with the reason: nothing waits forever.
 * Jobs' output is printed by whoever asks for a job's value (or the callback thread), never by the I/O
   thread; what nobody asked for waits in `unshown` until `destroy`. With `live_output`, nodes hand on what
@@ -38,6 +43,7 @@ from typing import Any
 from ppft_protocol import PPFTError, Result
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
+from ppft_worker.stream import internal_error_reason
 from ppft_worker.tasks import Task
 
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
@@ -46,7 +52,8 @@ from .joblock import JOBS_LOCK
 from .liveout import LiveView
 from .node import Node
 from .output import Unshown, write_output
-from .remote import RemoteNode
+from .remote import Candidate, RemoteNode
+from .waiting import NodeWatch
 
 __all__ = ["Scheduler"]
 
@@ -129,6 +136,8 @@ class Scheduler:
             fork_threads=1,
         )  # fmt: skip
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
+        self.discoveries: list[str] = []  # auto-discovery running on these ("*:35000"): more nodes may come
+        self.watch = NodeWatch(self)
         self._callbacks = _CallbackThread(self._finished)
         self.unshown = Unshown()  # output of finished jobs nobody asked for yet: shown by `destroy`
         self.live = LiveView() if live_output else None
@@ -147,7 +156,7 @@ class Scheduler:
         if why_exec:
             self.pool.fork_threads = None
             log.debug("local workers start by exec, on the I/O thread: %s", why_exec)
-            self.loop.call_soon_threadsafe(self.pool.start)
+            self.loop.call_soon_threadsafe(self.pool.start, self.pool.start_failed)
         else:
             try:
                 self.pool.start()
@@ -225,39 +234,73 @@ class Scheduler:
             return self._done.wait_for(lambda: self.unfinished(group) == 0, timeout)
 
     def call(self, fn: Callable[[], None]) -> None:
-        """Run `fn` on the I/O thread."""
+        """Run `fn` on the I/O thread (if it raises, the loop logs it and goes on)."""
         self.loop.call_soon_threadsafe(fn)
 
+    def resize(self, ncpus: int) -> None:
+        """Change the number of local workers (from any thread)."""
+
+        def resize() -> None:
+            self.pool.resize(ncpus)
+            self.watch.changed()
+
+        self.call(resize)
+
     def add_remote(
-        self, host: str, port: int, secret: bytes, *, persistent: bool = True, seal: bool = True
-    ) -> None:
+        self, host: str, port: int, secret: bytes, *, persistent: bool = True, seal: bool = True,
+        candidate: Candidate | None = None,
+    ) -> None:  # fmt: skip
         """Connect to a ppserver (from any thread); a second call for the same address does nothing.
-        `seal=False`: ask for an unsealed channel if the ppserver turns out to be on this machine."""
+        `seal=False`: ask for an unsealed channel if the ppserver turns out to be on this machine.
+        `candidate`: an address auto-discovery suggested (forgotten if it never answers)."""
 
         def make() -> Node:
             node = RemoteNode(
                 self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
-                on_lost=self._node_lost, silence_timeout=self.silence_timeout, seal=seal,
+                on_lost=self._node_lost, silence_timeout=self.silence_timeout, seal=seal, candidate=candidate,
+                on_change=self.watch.changed,
             )  # fmt: skip
             if self.live is not None:
                 node.watch_output(self.live.pieces_from(node.name))
             return node
 
-        self.add_node(f"{host}:{port}", make)
+        name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        # an announced address that is a node already (listed in ppservers too): nothing to try, and it
+        # must not hold one of the discovery's places for addresses that have not answered
+        self.add_node(name, make, on_exists=candidate.answered if candidate is not None else None)
 
-    def add_node(self, name: str, make: Callable[[], Node]) -> None:
+    def add_node(
+        self, name: str, make: Callable[[], Node], on_exists: Callable[[], None] | None = None
+    ) -> None:
         """Add the node `make()` builds, on the I/O thread, unless a live node has that name already.
 
         `make` must hand results to `self._on_results(pairs, name)` and lost jobs to `self._requeue`."""
 
         def add() -> None:
-            if self.exiting or any(node.name == name and not node.closed for node in self.nodes):
+            if self.exiting:
+                return
+            if any(node.name == name and not node.closed for node in self.nodes):
+                if on_exists is not None:
+                    on_exists()
                 return
             node = make()
             self.nodes.append(node)
-            node.start()
+            try:
+                node.start()
+            except Exception as exc:  # noqa: BLE001 - a node that cannot start is that node's failure
+                self._node_failed(node, exc, f"starting node {name}")
+            self.watch.changed()
 
         self.call(add)
+
+    def prune_nodes(self) -> None:
+        """Forget nodes closed for good that never ran a job (discovered addresses that never answered,
+        say), so that they do not pile up. The list is replaced, never changed in place under a reader."""
+        nodes = self.nodes
+        if any(node.closed and not node.jobs_done and not node.inflight for node in nodes):
+            self.nodes = [
+                node for node in nodes if not (node.closed and not node.jobs_done and not node.inflight)
+            ]
 
     def destroy(self, timeout: float = 10.0) -> None:
         """Stop the I/O thread and every worker; unfinished jobs fail with `DestroyedServerError`."""
@@ -266,7 +309,7 @@ class Scheduler:
                 return
             self.exiting = True
         if self._thread.is_alive():
-            self.loop.call_soon_threadsafe(self._shutdown)
+            self.loop.call_soon_threadsafe(self._shutdown, lambda exc: self.loop.stop())
             self._thread.join(timeout)
         if self._thread.is_alive():
             log.error("the I/O thread did not stop within %.0f s; workers may be left running", timeout)
@@ -302,8 +345,11 @@ class Scheduler:
     def _shutdown(self) -> None:
         tasks = list(self.queue) + self.pool.take_inflight()
         for node in self.nodes:
-            tasks += node.take_inflight()
-            node.close()
+            try:
+                tasks += node.take_inflight()
+                node.close()
+            except Exception as exc:  # noqa: BLE001 - one node's bug must not keep the others open
+                self.loop.report(exc, f"closing node {node.name} failed")
         self.queue.clear()
         self.pool.close()
         self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), tasks)
@@ -313,17 +359,65 @@ class Scheduler:
         queue = self.queue
         if not queue:
             return
-        self.pool.dispatch(queue)  # local slots first
+        try:
+            self.pool.dispatch(queue)  # local slots first
+        except Exception as exc:  # noqa: BLE001 - the pool guards each worker; this is its last line
+            self.loop.report(exc, "dispatching jobs to the local workers failed; the loop goes on")
         for node in self.nodes:
             if not queue:
                 return
-            node.dispatch(queue)
-        if queue and self.pool.broken_reason and not self.pool.inflight and not self.nodes:
-            self._fail_all(WorkerLostError(self.pool.broken_reason), list(queue))
-            queue.clear()
+            try:
+                node.dispatch(queue)
+            except Exception as exc:  # noqa: BLE001 - one node's bug closes that node only
+                self._node_failed(node, exc, f"dispatching jobs to {node.name}")
+        if queue:
+            self._unplaced()
+
+    def _unplaced(self) -> None:
+        """Jobs are left in the queue after a dispatch: fail them if no node will ever take them, else
+        watch that they do not wait in silence."""
+        queue = self.queue
+        pool = self.pool
+        if pool.broken_reason and not pool.inflight and not self.nodes:
+            jobs = []
+            while queue:
+                jobs.append(queue.popleft())
+            self._fail_all(WorkerLostError(pool.broken_reason), jobs)
+        elif self.watch.refused:
+            self.watch.fail_queued()
+        elif not self.watch.armed:
+            self.watch.arm()
+
+    def _node_failed(self, node: Node, exc: BaseException, what: str) -> None:
+        """A call into `node` raised: the node closes its connection (its jobs run elsewhere, as for a lost
+        node) and goes on as after a loss; if it cannot even do that, it is closed and its jobs requeued."""
+        handler = getattr(node, "internal_error", None)
+        if handler is not None:
+            try:
+                handler(exc, what)
+                return
+            except Exception as again:  # noqa: BLE001 - the node's own handler failed: close it from here
+                self.loop.report(again, f"the error handler of node {node.name} raised too")
+        else:
+            self.loop.report(exc, f"{what} failed")
+        tasks: list[Task] = []
+        try:
+            tasks = node.take_inflight()
+            node.close()
+        except Exception as again:  # noqa: BLE001 - best effort: the jobs it gave back are what matter
+            self.loop.report(again, f"closing node {node.name} after a failure failed")
+            node.closed = True
+        if tasks:
+            self._node_lost(tasks, node.name, internal_error_reason(exc))
+        self.watch.changed()
+
+    def fail_jobs(self, exc: BaseException, jobs: Iterable[Any]) -> None:
+        """Fail `jobs` with `exc` (I/O thread)."""
+        self._fail_all(exc, jobs)
 
     def _requeue(self, tasks: list[Task]) -> None:
-        self.queue.extendleft(reversed(tasks))
+        # A job whose result arrived already (its node failed while handing results over) is not run again.
+        self.queue.extendleft(reversed([task for task in tasks if not task.done()]))  # type: ignore[attr-defined]
 
     def _node_lost(self, tasks: list[Task], node: str, reason: str) -> None:
         """A node was lost with `tasks` in flight: run them elsewhere, up to `MAX_NODE_LOSSES` times."""
@@ -348,11 +442,40 @@ class Scheduler:
     def _on_results(self, pairs: Iterable[tuple[Task, Result]], node: str) -> None:
         if self.live is not None:
             pairs = self.live.finish(pairs, node)  # the rest of their output, live: never printed again
-        finished, handoff = complete_jobs(pairs, node, unshown=self.unshown)  # one lock round trip
+        try:
+            # one lock round trip for the whole frame
+            finished, handoff = complete_jobs(pairs, node, unshown=self.unshown)
+        except Exception as exc:  # noqa: BLE001 - one job's result must not take its frame's jobs with it
+            finished, handoff = self._complete_each(list(pairs), node, exc)
         if handoff:
             self._callbacks.put(handoff)
         if finished:
             self._finished(finished)
+
+    def _complete_each(
+        self, pairs: list[tuple[Task, Result]], node: str, exc: BaseException
+    ) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
+        """`complete_jobs` raised for a frame: finish its jobs one by one; a job whose result cannot be
+        handed over fails with the reason, and the others get their results."""
+        self.loop.report(exc, f"handing over a frame of {len(pairs)} result(s) from {node} failed")
+        finished: list[Job] = []
+        handoff: list[tuple[Job, Result | None, str]] = []
+        for pair in pairs:
+            job: Job = pair[0]  # type: ignore[assignment]
+            try:
+                done, more = complete_jobs([pair], node, unshown=self.unshown)
+            except Exception as one:  # noqa: BLE001 - this job's result only
+                error = PPFTError(
+                    f"the result of job {job.tid} arrived from {node} but could not be handed over: "
+                    f"{type(one).__name__}: {one}"
+                )
+                if job._fail(error):
+                    handoff.append((job, None, ""))
+                finished.append(job)
+                continue
+            finished += done
+            handoff += more
+        return finished, handoff
 
     def _fail_all(self, exc: BaseException, tasks: Iterable[Any]) -> None:
         finished: list[Job] = []

@@ -11,6 +11,7 @@ What changed from ppft 1.7 is listed in docs/migration.md: a job that raised re-
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
 import pickle
@@ -22,6 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import FunctionBody
+from ppft_worker.addresses import host_problem
 from ppft_worker.cpus import detect_ncpus
 from ppft_worker.secret import resolve_secret
 
@@ -30,6 +32,7 @@ from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
 from .functions import check_submit_args, function_body, pickle_args
 from .job import Job, make_job
+from .remote import Candidate
 from .scheduler import Scheduler
 from .stats import Statistics, format_stats
 from .version import __version__
@@ -88,6 +91,7 @@ class Server:
         self.logger = logging.getLogger("ppft")
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
+        _check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
         self.ppservers: list[tuple[str, int]] = direct
         self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
         self.secret = secret
@@ -110,6 +114,7 @@ class Server:
             live_output=live_output,
         )  # fmt: skip
         _live_servers.add(self)
+        self._scheduler.discoveries = [f"{broadcast}:{port}" for _, (broadcast, port) in auto]
         for host, port in self.ppservers:
             self.connect1(host, port)
         for (interface, port), (broadcast, _) in self.auto_ppservers:
@@ -234,7 +239,7 @@ class Server:
         if n == self._ncpus:
             return  # pathos asks for "autodetect" on every submit when its CPU count differs from ours
         self._ncpus = n
-        self._scheduler.call(lambda: self._scheduler.pool.resize(n))
+        self._scheduler.resize(n)
 
     @staticmethod
     def _check_ncpus(ncpus: int | str) -> int:
@@ -247,7 +252,18 @@ class Server:
         return ncpus
 
     def connect1(self, host: str, port: int, persistent: bool = True) -> None:
-        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops)."""
+        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops).
+        `ValueError` for a host that can never be reached (`a..b`) or a port outside 1-65535."""
+        problem = host_problem(host)
+        if problem:
+            raise ValueError(f"connect1({host!r}, {port!r}): {problem}; {_ADDRESS_HINT}")
+        if (
+            isinstance(port, bool)
+            or not isinstance(port, (int, str))
+            or not str(port).isdigit()
+            or not (0 < int(port) <= 65535)
+        ):
+            raise ValueError(f"connect1({host!r}, {port!r}): the port must be a number in 1-65535")
         self._scheduler.add_remote(host, int(port), self._secret(), persistent=persistent, seal=self._seal)
 
     def _secret(self) -> bytes:
@@ -257,18 +273,24 @@ class Server:
 
     def _start_discovery(self, interface: str, broadcast: str, port: int) -> None:
         secret = self._secret()
+        scheduler = self._scheduler
 
-        def found(host: str, tcp_port: int) -> None:
-            self._scheduler.add_remote(host, tcp_port, secret, persistent=True, seal=self._seal)
+        def found(host: str, tcp_port: int, candidate: Candidate) -> None:
+            scheduler.add_remote(
+                host, tcp_port, secret, persistent=True, seal=self._seal, candidate=candidate
+            )
 
         def start() -> None:
             discovery = Discovery(
-                self._scheduler.loop, interface=interface, broadcast=broadcast, port=port, on_found=found
+                scheduler.loop, interface=interface, broadcast=broadcast, port=port, on_found=found
             )
             try:
                 discovery.start()
             except DiscoveryError as exc:
                 log.warning("auto-discovery on %s:%d cannot start: %s", interface, port, exc)
+                with contextlib.suppress(ValueError):
+                    scheduler.discoveries.remove(f"{broadcast}:{port}")
+                scheduler.watch.changed()
                 return
             self._discoveries.append(discovery)
 
@@ -310,3 +332,16 @@ class Server:
             self._scheduler.call(discovery.close)
         self._scheduler.destroy()
         _live_servers.discard(self)
+
+
+_ADDRESS_HINT = "write a name such as 'node1.example.org' or an address such as '192.168.1.10' or '[::1]'"
+
+
+def _check_host_names(entries: tuple[Any, ...], default_port: int) -> None:
+    """`ValueError` naming the first `ppservers` entry whose host no resolver can ever answer for (`a..b`,
+    `1.2.3.4.5`, a space in it): such an entry is an error where it is written, not a failure later."""
+    for entry in entries:
+        for host, _ in parse_ppservers((entry,), default_port)[0]:
+            problem = host_problem(host)
+            if problem:
+                raise ValueError(f"ppservers entry {entry!r}: {problem}; {_ADDRESS_HINT}")

@@ -223,7 +223,7 @@ class Door:
         self._pause = 0.0
         self._timer: Timer | None = None
         self._failures = LogBudget(loop, log.error, what="accept failure(s)", burst=1)
-        loop.add_reader(listener.fileno(), self._accept)
+        loop.add_reader(listener.fileno(), self._accept, self._failed)
 
     def _accept(self) -> None:
         listener = self._listener
@@ -258,9 +258,17 @@ class Door:
             exc.strerror or str(exc),
         )
 
+    def _failed(self, exc: BaseException) -> None:
+        """`_accept` raised (the loop logged it with its traceback): the listener stays, accepting again
+        after a pause, so that a bug that repeats cannot spin the loop. Sessions are guarded by their
+        streams."""
+        self._loop.remove_reader(self._listener.fileno())
+        if self._timer is None:
+            self._timer = self._loop.call_later(1.0, self._reopen)
+
     def _reopen(self) -> None:
         self._timer = None
-        self._loop.add_reader(self._listener.fileno(), self._accept)
+        self._loop.add_reader(self._listener.fileno(), self._accept, self._failed)
 
     def close(self) -> None:
         """Stop accepting (the listener itself belongs to the caller)."""

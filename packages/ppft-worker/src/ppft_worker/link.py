@@ -10,6 +10,10 @@ protocol version 2, after the owner asked with `WatchOutput`) goes to `on_output
 A job the peer answers as cancelled (`stealing.CANCELLED_TYPE`) completes as cancelled only if this side asked
 (`cancel`); a cancellation nobody asked for (a peer that gave the job up: a work steal, a restart) sends it
 back to the owner (`on_requeue`) to run elsewhere.
+
+A bug while dispatching or handling results ends this link's stream (`Stream.fail`) rather than the loop:
+a task taken from the queue is in `inflight` before anything can fail, so the owner gets it back with the
+others when the stream's end is reported, and runs it elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from ppft_protocol import BodyLedger, Cancel, Event, LiveOutput, NodeInfo, Resul
 from .batching import Batching
 from .stealing import CANCELLED_TYPE
 from .stream import Stream
-from .tasks import Task, TaskQueue, collect_results, send_batch, take_batch
+from .tasks import Task, TaskQueue, adopt, collect_results, send_batch, take_batch
 
 __all__ = ["Link"]
 
@@ -73,18 +77,23 @@ class Link:
         bodies = self._bodies
         inflight = self.inflight
         sent = 0
-        while queue:
-            batch_size, window = batching.limits(queue[0].body.digest)
-            free = self.workers * window - len(inflight)
-            if free <= 0 or (inflight and free < batch_size):
-                break
-            batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
-            if not batch:
-                continue
-            send_batch(conn, bodies, inflight, batch)
-            sent += len(batch)
-        if sent:
-            self.stream.flush()
+        batch: list[Task] = []
+        try:
+            while queue:
+                batch_size, window = batching.limits(queue[0].body.digest)
+                free = self.workers * window - len(inflight)
+                if free <= 0 or (inflight and free < batch_size):
+                    break
+                batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
+                if not batch:
+                    continue
+                send_batch(conn, bodies, inflight, batch)
+                sent += len(batch)
+            if sent:
+                self.stream.flush()
+        except Exception as exc:  # noqa: BLE001 - a bug here ends this link, never the loop
+            adopt(inflight, batch)
+            self.stream.fail(exc, f"dispatching jobs to {self.name}")
         return sent
 
     def handle(self, event: Event) -> None:
@@ -132,7 +141,11 @@ class Link:
         if done:
             self.jobs_done += len(done)
             self.job_time += total
-            self._on_results(done)
+            try:
+                self._on_results(done)
+            except BaseException:
+                adopt(self.inflight, [task for task, _ in done])  # run again elsewhere, not lost
+                raise
 
     def _settle_cancelled(self, batch: ResultBatch) -> ResultBatch:
         """The results of `batch` that complete their jobs: cancellations we did not ask for are taken out,

@@ -9,6 +9,14 @@ under the loop's lock (`run_here`): a lone `submit` then reaches its worker with
 which saves one thread switch (about 20 us here, a quarter of a round trip) on every sequential job.
 
 It must never run user code (job callbacks run on their own thread) and never block except in `select`.
+
+One failing callback never ends the loop. Each registration may name its owner's error handler
+(`on_error`): when the callback raises, the failure is logged once with its traceback (`report`: a repeat of
+the same failure is counted, and summed up in one line a minute at most), the handler closes what the
+callback belongs to (a connection, a worker, a node, whose jobs then run elsewhere), and the loop goes on.
+Without a handler, a failing file-descriptor callback is unregistered (its fd is left to its owner), and a
+failing timer, handed-over or idle callback is only logged. The isolation costs the hot path nothing: a
+`try` that raises nothing is free (zero-cost exceptions) and no callback is wrapped.
 """
 
 from __future__ import annotations
@@ -23,21 +31,38 @@ import time
 from collections import deque
 from collections.abc import Callable
 
-__all__ = ["Loop", "Timer"]
+__all__ = ["ErrorHandler", "Loop", "Timer", "describe_callback"]
 
 log = logging.getLogger("ppft.loop")
 
 Callback = Callable[[], None]
+ErrorHandler = Callable[[BaseException], None]
+"""An owner's answer to one of its callbacks raising: close what the callback belongs to."""
+
+REPORT_INTERVAL = 60.0
+"""Seconds between two log lines about the same failure repeating (the first has the traceback)."""
+_MAX_REPORTED = 256  # failures remembered for the de-duplication of the log
+
+
+def describe_callback(callback: object) -> str:
+    """A callback's name for a log line, with whom it serves when its object says (`peer` or `name`):
+    `Stream._readable of ppserver 127.0.0.1:35000`, `WorkerPool._spawn.<locals>.<lambda>`."""
+    func = getattr(callback, "func", callback)  # functools.partial
+    name = str(getattr(func, "__qualname__", None) or type(func).__qualname__)
+    owner = getattr(func, "__self__", None)
+    whom = getattr(owner, "peer", None) or getattr(owner, "name", None)
+    return f"{name} of {whom}" if isinstance(whom, str) and whom else name
 
 
 class Timer:
     """A callback due at a time; `cancel()` keeps it from running."""
 
-    __slots__ = ("callback", "cancelled", "when")
+    __slots__ = ("callback", "cancelled", "on_error", "when")
 
-    def __init__(self, when: float, callback: Callback) -> None:
+    def __init__(self, when: float, callback: Callback, on_error: ErrorHandler | None = None) -> None:
         self.when = when
         self.callback = callback
+        self.on_error = on_error
         self.cancelled = False
 
     def cancel(self) -> None:
@@ -55,9 +80,11 @@ class Loop:
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
+        self._on_error: dict[int, ErrorHandler] = {}  # fd -> its owner's error handler
         self._timers: list[tuple[float, int, Timer]] = []
         self._seq = itertools.count()
-        self._soon: deque[Callback] = deque()
+        self._soon: deque[tuple[Callback, ErrorHandler | None]] = deque()
+        self._reported: dict[tuple[str, str, int], list[float]] = {}  # failure -> [repeats, last logged]
         self._sleeping = False
         self._woken = False
         self._dirty = False
@@ -70,20 +97,28 @@ class Loop:
         self._sleep_until: float | None = None  # when `select` returns at the latest (None: on events only)
         self.thread: threading.Thread | None = None
         self.on_idle: Callback | None = None  # run after every round of events (the dispatcher)
+        self.on_idle_error: ErrorHandler | None = None  # `on_idle` raised (after the loop logged it)
 
     # -- registration (loop thread only) ---------------------------------------------------------------
 
-    def add_reader(self, fd: int, callback: Callback) -> None:
+    def add_reader(self, fd: int, callback: Callback, on_error: ErrorHandler | None = None) -> None:
+        """Call `callback` whenever `fd` is readable; `on_error(exc)` if it raises (the fd's owner's
+        handler: one per fd, kept until the fd has neither reader nor writer)."""
         self._readers[fd] = callback
+        if on_error is not None:
+            self._on_error[fd] = on_error
         self._update(fd)
 
     def remove_reader(self, fd: int) -> None:
         if self._readers.pop(fd, None) is not None:
             self._update(fd)
 
-    def add_writer(self, fd: int, callback: Callback) -> None:
+    def add_writer(self, fd: int, callback: Callback, on_error: ErrorHandler | None = None) -> None:
+        """Call `callback` whenever `fd` is writable (a second call while registered changes nothing)."""
         if fd not in self._writers:
             self._writers[fd] = callback
+            if on_error is not None:
+                self._on_error[fd] = on_error
             self._update(fd)
 
     def remove_writer(self, fd: int) -> None:
@@ -96,6 +131,8 @@ class Loop:
         events = (selectors.EVENT_READ if fd in self._readers else 0) | (
             selectors.EVENT_WRITE if fd in self._writers else 0
         )
+        if not events:
+            self._on_error.pop(fd, None)
         try:
             key = self._sel.get_key(fd)
         except KeyError:
@@ -107,15 +144,18 @@ class Loop:
         elif key.events != events:
             self._sel.modify(fd, events, fd)
 
-    def call_later(self, delay: float, callback: Callback) -> Timer:
-        timer = Timer(time.monotonic() + delay, callback)
+    def call_later(self, delay: float, callback: Callback, on_error: ErrorHandler | None = None) -> Timer:
+        """Call `callback` in `delay` seconds; `on_error(exc)` if it raises."""
+        timer = Timer(time.monotonic() + delay, callback, on_error)
         heapq.heappush(self._timers, (timer.when, next(self._seq), timer))
         return timer
 
     # -- from any thread -------------------------------------------------------------------------------
 
-    def call_soon_threadsafe(self, callback: Callback) -> None:
-        self._soon.append(callback)
+    def call_soon_threadsafe(self, callback: Callback, on_error: ErrorHandler | None = None) -> None:
+        """Run `callback` on the loop's thread, soon, in the order handed over; `on_error(exc)` if it
+        raises."""
+        self._soon.append((callback, on_error))
         self.wake()
 
     def wake(self) -> None:
@@ -133,20 +173,24 @@ class Loop:
             except (BlockingIOError, OSError):
                 pass
 
-    def run_here(self, callback: Callback) -> bool:
+    def run_here(self, callback: Callback, on_error: ErrorHandler | None = None) -> bool:
         """Run `callback` now, on the calling thread, if the loop is asleep in `select`; else return False
         (the caller then `wake`s the loop, which runs its `on_idle`). Also False while callbacks handed to
         the loop (`call_soon_threadsafe`) wait to run: they run first, and on the loop's thread.
 
         While `callback` runs, the loop's thread cannot run anything: it takes the lock back before it
         handles what `select` returned. So `callback` may do whatever the loop's own callbacks do. It must be
-        short: the loop's thread, if it woke meanwhile, waits for it."""
+        short: the loop's thread, if it woke meanwhile, waits for it. If it raises, the failure is handled
+        as the loop handles its own callbacks' (logged, `on_error`), here, and True is returned."""
         if not self._sleeping or self._soon or not self._lock.acquire(blocking=False):
             return False
         try:
             if self._closed or self._soon:  # work handed to the loop's thread goes first, in order
                 return False
-            callback()
+            try:
+                callback()
+            except BaseException as exc:  # noqa: BLE001 - isolated as on the loop's thread
+                self._callback_failed(exc, callback, on_error)
             timers = self._timers
             if timers and (self._sleep_until is None or timers[0][0] < self._sleep_until):
                 self.wake()  # `callback` set a timer due before the loop planned to look again
@@ -175,15 +219,23 @@ class Loop:
     def _run_once(self, lock: threading.Lock, max_timeout: float | None) -> None:
         soon = self._soon
         while soon:
-            soon.popleft()()
+            callback, on_error = soon.popleft()
+            try:
+                callback()
+            except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
+                self._callback_failed(exc, callback, on_error)
         self._dirty = False
-        if self.on_idle is not None:
-            self.on_idle()
-        timeout = self._next_timeout(max_timeout)
+        on_idle = self.on_idle
+        if on_idle is not None:
+            try:
+                on_idle()
+            except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
+                self._callback_failed(exc, on_idle, self.on_idle_error)
+        timeout, until = self._next_timeout(max_timeout)
         self._sleeping = True
         if soon or self._dirty or self._stopping:  # re-check after publishing _sleeping (see `wake`)
-            timeout = 0.0
-        self._sleep_until = None if timeout is None else time.monotonic() + timeout
+            timeout, until = 0.0, 0.0
+        self._sleep_until = until
         lock.release()
         try:
             ready = self._sel.select(timeout)
@@ -195,14 +247,18 @@ class Loop:
             if fd is None:
                 self._drain_wake()
                 continue
-            if mask & selectors.EVENT_WRITE:
-                writer = self._writers.get(fd)
-                if writer is not None:
-                    writer()
-            if mask & selectors.EVENT_READ:
-                reader = self._readers.get(fd)
-                if reader is not None:
-                    reader()
+            handler: Callback | None = None
+            try:
+                if mask & selectors.EVENT_WRITE:
+                    handler = self._writers.get(fd)
+                    if handler is not None:
+                        handler()
+                if mask & selectors.EVENT_READ:
+                    handler = self._readers.get(fd)
+                    if handler is not None:
+                        handler()
+            except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
+                self._fd_failed(fd, exc, handler)
         self._run_timers()
 
     def _drain_wake(self) -> None:
@@ -215,14 +271,23 @@ class Loop:
         except (BlockingIOError, OSError):
             pass
 
-    def _next_timeout(self, max_timeout: float | None) -> float | None:
+    def _next_timeout(self, max_timeout: float | None) -> tuple[float | None, float | None]:
+        """(the `select` timeout, the time it ends at): the due time of the next timer itself when that
+        timer decides, so that `run_here` compares a new timer with it exactly, not with a sum that a
+        rounding or a later clock reading puts after it (and wakes the loop for nothing)."""
         timers = self._timers
         while timers and timers[0][2].cancelled:
             heapq.heappop(timers)
         if not timers:
-            return max_timeout
-        delay = max(0.0, timers[0][0] - time.monotonic())
-        return delay if max_timeout is None else min(delay, max_timeout)
+            if max_timeout is None:
+                return None, None
+            return max_timeout, time.monotonic() + max_timeout
+        when = timers[0][0]
+        now = time.monotonic()
+        delay = max(0.0, when - now)
+        if max_timeout is not None and max_timeout < delay:
+            return max_timeout, now + max_timeout
+        return delay, when
 
     def _run_timers(self) -> None:
         timers = self._timers
@@ -232,7 +297,64 @@ class Loop:
         while timers and timers[0][0] <= now:
             timer = heapq.heappop(timers)[2]
             if not timer.cancelled:
-                timer.callback()
+                try:
+                    timer.callback()
+                except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
+                    self._callback_failed(exc, timer.callback, timer.on_error)
+
+    # -- failures --------------------------------------------------------------------------------------
+
+    def _fd_failed(self, fd: int, exc: BaseException, callback: object) -> None:
+        """A reader or writer of `fd` raised: its owner's handler closes what it belongs to; without one
+        (or if the handler fails too), the fd is unregistered so that it cannot fail on every round."""
+        handler = self._on_error.get(fd)
+        if not self._callback_failed(exc, callback, handler):
+            self.remove_reader(fd)
+            self.remove_writer(fd)
+
+    def _callback_failed(self, exc: BaseException, callback: object, handler: ErrorHandler | None) -> bool:
+        """Log the failure (once), then hand it to `handler`; True if the handler took care of it."""
+        if isinstance(exc, KeyboardInterrupt):
+            raise exc  # Ctrl-C in a loop run by the main thread: the program's, not a callback's failure
+        what = describe_callback(callback)
+        if handler is None:
+            self.report(exc, f"{what} raised in the I/O thread; ignored, the loop goes on")
+            return False
+        self.report(exc, f"{what} raised in the I/O thread; what it belongs to is closed, the loop goes on")
+        try:
+            handler(exc)
+        except BaseException as again:
+            if isinstance(again, KeyboardInterrupt):
+                raise
+            self.report(again, f"the error handler {describe_callback(handler)} raised too")
+            return False
+        return True
+
+    def report(self, exc: BaseException, what: str) -> None:
+        """Log that `what` failed with `exc`: the first time with the traceback; when the same failure (its
+        type, and the line that raised it) repeats, one line per `REPORT_INTERVAL` with the count."""
+        try:
+            tb = exc.__traceback__
+            while tb is not None and tb.tb_next is not None:
+                tb = tb.tb_next
+            where = (tb.tb_frame.f_code.co_filename, tb.tb_lineno) if tb is not None else ("", 0)
+            key = (type(exc).__qualname__, *where)
+            now = time.monotonic()
+            seen = self._reported.get(key)
+            if seen is None:
+                if len(self._reported) >= _MAX_REPORTED:
+                    self._reported.clear()
+                self._reported[key] = [0.0, now]
+                log.error("%s: %s", what, _exc_text(exc), exc_info=exc)
+                return
+            seen[0] += 1
+            if now - seen[1] >= REPORT_INTERVAL:
+                log.error("%s: %s (%d time(s) since it was logged with its traceback)", what, _exc_text(exc),
+                          int(seen[0]))  # fmt: skip
+                seen[0] = 0.0
+                seen[1] = now
+        except Exception:  # noqa: BLE001 - reporting must not fail in turn
+            log.error("%s (the failure could not be described)", what)
 
     def close(self) -> None:
         """Release the selector and the wake-up pipe; later (un)registrations are ignored. Idempotent."""
@@ -245,3 +367,11 @@ class Loop:
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _exc_text(exc: BaseException) -> str:
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure itself
+        text = "<str() failed>"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

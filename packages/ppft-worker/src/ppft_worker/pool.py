@@ -28,6 +28,12 @@ bad job cannot fail the others of its batch, and it fails with `WorkerLostError`
 Output: every worker gets an output region (shared memory) where it mirrors what its job writes; the pool
 reads it when the worker dies, so the job's `WorkerLostError` result carries the text it wrote, and, while
 the owner watches (`watch_output`), every few milliseconds for live output (`poolout`).
+A worker whose pipe ends is given a second to exit, polled on a timer (the loop never waits for a process);
+then it is killed.
+
+Bugs: a callback of a worker (its pipes, a dispatch to it, the handling of its results) that raises kills
+that worker and requeues its jobs as for a death, so nothing is lost and the loop goes on; a failing
+timer of the pool's own is re-armed.
 """
 
 from __future__ import annotations
@@ -65,13 +71,16 @@ from .poolworker import PoolWorker
 from .reads import next_read_size
 from .spawn import describe_exit, start_worker
 from .stealing import Stealer, reclaim
-from .tasks import Task, TaskQueue, collect_raw_results, collect_results, send_batch, take_batch
+from .stream import internal_error_reason
+from .tasks import Task, TaskQueue, adopt, collect_raw_results, collect_results, send_batch, take_batch
 
 __all__ = ["WorkerPool"]
 
 log = logging.getLogger("ppft.pool")
 
 _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
+EXIT_GRACE = 1.0
+"""Seconds a worker whose pipe ended has to exit by itself before it is killed."""
 
 
 class WorkerPool:
@@ -110,6 +119,7 @@ class WorkerPool:
         self._on_requeue = on_requeue
         self._secret = os.urandom(32)
         self._workers: list[PoolWorker] = []
+        self._exiting: list[PoolWorker] = []  # pipe ended, exit status not known yet: their jobs wait here
         self._dying: list[WorkerProcess] = []
         self._next_index = 0
         self._batching = Batching(one_at_a_time=restart)
@@ -148,12 +158,12 @@ class WorkerPool:
 
     @property
     def inflight(self) -> int:
-        return sum(len(w.inflight) for w in self._workers)
+        return sum(len(w.inflight) for w in self._workers) + sum(len(w.inflight) for w in self._exiting)
 
     def take_inflight(self) -> list[Task]:
         """Every task in flight, removed from the workers' books (before `close`, to fail or requeue them)."""
         tasks: list[Task] = []
-        for w in self._workers:
+        for w in self._workers + self._exiting:
             tasks.extend(w.inflight.values())
             w.inflight.clear()
             w.stolen.clear()
@@ -209,7 +219,13 @@ class WorkerPool:
                 continue
             batch = take_batch(queue, min(free, batch_size), batching)
             if batch:
-                self._send(w, batch)
+                try:
+                    self._send(w, batch)
+                except Exception as exc:  # noqa: BLE001 - a bug here costs this worker, never the loop
+                    adopt(w.inflight, batch)
+                    self.loop.report(exc, f"dispatching jobs to {w!r} failed")
+                    self._worker_failed(w, exc)
+                    continue
                 sent += len(batch)
         return sent
 
@@ -264,6 +280,8 @@ class WorkerPool:
             close_region(w.region)
             w.region = None
         self._workers.clear()
+        procs.extend(w.proc for w in self._exiting)
+        self._exiting.clear()
         procs.extend(self._dying)
         self._dying.clear()
         for proc in procs:
@@ -313,7 +331,7 @@ class WorkerPool:
         )
         self._next_index += 1
         self._workers.append(w)
-        self.loop.add_reader(w.rfd, lambda: self._readable(w))
+        self.loop.add_reader(w.rfd, lambda: self._readable(w), lambda exc: self._worker_failed(w, exc))
         self._write(w, conn.data_to_send_parts())
         if why_exec:
             log.debug("started %r by exec: %s", w, why_exec)
@@ -340,7 +358,7 @@ class WorkerPool:
 
     def _schedule_reap(self) -> None:
         if self._reap_timer is None and self._dying and not self._closed:
-            self._reap_timer = self.loop.call_later(0.2, self._reap)
+            self._reap_timer = self.loop.call_later(0.2, self._reap, self._timer_failed)
 
     def _reap(self) -> None:
         self._reap_timer = None
@@ -348,16 +366,40 @@ class WorkerPool:
         self._schedule_reap()
 
     def _lost(self, w: PoolWorker, detail: str = "") -> None:
+        """`w`'s pipe ended: forget it now, and settle its jobs once its exit status is known."""
         if w not in self._workers:
             return
         self._unregister(w)
         self._workers.remove(w)
-        try:
-            code = w.proc.wait(1.0)
-        except subprocess.TimeoutExpired:
-            w.proc.kill()
-            code = w.proc.wait()
-        how = detail or describe_exit(code)
+        self._exiting.append(w)
+        self._exited(w, detail, time.monotonic() + EXIT_GRACE, 0.0005)
+
+    def _exited(self, w: PoolWorker, detail: str, deadline: float, delay: float) -> None:
+        """Poll `w`'s exit (a timer, never a wait: the loop must not block), killing it after the grace."""
+        if w not in self._exiting:
+            return  # the pool closed meanwhile
+        code = w.proc.poll()
+        if code is None and time.monotonic() < deadline:
+            self.loop.call_later(
+                delay, lambda: self._exited(w, detail, deadline, min(delay * 2, 0.05)),
+                lambda exc: self._settle(w, internal_error_reason(exc)),
+            )  # fmt: skip
+            return
+        if code is None:
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.kill()
+            self._dying.append(w.proc)  # reaped later, off the way of its jobs
+            self._schedule_reap()
+            how = detail or f"closed its pipe and did not exit within {EXIT_GRACE:.0f} s (killed)"
+        else:
+            how = detail or describe_exit(code)
+        self._settle(w, how)
+
+    def _settle(self, w: PoolWorker, how: str) -> None:
+        """`w` is gone: its jobs run again (or fail, charged as `_requeue` says); a replacement starts."""
+        if w not in self._exiting:
+            return
+        self._exiting.remove(w)
         tasks = list(w.inflight.values())
         w.inflight.clear()
         keep_output(w, tasks)  # the text its job wrote, before anything decides that job's fate
@@ -394,11 +436,43 @@ class WorkerPool:
             self.broken_reason = f"local workers cannot start: {reason}"
         delay = min(5.0, 0.05 * 2**self._start_failures)
         if self._respawn_timer is None and not self._closed:
-            self._respawn_timer = self.loop.call_later(delay, self._respawn)
+            self._respawn_timer = self.loop.call_later(delay, self._respawn, self._timer_failed)
 
     def _respawn(self) -> None:
         self._respawn_timer = None
         self._fill()
+
+    # -- bugs ------------------------------------------------------------------------------------------
+
+    def _worker_failed(self, w: PoolWorker, exc: BaseException) -> None:
+        """A callback of `w` raised (the loop logged the traceback): kill `w`; its jobs go back as for a
+        worker's death (so a job that breaks the pool every time fails after `max_attempts`), and a
+        replacement starts. The loop goes on."""
+        if w not in self._workers:
+            return
+        with contextlib.suppress(ProcessLookupError, OSError):
+            w.proc.kill()
+        self._unregister(w)
+        self._workers.remove(w)
+        self._dying.append(w.proc)
+        self._schedule_reap()
+        w.stolen.clear()
+        self._exiting.append(w)
+        self._settle(w, f"was killed after {internal_error_reason(exc)}")
+
+    def start_failed(self, exc: BaseException) -> None:
+        """`start` raised (an owner's error handler): try again later, as after a worker that failed to
+        start."""
+        self._start_failed(f"starting the workers failed: {internal_error_reason(exc)}")
+
+    def _timer_failed(self, exc: BaseException) -> None:
+        """A timer of the pool's own raised: re-arm its timers, so that reaping and respawning go on."""
+        self._reap_timer = self._respawn_timer = None
+        if self._closed:
+            return
+        self._schedule_reap()
+        if self.workers < self.size:
+            self._respawn_timer = self.loop.call_later(1.0, self._respawn, self._timer_failed)
 
     # -- bytes in and out ------------------------------------------------------------------------------
 
@@ -420,7 +494,7 @@ class WorkerPool:
             raise
         out.extend(parts, n)
         if out.size:
-            self.loop.add_writer(w.wfd, lambda: self._writable(w))
+            self.loop.add_writer(w.wfd, lambda: self._writable(w), lambda exc: self._worker_failed(w, exc))
 
     def _writable(self, w: PoolWorker) -> None:
         try:
@@ -503,7 +577,11 @@ class WorkerPool:
         if done or back:
             self._finished(w, len(done), total)
         if done:
-            self._on_results(done)
+            try:
+                self._on_results(done)
+            except BaseException:
+                self._give_back(w, [task for task, _ in done])
+                raise
 
     def _raw_results(self, w: PoolWorker, batch: RawResults) -> None:
         back = reclaim(w, batch.results()) if w.stolen and not w.stolen.isdisjoint(batch.job_ids) else None
@@ -514,7 +592,20 @@ class WorkerPool:
             self._finished(w, done, total)
         if done:
             assert self._on_raw_results is not None  # the worker's connection delivers raw results only then
-            self._on_raw_results(batch, tasks)
+            try:
+                self._on_raw_results(batch, tasks)
+            except BaseException:
+                self._give_back(w, [task for task in tasks if task is not None])
+                raise
+
+    def _give_back(self, w: PoolWorker, tasks: list[Task]) -> None:
+        """Results of `tasks` could not be handed over (a bug): the tasks run again rather than be lost (an
+        owner ignores a second result of a job that finished): back on `w`'s books, which its error handler
+        empties, or straight back to the owner if `w` is retired already."""
+        if w in self._workers:
+            adopt(w.inflight, tasks)
+        else:
+            self._on_requeue(tasks)
 
     def _finished(self, w: PoolWorker, done: int, total: float) -> None:
         """`done` of `w`'s jobs finished, taking `total` seconds."""

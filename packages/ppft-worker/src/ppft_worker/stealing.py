@@ -142,7 +142,7 @@ class Stealer(Generic[W]):
     def sent(self, w: W) -> None:
         """A frame went to `w`."""
         if self._timer is None and len(w.inflight) >= 2:
-            self._timer = self._loop.call_later(STEAL_AFTER, self.check)
+            self._timer = self._loop.call_later(STEAL_AFTER, self.check, self._check_failed)
 
     def emptied(self) -> None:
         """A worker finished its last job: rob a frame running long now rather than at the next tick."""
@@ -166,7 +166,11 @@ class Stealer(Generic[W]):
             self._cancel(w, ids)
         wait = seconds_to_next_check(self._workers, now)
         if wait is not None:
-            self._timer = self._loop.call_later(wait, self.check)
+            self._timer = self._loop.call_later(wait, self.check, self._check_failed)
+
+    def _check_failed(self, exc: BaseException) -> None:
+        """`check` raised (the loop logged it): no steal this time; the next frame sent arms the timer."""
+        self._timer = None
 
     def close(self) -> None:
         self.closed = True

@@ -6,6 +6,13 @@ half-open connections cannot pin a server), an established stream sends a `Heart
 `heartbeat_interval` of quiet, and a peer silent for `silence_timeout` is declared gone even though its
 socket never closed. Events go to `on_event`; the end of the stream, whatever ended it, is reported once
 to `on_close` with a reason a person can act on (the owner names the peer).
+
+A bug anywhere on the way (in the stream, the protocol, or the owner's handling of an event) ends this one
+stream the same way, with the reason "internal error in the I/O thread (...)": the loop logs the traceback
+once, the owner's `on_close` runs as for a peer that went away (its jobs run elsewhere), and the loop and
+every other stream go on. A failure while sending (an error from the socket, a message that cannot be
+encoded) reports `on_close` on the loop's next round rather than from inside `send`, so that an owner
+sending to many peers never sees its collection change under its loop.
 """
 
 from __future__ import annotations
@@ -34,15 +41,30 @@ from ppft_protocol import (
     State,
 )
 
-from .loop import Loop, Timer
+from .loop import Loop, Timer, describe_callback
 from .outbuf import OutBuffer
 from .reads import READ_SIZE, next_read_size
 
-__all__ = ["Stream", "describe_protocol_error"]
+__all__ = ["Stream", "describe_protocol_error", "internal_error_reason"]
 
 log = logging.getLogger("ppft.stream")
 
 _IOV_MAX = 512  # parts per sendmsg call, well under every system's IOV_MAX
+
+
+def internal_error_reason(exc: BaseException) -> str:
+    """The reason given when a bug closes a connection: short, naming the error (the loop logged the
+    traceback)."""
+    try:
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a broken __str__ must not hide the failure itself
+        text = ""
+    text = text if len(text) <= 200 else text[:200] + "..."
+    return (
+        f"internal error in the I/O thread ({type(exc).__name__}: {text})"
+        if text
+        else (f"internal error in the I/O thread ({type(exc).__name__})")
+    )
 
 
 def describe_protocol_error(exc: ProtocolError) -> str:
@@ -92,11 +114,13 @@ class Stream:
         self._silence_timeout = silence_timeout
         self._last_recv = self._last_send = time.monotonic()
         self._paused = False  # reading paused by the owner (backpressure): the peer's bytes wait
-        self._timer: Timer | None = loop.call_later(handshake_timeout, self._handshake_deadline)
+        self._timer: Timer | None = loop.call_later(
+            handshake_timeout, self._handshake_deadline, self._internal_error
+        )
         sock.setblocking(False)
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        loop.add_reader(self._fd, self._readable)
+        loop.add_reader(self._fd, self._readable, self._internal_error)
         self.flush()
 
     # -- sending ---------------------------------------------------------------------------------------
@@ -106,7 +130,12 @@ class Stream:
         handled after it arrived (in the same read) may still want to answer."""
         if self.closed or self.conn.state is State.CLOSED:
             return
-        self.conn.send(message)
+        try:
+            self.conn.send(message)
+        except Exception as exc:  # noqa: BLE001 - a message that cannot go closes this stream, nothing else
+            self.loop.report(exc, f"sending {type(message).__name__} to {self.peer} failed")
+            self._fail(internal_error_reason(exc), later=True)
+            return
         self.flush()
 
     def flush(self) -> None:
@@ -125,11 +154,11 @@ class Stream:
         except BlockingIOError:
             n = 0
         except OSError as exc:
-            self._fail(f"the connection broke while sending ({exc.strerror or exc})")
+            self._fail(f"the connection broke while sending ({exc.strerror or exc})", later=True)
             return
         out.extend(parts, n)
         if out.size:
-            self.loop.add_writer(self._fd, self._writable)
+            self.loop.add_writer(self._fd, self._writable, self._internal_error)
 
     def _writable(self) -> None:
         try:
@@ -164,13 +193,17 @@ class Stream:
         if self._paused and not self.closed:
             self._paused = False
             self._last_recv = time.monotonic()
-            self.loop.add_reader(self._fd, self._readable)  # what waits is read in the loop's next round
+            # what waits is read in the loop's next round
+            self.loop.add_reader(self._fd, self._readable, self._internal_error)
 
     def read_now(self) -> None:
         """Take in whatever the peer has sent so far, now (the socket never blocks): its handshake may finish
         or fail here, with the usual events and `on_close`."""
         if not self.closed and not self._paused:
-            self._readable()
+            try:
+                self._readable()
+            except Exception as exc:  # noqa: BLE001 - as the loop would: this stream ends, its caller goes on
+                self.fail(exc, f"reading {self.peer} at once")
 
     def _readable(self) -> None:
         conn = self.conn
@@ -238,7 +271,7 @@ class Stream:
         """The handshake is done: switch from its deadline to heartbeats."""
         if self._timer is not None:
             self._timer.cancel()
-        self._timer = self.loop.call_later(self._heartbeat_interval, self._tick)
+        self._timer = self.loop.call_later(self._heartbeat_interval, self._tick, self._internal_error)
 
     def _handshake_deadline(self) -> None:
         self._timer = None
@@ -257,7 +290,7 @@ class Stream:
             return
         if now - self._last_send >= self._heartbeat_interval and self.conn.state is State.ESTABLISHED:
             self.send(Heartbeat())
-        self._timer = self.loop.call_later(self._heartbeat_interval, self._tick)
+        self._timer = self.loop.call_later(self._heartbeat_interval, self._tick, self._internal_error)
 
     # -- ending ----------------------------------------------------------------------------------------
 
@@ -279,11 +312,32 @@ class Stream:
                 self.flush_final()
         self._teardown()
 
-    def _fail(self, reason: str) -> None:
+    def fail(self, exc: BaseException, what: str) -> None:
+        """A bug while the owner used this stream (`what`: "dispatching jobs to ppserver X"): log it once
+        with its traceback, end the stream, and report `on_close` on the loop's next round."""
+        self.loop.report(exc, f"{what} failed; the connection is closed, the loop goes on")
+        self._fail(internal_error_reason(exc), later=True)
+
+    def _internal_error(self, exc: BaseException) -> None:
+        """The loop's error handler for this stream's callbacks (it logged the traceback): the stream ends,
+        and its owner hears of it as of any other end."""
+        if self.closed:
+            # The stream had ended already: the failure came from its owner's `on_close`, which is the
+            # owner's to survive; nothing of the stream is left to close.
+            log.debug("%s: %s after the stream ended", self.peer, describe_callback(self._on_close))
+            return
+        self._fail(internal_error_reason(exc))
+
+    def _fail(self, reason: str, *, later: bool = False) -> None:
+        """End the stream now and tell the owner: at once, or (`later`) on the loop's next round."""
         if self.closed:
             return
         self._teardown()
-        self._on_close(reason)
+        if later:
+            on_close = self._on_close
+            self.loop.call_soon_threadsafe(lambda: on_close(reason))
+        else:
+            self._on_close(reason)
 
     def _teardown(self) -> None:
         self.closed = True

@@ -18,6 +18,7 @@ __all__ = [
     "MAX_FRAME_ARGS",
     "Task",
     "TaskQueue",
+    "adopt",
     "collect_raw_results",
     "collect_results",
     "send_batch",
@@ -59,34 +60,57 @@ def take_batch(queue: TaskQueue, limit: int, batching: Batching) -> list[Task]:
     unknown function must not ride along in a frame of tiny jobs), and once its arguments reach
     `MAX_FRAME_ARGS` bytes. The tasks taken are then claimed, all at once when their class offers
     `claim_all(tasks) -> claimed` (one lock round trip for the frame), else one by one; cancelled tasks
-    are dropped, so the result may be empty (or short), but the queue always shrinks."""
+    are dropped, so the result may be empty (or short), but the queue always shrinks.
+
+    If anything fails on the way, the tasks taken are put back at the head of `queue` before the error
+    propagates: a task never leaves the queue without reaching its taker."""
     head = queue.popleft()
-    if head.solo:
-        return [head] if head.claim() else []
     batch = [head]
-    append = batch.append
-    popleft = queue.popleft
-    head_body = head.body
-    size = len(head.wire.args)
-    for _ in range(min(limit - 1, len(queue))):  # other threads may append meanwhile, never take
-        if size >= MAX_FRAME_ARGS:
-            break
-        task = queue[0]
-        if task.solo:
-            break
-        body = task.body
-        if (
-            body is not head_body
-            and body.digest != head_body.digest
-            and batching.limits(body.digest)[0] < limit
-        ):
-            break
-        append(popleft())
-        size += len(task.wire.args)
-    claim_all = getattr(head, "claim_all", None)
-    if claim_all is not None:
-        return claim_all(batch)  # type: ignore[no-any-return]
-    return [task for task in batch if task.claim()]
+    try:
+        if head.solo:
+            return [head] if head.claim() else []
+        append = batch.append
+        popleft = queue.popleft
+        head_body = head.body
+        size = len(head.wire.args)
+        for _ in range(min(limit - 1, len(queue))):  # other threads may append meanwhile, never take
+            if size >= MAX_FRAME_ARGS:
+                break
+            task = queue[0]
+            if task.solo:
+                break
+            body = task.body
+            if (
+                body is not head_body
+                and body.digest != head_body.digest
+                and batching.limits(body.digest)[0] < limit
+            ):
+                break
+            append(popleft())
+            size += len(task.wire.args)
+        claim_all = getattr(head, "claim_all", None)
+        if claim_all is not None:
+            return claim_all(batch)  # type: ignore[no-any-return]
+        return [task for task in batch if task.claim()]
+    except BaseException:
+        _put_back(queue, batch)
+        raise
+
+
+def _put_back(queue: TaskQueue, tasks: list[Task]) -> None:
+    """`tasks` back at the head of `queue`, in order (a deque; or ppserver's queue, through `requeue`)."""
+    requeue = getattr(queue, "requeue", None)
+    if requeue is not None:
+        requeue(tasks)
+    else:
+        queue.extendleft(reversed(tasks))  # type: ignore[attr-defined]
+
+
+def adopt(inflight: dict[int, Task], tasks: list[Task]) -> None:
+    """Record `tasks` in flight (those not there yet): a node whose sending failed midway keeps them on its
+    books, so that whoever takes its jobs back (`take_inflight`, as for a lost node) gets them all."""
+    for task in tasks:
+        inflight.setdefault(task.wire[0], task)
 
 
 def collect_results(
@@ -161,13 +185,15 @@ def collect_raw_results(
 
 def send_batch(conn: Connection, bodies: BodyLedger, inflight: dict[int, Task], tasks: list[Task]) -> None:
     """Queue `tasks` as one frame on `conn`: each function body the peer does not hold goes first, and
-    every task is recorded `inflight` by its job id.
+    every task is recorded `inflight` by its job id, before anything is encoded (so a failure on the way
+    leaves no task off the books).
 
     `bodies` is the connection's ledger of what the peer holds: a body is sent once per connection, and on
     a version-2 connection again once the budget rule (`ppft_protocol.BodyLedger`, which the peer follows
     too) has made the peer forget it. A ledger made before the handshake learns the version here."""
     wires: list[Job] = []
     add = wires.append
+    new: list[FunctionBody] = []
     last: FunctionBody | None = None
     for task in tasks:
         body = task.body
@@ -177,8 +203,10 @@ def send_batch(conn: Connection, bodies: BodyLedger, inflight: dict[int, Task], 
                 if conn.version < 2:
                     bodies.budget = None  # version 1: the peer keeps every body for the connection
                 bodies.add(body)
-                conn.send(body)
+                new.append(body)
         wire = task.wire
         inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
         add(wire)
+    for body in new:
+        conn.send(body)
     conn.send(JobBatch(tuple(wires)))
