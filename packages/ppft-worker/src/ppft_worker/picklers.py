@@ -21,9 +21,9 @@ The pickle refers only to the standard library and the exception's own classes, 
 A class the caller lacks fails only its own part there (`ppft_client.errors.rebuild_exception`).
 
 `ppft_client/dask_runner.py` holds this module's code below the `# -- shared` line, character for character,
-since what runs on dask workers may import nothing of ppft: `tests/test_dask_runner_in_step.py` checks that
-the two stay the same. This module must import nothing beyond the standard library (the C pickler from
-`ppft_protocol.cpython` apart) and must never raise.
+since what runs on dask workers may import nothing of ppft (ppft-client's `test_dask_runner_in_step.py`
+checks that the two stay the same). This module must import nothing beyond the standard library (the C
+pickler from `ppft_protocol.cpython` apart) and must never raise.
 """
 
 from __future__ import annotations
