@@ -440,7 +440,7 @@ def _safe_str(exc: BaseException) -> str:
 # -- shared: ppft_worker/picklers.py and ppft_client/dask_runner.py hold this part the same, to the end --
 
 
-class _MainByName(pickle.Pickler):  # type: ignore[misc]
+class _MainByName(pickle.Pickler):
     """A pickler that refers to every class of `__main__` by its name, as `import __main__; __main__.X`.
 
     An instance of a class the caller's `__main__` defines (shipped as source, or by value with dill) comes

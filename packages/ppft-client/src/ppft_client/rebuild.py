@@ -21,10 +21,10 @@ exception's classes do while they load.
 from __future__ import annotations
 
 import builtins
+import importlib
 import io
 import operator
 import pickle
-import sys
 import types
 from typing import Any
 
@@ -39,7 +39,7 @@ _MAX_STAND_INS = 256  # classes remembered; a peer naming more gets fresh ones
 
 def rebuild_exception(result: Result) -> BaseException:
     """The exception of the failed job `result`, with the remote traceback at the root of its chain."""
-    exc = _load(result.exception) if result.exception else None
+    exc = _load(bytes(result.exception)) if result.exception else None
     if exc is None:
         exc = _by_name(result.error_type, result.error_message)
     else:
@@ -201,22 +201,25 @@ def _chain_root(exc: BaseException) -> BaseException:
 def _by_name(type_name: str, message: str) -> BaseException:
     """An exception of class `type_name` (if this process has it) with `message`; else `RemoteJobError`."""
     module_name, _, qualname = type_name.rpartition(".")
-    owner: Any = builtins if module_name == "builtins" else sys.modules.get(module_name)
+    try:  # as the pickle would have: its find_class imports the module
+        owner: Any = builtins if module_name == "builtins" else importlib.import_module(module_name)
+    except BaseException:  # noqa: BLE001 - not installed here, or its import fails: a RemoteJobError
+        owner = None
     cls: Any = owner
     for part in qualname.split(".") if owner is not None else ():
         cls = getattr(cls, part, None)
     if isinstance(cls, type) and issubclass(cls, BaseException):
-        for make in (cls, _new_without_init):
+        for without_init in (False, True):
             try:
-                exc = make(message)
+                exc = _new_without_init(cls, message) if without_init else cls(message)
                 str(exc)  # an instance whose fields its __init__ sets may not even print
             except Exception:  # noqa: BLE001 - an __init__ that wants other arguments: the next way
                 continue
             if isinstance(exc, cls):
-                return exc  # type: ignore[no-any-return]
+                return exc
     return RemoteJobError(type_name, message)
 
 
 def _new_without_init(cls: type[BaseException], message: str) -> BaseException:
-    base = next(b for b in cls.__mro__ if b.__module__ == "builtins")
-    return base.__new__(cls, message)  # type: ignore[call-overload, no-any-return]
+    base: Any = next(b for b in cls.__mro__ if b.__module__ == "builtins")
+    return base.__new__(cls, message)  # type: ignore[no-any-return]

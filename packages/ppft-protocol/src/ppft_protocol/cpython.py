@@ -91,8 +91,8 @@ def libc_function(name: str) -> Callable[..., int] | None:
     try:
         import _ctypes  # noqa: PLC0415 - see the docstring
 
-        address = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), name)  # type: ignore[attr-defined]
-        call = _ctypes.call_function  # type: ignore[attr-defined]
+        address = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), name)  # type: ignore[arg-type]
+        call = _ctypes.call_function
     except (ImportError, AttributeError, OSError):
         pass
     else:
@@ -144,7 +144,7 @@ def rlock_condition_hooks(
     jobs share and needs them too, to be one small object instead of a `Condition` (eight objects for the
     garbage collector). Fallback (None): the job makes a real `threading.Condition` over that lock."""
     try:
-        return lock._is_owned, lock._release_save, lock._acquire_restore  # type: ignore[no-any-return]
+        return lock._is_owned, lock._release_save, lock._acquire_restore
     except AttributeError:
         return None
 
@@ -201,7 +201,7 @@ def _check_pickle() -> list[str]:
     if fast_pickle.loads(fast_pickle.dumps({"a": (1, 2.5)}, 5)) != {"a": (1, 2.5)}:
         problems.append("_pickle does not round-trip")
 
-    class Probe(fast_pickle.Pickler):  # type: ignore[misc,name-defined]
+    class Probe(fast_pickle.Pickler):
         def reducer_override(self, obj: object) -> Any:
             return (str, ("overridden",)) if obj == 7 + 0j else NotImplemented
 
@@ -301,7 +301,13 @@ def _check_rlock() -> list[str]:
         problems.append("RLock._is_owned() is false for a lock this thread holds")
     saved = release_save()
     other: list[bool] = []
-    thread = threading.Thread(target=lambda: other.append(lock.acquire(timeout=5) and not lock.release()))
+
+    def take() -> None:
+        if lock.acquire(timeout=5):
+            other.append(True)
+            lock.release()
+
+    thread = threading.Thread(target=take)
     thread.start()
     thread.join(10)
     if other != [True]:
