@@ -279,6 +279,14 @@ class Job(Future):  # type: ignore[type-arg]
                 self._sched.cancelled(self)
         return cancelled
 
+    def set_running_or_notify_cancel(self) -> bool:
+        """`Future`'s, safe against a second call for a cancelled job: the I/O thread (dropping it from the
+        queue) and `Executor.shutdown(cancel_futures=True)` (telling the waiters at once) may both make it."""
+        with _LOCK:
+            if self._state == CANCELLED_AND_NOTIFIED:
+                return False
+            return super().set_running_or_notify_cancel()
+
     def claim(self) -> bool:
         """The scheduler takes the job off the queue: False if it was cancelled meanwhile."""
         state = self._state
