@@ -145,7 +145,12 @@ class Scheduler:
                 self.pool.close()
                 self.loop.close()
                 raise
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # no thread to be had: the workers started above must not stay
+            self.pool.close()
+            self.loop.close()
+            raise
 
     # -- any thread ------------------------------------------------------------------------------------
 

@@ -101,15 +101,19 @@ class Server:
         self._scheduler = Scheduler(
             self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0))
         )
-        _live_servers.add(self)
-        for host, port in self.ppservers:
-            self.connect1(host, port)
-        for (interface, port), (broadcast, _) in self.auto_ppservers:
-            self._start_discovery(interface, broadcast, port)
-        if dask_entries:
-            from .dask_node import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
+        try:  # from here on, threads and workers run: a failure stops them all before it is raised
+            _live_servers.add(self)
+            for host, port in self.ppservers:
+                self.connect1(host, port)
+            for (interface, port), (broadcast, _) in self.auto_ppservers:
+                self._start_discovery(interface, broadcast, port)
+            if dask_entries:
+                from .dask_node import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
 
-            add_dask_nodes(self._scheduler, dask_entries)
+                add_dask_nodes(self._scheduler, dask_entries)
+        except BaseException:
+            self.destroy()
+            raise
         log.info("ppft %s server started with %d local workers", __version__, self._ncpus)
 
     def __enter__(self) -> Server:
