@@ -22,6 +22,7 @@ import ppft
 from clusterlib import children_of, free_port, wait_until
 from dasklib import DaskCluster
 from ppft_client.errors import RemoteTraceback, WorkerLostError
+from scriptlib import run_script
 
 
 def add_one(x):
@@ -144,6 +145,14 @@ def test_exception_is_reraised_with_the_remote_traceback(shared, make_server):
     assert isinstance(info.value.__cause__, RemoteTraceback)
     assert "in fails" in info.value.__cause__.tb
     assert job.node == shared.entry
+
+
+def test_a_scripts_exceptions_arrive_as_they_do_from_local_workers(shared):
+    """The dask runner pickles exceptions as the worker does (one code, kept the same in both files)."""
+    local = run_script("exception_kinds.py").check().stdout
+    through_dask = run_script("exception_kinds.py", env={"PPSERVER": shared.entry}).check().stdout
+    assert ": failed: " not in through_dask
+    assert through_dask == local
 
 
 def test_captured_output_is_replayed(shared, make_server):

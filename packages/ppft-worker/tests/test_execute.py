@@ -205,11 +205,25 @@ def test_system_exit_and_keyboard_interrupt_are_job_results(runner, exc_type):
     assert (result.ok, result.error_type, result.error_message) == (False, f"builtins.{exc_type}", "3")
 
 
-def test_exception_that_does_not_unpickle_is_still_described(runner):
-    source = "class Odd(Exception):\n    def __init__(self, a, b):\n        super().__init__(f'{a}-{b}')\n"
+def test_exception_whose_init_takes_other_arguments_loads_without_calling_it(runner, monkeypatch):
+    source = (
+        "class Odd(Exception):\n    def __init__(self, a, b):\n        super().__init__(f'{a}-{b}')\n"
+        "        self.a = a\n"
+    )
     result = run(runner, make_body("f", (source, "def f():\n    raise Odd(1, 2)\n")))
-    assert (result.error_type, result.error_message, result.exception) == ("__main__.Odd", "1-2", b"")
+    assert (result.error_type, result.error_message) == ("__main__.Odd", "1-2")
     assert "Odd: 1-2" in result.traceback
+
+    class Odd(Exception):  # the caller's own class of that name, in the caller's __main__
+        def __init__(self, a: int, b: int) -> None:
+            raise AssertionError("__init__ must not be called: it takes other arguments than args")
+
+    caller_main = types.ModuleType("__main__")
+    caller_main.Odd = Odd  # type: ignore[attr-defined]
+    Odd.__qualname__ = "Odd"
+    monkeypatch.setitem(sys.modules, "__main__", caller_main)
+    exc = pickle.loads(result.exception)  # a plain pickle: any client loads it
+    assert (type(exc), exc.args, exc.a) == (Odd, ("1-2",), 1)
 
 
 def test_unpicklable_value_is_an_error_result_saying_why(runner):

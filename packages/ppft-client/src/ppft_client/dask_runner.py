@@ -27,11 +27,9 @@ their ppft type names and travel without a pickle; the client fills the pickle i
 from __future__ import annotations
 
 import functools
-import importlib
 import io
 import linecache
 import logging
-import operator
 import os
 import pickle
 import re
@@ -455,8 +453,7 @@ def _job_failure(job_id: int, exc: BaseException, wall: float, cpu: float, proto
         text = "".join(traceback.format_exception(type(exc), exc, tb))
     except Exception as fmt_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
         text = f"{_type_name(type(exc))}: <traceback unavailable: {fmt_exc!r}>\n"
-    exc.__traceback__ = tb  # where tblib pickles tracebacks (dask installs it), not this runner's frame
-    data = _pickle_exception(exc, protocol)
+    data = pickle_exception(exc, protocol)
     exc.__traceback__ = None  # free the job's frames now
     output = _take_output()
     return (
@@ -478,7 +475,7 @@ def _value_fallback(
     job_id: int, digest: bytes, value: object, exc: Exception, wall: float, cpu: float, protocol: int
 ) -> tuple[Any, ...]:
     try:
-        data = _dumps_main_by_name(value, protocol)
+        data = dumps_main_by_name(value, protocol)
     except Exception:  # noqa: BLE001 - not only a __main__ class by value: dill's turn
         data = b""
     if data:
@@ -524,57 +521,6 @@ def _args_fallback(name: str, job_id: int, exc: Exception, data: bytes | memoryv
         )
 
 
-class _MainByName(pickle.Pickler):
-    """A pickler that refers to every class of `__main__` by its name, as `import __main__; __main__.X`.
-
-    This worker's `__main__` is dask's, not the job's namespace, so the plain pickle refuses an instance of
-    a class a shipped source defined; written this way it loads as the caller's own `__main__.X`, which is
-    what JobRunner's swapped `__main__` gives."""
-
-    def reducer_override(self, obj: Any) -> Any:
-        if obj is _MAIN:
-            return importlib.import_module, ("__main__",)
-        if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
-            return operator.attrgetter(obj.__qualname__), (_MAIN,)
-        return NotImplemented
-
-
-_MAIN = object()  # stands for the unpickling side's __main__ module
-
-
-def _dumps_main_by_name(value: object, protocol: int) -> bytes:
-    buffer = io.BytesIO()
-    _MainByName(buffer, protocol).dump(value)
-    return buffer.getvalue()
-
-
-def _pickle_exception(exc: BaseException, protocol: int) -> bytes:
-    """The exception's pickle if it loads back (an `__init__` taking other arguments would not); one of a
-    class a shipped source defined, by name; else dill's; else b"" (type, message and traceback travel)."""
-    try:
-        data = pickle.dumps(exc, protocol)
-        pickle.loads(data)
-        return data
-    except Exception:  # noqa: BLE001 - try the other ways below
-        pass
-    if type(exc).__module__ == "__main__":
-        try:
-            data = _dumps_main_by_name(exc, protocol)
-            copied = type(exc)(*exc.args)  # what loading it will do, with the class at hand here
-            if type(copied) is type(exc):
-                return data
-        except Exception:  # noqa: BLE001 - see below
-            pass
-    try:
-        import dill  # noqa: PLC0415
-
-        data = dill.dumps(exc, protocol=protocol, recurse=True)
-        dill.loads(data)
-    except Exception:  # noqa: BLE001 - give up: the type, message and traceback still travel
-        return b""
-    return bytes(data)
-
-
 def _type_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
@@ -584,3 +530,174 @@ def _safe_str(exc: BaseException) -> str:
         return str(exc)
     except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
         return f"<str() of the {type(exc).__name__} failed: {str_exc!r}>"
+
+
+# -- shared: ppft_worker/picklers.py and ppft_client/dask_runner.py hold this part the same, to the end --
+
+
+class _MainByName(pickle.Pickler):
+    """A pickler that refers to every class of `__main__` by its name, as `import __main__; __main__.X`.
+
+    An instance of a class the caller's `__main__` defines (shipped as source, or by value with dill) comes
+    back as an instance of the caller's own class this way, although the worker's `__main__` may hold no
+    object of that name."""
+
+    def reducer_override(self, obj: Any) -> Any:
+        if obj is _MAIN:
+            import importlib  # noqa: PLC0415 - rare path
+
+            return importlib.import_module, ("__main__",)
+        if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
+            import operator  # noqa: PLC0415 - rare path
+
+            return operator.attrgetter(obj.__qualname__), (_MAIN,)
+        return NotImplemented
+
+
+_MAIN = object()  # stands for the unpickling side's __main__ module
+
+
+def dumps_main_by_name(value: object, protocol: int) -> bytes:
+    """`value` pickled with the classes of `__main__` referred to by name (raises as `pickle.dumps` does)."""
+    buffer = io.BytesIO()
+    _MainByName(buffer, protocol).dump(value)
+    return buffer.getvalue()
+
+
+def pickle_exception(exc: BaseException, protocol: int) -> bytes:
+    """`exc` pickled for the caller to rebuild as itself (see the module's docstring); dill's pickle if ours
+    fails (a class defined inside a function); b"" if that fails too: the caller then has the type name,
+    message and traceback, which travel beside it."""
+    try:
+        buffer = io.BytesIO()
+        _ExceptionPickler(buffer, protocol).dump(exc)
+        return buffer.getvalue()
+    except Exception:  # noqa: BLE001 - dill's turn
+        pass
+    try:
+        import dill  # noqa: PLC0415 - only exceptions our pickler cannot do pay for it
+
+        return bytes(dill.dumps(exc, protocol=protocol, recurse=True))
+    except Exception:  # noqa: BLE001 - the type, message and traceback still travel
+        return b""
+
+
+class _ExceptionPickler(_MainByName):
+    """`_MainByName`, with every exception it meets reduced by `_reduce_exception`."""
+
+    def __init__(self, file: Any, protocol: int) -> None:
+        super().__init__(file, protocol)
+        self.protocol = protocol
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, BaseException):
+            try:
+                return _reduce_exception(obj, self.protocol, self._picklable)
+            except Exception:  # noqa: BLE001 - an exception too odd for us: pickle's own way
+                return NotImplemented
+        return super().reducer_override(obj)
+
+    def _picklable(self, value: Any) -> Any:
+        """`value` if it pickles, else its repr (an exception's arg or attribute that cannot travel)."""
+        if value is None or isinstance(value, (BaseException, str, int, float, bytes, type)):
+            return value  # exceptions are reduced here too; the others always pickle (a type: by name)
+        try:
+            _ExceptionPickler(io.BytesIO(), self.protocol).dump(value)
+        except Exception:  # noqa: BLE001 - anything a value's pickling raises
+            try:
+                return repr(value)
+            except Exception:  # noqa: BLE001 - a broken __repr__
+                return f"<{type(value).__qualname__} object>"
+        return value
+
+
+_CHAIN = ("__cause__", "__context__", "__suppress_context__")
+_NOT_FIELDS = frozenset(("args", "__traceback__", "__dict__", "__weakref__", "__notes__", *_CHAIN))
+_FIELD_TYPES = (types.MemberDescriptorType, types.GetSetDescriptorType)
+
+
+def _reduce_exception(exc: BaseException, protocol: int, picklable: Callable[[Any], Any]) -> tuple[Any, ...]:
+    """The reduce tuple that rebuilds `exc` in the caller (see the module's docstring)."""
+    cls = type(exc)
+    builtin = _first_builtin(cls)
+    state = _fields(exc, cls)
+    attributes = getattr(exc, "__dict__", None)
+    if attributes:
+        state.update(attributes)
+    if exc.__cause__ is not None:
+        state["__cause__"] = exc.__cause__
+    if exc.__context__ is not None:
+        state["__context__"] = exc.__context__
+    if exc.__suppress_context__:
+        state["__suppress_context__"] = True
+    state = {key: picklable(value) for key, value in state.items()}
+    own_setstate = _owner(cls, "__setstate__").__module__ != "builtins"
+    reducer = _owner(cls, "__reduce_ex__", "__reduce__")
+    if reducer.__module__ != "builtins":  # a __reduce__ of its own: kept when it rebuilds the exception
+        reduced = _working_reduce(exc, cls, protocol)
+        if reduced is not None:
+            if own_setstate or not (len(reduced) < 3 or reduced[2] is None or isinstance(reduced[2], dict)):
+                return reduced  # its own state protocol: left as it is
+            merged = dict(state)
+            merged.update(reduced[2] or {})
+            return (reduced[0], tuple(picklable(arg) for arg in reduced[1]), merged, *reduced[3:])
+    args = tuple(picklable(arg) for arg in exc.args)
+    if own_setstate:
+        state = {key: value for key, value in state.items() if key in (attributes or ())}
+    if _owner(cls, "__init__").__module__ == "builtins" and _owner(cls, "__new__").__module__ == "builtins":
+        return cls, args, state  # pickle's own way: the built-in __init__ takes the args
+    # an __init__ (or __new__) of its own, which may take other arguments: not called; `args` set again, as
+    # some built-in __new__ (OSError's) leave them to the __init__
+    if not own_setstate:
+        state["args"] = args
+    return builtin.__new__, (cls, *args), state
+
+
+def _first_builtin(cls: type) -> type:
+    for base in cls.__mro__:
+        if base.__module__ == "builtins":
+            return base
+    return BaseException
+
+
+def _owner(cls: type, *names: str) -> type:
+    """The first class of `cls`'s MRO that defines one of `names`."""
+    for base in cls.__mro__:
+        attributes = vars(base)
+        if any(name in attributes for name in names):
+            return base
+    return object
+
+
+def _fields(exc: BaseException, cls: type) -> dict[str, Any]:
+    """The fields of `exc` outside its `__dict__` that it has and that can be set back: those of its built-in
+    bases (`OSError.filename`) and the `__slots__` of its classes."""
+    fields: dict[str, Any] = {}
+    for base in cls.__mro__:
+        if base is BaseException or base is object:
+            continue
+        for name, descriptor in vars(base).items():
+            if name in _NOT_FIELDS or name in fields or not isinstance(descriptor, _FIELD_TYPES):
+                continue
+            try:
+                value = getattr(exc, name)
+                if value is None:  # unset, as far as one can tell (OSError prints a filename2 set to None)
+                    continue
+                setattr(exc, name, value)  # settable here, so settable in the caller (not a read-only one)
+            except Exception:  # noqa: BLE001 - unset, or read-only: rebuilt from args if at all
+                continue
+            fields[name] = value
+    return fields
+
+
+def _working_reduce(exc: BaseException, cls: type, protocol: int) -> tuple[Any, ...] | None:
+    """`exc.__reduce_ex__(protocol)` if calling it gives back an instance of `cls`, else None."""
+    try:
+        reduced = exc.__reduce_ex__(protocol)
+        if not isinstance(reduced, tuple) or len(reduced) < 2:
+            return None
+        if not isinstance(reduced[0](*reduced[1]), cls):
+            return None
+    except BaseException:  # noqa: BLE001 - whatever its __init__ does: then it is not called at all
+        return None
+    return reduced

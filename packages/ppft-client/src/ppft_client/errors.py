@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import builtins
-import pickle
-from concurrent.futures import CancelledError
-
 from ppft_protocol import PPFTError, Result
 from ppft_worker.errors import WorkerLostError
 
@@ -44,8 +40,10 @@ class NoNodeError(PPFTError):
 
 
 class RemoteJobError(PPFTError):
-    """A job raised an exception that could not be rebuilt here (it did not pickle, or its class does not
-    import in this process); `remote_type` names its class and the remote traceback is its `__cause__`."""
+    """A job raised an exception whose class does not exist in this process (its module is not installed
+    here, or does not define it): `remote_type` names the class, the message is the job's, and the remote
+    traceback is its `__cause__` (or that of the root of its chain). Its attributes, notes, chain and, in a
+    group, its place come back as they were."""
 
     def __init__(self, remote_type: str, message: str) -> None:
         super().__init__(f"{remote_type}: {message}")
@@ -72,27 +70,8 @@ _CANCELLED = "concurrent.futures.CancelledError"  # the error type of a job answ
 
 
 def rebuild_exception(result: Result) -> BaseException:
-    """The job's exception as raised on the worker, with the remote traceback as `__cause__`."""
-    exc: BaseException | None = None
-    if result.exception:
-        try:
-            loaded = pickle.loads(result.exception)
-        except Exception:  # noqa: BLE001 - fall back to rebuilding from the type name below
-            loaded = None
-        if isinstance(loaded, BaseException):
-            exc = loaded
-    if exc is None and result.error_type == _CANCELLED:
-        exc = CancelledError(result.error_message)  # a job a node cancelled before it ran (on our request)
-    if exc is None:
-        module, _, name = result.error_type.rpartition(".")
-        cls = getattr(builtins, name, None) if module == "builtins" else None
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            try:
-                exc = cls(result.error_message)
-            except Exception:  # noqa: BLE001 - some builtin exceptions take other arguments
-                exc = None
-        if exc is None:
-            exc = RemoteJobError(result.error_type, result.error_message)
-    if result.traceback:
-        exc.__cause__ = RemoteTraceback(result.traceback)
-    return exc
+    """The job's exception as raised on the worker (of its own class wherever this process has that class,
+    else a `RemoteJobError`), with the remote traceback at the root of its chain (`ppft_client.rebuild`)."""
+    from .rebuild import rebuild_exception as rebuild  # noqa: PLC0415 - only a failed job pays for it
+
+    return rebuild(result)

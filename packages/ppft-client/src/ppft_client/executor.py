@@ -5,12 +5,22 @@
 
 Jobs already travel in batches on the wire, so `map`'s `chunksize` is accepted for compatibility and not
 needed: tiny jobs are batched whatever it says.
+
+`shutdown` keeps the standard library's promises (`concurrent/futures/process.py` and `thread.py`): no new
+job after it (`RuntimeError`), every pending one still runs to completion unless `cancel_futures=True`
+cancels those that have not started, `wait=False` returns at once, and the workers are released when the
+last job is done (by a thread of its own, `ppft-executor-release`). At interpreter exit, as in the standard
+library, the pending jobs of every executor are run to completion first (while a node can run them: with
+none left, they fail with `DestroyedServerError` instead of hanging the exit); then its workers are
+stopped, so none is left behind.
 """
 
 from __future__ import annotations
 
+import atexit
 import concurrent.futures
 import functools
+import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -20,6 +30,18 @@ from .job import Job
 from .server import Server
 
 __all__ = ["Executor"]
+
+log = logging.getLogger("ppft.client")
+
+_live_executors: set[Executor] = set()  # until released: one with pending jobs is kept, as in the stdlib
+_EXIT_POLL = 1.0  # seconds between two looks, at exit, at whether any node can still run the pending jobs
+
+
+@atexit.register  # registered after server.py's own: runs before it, while the servers are still up
+def _finish_at_exit() -> None:
+    """As the standard library's executors do at exit: pending jobs run to completion, then workers stop."""
+    for executor in list(_live_executors):
+        executor._release_at_exit()
 
 
 class Executor(concurrent.futures.Executor):
@@ -45,6 +67,9 @@ class Executor(concurrent.futures.Executor):
         self._server = Server(ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output)
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
+        self._release_lock = threading.Lock()  # held while the server is waited for and destroyed
+        self._releaser: threading.Thread | None = None
+        _live_executors.add(self)
 
     @property
     def server(self) -> Server:
@@ -77,16 +102,50 @@ class Executor(concurrent.futures.Executor):
         return _in_order(jobs, end_time)
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """No job can be submitted after this (`RuntimeError`); each pending one still runs to completion,
+        unless `cancel_futures` cancels those that have not started (a running one always finishes).
+        `wait=True` returns once they are all done and the workers are stopped; `wait=False` returns at once,
+        and the workers are stopped when the last job is done. Called again, it only waits (if `wait`)."""
         with self._shutdown_lock:
-            if self._shutdown:
-                return
+            first = not self._shutdown
             self._shutdown = True
-        if cancel_futures:
-            for job in list(self._server._scheduler.queue):
-                job.cancel()  # type: ignore[attr-defined]
+            if cancel_futures:
+                for job in list(self._server._scheduler.queue):  # one C-level copy: the I/O thread pops it
+                    if job.cancel():  # type: ignore[attr-defined]  # False once it has started: it runs on
+                        # waiters of concurrent.futures.wait and as_completed see it done now, as its docs
+                        # say (the standard library's own executors leave them waiting)
+                        job.set_running_or_notify_cancel()  # type: ignore[attr-defined]
+            if first and not wait:
+                releaser = threading.Thread(target=self._release, name="ppft-executor-release", daemon=True)
+                self._releaser = releaser
+                releaser.start()
         if wait:
-            self._server.wait()
-        self._server.destroy()
+            self._release()
+
+    def _release(self) -> None:
+        """Wait until every job is done, then stop the server's workers (once, whoever calls it first)."""
+        with self._release_lock:
+            if not self._server._exiting:
+                self._server.wait()
+                self._server.destroy()
+            _live_executors.discard(self)
+
+    def _release_at_exit(self) -> None:
+        """`_release`, at interpreter exit: waits only while some node can run the pending jobs."""
+        server = self._server
+        while not server._exiting and not server._scheduler.wait(timeout=_EXIT_POLL):
+            if not any(server.get_active_nodes().values()):
+                log.warning(
+                    "interpreter exit: %d job(s) of an Executor cannot run, as no node is left to run them; "
+                    "they fail with DestroyedServerError",
+                    server._scheduler.unfinished(),
+                )
+                break
+        else:
+            releaser = self._releaser  # done waiting as well: let it finish stopping the workers
+            if releaser is not None:
+                releaser.join(_EXIT_POLL * 10)
+        server.destroy()  # nothing more if the releaser did it
 
 
 def _in_order(jobs: list[Job], end_time: float | None) -> Iterator[Any]:

@@ -28,31 +28,31 @@ asyncio call on a future keeps its meaning. No code of the user's may ever run w
 
 from __future__ import annotations
 
+import logging
 import pickle
+import sys
 import threading
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
-from concurrent.futures._base import (  # the states Future keeps; stable since Python 3.2
-    CANCELLED,
-    CANCELLED_AND_NOTIFIED,
-    FINISHED,
-    LOGGER,
-    PENDING,
-    RUNNING,
-)
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ppft_protocol import FunctionBody, Result
 from ppft_protocol import Job as WireJob
+from ppft_protocol.cpython import FUTURE_STATES
 
 from .errors import ResultDecodeError, rebuild_exception
-from .joblock import JOBS_LOCK, Sleepers
+from .joblock import JOBS_LOCK, Sleepers, new_condition
 from .output import Unshown, write_output
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
 
-__all__ = ["Job", "complete_jobs", "make_job"]
+__all__ = ["Job", "complete_jobs", "log_callback_error", "make_job"]
+
+# The states `Future` keeps in `_state` (`ppft_protocol.cpython.FUTURE_STATES` says why they are copied).
+PENDING, RUNNING, CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED = FUTURE_STATES
+LOGGER = logging.getLogger("concurrent.futures")  # where Future logs a callback that raised
+_callbacks_log = logging.getLogger("ppft.callbacks")
 
 _NO_VALUE = object()
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
@@ -149,7 +149,7 @@ class Job(Future):  # type: ignore[type-arg]
             with _LOCK:
                 sleepers = self._sleepers
                 if sleepers is None:
-                    sleepers = self._sleepers = Sleepers()
+                    sleepers = self._sleepers = new_condition()
         return sleepers  # type: ignore[return-value]  # a Condition in all but its class
 
     @_condition.setter
@@ -273,7 +273,7 @@ class Job(Future):  # type: ignore[type-arg]
                 return
         try:
             fn(self)
-        except Exception:  # noqa: BLE001 - as Future.add_done_callback: logged, the caller goes on
+        except Exception:
             LOGGER.exception("exception calling callback for %r", self)
 
     def cancel(self) -> bool:
@@ -288,6 +288,14 @@ class Job(Future):  # type: ignore[type-arg]
             if self._sched is not None:
                 self._sched.cancelled(self)
         return cancelled
+
+    def set_running_or_notify_cancel(self) -> bool:
+        """`Future`'s, safe against a second call for a cancelled job: the I/O thread (dropping it from the
+        queue) and `Executor.shutdown(cancel_futures=True)` (telling the waiters at once) may both make it."""
+        with _LOCK:
+            if self._state == CANCELLED_AND_NOTIFIED:
+                return False
+            return super().set_running_or_notify_cancel()
 
     def claim(self) -> bool:
         """The scheduler takes the job off the queue: False if it was cancelled meanwhile."""
@@ -356,8 +364,13 @@ class Job(Future):  # type: ignore[type-arg]
             sleepers.notify_all()
 
     def _run_done_callbacks(self) -> None:
-        """The `add_done_callback` callbacks; on the callback thread."""
-        self._invoke_callbacks()  # type: ignore[attr-defined]
+        """The `add_done_callback` callbacks, in order; on the callback thread. One that raises anything
+        (`SystemExit`, `KeyboardInterrupt` too) is logged, naming the job, and the next ones still run."""
+        for fn in self._done_callbacks:
+            try:
+                fn(self)
+            except BaseException:  # noqa: BLE001 - a callback's error is the caller's bug, not ppft's end
+                log_callback_error(fn, self)
 
     def _complete_with_callback(self, result: Result, node: str) -> None:
         """ppft 1.7's order, on the callback thread: unpickle, print the job's output, call
@@ -469,6 +482,20 @@ class Job(Future):  # type: ignore[type-arg]
             import dill  # noqa: PLC0415 - only paid for by values that need it
 
             return bytes(dill.dumps(pair))
+
+
+def log_callback_error(callback: object, job: Job) -> None:
+    """Log the exception being handled, raised by `callback` of `job`, with its traceback (one record)."""
+    exc = sys.exc_info()[1]
+    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
+    _callbacks_log.error(
+        "callback %s of job %s raised %s: %s; the job is done, and later callbacks still run",
+        name,
+        getattr(job, "tid", "?"),
+        type(exc).__name__,
+        exc,
+        exc_info=True,
+    )
 
 
 def make_job(

@@ -11,20 +11,30 @@ holding the lock.
 
 from __future__ import annotations
 
-import os
 import threading
+from typing import Any
 
-__all__ = ["JOBS_LOCK", "Sleepers"]
+from ppft_protocol.cpython import reinit_after_fork, rlock_condition_hooks
+
+__all__ = ["JOBS_LOCK", "Sleepers", "new_condition"]
 
 JOBS_LOCK = threading.RLock()
 """Guards the state of every job. Reentrant, as a `Future`'s own is: `concurrent.futures.wait` acquires the
 `_condition` of each future it is given, here the same lock many times over."""
 
-if hasattr(os, "register_at_fork"):  # a child forked while another thread held it must not inherit it held
-    os.register_at_fork(after_in_child=JOBS_LOCK._at_fork_reinit)  # type: ignore[attr-defined]
+reinit_after_fork(JOBS_LOCK)  # a child forked while another thread held it must not inherit it held
 
 _LOCK = JOBS_LOCK
 _allocate_lock = threading.Lock
+_HOOKS = rlock_condition_hooks(JOBS_LOCK)  # what a condition needs of the lock, to wait on it
+if _HOOKS is not None:
+    _is_owned, _release_save, _acquire_restore = _HOOKS
+
+
+def new_condition() -> Any:
+    """A job's `_condition`: `Sleepers`, or a `threading.Condition` over `JOBS_LOCK` on a Python whose
+    `RLock` lacks what `Sleepers` needs of it (`ppft_protocol.cpython.rlock_condition_hooks`)."""
+    return Sleepers() if _HOOKS is not None else threading.Condition(_LOCK)
 
 
 class Sleepers(list):  # type: ignore[type-arg]
@@ -49,12 +59,12 @@ class Sleepers(list):  # type: ignore[type-arg]
         _LOCK.release()
 
     def wait(self, timeout: float | None = None) -> bool:
-        if not _LOCK._is_owned():  # type: ignore[attr-defined]
+        if not _is_owned():
             raise RuntimeError("cannot wait on un-acquired lock")
         sleeper = _allocate_lock()
         sleeper.acquire()
         self.append(sleeper)
-        saved = _LOCK._release_save()  # type: ignore[attr-defined]
+        saved = _release_save()
         woken = False
         try:
             if timeout is None:
@@ -65,7 +75,7 @@ class Sleepers(list):  # type: ignore[type-arg]
                 woken = sleeper.acquire(False)
             return woken
         finally:
-            _LOCK._acquire_restore(saved)  # type: ignore[attr-defined]
+            _acquire_restore(saved)
             if not woken:
                 try:
                     self.remove(sleeper)

@@ -47,7 +47,7 @@ from ppft_worker.stream import internal_error_reason
 from ppft_worker.tasks import Task
 
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
-from .job import Job, complete_jobs
+from .job import Job, complete_jobs, log_callback_error
 from .joblock import JOBS_LOCK
 from .liveout import LiveView
 from .node import Node
@@ -66,7 +66,11 @@ MAX_NODE_LOSSES = 3
 
 
 class _CallbackThread:
-    """Runs user callbacks in order, off the I/O thread; started on first use."""
+    """Runs user callbacks in order, off the I/O thread; started on first use.
+
+    A callback that raises, whatever it raises (`SystemExit`, `KeyboardInterrupt`, `GeneratorExit`
+    included), is logged once with its traceback, naming the job, and this thread goes on with the next
+    ones: the job it belongs to counts as finished all the same, so `wait()` never hangs on it."""
 
     def __init__(self, on_done: Callable[[list[Job]], None]) -> None:
         self._queue: deque[tuple[Job, Result | None, str]] = deque()
@@ -97,13 +101,14 @@ class _CallbackThread:
                 job, result, node = queue.popleft()
                 try:
                     if result is not None:
-                        job._complete_with_callback(result, node)
+                        job._complete_with_callback(result, node)  # done-callbacks log their own
                     else:
                         job._run_done_callbacks()
-                except Exception:
-                    log.exception("a callback of job %d raised; the job itself is finished", job.tid)
-                if result is not None:
-                    self._on_done([job])
+                except BaseException:  # noqa: BLE001 - the classic callback's (or finalize's), SystemExit too
+                    log_callback_error(job.finalize if job._finalizes else job.callback, job)
+                finally:
+                    if result is not None:
+                        self._on_done([job])
             if self._stopping and not queue:
                 return
 
@@ -164,7 +169,12 @@ class Scheduler:
                 self.pool.close()
                 self.loop.close()
                 raise
-        self._thread.start()
+        try:
+            self._thread.start()
+        except BaseException:  # no thread to be had: the workers started above must not stay
+            self.pool.close()
+            self.loop.close()
+            raise
 
     # -- any thread ------------------------------------------------------------------------------------
 

@@ -113,16 +113,20 @@ class Server:
             self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0)),
             live_output=live_output,
         )  # fmt: skip
-        _live_servers.add(self)
-        self._scheduler.discoveries = [f"{broadcast}:{port}" for _, (broadcast, port) in auto]
-        for host, port in self.ppservers:
-            self.connect1(host, port)
-        for (interface, port), (broadcast, _) in self.auto_ppservers:
-            self._start_discovery(interface, broadcast, port)
-        if dask_entries:
-            from .dask_node import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
+        try:  # from here on, threads and workers run: a failure stops them all before it is raised
+            _live_servers.add(self)
+            self._scheduler.discoveries = [f"{broadcast}:{port}" for _, (broadcast, port) in auto]
+            for host, port in self.ppservers:
+                self.connect1(host, port)
+            for (interface, port), (broadcast, _) in self.auto_ppservers:
+                self._start_discovery(interface, broadcast, port)
+            if dask_entries:
+                from .dask_node import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
 
-            add_dask_nodes(self._scheduler, dask_entries)
+                add_dask_nodes(self._scheduler, dask_entries)
+        except BaseException:
+            self.destroy()
+            raise
         log.info("ppft %s server started with %d local workers", __version__, self._ncpus)
 
     def __enter__(self) -> Server:

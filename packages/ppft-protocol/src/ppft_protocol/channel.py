@@ -18,8 +18,8 @@ HKDF is RFC 5869 over HMAC-SHA256 (RFC 2104), both a handful of lines here, chec
 vectors, the standard library's `hmac` and `cryptography`'s HKDF in the tests. They are written here rather
 than imported so that a local worker, which never seals its pipe, starts without loading `cryptography`'s
 native module (about 25 ms, more than the rest of its start-up) nor `hashlib`/`hmac`, which load OpenSSL and
-read its configuration (about 2 ms): the SHA-256 is the interpreter's own `_sha256` (`_sha2` from Python
-3.12), `hashlib`'s only where neither exists. `cryptography` is imported only when a channel is sealed.
+read its configuration (about 2 ms): the SHA-256 is the interpreter's own (`ppft_protocol.cpython.sha256`),
+`hashlib`'s only where it has none. `cryptography` is imported only when a channel is sealed.
 
 A sealed frame's body is ``AEAD(key, nonce, plaintext, aad=frame header)``, the AEAD being ChaCha20-Poly1305,
 or AES-256-GCM when both Hellos said their side has AES hardware (about 4x faster there); the nonce is 4 zero
@@ -31,22 +31,15 @@ truncated frame fails to open and raises `IntegrityError`.
 from __future__ import annotations
 
 import struct
-from _operator import _compare_digest
 
+from .cpython import compare_digest as _compare_digest
+from .cpython import sha256 as _sha256
 from .errors import IntegrityError
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from hashlib import sha256 as _sha256
     from typing import Protocol
 else:
-    try:
-        from _sha256 import sha256 as _sha256  # Python 3.10, 3.11
-    except ImportError:
-        try:
-            from _sha2 import sha256 as _sha256  # Python 3.12 and later
-        except ImportError:  # an interpreter built without its own SHA-256
-            from hashlib import sha256 as _sha256
     Protocol = object
 
 __all__ = [

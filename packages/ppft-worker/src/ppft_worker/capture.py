@@ -18,9 +18,10 @@ every job of the worker.
 
 from __future__ import annotations
 
-import _thread
 import functools
 import io
+
+from ppft_protocol.cpython import allocate_lock
 
 from .outregion import COUNT, GEN, HEADER, JOB, RING, RING_WORDS, SWITCHES, TOTAL, map_region
 
@@ -45,7 +46,7 @@ class OutputCapture:
         self._pieces: list[str] = []
         self._switches: list[int] = []  # byte positions where the stream changed (from stdout at 0)
         self._stream = 0
-        self._lock = _thread.allocate_lock()
+        self._lock = allocate_lock()
         self._region_fd = region_fd
         self._region: mmap.mmap | None = None
         self._words: memoryview | None = None

@@ -22,7 +22,8 @@ affect another one. `run` is the hot path of a worker (about 100,000 tiny jobs/s
 clock reads it reports, no lock, no allocation it can avoid; the rare paths live in helpers.
 
 Result conventions: a job's exception is described by its type name ("module.QualName"), message and remote
-traceback (the runner's own frame removed), and pickled when it pickles and loads back (else `b""`).
+traceback (the runner's own frame removed), and pickled so that the caller rebuilds it as itself, with its
+attributes, chain and notes, whatever its `__init__` takes (`ppft_worker.picklers`).
 A failure to set the job up (unknown digest, a source that does not compile, a module that does not import,
 arguments that do not unpickle) is a `JobSetupError`, and a return value that cannot be pickled an
 `UnpicklableResultError`: both are described the same way, so the caller re-raises them like any other.
@@ -31,13 +32,13 @@ arguments that do not unpickle) is a `JobSetupError`, and a return value that ca
 from __future__ import annotations
 
 import functools
-import io
 import os
 import sys
 import types
 from time import perf_counter, process_time
 
 from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
+from ppft_protocol.cpython import fast_pickle as pickle  # the C pickler alone: `pickle` loads `re`, `enum`
 
 from .bodycache import BodyCache
 from .capture import OutputCapture
@@ -45,15 +46,8 @@ from .capture import OutputCapture
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
-    import pickle
     from collections.abc import Callable
     from typing import Any
-else:
-    # The C pickler alone: the `pickle` module would also load `re` and `enum` (3 ms of a worker's start-up).
-    try:
-        import _pickle as pickle
-    except ImportError:  # an interpreter without the C accelerator
-        import pickle
 
 __all__ = ["JobRunner", "JobSetupError", "UnpicklableResultError"]
 
@@ -508,51 +502,17 @@ def _dill_loads(data: bytes | memoryview) -> object:
     return dill.loads(bytes(data))
 
 
-class _MainByName(pickle.Pickler):
-    """A pickler that refers to every class of `__main__` by its name, as `import __main__; __main__.X`.
-
-    An instance of a class the caller's `__main__` defines, sent by value in the arguments (dill), comes
-    back as an instance of the caller's own class this way, although this worker's `__main__` (the job's
-    namespace) holds no object of that name. Used only when the plain pickle of a value failed.
-    """
-
-    def reducer_override(self, obj: Any) -> Any:
-        if obj is _MAIN:
-            import importlib  # noqa: PLC0415 - rare path
-
-            return importlib.import_module, ("__main__",)
-        if isinstance(obj, type) and obj.__module__ == "__main__" and "<" not in obj.__qualname__:
-            import operator  # noqa: PLC0415 - rare path
-
-            return operator.attrgetter(obj.__qualname__), (_MAIN,)
-        return NotImplemented
-
-
-_MAIN = object()  # stands for the unpickling side's __main__ module
-
-
 def _dumps_main_by_name(value: object, protocol: int) -> bytes:
-    buffer = io.BytesIO()
-    _MainByName(buffer, protocol).dump(value)
-    return buffer.getvalue()
+    from .picklers import dumps_main_by_name  # noqa: PLC0415 - rare path, off a worker's start-up
+
+    return dumps_main_by_name(value, protocol)
 
 
 def _pickle_exception(exc: BaseException, protocol: int) -> bytes:
-    """The exception's pickle if it also loads back (an `__init__` taking other arguments would not).
+    """The exception pickled so that the caller rebuilds it as itself (`ppft_worker.picklers`)."""
+    from .picklers import pickle_exception  # noqa: PLC0415 - a job that raises pays for it, not start-up
 
-    Else b"": its type name, message and traceback still travel."""
-    try:
-        data = pickle.dumps(exc, protocol)
-        pickle.loads(data)
-    except Exception:  # noqa: BLE001 - try dill; then give up: the type, message and traceback still travel
-        try:
-            import dill  # noqa: PLC0415
-
-            data = dill.dumps(exc, protocol=protocol, recurse=True)
-            dill.loads(data)
-        except Exception:  # noqa: BLE001 - see above
-            return b""
-    return bytes(data)
+    return pickle_exception(exc, protocol)
 
 
 def _type_name(cls: type) -> str:

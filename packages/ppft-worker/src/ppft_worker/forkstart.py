@@ -21,7 +21,6 @@ child reused): it keeps them referenced and freezes the garbage collector's view
 
 from __future__ import annotations
 
-import _signal
 import builtins
 import contextlib
 import fcntl
@@ -37,6 +36,8 @@ import time
 import traceback
 import types
 from typing import NoReturn, Protocol
+
+from ppft_protocol.cpython import SIG_BLOCK, SIG_SETMASK, preload_libc_access, pthread_sigmask, valid_signals
 
 __all__ = ["START_ENV", "ForkedProcess", "WorkerProcess", "fork_worker", "prepare_fork", "why_not_fork"]
 
@@ -189,8 +190,7 @@ def prepare_fork() -> None:
     was)."""
     from . import capture, execute, process  # noqa: F401, PLC0415
 
-    with contextlib.suppress(ImportError):  # an interpreter without ctypes: process.py copes
-        import _ctypes  # noqa: F401, PLC0415
+    preload_libc_access()
 
 
 def fork_worker(child_in: int, child_out: int, secret: bytes, output_region: object = None) -> ForkedProcess:
@@ -205,14 +205,14 @@ def fork_worker(child_in: int, child_out: int, secret: bytes, output_region: obj
     parent = os.getpid()
     # No signal is handled in the child before its handlers are reset (a user's SIGTERM handler would run
     # the user's code there); the child restores this thread's mask, which an exec'd worker inherits.
-    # (`_signal` directly: `signal`'s wrappers make an enum of each of 64 signal numbers, 0.1 ms a call.)
-    old_mask = _signal.pthread_sigmask(_signal.SIG_BLOCK, _signal.valid_signals())
+    # (`ppft_protocol.cpython`'s: `signal`'s wrappers make an enum of each of 64 signals, 0.1 ms a call.)
+    old_mask = pthread_sigmask(SIG_BLOCK, valid_signals())
     try:
         pid = os.fork()
         if pid == 0:
             _child_main(child_in, child_out, secret, parent, old_mask, output_region)
     finally:
-        _signal.pthread_sigmask(_signal.SIG_SETMASK, old_mask)  # the parent only: the child never gets here
+        pthread_sigmask(SIG_SETMASK, old_mask)  # the parent only: the child never gets here
     return ForkedProcess(pid)
 
 

@@ -60,6 +60,7 @@ from ppft_protocol import (
     printable,
 )
 from ppft_protocol.bodies import BODY_BUDGET
+from ppft_protocol.cpython import libc_function
 
 from .reads import READ_SIZE
 from .version import __version__
@@ -444,38 +445,25 @@ def _keep_freed_memory() -> None:
     """
     if not (hasattr(os, "confstr") and os.confstr("CS_GNU_LIBC_VERSION")):
         return
+    mallopt = libc_function("mallopt")
+    if mallopt is None:
+        return  # an interpreter without ctypes: the defaults only cost speed
     try:
-        import _ctypes  # noqa: PLC0415
-
-        mallopt = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "mallopt")  # type: ignore[arg-type]
-        _ctypes.call_function(mallopt, (_M_MMAP_THRESHOLD, 64 << 20))
-        _ctypes.call_function(mallopt, (_M_TRIM_THRESHOLD, 128 << 20))
-    except (ImportError, AttributeError, OSError, ValueError):
-        pass  # an interpreter without _ctypes: the defaults only cost speed
+        mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    except (OSError, ValueError):
+        pass
 
 
 def _prctl_pdeathsig() -> str:
     """prctl(PR_SET_PDEATHSIG, SIGKILL); "" when it worked, else why not.
 
-    Through `_ctypes`, the C half of `ctypes` (its `dlopen`, `dlsym` and `call_function` are what `CDLL`
-    uses), when it has them: `ctypes` itself costs a worker's start-up about 1 ms more, on its way to the
-    first result. `ctypes` is the fallback, and gives the errno of a failure.
-    """
-    try:
-        import _ctypes  # noqa: PLC0415
-
-        call = _ctypes.call_function
-        address = _ctypes.dlsym(_ctypes.dlopen(None, os.RTLD_NOW), "prctl")  # type: ignore[arg-type]
-    except (ImportError, AttributeError, OSError):
-        pass
-    else:
-        return "" if call(address, (_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0)) == 0 else "it returned -1"
-    import ctypes  # noqa: PLC0415
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) != 0:
-        return os.strerror(ctypes.get_errno())
-    return ""
+    Through `ppft_protocol.cpython.libc_function` (the C half of `ctypes`: `ctypes` itself costs a worker's
+    start-up about 1 ms more, on its way to the first result)."""
+    prctl = libc_function("prctl")
+    if prctl is None:
+        return "no prctl found in the C library (or no ctypes)"
+    return "" if prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) == 0 else "it returned -1"
 
 
 def _setup_logging() -> None:
