@@ -174,3 +174,28 @@ def test_jobs_of_mixed_lengths_complete_exactly_once_despite_steals(harness: Har
         pids = harness.run(lengths)  # `run` asserts one ok result per job
         assert len(pids) == 60
         harness.run([(10,)] * 300)  # back to tiny, so the next round is batched onto one worker again
+
+
+def test_a_worker_that_becomes_ready_after_a_long_frame_went_out_takes_its_tail() -> None:
+    """The frame went to the one worker ready then (the other was still starting, here: not yet asked
+    for): the worker that joins later finds nothing queued and takes back the frame's tail."""
+    h = Harness(1)
+    try:
+        h.pool.start()
+        h.until(lambda: len(h.pool._workers) == 1 and h.pool._workers[0].ready, "the first worker")
+        h.run([(10,)])  # the batching learns: spin is tiny
+        tasks = [T(next(h.ids), FN, (1_000_000,)) for _ in range(16)]
+        h.queue.extend(tasks)
+        h.until(lambda: not h.queue, "the frame of 16 to go out")
+        h.pool.resize(2)
+        h.until(lambda: all(t.wire.job_id in h.results for t in tasks), "results")
+        h.loop.run_once(0.05)  # a duplicate result would arrive here
+        pids = set()
+        for t in tasks:
+            (r,) = h.results[t.wire.job_id]
+            assert r.ok, f"{r.error_type}: {r.error_message}"
+            pids.add(pickle.loads(r.value))
+        assert len(pids) == 2
+    finally:
+        h.pool.close()
+        h.loop.close()

@@ -545,6 +545,8 @@ class WorkerPool:
                     w.ready = True
                     self._start_failures = 0
                     self.broken_reason = ""
+                    if self._stealer is not None:
+                        self._stealer.joined()
                 elif isinstance(event, (Established, Closed, Bye)):
                     pass
             if w.rfd < 0:

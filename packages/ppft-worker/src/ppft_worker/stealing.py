@@ -144,6 +144,12 @@ class Stealer(Generic[W]):
         if self._timer is None and len(w.inflight) >= 2:
             self._timer = self._loop.call_later(STEAL_AFTER, self.check, self._check_failed)
 
+    def joined(self) -> None:
+        """A worker became ready: an idle one now, which may rob a frame that went out before it could take
+        any. Looked at shortly, once the pool had its chance to give it queued jobs instead."""
+        if self._timer is None and not self.closed:
+            self._timer = self._loop.call_later(STEAL_AFTER, self.check, self._check_failed)
+
     def emptied(self) -> None:
         """A worker finished its last job: rob a frame running long now rather than at the next tick."""
         if self._timer is not None:
