@@ -60,21 +60,22 @@ from typing import Any, NamedTuple
 from ppft_protocol import FunctionBody
 
 from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
-from .sources import class_source, code_names, function_source
+from .bodypickle import BODY_PICKLE_PROTOCOL, by_value_code, importable, pickle_by_value
+from .moduledata import ModuleData, Prepared, is_code
+from .sources import class_source, code_names, function_source, global_reads, global_writes
 
 __all__ = [
     "BODY_PICKLE_PROTOCOL",
+    "ModuleData",
     "ShippingError",
     "check_submit_args",
     "function_body",
+    "function_job",
     "pickle_args",
     "unpickle",
 ]
 
 log = logging.getLogger("ppft.client")
-
-BODY_PICKLE_PROTOCOL = 5
-"""Pickle protocol of function payloads: the highest one every supported Python (3.10+) reads."""
 
 _CACHE_SIZE = 4096
 _DIGEST_TAG = b"ppft-function-body-v1\x00"
@@ -86,8 +87,10 @@ class _Entry(NamedTuple):
     body: FunctionBody
     names: tuple[str, ...]  # entries of the globals= dict the body was built from ...
     objs: tuple[object, ...]  # ... and what they held (None: absent)
-    fixed: tuple[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]], ...]  # globals pickled by value
+    fixed: tuple[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]], ...]  # module globals it used
     cells: tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...]  # closure cells pickled by value
+    data: ModuleData | None  # module data its jobs carry
+    cells_hold_data: bool  # a closure pickled by value holds data: never reuse the body (it may change)
 
 
 _cache: dict[object, _Entry] = {}
@@ -103,10 +106,46 @@ def function_body(
 ) -> FunctionBody:
     """The `FunctionBody` that runs `func` on a worker, from the cache when nothing it used has changed.
 
+    Its jobs need the module data `function_job` gives too, when the function reads some.
     Raises `TypeError` when `func` is not callable and `ShippingError` when something cannot be pickled.
     """
+    return _entry(func, depfuncs, modules, globals or None).body
+
+
+def function_job(
+    func: Callable[..., Any],
+    depfuncs: tuple[Any, ...],
+    modules: tuple[str, ...],
+    globals: Mapping[str, Any] | None,
+    protocol: int,
+) -> tuple[FunctionBody, Prepared | None]:
+    """`function_body`, and the module data its jobs carry (None when it reads none), as it is now:
+    `prepared.wrap(args, protocol)` gives the pickled arguments of each job of this submit."""
     if not globals:
         globals = None
+    entry = _entry(func, depfuncs, modules, globals)
+    data = entry.data
+    if data is None:
+        return entry.body, None
+    now = data.values()
+    if now is None:  # a data name now holds code, which travels in the body: build it again
+        entry = _entry(func, depfuncs, modules, globals, rebuild=True)
+        data = entry.data
+        if data is None:
+            return entry.body, None
+        now = data.values()
+        if now is None:  # changed again meanwhile (another thread): take it as it is
+            now = ({}, [])
+    return entry.body, data.prepare(now[0], now[1], protocol)
+
+
+def _entry(
+    func: Callable[..., Any],
+    depfuncs: tuple[Any, ...],
+    modules: tuple[str, ...],
+    globals: Mapping[str, Any] | None,
+    rebuild: bool = False,
+) -> _Entry:
     try:
         key: tuple[Any, ...]
         if type(func) is _FunctionType and func.__name__ == "<lambda>" and _plain_lambda(func):
@@ -116,22 +155,23 @@ def function_body(
             key = (func, depfuncs, modules, globals is None)
         entry = _cache.get(key)
     except TypeError:  # an unhashable callable, or lists for tuples: build without caching
-        return _build(func, tuple(depfuncs), tuple(modules), globals).body
+        return _build(func, tuple(depfuncs), tuple(modules), globals)
     if (
         entry is not None
+        and not rebuild
         and (not entry.names or all(map(is_, map(globals.get, entry.names), entry.objs)))  # type: ignore[union-attr]
         and (not entry.fixed or _fixed_unchanged(entry.fixed))
         and (not entry.cells or _cells_unchanged(entry.cells))
     ):
-        return entry.body
+        return entry
     built = _build(func, depfuncs, modules, globals)
-    if _cacheable(func, depfuncs):
+    if _cacheable(func, depfuncs) and not built.cells_hold_data:
         with _cache_lock:
             _cache.pop(key, None)
             if len(_cache) >= _CACHE_SIZE:  # drop the oldest insertion: bounded, and hits stay lock-free
                 del _cache[next(iter(_cache))]
             _cache[key] = built
-    return built.body
+    return built
 
 
 _FunctionType = types.FunctionType
@@ -180,13 +220,19 @@ class _Builder:
     def __init__(self, globals_: Mapping[str, Any] | None) -> None:
         self.globals = globals_
         self.sources: list[str] = []
+        self.defined: set[str] = set()  # names the sources define in the worker's namespace
         self.imports: dict[str, None] = {}  # an ordered set
         self.extras: dict[str, Any] = {}
         self.seen: set[int] = set()
         self.looked_up: dict[str, object] = {}  # globals= entries read, and what they held
         self.pending_names: list[str] = []
-        self.own_globals: list[tuple[Iterable[str], dict[str, Any]]] = []  # shipped code, its module dict
+        # shipped code, its module dict, the names it reads as globals (None: unknown, take `names`)
+        self.own_globals: list[tuple[Iterable[str], dict[str, Any], frozenset[str] | None]] = []
+        self.written: set[str] = set()  # globals the shipped code assigns: per job, even constants
+        self.constants: dict[str, dict[str, Any]] = {}  # constants put in extras, and their module dict
         self.own_read: list[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]]] = []  # for the cache
+        self.data: dict[str, dict[str, Any]] = {}  # module data the jobs carry: name -> dict it is read from
+        self.by_value: list[Any] = []  # callables and classes pickled by value, for note_by_value
 
     def add_dep(self, dep: Any, name: str | None, explicit: bool) -> None:
         """Ship `dep` as verified source, else pickled under `name`.
@@ -199,7 +245,7 @@ class _Builder:
         if id(dep) in self.seen:
             return
         self.seen.add(id(dep))
-        by_reference = (isinstance(dep, type) or not explicit) and _importable(dep)
+        by_reference = (isinstance(dep, type) or not explicit) and importable(dep)
         source = None
         if not by_reference:
             source = class_source(dep) if isinstance(dep, type) else function_source(dep)
@@ -207,51 +253,86 @@ class _Builder:
             self.extras[name or str(getattr(dep, "__name__", type(dep).__name__))] = dep
             if not by_reference:
                 self.want_names(_code_names_of(dep))
+                self.by_value.append(dep)
             return
         if isinstance(dep, type):  # the class's own bases from the same module must exist first
             for base in reversed(dep.__mro__[1:]):
                 if base.__module__ == dep.__module__ and base is not object and id(base) not in self.seen:
                     self.add_dep(base, base.__name__, True)
         self.sources.append(source.text)
+        self.defined.add(dep.__name__)
         self.want_names(source.names)
-        self.note_own_globals(dep, source.names)
+        if isinstance(dep, type):
+            self.note_own_globals(_class_globals(dep), source.names, source.reads)
+        else:
+            self.note_own_globals(dep.__globals__, source.names, global_reads(dep.__code__))
+            self.written.update(global_writes(dep.__code__))
 
-    def note_own_globals(self, obj: Any, names: Iterable[str]) -> None:
-        own = getattr(obj, "__globals__", None)
+    def note_own_globals(
+        self, own: object, names: Iterable[str], reads: frozenset[str] | None = None
+    ) -> None:
         if isinstance(own, dict):
-            self.own_globals.append((names, own))
+            self.own_globals.append((names, own, reads))
+
+    def note_by_value(self) -> None:
+        """What callables pickled by value read from their modules travels as for shipped sources: the
+        pickle carries their code, never their globals (`bodypickle`)."""
+        while self.by_value:
+            roots, self.by_value = self.by_value, []
+            for obj in by_value_code(roots):
+                if isinstance(obj, type):
+                    continue  # its methods are in the list
+                code = obj.__code__
+                self.note_own_globals(obj.__globals__, code_names(code), global_reads(code))
+                self.written.update(global_writes(code))
 
     def ship_own_globals(self) -> None:
-        """What shipped source uses from its own module travels with it, as ppft 1.7 (dill.source) did.
+        """What shipped code uses from its own module travels with it, as ppft 1.7 (dill.source) did.
 
         Modules become imports (ppft 1.7 made users list them in `modules=`); functions and classes of
         that module ship as source, transitively, so a job may call its module's helpers without
         `depfuncs=` (what pathos users rely on); names bound to objects imported from a library travel
-        by reference; immutable constants (numbers, strings, bytes, tuples of them) are pickled along.
-        Mutable objects do not travel: a copy on the worker would silently diverge from the caller's.
-        Every name read is watched by the cache, so rebinding it makes the next submit ship it anew."""
+        by reference; immutable constants (numbers, strings, bytes, tuples of them) travel in the body.
+        Every other value read as a global (a dict, a list, an instance) is module data: it travels
+        with each job, as it is at each submit (`moduledata`). Every name read but data is watched by
+        the cache, so rebinding it makes the next submit build the body anew."""
         i = 0
-        while i < len(self.own_globals):  # grows as shipped helpers bring their own names
-            names, own = self.own_globals[i]
+        while True:
+            self.note_by_value()
+            if i >= len(self.own_globals):
+                break
+            names, own, reads = self.own_globals[i]  # grows as shipped helpers bring their own names
             i += 1
             module_name = own.get("__name__")
             read: dict[str, object] = {}
             for name in names:
-                if name not in own or name == "__builtins__":
+                if name.startswith("__") and name.endswith("__"):  # __name__, __file__: the worker's own
                     continue
-                obj = own[name]
-                read[name] = obj
+                obj = own.get(name, _ABSENT)
+                if obj is _ABSENT:
+                    if reads is not None and name in reads and not _is_builtin(own, name):
+                        read[name] = None  # defined later, maybe: its arrival must rebuild the body
+                    continue
                 if isinstance(obj, types.ModuleType):
                     self.add_module(name, obj)
                 elif isinstance(obj, (types.FunctionType, type)):
                     if getattr(obj, "__name__", None) != name:  # an alias: bind the name itself
                         self.extras.setdefault(name, obj)
+                        if not importable(obj):
+                            self.by_value.append(obj)
                     else:
                         self.add_dep(obj, name, getattr(obj, "__module__", None) == module_name)
                 elif isinstance(obj, types.BuiltinFunctionType) and _stateless(obj):
                     self.add_dep(obj, name, False)
-                elif _immutable_constant(obj):
+                elif _immutable_constant(obj) and name not in self.written:
                     self.extras.setdefault(name, obj)
+                    self.constants.setdefault(name, own)
+                elif reads is None or name in reads:
+                    self.data.setdefault(name, own)
+                    continue  # not watched: its value is read at every submit
+                else:
+                    continue
+                read[name] = obj
             if read:
                 self.own_read.append((own, tuple(read), tuple(read.values())))
 
@@ -297,6 +378,43 @@ class _Builder:
                 self.imports[sub.__name__] = None
                 self.add_submodules(sub)
 
+    def module_data(self, function: str) -> ModuleData | None:
+        """The module data the jobs carry: what `ship_own_globals` found, less what the body defines."""
+        for name in self.written.intersection(self.constants):  # a job may rebind it: per job, not shared
+            del self.extras[name]
+            self.data.setdefault(name, self.constants[name])
+        defined = self.defined.union(self.extras)
+        names = [name for name in self.data if name not in defined]
+        if not names:
+            return None
+        by_dict: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        for name in names:
+            own = self.data[name]
+            by_dict.setdefault(id(own), (own, []))[1].append(name)
+        reads = tuple((own, tuple(group)) for own, group in by_dict.values())
+        return ModuleData(function, reads, frozenset(defined))
+
+
+_ABSENT = object()
+
+
+def _is_builtin(own: dict[str, Any], name: str) -> bool:
+    builtins = own.get("__builtins__", __builtins__)
+    if isinstance(builtins, types.ModuleType):
+        builtins = vars(builtins)
+    return isinstance(builtins, dict) and name in builtins
+
+
+def _class_globals(cls: type) -> dict[str, Any] | None:
+    """The globals of the module that defined `cls`: its methods', else its module's."""
+    for value in vars(cls).values():
+        if isinstance(value, (staticmethod, classmethod)):
+            value = value.__func__
+        if isinstance(value, types.FunctionType):
+            return value.__globals__
+    module = sys.modules.get(cls.__module__)
+    return vars(module) if module is not None else None
+
 
 def _build(
     func: Any, depfuncs: tuple[Any, ...], modules: tuple[str, ...], globals_: Mapping[str, Any] | None
@@ -309,22 +427,27 @@ def _build(
     if main is not None:
         used: Iterable[str] = main.names
     else:  # a callable pickled by reference needs nothing from globals=: its module provides it
-        used = () if _importable(func) else _code_names_of(func)
+        used = () if importable(func) else _code_names_of(func)
     b.want_names(used)
     func_globals = getattr(func, "__globals__", None)
     for dep in depfuncs:
         b.add_dep(dep, _binding_name(dep, func_globals, used), True)
     if main is not None:
-        b.note_own_globals(func, main.names)
+        b.defined.add(func.__name__)
+        b.note_own_globals(func.__globals__, main.names, global_reads(func.__code__))
+        b.written.update(global_writes(func.__code__))
+    elif not importable(func):
+        b.by_value.append(func)
     b.resolve_globals()
     b.ship_own_globals()
+    b.resolve_globals()  # names that shipped helpers brought
     imports = tuple(dict.fromkeys((*modules, *b.imports)))
+    name = func.__name__ if main is not None else _describe(func)
+    data = b.module_data(name)
     if main is not None:
-        name = func.__name__
         sources = (*b.sources, main.text)
         payload: object = (None, b.extras) if b.extras else None
     else:
-        name = _describe(func)
         sources = tuple(b.sources)
         payload = (func, b.extras) if b.extras else func
     pickled = b"" if payload is None else _pickle_payload(payload, name)
@@ -332,9 +455,8 @@ def _build(
     names = tuple(b.looked_up)
     objs = tuple(b.looked_up.values())
     pickled_objs = [func, *b.extras.values()] if main is None else list(b.extras.values())
-    by_value = [obj for obj in pickled_objs if not _importable(obj)]
-    fixed, cells = _pickled_state(by_value, pickled)
-    return _Entry(body, names, objs, fixed + tuple(b.own_read), cells)
+    cells, cells_hold_data = _pickled_cells(pickled_objs, pickled)
+    return _Entry(body, names, objs, tuple(b.own_read), cells, data, cells_hold_data)
 
 
 _CONSTANT_TYPES = (bool, int, float, complex, str, bytes, type(None))
@@ -347,18 +469,6 @@ def _immutable_constant(obj: object, depth: int = 0) -> bool:
     if isinstance(obj, (tuple, frozenset)) and depth < 3:
         return all(_immutable_constant(item, depth + 1) for item in obj)
     return False
-
-
-def _importable(obj: Any) -> bool:
-    """Whether pickle can refer to `obj` by module and name, from a module other than `__main__`."""
-    module_name = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(module_name, str) or module_name == "__main__" or not isinstance(qualname, str):
-        return False
-    target: object = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    return target is obj
 
 
 def _binding_name(dep: Any, func_globals: dict[str, Any] | None, used: Iterable[str]) -> str | None:
@@ -418,19 +528,17 @@ def _code_names_of(obj: Any) -> tuple[str, ...]:
 
 
 def _pickle_payload(payload: object, name: str) -> bytes:
-    """The stdlib pickle when it refers only to importable objects outside `__main__`, else dill's."""
+    """The stdlib pickle when it refers only to importable objects outside `__main__`, else dill's, with
+    each by-value function's module globals left out (`bodypickle`)."""
     try:
         data = pickle.dumps(payload, BODY_PICKLE_PROTOCOL)
     except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
         data = None
     if data is not None and b"__main__" not in data:
         return data
-    import dill  # noqa: PLC0415 - only paid for by callables that need it
-
     log.debug("function %s: pickled by value with dill", name)
-
     try:
-        return bytes(dill.dumps(payload, protocol=BODY_PICKLE_PROTOCOL, recurse=True))
+        return pickle_by_value(payload, BODY_PICKLE_PROTOCOL)
     except Exception as exc:
         raise ShippingError(
             f"function {name!r} cannot be sent to a worker: neither pickle nor dill can serialize it "
@@ -439,34 +547,22 @@ def _pickle_payload(payload: object, name: str) -> bytes:
         ) from exc
 
 
-def _pickled_state(
-    by_value: list[Any], pickled: bytes
-) -> tuple[
-    tuple[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]], ...],
-    tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...],
-]:
-    """The globals and closure cells dill pickled with the callables, for the cache to watch."""
+def _pickled_cells(
+    pickled_objs: list[Any], pickled: bytes
+) -> tuple[tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...], bool]:
+    """The closure cells dill pickled with the callables, for the cache to watch, and whether one holds
+    data that may change in place (a list, a dict, an instance): such a body is never reused."""
     if b"dill._dill" not in pickled:
-        return (), ()
-    fixed: list[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]]] = []
+        return (), False
     cells: list[tuple[tuple[Any, ...], tuple[object, ...]]] = []
-    seen: set[int] = set()
-    todo = list(by_value)
-    while todo:
-        obj = todo.pop()
-        while isinstance(obj, (functools.partial, types.MethodType)):
-            obj = obj.func if isinstance(obj, functools.partial) else obj.__func__
-        if type(obj) is not types.FunctionType or id(obj) in seen:
+    holds_data = False
+    for obj in by_value_code(pickled_objs):
+        if isinstance(obj, type) or not obj.__closure__:
             continue
-        seen.add(id(obj))
-        g = obj.__globals__
-        names = tuple(n for n in code_names(obj.__code__) if n in g)
-        if names:
-            values = tuple(g[n] for n in names)
-            fixed.append((g, names, values))
-            todo.extend(v for v in values if type(v) is types.FunctionType)
-        if obj.__closure__:
-            contents = tuple(map(_cell_content, obj.__closure__))
-            cells.append((obj.__closure__, contents))
-            todo.extend(v for v in contents if type(v) is types.FunctionType)
-    return tuple(fixed), tuple(cells)
+        contents = tuple(map(_cell_content, obj.__closure__))
+        cells.append((obj.__closure__, contents))
+        holds_data = holds_data or any(
+            not (is_code(v) or v is _EMPTY or _immutable_constant(v) or isinstance(v, functools.partial))
+            for v in contents
+        )
+    return tuple(cells), holds_data

@@ -143,6 +143,8 @@ class JobRunner:
             except BaseException as exc:  # noqa: BLE001 - the job's own exception (SystemExit too) is its result
                 end = self._end_wall = perf_counter()
                 cpu_end = self._end_cpu = process_time()
+                if type(exc) is NameError:
+                    _explain_name_error(exc, namespace.__dict__)
                 return self._job_failure(job_id, exc, end - start, cpu_end - cpu_start, protocol)
             end = self._end_wall = perf_counter()
             cpu_end = self._end_cpu = process_time()
@@ -351,6 +353,23 @@ def _build_namespace(body: FunctionBody, namespace: types.ModuleType) -> Callabl
     if not callable(func):
         return f"{body.name} is a {type(func).__name__}, not a callable"
     return func  # type: ignore[no-any-return]
+
+
+UNSHIPPED = "__ppft_unshipped__"
+"""The namespace entry where a job's pickled arguments name the caller's globals that could not be sent to
+this worker, and why (`ppft_client.moduledata`)."""
+
+
+def _explain_name_error(exc: NameError, ns: dict[str, Any]) -> None:
+    """Say why, when a job's `NameError` is for a global of the caller that could not be sent here."""
+    unshipped = ns.get(UNSHIPPED)
+    name = getattr(exc, "name", None)
+    if type(unshipped) is not dict or not isinstance(name, str) or name not in unshipped:
+        return
+    exc.args = (
+        f"name {name!r} is not defined on this worker: the caller's global {name} could not be sent: "
+        f"{unshipped[name]}. Create it inside the function, or pass what the job needs as an argument",
+    )
 
 
 def _run_import(entry: str, ns: dict[str, Any]) -> str | None:
