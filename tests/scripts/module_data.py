@@ -39,8 +39,13 @@ def shapes():
     return ORIGIN.norm1(), [p.norm1() for p in POINTS], type(ORIGIN).__name__
 
 
+def all_points():  # the class the job names and the class of the data it reads are one class
+    return all(isinstance(p, Point) for p in [ORIGIN, *POINTS])
+
+
 print(job_server.submit(score, ("b",), globals=globals())())
 print(job_server.submit(score, ("b",))())
 print(job_server.submit(weight, ("a",))())
 print(job_server.submit(shapes)())
+print(job_server.submit(all_points)())
 job_server.destroy()

@@ -159,9 +159,10 @@ def _pickler_class() -> type:
             return pair[1]
 
     def _save_function(pickler: BodyPickler, obj: types.FunctionType) -> None:
-        if obj.__globals__ is not pickler._main_dict or obj.__module__ != "__main__":
-            if not importable(obj):
-                obj = pickler.rebound(obj)
+        if (obj.__globals__ is not pickler._main_dict or obj.__module__ != "__main__") and not importable(
+            obj
+        ):
+            obj = pickler.rebound(obj)
         save_function(pickler, obj)
 
     def _save_dict(pickler: BodyPickler, obj: dict[str, Any]) -> None:

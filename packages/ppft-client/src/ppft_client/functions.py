@@ -220,7 +220,7 @@ class _Builder:
     def __init__(self, globals_: Mapping[str, Any] | None) -> None:
         self.globals = globals_
         self.sources: list[str] = []
-        self.defined: set[str] = set()  # names the sources define in the worker's namespace
+        self.defined: dict[str, Any] = {}  # what the sources define in the worker's namespace
         self.imports: dict[str, None] = {}  # an ordered set
         self.extras: dict[str, Any] = {}
         self.seen: set[int] = set()
@@ -260,7 +260,7 @@ class _Builder:
                 if base.__module__ == dep.__module__ and base is not object and id(base) not in self.seen:
                     self.add_dep(base, base.__name__, True)
         self.sources.append(source.text)
-        self.defined.add(dep.__name__)
+        self.defined[dep.__name__] = dep
         self.want_names(source.names)
         if isinstance(dep, type):
             self.note_own_globals(_class_globals(dep), source.names, source.reads)
@@ -383,7 +383,7 @@ class _Builder:
         for name in self.written.intersection(self.constants):  # a job may rebind it: per job, not shared
             del self.extras[name]
             self.data.setdefault(name, self.constants[name])
-        defined = self.defined.union(self.extras)
+        defined = {**self.extras, **self.defined}
         names = [name for name in self.data if name not in defined]
         if not names:
             return None
@@ -392,7 +392,8 @@ class _Builder:
             own = self.data[name]
             by_dict.setdefault(id(own), (own, []))[1].append(name)
         reads = tuple((own, tuple(group)) for own, group in by_dict.values())
-        return ModuleData(function, reads, frozenset(defined))
+        shipped = {name: obj for name, obj in defined.items() if isinstance(obj, (type, types.FunctionType))}
+        return ModuleData(function, reads, shipped)
 
 
 _ABSENT = object()
@@ -408,10 +409,9 @@ def _is_builtin(own: dict[str, Any], name: str) -> bool:
 def _class_globals(cls: type) -> dict[str, Any] | None:
     """The globals of the module that defined `cls`: its methods', else its module's."""
     for value in vars(cls).values():
-        if isinstance(value, (staticmethod, classmethod)):
-            value = value.__func__
-        if isinstance(value, types.FunctionType):
-            return value.__globals__
+        func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if isinstance(func, types.FunctionType):
+            return func.__globals__
     module = sys.modules.get(cls.__module__)
     return vars(module) if module is not None else None
 
@@ -433,7 +433,7 @@ def _build(
     for dep in depfuncs:
         b.add_dep(dep, _binding_name(dep, func_globals, used), True)
     if main is not None:
-        b.defined.add(func.__name__)
+        b.defined[func.__name__] = func
         b.note_own_globals(func.__globals__, main.names, global_reads(func.__code__))
         b.written.update(global_writes(func.__code__))
     elif not importable(func):

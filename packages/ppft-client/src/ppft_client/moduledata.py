@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from .arguments import ShippingError, pickle_args_by
+from .bodypickle import importable
 
 __all__ = ["LARGE_VALUE", "UNSHIPPED", "ModuleData", "Prepared", "is_code"]
 
@@ -97,18 +98,19 @@ def is_code(obj: object) -> bool:
 class ModuleData:
     """The names of module data a function body reads, where to read them, and how to send them."""
 
-    __slots__ = ("function", "names", "reads", "shipped")
+    __slots__ = ("_keep", "function", "names", "reads", "shipped")
 
     def __init__(
         self,
         function: str,
         reads: tuple[tuple[Mapping[str, Any], tuple[str, ...]], ...],
-        shipped: frozenset[str],
+        shipped: Mapping[str, Any],
     ) -> None:
         self.function = function  # for messages
         self.reads = reads  # (module dict, names read from it)
         self.names = tuple(name for _, names in reads for name in names)
-        self.shipped = shipped  # names the body itself defines in the worker's namespace
+        self.shipped = {id(obj): name for name, obj in shipped.items()}  # what the body defines there
+        self._keep = tuple(shipped.values())  # (so that the ids above stay theirs)
 
     def values(self) -> tuple[dict[str, Any], list[str]] | None:
         """The current values and the names now missing; None when a name now holds code (a function,
@@ -170,31 +172,18 @@ class ModuleData:
         return (*self._dumps(values, protocol), unshipped)
 
     def _dumps(self, values: dict[str, Any], protocol: int) -> tuple[bytes, bool]:
-        """(pickle, made by dill): the stdlib's when the worker can resolve every `__main__` name it holds
-        (the body defines them in its namespace); else dill's, by value, as for arguments."""
+        """(pickle, made by dill): the stdlib's unless a value holds a function or class the worker cannot
+        import (the caller's `__main__`'s, say), then dill's, by value, as for arguments. Classes and
+        functions the body defines in the worker's namespace are referred to there by name, so a job's
+        data and the code it runs share one class (isinstance holds)."""
+        pickler = _StdPickler(self.shipped, protocol)
         try:
-            data = pickle.dumps(values, protocol)
+            pickler.dump(values)
         except Exception:  # noqa: BLE001 - dill's turn, which raises clearly
-            data = None
-        if data is not None and (data.find(b"__main__") < 0 or self._main_names_shipped(values, protocol)):
-            return data, False
-        return _dill_values(values, protocol), True
-
-    def _main_names_shipped(self, values: dict[str, Any], protocol: int) -> bool:
-        """Whether each object of `__main__` the stdlib pickle refers to is one the body defines."""
-        refs: list[object] = []
-
-        class Spy(pickle.Pickler):
-            def reducer_override(self, obj: Any) -> Any:
-                if isinstance(obj, (type, types.FunctionType)) and obj.__module__ == "__main__":
-                    refs.append(obj)
-                return NotImplemented
-
-        try:
-            Spy(_Sink(), protocol).dump(values)
-        except Exception:  # noqa: BLE001 - then dill decides
-            return False
-        return all(getattr(obj, "__qualname__", "").split(".")[0] in self.shipped for obj in refs)
+            pickler.by_value = True
+        if not pickler.by_value:
+            return pickler.getvalue(), False
+        return _dill_values(values, protocol, self.shipped), True
 
     def _warn_large(self, values: dict[str, Any], protocol: int) -> None:
         for name, value in values.items():
@@ -208,15 +197,43 @@ class ModuleData:
                 _warn_once(
                     "large",
                     name,
-                    "function %s reads the global %s, %.1f MiB pickled, which is sent with every job; pass it "
-                    "as an argument only to the jobs that need it, or have the job load it",
+                    "function %s reads the global %s, %.1f MiB pickled, which is sent with every job; pass "
+                    "it as an argument only to the jobs that need it, or have the job load it",
                     self.function,
                     name,
                     size / (1 << 20),
                 )
 
 
-def _dill_values(values: dict[str, Any], protocol: int) -> bytes:
+def _in_namespace(obj: Any, shipped: dict[int, str]) -> Any:
+    """The reduction of a class or function the body defines on the worker: its namespace's entry."""
+    name = shipped.get(id(obj))
+    return NotImplemented if name is None else (getattr, (_MAIN, name))
+
+
+class _StdPickler(pickle.Pickler):
+    """The stdlib pickler, referring to the body's own classes and functions in the worker's namespace,
+    and noting (`by_value`) any other object that pickle would refer to by a name the worker lacks."""
+
+    def __init__(self, shipped: dict[int, str], protocol: int) -> None:
+        self._buffer = io.BytesIO()
+        super().__init__(self._buffer, protocol)
+        self.shipped = shipped
+        self.by_value = False
+
+    def reducer_override(self, obj: Any) -> Any:
+        if isinstance(obj, (type, types.FunctionType)):
+            found = _in_namespace(obj, self.shipped)
+            if found is NotImplemented and not importable(obj) and obj.__module__ != "builtins":
+                self.by_value = True
+            return found
+        return NotImplemented
+
+    def getvalue(self) -> bytes:
+        return self._buffer.getvalue()
+
+
+def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str]) -> bytes:
     """dill's pickle of `values`, by value as for arguments, refusing what a copy would betray: locks,
     threads, files, sockets (dill would copy them; the copy would neither lock nor write what the caller's
     does), so the job fails naming the global instead of behaving differently."""
@@ -225,14 +242,20 @@ def _dill_values(values: dict[str, Any], protocol: int) -> bytes:
         import dill  # noqa: PLC0415 - only for values that need it
 
         class ValuesPickler(dill.Pickler):  # type: ignore[misc]
+            shipped: dict[int, str] = {}
+
             def reducer_override(self, obj: Any) -> Any:
                 if isinstance(obj, _resource_types()):
                     raise TypeError(f"cannot pickle '{_type_name(type(obj))}' object")
+                if isinstance(obj, (type, types.FunctionType)):
+                    return _in_namespace(obj, self.shipped)
                 return NotImplemented
 
         _ValuesPickler = ValuesPickler
     buffer = io.BytesIO()
-    _ValuesPickler(buffer, protocol, byref=False, recurse=True).dump(values)
+    pickler = _ValuesPickler(buffer, protocol, byref=False, recurse=True)
+    pickler.shipped = shipped
+    pickler.dump(values)
     return buffer.getvalue()
 
 
@@ -269,13 +292,6 @@ class Prepared:
             steps.append(self.note)
         steps.append(_Call(_loader(by_dill), data))
         return pickle.dumps(_Call(operator.getitem, tuple(steps), -1), protocol)
-
-
-class _Sink:
-    """A file that drops what is written (the spy pickler only looks)."""
-
-    def write(self, data: bytes) -> int:
-        return len(data)
 
 
 def _type_name(cls: type) -> str:

@@ -182,10 +182,9 @@ class Server:
         tids = self._tids
         jobs: list[Job] = []
         chunk: list[Job] = []
-        for args in arg_tuples:
-            if prefix:
-                args = prefix + args
-            sargs = pickle_args(args, proto) if data is None else data.wrap(args, proto)
+        for job_args in arg_tuples:
+            call_args = prefix + job_args if prefix else job_args
+            sargs = pickle_args(call_args, proto) if data is None else data.wrap(call_args, proto)
             chunk.append(make_job(self, next(tids), body, sargs, proto, scheduler))
             if len(chunk) == _SUBMIT_CHUNK:
                 scheduler.submit_many(chunk)
