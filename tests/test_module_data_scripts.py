@@ -110,6 +110,25 @@ def test_a_protocol_1_ppserver_gives_the_same(
     _check(script, how, {"PPSERVER": protocol_1_ppserver["PPSERVER"]})
 
 
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    pytest.importorskip("distributed")
+    from dasklib import DaskCluster
+
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"))
+    try:
+        cluster.add_workers(2)
+        yield {"PPSERVER": cluster.entry}
+    finally:
+        cluster.close()
+
+
+@pytest.mark.parametrize("how", ["file", "-c"])
+@pytest.mark.parametrize("script", ["module_data.py", "fresh_values.py", "global_writes.py"])
+def test_a_dask_cluster_gives_the_same(dask_cluster: dict[str, str], script: str, how: str) -> None:
+    _check(script, how, dask_cluster)
+
+
 def test_the_protocol_1_ppserver_really_speaks_version_1(protocol_1_ppserver: dict[str, str]) -> None:
     server = ppft.Server(0, ppservers=(protocol_1_ppserver["PPSERVER"],), secret=SECRET)
     try:
