@@ -89,7 +89,7 @@ def restore():
 
 
 def test_a_function_that_reads_no_module_data_carries_nothing():
-    body, data = function_job(pure, (), (), None, PROTO)
+    _, data = function_job(pure, (), (), None, PROTO)
     assert data is None
 
 

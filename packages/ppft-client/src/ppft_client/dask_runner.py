@@ -102,7 +102,7 @@ def run_batch(
 
 def _run(job: tuple[int, bytes, bytes, int]) -> tuple[Any, ...]:
     """One job, never raising for anything it does (its SystemExit and KeyboardInterrupt included)."""
-    job_id, digest, args_data, protocol = job
+    job_id, digest, args_data, _protocol = job
     ready = _ready.get(digest)
     if ready is None:
         prepared = _prepare(digest)
