@@ -21,15 +21,49 @@ from __future__ import annotations
 import functools
 import importlib
 import io
+import logging
+import pickle
 import sys
 import types
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["BODY_PICKLE_PROTOCOL", "by_value_code", "importable", "pickle_by_value"]
+from .arguments import ShippingError
+
+log = logging.getLogger("ppft.client")
+
+__all__ = [
+    "BODY_PICKLE_PROTOCOL",
+    "EMPTY",
+    "by_value_code",
+    "cell_content",
+    "immutable_constant",
+    "importable",
+    "is_code",
+    "pickle_by_value",
+    "pickle_payload",
+    "pickled_cells",
+]
 
 BODY_PICKLE_PROTOCOL = 5
 """Pickle protocol of function payloads: the highest one every supported Python (3.10+) reads."""
+
+
+_CONSTANT_TYPES = (bool, int, float, complex, str, bytes, type(None))
+
+
+def immutable_constant(obj: object, depth: int = 0) -> bool:
+    """Numbers, strings, bytes, None, and tuples/frozensets of them: safe to copy to a worker."""
+    if isinstance(obj, _CONSTANT_TYPES):
+        return True
+    if isinstance(obj, (tuple, frozenset)) and depth < 3:
+        return all(immutable_constant(item, depth + 1) for item in obj)
+    return False
+
+
+def is_code(obj: object) -> bool:
+    """Whether `obj` travels as code rather than as data: a module, a function, a class, a builtin."""
+    return isinstance(obj, (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType))
 
 
 def importable(obj: Any) -> bool:
@@ -175,3 +209,58 @@ def _pickler_class() -> type:
     BodyPickler.dispatch[dict] = _save_dict
     _pickler = BodyPickler
     return BodyPickler
+
+
+# -- whole payloads ------------------------------------------------------------------------------------
+
+
+def pickle_payload(payload: object, name: str) -> bytes:
+    """The stdlib pickle when it refers only to importable objects outside `__main__`, else dill's, with
+    each by-value function's module globals left out (`bodypickle`)."""
+    try:
+        data = pickle.dumps(payload, BODY_PICKLE_PROTOCOL)
+    except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
+        data = None
+    if data is not None and b"__main__" not in data:
+        return data
+    log.debug("function %s: pickled by value with dill", name)
+    try:
+        return pickle_by_value(payload, BODY_PICKLE_PROTOCOL)
+    except Exception as exc:
+        raise ShippingError(
+            f"function {name!r} cannot be sent to a worker: neither pickle nor dill can serialize it "
+            f"({type(exc).__name__}: {exc}); define it at the top level of a module, or pass what it "
+            "captures as arguments"
+        ) from exc
+
+
+def pickled_cells(
+    pickled_objs: list[Any], pickled: bytes
+) -> tuple[tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...], bool]:
+    """The closure cells dill pickled with the callables, for the cache to watch, and whether one holds
+    data that may change in place (a list, a dict, an instance): such a body is never reused."""
+    if b"dill._dill" not in pickled:
+        return (), False
+    cells: list[tuple[tuple[Any, ...], tuple[object, ...]]] = []
+    holds_data = False
+    for obj in by_value_code(pickled_objs):
+        if isinstance(obj, type) or not obj.__closure__:
+            continue
+        contents = tuple(map(cell_content, obj.__closure__))
+        cells.append((obj.__closure__, contents))
+        holds_data = holds_data or any(
+            not (is_code(v) or v is EMPTY or immutable_constant(v) or isinstance(v, functools.partial))
+            for v in contents
+        )
+    return tuple(cells), holds_data
+
+
+def cell_content(cell: Any) -> object:
+    try:
+        return cell.cell_contents
+    except ValueError:  # a cell not yet assigned
+        return EMPTY
+
+
+EMPTY = object()
+"""What `cell_content` gives for a cell not yet assigned."""

@@ -23,24 +23,27 @@ Rules, in the order they are tried:
   the function uses for it (found in the function's globals), else the object's `__name__`. A class that
   is importable from a module other than `__main__` travels in that dict by reference rather than as
   source: its instances in arguments and results must be of one class on both sides.
-- `globals=` (e.g. `globals()`) contributes only what the function, its depfuncs and what they use in turn
-  actually reference (the names in their code objects): a module becomes an import line
-  (`import numpy as np` when the name differs), a function or class becomes a depfunc; one importable
-  from a module other than `__main__` (`from os.path import join`) travels by reference, since a library
-  function's source alone would miss its module's globals. Nothing else in the dict is looked at, so
-  passing a whole module's globals on every submit stays cheap.
+- What shipped code (the function, its depfuncs, and what they use in turn) reads from its own module
+  travels with it (`_Builder.ship_own_globals`): modules as imports, functions and classes as more
+  depfuncs, immutable constants in the body, and every other value (a dict, a list, an instance) as
+  module data, read and pickled at each submit and carried by each job (`moduledata`), so a job sees the
+  values as they were when it was submitted. `globals=` (e.g. `globals()`) adds the modules, functions and
+  classes it names that the function's module lacks; nothing else in the dict is looked at, so passing a
+  whole module's globals on every submit stays cheap. Only names used as globals count (`ORDER.index`
+  reads `ORDER`, not a global `index`). Callables pickled by value carry their code, never their
+  module's globals (`bodypickle`): those are found and shipped by the same rule.
 
 The pickled payload (`FunctionBody.pickled`) is the pickle of the callable itself when there are no pickled
 depfuncs; otherwise it is the pickle of a plain tuple `(callable or None, {name: object})`, `None` meaning
 that the function is the last source. A plain tuple is never callable, so the two forms cannot be confused.
 
 Bodies are cached per `(func, depfuncs, modules)`: a hit is one dict lookup plus identity checks of the
-`globals=` entries the body was built from and, for callables pickled by value, of the globals and closure
-cells that were pickled with them, so a name rebound since the last submit rebuilds the body. Objects
-mutated in place are not detected (rebind the name to a new object instead). Bound methods, partials and
-callable instances are not cached at all: their state can change between submits and must travel as it is
-at each one (`Server.submit` sends a bound method's instance as the first argument instead, as ppft does,
-so that the method's body stays cached).
+globals the body was built from (module data excepted: it is read at each submit anyway) and of closure
+cells pickled by value, so a name rebound since the last submit rebuilds the body; a closure that holds
+data (a list, say) is never reused. Bound methods, partials and callable instances are not cached at all:
+their state can change between submits and must travel as it is at each one (`Server.submit` sends a
+bound method's instance as the first argument instead, as ppft does, so that the method's body stays
+cached).
 """
 
 from __future__ import annotations
@@ -48,9 +51,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import logging
-import pickle
 import struct
-import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -60,9 +61,25 @@ from typing import Any, NamedTuple
 from ppft_protocol import FunctionBody
 
 from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
-from .bodypickle import BODY_PICKLE_PROTOCOL, by_value_code, importable, pickle_by_value
-from .moduledata import ModuleData, Prepared, is_code
-from .sources import class_source, code_names, function_source, global_reads, global_writes
+from .bodypickle import (
+    BODY_PICKLE_PROTOCOL,
+    by_value_code,
+    cell_content,
+    immutable_constant,
+    importable,
+    pickle_payload,
+    pickled_cells,
+)
+from .moduledata import ModuleData, Prepared
+from .sources import (
+    class_globals,
+    class_source,
+    code_names,
+    function_source,
+    global_reads,
+    global_writes,
+    is_builtin_name,
+)
 
 __all__ = [
     "BODY_PICKLE_PROTOCOL",
@@ -95,7 +112,6 @@ class _Entry(NamedTuple):
 
 _cache: dict[object, _Entry] = {}
 _cache_lock = threading.Lock()
-_EMPTY = object()  # content of an empty closure cell
 
 
 def function_body(
@@ -187,14 +203,7 @@ def _fixed_unchanged(fixed: tuple[tuple[dict[str, Any], tuple[str, ...], tuple[o
 
 
 def _cells_unchanged(cells: tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...]) -> bool:
-    return all(all(map(is_, map(_cell_content, closure), objs)) for closure, objs in cells)
-
-
-def _cell_content(cell: Any) -> object:
-    try:
-        return cell.cell_contents
-    except ValueError:  # a cell not yet assigned
-        return _EMPTY
+    return all(all(map(is_, map(cell_content, closure), objs)) for closure, objs in cells)
 
 
 def _cacheable(func: object, depfuncs: tuple[Any, ...]) -> bool:
@@ -263,7 +272,7 @@ class _Builder:
         self.defined[dep.__name__] = dep
         self.want_names(source.names)
         if isinstance(dep, type):
-            self.note_own_globals(_class_globals(dep), source.names, source.reads)
+            self.note_own_globals(class_globals(dep), source.names, source.reads)
         else:
             self.note_own_globals(dep.__globals__, source.names, global_reads(dep.__code__))
             self.written.update(global_writes(dep.__code__))
@@ -310,7 +319,7 @@ class _Builder:
                     continue
                 obj = own.get(name, _ABSENT)
                 if obj is _ABSENT:
-                    if reads is not None and name in reads and not _is_builtin(own, name):
+                    if reads is not None and name in reads and not is_builtin_name(own, name):
                         read[name] = None  # defined later, maybe: its arrival must rebuild the body
                     continue
                 if isinstance(obj, types.ModuleType):
@@ -324,7 +333,7 @@ class _Builder:
                         self.add_dep(obj, name, getattr(obj, "__module__", None) == module_name)
                 elif isinstance(obj, types.BuiltinFunctionType) and _stateless(obj):
                     self.add_dep(obj, name, False)
-                elif _immutable_constant(obj) and name not in self.written:
+                elif immutable_constant(obj) and name not in self.written:
                     self.extras.setdefault(name, obj)
                     self.constants.setdefault(name, own)
                 elif reads is None or name in reads:
@@ -399,23 +408,6 @@ class _Builder:
 _ABSENT = object()
 
 
-def _is_builtin(own: dict[str, Any], name: str) -> bool:
-    builtins = own.get("__builtins__", __builtins__)
-    if isinstance(builtins, types.ModuleType):
-        builtins = vars(builtins)
-    return isinstance(builtins, dict) and name in builtins
-
-
-def _class_globals(cls: type) -> dict[str, Any] | None:
-    """The globals of the module that defined `cls`: its methods', else its module's."""
-    for value in vars(cls).values():
-        func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-        if isinstance(func, types.FunctionType):
-            return func.__globals__
-    module = sys.modules.get(cls.__module__)
-    return vars(module) if module is not None else None
-
-
 def _build(
     func: Any, depfuncs: tuple[Any, ...], modules: tuple[str, ...], globals_: Mapping[str, Any] | None
 ) -> _Entry:
@@ -450,25 +442,13 @@ def _build(
     else:
         sources = tuple(b.sources)
         payload = (func, b.extras) if b.extras else func
-    pickled = b"" if payload is None else _pickle_payload(payload, name)
+    pickled = b"" if payload is None else pickle_payload(payload, name)
     body = FunctionBody(_digest(name, sources, imports, pickled), name, sources, imports, pickled)
     names = tuple(b.looked_up)
     objs = tuple(b.looked_up.values())
     pickled_objs = [func, *b.extras.values()] if main is None else list(b.extras.values())
-    cells, cells_hold_data = _pickled_cells(pickled_objs, pickled)
+    cells, cells_hold_data = pickled_cells(pickled_objs, pickled)
     return _Entry(body, names, objs, tuple(b.own_read), cells, data, cells_hold_data)
-
-
-_CONSTANT_TYPES = (bool, int, float, complex, str, bytes, type(None))
-
-
-def _immutable_constant(obj: object, depth: int = 0) -> bool:
-    """Numbers, strings, bytes, None, and tuples/frozensets of them: safe to copy to a worker."""
-    if isinstance(obj, _CONSTANT_TYPES):
-        return True
-    if isinstance(obj, (tuple, frozenset)) and depth < 3:
-        return all(_immutable_constant(item, depth + 1) for item in obj)
-    return False
 
 
 def _binding_name(dep: Any, func_globals: dict[str, Any] | None, used: Iterable[str]) -> str | None:
@@ -522,47 +502,3 @@ def _code_names_of(obj: Any) -> tuple[str, ...]:
             break
     code = getattr(obj, "__code__", None)
     return tuple(code_names(code)) if isinstance(code, types.CodeType) else ()
-
-
-# -- pickling -------------------------------------------------------------------------------------------
-
-
-def _pickle_payload(payload: object, name: str) -> bytes:
-    """The stdlib pickle when it refers only to importable objects outside `__main__`, else dill's, with
-    each by-value function's module globals left out (`bodypickle`)."""
-    try:
-        data = pickle.dumps(payload, BODY_PICKLE_PROTOCOL)
-    except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
-        data = None
-    if data is not None and b"__main__" not in data:
-        return data
-    log.debug("function %s: pickled by value with dill", name)
-    try:
-        return pickle_by_value(payload, BODY_PICKLE_PROTOCOL)
-    except Exception as exc:
-        raise ShippingError(
-            f"function {name!r} cannot be sent to a worker: neither pickle nor dill can serialize it "
-            f"({type(exc).__name__}: {exc}); define it at the top level of a module, or pass what it "
-            "captures as arguments"
-        ) from exc
-
-
-def _pickled_cells(
-    pickled_objs: list[Any], pickled: bytes
-) -> tuple[tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...], bool]:
-    """The closure cells dill pickled with the callables, for the cache to watch, and whether one holds
-    data that may change in place (a list, a dict, an instance): such a body is never reused."""
-    if b"dill._dill" not in pickled:
-        return (), False
-    cells: list[tuple[tuple[Any, ...], tuple[object, ...]]] = []
-    holds_data = False
-    for obj in by_value_code(pickled_objs):
-        if isinstance(obj, type) or not obj.__closure__:
-            continue
-        contents = tuple(map(_cell_content, obj.__closure__))
-        cells.append((obj.__closure__, contents))
-        holds_data = holds_data or any(
-            not (is_code(v) or v is _EMPTY or _immutable_constant(v) or isinstance(v, functools.partial))
-            for v in contents
-        )
-    return tuple(cells), holds_data

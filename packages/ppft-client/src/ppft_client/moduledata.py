@@ -38,9 +38,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from .arguments import ShippingError, pickle_args_by
-from .bodypickle import importable
+from .bodypickle import importable, is_code
 
-__all__ = ["LARGE_VALUE", "UNSHIPPED", "ModuleData", "Prepared", "is_code"]
+__all__ = ["LARGE_VALUE", "UNSHIPPED", "ModuleData", "Prepared"]
 
 log = logging.getLogger("ppft.client")
 
@@ -88,11 +88,6 @@ def _loader(by_dill: bool) -> Any:
 
         _dill_loads = dill.loads
     return _dill_loads
-
-
-def is_code(obj: object) -> bool:
-    """Whether `obj` travels as code rather than as data: a module, a function, a class, a builtin."""
-    return isinstance(obj, (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType))
 
 
 class ModuleData:

@@ -37,7 +37,16 @@ from typing import Any, NamedTuple
 
 from .blocks import cut_source
 
-__all__ = ["Source", "class_source", "code_names", "function_source", "global_reads", "global_writes"]
+__all__ = [
+    "Source",
+    "class_globals",
+    "class_source",
+    "code_names",
+    "function_source",
+    "global_reads",
+    "global_writes",
+    "is_builtin_name",
+]
 
 log = logging.getLogger("ppft.client")
 
@@ -186,6 +195,24 @@ def _global_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]
                     written.add(instruction.argval)
         todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
     return frozenset(names), frozenset(written)
+
+
+def is_builtin_name(own: dict[str, Any], name: str) -> bool:
+    """Whether `name`, absent from a module's globals `own`, is a builtin there."""
+    builtins = own.get("__builtins__", __builtins__)
+    if isinstance(builtins, types.ModuleType):
+        builtins = vars(builtins)
+    return isinstance(builtins, dict) and name in builtins
+
+
+def class_globals(cls: type) -> dict[str, Any] | None:
+    """The globals of the module that defined `cls`: its methods', else its module's."""
+    for value in vars(cls).values():
+        func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if isinstance(func, types.FunctionType):
+            return func.__globals__
+    module = sys.modules.get(cls.__module__)
+    return vars(module) if module is not None else None
 
 
 def _functions_in(value: object) -> list[types.FunctionType]:
