@@ -40,6 +40,12 @@ EXPECTED: dict[str, list[str]] = {
         "10",
     ],
     "big_global.py": ["[79999800000, 79999800001, 79999800002]"],
+    "uses_own_module.py": ["30.0", "45.0"],
+    "script_classes_in_data.py": ["5.5", "6.0", "([3, 7], True)", "([1, 2], (1.5, None, b'x'), {})"],
+}
+FILE_ONLY: dict[str, list[str]] = {
+    # an Enum class travels as source only: dill cannot pickle one by value (so not from -c, stdin, exec)
+    "enum_in_data.py": ["('BLUE', True)", "('RED', False)"],
 }
 
 # A ppserver as ppft 2.0.0 is on the wire: every connection it makes speaks protocol version 1 only.
@@ -84,7 +90,7 @@ def protocol_1_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
 
 def _check(script: str, how: str, env: dict[str, str]) -> str:
     ran = run_script(script, how=how, env=env).check()
-    assert ran.stdout.splitlines() == EXPECTED[script], ran.stderr
+    assert ran.stdout.splitlines() == {**EXPECTED, **FILE_ONLY}[script], ran.stderr
     return ran.stderr
 
 
@@ -100,6 +106,11 @@ def test_jobs_read_module_data_as_the_caller_would(mode: dict[str, str], script:
         )
     else:
         assert "ppft" not in stderr, stderr  # no warning: `index` in shadowed_names.py is never read
+
+
+@pytest.mark.parametrize("script", sorted(FILE_ONLY))
+def test_an_enum_of_a_script_file_travels_as_source(mode: dict[str, str], script: str) -> None:
+    _check(script, "file", mode)
 
 
 @pytest.mark.parametrize("how", ["file", "-c"])

@@ -62,8 +62,12 @@ def immutable_constant(obj: object, depth: int = 0) -> bool:
 
 
 def is_code(obj: object) -> bool:
-    """Whether `obj` travels as code rather than as data: a module, a function, a class, a builtin."""
-    return isinstance(obj, (types.ModuleType, types.FunctionType, type, types.BuiltinFunctionType))
+    """Whether `obj` travels as code rather than as data: a module, a function, a class, a builtin of a
+    module (`math.sin`; a builtin bound to an object, `LIST.append`, is data)."""
+    if isinstance(obj, types.BuiltinFunctionType):
+        owner = obj.__self__
+        return owner is None or isinstance(owner, types.ModuleType)
+    return isinstance(obj, (types.ModuleType, types.FunctionType, type))
 
 
 def importable(obj: Any) -> bool:

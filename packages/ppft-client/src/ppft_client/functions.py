@@ -149,9 +149,7 @@ def function_job(
         data = entry.data
         if data is None:
             return entry.body, None
-        now = data.values()
-        if now is None:  # changed again meanwhile (another thread): take it as it is
-            now = ({}, [])
+        now = data.values(strict=False) or ({}, [])  # changed again meanwhile: what is data now
     return entry.body, data.prepare(now[0], now[1], protocol)
 
 

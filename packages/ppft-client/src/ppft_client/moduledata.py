@@ -107,9 +107,10 @@ class ModuleData:
         self.shipped = {id(obj): name for name, obj in shipped.items()}  # what the body defines there
         self._keep = tuple(shipped.values())  # (so that the ids above stay theirs)
 
-    def values(self) -> tuple[dict[str, Any], list[str]] | None:
+    def values(self, strict: bool = True) -> tuple[dict[str, Any], list[str]] | None:
         """The current values and the names now missing; None when a name now holds code (a function,
-        class or module: the body must be built again, since code travels in it)."""
+        class or module: the body must be built again, since code travels in it), unless not `strict`:
+        then such a name is left out."""
         values: dict[str, Any] = {}
         missing: list[str] = []
         for module_dict, names in self.reads:
@@ -118,7 +119,8 @@ class ModuleData:
                 if value is _MISSING:
                     missing.append(name)
                 elif is_code(value):
-                    return None
+                    if strict:
+                        return None
                 else:
                     values[name] = value
         return values, missing

@@ -126,7 +126,10 @@ def class_source(cls: type) -> Source | None:
     for const in bodies[0].co_consts:
         if isinstance(const, types.CodeType):
             methods.setdefault(const.co_name, []).append(const)
+    inherited = {id(v) for base in cls.__mro__[1:] for v in vars(base).values()}
     for value in vars(cls).values():
+        if id(value) in inherited:  # put there by the metaclass (an Enum's __new__): the source does it too
+            continue
         for function in _functions_in(value):
             candidates = methods.get(function.__code__.co_name, ())
             if not any(_same_code(c, function.__code__) for c in candidates):
@@ -209,7 +212,7 @@ def class_globals(cls: type) -> dict[str, Any] | None:
     """The globals of the module that defined `cls`: its methods', else its module's."""
     for value in vars(cls).values():
         func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
-        if isinstance(func, types.FunctionType):
+        if isinstance(func, types.FunctionType) and func.__qualname__.startswith(f"{cls.__qualname__}."):
             return func.__globals__
     module = sys.modules.get(cls.__module__)
     return vars(module) if module is not None else None
