@@ -41,6 +41,7 @@ EXPECTED: dict[str, list[str]] = {
     ],
     "big_global.py": ["[79999800000, 79999800001, 79999800002]"],
     "uses_own_module.py": ["30.0", "45.0"],
+    "methods_and_recursion.py": ["5.0", "2.5", "2.0", "7", "2"],
     "script_classes_in_data.py": ["5.5", "6.0", "([3, 7], True)", "([1, 2], (1.5, None, b'x'), {})"],
 }
 FILE_ONLY: dict[str, list[str]] = {

@@ -103,8 +103,6 @@ def by_value_code(roots: Iterable[Any]) -> list[types.FunctionType | type]:
             continue
         seen.add(id(obj))
         if isinstance(obj, type):
-            if obj.__module__ == "builtins":
-                continue
             found.append(obj)
             for value in vars(obj).values():
                 if isinstance(value, property):

@@ -240,6 +240,7 @@ class _Builder:
         self.own_read: list[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]]] = []  # for the cache
         self.data: dict[str, dict[str, Any]] = {}  # module data the jobs carry: name -> dict it is read from
         self.by_value: list[Any] = []  # callables and classes pickled by value, for note_by_value
+        self.pickled_main: object = None  # the job's function, when it travels pickled
 
     def add_dep(self, dep: Any, name: str | None, explicit: bool) -> None:
         """Ship `dep` as verified source, else pickled under `name`.
@@ -323,7 +324,9 @@ class _Builder:
                 if isinstance(obj, types.ModuleType):
                     self.add_module(name, obj)
                 elif isinstance(obj, (types.FunctionType, type)):
-                    if getattr(obj, "__name__", None) != name:  # an alias: bind the name itself
+                    if obj is self.pickled_main:  # a pickled function that calls itself by its name
+                        self.extras.setdefault(name, obj)
+                    elif getattr(obj, "__name__", None) != name:  # an alias: bind the name itself
                         self.extras.setdefault(name, obj)
                         if not importable(obj):
                             self.by_value.append(obj)
@@ -428,6 +431,7 @@ def _build(
         b.written.update(global_writes(func.__code__))
     elif not importable(func):
         b.by_value.append(func)
+        b.pickled_main = func
     b.resolve_globals()
     b.ship_own_globals()
     b.resolve_globals()  # names that shipped helpers brought
