@@ -139,10 +139,23 @@ def function_job(
     `prepared.wrap(args, protocol)` gives the pickled arguments of each job of this submit."""
     if not globals:
         globals = None
-    entry = _entry(func, depfuncs, modules, globals)
-    data = entry.data
+    try:  # the cache hit, inline: this is every submit's path (`_entry` does the rest)
+        if type(func) is _FunctionType and func.__name__ == "<lambda>":
+            entry = None
+        else:
+            entry = _cache.get((func, depfuncs, modules, globals is None))
+    except TypeError:
+        entry = None
+    if (
+        entry is None
+        or (entry.names and not all(map(is_, map(globals.get, entry.names), entry.objs)))  # type: ignore[union-attr]
+        or (entry.fixed and not _fixed_unchanged(entry.fixed))
+        or (entry.cells and not _cells_unchanged(entry.cells))
+    ):
+        entry = _entry(func, depfuncs, modules, globals)
+    data = entry[5]  # .data (an index reads faster: this is every submit's path)
     if data is None:
-        return entry.body, None
+        return entry[0], None
     now = data.values()
     if now is None:  # a data name now holds code, which travels in the body: build it again
         entry = _entry(func, depfuncs, modules, globals, rebuild=True)
