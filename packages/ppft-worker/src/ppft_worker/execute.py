@@ -6,7 +6,9 @@ other's definitions) holding `os` and `sys` (visible to ppft 1.7's jobs too, whi
 module's globals), into which it runs the imports, puts the pickled depfuncs, and executes the sources;
 a pickled callable is unpickled and given the namespace's names as globals it lacks. A job then runs with
 `sys.modules["__main__"]` pointing at its namespace, so that classes defined by shipped sources pickle by
-reference as `__main__.Foo` and the caller resolves them to its own `__main__.Foo`, as with ppft 1.7. A value
+reference as `__main__.Foo` and the caller resolves them to its own `__main__.Foo`, as with ppft 1.7; and so
+that the module data a job's arguments carry (`ppft_client.moduledata`) lands in that namespace as they are
+unpickled, fresh for each job. A job's `NameError` for a global the caller could not send says why. A value
 the plain pickle refuses because it holds a `__main__` class this namespace lacks (one that came by value,
 with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
 back as the caller's class too; dill is the last resort.
@@ -129,7 +131,7 @@ class JobRunner:
                     return self._setup_failure(job_id, prepared, protocol)
                 ready = prepared
             namespace, func = ready
-            modules["__main__"] = namespace
+            modules["__main__"] = namespace  # before the arguments: they may carry module data for it
             try:
                 args = pickle.loads(args_data)
             except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
