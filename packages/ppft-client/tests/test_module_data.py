@@ -184,3 +184,14 @@ def test_the_arguments_put_the_values_in_whatever_main_is_when_loaded():
     assert args == ("a",)
     assert vars(namespace)["TABLE"] == TABLE and vars(namespace)["TABLE"] is not TABLE
     assert vars(namespace)["LIMITS"] == LIMITS
+
+
+def test_an_unpicklable_global_is_said_once_and_stays_explained(worker, caplog):
+    namespace: dict[str, Any] = {"__name__": "ppft_test_not_importable", "SOCK": threading.RLock()}
+    func = eval("lambda: SOCK", namespace)
+    with caplog.at_level(logging.WARNING, "ppft.client"):
+        results = [worker.run(worker.job(func)) for _ in range(3)]
+    assert caplog.text.count("reads the global SOCK, which cannot be sent") == 1
+    assert all("global SOCK could not be sent: its value, a _thread.RLock," in r[1] for r in results)
+    namespace["SOCK"] = [1]  # now it can travel
+    assert worker.run(worker.job(func)) == [1]

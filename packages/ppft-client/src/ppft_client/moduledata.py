@@ -93,7 +93,7 @@ def _loader(by_dill: bool) -> Any:
 class ModuleData:
     """The names of module data a function body reads, where to read them, and how to send them."""
 
-    __slots__ = ("_keep", "function", "names", "reads", "shipped")
+    __slots__ = ("_failed", "_keep", "_sized", "function", "names", "reads", "shipped")
 
     def __init__(
         self,
@@ -106,6 +106,8 @@ class ModuleData:
         self.names = tuple(name for _, names in reads for name in names)
         self.shipped = {id(obj): name for name, obj in shipped.items()}  # what the body defines there
         self._keep = tuple(shipped.values())  # (so that the ids above stay theirs)
+        self._failed: dict[str, tuple[object, str]] = {}  # name -> value that did not pickle, and why
+        self._sized = False  # whether the large values were looked for
 
     def values(self, strict: bool = True) -> tuple[dict[str, Any], list[str]] | None:
         """The current values and the names now missing; None when a name now holds code (a function,
@@ -142,19 +144,25 @@ class ModuleData:
 
     def _pickle(self, values: dict[str, Any], protocol: int) -> tuple[bytes, bool, dict[str, str]]:
         """(pickle, made by dill, {name: why it could not be pickled})."""
+        unshipped: dict[str, str] = {}
+        for name, (value, why) in self._failed.items():  # the same object fails the same way: not again
+            if values.get(name, _MISSING) is value:
+                del values[name]
+                unshipped[name] = why
         try:
-            return (*self._dumps(values, protocol), {})
+            return (*self._dumps(values, protocol), unshipped)
         except Exception:  # noqa: BLE001 - find which values fail, send the others
             pass
-        unshipped: dict[str, str] = {}
         for name in list(values):
             try:
                 self._dumps({name: values[name]}, protocol)
             except Exception as exc:  # noqa: BLE001 - reported on the worker and in the log
-                unshipped[name] = (
-                    f"its value, a {_type_name(type(values.pop(name)))}, cannot be pickled "
-                    f"({type(exc).__name__}: {exc})"
+                value = values.pop(name)
+                why = (
+                    f"its value, a {_type_name(type(value))}, cannot be pickled ({type(exc).__name__}: {exc})"
                 )
+                unshipped[name] = why
+                self._failed[name] = (value, why)
         for name, why in unshipped.items():
             _warn_once(
                 "unshipped",
@@ -183,6 +191,10 @@ class ModuleData:
         return _dill_values(values, protocol, self.shipped), True
 
     def _warn_large(self, values: dict[str, Any], protocol: int) -> None:
+        """Name the large values, once per function (finding them costs a pickle of each)."""
+        if self._sized:
+            return
+        self._sized = True
         for name, value in values.items():
             if ("large", name) in _warned:
                 continue
