@@ -10,6 +10,11 @@ environment so that one file serves both modes:
     PPSERVER = os.environ.get("PPSERVER")  # "host:port": every job on that ppserver; unset: local workers
     job_server = pp.Server(0, ppservers=(PPSERVER,)) if PPSERVER else pp.Server(2)
 
+Besides the three ways of `HOWS`, `INTERACTIVE_HOWS` are the ways code without a file of its own is run:
+"exec" (`exec(text, ns)` with a fresh dict `ns`, as a program that runs code it read) and "ipython" (the
+whole script as one IPython cell, `ipython -c TEXT`: functions defined in a cell, whose source lives only in
+IPython's line cache, as in a notebook). `ALL_HOWS` is all five.
+
 `run_script` runs one in a fresh interpreter (its own session, so a timeout ends it and every process it
 started, by process group), with `PPFT_SECRET` set to the test cluster's secret, and returns what it printed.
 The `script_mode` fixture gives the environment of each mode: "local" (no ppserver) and "remote" (a real
@@ -19,9 +24,11 @@ ppserver started for the test and ended by PID at teardown).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +40,10 @@ from clusterlib import SECRET, Cluster
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 HOWS = ("file", "-c", "stdin")
 """The ways `run_script` can run a script: `python script.py`, `python -c TEXT`, `python - < script.py`."""
+INTERACTIVE_HOWS = ("exec", "ipython")
+"""`exec(TEXT, {})` in a plain interpreter (the text on its stdin), and the text as one IPython cell."""
+ALL_HOWS = HOWS + INTERACTIVE_HOWS
+_EXEC_RUNNER = "import sys\nns = {}\nexec(sys.stdin.read(), ns)\n"
 
 
 @dataclass
@@ -73,9 +84,19 @@ def run_script(
     elif how == "stdin":
         argv = [sys.executable, "-"]
         stdin_text = text
+    elif how == "exec":
+        argv = [sys.executable, "-c", _EXEC_RUNNER]
+        stdin_text = text
+    elif how == "ipython":
+        argv = [sys.executable, "-m", "IPython", "--no-banner", "--quick", "--colors=NoColor"]
+        argv += ["--HistoryManager.enabled=False", "-c", text]
     else:
-        raise ValueError(f"how must be one of {HOWS}, not {how!r}")
+        raise ValueError(f"how must be one of {ALL_HOWS}, not {how!r}")
     full_env = dict(os.environ, PPFT_SECRET=SECRET, PYTHONUNBUFFERED="1")
+    ipython_dir = None
+    if how == "ipython":  # IPython's profile in a folder of its own, never the user's ~/.ipython
+        ipython_dir = tempfile.mkdtemp(prefix="ppft-ipython-")
+        full_env["IPYTHONDIR"] = ipython_dir
     full_env.pop("PPSERVER", None)
     full_env.update(env or {})
     proc = subprocess.Popen(
@@ -96,6 +117,8 @@ def run_script(
         pytest.fail(f"{path.name} ({how}) ran over {timeout} s\n--- stdout\n{out}\n--- stderr\n{err}")
     finally:
         _kill_group(proc.pid)  # whatever the script left behind (it should have left nothing)
+        if ipython_dir is not None:
+            shutil.rmtree(ipython_dir, ignore_errors=True)
     return Ran(proc.returncode, out, err)
 
 

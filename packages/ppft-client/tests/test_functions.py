@@ -412,12 +412,15 @@ def test_cache_rebuilds_when_a_used_global_is_rebound():
     assert function_body(func, globals=namespace) is second
 
 
-def test_cache_rebuilds_when_a_global_pickled_by_value_is_rebound():
+def test_cache_rebuilds_when_a_constant_shipped_with_a_pickled_function_is_rebound():
     namespace: dict[str, Any] = {"__name__": "__main__", "scale": 2}
     func = eval("lambda x: x * scale", namespace)
-    assert load(function_body(func))(5) == 10
+    first = function_body(func)
+    assert load(first)[1] == {"scale": 2}  # (the lambda, constants it reads), the lambda without globals
     namespace["scale"] = 3
-    assert load(function_body(func))(5) == 15
+    second = function_body(func)
+    assert load(second)[1] == {"scale": 3}
+    assert first.digest != second.digest
 
 
 def test_cache_rebuilds_when_a_closure_cell_is_rebound():

@@ -107,10 +107,11 @@ def define() -> Iterator[Callable[..., Any]]:
 
 def ship(runner: JobRunner, func, args=(), depfuncs=(), modules=(), globals=None, job_id=1):
     """The whole trip: capture, send the body once, run, and read the value as the caller does."""
-    body = functions.function_body(func, depfuncs, modules, globals)
+    body, data = functions.function_job(func, depfuncs, modules, globals, 5)
     if not runner.has_body(body.digest):
         runner.add_body(body)
-    return runner.run(Job(job_id, body.digest, functions.pickle_args(args, 5), 5))
+    sargs = functions.pickle_args(args, 5) if data is None else data.wrap(args, 5)
+    return runner.run(Job(job_id, body.digest, sargs, 5))
 
 
 def value(result):

@@ -11,7 +11,7 @@ from typing import Any
 
 from ppft_protocol import PPFTError
 
-__all__ = ["ShippingError", "check_submit_args", "pickle_args", "unpickle"]
+__all__ = ["ShippingError", "check_submit_args", "pickle_args", "pickle_args_by", "unpickle"]
 
 
 class ShippingError(PPFTError, TypeError):
@@ -94,10 +94,28 @@ def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes:
         data = None
     if data is not None and data.find(b"__main__") < 0:  # find: `in` tries the needle as an int first
         return data
+    return _dill_dumps(args, protocol)
+
+
+def pickle_args_by(obj: object, protocol: int, *, force_dill: bool = False) -> tuple[bytes, bool]:
+    """`pickle_args` for any object, and whether dill made the pickle (its loader may be needed).
+
+    `force_dill`: the stdlib pickle was already judged unfit (the caller tried it)."""
+    if not force_dill:
+        try:
+            data = pickle.dumps(obj, protocol)
+        except Exception:  # noqa: BLE001 - see pickle_args
+            data = None
+        if data is not None and data.find(b"__main__") < 0:
+            return data, False
+    return _dill_dumps(obj, protocol), True
+
+
+def _dill_dumps(obj: object, protocol: int) -> bytes:
     import dill  # noqa: PLC0415 - only paid for by arguments that need it
 
     try:
-        return bytes(dill.dumps(args, protocol=protocol, byref=False, recurse=True))
+        return bytes(dill.dumps(obj, protocol=protocol, byref=False, recurse=True))
     except Exception as exc:
         raise ShippingError(
             f"the job's arguments cannot be sent to a worker: neither pickle nor dill can serialize them "

@@ -73,6 +73,7 @@ _lock = threading.RLock()  # building namespaces, installing the output proxy
 _bodies: dict[bytes, tuple[bytes, str, tuple[str, ...], tuple[str, ...], bytes]] = {}
 _ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
 _broken: dict[bytes, str] = {}
+_data_locks: dict[bytes, threading.Lock] = {}  # per digest: its jobs that carry module data, one at a time
 _local = threading.local()  # .out: the StringIO of the job this thread runs, or None
 # Bodies and namespaces kept within a budget, as `ppft_protocol.bodies` keeps a worker's (every batch carries
 # the bodies its jobs use, so a forgotten one comes back with the next batch that needs it): digest -> cost,
@@ -138,16 +139,42 @@ def _forget() -> None:
 
 def _run(job: tuple[int, bytes, bytes, int]) -> tuple[Any, ...]:
     """One job, never raising for anything it does (its SystemExit and KeyboardInterrupt included)."""
-    job_id, digest, args_data, protocol = job
+    job_id, digest, args_data, _protocol = job
     ready = _ready.get(digest)
     if ready is None:
         prepared = _prepare(digest)
         if isinstance(prepared, str):
             return _setup_failure(job_id, prepared)
         ready = prepared
-    _namespace, func = ready
+    if b"import_module" not in args_data:
+        return _run_ready(job, ready)
+    # The arguments carry module data to put into the namespace (ppft_client.moduledata) while `__main__`
+    # is the namespace: as when a body is built. Jobs of one function run one at a time here, so that a
+    # thread never runs with another submit's values.
+    with _lock:
+        data_lock = _data_locks.setdefault(digest, threading.Lock())
+    with data_lock:
+        return _run_ready(job, ready, ready[0])
+
+
+def _run_ready(
+    job: tuple[int, bytes, bytes, int],
+    ready: tuple[types.ModuleType, Callable[..., Any]],
+    namespace: types.ModuleType | None = None,
+) -> tuple[Any, ...]:
+    job_id, digest, args_data, protocol = job
+    func = ready[1]
     try:
-        args = pickle.loads(args_data)
+        if namespace is None:
+            args = pickle.loads(args_data)
+        else:
+            with _lock:
+                saved_main = sys.modules["__main__"]
+                sys.modules["__main__"] = namespace
+                try:
+                    args = pickle.loads(args_data)
+                finally:
+                    sys.modules["__main__"] = saved_main
     except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
         loaded, args = _args_fallback(_bodies[digest][1], job_id, exc, args_data)
         if not loaded:

@@ -23,32 +23,33 @@ Rules, in the order they are tried:
   the function uses for it (found in the function's globals), else the object's `__name__`. A class that
   is importable from a module other than `__main__` travels in that dict by reference rather than as
   source: its instances in arguments and results must be of one class on both sides.
-- `globals=` (e.g. `globals()`) contributes only what the function, its depfuncs and what they use in turn
-  actually reference (the names in their code objects): a module becomes an import line
-  (`import numpy as np` when the name differs), a function or class becomes a depfunc; one importable
-  from a module other than `__main__` (`from os.path import join`) travels by reference, since a library
-  function's source alone would miss its module's globals. Nothing else in the dict is looked at, so
-  passing a whole module's globals on every submit stays cheap.
+- What shipped code (the function, its depfuncs, and what they use in turn) reads from its own module
+  travels with it (`_Builder.ship_own_globals`): modules as imports, functions and classes as more
+  depfuncs, immutable constants in the body, and every other value (a dict, a list, an instance) as
+  module data, read and pickled at each submit and carried by each job (`moduledata`), so a job sees the
+  values as they were when it was submitted. `globals=` (e.g. `globals()`) adds the modules, functions and
+  classes it names that the function's module lacks; nothing else in the dict is looked at, so passing a
+  whole module's globals on every submit stays cheap. Only names used as globals count (`ORDER.index`
+  reads `ORDER`, not a global `index`). Callables pickled by value carry their code, never their
+  module's globals (`bodypickle`): those are found and shipped by the same rule.
 
 The pickled payload (`FunctionBody.pickled`) is the pickle of the callable itself when there are no pickled
 depfuncs; otherwise it is the pickle of a plain tuple `(callable or None, {name: object})`, `None` meaning
 that the function is the last source. A plain tuple is never callable, so the two forms cannot be confused.
 
 Bodies are cached per `(func, depfuncs, modules)`: a hit is one dict lookup plus identity checks of the
-`globals=` entries the body was built from and, for callables pickled by value, of the globals and closure
-cells that were pickled with them, so a name rebound since the last submit rebuilds the body. Objects
-mutated in place are not detected (rebind the name to a new object instead). Bound methods, partials and
-callable instances are not cached at all: their state can change between submits and must travel as it is
-at each one (`Server.submit` sends a bound method's instance as the first argument instead, as ppft does,
-so that the method's body stays cached).
+globals the body was built from (module data excepted: it is read at each submit anyway) and of closure
+cells pickled by value, so a name rebound since the last submit rebuilds the body; a closure that holds
+data (a list, say) is never reused. Bound methods, partials and callable instances are not cached at all:
+their state can change between submits and must travel as it is at each one (`Server.submit` sends a
+bound method's instance as the first argument instead, as ppft does, so that the method's body stays
+cached).
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import pickle
-import sys
 import threading
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -59,21 +60,38 @@ from ppft_protocol import FunctionBody
 from ppft_protocol.bodies import function_digest
 
 from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
-from .sources import class_source, code_names, function_source
+from .bodypickle import (
+    BODY_PICKLE_PROTOCOL,
+    by_value_code,
+    cell_content,
+    immutable_constant,
+    importable,
+    pickle_payload,
+    pickled_cells,
+)
+from .moduledata import ModuleData, Prepared
+from .sources import (
+    class_globals,
+    class_source,
+    code_names,
+    function_source,
+    global_reads,
+    global_writes,
+    is_builtin_name,
+)
 
 __all__ = [
     "BODY_PICKLE_PROTOCOL",
+    "ModuleData",
     "ShippingError",
     "check_submit_args",
     "function_body",
+    "function_job",
     "pickle_args",
     "unpickle",
 ]
 
 log = logging.getLogger("ppft.client")
-
-BODY_PICKLE_PROTOCOL = 5
-"""Pickle protocol of function payloads: the highest one every supported Python (3.10+) reads."""
 
 _CACHE_SIZE = 4096
 
@@ -82,13 +100,14 @@ class _Entry(NamedTuple):
     body: FunctionBody
     names: tuple[str, ...]  # entries of the globals= dict the body was built from ...
     objs: tuple[object, ...]  # ... and what they held (None: absent)
-    fixed: tuple[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]], ...]  # globals pickled by value
+    fixed: tuple[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]], ...]  # module globals it used
     cells: tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...]  # closure cells pickled by value
+    data: ModuleData | None  # module data its jobs carry
+    cells_hold_data: bool  # a closure pickled by value holds data: never reuse the body (it may change)
 
 
 _cache: dict[object, _Entry] = {}
 _cache_lock = threading.Lock()
-_EMPTY = object()  # content of an empty closure cell
 
 
 def function_body(
@@ -99,10 +118,57 @@ def function_body(
 ) -> FunctionBody:
     """The `FunctionBody` that runs `func` on a worker, from the cache when nothing it used has changed.
 
+    Its jobs need the module data `function_job` gives too, when the function reads some.
     Raises `TypeError` when `func` is not callable and `ShippingError` when something cannot be pickled.
     """
+    return _entry(func, depfuncs, modules, globals or None).body
+
+
+def function_job(
+    func: Callable[..., Any],
+    depfuncs: tuple[Any, ...],
+    modules: tuple[str, ...],
+    globals: Mapping[str, Any] | None,
+    protocol: int,
+) -> tuple[FunctionBody, Prepared | None]:
+    """`function_body`, and the module data its jobs carry (None when it reads none), as it is now:
+    `prepared.wrap(args, protocol)` gives the pickled arguments of each job of this submit."""
     if not globals:
         globals = None
+    try:  # the cache hit, inline: this is every submit's path (`_entry` does the rest)
+        if type(func) is _FunctionType and func.__name__ == "<lambda>":
+            entry = None
+        else:
+            entry = _cache.get((func, depfuncs, modules, globals is None))
+    except TypeError:
+        entry = None
+    if (
+        entry is None
+        or (entry.names and not all(map(is_, map(globals.get, entry.names), entry.objs)))  # type: ignore[union-attr]
+        or (entry.fixed and not _fixed_unchanged(entry.fixed))
+        or (entry.cells and not _cells_unchanged(entry.cells))
+    ):
+        entry = _entry(func, depfuncs, modules, globals)
+    data = entry[5]  # .data (an index reads faster: this is every submit's path)
+    if data is None:
+        return entry[0], None
+    now = data.values()
+    if now is None:  # a data name now holds code, which travels in the body: build it again
+        entry = _entry(func, depfuncs, modules, globals, rebuild=True)
+        data = entry.data
+        if data is None:
+            return entry.body, None
+        now = data.values(strict=False) or ({}, [])  # changed again meanwhile: what is data now
+    return entry.body, data.prepare(now[0], now[1], protocol)
+
+
+def _entry(
+    func: Callable[..., Any],
+    depfuncs: tuple[Any, ...],
+    modules: tuple[str, ...],
+    globals: Mapping[str, Any] | None,
+    rebuild: bool = False,
+) -> _Entry:
     try:
         key: tuple[Any, ...]
         if type(func) is _FunctionType and func.__name__ == "<lambda>" and _plain_lambda(func):
@@ -112,22 +178,23 @@ def function_body(
             key = (func, depfuncs, modules, globals is None)
         entry = _cache.get(key)
     except TypeError:  # an unhashable callable, or lists for tuples: build without caching
-        return _build(func, tuple(depfuncs), tuple(modules), globals).body
+        return _build(func, tuple(depfuncs), tuple(modules), globals)
     if (
         entry is not None
+        and not rebuild
         and (not entry.names or all(map(is_, map(globals.get, entry.names), entry.objs)))  # type: ignore[union-attr]
         and (not entry.fixed or _fixed_unchanged(entry.fixed))
         and (not entry.cells or _cells_unchanged(entry.cells))
     ):
-        return entry.body
+        return entry
     built = _build(func, depfuncs, modules, globals)
-    if _cacheable(func, depfuncs):
+    if _cacheable(func, depfuncs) and not built.cells_hold_data:
         with _cache_lock:
             _cache.pop(key, None)
             if len(_cache) >= _CACHE_SIZE:  # drop the oldest insertion: bounded, and hits stay lock-free
                 del _cache[next(iter(_cache))]
             _cache[key] = built
-    return built.body
+    return built
 
 
 _FunctionType = types.FunctionType
@@ -143,14 +210,7 @@ def _fixed_unchanged(fixed: tuple[tuple[dict[str, Any], tuple[str, ...], tuple[o
 
 
 def _cells_unchanged(cells: tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...]) -> bool:
-    return all(all(map(is_, map(_cell_content, closure), objs)) for closure, objs in cells)
-
-
-def _cell_content(cell: Any) -> object:
-    try:
-        return cell.cell_contents
-    except ValueError:  # a cell not yet assigned
-        return _EMPTY
+    return all(all(map(is_, map(cell_content, closure), objs)) for closure, objs in cells)
 
 
 def _cacheable(func: object, depfuncs: tuple[Any, ...]) -> bool:
@@ -176,13 +236,20 @@ class _Builder:
     def __init__(self, globals_: Mapping[str, Any] | None) -> None:
         self.globals = globals_
         self.sources: list[str] = []
+        self.defined: dict[str, Any] = {}  # what the sources define in the worker's namespace
         self.imports: dict[str, None] = {}  # an ordered set
         self.extras: dict[str, Any] = {}
         self.seen: set[int] = set()
         self.looked_up: dict[str, object] = {}  # globals= entries read, and what they held
         self.pending_names: list[str] = []
-        self.own_globals: list[tuple[Iterable[str], dict[str, Any]]] = []  # shipped code, its module dict
+        # shipped code, its module dict, the names it reads as globals (None: unknown, take `names`)
+        self.own_globals: list[tuple[Iterable[str], dict[str, Any], frozenset[str] | None]] = []
+        self.written: set[str] = set()  # globals the shipped code assigns: per job, even constants
+        self.constants: dict[str, dict[str, Any]] = {}  # constants put in extras, and their module dict
         self.own_read: list[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]]] = []  # for the cache
+        self.data: dict[str, dict[str, Any]] = {}  # module data the jobs carry: name -> dict it is read from
+        self.by_value: list[Any] = []  # callables and classes pickled by value, for note_by_value
+        self.pickled_main: object = None  # the job's function, when it travels pickled
 
     def add_dep(self, dep: Any, name: str | None, explicit: bool) -> None:
         """Ship `dep` as verified source, else pickled under `name`.
@@ -195,7 +262,7 @@ class _Builder:
         if id(dep) in self.seen:
             return
         self.seen.add(id(dep))
-        by_reference = (isinstance(dep, type) or not explicit) and _importable(dep)
+        by_reference = (isinstance(dep, type) or not explicit) and importable(dep)
         source = None
         if not by_reference:
             source = class_source(dep) if isinstance(dep, type) else function_source(dep)
@@ -203,51 +270,88 @@ class _Builder:
             self.extras[name or str(getattr(dep, "__name__", type(dep).__name__))] = dep
             if not by_reference:
                 self.want_names(_code_names_of(dep))
+                self.by_value.append(dep)
             return
         if isinstance(dep, type):  # the class's own bases from the same module must exist first
             for base in reversed(dep.__mro__[1:]):
                 if base.__module__ == dep.__module__ and base is not object and id(base) not in self.seen:
                     self.add_dep(base, base.__name__, True)
         self.sources.append(source.text)
+        self.defined[dep.__name__] = dep
         self.want_names(source.names)
-        self.note_own_globals(dep, source.names)
+        if isinstance(dep, type):
+            self.note_own_globals(class_globals(dep), source.names, source.reads)
+        else:
+            self.note_own_globals(dep.__globals__, source.names, global_reads(dep.__code__))
+            self.written.update(global_writes(dep.__code__))
 
-    def note_own_globals(self, obj: Any, names: Iterable[str]) -> None:
-        own = getattr(obj, "__globals__", None)
+    def note_own_globals(
+        self, own: object, names: Iterable[str], reads: frozenset[str] | None = None
+    ) -> None:
         if isinstance(own, dict):
-            self.own_globals.append((names, own))
+            self.own_globals.append((names, own, reads))
+
+    def note_by_value(self) -> None:
+        """What callables pickled by value read from their modules travels as for shipped sources: the
+        pickle carries their code, never their globals (`bodypickle`)."""
+        while self.by_value:
+            roots, self.by_value = self.by_value, []
+            for obj in by_value_code(roots):
+                if isinstance(obj, type):
+                    continue  # its methods are in the list
+                code = obj.__code__
+                self.note_own_globals(obj.__globals__, code_names(code), global_reads(code))
+                self.written.update(global_writes(code))
 
     def ship_own_globals(self) -> None:
-        """What shipped source uses from its own module travels with it, as ppft 1.7 (dill.source) did.
+        """What shipped code uses from its own module travels with it, as ppft 1.7 (dill.source) did.
 
         Modules become imports (ppft 1.7 made users list them in `modules=`); functions and classes of
         that module ship as source, transitively, so a job may call its module's helpers without
         `depfuncs=` (what pathos users rely on); names bound to objects imported from a library travel
-        by reference; immutable constants (numbers, strings, bytes, tuples of them) are pickled along.
-        Mutable objects do not travel: a copy on the worker would silently diverge from the caller's.
-        Every name read is watched by the cache, so rebinding it makes the next submit ship it anew."""
+        by reference; immutable constants (numbers, strings, bytes, tuples of them) travel in the body.
+        Every other value read as a global (a dict, a list, an instance) is module data: it travels
+        with each job, as it is at each submit (`moduledata`). Every name read but data is watched by
+        the cache, so rebinding it makes the next submit build the body anew."""
         i = 0
-        while i < len(self.own_globals):  # grows as shipped helpers bring their own names
-            names, own = self.own_globals[i]
+        while True:
+            self.note_by_value()
+            if i >= len(self.own_globals):
+                break
+            names, own, reads = self.own_globals[i]  # grows as shipped helpers bring their own names
             i += 1
             module_name = own.get("__name__")
             read: dict[str, object] = {}
             for name in names:
-                if name not in own or name == "__builtins__":
+                if name.startswith("__") and name.endswith("__"):  # __name__, __file__: the worker's own
                     continue
-                obj = own[name]
-                read[name] = obj
+                obj = own.get(name, _ABSENT)
+                if obj is _ABSENT:
+                    if reads is not None and name in reads and not is_builtin_name(own, name):
+                        read[name] = None  # defined later, maybe: its arrival must rebuild the body
+                    continue
                 if isinstance(obj, types.ModuleType):
                     self.add_module(name, obj)
                 elif isinstance(obj, (types.FunctionType, type)):
-                    if getattr(obj, "__name__", None) != name:  # an alias: bind the name itself
+                    if obj is self.pickled_main:  # a pickled function that calls itself by its name
                         self.extras.setdefault(name, obj)
+                    elif getattr(obj, "__name__", None) != name:  # an alias: bind the name itself
+                        self.extras.setdefault(name, obj)
+                        if not importable(obj):
+                            self.by_value.append(obj)
                     else:
                         self.add_dep(obj, name, getattr(obj, "__module__", None) == module_name)
                 elif isinstance(obj, types.BuiltinFunctionType) and _stateless(obj):
                     self.add_dep(obj, name, False)
-                elif _immutable_constant(obj):
+                elif immutable_constant(obj) and name not in self.written:
                     self.extras.setdefault(name, obj)
+                    self.constants.setdefault(name, own)
+                elif reads is None or name in reads:
+                    self.data.setdefault(name, own)
+                    continue  # not watched: its value is read at every submit
+                else:
+                    continue
+                read[name] = obj
             if read:
                 self.own_read.append((own, tuple(read), tuple(read.values())))
 
@@ -293,6 +397,26 @@ class _Builder:
                 self.imports[sub.__name__] = None
                 self.add_submodules(sub)
 
+    def module_data(self, function: str) -> ModuleData | None:
+        """The module data the jobs carry: what `ship_own_globals` found, less what the body defines."""
+        for name in self.written.intersection(self.constants):  # a job may rebind it: per job, not shared
+            del self.extras[name]
+            self.data.setdefault(name, self.constants[name])
+        defined = {**self.extras, **self.defined}
+        names = [name for name in self.data if name not in defined]
+        if not names:
+            return None
+        by_dict: dict[int, tuple[dict[str, Any], list[str]]] = {}
+        for name in names:
+            own = self.data[name]
+            by_dict.setdefault(id(own), (own, []))[1].append(name)
+        reads = tuple((own, tuple(group)) for own, group in by_dict.values())
+        shipped = {name: obj for name, obj in defined.items() if isinstance(obj, (type, types.FunctionType))}
+        return ModuleData(function, reads, shipped)
+
+
+_ABSENT = object()
+
 
 def _build(
     func: Any, depfuncs: tuple[Any, ...], modules: tuple[str, ...], globals_: Mapping[str, Any] | None
@@ -305,56 +429,37 @@ def _build(
     if main is not None:
         used: Iterable[str] = main.names
     else:  # a callable pickled by reference needs nothing from globals=: its module provides it
-        used = () if _importable(func) else _code_names_of(func)
+        used = () if importable(func) else _code_names_of(func)
     b.want_names(used)
     func_globals = getattr(func, "__globals__", None)
     for dep in depfuncs:
         b.add_dep(dep, _binding_name(dep, func_globals, used), True)
     if main is not None:
-        b.note_own_globals(func, main.names)
+        b.defined[func.__name__] = func
+        b.note_own_globals(func.__globals__, main.names, global_reads(func.__code__))
+        b.written.update(global_writes(func.__code__))
+    elif not importable(func):
+        b.by_value.append(func)
+        b.pickled_main = func
     b.resolve_globals()
     b.ship_own_globals()
+    b.resolve_globals()  # names that shipped helpers brought
     imports = tuple(dict.fromkeys((*modules, *b.imports)))
+    name = func.__name__ if main is not None else _describe(func)
+    data = b.module_data(name)
     if main is not None:
-        name = func.__name__
         sources = (*b.sources, main.text)
         payload: object = (None, b.extras) if b.extras else None
     else:
-        name = _describe(func)
         sources = tuple(b.sources)
         payload = (func, b.extras) if b.extras else func
-    pickled = b"" if payload is None else _pickle_payload(payload, name)
+    pickled = b"" if payload is None else pickle_payload(payload, name)
     body = FunctionBody(_digest(name, sources, imports, pickled), name, sources, imports, pickled)
     names = tuple(b.looked_up)
     objs = tuple(b.looked_up.values())
     pickled_objs = [func, *b.extras.values()] if main is None else list(b.extras.values())
-    by_value = [obj for obj in pickled_objs if not _importable(obj)]
-    fixed, cells = _pickled_state(by_value, pickled)
-    return _Entry(body, names, objs, fixed + tuple(b.own_read), cells)
-
-
-_CONSTANT_TYPES = (bool, int, float, complex, str, bytes, type(None))
-
-
-def _immutable_constant(obj: object, depth: int = 0) -> bool:
-    """Numbers, strings, bytes, None, and tuples/frozensets of them: safe to copy to a worker."""
-    if isinstance(obj, _CONSTANT_TYPES):
-        return True
-    if isinstance(obj, (tuple, frozenset)) and depth < 3:
-        return all(_immutable_constant(item, depth + 1) for item in obj)
-    return False
-
-
-def _importable(obj: Any) -> bool:
-    """Whether pickle can refer to `obj` by module and name, from a module other than `__main__`."""
-    module_name = getattr(obj, "__module__", None)
-    qualname = getattr(obj, "__qualname__", None)
-    if not isinstance(module_name, str) or module_name == "__main__" or not isinstance(qualname, str):
-        return False
-    target: object = sys.modules.get(module_name)
-    for part in qualname.split("."):
-        target = getattr(target, part, None)
-    return target is obj
+    cells, cells_hold_data = pickled_cells(pickled_objs, pickled)
+    return _Entry(body, names, objs, tuple(b.own_read), cells, data, cells_hold_data)
 
 
 def _binding_name(dep: Any, func_globals: dict[str, Any] | None, used: Iterable[str]) -> str | None:
@@ -397,61 +502,3 @@ def _code_names_of(obj: Any) -> tuple[str, ...]:
             break
     code = getattr(obj, "__code__", None)
     return tuple(code_names(code)) if isinstance(code, types.CodeType) else ()
-
-
-# -- pickling -------------------------------------------------------------------------------------------
-
-
-def _pickle_payload(payload: object, name: str) -> bytes:
-    """The stdlib pickle when it refers only to importable objects outside `__main__`, else dill's."""
-    try:
-        data = pickle.dumps(payload, BODY_PICKLE_PROTOCOL)
-    except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
-        data = None
-    if data is not None and b"__main__" not in data:
-        return data
-    import dill  # noqa: PLC0415 - only paid for by callables that need it
-
-    log.debug("function %s: pickled by value with dill", name)
-
-    try:
-        return bytes(dill.dumps(payload, protocol=BODY_PICKLE_PROTOCOL, recurse=True))
-    except Exception as exc:
-        raise ShippingError(
-            f"function {name!r} cannot be sent to a worker: neither pickle nor dill can serialize it "
-            f"({type(exc).__name__}: {exc}); define it at the top level of a module, or pass what it "
-            "captures as arguments"
-        ) from exc
-
-
-def _pickled_state(
-    by_value: list[Any], pickled: bytes
-) -> tuple[
-    tuple[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]], ...],
-    tuple[tuple[tuple[Any, ...], tuple[object, ...]], ...],
-]:
-    """The globals and closure cells dill pickled with the callables, for the cache to watch."""
-    if b"dill._dill" not in pickled:
-        return (), ()
-    fixed: list[tuple[dict[str, Any], tuple[str, ...], tuple[object, ...]]] = []
-    cells: list[tuple[tuple[Any, ...], tuple[object, ...]]] = []
-    seen: set[int] = set()
-    todo = list(by_value)
-    while todo:
-        obj = todo.pop()
-        while isinstance(obj, (functools.partial, types.MethodType)):
-            obj = obj.func if isinstance(obj, functools.partial) else obj.__func__
-        if type(obj) is not types.FunctionType or id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        g = obj.__globals__
-        names = tuple(n for n in code_names(obj.__code__) if n in g)
-        if names:
-            values = tuple(g[n] for n in names)
-            fixed.append((g, names, values))
-            todo.extend(v for v in values if type(v) is types.FunctionType)
-        if obj.__closure__:
-            contents = tuple(map(_cell_content, obj.__closure__))
-            cells.append((obj.__closure__, contents))
-            todo.extend(v for v in contents if type(v) is types.FunctionType)
-    return tuple(fixed), tuple(cells)

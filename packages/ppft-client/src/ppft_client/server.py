@@ -30,7 +30,7 @@ from ppft_worker.secret import resolve_secret
 from .dask_entries import split_dask_entries
 from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
-from .functions import check_submit_args, function_body, pickle_args
+from .functions import check_submit_args, function_job, pickle_args
 from .job import Job, make_job
 from .remote import Candidate
 from .scheduler import Scheduler
@@ -160,9 +160,9 @@ class Server:
         if type(func) is _MethodType:  # as ppft: the instance travels as the first argument
             args = (func.__self__, *args)
             func = func.__func__
-        body = function_body(func, depfuncs, modules, globals)
         proto = self._proto
-        sargs = pickle_args(args, proto)
+        body, data = function_job(func, depfuncs, modules, globals, proto)
+        sargs = pickle_args(args, proto) if data is None else data.wrap(args, proto)
         scheduler = self._scheduler
         job = make_job(self, next(self._tids), body, sargs, proto, scheduler, callback, callbackargs, group)
         scheduler.submit(job)
@@ -193,14 +193,15 @@ class Server:
         if type(func) is _MethodType:  # as submit: the instance travels as the first argument
             prefix = (func.__self__,)
             func = func.__func__
-        body = function_body(func)
         proto = self._proto
+        body, data = function_job(func, (), (), None, proto)  # module data: as at this call, for every job
         scheduler = self._scheduler
         tids = self._tids
         jobs: list[Job] = []
         chunk: list[Job] = []
-        for args in arg_tuples:
-            sargs = pickle_args(prefix + args if prefix else args, proto)
+        for job_args in arg_tuples:
+            call_args = prefix + job_args if prefix else job_args
+            sargs = pickle_args(call_args, proto) if data is None else data.wrap(call_args, proto)
             chunk.append(make_job(self, next(tids), body, sargs, proto, scheduler))
             if len(chunk) == _SUBMIT_CHUNK:
                 scheduler.submit_many(chunk)

@@ -26,6 +26,7 @@ finds imported (cached per file version).
 from __future__ import annotations
 
 import ast
+import functools
 import inspect
 import linecache
 import logging
@@ -36,7 +37,16 @@ from typing import Any, NamedTuple
 
 from .blocks import cut_source
 
-__all__ = ["Source", "class_source", "code_names", "function_source"]
+__all__ = [
+    "Source",
+    "class_globals",
+    "class_source",
+    "code_names",
+    "function_source",
+    "global_reads",
+    "global_writes",
+    "is_builtin_name",
+]
 
 log = logging.getLogger("ppft.client")
 
@@ -48,10 +58,12 @@ _imports_cache: dict[str, tuple[list[str], frozenset[str]]] = {}
 
 
 class Source(NamedTuple):
-    """A verified source: the text to ship and every global or attribute name it refers to."""
+    """A verified source: the text to ship, every global or attribute name it refers to, and the names it
+    reads or writes as globals (the ones whose values may have to travel with it)."""
 
     text: str
     names: tuple[str, ...]
+    reads: frozenset[str] = frozenset()
 
 
 def function_source(func: Any) -> Source | None:
@@ -114,7 +126,10 @@ def class_source(cls: type) -> Source | None:
     for const in bodies[0].co_consts:
         if isinstance(const, types.CodeType):
             methods.setdefault(const.co_name, []).append(const)
+    inherited = {id(v) for base in cls.__mro__[1:] for v in vars(base).values()}
     for value in vars(cls).values():
+        if id(value) in inherited:  # put there by the metaclass (an Enum's __new__): the source does it too
+            continue
         for function in _functions_in(value):
             candidates = methods.get(function.__code__.co_name, ())
             if not any(_same_code(c, function.__code__) for c in candidates):
@@ -129,7 +144,7 @@ def class_source(cls: type) -> Source | None:
             elif isinstance(sub, ast.Attribute):
                 names[sub.attr] = None
     names.update(code_names(bodies[0]))
-    return Source(future + text, tuple(names))
+    return Source(future + text, tuple(names), global_reads(bodies[0]))
 
 
 def _inspect_source(obj: Any) -> tuple[str, str | None] | None:
@@ -148,6 +163,59 @@ def code_names(code: types.CodeType) -> dict[str, None]:
         if isinstance(const, types.CodeType):
             names.update(code_names(const))
     return names
+
+
+_GLOBAL_OPS = frozenset(("LOAD_GLOBAL", "STORE_GLOBAL", "DELETE_GLOBAL", "LOAD_NAME", "STORE_NAME"))
+_GLOBAL_WRITES = frozenset(("STORE_GLOBAL", "DELETE_GLOBAL"))
+
+
+def global_reads(code: types.CodeType) -> frozenset[str]:
+    """The names `code` and its nested code use as globals (`LOAD_GLOBAL`, `global x; x = ...`, a class
+    body's `LOAD_NAME`): unlike `code_names`, no attribute names (`ORDER.index` reads `ORDER`, not
+    `index`). Costs a disassembly, so callers keep the answer (the body cache does)."""
+    return _global_names(code)[0]
+
+
+def global_writes(code: types.CodeType) -> frozenset[str]:
+    """The names `code` and its nested code assign or delete as globals (`global x; x = ...`)."""
+    return _global_names(code)[1]
+
+
+@functools.lru_cache(maxsize=1024)
+def _global_names(code: types.CodeType) -> tuple[frozenset[str], frozenset[str]]:
+    import dis  # noqa: PLC0415 - only when a body is built (inspect has loaded it by then anyway)
+
+    names: set[str] = set()
+    written: set[str] = set()
+    todo = [code]
+    while todo:
+        c = todo.pop()
+        for instruction in dis.get_instructions(c):
+            opname = instruction.opname
+            if opname in _GLOBAL_OPS:
+                names.add(instruction.argval)
+                if opname in _GLOBAL_WRITES:
+                    written.add(instruction.argval)
+        todo.extend(k for k in c.co_consts if isinstance(k, types.CodeType))
+    return frozenset(names), frozenset(written)
+
+
+def is_builtin_name(own: dict[str, Any], name: str) -> bool:
+    """Whether `name`, absent from a module's globals `own`, is a builtin there."""
+    builtins = own.get("__builtins__", __builtins__)
+    if isinstance(builtins, types.ModuleType):
+        builtins = vars(builtins)
+    return isinstance(builtins, dict) and name in builtins
+
+
+def class_globals(cls: type) -> dict[str, Any] | None:
+    """The globals of the module that defined `cls`: its methods', else its module's."""
+    for value in vars(cls).values():
+        func = value.__func__ if isinstance(value, (staticmethod, classmethod)) else value
+        if isinstance(func, types.FunctionType) and func.__qualname__.startswith(f"{cls.__qualname__}."):
+            return func.__globals__
+    module = sys.modules.get(cls.__module__)
+    return vars(module) if module is not None else None
 
 
 def _functions_in(value: object) -> list[types.FunctionType]:

@@ -6,7 +6,9 @@ other's definitions) holding `os` and `sys` (visible to ppft 1.7's jobs too, whi
 module's globals), into which it runs the imports, puts the pickled depfuncs, and executes the sources;
 a pickled callable is unpickled and given the namespace's names as globals it lacks. A job then runs with
 `sys.modules["__main__"]` pointing at its namespace, so that classes defined by shipped sources pickle by
-reference as `__main__.Foo` and the caller resolves them to its own `__main__.Foo`, as with ppft 1.7. A value
+reference as `__main__.Foo` and the caller resolves them to its own `__main__.Foo`, as with ppft 1.7; and so
+that the module data a job's arguments carry (`ppft_client.moduledata`) lands in that namespace as they are
+unpickled, fresh for each job. A job's `NameError` for a global the caller could not send says why. A value
 the plain pickle refuses because it holds a `__main__` class this namespace lacks (one that came by value,
 with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
 back as the caller's class too; dill is the last resort.
@@ -161,7 +163,7 @@ class JobRunner:
                     return self._setup_failure(job_id, prepared, protocol)
                 ready = prepared
             namespace, func = ready
-            modules["__main__"] = namespace
+            modules["__main__"] = namespace  # before the arguments: they may carry module data for it
             try:
                 args = pickle.loads(args_data)
             except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
@@ -175,6 +177,8 @@ class JobRunner:
             except BaseException as exc:  # noqa: BLE001 - the job's own exception (SystemExit too) is its result
                 end = self._end_wall = perf_counter()
                 cpu_end = self._end_cpu = process_time()
+                if type(exc) is NameError:
+                    _explain_name_error(exc, namespace.__dict__)
                 return self._job_failure(job_id, exc, end - start, cpu_end - cpu_start, protocol)
             end = self._end_wall = perf_counter()
             cpu_end = self._end_cpu = process_time()
@@ -387,6 +391,23 @@ def _build_namespace(body: FunctionBody, namespace: types.ModuleType) -> Callabl
     if not callable(func):
         return f"{body.name} is a {type(func).__name__}, not a callable"
     return func  # type: ignore[no-any-return]
+
+
+UNSHIPPED = "__ppft_unshipped__"
+"""The namespace entry where a job's pickled arguments name the caller's globals that could not be sent to
+this worker, and why (`ppft_client.moduledata`)."""
+
+
+def _explain_name_error(exc: NameError, ns: dict[str, Any]) -> None:
+    """Say why, when a job's `NameError` is for a global of the caller that could not be sent here."""
+    unshipped = ns.get(UNSHIPPED)
+    name = getattr(exc, "name", None)
+    if type(unshipped) is not dict or not isinstance(name, str) or name not in unshipped:
+        return
+    exc.args = (
+        f"name {name!r} is not defined on this worker: the caller's global {name} could not be sent: "
+        f"{unshipped[name]}. Create it inside the function, or pass what the job needs as an argument",
+    )
 
 
 def _run_import(entry: str, ns: dict[str, Any]) -> str | None:
