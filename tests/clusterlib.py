@@ -129,9 +129,11 @@ class Cluster:
         assert proc.popen.poll() is None, self.read_log(proc)
         return proc
 
-    def dialin(self, server: Proc, workers: int = 1, secret: str = SECRET) -> Proc:
+    def dialin(
+        self, server: Proc, workers: int = 1, secret: str = SECRET, extra: tuple[str, ...] = ()
+    ) -> Proc:
         argv = [sys.executable, "-m", "ppft_worker", "--connect", server.address, "-w", str(workers),
-                "-s", secret]  # fmt: skip
+                "-s", secret, *extra]  # fmt: skip
         return self._spawn(argv, "dialin")
 
     @staticmethod

@@ -37,11 +37,20 @@ from .loop import Loop, Timer
 from .outbuf import OutBuffer
 from .reads import READ_SIZE, next_read_size
 
-__all__ = ["Stream", "describe_protocol_error"]
+__all__ = ["Stream", "describe_protocol_error", "shown"]
 
 log = logging.getLogger("ppft.stream")
 
 _IOV_MAX = 512  # parts per sendmsg call, well under every system's IOV_MAX
+
+
+def shown(text: str, limit: int = 200) -> str:
+    """`text` from a peer, safe to log: control characters escaped, at most `limit` characters."""
+    if len(text) > limit:
+        text = text[:limit] + "..."
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def describe_protocol_error(exc: ProtocolError) -> str:
@@ -80,6 +89,8 @@ class Stream:
         self.conn = conn
         self.peer = peer
         self.closed = False
+        self.bye_reason: str | None = None
+        """What the peer said when it left (its `Bye`, escaped for logs); None while it has said nothing."""
         self._fd = sock.fileno()
         self._on_event = on_event
         self._on_close = on_close
@@ -184,10 +195,11 @@ class Stream:
                 if isinstance(event, Established):
                     self._established()
                 if isinstance(event, Closed):
-                    self._fail(f"the peer closed the connection ({event.reason})")
+                    self._fail(self._closed_reason())
                     return
                 if isinstance(event, Bye):
-                    continue  # a Closed event follows, with the reason
+                    self.bye_reason = shown(event.reason)
+                    continue  # a Closed event follows
                 self._on_event(event)
                 if self.closed:
                     return
@@ -196,6 +208,13 @@ class Stream:
             if view is None:
                 break
         self.flush()
+
+    def _closed_reason(self) -> str:
+        """Why the stream ended when the peer closed it: what it said in its `Bye`, or that it said nothing
+        (a process killed or crashed closes its sockets without a word)."""
+        if self.bye_reason is None:
+            return "the peer closed the connection without saying why (killed or crashed?)"
+        return f"the peer closed the connection ({self.bye_reason or 'it gave no reason'})"
 
     # -- time rules ------------------------------------------------------------------------------------
 
