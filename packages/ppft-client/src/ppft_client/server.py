@@ -74,9 +74,15 @@ class Server:
         (`--allow-plain-loopback`) are left unencrypted, which saves the cost of sealing large payloads;
         every other link stays sealed (docs/security.md)."""
         if not isinstance(ppservers, tuple):
-            raise TypeError("ppservers argument must be a tuple")
+            raise TypeError(
+                f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
+                f"ppservers=('host:port',) for one server"
+            )
         if secret is not None and not isinstance(secret, (str, bytes)):
-            raise TypeError("secret must be of a string type")
+            raise TypeError(
+                f"secret must be of a string type (str or bytes), not {type(secret).__name__}; or leave it "
+                f"out to use $PPFT_SECRET or ~/.ppft/secret"
+            )
         if not isinstance(seal, bool):
             raise TypeError(
                 f"seal must be True or False (False: unsealed links to ppservers on this machine), "
@@ -233,9 +239,15 @@ class Server:
         if ncpus == "autodetect":
             return detect_ncpus()
         if not isinstance(ncpus, int) or isinstance(ncpus, bool):
-            raise TypeError("ncpus must have 'int' type")
+            raise TypeError(
+                f"ncpus must have 'int' type (the number of local worker processes) or be 'autodetect', "
+                f"not {type(ncpus).__name__} {ncpus!r}"
+            )
         if ncpus < 0:
-            raise ValueError("ncpus must be an integer > 0")
+            raise ValueError(
+                f"ncpus must be an integer >= 0 (0: no local worker, every job runs on the ppservers) or "
+                f"'autodetect', not {ncpus}"
+            )
         return ncpus
 
     def connect1(self, host: str, port: int, persistent: bool = True) -> None:
