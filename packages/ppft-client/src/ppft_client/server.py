@@ -302,8 +302,10 @@ class Server:
 
     def print_stats(self) -> None:
         """Print ppft's job statistics table."""
+        remote = self.get_active_nodes()
+        local = remote.pop("local")
         text = format_stats(
-            self.get_stats(), self._creation_time, self._scheduler.unfinished(), self.get_ncpus()
+            self.get_stats(), self._creation_time, self._scheduler.unfinished(), local, remote
         )
         sys.stdout.write(text)
 
