@@ -143,6 +143,18 @@ def test_a_server_block_starts_before_the_next_transcript_and_ends_with_the_page
     assert server.poll() is not None
 
 
+def test_a_doctest_block_runs_in_the_pages_folder(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "Save this as `mod.py`:\n\n```python\nX = 41\n```\n\n"
+        "```python\n>>> import mod\n>>> mod.X + 1\n42\n>>> print('took 0.25 s')\ntook ... s\n```\n"
+    )
+    assert run_page(page, tmp_path)[-1].startswith("page.md:7 ran $ python -m doctest")
+    page.write_text(page.read_text().replace("42\n", "43\n"))
+    with pytest.raises(DocsFailure, match=r"(?s)page.md:7: .*Expected:\s+43\s+Got:\s+42"):
+        run_page(page, tmp_path)
+
+
 def test_blocks_of_the_docs_are_found() -> None:
     """The checker reads the pages it should: each has blocks, and the quickstart's transcripts are seen."""
     quickstart = parse_page(docslib.ROOT / "docs" / "quickstart.md")
