@@ -48,7 +48,16 @@ def test_bare_command_shows_the_dial_in_use_and_fails():
     assert done.stderr.startswith("usage: ppft-worker --connect HOST:PORT")
     assert "ppft-worker --connect head:35000 -w 16" in done.stderr
     assert "error: --connect HOST:PORT is required (ppft-worker -h tells more)" in done.stderr
-    assert "PPFT_WORKER_SECRET" not in done.stderr
+    assert "a ppft pool starts itself" in done.stderr  # the other use, which is not by hand
+
+
+def test_unknown_option_is_named() -> None:
+    done = run(PPFT_WORKER, "--connect", "head:35000", "--bogus")
+    assert done.returncode == 2
+    assert (
+        "ppft-worker: error: unrecognized arguments: --bogus (ppft-worker -h lists the options)"
+        in done.stderr
+    )
 
 
 @pytest.mark.parametrize(

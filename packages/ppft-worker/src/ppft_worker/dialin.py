@@ -54,7 +54,7 @@ from .stream import Stream
 from .tasks import Task
 from .version import __version__
 
-__all__ = ["DEFAULT_RETRY_FOR", "DESCRIPTION", "EXAMPLE", "DialIn", "main", "make_parser"]
+__all__ = ["DEFAULT_RETRY_FOR", "DESCRIPTION", "EXAMPLE", "NOT_BY_HAND", "DialIn", "main", "make_parser"]
 
 log = logging.getLogger("ppft.dialin")
 
@@ -184,15 +184,20 @@ the ppserver only. It serves until the ppserver stops (then it exits with status
 
 EXAMPLE = """\
 example:
-  ppserver -p 35000 -w 0                    # on the head node: a hub that runs no job itself
-  ppft-worker --connect head:35000 -w 16    # on each compute machine, with the same secret
+  ppserver -p 35000 -w 0                            # on the head node: a hub that runs no job itself
+  ppft-worker --connect head:35000 -w 16            # on each compute machine, with the same secret
+  python -m ppft_worker --connect head:35000 -w 16  # the same program
 """
 
 _MORE = """\
 The secret is found as ppserver finds it: -s, --secret-file, $PPFT_SECRET, then ~/.ppft/secret.
 A ppserver that cannot be reached, or that is lost without saying it stops, is tried again for --retry-for
 seconds; then ppft-worker exits with status 1. A wrong secret exits with status 1 at once.
-(Without --connect, ppft-worker is the worker process a ppft pool starts itself; it is not run by hand.)
+"""
+
+NOT_BY_HAND = """\
+(Without --connect, ppft-worker is the worker process that a ppft pool starts itself, with the pool's
+secret in PPFT_WORKER_SECRET; that one is not run by hand.)
 """
 
 
@@ -227,12 +232,10 @@ def make_parser() -> argparse.ArgumentParser:
         usage="ppft-worker --connect HOST:PORT [-w N] [-s SECRET | --secret-file PATH] [--retry-for SECONDS] "
         "[-d]",
         description=DESCRIPTION,
-        epilog=f"{EXAMPLE}\n{_MORE}",
+        epilog=f"{EXAMPLE}\n{_MORE}{NOT_BY_HAND}",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--connect", required=True, metavar="HOST:PORT", help="the ppserver to serve ([IPv6]:PORT for IPv6)"
-    )
+    parser.add_argument("--connect", metavar="HOST:PORT", help="the ppserver to serve ([IPv6]:PORT for IPv6)")
     parser.add_argument(
         "-w", "--workers", type=_workers, default=None, metavar="N",
         help="worker processes (default: the CPUs this process may use)",
@@ -251,7 +254,12 @@ def make_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str]) -> int:
     """`ppft-worker --connect HOST:PORT ...`; returns the exit code."""
-    args = make_parser().parse_args(argv)
+    parser = make_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:
+        parser.error(f"unrecognized arguments: {' '.join(unknown)} (ppft-worker -h lists the options)")
+    if args.connect is None:
+        parser.error("--connect HOST:PORT is required (ppft-worker -h tells more)")
     logging.basicConfig(
         level=logging.DEBUG if args.debug else logging.INFO,
         format="%(asctime)s ppft-worker[%(process)d] %(levelname)s %(message)s",

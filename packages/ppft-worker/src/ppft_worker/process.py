@@ -486,7 +486,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args:
             parser = dialin.make_parser()
             sys.stderr.write(
-                f"{parser.format_usage()}\n{dialin.DESCRIPTION}\n{dialin.EXAMPLE}\n"
+                f"{parser.format_usage()}\n{dialin.DESCRIPTION}\n{dialin.EXAMPLE}\n{dialin.NOT_BY_HAND}\n"
                 f"ppft-worker: error: --connect HOST:PORT is required (ppft-worker -h tells more)\n"
             )
             return EXIT_PROTOCOL
