@@ -50,3 +50,18 @@ def test_dial_in_says_once_that_its_ppserver_was_killed(cluster):
     log = cluster.read_log(worker)
     assert "the peer closed the connection without saying why (killed or crashed?)" in log, log
     assert log.count("closed the connection") == 1, log
+
+
+def test_ppserver_says_once_that_a_client_left(cluster, make_client):
+    node = cluster.ppserver(1, extra=("-d",))
+    client = make_client(0, ppservers=(node.address,))
+    assert client.submit(abs, (-2,)).result(timeout=60) == 2
+    client.destroy()
+    wait_until(
+        lambda: "the client is done" in cluster.read_log(node), 30, "the ppserver to log the client leaving"
+    )
+    (line,) = [x for x in cluster.read_log(node).splitlines() if "the client is done" in x]
+    assert line.endswith(
+        "the peer closed the connection (the client is done: destroy() or the end of its program)"
+    )
+    assert line.count("closed the connection") == 1, line

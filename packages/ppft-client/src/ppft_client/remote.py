@@ -136,7 +136,7 @@ class RemoteNode:
         if self._timer is not None:
             self._timer.cancel()
         if self._stream is not None:
-            self._stream.close("client closed the connection")
+            self._stream.close("the client is done: destroy() or the end of its program")
         elif self._sock is not None:
             self._drop_socket()
 
