@@ -6,7 +6,7 @@ connection and a local `WorkerPool`: jobs come in over the connection, results g
 (SIGTERM, Ctrl-C, the batch job ending), it says Bye, and the ppserver requeues whatever it held at once.
 
 When to give up (`main`):
-* the ppserver says it is stopping (its Bye: SIGTERM, Ctrl-C, its idle timeout): leave at once, status 0,
+* the ppserver says it is stopping (its Bye, on SIGTERM, SIGINT or SIGHUP): leave at once, status 0,
   so a batch job's dial-ins end with their hub;
 * the ppserver cannot be reached (not listening yet, unknown host) or the connection is lost without a word
   (the ppserver was killed, the network broke): try again with backoff (0.5 s doubling to 10 s) for

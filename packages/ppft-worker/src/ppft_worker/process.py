@@ -24,8 +24,11 @@ the secret in memory. `main` prepares the process, `serve` runs the loop:
 
 It must never import anything heavy before the handshake (no dill, no cryptography: the pipe is authenticated
 but unsealed), never write to fd 1 or 2 except through logging, and never run a job before the peer proved
-the secret. The loop works on any pair of descriptors, so the same `serve` can run over a socket (a dial-in
-worker, `--connect`, is issue 4).
+the secret. The loop works on any pair of descriptors, so the same `serve` can run over a socket.
+
+At the command line (`ppft-worker` with arguments, or without the pool's secret in the environment) `main`
+hands over to `dialin`, the dial-in worker, whose help says what the command is for; a pool never passes
+arguments.
 """
 
 from __future__ import annotations
