@@ -21,6 +21,9 @@ import pytest
 
 SECRET = "integration-test-secret"
 
+ACCEPT_WORKERS = ("--accept-workers",)
+"""ppserver's flag that lets the client secret admit dial-in workers too (by default it admits none)."""
+
 
 _TIED = (
     "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
@@ -129,9 +132,11 @@ class Cluster:
         assert proc.popen.poll() is None, self.read_log(proc)
         return proc
 
-    def dialin(self, server: Proc, workers: int = 1, secret: str = SECRET) -> Proc:
+    def dialin(
+        self, server: Proc, workers: int = 1, secret: str = SECRET, extra: tuple[str, ...] = ()
+    ) -> Proc:
         argv = [sys.executable, "-m", "ppft_worker", "--connect", server.address, "-w", str(workers),
-                "-s", secret]  # fmt: skip
+                "-s", secret, *extra]  # fmt: skip
         return self._spawn(argv, "dialin")
 
     @staticmethod

@@ -191,6 +191,59 @@ def test_constructor_type_errors():
         ppft_client.Server(1, ppservers=["a:1"])
 
 
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    [
+        (
+            lambda: ppft_client.Server(-1),
+            ValueError,
+            "ncpus must be an integer >= 0 (0: no local worker, every job runs on the ppservers) or "
+            "'autodetect', not -1",
+        ),
+        (
+            lambda: ppft_client.Server("two"),
+            TypeError,
+            "ncpus must have 'int' type (the number of local worker processes) or be 'autodetect', "
+            "not str 'two'",
+        ),
+        (
+            lambda: ppft_client.Server(1, ppservers=["a:1"]),
+            TypeError,
+            "ppservers argument must be a tuple, not list: write ppservers=('host:port',) for one server",
+        ),
+        (
+            lambda: ppft_client.Server(1, secret=1234),
+            TypeError,
+            "secret must be of a string type (str or bytes), not int; or leave it out to use $PPFT_SECRET or "
+            "~/.ppft/secret",
+        ),
+        (
+            lambda: ppft_client.Server(0, ppservers=("127.0.0.1:35000:1",)),
+            ValueError,
+            "ppservers entry '127.0.0.1:35000:1': more than one ':' yet not an IPv6 address",
+        ),
+        (
+            lambda: ppft_client.Executor(-2),
+            ValueError,
+            "max_workers must be >= 0 (0: no local worker, every job runs on the ppservers) or None (one per "
+            "CPU), not -2",
+        ),
+    ],
+)
+def test_constructor_errors_say_what_was_wrong_and_what_to_do(call, error, message):
+    with pytest.raises(error) as info:
+        call()
+    assert message in str(info.value)
+
+
+def test_zero_local_workers_is_valid():
+    server = ppft_client.Server(0)
+    try:
+        assert server.get_ncpus() == 0
+    finally:
+        server.destroy()
+
+
 def test_set_ncpus_up_down_and_zero_holds_jobs(make_server):
     server = make_server(1)
     assert server.submit(add_one, (1,))() == 2

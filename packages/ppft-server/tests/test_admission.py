@@ -56,9 +56,9 @@ def test_by_default_dial_in_workers_are_refused_with_a_line_on_both_sides(
     dialin = start_dialin(free_port, "-w", "1", "--once")
     assert dialin.wait() == 1
     dialin.wait_for_line(
-        r"ERROR ppserver 127\.0\.0\.1:\d+ refused this dial-in worker: .*dial-in worker refused: this "
+        r"ERROR ppserver 127\.0\.0\.1:\d+: session closed by the ppserver: dial-in worker refused: this "
         r"ppserver admits no dial-in workers: start it with --workers-secret-file PATH \(workers then prove "
-        r"that secret\) or --accept-workers"
+        r"that secret\) or --accept-workers \(the client secret admits workers too\); not retrying"
     )
     server.wait_for_line(
         r"WARNING - closed the session of dial-in worker 127\.0\.0\.1:\d+: dial-in worker refused: this "

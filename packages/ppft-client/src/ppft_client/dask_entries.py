@@ -103,7 +103,7 @@ def _address_entry(entry: str, match: re.Match[str]) -> DaskEntry:
         )
     port = int(port_text) if port_text else DASK_PORT
     if not 0 < port < 65536:
-        raise ValueError(f"ppservers entry {entry!r}: port {port} is out of range")
+        raise ValueError(f"ppservers entry {entry!r}: port {port} is not a number in 1-65535")
     address = f"{scheme}://{shown}:{port}"
     return DaskEntry(_node_name(address), address, True)
 

@@ -39,6 +39,7 @@ from ppft_worker.loop import Loop
 from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
 
 __all__ = [
+    "ACCEPTED_FORMS",
     "MAX_CANDIDATES",
     "MAX_UNANSWERED",
     "QUERY_INTERVAL",
@@ -69,6 +70,13 @@ class DiscoveryError(PPFTError):
     """The auto-discovery socket cannot be set up (for example its UDP port is taken without sharing)."""
 
 
+ACCEPTED_FORMS = (
+    "'host:port', 'host' (port 60000), '[IPv6]:port', a wildcard ('*', '*:port', '192.168.1.*') or "
+    "'dask://HOST:PORT'"
+)
+"""The forms a `ppservers` entry may take, as error messages name them."""
+
+
 def parse_ppservers(
     entries: tuple[str, ...], default_port: int
 ) -> tuple[list[Address], list[tuple[Address, Address]]]:
@@ -76,12 +84,16 @@ def parse_ppservers(
 
     A host without a port gets `default_port` (ppft 1.7 picked a random port there, which no ppserver
     listens on; the default port is what such an entry means). Raises `TypeError` for a non-string entry
-    and `ValueError` naming the entry for one that cannot be read."""
+    and `ValueError` naming the entry, what is wrong with it and the accepted forms, for one that cannot be
+    read (`"host:port:1"`, `"host:"`, `"[::1"`, `"tcp://host:1"`, ...): this reads the entry's syntax only,
+    not whether its host name could exist."""
     direct: list[Address] = []
     auto: list[tuple[Address, Address]] = []
     for entry in entries:
         if not isinstance(entry, str):
-            raise TypeError(f"ppservers entries must be strings like 'host:port', not {entry!r}")
+            raise TypeError(
+                f"ppservers entries must be strings like 'host:port', not {type(entry).__name__} {entry!r}"
+            )
         host, port = _split(entry, default_port)
         if "*" not in host:
             direct.append((host, port))
@@ -102,32 +114,53 @@ def parse_ppservers(
     return direct, auto
 
 
+def _unreadable(entry: str, what: str) -> ValueError:
+    return ValueError(f"ppservers entry {entry!r}: {what}; write {ACCEPTED_FORMS}")
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _split(entry: str, default_port: int) -> Address:
     text = entry.strip()
+    if "://" in text:
+        scheme = text.partition("://")[0]
+        raise _unreadable(
+            entry, f"a {scheme}:// address is not a ppserver's (only dask:// entries take a scheme)"
+        )
     if text.startswith("["):  # [IPv6]:port or [IPv6]
         close = text.find("]")
         if close < 0:
-            raise ValueError(f"ppservers entry {entry!r}: missing ']' after the IPv6 address")
+            raise _unreadable(entry, "missing ']' after the IPv6 address")
         host, rest = text[1:close], text[close + 1 :]
         if rest and not rest.startswith(":"):
-            raise ValueError(f"ppservers entry {entry!r}: expected ':port' after ']'")
+            raise _unreadable(entry, f"expected ':port' after ']', not {rest!r}")
+        if host and not _is_ipv6(host):
+            raise _unreadable(entry, f"{host!r} in brackets is not an IPv6 address")
         port_text = rest[1:] if rest else None
-    elif text.count(":") > 1:  # a bare IPv6 address: no port can be told apart from it
+    elif text.count(":") > 1:  # a bare IPv6 address, which has no port: "::1", "fe80::1"
+        if not _is_ipv6(text):
+            raise _unreadable(
+                entry,
+                "more than one ':' yet not an IPv6 address (an IPv6 address with a port is '[IPv6]:port')",
+            )
         host, port_text = text, None
     elif ":" in text:
         host, port_text = text.split(":")
     else:
         host, port_text = text, None
     if not host:
-        raise ValueError(f"ppservers entry {entry!r}: no host; write 'host:port', 'host' or '*'")
+        raise _unreadable(entry, "no host")
     if port_text is None:
         return host, default_port
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
+    port = int(port_text) if port_text.isascii() and port_text.isdigit() else -1
     if not 0 < port <= 65535:
-        raise ValueError(f"ppservers entry {entry!r}: port {port_text!r} is not a number in 1-65535")
+        raise _unreadable(entry, f"port {port_text!r} is not a number in 1-65535")
     return host, port
 
 

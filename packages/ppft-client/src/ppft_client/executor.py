@@ -61,8 +61,16 @@ class Executor(concurrent.futures.Executor):
         """The keywords are `Server`'s (`seal=False`: unsealed links to ppservers on this machine that
         allow it; `live_output=True`: each line a job writes printed as it writes it, prefixed with the job
         and node)."""
+        if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool)):
+            raise TypeError(
+                f"max_workers must be an int (local worker processes) or None (one per CPU), "
+                f"not {type(max_workers).__name__} {max_workers!r}"
+            )
         if max_workers is not None and max_workers < 0:
-            raise ValueError("max_workers must be >= 0")
+            raise ValueError(
+                f"max_workers must be >= 0 (0: no local worker, every job runs on the ppservers) or None "
+                f"(one per CPU), not {max_workers}"
+            )
         ncpus: int | str = "autodetect" if max_workers is None else max_workers
         self._server = Server(ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output)
         self._shutdown_lock = threading.Lock()
@@ -94,7 +102,7 @@ class Executor(concurrent.futures.Executor):
         in order, and closing the iterator early cancels what has not started. The function is captured
         once for all the calls, and the jobs are queued a frame's worth at a time."""
         if chunksize < 1:
-            raise ValueError("chunksize must be >= 1.")
+            raise ValueError(f"chunksize must be >= 1, not {chunksize!r} (ppft batches the calls itself)")
         end_time = None if timeout is None else timeout + time.monotonic()
         if self._shutdown:
             raise RuntimeError("cannot schedule new futures after shutdown")

@@ -190,7 +190,7 @@ class RemoteNode:
             self._dial.cancel()
             self._dial = None
         if self._stream is not None:
-            self._stream.close("client closed the connection")
+            self._stream.close("the client is done: destroy() or the end of its program")
         elif self._sock is not None:
             self._drop_socket()
 

@@ -80,9 +80,15 @@ class Server:
         as it writes it, prefixed with the job and node (`[job 3 on local] text`), instead of a job's whole
         output when its value is asked for (docs/api.md, "Job output")."""
         if not isinstance(ppservers, tuple):
-            raise TypeError("ppservers argument must be a tuple")
+            raise TypeError(
+                f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
+                f"ppservers=('host:port',) for one server"
+            )
         if secret is not None and not isinstance(secret, (str, bytes)):
-            raise TypeError("secret must be of a string type")
+            raise TypeError(
+                f"secret must be of a string type (str or bytes), not {type(secret).__name__}; or leave it "
+                f"out to use $PPFT_SECRET or ~/.ppft/secret"
+            )
         if not isinstance(seal, bool):
             raise TypeError(
                 f"seal must be True or False (False: unsealed links to ppservers on this machine), "
@@ -251,9 +257,15 @@ class Server:
         if ncpus == "autodetect":
             return detect_ncpus()
         if not isinstance(ncpus, int) or isinstance(ncpus, bool):
-            raise TypeError("ncpus must have 'int' type")
+            raise TypeError(
+                f"ncpus must have 'int' type (the number of local worker processes) or be 'autodetect', "
+                f"not {type(ncpus).__name__} {ncpus!r}"
+            )
         if ncpus < 0:
-            raise ValueError("ncpus must be an integer > 0")
+            raise ValueError(
+                f"ncpus must be an integer >= 0 (0: no local worker, every job runs on the ppservers) or "
+                f"'autodetect', not {ncpus}"
+            )
         return ncpus
 
     def connect1(self, host: str, port: int, persistent: bool = True) -> None:
@@ -325,8 +337,10 @@ class Server:
 
     def print_stats(self) -> None:
         """Print ppft's job statistics table."""
+        remote = self.get_active_nodes()
+        local = remote.pop("local")
         text = format_stats(
-            self.get_stats(), self._creation_time, self._scheduler.unfinished(), self.get_ncpus()
+            self.get_stats(), self._creation_time, self._scheduler.unfinished(), local, remote
         )
         sys.stdout.write(text)
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from typing import TYPE_CHECKING, Protocol
 
-from ppft_protocol import FunctionBody, JobBatch, NodeInfo, PPFTError, Result
+from ppft_protocol import FunctionBody, JobBatch, NodeInfo, PPFTError, Result, printable
 from ppft_worker.batching import MAX_BATCH
 from ppft_worker.dialin import WORKER_REFUSED
 from ppft_worker.intake import BodyTable
@@ -142,10 +142,9 @@ def no_workers_admitted(workers_secret: bool) -> str:
 
 
 def shown(text: object, limit: int = 60) -> str:
-    """Text a peer chose, as it may appear in a log line or a Bye: quoted and escaped (repr), and cut."""
-    value = str(text)
-    cut = value[:limit]
-    return repr(cut) + ("..." if len(value) > limit else "")
+    """Text a peer chose, as it may appear in a log line or a Bye: quoted, escaped and cut
+    (`ppft_protocol.printable`)."""
+    return f"'{printable(str(text), limit)}'"
 
 
 def short_reason(reason: str) -> str:

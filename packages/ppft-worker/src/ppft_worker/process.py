@@ -27,8 +27,11 @@ the secret in memory. `main` prepares the process, `serve` runs the loop:
 
 It must never import anything heavy before the handshake (no dill, no cryptography: the pipe is authenticated
 but unsealed), never write to fd 1 or 2 except through logging, and never run a job before the peer proved
-the secret. The loop works on any pair of descriptors, so the same `serve` can run over a socket (a dial-in
-worker, `--connect`, is issue 4).
+the secret. The loop works on any pair of descriptors, so the same `serve` can run over a socket.
+
+At the command line (`ppft-worker` with arguments, or without the pool's secret in the environment) `main`
+hands over to `dialin`, the dial-in worker, whose help says what the command is for; a pool never passes
+arguments.
 """
 
 from __future__ import annotations
@@ -100,13 +103,6 @@ _M_MMAP_THRESHOLD = -3
 _SIGKILL = 9
 _CANCELLED_TYPE = "concurrent.futures.CancelledError"
 _CANCELLED_MESSAGE = "cancelled before it started"
-_USAGE = """\
-usage: python -m ppft_worker
-
-Runs one ppft worker speaking ppft-protocol on stdin/stdout. It is started by a ppft WorkerPool, which
-passes its secret in PPFT_WORKER_SECRET; it is not meant to be started by hand.
-"""
-
 _log: logging.Logger | None = None
 _log_setup_deferred = False  # main() has yet to install its "ppft" log handler
 
@@ -493,16 +489,19 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m ppft_worker`; returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
-    if any(arg == "--connect" or arg.startswith("--connect=") for arg in args):
+    if args or SECRET_ENV not in os.environ:
+        # A person at the command line (a pool always passes its secret and no argument): the dial-in
+        # command, whose help says what ppft-worker is for; a bare `ppft-worker` gets its usage.
         from . import dialin  # noqa: PLC0415 - only dial-in workers pay for it
 
+        if not args:
+            parser = dialin.make_parser()
+            sys.stderr.write(
+                f"{parser.format_usage()}\n{dialin.DESCRIPTION}\n{dialin.EXAMPLE}\n{dialin.NOT_BY_HAND}\n"
+                f"ppft-worker: error: --connect HOST:PORT is required (ppft-worker -h tells more)\n"
+            )
+            return EXIT_PROTOCOL
         return dialin.main(args)
-    if args:
-        if args[0] in ("-h", "--help"):
-            sys.stdout.write(_USAGE)
-            return EXIT_OK
-        sys.stderr.write(f"ppft-worker: unexpected arguments {' '.join(args)!r}\n{_USAGE}")
-        return EXIT_PROTOCOL
     chan_in, chan_out = _take_channel()
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")

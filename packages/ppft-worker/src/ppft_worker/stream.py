@@ -39,6 +39,7 @@ from ppft_protocol import (
     ProtocolError,
     ProtocolMismatchError,
     State,
+    printable,
 )
 
 from .loop import Loop, Timer, describe_callback
@@ -105,6 +106,8 @@ class Stream:
         self.conn = conn
         self.peer = peer
         self.closed = False
+        self.bye_reason: str | None = None
+        """What the peer said when it left (its `Bye`, escaped for logs); None while it has said nothing."""
         self._fd = sock.fileno()
         self._on_event = on_event
         self._on_close = on_close
@@ -250,10 +253,11 @@ class Stream:
                 if isinstance(event, Established):
                     self._established()
                 if isinstance(event, Closed):
-                    self._fail(f"the peer closed the connection ({event.reason})")
+                    self._fail(self._closed_reason())
                     return
                 if isinstance(event, Bye):
-                    continue  # a Closed event follows, with the reason
+                    self.bye_reason = printable(event.reason, 1000)
+                    continue  # a Closed event follows
                 self._on_event(event)
                 if self.closed:
                     return
@@ -264,6 +268,13 @@ class Stream:
             if view is None:
                 break
         self.flush()
+
+    def _closed_reason(self) -> str:
+        """Why the stream ended when the peer closed it: what it said in its `Bye`, or that it said nothing
+        (a process killed or crashed closes its sockets without a word)."""
+        if self.bye_reason is None:
+            return "the peer closed the connection without saying why (killed or crashed?)"
+        return f"the peer closed the connection ({self.bye_reason or 'it gave no reason'})"
 
     # -- time rules ------------------------------------------------------------------------------------
 
