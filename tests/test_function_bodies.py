@@ -73,7 +73,7 @@ def test_a_forged_body_cannot_pose_as_another_clients_function(cluster: Cluster)
     victim = RawClient(node.port)
     try:
         refused = attacker.run(forged, 1, 1)
-        assert not refused.ok and refused.error_type == "ppft_worker.execute.JobSetupError"
+        assert not refused.ok and refused.error_type == "ppft_worker.errors.JobSetupError"
         assert "digest does not match its content" in refused.error_message
         result = victim.run(genuine, 7, 2)
         assert result.ok and pickle.loads(result.value) == ("genuine", 2)

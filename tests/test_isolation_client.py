@@ -21,11 +21,11 @@ from clusterlib import SECRET, Cluster, wait_until
 from faultlib import assert_logged_once, inject
 from ppft_client.dask_node import DaskNode
 from ppft_client.discovery import Discovery
-from ppft_worker import link as link_module
-from ppft_worker.dialer import Dial
 from ppft_worker.pool import WorkerPool
-from ppft_worker.resolver import Resolution
-from ppft_worker.stream import Stream
+from ppft_worker.runtime import link as link_module
+from ppft_worker.runtime.dialer import Dial
+from ppft_worker.runtime.resolver import Resolution
+from ppft_worker.runtime.stream import Stream
 
 TIMEOUT = 60
 
@@ -386,7 +386,7 @@ def test_emfile_while_connecting_is_a_failed_attempt_and_the_node_is_retried(
     import errno
     import socket
 
-    from ppft_worker import dialer
+    from ppft_worker.runtime import dialer
 
     real = socket.socket
     refusals = [3]

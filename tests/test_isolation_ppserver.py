@@ -22,9 +22,9 @@ import ppft
 from clusterlib import SECRET, Cluster, Proc, wait_until
 from faultlib import assert_logged_once, inject
 from ppft_server.node import NodeServer
-from ppft_worker import link as link_module
 from ppft_worker.pool import WorkerPool
-from ppft_worker.stream import Stream
+from ppft_worker.runtime import link as link_module
+from ppft_worker.runtime.stream import Stream
 
 TIMEOUT = 60
 

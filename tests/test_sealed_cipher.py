@@ -12,7 +12,7 @@ import pytest
 import ppft
 from clusterlib import Cluster, wait_until
 from ppft_client.remote import RemoteNode
-from ppft_worker.cpufeatures import has_aes_hardware
+from ppft_worker.runtime.cpufeatures import has_aes_hardware
 
 MakeClient = Callable[..., ppft.Server]
 

@@ -1,8 +1,8 @@
 """The dask node without a cluster: `ppservers` entries, the runner that travels to dask workers, failures.
 
-The runner (`ppft_client.dask_runner`) must give the same results as the local workers' `JobRunner`; the
-tests here run both on the same jobs, in this process, and compare every field. tests/test_dask.py runs the
-node against real dask processes.
+The runner (`ppft_worker.process.dask_runner`) must give the same results as the local workers'
+`JobRunner`; the tests here run both on the same jobs, in this process, and compare every field.
+tests/test_dask.py runs the node against real dask processes.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ from typing import Any
 
 import pytest
 
-from ppft_client import Server, dask_runner
+from ppft_client import Server
 from ppft_client.dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
 from ppft_client.dask_node import DaskNode, _runner, _with_ppft_exception
 from ppft_client.functions import function_body, pickle_args
 from ppft_protocol import FunctionBody, Job, Result, function_digest
-from ppft_worker.errors import WorkerLostError
-from ppft_worker.execute import JobRunner, JobSetupError, UnpicklableResultError
-from ppft_worker.loop import Loop
+from ppft_worker.errors import JobSetupError, UnpicklableResultError, WorkerLostError
+from ppft_worker.process import dask_runner
+from ppft_worker.process.execute import JobRunner
+from ppft_worker.runtime.loop import Loop
 
 
 def square(x):

@@ -1,12 +1,12 @@
-"""The dask runner pickles what jobs give back with the very code of ppft_worker.picklers (it may import
-nothing of ppft, so it holds a copy): the two copies stay the same, character for character."""
+"""The dask runner pickles what jobs give back with the very code of ppft_worker.process.picklers (it may
+import nothing of ppft, so it holds a copy): the two copies stay the same, character for character."""
 
 from __future__ import annotations
 
 import inspect
 
-import ppft_client.dask_runner
-import ppft_worker.picklers
+import ppft_worker.process.dask_runner
+import ppft_worker.process.picklers
 
 MARKER = "# -- shared:"
 
@@ -18,10 +18,10 @@ def shared_part(module: object) -> str:
 
 
 def test_the_dask_runner_shares_the_workers_exception_pickling_to_the_character():
-    assert shared_part(ppft_client.dask_runner) == shared_part(ppft_worker.picklers)
+    assert shared_part(ppft_worker.process.dask_runner) == shared_part(ppft_worker.process.picklers)
 
 
 def test_the_dask_runner_uses_the_shared_picklers():
-    source = inspect.getsource(ppft_client.dask_runner)
+    source = inspect.getsource(ppft_worker.process.dask_runner)
     assert "data = pickle_exception(exc, protocol)" in source
     assert "data = dumps_main_by_name(value, protocol)" in source

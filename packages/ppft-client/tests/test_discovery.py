@@ -17,7 +17,7 @@ from ppft_client import discovery
 from ppft_client.discovery import Discovery, DiscoveryError, parse_ppservers
 from ppft_protocol import PROTOCOL_VERSIONS
 from ppft_protocol.discovery import Announce, Query, decode_datagram, encode_datagram
-from ppft_worker.loop import Loop
+from ppft_worker.runtime.loop import Loop
 
 BROADCAST = "127.255.255.255"
 T = TypeVar("T")

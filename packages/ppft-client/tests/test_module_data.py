@@ -18,7 +18,7 @@ import pytest
 
 from ppft_client.functions import function_job, pickle_args, unpickle
 from ppft_protocol import Job
-from ppft_worker.execute import JobRunner
+from ppft_worker.process.execute import JobRunner
 
 PROTO = 5
 TABLE = {"a": 1, "b": 2}

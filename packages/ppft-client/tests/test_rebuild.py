@@ -12,7 +12,7 @@ import pytest
 from ppft_client import RemoteJobError, RemoteTraceback
 from ppft_client.rebuild import rebuild_exception
 from ppft_protocol import Result
-from ppft_worker.picklers import pickle_exception
+from ppft_worker.process.picklers import pickle_exception
 
 
 class QuotaError(Exception):
@@ -113,3 +113,17 @@ def test_a_pickle_from_a_version_1_worker_loads_as_before():
     data = pickle.dumps(KeyError("old"))  # ppft 2.0.0's workers sent the plain pickle
     rebuilt = rebuild_exception(failed(None, data=data))
     assert type(rebuilt) is KeyError and rebuilt.args == ("old",)
+
+
+@pytest.mark.parametrize("name", ["JobSetupError", "UnpicklableResultError"])
+def test_a_ppft_2_0_0_workers_job_errors_arrive_as_themselves(name):
+    """ppft 2.0.0 defined its two job errors in ppft_worker.execute; they live in ppft_worker.errors now."""
+    import ppft_worker
+
+    cls = getattr(ppft_worker, name)
+    old = f"ppft_worker.execute.{name}"
+    data = pickle.dumps(cls("could not"), 2).replace(b"ppft_worker.errors\n", b"ppft_worker.execute\n")
+    assert b"ppft_worker.execute\n" in data
+    for result in (failed(None, data=data), failed(None, data=b"")):
+        rebuilt = rebuild_exception(result._replace(error_type=old, error_message="could not"))
+        assert type(rebuilt) is cls and rebuilt.args == ("could not",)

@@ -1,5 +1,6 @@
 """A `Server` whose batching learnt a function as tiny still runs 16 long calls of it on both workers: the
-idle worker takes back jobs queued behind a long one (`ppft_worker.stealing`), each result exactly once."""
+idle worker takes back jobs queued behind a long one (`ppft_worker.pool.stealing`), each result exactly
+once."""
 
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ from ppft_protocol import PROTOCOL_VERSIONS, DecodeError
 from ppft_protocol.discovery import Announce, Query, decode_datagram, encode_datagram
 from ppft_server import announce
 from ppft_server.announce import AnnounceError, Announcer
-from ppft_worker.loop import Loop
+from ppft_worker.runtime.loop import Loop
 
 BROADCAST = "127.255.255.255"
 T = TypeVar("T")

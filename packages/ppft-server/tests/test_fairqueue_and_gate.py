@@ -10,7 +10,7 @@ import pytest
 
 from ppft_server.fairqueue import FairQueue
 from ppft_server.gate import HandshakeGate, LogBudget
-from ppft_worker.loop import Loop
+from ppft_worker.runtime.loop import Loop
 
 
 class T:

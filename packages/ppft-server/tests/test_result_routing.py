@@ -13,8 +13,8 @@ from ppft_protocol import FunctionBody, Job, Message, Result, ResultBatch
 from ppft_protocol.messages import decode_message, encode_message
 from ppft_protocol.relay import decode_raw_results
 from ppft_server.node import NodeServer
-from ppft_worker.intake import ServedTask
-from ppft_worker.tasks import Task
+from ppft_worker.runtime.intake import ServedTask
+from ppft_worker.runtime.tasks import Task
 
 BODY = FunctionBody(b"f" * 32, "f", ("def f():\n    pass\n",))
 

@@ -8,8 +8,8 @@ import pytest
 
 from ppft_protocol import FunctionBody, Job
 from ppft_server.fairqueue import FairQueue
-from ppft_worker.batching import Batching
-from ppft_worker.tasks import take_batch
+from ppft_worker.runtime.batching import Batching
+from ppft_worker.runtime.tasks import take_batch
 
 BODY = FunctionBody(b"t" * 32, "tiny", ("def tiny():\n    pass\n",))
 

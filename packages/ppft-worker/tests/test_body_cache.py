@@ -8,8 +8,8 @@ import pickle
 
 from ppft_protocol import BodyLedger, FunctionBody, Job, JobBatch, function_digest
 from ppft_protocol.bodies import body_cost
-from ppft_worker.execute import JobRunner
-from ppft_worker.intake import BodyTable, ServedTask, take_jobs
+from ppft_worker.process.execute import JobRunner
+from ppft_worker.runtime.intake import BodyTable, ServedTask, take_jobs
 
 
 def body(name: str, source: str) -> FunctionBody:
@@ -31,7 +31,7 @@ def run(runner: JobRunner, digest: bytes, *args: object, job_id: int = 1) -> obj
 def failure(runner: JobRunner, digest: bytes) -> str:
     result = runner.run(Job(9, digest, pickle.dumps(())))
     assert not result.ok
-    assert result.error_type == "ppft_worker.execute.JobSetupError"
+    assert result.error_type == "ppft_worker.errors.JobSetupError"
     return result.error_message
 
 
@@ -72,7 +72,7 @@ def test_a_peer_body_table_refuses_a_forged_body_and_fails_its_jobs_as_setup_err
     tasks, unknown = take_jobs(table, JobBatch((Job(4, genuine.digest, b""),)), itertools.count(), _Owner())
     assert tasks == []
     (result,) = unknown
-    assert (result.job_id, result.ok, result.error_type) == (4, False, "ppft_worker.execute.JobSetupError")
+    assert (result.job_id, result.ok, result.error_type) == (4, False, "ppft_worker.errors.JobSetupError")
     assert "digest does not match its content" in result.error_message
     assert type(pickle.loads(result.exception)).__name__ == "JobSetupError"
     assert table.add(genuine, 2) is None

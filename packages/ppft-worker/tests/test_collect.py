@@ -10,9 +10,9 @@ import pytest
 from ppft_protocol import FunctionBody, Job, JobBatch, Message, Result, ResultBatch, function_digest
 from ppft_protocol.messages import encode_message
 from ppft_protocol.relay import RawResults, decode_raw_results
-from ppft_worker.batching import Batching
-from ppft_worker.intake import BodyTable, ServedTask, take_jobs
-from ppft_worker.tasks import Task, collect_raw_results, collect_results
+from ppft_worker.runtime.batching import Batching
+from ppft_worker.runtime.intake import BodyTable, ServedTask, take_jobs
+from ppft_worker.runtime.tasks import Task, collect_raw_results, collect_results
 
 
 def body_of(name: str) -> FunctionBody:

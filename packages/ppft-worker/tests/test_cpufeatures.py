@@ -1,5 +1,5 @@
-"""`ppft_worker.cpufeatures`: AES hardware read from /proc/cpuinfo (x86 "flags", arm64 "Features"), assumed
-on macOS, denied elsewhere and when unreadable; PPFT_CIPHER overriding it; never an exception."""
+"""`ppft_worker.runtime.cpufeatures`: AES hardware read from /proc/cpuinfo (x86 "flags", arm64 "Features"),
+assumed on macOS, denied elsewhere and when unreadable; PPFT_CIPHER overriding it; never an exception."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ppft_worker import cpufeatures
+from ppft_worker.runtime import cpufeatures
 
 X86 = """processor\t: 0
 vendor_id\t: GenuineIntel

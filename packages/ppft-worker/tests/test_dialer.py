@@ -17,9 +17,9 @@ from typing import Any
 
 import pytest
 
-from ppft_worker import dialer
-from ppft_worker.dialer import Dial
-from ppft_worker.loop import Loop
+from ppft_worker.runtime import dialer
+from ppft_worker.runtime.dialer import Dial
+from ppft_worker.runtime.loop import Loop
 
 TIMEOUT = 10.0
 

@@ -1,4 +1,5 @@
-"""How a worker runs jobs (`ppft_worker.execute.JobRunner`): pure, in-process, bodies written by hand."""
+"""How a worker runs jobs (`ppft_worker.process.execute.JobRunner`): pure, in-process, bodies written by
+hand."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import dill
 import pytest
 
 from ppft_protocol import FunctionBody, Job, function_digest
-from ppft_worker.execute import JobRunner, JobSetupError, UnpicklableResultError
+from ppft_worker.errors import JobSetupError, UnpicklableResultError
+from ppft_worker.process.execute import JobRunner
 
 
 def make_body(name: str, sources: tuple[str, ...] = (), imports: tuple[str, ...] = (), pickled: bytes = b""):
@@ -228,7 +230,7 @@ def test_exception_whose_init_takes_other_arguments_loads_without_calling_it(run
 
 def test_unpicklable_value_is_an_error_result_saying_why(runner):
     result = run(runner, make_body("gen", ("def gen():\n    return (i for i in range(3))\n",)))
-    assert (result.ok, result.error_type) == (False, "ppft_worker.execute.UnpicklableResultError")
+    assert (result.ok, result.error_type) == (False, "ppft_worker.errors.UnpicklableResultError")
     assert "of type builtins.generator, could not be pickled" in result.error_message
     assert isinstance(pickle.loads(result.exception), UnpicklableResultError)
 
@@ -242,7 +244,7 @@ def test_value_the_stdlib_cannot_pickle_falls_back_to_dill(runner):
 
 
 def setup_error(result) -> str:
-    assert (result.ok, result.error_type) == (False, "ppft_worker.execute.JobSetupError")
+    assert (result.ok, result.error_type) == (False, "ppft_worker.errors.JobSetupError")
     assert isinstance(pickle.loads(result.exception), JobSetupError)
     return result.error_message
 

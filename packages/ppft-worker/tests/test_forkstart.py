@@ -26,7 +26,7 @@ HARNESS = """
 import hashlib, itertools, json, os, pickle, sys, threading, time
 from collections import deque
 from ppft_protocol import FunctionBody, Job, function_digest
-from ppft_worker.loop import Loop
+from ppft_worker.runtime.loop import Loop
 from ppft_worker.pool import WorkerPool
 
 TIMEOUT = 30.0
@@ -180,7 +180,7 @@ def test_pool_of_a_large_process_execs(tmp_path: Path) -> None:
     out = run_driver(
         tmp_path,
         """
-        import ppft_worker.forkstart as forkstart
+        import ppft_worker.pool.forkstart as forkstart
         forkstart.FORK_MAX_RSS = 1 << 20  # any Python process is larger: as if it held gigabytes
         h = Harness(2)
         h.pool.start()
@@ -438,9 +438,9 @@ def test_forked_child_that_fails_to_prepare_is_replaced_by_an_execed_worker(tmp_
         HARNESS
         + textwrap.dedent(
             """
-            import ppft_worker.forkstart as forkstart
+            import ppft_worker.pool.forkstart as forkstart
 
-            def broken():
+            def broken(*args):
                 raise RuntimeError("preparation broke on purpose")
 
             forkstart._fresh_main = broken  # the forked child calls it before it serves

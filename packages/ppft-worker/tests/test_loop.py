@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from ppft_worker.loop import Loop
+from ppft_worker.runtime.loop import Loop
 
 TIMEOUT = 10.0
 

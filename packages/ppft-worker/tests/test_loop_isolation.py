@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from ppft_worker import loop as loop_module
-from ppft_worker.loop import Loop
+from ppft_worker.runtime import loop as loop_module
+from ppft_worker.runtime.loop import Loop
 
 TIMEOUT = 10.0
 

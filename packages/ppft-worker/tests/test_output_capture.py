@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 
 from ppft_protocol import FunctionBody, Job, Result, function_digest
-from ppft_worker.capture import OutputCapture
-from ppft_worker.execute import JobRunner
-from ppft_worker.loop import Loop
-from ppft_worker.outregion import RING, new_region, read_region
 from ppft_worker.pool import WorkerPool
+from ppft_worker.process.capture import OutputCapture
+from ppft_worker.process.execute import JobRunner
+from ppft_worker.process.outregion import RING, new_region, read_region
+from ppft_worker.runtime.loop import Loop
 
 TIMEOUT = 30.0
 

@@ -553,7 +553,7 @@ def test_worker_refuses_a_body_whose_digest_does_not_match(worker: Driver) -> No
     forged = FunctionBody(genuine.digest, "f", ("def f():\n    return 'evil'\n",))
     worker.send(forged, jobs(forged, [()], 1))
     (refused,) = worker.wait_results(1).values()
-    assert not refused.ok and refused.error_type == "ppft_worker.execute.JobSetupError"
+    assert not refused.ok and refused.error_type == "ppft_worker.errors.JobSetupError"
     assert "digest does not match its content" in refused.error_message
     worker.send(genuine, jobs(genuine, [()], 2))
     assert pickle.loads(worker.wait_results(2)[2].value) == "genuine"

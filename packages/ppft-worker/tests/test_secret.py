@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ppft_protocol import PPFTError
-from ppft_worker.secret import SecretFileError, default_secret_path, read_secret_file, resolve_secret
+from ppft_worker.runtime.secret import SecretFileError, default_secret_path, read_secret_file, resolve_secret
 
 
 @pytest.fixture
@@ -168,7 +168,7 @@ def test_failure_to_create_the_file_is_a_clear_error(home: Path) -> None:
 
 
 def test_processes_racing_on_first_use_agree_on_one_secret(home: Path) -> None:
-    code = "from ppft_worker.secret import resolve_secret; print(resolve_secret().decode())"
+    code = "from ppft_worker.runtime.secret import resolve_secret; print(resolve_secret().decode())"
     procs = [
         subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True) for _ in range(4)
     ]

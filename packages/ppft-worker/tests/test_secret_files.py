@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from ppft_worker.safefiles import folder_problem
-from ppft_worker.secret import SecretFileError, read_secret_file, resolve_secret
+from ppft_worker.runtime.safefiles import folder_problem
+from ppft_worker.runtime.secret import SecretFileError, read_secret_file, resolve_secret
 
 OTHER_UID = 4242  # no such user on the test machines: shown as "uid 4242"
 

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from ppft_protocol import Job
-from ppft_worker.execute import JobRunner
+from ppft_worker.process.execute import JobRunner
 
 functions = pytest.importorskip("ppft_client.functions")
 
@@ -254,12 +254,12 @@ def test_print_output_is_captured(runner):
 
 def test_value_that_cannot_be_pickled_is_an_error(runner):
     result = ship(runner, returns_generator, (3,))
-    assert (result.ok, result.error_type) == (False, "ppft_worker.execute.UnpicklableResultError")
+    assert (result.ok, result.error_type) == (False, "ppft_worker.errors.UnpicklableResultError")
 
 
 def test_unknown_digest(runner):
     result = runner.run(Job(1, b"\x00" * 32, functions.pickle_args((), 5), 5))
-    assert (result.ok, result.error_type) == (False, "ppft_worker.execute.JobSetupError")
+    assert (result.ok, result.error_type) == (False, "ppft_worker.errors.JobSetupError")
 
 
 def test_import_of_a_missing_module(runner):

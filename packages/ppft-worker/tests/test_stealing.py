@@ -1,8 +1,8 @@
 """Work stealing: an idle local worker takes back the tail of a frame running long on another.
 
-The decisions (`ppft_worker.stealing`) are tested on plain objects; then a real `WorkerPool` with two exec'd
-workers runs 16 long jobs that the batching, having learnt the function as tiny, sends to one worker in one
-frame: both workers must run some, and every job must complete exactly once.
+The decisions (`ppft_worker.pool.stealing`) are tested on plain objects; then a real `WorkerPool` with two
+exec'd workers runs 16 long jobs that the batching, having learnt the function as tiny, sends to one worker
+in one frame: both workers must run some, and every job must complete exactly once.
 """
 
 from __future__ import annotations
@@ -18,9 +18,10 @@ from typing import Any
 import pytest
 
 from ppft_protocol import FunctionBody, Job, Result, function_digest
-from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
-from ppft_worker.stealing import CANCELLED_TYPE, STEAL_AFTER, plan_steals, reclaim, seconds_to_next_check
+from ppft_worker.pool.stealing import STEAL_AFTER, plan_steals, reclaim, seconds_to_next_check
+from ppft_worker.runtime.loop import Loop
+from ppft_worker.runtime.tasks import CANCELLED_TYPE
 
 TIMEOUT = 30.0
 SPIN = """def spin(n):

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections import deque
 
 from ppft_protocol import FunctionBody, Job
-from ppft_worker.batching import Batching
-from ppft_worker.tasks import take_batch
+from ppft_worker.runtime.batching import Batching
+from ppft_worker.runtime.tasks import take_batch
 
 TINY = FunctionBody(b"t" * 32, "tiny", ("def tiny():\n    pass\n",))
 LONG = FunctionBody(b"l" * 32, "long", ("def long():\n    pass\n",))
@@ -68,7 +68,7 @@ def test_limit_is_respected():
 
 
 def test_a_frame_stops_once_its_arguments_reach_the_byte_cap():
-    from ppft_worker.tasks import MAX_FRAME_ARGS
+    from ppft_worker.runtime.tasks import MAX_FRAME_ARGS
 
     big = []
     for i in range(6):
@@ -100,7 +100,7 @@ def test_a_failure_while_taking_puts_every_task_back_at_the_head_in_order():
 
 
 def test_adopt_puts_tasks_on_the_books_once():
-    from ppft_worker.tasks import adopt
+    from ppft_worker.runtime.tasks import adopt
 
     inflight = {1: FakeTask(1, TINY)}
     first = inflight[1]

@@ -50,14 +50,11 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from ppft_protocol import PPFTError, Result, printable
-from ppft_worker.batching import Batching
-from ppft_worker.errors import WorkerLostError
-from ppft_worker.execute import JobSetupError, UnpicklableResultError
-from ppft_worker.loop import Loop
-from ppft_worker.tasks import Task, TaskQueue, take_batch
+from ppft_worker import JobSetupError, UnpicklableResultError, WorkerLostError
+from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT
+from ppft_worker.runtime import Batching, Loop, Task, TaskQueue, take_batch
 
 from .dask_entries import CONNECT_TIMEOUT, DaskEntry, probe
-from .dask_runner import SETUP_ERROR, UNPICKLABLE_RESULT
 
 __all__ = ["DaskNode", "add_dask_nodes"]
 
@@ -120,7 +117,7 @@ class _Runner(NamedTuple):
 @functools.cache
 def _runner() -> _Runner:
     """The runner's text and the bootstrap, made once per process."""
-    source = importlib.resources.files(__package__).joinpath("dask_runner.py").read_text("utf-8")
+    source = importlib.resources.files("ppft_worker.process").joinpath("dask_runner.py").read_text("utf-8")
     key = f"__ppft_dask_runner_{hashlib.sha256(source.encode()).hexdigest()[:16]}__"
     # a namespace that no module owns: cloudpickle then sends the function's code, not a reference
     namespace: dict[str, Any] = {"__name__": "__ppft_dask_boot__", "__builtins__": builtins}

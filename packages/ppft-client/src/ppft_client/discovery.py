@@ -35,8 +35,7 @@ from collections.abc import Callable
 
 from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError, printable
 from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_datagram, encode_datagram
-from ppft_worker.loop import Loop
-from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
+from ppft_worker.runtime import BroadcastEndpoint, Loop, bind_broadcast_socket
 
 __all__ = [
     "ACCEPTED_FORMS",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ppft_protocol import PPFTError, Result
-from ppft_worker.errors import WorkerLostError
+from ppft_worker import WorkerLostError
 
 __all__ = [
     "DestroyedServerError",

@@ -92,7 +92,7 @@ class Job(Future):  # type: ignore[type-arg]
     _live_shown = 0  # live output: bytes of its output printed so far
     _live_mark = 0  # live output: the printer's mark of its last lines (`LiveView.finish`)
     _unshown_key = 0  # its entry in its scheduler's `Unshown`, while its output waits there
-    kept_output: Any = None  # what it wrote before a worker died under it (`ppft_worker.poolout`)
+    kept_output: Any = None  # what it wrote before a worker died under it (`ppft_worker.pool.output`)
     _counted = False  # counted as finished by the scheduler (guarded by its lock)
     _sched: Any = None  # the scheduler that queued it, told when the job is cancelled
     _held: threading.Lock | None = None  # `lock`, once someone asked for it

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from ppft_worker.tasks import Task, TaskQueue
+from ppft_worker.runtime import Task, TaskQueue
 
 __all__ = ["Node"]
 

@@ -2,11 +2,11 @@
 
 The worker pickles the exception so that it loads as itself, with its `args`, attributes, `__notes__`,
 `__cause__`, `__context__` and, for a group, its exceptions, without calling an `__init__` of its own
-(`ppft_worker.picklers`). It is loaded here by an unpickler that stands in for each class (or function) this
-process lacks, so that only the part that needs it is lost: each exception of the tree whose class does not
-exist here becomes a `RemoteJobError` naming the class, with its message, attributes, notes and chain, and
-the others arrive as themselves. Where nothing loads (no pickle came: neither ours nor dill's could make
-one), the exception is rebuilt from its type name and message, as itself if its class exists here.
+(`ppft_worker.process.picklers`). It is loaded here by an unpickler that stands in for each class (or
+function) this process lacks, so that only the part that needs it is lost: each exception of the tree whose
+class does not exist here becomes a `RemoteJobError` naming the class, with its message, attributes, notes and
+chain, and the others arrive as themselves. Where nothing loads (no pickle came: neither ours nor dill's could
+make one), the exception is rebuilt from its type name and message, as itself if its class exists here.
 
 The worker's formatted traceback (the whole chain, as the worker would print it) becomes a
 `RemoteTraceback` at the root of the chain: the `__cause__` of the job's exception when it has no cause
@@ -35,6 +35,12 @@ from .errors import RemoteJobError, RemoteTraceback
 __all__ = ["rebuild_exception"]
 
 _MAX_STAND_INS = 256  # classes remembered; a peer naming more gets fresh ones
+
+_MOVED = {
+    ("ppft_worker.execute", "JobSetupError"): ("ppft_worker.errors", "JobSetupError"),
+    ("ppft_worker.execute", "UnpicklableResultError"): ("ppft_worker.errors", "UnpicklableResultError"),
+}
+"""Where a class that a ppft 2.0.0 worker names lives now: its errors arrive as themselves here too."""
 
 
 def rebuild_exception(result: Result) -> BaseException:
@@ -111,6 +117,7 @@ class _Loader(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if module == "operator" and name == "attrgetter":
             return _ByName
+        module, name = _MOVED.get((module, name), (module, name))
         try:
             return super().find_class(module, name)
         except Exception:  # noqa: BLE001 - not installed, not there, or its import failed
@@ -201,6 +208,7 @@ def _chain_root(exc: BaseException) -> BaseException:
 def _by_name(type_name: str, message: str) -> BaseException:
     """An exception of class `type_name` (if this process has it) with `message`; else `RemoteJobError`."""
     module_name, _, qualname = type_name.rpartition(".")
+    module_name, qualname = _MOVED.get((module_name, qualname), (module_name, qualname))
     try:  # as the pickle would have: its find_class imports the module
         owner: Any = builtins if module_name == "builtins" else importlib.import_module(module_name)
     except BaseException:  # noqa: BLE001 - not installed here, or its import fails: a RemoteJobError

@@ -1,15 +1,15 @@
 """`RemoteNode`: a ppserver as one of the scheduler's nodes.
 
-It connects without blocking the I/O thread (`ppft_worker.dialer`: the name resolved by resolver threads,
-every address tried in turn), authenticates, and once the server has said how many workers it has,
+It connects without blocking the I/O thread (`ppft_worker.runtime.dialer`: the name resolved by resolver
+threads, every address tried in turn), authenticates, and once the server has said how many workers it has,
 dispatches through a `Link`. A node that cannot be used is never silent: the first failure is logged as a
 warning naming the node and the reason (refused, unreachable, no answer, wrong secret, protocol mismatch,
 legacy ppft 1.x server), and the node is left out of `get_active_nodes()`. A node that drops hands its
-in-flight jobs back to the scheduler at once, to run elsewhere; a persistent node is reconnected with
-backoff (0.5 s doubling to 10 s; 60 s after a wrong secret, a legacy or an incompatible server) and takes
-work again when it returns. A job lost with its node is requeued; lost three times, it fails with
-`NodeLostError`. A refusal that retrying cannot cure by itself (`permanent`) is what lets the scheduler
-fail jobs with `NoNodeError` instead of letting them wait.
+in-flight jobs back to the scheduler at once, to run elsewhere; a persistent node is reconnected with backoff
+(0.5 s doubling to 10 s; 60 s after a wrong secret, a legacy or an incompatible server) and takes work again
+when it returns. A job lost with its node is requeued; lost three times, it fails with `NodeLostError`. A
+refusal that retrying cannot cure by itself (`permanent`) is what lets the scheduler fail jobs with
+`NoNodeError` instead of letting them wait.
 
 A node found by auto-discovery (`candidate`) is only an address a datagram suggested: it is forgotten (closed,
 and the discovery told) when it never completed a handshake, or when it has been unreachable for
@@ -38,13 +38,19 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role, WatchOutput
-from ppft_worker.addresses import is_loopback
-from ppft_worker.cpufeatures import offer_aes_gcm
-from ppft_worker.dialer import CONNECT_TIMEOUT, Dial
-from ppft_worker.link import Link
-from ppft_worker.loop import Loop, Timer
-from ppft_worker.stream import Stream, internal_error_reason
-from ppft_worker.tasks import Task, TaskQueue
+from ppft_worker.runtime import (
+    CONNECT_TIMEOUT,
+    Dial,
+    Link,
+    Loop,
+    Stream,
+    Task,
+    TaskQueue,
+    Timer,
+    internal_error_reason,
+    is_loopback,
+    offer_aes_gcm,
+)
 
 from .version import __version__
 
@@ -150,7 +156,7 @@ class RemoteNode:
     @property
     def cipher(self) -> str:
         """The current connection's cipher ("aes-256-gcm" or "chacha20-poly1305"); "" when unsealed or not
-        connected. AES-256-GCM when both ends have AES hardware (ppft_worker.cpufeatures)."""
+        connected. AES-256-GCM when both ends have AES hardware (ppft_worker.runtime.cpufeatures)."""
         return self._established.cipher if self._established is not None else ""
 
     @property

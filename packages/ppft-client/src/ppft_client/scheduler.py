@@ -41,10 +41,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import PPFTError, Result
-from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
-from ppft_worker.stream import internal_error_reason
-from ppft_worker.tasks import Task
+from ppft_worker.runtime import Loop, Task, internal_error_reason
 
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job, complete_jobs, log_callback_error
@@ -153,8 +151,8 @@ class Scheduler:
         # PR_SET_PDEATHSIG ties a worker to the thread that started it. The main thread lasts as long as the
         # process, so when the caller is the main thread and the process's only thread, the workers start
         # here, before the I/O thread exists, and are forked: a single-threaded process is the one moment a
-        # fork cannot inherit a lock some other thread holds (ppft_worker.forkstart). Otherwise the caller's
-        # thread may end before this server does: the I/O thread starts them, by exec.
+        # fork cannot inherit a lock some other thread holds (ppft_worker.pool.forkstart). Otherwise the
+        # caller's thread may end before this server does: the I/O thread starts them, by exec.
         why_exec = self.pool.why_exec()
         if not why_exec and threading.current_thread() is not threading.main_thread():
             why_exec = "Server() is called from a thread other than the main one"

@@ -23,9 +23,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import FunctionBody
-from ppft_worker.addresses import host_problem
-from ppft_worker.cpus import detect_ncpus
-from ppft_worker.secret import resolve_secret
+from ppft_worker.runtime import detect_ncpus, host_problem, resolve_secret
 
 from .dask_entries import split_dask_entries
 from .discovery import Discovery, DiscoveryError, parse_ppservers

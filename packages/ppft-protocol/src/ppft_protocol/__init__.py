@@ -31,6 +31,7 @@ from .errors import (
     ProtocolMismatchError,
     RemoteProtocolError,
 )
+from .framing import READ_SIZE, READ_SIZE_BULK, next_read_size
 from .handshake import Role, State
 from .messages import (
     Auth,
@@ -63,6 +64,8 @@ __all__ = [
     "DEFAULT_MAX_FRAME_SIZE",
     "HANDSHAKE_MAX_FRAME_SIZE",
     "PROTOCOL_VERSIONS",
+    "READ_SIZE",
+    "READ_SIZE_BULK",
     "Auth",
     "AuthFailed",
     "AuthOk",
@@ -105,5 +108,6 @@ __all__ = [
     "__version__",
     "check_digest",
     "function_digest",
+    "next_read_size",
     "printable",
 ]

@@ -146,7 +146,7 @@ class Connection:
         """`allow_plain`: agree to an unsealed channel (used only if the peer agrees too).
         `aes_gcm`: offer AES-256-GCM, which a sealed channel uses when the peer offers it too (else
         ChaCha20-Poly1305). Offer it only where AES runs in hardware: this layer cannot look, the owner can
-        (`ppft_worker.cpufeatures.offer_aes_gcm`).
+        (`ppft_worker.runtime.cpufeatures.offer_aes_gcm`).
         `nonce`: a fixed nonce, for test vectors only; left out, 32 fresh random bytes.
         `raw_results`: result frames arrive as `RawResults` (checked, not decoded) instead of `ResultBatch`,
         for an owner that only passes them on (ppft_protocol.relay).

@@ -18,7 +18,9 @@ announces) and joined into one buffer when the last one lands, or written straig
 earlier large frame that the caller has released. In that last case the owner, if it reads from a file
 descriptor, may even read the rest of the body straight into that buffer (`recv_buffer()`): no copy at all.
 
-This module does no I/O and keeps no clock: it only turns bytes into (type, body) pairs and back.
+This module does no I/O and keeps no clock: it only turns bytes into (type, body) pairs and back. It also
+says how much the I/O layers should ask for per read (`READ_SIZE`, `next_read_size`), since that follows
+from where the decoder starts reading large bodies in place.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ __all__ = [
     "FRAME_HEADER",
     "MAGIC",
     "MAX_OPENING",
+    "READ_SIZE",
+    "READ_SIZE_BULK",
     "FrameDecoder",
     "Opening",
     "encode_frame_header",
     "encode_opening",
+    "next_read_size",
     "opening_bytes",
     "parse_opening",
 ]
@@ -56,6 +61,29 @@ _KEEP_VIEW = 4096  # a piece of a large body at least this big is kept as a view
 _SPARE_MAX = 256 * 1024 * 1024  # a finished large buffer bigger than this is never kept for reuse
 # Buffer reuse relies on CPython refusing to resize a bytearray that has live views (BufferError).
 _REUSE_BUFFERS = sys.implementation.name == "cpython"
+
+READ_SIZE = _LARGE
+"""How much a read of a pipe or socket asks for, everywhere in ppft: a frame smaller than this (256 tiny
+results fit) arrives whole in one read, and the body of a larger one is read in place, into the buffer it is
+assembled in (`FrameDecoder.recv_buffer`). Not more: CPython allocates the whole requested size for every
+`os.read` / `socket.recv` before shrinking it to what arrived, and glibc serves a request over its mmap
+threshold (128 KiB) with mmap and munmap, a cost every small frame would pay on every hop
+(`scripts/bench --only latency,tiny` shows it)."""
+
+READ_SIZE_BULK = 1 << 20
+"""What a read asks for while large frames stream in: the next frame then arrives in one read, and the
+decoder keeps views into it rather than copying it into a buffer of its own; the allocation is small beside
+the payload (`scripts/bench --only payload`)."""
+
+
+def next_read_size(asked: int, got: int) -> int:
+    """The size of the next read: bulk after a read that filled what it asked for (more is waiting), small
+    again after one that got less than the small size (tiny frames are back)."""
+    if got >= asked:
+        return READ_SIZE_BULK
+    if got < READ_SIZE:
+        return READ_SIZE
+    return asked
 
 
 class Opening:

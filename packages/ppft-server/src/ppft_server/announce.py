@@ -29,8 +29,7 @@ from ppft_protocol.discovery import (
     decode_datagram,
     encode_datagram,
 )
-from ppft_worker.loop import Loop
-from ppft_worker.udp import BroadcastEndpoint, bind_broadcast_socket
+from ppft_worker.runtime import BroadcastEndpoint, Loop, bind_broadcast_socket
 
 __all__ = ["ANNOUNCE_INTERVAL", "AnnounceError", "Announcer"]
 

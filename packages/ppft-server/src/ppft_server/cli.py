@@ -28,13 +28,8 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
-from ppft_worker.secret import (
-    SECRET_ENV,
-    WORKERS_SECRET_ENV,
-    SecretFileError,
-    resolve_secret,
-    resolve_workers_secret,
-)
+from ppft_worker import SecretFileError
+from ppft_worker.runtime import SECRET_ENV, WORKERS_SECRET_ENV, resolve_secret, resolve_workers_secret
 
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST
 from .pidfile import PidFileError, remove_pid_file, write_pid_file

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterable
 
-from ppft_worker.tasks import Task
+from ppft_worker.runtime import Task
 
 __all__ = ["FairQueue"]
 

@@ -29,7 +29,7 @@ from collections import Counter
 from collections.abc import Callable, Sized
 from typing import Protocol, TypeVar
 
-from ppft_worker.loop import Loop, Timer
+from ppft_worker.runtime import Loop, Timer
 
 __all__ = [
     "DEFAULT_MAX_HANDSHAKES",

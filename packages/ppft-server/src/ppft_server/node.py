@@ -39,12 +39,8 @@ from ppft_protocol import (
 )
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
-from ppft_worker.addresses import is_loopback
-from ppft_worker.intake import ServedTask, take_jobs
-from ppft_worker.link import Link
-from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
-from ppft_worker.tasks import Task
+from ppft_worker.runtime import Link, Loop, ServedTask, Task, is_loopback, take_jobs
 
 from .fairqueue import FairQueue
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST, Door, HandshakeGate, LogBudget

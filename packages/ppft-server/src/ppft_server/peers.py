@@ -24,14 +24,11 @@ from collections import Counter
 from typing import TYPE_CHECKING, Protocol
 
 from ppft_protocol import FunctionBody, JobBatch, NodeInfo, PPFTError, Result, printable
-from ppft_worker.batching import MAX_BATCH
-from ppft_worker.dialin import WORKER_REFUSED
-from ppft_worker.intake import BodyTable
-from ppft_worker.stealing import CANCELLED_TYPE
+from ppft_worker.runtime import CANCELLED_TYPE, MAX_BATCH, WORKER_REFUSED, BodyTable
 
 if TYPE_CHECKING:
     from ppft_protocol import Event
-    from ppft_worker.stream import Stream
+    from ppft_worker.runtime import Stream
 
 __all__ = [
     "CANCELLED_MESSAGE",
@@ -161,11 +158,11 @@ def _size(body: FunctionBody) -> int:
 
 
 class FunctionTable:
-    """The function bodies sessions send, into each session's `BodyTable` (ppft_worker.intake), which checks
-    every body against its digest (a mismatch is refused and fails the jobs that name it) and, on a version-2
-    connection, forgets the oldest beyond the budget both ends count (`ppft_protocol.BodyLedger`: the client
-    sends a forgotten body again). A version-1 connection keeps every body until it closes, so there the count
-    and bytes are capped, and a session over either is closed."""
+    """The function bodies sessions send, into each session's `BodyTable` (ppft_worker.runtime.intake), which
+    checks every body against its digest (a mismatch is refused and fails the jobs that name it) and, on a
+    version-2 connection, forgets the oldest beyond the budget both ends count (`ppft_protocol.BodyLedger`:
+    the client sends a forgotten body again). A version-1 connection keeps every body until it closes, so
+    there the count and bytes are capped, and a session over either is closed."""
 
     def add(self, session: _Session, body: FunctionBody) -> None:
         table = session.bodies

@@ -6,7 +6,7 @@ planted there, or truncate a file hard-linked to it, so the file is created with
 is a new file of ours, or nothing. A file already at the path is replaced only when it is ours, a plain file
 with one link, and names no running process (a stale pid file of an earlier ppserver that was killed).
 The folder must be owned by this user or root and writable by nobody else unless it is sticky, as /tmp is
-(`ppft_worker.safefiles`). Every refusal is a `PidFileError` saying what was wrong and what to run.
+(`ppft_worker.runtime.safefiles`). Every refusal is a `PidFileError` saying what was wrong and what to run.
 
 Removing the pid file removes it only if it still holds this process's id. This module must never follow
 a symbolic link, truncate a file it did not create, or remove a file that names another running process.
@@ -20,7 +20,7 @@ import os
 import stat
 
 from ppft_protocol import PPFTError
-from ppft_worker.safefiles import folder_problem, owner_name
+from ppft_worker.runtime import folder_problem, owner_name
 
 __all__ = ["PidFileError", "remove_pid_file", "write_pid_file"]
 

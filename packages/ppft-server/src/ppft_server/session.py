@@ -33,11 +33,7 @@ from ppft_protocol import (
     StatsRequest,
     WatchOutput,
 )
-from ppft_worker.cpufeatures import offer_aes_gcm
-from ppft_worker.intake import BodyTable
-from ppft_worker.link import Link
-from ppft_worker.stream import Stream
-from ppft_worker.tasks import Task
+from ppft_worker.runtime import BodyTable, Link, Stream, Task, offer_aes_gcm
 
 from .peers import WORKER_REFUSED, PeerError, check_node_info, no_workers_admitted, not_for_role, short_reason
 

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ppft_protocol import PPFTError
-from ppft_worker.cpus import detect_ncpus
+from ppft_worker.runtime import detect_ncpus
 
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST
 

@@ -15,10 +15,8 @@ from __future__ import annotations
 import logging
 
 from ppft_protocol import LiveOutput, WatchOutput
-from ppft_worker.intake import Owner, ServedTask
-from ppft_worker.link import Link
-from ppft_worker.pool import WorkerPool
-from ppft_worker.poolout import OutputPiece
+from ppft_worker.pool import OutputPiece, WorkerPool
+from ppft_worker.runtime import Link, Owner, ServedTask
 
 __all__ = ["Watchers"]
 

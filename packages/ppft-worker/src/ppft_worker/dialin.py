@@ -55,15 +55,21 @@ from ppft_protocol import (
     WatchOutput,
 )
 
-from .cpufeatures import offer_aes_gcm
-from .cpus import detect_ncpus
-from .intake import BodyTable, ServedTask, take_jobs
-from .loop import Loop
 from .pool import WorkerPool
-from .secret import resolve_secret, resolve_workers_secret
-from .stealing import CANCELLED_TYPE
-from .stream import Stream
-from .tasks import Task
+from .runtime import (
+    CANCELLED_TYPE,
+    WORKER_REFUSED,
+    BodyTable,
+    Loop,
+    ServedTask,
+    Stream,
+    Task,
+    detect_ncpus,
+    offer_aes_gcm,
+    resolve_secret,
+    resolve_workers_secret,
+    take_jobs,
+)
 from .version import __version__
 
 __all__ = [
@@ -71,17 +77,12 @@ __all__ = [
     "DESCRIPTION",
     "EXAMPLE",
     "NOT_BY_HAND",
-    "WORKER_REFUSED",
     "DialIn",
     "main",
     "make_parser",
 ]
 
 log = logging.getLogger("ppft.dialin")
-
-WORKER_REFUSED = "dial-in worker refused"
-"""How a ppserver's Bye reason starts when it does not admit this worker (it admits no workers, or the
-worker broke the rules of its role)."""
 
 DEFAULT_RETRY_FOR = 60.0
 """Seconds a dial-in keeps trying to reach its ppserver, from the first failure, before it gives up."""

@@ -1,10 +1,17 @@
-"""Errors raised because of worker processes (all under `ppft_protocol.PPFTError`)."""
+"""The errors of ppft-worker, all under `ppft_protocol.PPFTError`: a worker lost, a job it could not set up or
+whose value it could not pickle, a secret file it refuses.
+
+Their names travel: a failed job's result names its error's type (`ppft_worker.errors.JobSetupError`) and
+carries it pickled by reference, so this module is where a caller finds them, in every room and every
+release. ppft 2.0.0 defined the two job errors in `ppft_worker.execute`; a client still loads them from
+there as these (`ppft_client.rebuild`). This module imports nothing but `ppft_protocol`.
+"""
 
 from __future__ import annotations
 
 from ppft_protocol import PPFTError
 
-__all__ = ["SecretFileError", "WorkerLostError"]
+__all__ = ["JobSetupError", "SecretFileError", "UnpicklableResultError", "WorkerLostError"]
 
 
 class WorkerLostError(PPFTError):
@@ -13,6 +20,15 @@ class WorkerLostError(PPFTError):
     The message names the worker, its pid, how it died (exit code or signal) and how many times the job was
     tried. A job that kills its worker is retried alone, so only the job that really kills is failed.
     """
+
+
+class JobSetupError(PPFTError):
+    """The worker could not set a job up: its function body (unknown, not compiling, an import failing)
+    or its arguments (not unpickling). The message says which and what to do."""
+
+
+class UnpicklableResultError(PPFTError):
+    """A job ran, but the value it returned can be pickled neither by `pickle` nor by `dill`."""
 
 
 class SecretFileError(PPFTError):

@@ -2,6 +2,6 @@
 
 import sys
 
-from ppft_worker.process import main
+from ppft_worker import main
 
 sys.exit(main())

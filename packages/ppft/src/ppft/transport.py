@@ -1,10 +1,10 @@
 """ppft 1.7's `ppft.transport`, retired: the names remain, the machinery is `ppft_protocol`'s.
 
-ppft 1.7 moved pickles over pipes and sockets with these classes, authenticated by a SHA-1 challenge and
-not encrypted. ppft 2 speaks the protocol of `ppft_protocol` (docs/protocol.md): length-prefixed frames, a
-mutual HMAC-SHA256 handshake, ChaCha20-Poly1305 sealing, driven without I/O by `ppft_protocol.Connection`
-and moved by `ppft_worker.stream.Stream` on one I/O loop. The two protocols do not interoperate: a ppft 1.x
-peer is recognised and refused with a message saying so.
+ppft 1.7 moved pickles over pipes and sockets with these classes, authenticated by a SHA-1 challenge and not
+encrypted. ppft 2 speaks the protocol of `ppft_protocol` (docs/protocol.md): length-prefixed frames, a mutual
+HMAC-SHA256 handshake, ChaCha20-Poly1305 sealing, driven without I/O by `ppft_protocol.Connection` and moved
+by `ppft_worker.runtime.stream.Stream` on one I/O loop. The two protocols do not interoperate: a ppft 1.x peer
+is recognised and refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -47,15 +47,15 @@ class CTransport(Transport):
 
 
 class PipeTransport(Transport):
-    """ppft 1.7's transport over a worker's stdin/stdout. Replaced by `ppft_worker.stream.Stream` over
+    """ppft 1.7's transport over a worker's stdin/stdout. Replaced by `ppft_worker.runtime.stream.Stream` over
     private pipe descriptors (job code writing to fd 1 cannot corrupt the channel)."""
 
     replacement = _REPLACED
 
 
 class SocketTransport(Transport):
-    """ppft 1.7's transport over a TCP socket to a ppserver. Replaced by `ppft_worker.stream.Stream` over a
-    socket, authenticated with HMAC-SHA256 and sealed with ChaCha20-Poly1305."""
+    """ppft 1.7's transport over a TCP socket to a ppserver. Replaced by `ppft_worker.runtime.stream.Stream`
+    over a socket, authenticated with HMAC-SHA256 and sealed with ChaCha20-Poly1305."""
 
     replacement = _REPLACED
 

@@ -1,15 +1,15 @@
 """ppft 1.7's `ppft.worker`: the worker process a job server starts. ppft 2's is `ppft_worker`.
 
-`python -m ppft` (what ppft 1.7 ran for each worker) and `ppft.worker.main()` run `ppft_worker.process.main`:
-a worker speaking ppft_protocol over its stdin/stdout, as a `WorkerPool` starts it, or a dial-in worker with
-`--connect HOST:PORT`. ppft 1.7's `_WorkerProcess` and `preprocess` are retired.
+`python -m ppft` (what ppft 1.7 ran for each worker) and `ppft.worker.main()` run `ppft_worker.main` (`python
+-m ppft_worker`): a worker speaking ppft_protocol over its stdin/stdout, as a `WorkerPool` starts it, or a
+dial-in worker with `--connect HOST:PORT`. ppft 1.7's `_WorkerProcess` and `preprocess` are retired.
 """
 
 from __future__ import annotations
 
 from typing import Any, NoReturn
 
-from ppft_worker.process import main
+from ppft_worker import main
 
 from ._retired import RetiredError, RetiredInternal
 from .common import copyright
@@ -33,7 +33,7 @@ class _WorkerProcess(RetiredInternal):
 
 
 def preprocess(msg: Any) -> NoReturn:
-    """ppft 1.7's unpickling and compiling of a function message. Replaced by `ppft_worker.execute`,
+    """ppft 1.7's unpickling and compiling of a function message. Replaced by `ppft_worker.process.execute`,
     which compiles a `FunctionBody` once per digest."""
     raise RetiredError(
         f"ppft.worker.preprocess is a ppft 1.7 internal that ppft 2 no longer has: {_REPLACED}"

@@ -27,7 +27,7 @@ from ppft_server.announce import Announcer
 from ppft_server.node import NodeServer
 from ppft_server.pidfile import PidFileError, remove_pid_file, write_pid_file
 from ppft_server.settings import ConfigError, Settings, UsageError, detect_workers, read_config
-from ppft_worker.secret import resolve_secret
+from ppft_worker.runtime import resolve_secret
 
 from ..common import copyright
 from ..version import __version__

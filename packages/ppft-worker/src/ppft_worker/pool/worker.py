@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import time
 
-from ppft_protocol import BodyLedger, Connection
+from ppft_protocol import READ_SIZE, BodyLedger, Connection
 
+from ..runtime import OutBuffer, Task
 from .forkstart import WorkerProcess
-from .outbuf import OutBuffer
-from .reads import READ_SIZE
-from .tasks import Task
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ppft_worker.reads import READ_SIZE, READ_SIZE_BULK, next_read_size
+from ppft_protocol import READ_SIZE, READ_SIZE_BULK, next_read_size
 
 
 def test_a_read_that_fills_its_buffer_makes_the_next_one_bulk():

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable
 
 from ppft_protocol import (
+    READ_SIZE,
     AuthenticationError,
     Bye,
     Closed,
@@ -39,12 +40,12 @@ from ppft_protocol import (
     ProtocolError,
     ProtocolMismatchError,
     State,
+    next_read_size,
     printable,
 )
 
 from .loop import Loop, Timer, describe_callback
 from .outbuf import OutBuffer
-from .reads import READ_SIZE, next_read_size
 
 __all__ = ["Stream", "describe_protocol_error", "internal_error_reason"]
 

@@ -25,7 +25,7 @@ clock reads it reports, no lock, no allocation it can avoid; the rare paths live
 
 Result conventions: a job's exception is described by its type name ("module.QualName"), message and remote
 traceback (the runner's own frame removed), and pickled so that the caller rebuilds it as itself, with its
-attributes, chain and notes, whatever its `__init__` takes (`ppft_worker.picklers`).
+attributes, chain and notes, whatever its `__init__` takes (`ppft_worker.process.picklers`).
 A failure to set the job up (unknown digest, a source that does not compile, a module that does not import,
 arguments that do not unpickle) is a `JobSetupError`, and a return value that cannot be pickled an
 `UnpicklableResultError`: both are described the same way, so the caller re-raises them like any other.
@@ -39,7 +39,7 @@ import sys
 import types
 from time import perf_counter, process_time
 
-from ppft_protocol import FunctionBody, Job, PPFTError, Result, printable
+from ppft_protocol import FunctionBody, Job, Result, printable
 from ppft_protocol.cpython import fast_pickle as pickle  # the C pickler alone: `pickle` loads `re`, `enum`
 
 from .bodycache import BodyCache
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["JobRunner", "JobSetupError", "UnpicklableResultError"]
+__all__ = ["JobRunner"]
 
 _CPU_REUSE_WINDOW = 20e-6
 """Seconds: a job starting this soon after the previous one ended reuses that end's CPU clock reading as its
@@ -82,24 +82,14 @@ def _cache_sources() -> None:
         _pending_sources.clear()
 
 
-class JobSetupError(PPFTError):
-    """The worker could not set a job up: its function body (unknown, not compiling, an import failing)
-    or its arguments (not unpickling). The message says which and what to do."""
-
-
-class UnpicklableResultError(PPFTError):
-    """A job ran, but the value it returned can be pickled neither by `pickle` nor by `dill`."""
-
-
 class JobRunner:
     """Runs jobs in this process, for the worker loop that owns the protocol connection.
 
     `budget`: the cost of the bodies (and the namespaces built from them) kept at once, by the rule of
-    `ppft_protocol.BodyLedger` that the sender follows too (version 2); None keeps every body (version 1).
-    A body the rule forgets stays until no queued job needs it: the loop calls `release` with the digests
-    its queue still holds whenever `doomed` is true.
-    `capture`: where jobs' output goes (`ppft_worker.capture`), with the worker's output region; left out,
-    one without a region."""
+    `ppft_protocol.BodyLedger` that the sender follows too (version 2); None keeps every body (version 1). A
+    body the rule forgets stays until no queued job needs it: the loop calls `release` with the digests its
+    queue still holds whenever `doomed` is true. `capture`: where jobs' output goes
+    (`ppft_worker.process.capture`), with the worker's output region; left out, one without a region."""
 
     def __init__(self, budget: int | None = None, capture: OutputCapture | None = None) -> None:
         self._cache = BodyCache(budget)  # checked against their digests, within the budget
@@ -253,6 +243,8 @@ class JobRunner:
     # -- results of the rare paths ------------------------------------------------------------------------
 
     def _setup_failure(self, job_id: int, message: str, protocol: int) -> Result:
+        from ..errors import JobSetupError  # noqa: PLC0415 - a job that cannot be set up pays for it
+
         exc = JobSetupError(message)
         return Result(
             job_id,
@@ -309,6 +301,8 @@ class JobRunner:
 
             data = dill.dumps(value, protocol=protocol, recurse=True)
         except Exception as dill_exc:  # noqa: BLE001 - reported in the result
+            from ..errors import UnpicklableResultError  # noqa: PLC0415 - the rare path pays for it
+
             name = self._bodies[digest].name
             message = (
                 f"the value returned by {name} in job {job_id}, of type {_type_name(type(value))}, could not "
@@ -530,7 +524,7 @@ def _dumps_main_by_name(value: object, protocol: int) -> bytes:
 
 
 def _pickle_exception(exc: BaseException, protocol: int) -> bytes:
-    """The exception pickled so that the caller rebuilds it as itself (`ppft_worker.picklers`)."""
+    """The exception pickled so that the caller rebuilds it as itself (`ppft_worker.process.picklers`)."""
     from .picklers import pickle_exception  # noqa: PLC0415 - a job that raises pays for it, not start-up
 
     return pickle_exception(exc, protocol)

@@ -21,11 +21,9 @@ from typing import Generic, Protocol, TypeVar
 
 from ppft_protocol import Result
 
-from .loop import Loop, Timer
-from .tasks import Task
+from ..runtime import CANCELLED_TYPE, Loop, Task, Timer
 
 __all__ = [
-    "CANCELLED_TYPE",
     "STEAL_AFTER",
     "Stealable",
     "Stealer",
@@ -39,9 +37,6 @@ log = logging.getLogger("ppft.pool")
 STEAL_AFTER = 0.020
 """A frame is robbed only once its worker has sent no result for this long: below it, the idle worker would
 take jobs that were about to run anyway, for the price of a round trip."""
-
-CANCELLED_TYPE = "concurrent.futures.CancelledError"
-"""The error type of a result the worker made for a job it dropped on `Cancel` (ppft_worker.process)."""
 
 
 class Stealable(Protocol):

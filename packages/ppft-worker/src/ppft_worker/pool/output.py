@@ -21,11 +21,10 @@ from collections.abc import Callable
 
 from ppft_protocol import Result
 
-from .errors import WorkerLostError
-from .loop import Loop, Timer
-from .outregion import Snapshot, close_region, decode_text, new_region, read_region
-from .poolworker import PoolWorker
-from .tasks import Task
+from ..errors import WorkerLostError
+from ..process import Snapshot, close_region, decode_text, new_region, read_region
+from ..runtime import Loop, Task, Timer
+from .worker import PoolWorker
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

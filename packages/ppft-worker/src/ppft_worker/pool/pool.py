@@ -57,22 +57,31 @@ from ppft_protocol import (
     Result,
     ResultBatch,
     Role,
+    next_read_size,
     printable,
 )
 from ppft_protocol.relay import RawResults
 
-from .batching import Batching
+from ..process import close_region
+from ..runtime import (
+    Batching,
+    Loop,
+    OutBuffer,
+    Task,
+    TaskQueue,
+    Timer,
+    adopt,
+    collect_raw_results,
+    collect_results,
+    internal_error_reason,
+    send_batch,
+    take_batch,
+)
 from .forkstart import WorkerProcess, prepare_fork, why_not_fork
-from .loop import Loop, Timer
-from .outbuf import OutBuffer
-from .outregion import close_region
-from .poolout import LiveWatch, OutputPiece, keep_output, lost_result, open_region
-from .poolworker import PoolWorker
-from .reads import next_read_size
+from .output import LiveWatch, OutputPiece, keep_output, lost_result, open_region
 from .spawn import describe_exit, start_worker
 from .stealing import Stealer, reclaim
-from .stream import internal_error_reason
-from .tasks import Task, TaskQueue, adopt, collect_raw_results, collect_results, send_batch, take_batch
+from .worker import PoolWorker
 
 __all__ = ["WorkerPool"]
 

@@ -69,7 +69,8 @@ def start_worker(
         proc: WorkerProcess | None = None
         if not why_exec:
             try:
-                proc = fork_worker(child_in, child_out, secret, output[1] if output else None)
+                region = output[1] if output else None
+                proc = fork_worker(child_in, child_out, secret, worker_pythonpath(), region)
             except (OSError, RuntimeError) as exc:  # RuntimeError: a subinterpreter may not fork
                 why_exec = f"fork failed ({exc})"
         if proc is None:

@@ -6,9 +6,9 @@ name that carries the digest of this text, so every later batch in that process 
 file must never import anything of ppft (ppft_protocol, ppft_worker, ppft_client): only the standard library,
 and `dill` lazily, on the paths where a job's function or values need it. It must stay valid Python 3.10.
 
-It runs jobs with the same logic as `ppft_worker.execute.JobRunner` and returns the same `Result` fields, as
-plain tuples (`RESULT_FIELDS`), so that the caller gets identical job semantics from every kind of node:
-imports of `modules=`, source shipping with the pickle fallback, a fresh `__main__`-named namespace per
+It runs jobs with the same logic as `ppft_worker.process.execute.JobRunner` and returns the same `Result`
+fields, as plain tuples (`RESULT_FIELDS`), so that the caller gets identical job semantics from every kind of
+node: imports of `modules=`, source shipping with the pickle fallback, a fresh `__main__`-named namespace per
 function digest, captured output, exceptions described by type name, message, traceback and pickle.
 `tests/test_dask_runner.py` runs both on the same jobs and compares them field by field: keep them in step.
 
@@ -61,8 +61,8 @@ RESULT_FIELDS = (
 )
 """A result tuple's fields, in the order of `ppft_protocol.Result`."""
 
-SETUP_ERROR = "ppft_worker.execute.JobSetupError"
-UNPICKLABLE_RESULT = "ppft_worker.execute.UnpicklableResultError"
+SETUP_ERROR = "ppft_worker.errors.JobSetupError"
+UNPICKLABLE_RESULT = "ppft_worker.errors.UnpicklableResultError"
 
 log = logging.getLogger("ppft.dask.worker")
 

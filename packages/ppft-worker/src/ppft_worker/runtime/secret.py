@@ -10,10 +10,10 @@ instead when their ppserver has one (`resolve_workers_secret`: `-s`, `--secret-f
 then `resolve_secret`'s order).
 
 A secret file that other users can access is refused (`SecretFileError`, naming the chmod to run), never
-silently used: whoever reads it can run code as its owner on every node that trusts it. So is, as OpenSSH
-does for keys, a secret file that is a symbolic link (opened with `O_NOFOLLOW`: a link is never followed),
-that belongs to another user, or that lies in a folder (or below a folder) that another user owns or may
-write to, unless that folder is sticky as /tmp is (`ppft_worker.safefiles`). This module must never hold a
+silently used: whoever reads it can run code as its owner on every node that trusts it. So is, as OpenSSH does
+for keys, a secret file that is a symbolic link (opened with `O_NOFOLLOW`: a link is never followed), that
+belongs to another user, or that lies in a folder (or below a folder) that another user owns or may write to,
+unless that folder is sticky as /tmp is (`ppft_worker.runtime.safefiles`). This module must never hold a
 secret in its code, log a secret, or loosen a file's permissions.
 """
 
@@ -23,7 +23,7 @@ import errno
 import logging
 import os
 
-from .errors import SecretFileError
+from ..errors import SecretFileError
 from .safefiles import file_problem, folder_problem
 
 __all__ = [

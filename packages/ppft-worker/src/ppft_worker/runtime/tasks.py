@@ -15,6 +15,7 @@ from ppft_protocol.relay import RawResults
 from .batching import Batching
 
 __all__ = [
+    "CANCELLED_TYPE",
     "MAX_FRAME_ARGS",
     "Task",
     "TaskQueue",
@@ -24,6 +25,10 @@ __all__ = [
     "send_batch",
     "take_batch",
 ]
+
+CANCELLED_TYPE = "concurrent.futures.CancelledError"
+"""The error type of a result a node made for a job it dropped on `Cancel` (a worker, a dial-in worker, a
+ppserver): the job never ran there, so its owner may run it elsewhere (`Link`, the pool's work stealing)."""
 
 MAX_FRAME_ARGS = 1 << 20
 """A frame stops taking jobs once their arguments reach this many bytes: jobs are batched by run time,

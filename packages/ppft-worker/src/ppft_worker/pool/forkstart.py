@@ -188,16 +188,19 @@ def prepare_fork() -> None:
     imports it: the worker loop, the job runner and its output capture, and the C half of ctypes (prctl,
     mallopt). Called when a pool is about to fork, never at import time (`import ppft` stays as fast as it
     was)."""
-    from . import capture, execute, process  # noqa: F401, PLC0415
+    from ..process import JobRunner, OutputCapture, run_forked  # noqa: F401, PLC0415
 
     preload_libc_access()
 
 
-def fork_worker(child_in: int, child_out: int, secret: bytes, output_region: object = None) -> ForkedProcess:
+def fork_worker(
+    child_in: int, child_out: int, secret: bytes, pythonpath: str, output_region: object = None
+) -> ForkedProcess:
     """Fork a worker that serves the pool over `child_in` (jobs) and `child_out` (results), the pipe ends
-    that are the child's; the caller closes them in the parent afterwards. `output_region`: the pool's
-    mapping of the worker's output region (`outregion`), which the child inherits. Raises OSError if fork
-    fails."""
+    that are the child's; the caller closes them in the parent afterwards. `pythonpath`: the PYTHONPATH the
+    child sets for the processes it starts, as an exec'd worker has it (`spawn.worker_pythonpath`).
+    `output_region`: the pool's mapping of the worker's output region (`outregion`), which the child
+    inherits. Raises OSError if fork fails."""
     for stream in (sys.stdout, sys.stderr):  # what the user printed must not be in the child's buffers too
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):  # closed or broken: the child gets fresh ones
@@ -210,7 +213,7 @@ def fork_worker(child_in: int, child_out: int, secret: bytes, output_region: obj
     try:
         pid = os.fork()
         if pid == 0:
-            _child_main(child_in, child_out, secret, parent, old_mask, output_region)
+            _child_main(child_in, child_out, secret, parent, old_mask, pythonpath, output_region)
     finally:
         pthread_sigmask(SIG_SETMASK, old_mask)  # the parent only: the child never gets here
     return ForkedProcess(pid)
@@ -220,12 +223,12 @@ def fork_worker(child_in: int, child_out: int, secret: bytes, output_region: obj
 
 
 def _child_main(
-    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], region: object
+    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], pythonpath: str, region: object
 ) -> NoReturn:
     code = EXIT_CHILD_FAILED
     try:
         try:
-            code = _child(child_in, child_out, secret, parent, mask, region)
+            code = _child(child_in, child_out, secret, parent, mask, pythonpath, region)
         except BaseException:  # noqa: BLE001 - reported on fd 2 and in the exit code; nothing may escape
             with contextlib.suppress(BaseException):
                 os.write(
@@ -238,7 +241,9 @@ def _child_main(
         os._exit(code)
 
 
-def _child(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], region: object) -> int:
+def _child(
+    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], pythonpath: str, region: object
+) -> int:
     gc.freeze()  # inherited garbage (a cycle holding an open file, say) is never collected, so never flushed
     # Descriptors first: from here on, an inherited object flushed or closed by accident reaches a dead pipe,
     # never a file of the parent's. Signals stay blocked until their handlers are reset.
@@ -247,9 +252,9 @@ def _child(child_in: int, child_out: int, secret: bytes, parent: int, mask: set[
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     _reset_faulthandler()
     _fresh_stdio()
-    _fresh_main()
+    _fresh_main(pythonpath)
     _drop_log_handlers()
-    from .process import run_forked  # noqa: PLC0415 - loaded already (prepare_fork)
+    from ..process import run_forked  # noqa: PLC0415 - loaded already (prepare_fork)
 
     return run_forked(secret, parent, region)
 
@@ -349,17 +354,15 @@ def _fresh_stdio() -> None:
     sys.stderr = sys.__stderr__ = stream(2, "w", "backslashreplace", True)  # type: ignore[misc]
 
 
-def _fresh_main() -> None:
+def _fresh_main(pythonpath: str) -> None:
     """An empty `__main__` (as `python -c` has) so job code and pickles never see the user's script
     globals, argv as an exec'd worker's, PYTHONPATH as `spawn.worker_env` sets it, the thread named main."""
-    from .spawn import worker_pythonpath  # noqa: PLC0415 - loaded already; spawn imports this module
-
     _kept.append(sys.modules.get("__main__"))
     main = types.ModuleType("__main__")
     main.__dict__.update(__builtins__=builtins, __loader__=builtins.__loader__, __annotations__={})
     sys.modules["__main__"] = main
     sys.argv = ["-c"]
-    os.environ["PYTHONPATH"] = worker_pythonpath()
+    os.environ["PYTHONPATH"] = pythonpath
     threading.current_thread().name = "MainThread"
 
 

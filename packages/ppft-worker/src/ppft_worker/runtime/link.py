@@ -25,13 +25,16 @@ from operator import itemgetter
 from ppft_protocol import BodyLedger, Cancel, Event, LiveOutput, NodeInfo, Result, ResultBatch, StatsReply
 
 from .batching import Batching
-from .stealing import CANCELLED_TYPE
 from .stream import Stream
-from .tasks import Task, TaskQueue, adopt, collect_results, send_batch, take_batch
+from .tasks import CANCELLED_TYPE, Task, TaskQueue, adopt, collect_results, send_batch, take_batch
 
-__all__ = ["Link"]
+__all__ = ["WORKER_REFUSED", "Link"]
 
 log = logging.getLogger("ppft.link")
+
+WORKER_REFUSED = "dial-in worker refused"
+"""How a ppserver's Bye reason starts when it does not admit a dial-in worker (it admits no workers, or the
+worker broke the rules of its role): the dial-in worker then knows that retrying cannot cure it."""
 
 _ok = itemgetter(1)  # Result.ok
 

@@ -25,7 +25,7 @@ __all__ = ["BodyTable", "Owner", "ServedTask", "take_jobs", "unknown_function_re
 log = logging.getLogger("ppft.intake")
 
 _REFUSALS_KEPT = 256  # refused digests remembered per connection, to name the mismatch in their jobs' errors
-_SETUP_ERROR = "ppft_worker.execute.JobSetupError"
+_SETUP_ERROR = "ppft_worker.errors.JobSetupError"
 
 _new_tuple = tuple.__new__
 
@@ -138,7 +138,7 @@ def unknown_function_result(job: Job, refusal: str | None = None) -> Result:
     """The error result of a job whose body is not here: never sent, or `refusal` says why it was refused
     (then a `JobSetupError`, as a worker reports a body it cannot use)."""
     if refusal is not None:
-        from .execute import JobSetupError  # noqa: PLC0415 - only a refused body's jobs need it
+        from ..errors import JobSetupError  # noqa: PLC0415 - only a refused body's jobs need it
 
         message = f"job {job.job_id} cannot run: {refusal}"
         try:

@@ -42,6 +42,7 @@ __all__ = [
     "SWITCHES",
     "Snapshot",
     "close_region",
+    "decode_text",
     "map_region",
     "new_region",
     "read_region",

@@ -1,0 +1,256 @@
+"""The worker process: one process that runs ppft jobs for its pool, and everything that runs a job.
+
+This module is the process's entry, as its pool starts it: `python -S -c "import ppft_worker.process ..."`
+(`main`; what `python -m ppft_worker` runs too, through `ppft_worker.cli`), the pipe to the worker on stdin
+and the pipe back on stdout, the pool's secret (64 hex characters) in PPFT_WORKER_SECRET and its pid in
+PPFT_PARENT_PID; or the pool forks (`ppft_worker.pool.forkstart`), and the child enters at `run_forked` with
+the same descriptors and the secret in memory. Both prepare the process, then run the worker loop (`serve`).
+
+* Channel hygiene comes first: the channel moves to private descriptors (close-on-exec) and fd 0 becomes
+  /dev/null, fd 1 a copy of fd 2, so job code writing to fd 1 or 2 (`os.write(1, ...)`, a C printf) lands
+  in the log, never in the protocol stream. The secret leaves `os.environ` before any job runs.
+* The worker dies with its parent: PR_SET_PDEATHSIG on Linux (so even a worker stuck in a job goes), a
+  check of the parent's pid right after it (the parent may have died before the call), and EOF.
+* What a job writes to `sys.stdout`/`sys.stderr` is captured (`capture`) and also mirrored, as it is written,
+  into the output region its pool passed (`outregion`: inherited by a forked worker, a descriptor named by
+  PPFT_WORKER_OUTPUT_FD for an exec'd one), so that the text of a job that kills its worker is not lost.
+
+The room's other modules: `loop` (the worker loop over two descriptors: `serve`), `execute` (`JobRunner`: a
+job message in, a result message out), `bodycache` (the function bodies it holds), `picklers` (values and
+exceptions pickled for the caller), `capture` and `outregion` (a job's output), and `dask_runner` (the runner
+that travels to dask workers as text, where ppft is not installed).
+
+This room imports nothing of the pool or of the runtime that client and server share: a worker needs
+neither. It must never import anything heavy before the handshake (no dill, no cryptography: the pipe is
+authenticated but unsealed), never write to fd 1 or 2 except through logging, and never run a job before the
+peer proved the secret. Every public name but this module's own is loaded on first use.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+from ppft_protocol import Connection, Role
+from ppft_protocol.cpython import libc_function
+
+from .loop import EXIT_OK, EXIT_PROTOCOL, WorkerLoop, defer_log_setup, logger, run_loop, serve
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .capture import OutputCapture
+    from .dask_runner import RESULT_FIELDS, SETUP_ERROR, UNPICKLABLE_RESULT, run_batch
+    from .execute import JobRunner
+    from .loop import Runner
+    from .outregion import (
+        HEADER,
+        REGION_SIZE,
+        RING,
+        SWITCHES,
+        Snapshot,
+        close_region,
+        decode_text,
+        map_region,
+        new_region,
+        read_region,
+    )
+
+__all__ = [
+    "EXIT_OK",
+    "EXIT_PARENT_GONE",
+    "EXIT_PROTOCOL",
+    "HEADER",
+    "OUTPUT_FD_ENV",
+    "PARENT_ENV",
+    "REGION_SIZE",
+    "RESULT_FIELDS",
+    "RING",
+    "SECRET_ENV",
+    "SETUP_ERROR",
+    "SWITCHES",
+    "UNPICKLABLE_RESULT",
+    "JobRunner",
+    "OutputCapture",
+    "Runner",
+    "Snapshot",
+    "close_region",
+    "decode_text",
+    "main",
+    "map_region",
+    "new_region",
+    "read_region",
+    "run_batch",
+    "run_forked",
+    "serve",
+]
+
+_HOMES = {
+    "OutputCapture": "capture",
+    "RESULT_FIELDS": "dask_runner",
+    "SETUP_ERROR": "dask_runner",
+    "UNPICKLABLE_RESULT": "dask_runner",
+    "run_batch": "dask_runner",
+    "JobRunner": "execute",
+    "HEADER": "outregion",
+    "REGION_SIZE": "outregion",
+    "RING": "outregion",
+    "SWITCHES": "outregion",
+    "Snapshot": "outregion",
+    "close_region": "outregion",
+    "decode_text": "outregion",
+    "map_region": "outregion",
+    "new_region": "outregion",
+    "read_region": "outregion",
+    "Runner": "loop",
+}
+
+EXIT_PARENT_GONE = 1
+"""The parent died before the worker could tie its life to it."""
+
+SECRET_ENV = "PPFT_WORKER_SECRET"
+"""Where an exec'd worker finds its pool's secret (hex), removed from the environment before any job runs."""
+
+PARENT_ENV = "PPFT_PARENT_PID"
+OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
+
+_PR_SET_PDEATHSIG = 1
+_M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_SIGKILL = 9
+
+
+def _take_channel() -> tuple[int, int]:
+    """Move the channel off fds 0 and 1: job code then reads /dev/null and writes to the log."""
+    chan_in = os.dup(0)  # os.dup makes non-inheritable (close-on-exec) descriptors
+    chan_out = os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
+    os.dup2(2, 1)
+    return chan_in, chan_out
+
+
+def _tie_to_parent(parent_pid: int) -> bool:
+    """Ask Linux to SIGKILL us when the parent dies; False if it is already gone (died before the call)."""
+    if sys.platform.startswith("linux"):
+        try:
+            failed = _prctl_pdeathsig()
+        except (ImportError, OSError, AttributeError, TypeError) as exc:
+            logger().warning("cannot set PR_SET_PDEATHSIG (%s): relying on EOF to notice the parent", exc)
+        else:
+            if failed:
+                logger().warning("prctl(PR_SET_PDEATHSIG) failed (%s): relying on EOF", failed)
+    return os.getppid() == parent_pid
+
+
+def _keep_freed_memory() -> None:
+    """Have glibc's malloc keep large freed blocks for reuse instead of handing them back to the kernel.
+
+    By default a block of 128 KiB and more (up to 32 MiB, as the threshold adapts) is mapped fresh and
+    unmapped when freed, and the top of the heap is trimmed beyond twice that: a worker echoing 16 MiB
+    payloads then takes thousands of page faults per job, for the args it unpickles and the value it pickles,
+    more time than copying the bytes. With blocks up to 64 MiB taken from the heap, and up to 128 MiB of
+    freed memory kept at its top, the next job's payload reuses pages already there. Best effort: a C
+    library without `mallopt` (or not glibc) is left as it is.
+    """
+    if not (hasattr(os, "confstr") and os.confstr("CS_GNU_LIBC_VERSION")):
+        return
+    mallopt = libc_function("mallopt")
+    if mallopt is None:
+        return  # an interpreter without ctypes: the defaults only cost speed
+    try:
+        mallopt(_M_MMAP_THRESHOLD, 64 << 20)
+        mallopt(_M_TRIM_THRESHOLD, 128 << 20)
+    except (OSError, ValueError):
+        pass
+
+
+def _prctl_pdeathsig() -> str:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL); "" when it worked, else why not.
+
+    Through `ppft_protocol.cpython.libc_function` (the C half of `ctypes`: `ctypes` itself costs a worker's
+    start-up about 1 ms more, on its way to the first result)."""
+    prctl = libc_function("prctl")
+    if prctl is None:
+        return "no prctl found in the C library (or no ctypes)"
+    return "" if prctl(_PR_SET_PDEATHSIG, _SIGKILL, 0, 0, 0) == 0 else "it returned -1"
+
+
+def main() -> int:
+    """Entry of a worker its pool started by exec (the pool's secret in PPFT_WORKER_SECRET); returns the
+    process exit code. Anything else on the command line is `ppft_worker.cli`'s to decide."""
+    chan_in, chan_out = _take_channel()
+    secret_hex = os.environ.pop(SECRET_ENV, "")
+    parent = os.environ.pop(PARENT_ENV, "")
+    output_fd = os.environ.pop(OUTPUT_FD_ENV, "")
+    if output_fd.isdigit():
+        try:
+            os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
+        except OSError:
+            output_fd = ""  # not open after all: jobs' output then leaves only in their results
+    try:
+        secret = bytes.fromhex(secret_hex)
+    except ValueError:
+        secret = b""
+    if not secret:
+        sys.stderr.write(
+            f"ppft-worker: {SECRET_ENV} is missing or not hex: this process is started by a ppft "
+            f"WorkerPool, which passes its secret there; do not start it by hand\n"
+        )
+        return EXIT_PROTOCOL
+    return _run(
+        chan_in,
+        chan_out,
+        secret,
+        int(parent) if parent.isdigit() else None,
+        output_fd=int(output_fd) if output_fd.isdigit() else -1,
+    )
+
+
+def run_forked(secret: bytes, parent_pid: int, output_region: object = None) -> int:
+    """Entry of a worker forked by its pool (`ppft_worker.pool.forkstart`), which left the child as an exec'd
+    worker starts: the channel on fds 0 and 1, fd 2 inherited, no other descriptor. The secret, the
+    parent's pid and the output region (an inherited mapping) come in memory rather than in the environment;
+    the rest is `main`'s."""
+    chan_in, chan_out = _take_channel()
+    return _run(chan_in, chan_out, secret, parent_pid, output_region=output_region)
+
+
+def _run(
+    chan_in: int,
+    chan_out: int,
+    secret: bytes,
+    parent: int | None,
+    *,
+    output_region: object = None,
+    output_fd: int = -1,
+) -> int:
+    """Greet the pool, tie this process to its parent, serve; returns the exit code."""
+    state = WorkerLoop(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
+    state.output_region = output_region
+    state.output_fd = output_fd
+    defer_log_setup()  # `logging` waits until the first results are out
+    try:
+        state.send_hello()  # the pool reads it while we finish starting below
+        _keep_freed_memory()
+        if parent is not None and not _tie_to_parent(parent):
+            logger().debug("parent %s died before the worker started: exiting", parent)
+            return EXIT_PARENT_GONE
+        return run_loop(state)
+    except (BrokenPipeError, ConnectionResetError):
+        return EXIT_OK  # the pool went away while we were starting
+    except KeyboardInterrupt:
+        return 130  # Ctrl-C reached the whole process group; the pool reports its jobs
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(__import__(f"{__name__}.{home}", fromlist=[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
