@@ -7,7 +7,7 @@ import socket
 import time
 
 from clusterlib import free_port, wait_until
-from ppft_client.discovery import MAX_UNANSWERED
+from ppft_client.nodes.discovery import MAX_UNANSWERED
 from ppft_protocol import PROTOCOL_VERSIONS
 
 

@@ -19,8 +19,8 @@ import pytest
 import ppft
 from clusterlib import SECRET, Cluster, wait_until
 from faultlib import assert_logged_once, inject
-from ppft_client.dask_node import DaskNode
-from ppft_client.discovery import Discovery
+from ppft_client.nodes.dask import DaskNode
+from ppft_client.nodes.discovery import Discovery
 from ppft_worker.pool import WorkerPool
 from ppft_worker.runtime import link as link_module
 from ppft_worker.runtime.dialer import Dial

@@ -16,7 +16,8 @@ import pytest
 
 import ppft
 from clusterlib import SECRET, free_port, wait_until
-from ppft_client import remote, waiting
+from ppft_client import waiting
+from ppft_client.nodes import remote
 
 TIMEOUT = 30
 

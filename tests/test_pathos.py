@@ -21,7 +21,7 @@ import pathos.parallel  # noqa: E402
 
 import ppft  # noqa: E402
 from clusterlib import SECRET  # noqa: E402
-from ppft_client.functions import function_body  # noqa: E402
+from ppft_client.shipping.functions import function_body  # noqa: E402
 
 ParallelPool = pathos_pools.ParallelPool
 STATE: dict[str, ppft.Server] = ParallelPool.__state__

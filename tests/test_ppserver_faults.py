@@ -202,7 +202,7 @@ def test_a_node_that_cancels_every_job_cannot_bounce_it_forever(giving_back, mak
 def test_a_cancelled_result_is_a_cancelled_error() -> None:
     from concurrent.futures import CancelledError
 
-    from ppft_client.errors import rebuild_exception
+    from ppft_client.rebuild import rebuild_exception
 
     result = Result(
         1, False, error_type="concurrent.futures.CancelledError", error_message="cancelled before it started"

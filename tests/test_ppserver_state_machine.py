@@ -76,7 +76,7 @@ def nap(seconds):
 
 
 def _bodies() -> list[FunctionBody]:
-    from ppft_client.functions import function_body
+    from ppft_client.shipping.functions import function_body
 
     return [function_body(echo), function_body(nap)]
 

@@ -11,7 +11,7 @@ import pytest
 
 import ppft
 from clusterlib import Cluster, wait_until
-from ppft_client.remote import RemoteNode
+from ppft_client.nodes.remote import RemoteNode
 from ppft_worker.runtime.cpufeatures import has_aes_hardware
 
 MakeClient = Callable[..., ppft.Server]

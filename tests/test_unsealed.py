@@ -18,7 +18,7 @@ import pytest
 
 import ppft
 from clusterlib import SECRET, Cluster, wait_until
-from ppft_client.remote import RemoteNode
+from ppft_client.nodes.remote import RemoteNode
 from ppft_protocol import Connection, Established, NodeInfo, ProtocolError, Role
 from ppft_server.node import NodeServer
 

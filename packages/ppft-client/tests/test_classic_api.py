@@ -266,7 +266,7 @@ def test_restart_gives_each_job_a_fresh_worker(make_server):
 
 
 def test_insert_queues_a_serialized_job(make_server):
-    from ppft_client.functions import function_body, pickle_args
+    from ppft_client.shipping.functions import function_body, pickle_args
 
     server = make_server(1)
     job = server.insert(function_body(add_one), pickle_args((41,), 5))

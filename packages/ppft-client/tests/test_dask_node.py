@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from ppft_client import Server
-from ppft_client.dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
-from ppft_client.dask_node import DaskNode, _runner, _with_ppft_exception
-from ppft_client.functions import function_body, pickle_args
+from ppft_client.nodes.dask import DaskNode, _runner, _with_ppft_exception
+from ppft_client.nodes.dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
+from ppft_client.shipping.functions import function_body, pickle_args
 from ppft_protocol import FunctionBody, Job, Result, function_digest
 from ppft_worker.errors import JobSetupError, UnpicklableResultError, WorkerLostError
 from ppft_worker.process import dask_runner

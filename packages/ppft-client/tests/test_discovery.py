@@ -13,8 +13,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from ppft_client import discovery
-from ppft_client.discovery import Discovery, DiscoveryError, parse_ppservers
+from ppft_client.nodes import discovery
+from ppft_client.nodes.discovery import Discovery, DiscoveryError, parse_ppservers
 from ppft_protocol import PROTOCOL_VERSIONS
 from ppft_protocol.discovery import Announce, Query, decode_datagram, encode_datagram
 from ppft_worker.runtime.loop import Loop

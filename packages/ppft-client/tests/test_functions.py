@@ -1,4 +1,5 @@
-"""How the client captures a job's function (`ppft_client.functions`): pure, in-process, no workers."""
+"""How the client captures a job's function (`ppft_client.shipping.functions`): pure, in-process, no
+workers."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from ppft_client.functions import (
+from ppft_client.shipping.functions import (
     ShippingError,
     check_submit_args,
     function_body,

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from ppft_client.functions import function_job, pickle_args, unpickle
+from ppft_client.shipping.functions import function_job, pickle_args, unpickle
 from ppft_protocol import Job
 from ppft_worker.process.execute import JobRunner
 

@@ -1,6 +1,6 @@
-"""Jobs' output on the caller's side (`ppft_client.output`, `ppft_client.liveout`): the parts of a job's text
-on their streams, streams that refuse the text or are closed, the live printer's order, waits and limit, and
-the register of output nobody asked for."""
+"""Jobs' output on the caller's side (`ppft_client.output.replay`, `ppft_client.output.live`): the parts of a
+job's text on their streams, streams that refuse the text or are closed, the live printer's order, waits and
+limit, and the register of output nobody asked for."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import time
 from contextlib import redirect_stderr, redirect_stdout
 from types import SimpleNamespace
 
-from ppft_client.liveout import LiveView
-from ppft_client.output import LivePrinter, Unshown, format_live, segments, write_output
+from ppft_client.output.live import LivePrinter, LiveView, format_live
+from ppft_client.output.replay import Unshown, segments, write_output
 from ppft_protocol import Result
 
 

@@ -71,7 +71,7 @@ def test_an_address_refused_once_workers_run_leaves_nothing_running(nothing_left
 
 def test_a_dask_entry_that_fails_leaves_nothing_running(nothing_left, monkeypatch):
     pytest.importorskip("distributed")
-    from ppft_client import dask_node
+    from ppft_client.nodes import dask as dask_node
 
     def fail(scheduler, entries):
         raise RuntimeError("dask entry failed")

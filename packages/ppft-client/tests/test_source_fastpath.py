@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 
-from ppft_client import blocks, sources
-from ppft_client.blocks import cut_source
-from ppft_client.functions import function_body
-from ppft_client.sources import function_source
+from ppft_client.shipping import blocks, sources
+from ppft_client.shipping.blocks import cut_source
+from ppft_client.shipping.functions import function_body
+from ppft_client.shipping.sources import function_source
 
 CORPUS = '''\
 import functools

@@ -262,9 +262,7 @@ def pid_alive_fixture() -> Callable[[int], bool]:
 
 # -- raw protocol peers -------------------------------------------------------------------------------------
 
-_DIGEST_TAG = (
-    b"ppft-function-body-v1\x00"  # the client's content address of a function (ppft_client.functions)
-)
+_DIGEST_TAG = b"ppft-function-body-v1\x00"  # the content address of a function (ppft_client.shipping)
 
 
 def make_body(source: str, name: str, imports: tuple[str, ...] = ()) -> FunctionBody:

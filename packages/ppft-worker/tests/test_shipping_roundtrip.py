@@ -1,4 +1,4 @@
-"""Functions captured by the client (`ppft_client.functions`) and run by `JobRunner`, in one process.
+"""Functions captured by the client (`ppft_client.shipping.functions`) and run by `JobRunner`, in one process.
 
 The caller's side of each test is what `Server.submit` does: `function_body`, `pickle_args`; the worker's is
 `JobRunner.run`; the caller then reads the `Result` with `unpickle`.
@@ -19,7 +19,7 @@ import pytest
 from ppft_protocol import Job
 from ppft_worker.process.execute import JobRunner
 
-functions = pytest.importorskip("ppft_client.functions")
+functions = pytest.importorskip("ppft_client.shipping.functions")
 
 
 class Vector:

@@ -8,7 +8,7 @@ import threading
 import pytest
 
 import ppft
-from ppft_client.functions import function_body, pickle_args
+from ppft_client.shipping.functions import function_body, pickle_args
 
 
 def square(x):

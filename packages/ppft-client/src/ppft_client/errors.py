@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ppft_protocol import PPFTError, Result
+from ppft_protocol import PPFTError
 from ppft_worker import WorkerLostError
 
 __all__ = [
@@ -13,7 +13,6 @@ __all__ = [
     "RemoteTraceback",
     "ResultDecodeError",
     "WorkerLostError",
-    "rebuild_exception",
 ]
 
 
@@ -64,14 +63,3 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return f'\n"""\n{self.tb}"""'
-
-
-_CANCELLED = "concurrent.futures.CancelledError"  # the error type of a job answered as cancelled
-
-
-def rebuild_exception(result: Result) -> BaseException:
-    """The job's exception as raised on the worker (of its own class wherever this process has that class,
-    else a `RemoteJobError`), with the remote traceback at the root of its chain (`ppft_client.rebuild`)."""
-    from .rebuild import rebuild_exception as rebuild  # noqa: PLC0415 - only a failed job pays for it
-
-    return rebuild(result)

@@ -40,9 +40,10 @@ from ppft_protocol import FunctionBody, Result
 from ppft_protocol import Job as WireJob
 from ppft_protocol.cpython import FUTURE_STATES
 
-from .errors import ResultDecodeError, rebuild_exception
+from .errors import ResultDecodeError
 from .joblock import JOBS_LOCK, Sleepers, new_condition
 from .output import Unshown, write_output
+from .rebuild import rebuild_exception
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable

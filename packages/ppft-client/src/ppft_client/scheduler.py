@@ -47,10 +47,8 @@ from ppft_worker.runtime import Loop, Task, internal_error_reason
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job, complete_jobs, log_callback_error
 from .joblock import JOBS_LOCK
-from .liveout import LiveView
-from .node import Node
-from .output import Unshown, write_output
-from .remote import Candidate, RemoteNode
+from .nodes import Candidate, Node, RemoteNode
+from .output import LiveView, Unshown, write_output
 from .waiting import NodeWatch
 
 __all__ = ["Scheduler"]

@@ -25,13 +25,11 @@ from typing import Any
 from ppft_protocol import FunctionBody
 from ppft_worker.runtime import detect_ncpus, host_problem, resolve_secret
 
-from .dask_entries import split_dask_entries
-from .discovery import Discovery, DiscoveryError, parse_ppservers
 from .errors import DestroyedServerError
-from .functions import check_submit_args, function_job, pickle_args
 from .job import Job, make_job
-from .remote import Candidate
+from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
 from .scheduler import Scheduler
+from .shipping import check_submit_args, function_job, pickle_args
 from .stats import Statistics, format_stats
 from .version import __version__
 
@@ -125,7 +123,7 @@ class Server:
             for (interface, port), (broadcast, _) in self.auto_ppservers:
                 self._start_discovery(interface, broadcast, port)
             if dask_entries:
-                from .dask_node import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
+                from .nodes import add_dask_nodes  # noqa: PLC0415 - dask and asyncio only when used
 
                 add_dask_nodes(self._scheduler, dask_entries)
         except BaseException:

@@ -87,10 +87,10 @@ class _Worker(RetiredInternal):
 
 
 class _RWorker(RetiredInternal):
-    """ppft 1.7's connection to one remote ppserver worker slot. Replaced by `ppft_client.remote.RemoteNode`:
+    """ppft 1.7's connection to one remote ppserver worker slot. Replaced by `ppft_client.nodes.RemoteNode`:
     one authenticated, sealed connection per ppserver carrying batches of jobs for all its workers."""
 
     replacement = (
-        "ppservers are used through ppft_client.remote.RemoteNode; add one with "
+        "ppservers are used through ppft_client.nodes.RemoteNode; add one with "
         "Server(ppservers=('host:port',)) or Server.connect1(host, port)"
     )

@@ -1,7 +1,7 @@
 """ppft 1.7's `ppft.auto` (auto-discovery of ppservers), retired: the names remain, the service is new.
 
 Clients discover ppservers with `Server(ppservers=("*",))` (or `"*:port"`, `"192.168.1.*"`), which runs
-`ppft_client.discovery.Discovery` on the client's I/O loop; ppserver answers and announces itself with `-a`
+`ppft_client.nodes.Discovery` on the client's I/O loop; ppserver answers and announces itself with `-a`
 (`ppft_server.announce.Announcer`). The datagrams are versioned and specified in docs/protocol.md; ppft
 1.7's one-letter "S"/"C" broadcasts are not understood.
 """
@@ -22,10 +22,10 @@ every 5)."""
 
 
 class Discover(RetiredInternal):
-    """ppft 1.7's auto-discovery service. Replaced by `ppft_client.discovery.Discovery` (client side) and
+    """ppft 1.7's auto-discovery service. Replaced by `ppft_client.nodes.Discovery` (client side) and
     `ppft_server.announce.Announcer` (ppserver -a)."""
 
     replacement = (
         "clients discover ppservers with ppft.Server(ppservers=('*',)) and ppserver announces itself with "
-        "-a (ppft_client.discovery.Discovery and ppft_server.announce.Announcer)"
+        "-a (ppft_client.nodes.Discovery and ppft_server.announce.Announcer)"
     )

@@ -148,9 +148,9 @@ def _run(job: tuple[int, bytes, bytes, int]) -> tuple[Any, ...]:
         ready = prepared
     if b"import_module" not in args_data:
         return _run_ready(job, ready)
-    # The arguments carry module data to put into the namespace (ppft_client.moduledata) while `__main__`
-    # is the namespace: as when a body is built. Jobs of one function run one at a time here, so that a
-    # thread never runs with another submit's values.
+    # The arguments carry module data to put into the namespace (ppft_client.shipping.moduledata) while
+    # `__main__` is the namespace: as when a body is built. Jobs of one function run one at a time here, so
+    # that a thread never runs with another submit's values.
     with _lock:
         data_lock = _data_locks.setdefault(digest, threading.Lock())
     with data_lock:

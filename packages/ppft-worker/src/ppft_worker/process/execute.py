@@ -1,16 +1,16 @@
 """Running jobs in a worker: function bodies become namespaces, jobs become results.
 
-`JobRunner` keeps the `FunctionBody`s it was given and, on the first job that needs one, builds its
-namespace: a fresh module named `__main__` per digest (so two functions of the same name never see each
-other's definitions) holding `os` and `sys` (visible to ppft 1.7's jobs too, which ran in its worker
-module's globals), into which it runs the imports, puts the pickled depfuncs, and executes the sources;
-a pickled callable is unpickled and given the namespace's names as globals it lacks. A job then runs with
+`JobRunner` keeps the `FunctionBody`s it was given and, on the first job that needs one, builds its namespace:
+a fresh module named `__main__` per digest (so two functions of the same name never see each other's
+definitions) holding `os` and `sys` (visible to ppft 1.7's jobs too, which ran in its worker module's
+globals), into which it runs the imports, puts the pickled depfuncs, and executes the sources; a pickled
+callable is unpickled and given the namespace's names as globals it lacks. A job then runs with
 `sys.modules["__main__"]` pointing at its namespace, so that classes defined by shipped sources pickle by
 reference as `__main__.Foo` and the caller resolves them to its own `__main__.Foo`, as with ppft 1.7; and so
-that the module data a job's arguments carry (`ppft_client.moduledata`) lands in that namespace as they are
-unpickled, fresh for each job. A job's `NameError` for a global the caller could not send says why. A value
-the plain pickle refuses because it holds a `__main__` class this namespace lacks (one that came by value,
-with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
+that the module data a job's arguments carry (`ppft_client.shipping.moduledata`) lands in that namespace as
+they are unpickled, fresh for each job. A job's `NameError` for a global the caller could not send says why. A
+value the plain pickle refuses because it holds a `__main__` class this namespace lacks (one that came by
+value, with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
 back as the caller's class too; dill is the last resort.
 
 Each body is checked against its digest first: one that does not hash to its digest is refused, and every
@@ -389,7 +389,7 @@ def _build_namespace(body: FunctionBody, namespace: types.ModuleType) -> Callabl
 
 UNSHIPPED = "__ppft_unshipped__"
 """The namespace entry where a job's pickled arguments name the caller's globals that could not be sent to
-this worker, and why (`ppft_client.moduledata`)."""
+this worker, and why (`ppft_client.shipping.moduledata`)."""
 
 
 def _explain_name_error(exc: NameError, ns: dict[str, Any]) -> None:

@@ -52,7 +52,7 @@ from ppft_worker.runtime import (
     offer_aes_gcm,
 )
 
-from .version import __version__
+from ..version import __version__
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
 

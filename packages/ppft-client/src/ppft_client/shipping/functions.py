@@ -9,7 +9,7 @@ Rules, in the order they are tried:
 
 - A plain top-level `def` (no closure, no decorator, literal defaults, `__qualname__ == __name__`) whose
   source `inspect` finds ships as source, as ppft 1.7 does, but only after the source is *verified*
-  (`ppft_client.sources`): it is compiled and the code object it defines must match `func.__code__`
+  (`ppft_client.shipping.sources`): it is compiled and the code object it defines must match `func.__code__`
   (bytecode, names, constants, nested code). A source edited since import, an earlier definition of the
   same name in a REPL or a notebook cell fails the check and the function travels pickled instead, so a
   worker never runs other code than the caller's. Annotations are never evaluated on the worker (the

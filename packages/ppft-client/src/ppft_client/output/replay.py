@@ -1,4 +1,4 @@
-"""Jobs' output on the caller's side: each job's text on the caller's own streams, once; and live output.
+"""A job's output on the caller's side: its text on the caller's own streams, as the job wrote it, once.
 
 A job's result carries what it wrote (`Result.output`) and which parts of it went to stderr
 (`Result.stderr_spans`, UTF-8 byte offsets; empty from a version-1 peer, whose jobs' text is all stdout).
@@ -8,12 +8,8 @@ A job's result carries what it wrote (`Result.output`) and which parts of it wen
   each switch so that the two interleave as they did in the job. It is called on the thread that asks for
   the job's value (or runs its classic callback), as ppft 1.7 printed it; `Unshown` keeps the text of every
   finished job nobody asked about yet, so that `Server.destroy()` (and interpreter exit) shows it, once.
-* `LivePrinter` prints live output (`Server(live_output=True)`): each line prefixed with its job and node
-  (`[job 3 on 127.0.0.1:35000] text`), on a thread of its own, so that a caller's stdout that is a slow
-  pipe delays nothing else, and one that is closed or broken stops nothing.
-
-Nothing here ever runs on the I/O thread except `LivePrinter.put`, which only queues (and drops, past a
-limit, what a stuck stdout cannot take: it says how much).
+Nothing here ever runs on the I/O thread. Live output (`live`) prints through `write_lines`, under the same
+lock, so that live lines and a job's replayed text never mix either.
 """
 
 from __future__ import annotations
@@ -23,13 +19,12 @@ import logging
 import sys
 import threading
 import weakref
-from collections import deque
 from typing import TYPE_CHECKING, Any, TextIO
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Sequence
 
-__all__ = ["LivePrinter", "Unshown", "format_live", "segments", "write_output"]
+__all__ = ["Unshown", "segments", "write_lines", "write_output"]
 
 log = logging.getLogger("ppft.client")
 
@@ -80,6 +75,13 @@ def write_output(output: str, spans: Sequence[tuple[int, int]] = ()) -> None:
         return
     with _write_lock:
         _write_parts(parts, flush_last=len(parts) > 1)
+
+
+def write_lines(lines: Iterable[tuple[int, str]]) -> None:
+    """Write `(stream, text)` lines (stream 0 stdout, 1 stderr) on the caller's streams, under the lock that
+    keeps jobs' texts apart, flushing the last stream written (the live printer's way)."""
+    with _write_lock:
+        _write_parts(lines, flush_last=True)
 
 
 def _write_parts(parts: Iterable[tuple[int, str]], *, flush_last: bool) -> None:
@@ -198,100 +200,3 @@ class Unshown:
                 job._unshown_key = 0
             texts.append((output, spans))
         return texts
-
-
-def format_live(tid: int, node: str, stream: int, text: str) -> list[tuple[int, str]]:
-    """`text` of job `tid` as live output lines, `(stream, "[job 3 on node] line\n")` (stream 0 or 1); a last
-    line without its newline (the job ended in the middle of it) gets one."""
-    prefix = f"[job {tid} on {node}] "
-    out = []
-    for line in text.splitlines(keepends=True):
-        end = "" if line.endswith(("\n", "\r")) else "\n"
-        out.append((stream, prefix + line + end))
-    return out
-
-
-class LivePrinter:
-    """Prints live output lines on a thread of its own (`ppft-output`), in the order they came."""
-
-    LIMIT = 8 << 20
-    """Characters waiting to be printed beyond which new lines are dropped (and counted)."""
-
-    def __init__(self) -> None:
-        self._queue: deque[tuple[int, str]] = deque()
-        self._lock = threading.Lock()
-        self._ready = threading.Condition(self._lock)
-        self._waiting = 0  # characters queued
-        self._dropped = 0  # lines dropped since the last note
-        self._queued = 0  # lines queued since the start (dropped ones included)
-        self._printed = 0  # lines printed (or dropped) since the start
-        self._stuck = False  # a `wait` timed out: later ones do not wait until the queue is empty again
-        self._stopping = False
-        self._thread: threading.Thread | None = None
-
-    def put(self, lines: list[tuple[int, str]]) -> int:
-        """Queue `(stream, line)`s (any thread, the I/O thread included: never blocks on output); returns
-        the mark to `wait` for, to know them printed."""
-        with self._lock:
-            if not lines:
-                return self._queued
-            self._queued += len(lines)
-            size = sum(len(line) for _, line in lines)
-            if self._waiting + size > self.LIMIT:
-                self._dropped += len(lines)
-                self._printed += len(lines)
-                return self._queued
-            self._waiting += size
-            self._queue.extend(lines)
-            if self._thread is None:
-                self._thread = threading.Thread(target=self._run, name="ppft-output", daemon=True)
-                self._thread.start()
-            self._ready.notify_all()
-            return self._queued
-
-    def wait(self, mark: int, timeout: float = 1.0) -> bool:
-        """Wait until the lines queued up to `mark` are printed; True if they are. A stdout that takes
-        nothing for `timeout` seconds ends the wait, and later waits return at once until it has caught up:
-        a stuck stdout delays the caller once, never job after job."""
-        with self._lock:
-            if self._printed >= mark:
-                return True
-            if self._stuck:
-                return False
-            if self._ready.wait_for(lambda: self._printed >= mark, timeout):
-                return True
-            self._stuck = True
-            return False
-
-    def close(self, timeout: float = 5.0) -> None:
-        """Print what is queued (waiting up to `timeout` seconds for a slow stdout), then stop."""
-        with self._lock:
-            self._stopping = True
-            self._ready.notify_all()
-            thread = self._thread
-        if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-
-    def _run(self) -> None:
-        while True:
-            with self._lock:
-                while not self._queue and not self._stopping:
-                    self._ready.wait()
-                batch = list(self._queue)
-                self._queue.clear()
-                self._waiting = 0
-                dropped, self._dropped = self._dropped, 0
-            if dropped:
-                batch.append(
-                    (1, f"[ppft] {dropped} line(s) of live output dropped: stdout did not keep up\n")
-                )
-            if batch:
-                with _write_lock:
-                    _write_parts(batch, flush_last=True)
-                with self._lock:
-                    self._printed += len(batch) - (1 if dropped else 0)
-                    if self._printed >= self._queued:
-                        self._stuck = False
-                    self._ready.notify_all()
-            elif self._stopping:
-                return

@@ -1,0 +1,58 @@
+"""What travels to a worker for a job: its function captured as a `FunctionBody`, and its arguments pickled.
+
+* `functions`: `function_body` (the one content-addressed `FunctionBody` of `submit`'s `func`, `depfuncs`,
+  `modules` and `globals`), `function_job` (a job's wire parts), `pickle_args` and `unpickle`;
+* `sources` and `blocks`: a function's or class's source, proved to be the source of *that* object;
+* `bodypickle`: callables that have no such source, pickled by value without their module's globals;
+* `moduledata`: the module data a function reads, read fresh at every submit;
+* `arguments`: `submit`'s classic type checks, and the arguments' pickle.
+
+It runs on the caller's thread inside `submit`: it never executes user code, imports the modules named in
+`modules=`, or does I/O. It imports nothing of the client but itself. Its names are loaded on first use.
+"""
+
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
+    from .bodypickle import BODY_PICKLE_PROTOCOL
+    from .functions import function_body, function_job
+    from .moduledata import UNSHIPPED, ModuleData
+
+__all__ = [
+    "BODY_PICKLE_PROTOCOL",
+    "UNSHIPPED",
+    "ModuleData",
+    "ShippingError",
+    "check_submit_args",
+    "function_body",
+    "function_job",
+    "pickle_args",
+    "unpickle",
+]
+
+_HOMES = {
+    "ShippingError": "arguments",
+    "check_submit_args": "arguments",
+    "pickle_args": "arguments",
+    "unpickle": "arguments",
+    "BODY_PICKLE_PROTOCOL": "bodypickle",
+    "function_body": "functions",
+    "function_job": "functions",
+    "ModuleData": "moduledata",
+    "UNSHIPPED": "moduledata",
+}
+
+
+def __getattr__(name: str) -> object:
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(__import__(f"{__name__}.{home}", fromlist=[name]), name)
+    globals()[name] = value  # later look-ups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
