@@ -17,7 +17,8 @@ from types import FrameType
 
 from .impls import Impl, probe_dask, probe_ppft2, probe_ppft178
 from .report import render, to_json
-from .scenarios import FULL, QUICK, SCENARIOS, Run, run_scenario
+from .runs import FULL, QUICK, Run
+from .scenarios import SCENARIOS, run_scenario
 
 __all__ = ["main"]
 

@@ -6,19 +6,17 @@ client A has 200,000 jobs queued on the same ppserver), and payload (sealed and 
 `ppserver -w 2` over loopback.
 Our ppft only. Like scenarios.py it decides sizes and turns child outcomes into figures; it never measures
 in its own process, and every ppserver it starts is killed by PID when its block ends (procs.ppservers).
-It imports nothing of scenarios.py at run time (scenarios.py imports it), only its `Run` type for mypy.
+scenarios.py imports it; both take their `Run` from runs.py.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .impls import BenchSetupError
 from .procs import CHILD, LOAD_CHILD, Outcome, ppservers
-
-if TYPE_CHECKING:
-    from .scenarios import Run
+from .runs import Run, size_name
 
 __all__ = [
     "FULL_LOAD",
@@ -31,7 +29,6 @@ __all__ = [
     "soak",
 ]
 
-_MIB = 1 << 20
 POOL_TIMED = "parallel efficiency, one job timed alone on a worker"
 """The cpu scenario's scaling figure: jobs * one job alone on the pool / (workers * wall) (child.py)."""
 
@@ -67,11 +64,6 @@ QUICK_LOAD = LoadSizes(
     fairness_round_trips=20,
     payload_pairs=1,
 )
-
-
-def _size_name(size: int) -> str:
-    """As scenarios.py names payload sizes (not imported from there: that module imports this one)."""
-    return f"{size // _MIB} MiB" if size >= _MIB else f"{size // 1024} KiB"
 
 
 def _nodes(count: int) -> str:
@@ -114,7 +106,7 @@ def payload_remote(run: Run, params: dict[str, Any]) -> None:
     over unsealed MiB/s, per size. The two variants' children alternate, so a slow spell of the machine
     does not fall on one side only, and each variant's best child counts; every child checks that its link
     really is sealed, or unsealed, as labelled."""
-    metrics = [f"echo {_size_name(size)}" for size, _count in run.sizes.payloads]
+    metrics = [f"echo {size_name(size)}" for size, _count in run.sizes.payloads]
     why = _no_ppserver(run)
     runs = {False: [], True: []} if why else _payload_pairs(run, params, _sizes(run).payload_pairs)
     best_of = f"best of {len(runs[False])} children, sealed and unsealed alternating"

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .scenarios import Figure, Run
+from .runs import Figure, Run
 
 __all__ = ["GOALS", "Goal", "evaluate_goals", "render", "to_json"]
 

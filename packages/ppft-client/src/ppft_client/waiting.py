@@ -25,14 +25,17 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Iterable
+from typing import Any, Protocol
+
+from ppft_worker.pool import WorkerPool
+from ppft_worker.runtime import Loop
 
 from .errors import NoNodeError
+from .nodes import Node
 
-if TYPE_CHECKING:
-    from .scheduler import Scheduler
-
-__all__ = ["WAIT_REPORT_INTERVAL", "NodeWatch", "short_reason"]
+__all__ = ["WAIT_REPORT_INTERVAL", "NodeWatch", "Watched", "short_reason"]
 
 log = logging.getLogger("ppft.scheduler")
 
@@ -48,10 +51,25 @@ def short_reason(reason: str) -> str:
     return _SHORT.split(reason, maxsplit=1)[0] if reason else reason
 
 
+class Watched(Protocol):
+    """What the watch reads and does of its scheduler (`ppft_client.scheduler.Scheduler`)."""
+
+    loop: Loop
+    queue: deque[Any]  # the jobs waiting for a node
+    pool: WorkerPool  # the local workers
+    nodes: list[Node]  # besides the local pool
+    discoveries: list[str]  # where auto-discovery may still find more nodes
+    exiting: bool
+
+    def prune_nodes(self) -> None: ...
+
+    def fail_jobs(self, exc: BaseException, jobs: Iterable[Any]) -> None: ...
+
+
 class NodeWatch:
     """The scheduler's watch over queued jobs that have no node (see the module's text)."""
 
-    def __init__(self, scheduler: Scheduler) -> None:
+    def __init__(self, scheduler: Watched) -> None:
         self._scheduler = scheduler
         self.refused = ""  # non-empty: every node refused for good; the `NoNodeError` message
         self.armed = False  # the waiting timer is set

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import socket
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from ppft_protocol import (
     Cancel,
@@ -26,6 +26,7 @@ from ppft_protocol import (
     LiveOutput,
     Message,
     NodeInfo,
+    Result,
     ResultBatch,
     Role,
     State,
@@ -33,14 +34,55 @@ from ppft_protocol import (
     StatsRequest,
     WatchOutput,
 )
-from ppft_worker.runtime import BodyTable, Link, Stream, Task, offer_aes_gcm
+from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_gcm
 
-from .peers import WORKER_REFUSED, PeerError, check_node_info, no_workers_admitted, not_for_role, short_reason
+from .fairqueue import FairQueue
+from .gate import LogBudget
+from .peers import (
+    WORKER_REFUSED,
+    FunctionTable,
+    PeerError,
+    check_node_info,
+    no_workers_admitted,
+    not_for_role,
+    short_reason,
+)
+from .watch import Watchers
 
-if TYPE_CHECKING:
-    from .node import NodeServer
+__all__ = ["Host", "Session"]
 
-__all__ = ["Session"]
+
+class Host(Protocol):
+    """What a session reads and does of its ppserver (`ppft_server.node.NodeServer`)."""
+
+    loop: Loop
+    secret: bytes
+    worker_secret: bytes | None
+    accept_workers: bool
+    handshake_timeout: float
+    silence_timeout: float
+    queue: FairQueue
+    functions: FunctionTable
+    refusals: LogBudget
+    watchers: Watchers
+
+    def session_authenticated(self, session: Session, event: Established) -> None: ...
+
+    def refuse(self, session: Session, reason: str) -> None: ...
+
+    def session_closed(self, session: Session, reason: str) -> None: ...
+
+    def accept_jobs(self, session: Session, batch: JobBatch) -> None: ...
+
+    def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None: ...
+
+    def worker_joined(self, session: Session, info: NodeInfo) -> None: ...
+
+    def capacity_changed(self) -> None: ...
+
+    def results(self, pairs: list[tuple[Task, Result]]) -> None: ...
+
+    def stats_reply(self) -> StatsReply: ...
 
 
 class Session:
@@ -50,7 +92,7 @@ class Session:
     results, `send` delivers them."""
 
     def __init__(
-        self, server: NodeServer, sock: socket.socket, peer: str, host: str, *, allow_plain: bool
+        self, server: Host, sock: socket.socket, peer: str, host: str, *, allow_plain: bool
     ) -> None:
         self.server = server
         self.peer = peer
