@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from ppft_client import Server
-from ppft_client.nodes.dask import DaskNode, _runner, _with_ppft_exception
+from ppft_client.nodes.dask import DaskNode, _with_ppft_exception
 from ppft_client.nodes.dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
 from ppft_client.shipping.functions import function_body, pickle_args
 from ppft_protocol import FunctionBody, Job, Result, function_digest
@@ -81,36 +81,6 @@ def test_without_dask_installed_server_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "distributed", None)  # find_spec then says: not installed
     with pytest.raises(DaskUnavailableError, match=r'pip install "ppft\[dask\]"'):
         Server(0, ppservers=("dask://127.0.0.1:8786",))
-
-
-# -- what travels to the workers --------------------------------------------------------------------------
-
-
-def test_bootstrap_pickles_by_value_without_ppft():
-    cloudpickle = pytest.importorskip("cloudpickle")
-    runner = _runner()
-    data = cloudpickle.dumps(runner.boot)
-    assert b"ppft_client" not in data and b"ppft_worker" not in data
-    assert runner.key.startswith("__ppft_dask_runner_")
-
-
-def test_runner_source_imports_nothing_of_ppft():
-    import zlib
-
-    source = zlib.decompress(_runner().blob).decode()
-    imported = [line for line in source.splitlines() if line.lstrip().startswith(("import ", "from "))]
-    assert imported and not [line for line in imported if "ppft" in line]
-
-
-def test_bootstrap_installs_the_runner_once_and_runs_a_batch(monkeypatch):
-    runner = _runner()
-    monkeypatch.delitem(sys.modules, runner.key, raising=False)
-    body = function_body(square, (), (), None)
-    payload = pickle.dumps(((_body_tuple(body),), ((1, body.digest, pickle_args((7,), 5), 5),)), 5)
-    assert runner.boot(runner.key, runner.blob, payload)[0][:3] == (1, True, pickle.dumps(49, 5))
-    installed = sys.modules[runner.key]
-    runner.boot(runner.key, runner.blob, payload)
-    assert sys.modules[runner.key] is installed
 
 
 # -- the runner gives what JobRunner gives -----------------------------------------------------------------

@@ -71,12 +71,12 @@ def test_an_address_refused_once_workers_run_leaves_nothing_running(nothing_left
 
 def test_a_dask_entry_that_fails_leaves_nothing_running(nothing_left, monkeypatch):
     pytest.importorskip("distributed")
-    from ppft_client.nodes import dask as dask_node
+    import ppft_client.nodes
 
     def fail(scheduler, entries):
         raise RuntimeError("dask entry failed")
 
-    monkeypatch.setattr(dask_node, "add_dask_nodes", fail)
+    monkeypatch.setattr(ppft_client.nodes, "add_dask_nodes", fail)  # the name Server imports
     with pytest.raises(RuntimeError, match="dask entry failed"):
         ppft_client.Server(2, ppservers=("dask://127.0.0.1:1",), secret="x")
     nothing_left()

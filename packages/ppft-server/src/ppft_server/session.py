@@ -91,9 +91,7 @@ class Session:
     It is the owner of its jobs (`ServedTask.owner`): `closed` says whether anyone still wants their
     results, `send` delivers them."""
 
-    def __init__(
-        self, server: Host, sock: socket.socket, peer: str, host: str, *, allow_plain: bool
-    ) -> None:
+    def __init__(self, server: Host, sock: socket.socket, peer: str, host: str, *, allow_plain: bool) -> None:
         self.server = server
         self.peer = peer
         self.host = host

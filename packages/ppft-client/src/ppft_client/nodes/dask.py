@@ -10,8 +10,8 @@ dask task per batch (up to 1,024 tiny jobs; one long job), as many jobs in fligh
 threads allow, so the window follows the cluster as it scales. An adaptive cluster (`cluster.adapt()`) scales
 on the work dask can see, so it is shown more: every queued job of a function whose run time is known, up to
 512 tasks, and one task while it has no worker at all. The cluster's workers need nothing of ppft: every task
-carries `dask_runner`'s source text (compressed), which a small bootstrap, pickled by value, executes once
-per worker process.
+carries the text of ppft's job runner (`ppft_worker.process.travelling_runner`, compressed), which a small
+bootstrap, pickled by value, installs once per worker process.
 
 Failures map to ppft's behaviour: dask itself reruns a task whose worker died; a task dask gives up on
 (`KilledWorker`) is split into one task per job, and a job that still kills its workers fails with
@@ -31,12 +31,8 @@ cluster the user passed stays open. `distributed` is imported only on the watche
 from __future__ import annotations
 
 import asyncio
-import builtins
 import concurrent.futures
 import functools
-import hashlib
-import importlib.resources
-import importlib.util
 import itertools
 import logging
 import pickle
@@ -45,13 +41,12 @@ import sys
 import threading
 import traceback
 import uuid
-import zlib
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from typing import Any
 
 from ppft_protocol import PPFTError, Result, printable
 from ppft_worker import JobSetupError, UnpicklableResultError, WorkerLostError
-from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT
+from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT, travelling_runner
 from ppft_worker.runtime import Batching, Loop, Task, TaskQueue, take_batch
 
 from .dask_entries import CONNECT_TIMEOUT, DaskEntry, probe
@@ -88,41 +83,6 @@ def add_dask_nodes(scheduler: Any, entries: list[DaskEntry]) -> None:
             return DaskNode(scheduler.loop, entry, on_results=scheduler._on_results, on_lost=on_lost)
 
         scheduler.add_node(entry.name, make)
-
-
-# -- what travels to the workers ---------------------------------------------------------------------------
-
-_BOOT_SOURCE = '''
-def ppft_dask_task(runner_key, runner_blob, payload):
-    """Run one batch of ppft jobs on a dask worker, installing ppft's runner once per process."""
-    import sys
-    runner = sys.modules.get(runner_key)
-    if runner is None:
-        import types, zlib
-        module = types.ModuleType(runner_key, "ppft's job runner for dask workers")
-        source = zlib.decompress(runner_blob).decode("utf-8")
-        exec(compile(source, "<ppft dask runner>", "exec"), module.__dict__)
-        runner = sys.modules.setdefault(runner_key, module)
-    import pickle
-    return runner.run_batch(*pickle.loads(payload))
-'''
-
-
-class _Runner(NamedTuple):
-    key: str  # the module name the runner gets on a worker: carries the digest of its text
-    blob: bytes  # its source, compressed
-    boot: Callable[..., Any]  # the bootstrap, a function of no importable module (so pickled by value)
-
-
-@functools.cache
-def _runner() -> _Runner:
-    """The runner's text and the bootstrap, made once per process."""
-    source = importlib.resources.files("ppft_worker.process").joinpath("dask_runner.py").read_text("utf-8")
-    key = f"__ppft_dask_runner_{hashlib.sha256(source.encode()).hexdigest()[:16]}__"
-    # a namespace that no module owns: cloudpickle then sends the function's code, not a reference
-    namespace: dict[str, Any] = {"__name__": "__ppft_dask_boot__", "__builtins__": builtins}
-    exec(compile(_BOOT_SOURCE, "<ppft dask bootstrap>", "exec"), namespace)
-    return _Runner(key, zlib.compress(source.encode("utf-8"), 9), namespace["ppft_dask_task"])
 
 
 # -- the node ----------------------------------------------------------------------------------------------
@@ -267,7 +227,7 @@ class DaskNode:
             job_id, digest, args, protocol = task.wire
             jobs.append((job_id, digest, args if type(args) is bytes else bytes(args), protocol))
         payload = pickle.dumps((tuple(bodies.values()), tuple(jobs)), 5)
-        runner = _runner()
+        runner = travelling_runner()
         client = self._client
         key = f"ppft-{_label(batch[0].body.name)}-{self._id}-{next(self._keys)}"
         try:

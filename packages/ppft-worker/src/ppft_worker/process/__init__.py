@@ -15,10 +15,12 @@ the same descriptors and the secret in memory. Both prepare the process, then ru
   into the output region its pool passed (`outregion`: inherited by a forked worker, a descriptor named by
   PPFT_WORKER_OUTPUT_FD for an exec'd one), so that the text of a job that kills its worker is not lost.
 
-The room's other modules: `loop` (the worker loop over two descriptors: `serve`), `execute` (`JobRunner`: a
-job message in, a result message out), `bodycache` (the function bodies it holds), `picklers` (values and
-exceptions pickled for the caller), `capture` and `outregion` (a job's output), and `dask_runner` (the runner
-that travels to dask workers as text, where ppft is not installed).
+The room's other modules: `loop` (the worker loop over two descriptors: `serve`), `execute` (`JobRunner`:
+a job message in, a result message out, and the function bodies it holds), `namespaces` (a function body
+made a namespace to run in, and the words a job's failure is described with), `picklers` (values and
+exceptions pickled for the caller), `capture` and `outregion` (a job's output), and `dask_runner`, the runner
+of dask workers, which shares `namespaces` and `picklers` with `JobRunner`: those three travel as text to
+hosts where ppft is not installed (`travel`), so they import nothing of ppft.
 
 This room imports nothing of the pool or of the runtime that client and server share: a worker needs
 neither. It must never import anything heavy before the handshake (no dill, no cryptography: the pipe is
@@ -54,6 +56,7 @@ if TYPE_CHECKING:
         new_region,
         read_region,
     )
+    from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
 __all__ = [
     "EXIT_OK",
@@ -65,6 +68,7 @@ __all__ = [
     "REGION_SIZE",
     "RESULT_FIELDS",
     "RING",
+    "RUNNER_MODULES",
     "SECRET_ENV",
     "SETUP_ERROR",
     "SWITCHES",
@@ -73,6 +77,7 @@ __all__ = [
     "OutputCapture",
     "Runner",
     "Snapshot",
+    "TravellingRunner",
     "close_region",
     "decode_text",
     "main",
@@ -82,6 +87,7 @@ __all__ = [
     "run_batch",
     "run_forked",
     "serve",
+    "travelling_runner",
 ]
 
 _HOMES = {
@@ -91,6 +97,7 @@ _HOMES = {
     "UNPICKLABLE_RESULT": "dask_runner",
     "run_batch": "dask_runner",
     "JobRunner": "execute",
+    "Runner": "loop",
     "HEADER": "outregion",
     "REGION_SIZE": "outregion",
     "RING": "outregion",
@@ -101,7 +108,9 @@ _HOMES = {
     "map_region": "outregion",
     "new_region": "outregion",
     "read_region": "outregion",
-    "Runner": "loop",
+    "RUNNER_MODULES": "travel",
+    "TravellingRunner": "travel",
+    "travelling_runner": "travel",
 }
 
 EXIT_PARENT_GONE = 1

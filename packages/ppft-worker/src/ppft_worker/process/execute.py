@@ -1,57 +1,63 @@
-"""Running jobs in a worker: function bodies become namespaces, jobs become results.
+"""Running jobs in a worker: `JobRunner` keeps the function bodies it was sent, and turns jobs into results.
 
-`JobRunner` keeps the `FunctionBody`s it was given and, on the first job that needs one, builds its namespace:
-a fresh module named `__main__` per digest (so two functions of the same name never see each other's
-definitions) holding `os` and `sys` (visible to ppft 1.7's jobs too, which ran in its worker module's
-globals), into which it runs the imports, puts the pickled depfuncs, and executes the sources; a pickled
-callable is unpickled and given the namespace's names as globals it lacks. A job then runs with
+On the first job that needs a body, the runner builds its namespace (`namespaces.make_namespace`: a fresh
+module named `__main__` per digest, with the body's imports, depfuncs and sources). A job then runs with
 `sys.modules["__main__"]` pointing at its namespace, so that classes defined by shipped sources pickle by
 reference as `__main__.Foo` and the caller resolves them to its own `__main__.Foo`, as with ppft 1.7; and so
 that the module data a job's arguments carry (`ppft_client.shipping.moduledata`) lands in that namespace as
-they are unpickled, fresh for each job. A job's `NameError` for a global the caller could not send says why. A
-value the plain pickle refuses because it holds a `__main__` class this namespace lacks (one that came by
-value, with dill, in the arguments) is pickled with such classes referred to by name all the same, so it comes
-back as the caller's class too; dill is the last resort.
+they are unpickled, fresh for each job. A job's `NameError` for a global the caller could not send says why.
+A value the plain pickle refuses because it holds a `__main__` class this namespace lacks (one that came by
+value, with dill, in the arguments) is pickled with such classes referred to by name all the same, so it
+comes back as the caller's class too; dill is the last resort.
 
-Each body is checked against its digest first: one that does not hash to its digest is refused, and every
-job of that digest fails with a setup error naming the mismatch. On a version-2 link the bodies kept (and
-their namespaces) stay within `ppft_protocol.bodies.BODY_BUDGET`, by the rule the sender counts too: the
-sender sends a body again once the rule has made this side forget it.
+The bodies it holds (`BodyCache`): each is checked against its digest first, and one that does not hash to
+its digest is refused, every job of that digest failing with a setup error naming the mismatch. On a
+version-2 link the bodies kept (and their namespaces) stay within `ppft_protocol.bodies.BODY_BUDGET`, by the
+rule the sender counts too: the sender sends a body again once the rule has made this side forget it.
 
 This module must never do I/O of its own (the caller owns pipes and sockets), raise for anything a job does
 (a job's exception, `SystemExit` and `KeyboardInterrupt` included, is its result), or let a broken body
-affect another one. `run` is the hot path of a worker (about 100,000 tiny jobs/s): no syscall beyond the
-clock reads it reports, no lock, no allocation it can avoid; the rare paths live in helpers.
+affect another one. `run` is the hot path of a worker (`scripts/bench --only tiny,latency`): no syscall
+beyond the clock reads it reports, no lock, no allocation it can avoid; the rare paths live in helpers.
 
 Result conventions: a job's exception is described by its type name ("module.QualName"), message and remote
 traceback (the runner's own frame removed), and pickled so that the caller rebuilds it as itself, with its
-attributes, chain and notes, whatever its `__init__` takes (`ppft_worker.process.picklers`).
-A failure to set the job up (unknown digest, a source that does not compile, a module that does not import,
-arguments that do not unpickle) is a `JobSetupError`, and a return value that cannot be pickled an
-`UnpicklableResultError`: both are described the same way, so the caller re-raises them like any other.
+attributes, chain and notes, whatever its `__init__` takes (`picklers`). A failure to set the job up
+(unknown digest, a source that does not compile, a module that does not import, arguments that do not
+unpickle) is a `JobSetupError`, and a return value that cannot be pickled an `UnpicklableResultError`
+(`ppft_worker.errors`): both are described the same way, so the caller re-raises them like any other. The
+dask runner (`dask_runner`) describes them in the same words (`namespaces`).
 """
 
 from __future__ import annotations
 
-import functools
-import os
 import sys
-import types
 from time import perf_counter, process_time
 
-from ppft_protocol import FunctionBody, Job, Result, printable
+from ppft_protocol import BodyLedger, FunctionBody, Job, Result, check_digest, printable
 from ppft_protocol.cpython import fast_pickle as pickle  # the C pickler alone: `pickle` loads `re`, `enum`
 
-from .bodycache import BodyCache
 from .capture import OutputCapture
+from .namespaces import (
+    PENDING_SOURCES,
+    args_fallback,
+    cache_sources,
+    job_traceback,
+    make_namespace,
+    safe_str,
+    type_name,
+    unknown_digest,
+    unpicklable_value,
+)
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     import logging
+    import types
     from collections.abc import Callable
     from typing import Any
 
-__all__ = ["JobRunner"]
+__all__ = ["UNSHIPPED", "BodyCache", "JobRunner"]
 
 _CPU_REUSE_WINDOW = 20e-6
 """Seconds: a job starting this soon after the previous one ended reuses that end's CPU clock reading as its
@@ -59,7 +65,6 @@ start, which saves one `process_time` syscall (about half a microsecond) per job
 cpu_time then also counts the runner's own microseconds since the previous job."""
 
 _new_tuple = tuple.__new__  # builds a Result without NamedTuple.__new__'s Python-level call
-_pending_sources: dict[str, str] = {}  # filename -> source, for linecache once something loads it
 
 
 def _log() -> logging.Logger:
@@ -69,17 +74,56 @@ def _log() -> logging.Logger:
     return logging.getLogger("ppft.worker")
 
 
-def _cache_sources() -> None:
-    """Hand the shipped sources to `linecache`, once loaded, so tracebacks show their lines.
+_REFUSALS_KEPT = 256  # refused digests remembered, to name the mismatch in their jobs' errors
 
-    `linecache` loads `tokenize` and `re` (4 ms): a worker does not load it for that alone, but whatever
-    loads it (a traceback, logging, the job itself) gets the sources from the next job on.
-    """
-    linecache = sys.modules.get("linecache")
-    if linecache is not None:
-        for filename, source in _pending_sources.items():
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-        _pending_sources.clear()
+
+class BodyCache:
+    """The bodies one worker was sent: `bodies` by digest, the refused ones' reasons, the budget's ledger."""
+
+    __slots__ = ("_doomed", "_ledger", "_refused", "bodies")
+
+    def __init__(self, budget: int | None = None) -> None:
+        self.bodies: dict[bytes, FunctionBody] = {}
+        self._ledger = BodyLedger(budget)
+        self._doomed: set[bytes] = set()  # forgotten by the ledger, dropped once no queued job needs them
+        self._refused: dict[bytes, str] = {}  # digest -> why its body was refused
+
+    def add(self, body: FunctionBody) -> str | None:
+        """Keep `body` (the budget may doom older ones); or refuse it and say why."""
+        digest = body.digest
+        problem = check_digest(body)
+        if problem is not None:
+            _log().warning("%s", problem)  # our sentence; the name in it is escaped
+            if digest not in self.bodies:  # the genuine body of that digest, if held, stays
+                refused = self._refused
+                if len(refused) >= _REFUSALS_KEPT:
+                    del refused[next(iter(refused))]
+                refused[digest] = problem
+            return problem
+        self._refused.pop(digest, None)
+        self.bodies[digest] = body
+        self._doomed.discard(digest)
+        forgotten = self._ledger.add(body)
+        if forgotten:
+            self._doomed.update(forgotten)
+        return None
+
+    def refusal(self, digest: bytes) -> str | None:
+        """Why the body of `digest` was refused, if it was (and no genuine one came since)."""
+        return self._refused.get(digest)
+
+    @property
+    def doomed(self) -> bool:
+        """Whether bodies forgotten by the budget are still held, waiting for `release`."""
+        return bool(self._doomed)
+
+    def release(self, needed: set[bytes]) -> list[bytes]:
+        """Drop the forgotten bodies that no job in `needed` refers to; their digests."""
+        dropped = [d for d in self._doomed if d not in needed]
+        for digest in dropped:
+            self._doomed.discard(digest)
+            self.bodies.pop(digest, None)
+        return dropped
 
 
 class JobRunner:
@@ -135,8 +179,8 @@ class JobRunner:
     def run(self, job: Job) -> Result:
         """Run one job and describe its outcome; never raises for anything the job or its body does."""
         job_id, digest, args_data, protocol = job
-        if _pending_sources:
-            _cache_sources()
+        if PENDING_SOURCES:
+            cache_sources()
         modules = sys.modules
         saved_main = modules["__main__"]
         saved_out = sys.stdout
@@ -157,7 +201,7 @@ class JobRunner:
             try:
                 args = pickle.loads(args_data)
             except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
-                loaded, args = _args_fallback(self._bodies[digest].name, job_id, exc, args_data)
+                loaded, args = args_fallback(self._bodies[digest].name, job_id, exc, args_data)
                 if not loaded:
                     return self._setup_failure(job_id, args, protocol)
             start = perf_counter()
@@ -211,24 +255,8 @@ class JobRunner:
             return broken
         body = self._bodies.get(digest)
         if body is None:
-            refused = self._cache.refusal(digest)
-            if refused is not None:
-                return refused
-            return (
-                f"function digest {digest.hex()} is unknown to this worker: its FunctionBody must be sent "
-                "before the first job that uses it (a bug in the sender, not in the job)"
-            )
-        namespace = types.ModuleType("__main__", f"namespace of the ppft function {body.name}")
-        # ppft 1.7 ran jobs in its worker module's globals, where `os` and `sys` were imported; jobs that
-        # use them without listing them in modules= keep working
-        namespace.os = os  # type: ignore[attr-defined]
-        namespace.sys = sys  # type: ignore[attr-defined]
-        saved_main = sys.modules["__main__"]
-        sys.modules["__main__"] = namespace  # dill pickles may refer to __main__: let them find this one
-        try:
-            result = _build_namespace(body, namespace)
-        finally:
-            sys.modules["__main__"] = saved_main
+            return self._cache.refusal(digest) or unknown_digest(digest)
+        result = make_namespace(body.digest, body.name, body.sources, body.imports, body.pickled)
         if isinstance(result, str):
             _log().warning(
                 "function %s (digest %s) cannot run here: %s",
@@ -236,9 +264,8 @@ class JobRunner:
             )  # fmt: skip
             self._broken[digest] = result
             return result
-        ready = (namespace, result)
-        self._ready[digest] = ready
-        return ready
+        self._ready[digest] = result
+        return result
 
     # -- results of the rare paths ------------------------------------------------------------------------
 
@@ -250,22 +277,14 @@ class JobRunner:
             job_id,
             False,
             **self._take_output(),
-            error_type=_type_name(JobSetupError),
+            error_type=type_name(JobSetupError),
             error_message=message,
-            traceback=f"{_type_name(JobSetupError)}: {message}\n",
+            traceback=f"{type_name(JobSetupError)}: {message}\n",
             exception=_pickle_exception(exc, protocol),
         )
 
     def _job_failure(self, job_id: int, exc: BaseException, wall: float, cpu: float, protocol: int) -> Result:
-        tb = exc.__traceback__
-        tb = tb.tb_next if tb is not None else None  # drop run()'s own frame
-        import traceback  # noqa: PLC0415 - a job that raises pays for it, not every worker's start-up
-
-        _cache_sources()
-        try:
-            text = "".join(traceback.format_exception(type(exc), exc, tb))
-        except Exception as fmt_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
-            text = f"{_type_name(type(exc))}: <traceback unavailable: {fmt_exc!r}>\n"
+        text = job_traceback(exc)
         data = _pickle_exception(exc, protocol)
         exc.__traceback__ = None  # free the job's frames now
         return Result(
@@ -274,8 +293,8 @@ class JobRunner:
             **self._take_output(),
             wall_time=wall,
             cpu_time=cpu,
-            error_type=_type_name(type(exc)),
-            error_message=_safe_str(exc),
+            error_type=type_name(type(exc)),
+            error_message=safe_str(exc),
             traceback=text,
             exception=data,
         )
@@ -303,88 +322,22 @@ class JobRunner:
         except Exception as dill_exc:  # noqa: BLE001 - reported in the result
             from ..errors import UnpicklableResultError  # noqa: PLC0415 - the rare path pays for it
 
-            name = self._bodies[digest].name
-            message = (
-                f"the value returned by {name} in job {job_id}, of type {_type_name(type(value))}, could not "
-                f"be pickled: pickle: {type(exc).__name__}: {exc}; dill: {type(dill_exc).__name__}: "
-                f"{dill_exc}. Return plain data or objects whose classes the caller can import"
-            )
+            message = unpicklable_value(self._bodies[digest].name, job_id, value, exc, dill_exc)
             return Result(
                 job_id,
                 False,
                 **self._take_output(),
                 wall_time=wall,
                 cpu_time=cpu,
-                error_type=_type_name(UnpicklableResultError),
+                error_type=type_name(UnpicklableResultError),
                 error_message=message,
-                traceback=f"{_type_name(UnpicklableResultError)}: {message}\n",
+                traceback=f"{type_name(UnpicklableResultError)}: {message}\n",
                 exception=_pickle_exception(UnpicklableResultError(message), protocol),
             )
         return Result(job_id, True, bytes(data), wall_time=wall, cpu_time=cpu, **self._take_output())
 
 
 # -- helpers of the rare paths --------------------------------------------------------------------------
-
-
-def _args_fallback(name: str, job_id: int, exc: Exception, data: bytes | memoryview) -> tuple[bool, Any]:
-    """`(True, args)` when dill's loader reads the arguments (a pickle naming `__builtin__`), else
-    `(False, message)`."""
-    try:
-        return True, _dill_loads(data)
-    except Exception as dill_exc:  # noqa: BLE001 - the reason is reported in the result
-        return False, (
-            f"the arguments of job {job_id} (function {name}) cannot be unpickled on this worker: "
-            f"{type(exc).__name__}: {exc}; dill: {type(dill_exc).__name__}: {dill_exc}. Every class they "
-            "use must be importable here, or travel by value (defined in the caller's __main__) or as a "
-            "depfunc"
-        )
-
-
-def _build_namespace(body: FunctionBody, namespace: types.ModuleType) -> Callable[..., Any] | str:
-    """Fill `namespace` from `body`; the callable to run, or a message saying what failed and what to do."""
-    ns = namespace.__dict__
-    for entry in body.imports:
-        failure = _run_import(entry, ns)
-        if failure is not None:
-            return failure
-    main: object = None
-    if body.pickled:
-        try:
-            loaded = _loads_body(body.pickled)
-            if type(loaded) is tuple:  # (callable or None, {name: pickled depfunc})
-                main, extras = loaded
-                extras = dict(extras)
-            else:
-                extras = {}
-                main = loaded
-        except Exception as exc:  # noqa: BLE001 - reported in every result of this body
-            return (
-                f"the pickled part of function {body.name} cannot be unpickled on this worker: "
-                f"{type(exc).__name__}: {exc}. A module it refers to must be installed here, and dill too "
-                "when the caller used it"
-            )
-        ns.update(extras)
-        for value in extras.values():
-            _adopt_main_classes(_globals_of(value), ns)
-    for index, source in enumerate(body.sources):
-        failure = _run_source(body, index, source, ns)
-        if failure is not None:
-            return failure
-    if main is None:
-        func = ns.get(body.name)
-        if func is None:
-            return f"the sources of function {body.name} define no {body.name!r} (a bug in the sender)"
-    else:
-        func = main
-        g = _globals_of(func)
-        if g is not None:
-            for key, value in ns.items():
-                if not key.startswith("__"):
-                    g.setdefault(key, value)
-            _adopt_main_classes(g, ns)
-    if not callable(func):
-        return f"{body.name} is a {type(func).__name__}, not a callable"
-    return func  # type: ignore[no-any-return]
 
 
 UNSHIPPED = "__ppft_unshipped__"
@@ -404,119 +357,6 @@ def _explain_name_error(exc: NameError, ns: dict[str, Any]) -> None:
     )
 
 
-def _run_import(entry: str, ns: dict[str, Any]) -> str | None:
-    line = entry.strip()
-    if not (line.startswith("import ") or line.startswith("from ")):
-        line = f"import {line}"  # "math", "os.path", "numpy as np"
-    try:
-        code = compile(line, "<ppft modules>", "exec", dont_inherit=True)
-    except SyntaxError:
-        return (
-            f"modules= entry {entry!r} is neither a module name nor an import line; write e.g. 'math', "
-            "'numpy as np' or 'from os import path'"
-        )
-    try:
-        exec(code, ns)
-    except ModuleNotFoundError as exc:
-        missing = exc.name or str(exc)
-        top = line.split()[1].split(".")[0]
-        if missing.split(".")[0] == top:
-            return (
-                f"module {missing!r} listed in modules= ({entry!r}) is not installed on this worker; "
-                "install it here or remove it from modules="
-            )
-        return (
-            f"importing {entry!r} (listed in modules=) failed on this worker: it needs module {missing!r}, "
-            "which is not installed here"
-        )
-    except Exception as exc:  # noqa: BLE001 - an import can raise anything; reported with the entry
-        return f"importing {entry!r} (listed in modules=) failed on this worker: {type(exc).__name__}: {exc}"
-    return None
-
-
-def _run_source(body: FunctionBody, index: int, source: str, ns: dict[str, Any]) -> str | None:
-    defined = _defined_name(source)
-    what = f"{body.name}'s source {index + 1} ({defined or 'no def or class'})"
-    filename = f"<ppft {body.digest.hex()[:12]} {defined or index}>"
-    # tracebacks of the job then show the source lines, as they would in the caller's file
-    _pending_sources[filename] = source
-    _cache_sources()
-    try:
-        code = compile(source, filename, "exec", dont_inherit=True)
-    except (SyntaxError, ValueError) as exc:
-        return (
-            f"{what} does not compile on this worker (Python {sys.version.split()[0]}): "
-            f"{type(exc).__name__}: {exc}"
-        )
-    try:
-        exec(code, ns)
-    except Exception as exc:  # noqa: BLE001 - the source's own error, reported with what to do
-        return (
-            f"executing {what} failed on this worker: {type(exc).__name__}: {exc}. Pass what it needs at "
-            "definition time (base classes, decorators, default values) in depfuncs= or modules="
-        )
-    return None
-
-
-def _defined_name(source: str) -> str:
-    """The name of the first `def`, `async def` or `class` at the start of a line of `source`, or ""."""
-    for line in source.splitlines():
-        words = line.split(None, 2) if line[:1] in ("d", "c", "a") else ()
-        if len(words) < 2:
-            continue
-        keyword, rest = words[0], words[1]
-        if keyword == "async" and len(words) == 3 and words[1] == "def":
-            rest = words[2]
-        elif keyword not in ("def", "class"):
-            continue
-        name = ""
-        for char in rest:
-            if not (char.isalnum() or char == "_"):
-                break
-            name += char
-        if name:
-            return name
-    return ""
-
-
-def _globals_of(func: object) -> dict[str, Any] | None:
-    """The globals dict of a pickled callable, unless it is a real module's (which must not be touched)."""
-    while isinstance(func, (types.MethodType, functools.partial)):
-        func = func.__func__ if isinstance(func, types.MethodType) else func.func
-    g = getattr(func, "__globals__", None)
-    if type(g) is not dict:
-        return None
-    name = g.get("__name__")
-    module = sys.modules.get(name) if isinstance(name, str) else None
-    if module is not None and getattr(module, "__dict__", None) is g:
-        return None
-    return g
-
-
-def _adopt_main_classes(g: dict[str, Any] | None, ns: dict[str, Any]) -> None:
-    """Let classes that dill recreated as `__main__.X` be found there, so their instances pickle by name."""
-    if g is None:
-        return
-    for key, value in g.items():
-        if isinstance(value, type) and value.__module__ == "__main__" and value.__qualname__ == key:
-            ns.setdefault(key, value)
-
-
-def _loads_body(data: bytes) -> object:
-    try:
-        return pickle.loads(data)
-    except ModuleNotFoundError as exc:
-        if exc.name != "__builtin__":
-            raise
-    return _dill_loads(data)
-
-
-def _dill_loads(data: bytes | memoryview) -> object:
-    import dill  # noqa: PLC0415 - only dill pickles that need its loader pay for it
-
-    return dill.loads(bytes(data))
-
-
 def _dumps_main_by_name(value: object, protocol: int) -> bytes:
     from .picklers import dumps_main_by_name  # noqa: PLC0415 - rare path, off a worker's start-up
 
@@ -528,14 +368,3 @@ def _pickle_exception(exc: BaseException, protocol: int) -> bytes:
     from .picklers import pickle_exception  # noqa: PLC0415 - a job that raises pays for it, not start-up
 
     return pickle_exception(exc, protocol)
-
-
-def _type_name(cls: type) -> str:
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def _safe_str(exc: BaseException) -> str:
-    try:
-        return str(exc)
-    except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not lose the result
-        return f"<str() of the {type(exc).__name__} failed: {str_exc!r}>"

@@ -18,12 +18,12 @@ itself, whatever its `__init__` takes (the way tblib and billiard rebuild except
 - a value that does not pickle (a lock, a socket) becomes its `repr`, so the rest still travels.
 
 The pickle refers only to the standard library and the exception's own classes, so any ppft client loads it.
-A class the caller lacks fails only its own part there (`ppft_client.errors.rebuild_exception`).
+A class the caller lacks fails only its own part there (`ppft_client.rebuild`).
 
-`ppft_client/dask_runner.py` holds this module's code below the `# -- shared` line, character for character,
-since what runs on dask workers may import nothing of ppft (ppft-client's `test_dask_runner_in_step.py`
-checks that the two stay the same). This module must import nothing beyond the standard library (the C
-pickler from `ppft_protocol.cpython` apart) and must never raise.
+Both job runners use it (`execute.JobRunner`, and `dask_runner` on dask workers, where nothing of ppft is
+installed), so this module travels as text (`travel`): it must import nothing beyond the standard library (the
+C pickler from `ppft_protocol.cpython` apart, where ppft is installed), stay valid Python 3.10, and never
+raise.
 """
 
 from __future__ import annotations
@@ -31,17 +31,17 @@ from __future__ import annotations
 import io
 import types
 
-from ppft_protocol.cpython import fast_pickle as pickle
-
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import pickle
     from collections.abc import Callable
     from typing import Any
+elif __name__.startswith("ppft_worker."):  # installed: the C pickler alone (`pickle` loads `re` and `enum`)
+    from ppft_protocol.cpython import fast_pickle as pickle
+else:  # travelling to a host where ppft may not be installed
+    import pickle
 
 __all__ = ["dumps_main_by_name", "pickle_exception"]
-
-
-# -- shared: ppft_worker/picklers.py and ppft_client/dask_runner.py hold this part the same, to the end --
 
 
 class _MainByName(pickle.Pickler):
