@@ -16,24 +16,16 @@ arrives a worker gets one job, since nothing is known yet about the jobs' length
 When a worker idles next to a frame that has sent no result for 20 ms, the tail half of that frame is
 cancelled and queued again for it (`stealing`): run times learnt from the past can mislead the batching.
 
-Start: the workers that `start` launches are forked (`forkstart`) when the owner passed `fork_threads` and the
-process has exactly that many threads at that moment; every other worker (a replacement, growth, all of them
-with `restart=True`) is exec'd (`spawn`). `start_methods()` tells which each worker got.
-
-Deaths: a worker's jobs are run in the order they were sent, so the first unfinished one is the suspect. When
-a worker dies with several jobs in flight, every one of them is requeued and the suspect is marked `solo`: it
-will run alone next time. A job is charged an attempt only when its worker dies while it runs alone, so one
-bad job cannot fail the others of its batch, and it fails with `WorkerLostError` after `max_attempts`.
+The pool's worker processes over their lives (started by fork or exec, retired, lost, reaped, replaced,
+and the fate of a dead worker's jobs: rerun, or `WorkerLostError` after `max_attempts`) are `lives.py`'s,
+which `WorkerPool` builds on; `start_methods()` tells how each worker was started.
 
 Output: every worker gets an output region (shared memory) where it mirrors what its job writes; the pool
 reads it when the worker dies, so the job's `WorkerLostError` result carries the text it wrote, and, while
-the owner watches (`watch_output`), every few milliseconds for live output (`poolout`).
-A worker whose pipe ends is given a second to exit, polled on a timer (the loop never waits for a process);
-then it is killed.
+the owner watches (`watch_output`), every few milliseconds for live output (`output`).
 
 Bugs: a callback of a worker (its pipes, a dispatch to it, the handling of its results) that raises kills
-that worker and requeues its jobs as for a death, so nothing is lost and the loop goes on; a failing
-timer of the pool's own is re-armed.
+that worker and requeues its jobs as for a death, so nothing is lost and the loop goes on.
 """
 
 from __future__ import annotations
@@ -42,7 +34,6 @@ import contextlib
 import errno
 import logging
 import os
-import subprocess
 import time
 from collections.abc import Callable
 
@@ -69,17 +60,15 @@ from ..runtime import (
     OutBuffer,
     Task,
     TaskQueue,
-    Timer,
     adopt,
     collect_raw_results,
     collect_results,
-    internal_error_reason,
     send_batch,
     take_batch,
 )
-from .forkstart import WorkerProcess, prepare_fork, why_not_fork
-from .output import LiveWatch, OutputPiece, keep_output, lost_result, open_region
-from .spawn import describe_exit, start_worker
+from .lives import WorkerLives
+from .output import LiveWatch, OutputPiece, open_region
+from .spawn import start_worker
 from .stealing import Stealer, reclaim
 from .worker import PoolWorker
 
@@ -88,11 +77,9 @@ __all__ = ["WorkerPool"]
 log = logging.getLogger("ppft.pool")
 
 _IOV_MAX = 512  # parts per writev call, well under every system's IOV_MAX
-EXIT_GRACE = 1.0
-"""Seconds a worker whose pipe ended has to exit by itself before it is killed."""
 
 
-class WorkerPool:
+class WorkerPool(WorkerLives):
     """N local worker processes, driven from `loop`'s thread. All methods are for that thread only."""
 
     def __init__(
@@ -114,30 +101,19 @@ class WorkerPool:
         `on_raw_results`: an owner that only passes results on (ppserver) gets each result frame undecoded,
         with its tasks (`collect_raw_results`), instead of (task, result) pairs through `on_results`, which
         then carries only the results the pool makes itself (a job that failed with its worker)."""
-        self.loop = loop
-        self.size = size
-        self.restart = restart
-        self.max_attempts = max_attempts
-        self.fork_threads = fork_threads  # the owner may set it to None before `start` runs
+        super().__init__(
+            loop, size, on_results=on_results, on_requeue=on_requeue, restart=restart,
+            max_attempts=max_attempts, fork_threads=fork_threads,
+        )  # fmt: skip
         self.jobs_done = 0
         self.job_time = 0.0
-        self.broken_reason = ""  # set while workers keep failing to start
         self.name = "local"
-        self._on_results = on_results
         self._on_raw_results = on_raw_results
-        self._on_requeue = on_requeue
         self._secret = os.urandom(32)
-        self._workers: list[PoolWorker] = []
-        self._exiting: list[PoolWorker] = []  # pipe ended, exit status not known yet: their jobs wait here
-        self._dying: list[WorkerProcess] = []
         self._next_index = 0
         self._batching = Batching(one_at_a_time=restart)
-        self._start_failures = 0
-        self._respawn_timer: Timer | None = None
-        self._reap_timer: Timer | None = None
         self._stealer = None if restart else Stealer(loop, self._workers, self._cancel)
         self._live: LiveWatch | None = None
-        self._closed = False
 
     # -- the owner's interface -------------------------------------------------------------------------
 
@@ -145,25 +121,6 @@ class WorkerPool:
         """Start the workers, all at once, forked if `fork_threads` says that is safe (their interpreters
         boot in parallel if they are exec'd)."""
         self._fill(first=True)
-
-    @property
-    def workers(self) -> int:
-        """Workers alive and not retiring (started or still starting)."""
-        return sum(1 for w in self._workers if not w.retiring)
-
-    @property
-    def pids(self) -> list[int]:
-        return [w.pid for w in self._workers]
-
-    def why_exec(self) -> str:
-        """Why `start` would exec a worker now rather than fork it; "" if it would fork."""
-        if self.restart:
-            return "restart=True: every worker is a fresh exec'd process"
-        return why_not_fork(self.fork_threads)
-
-    def start_methods(self) -> dict[int, str]:
-        """How each live worker was started, by pid: "fork" or "exec"."""
-        return {w.pid: w.method for w in self._workers}
 
     @property
     def inflight(self) -> int:
@@ -177,21 +134,6 @@ class WorkerPool:
             w.inflight.clear()
             w.stolen.clear()
         return tasks
-
-    def resize(self, size: int) -> None:
-        """Grow at once; shrink by retiring idle workers first, busy ones when their jobs are done."""
-        if size < 0:
-            raise ValueError("size must be >= 0")
-        self.size = size
-        live = [w for w in self._workers if not w.retiring]
-        excess = len(live) - size
-        if excess > 0:
-            for w in sorted(live, key=lambda w: len(w.inflight))[:excess]:
-                w.retiring = True
-                if not w.inflight:
-                    self._retire(w)
-        else:
-            self._fill()
 
     def watch_output(self, on_output: Callable[[list[OutputPiece]], None] | None) -> None:
         """Hand what running jobs write to `on_output`, whole lines as they are written, as
@@ -274,51 +216,13 @@ class WorkerPool:
 
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
-        self._closed = True
         if self._stealer is not None:
             self._stealer.close()
         if self._live is not None:
             self._live.close()
-        for timer in (self._respawn_timer, self._reap_timer):
-            if timer is not None:
-                timer.cancel()
-        procs = []
-        for w in self._workers:
-            self._unregister(w)
-            procs.append(w.proc)
-            close_region(w.region)
-            w.region = None
-        self._workers.clear()
-        procs.extend(w.proc for w in self._exiting)
-        self._exiting.clear()
-        procs.extend(self._dying)
-        self._dying.clear()
-        for proc in procs:
-            with contextlib.suppress(ProcessLookupError):
-                proc.terminate()
-        deadline = time.monotonic() + grace
-        for proc in procs:
-            try:
-                proc.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                proc.wait()
+        super().close(grace)
 
-    # -- workers coming and going ----------------------------------------------------------------------
-
-    def _fill(self, first: bool = False) -> None:
-        if self._closed:
-            return
-        while self.workers < self.size:
-            why_exec = self.why_exec() if first else "only the workers a pool starts with are forked"
-            if not why_exec:
-                prepare_fork()
-            try:
-                self._spawn(why_exec)
-            except OSError as exc:
-                self._start_failed(f"could not start a worker process: {exc}")
-                return
+    # -- starting a worker ------------------------------------------------------------------------------
 
     def _spawn(self, why_exec: str) -> None:
         """Start one worker: forked if `why_exec` is empty, else exec'd."""
@@ -346,142 +250,6 @@ class WorkerPool:
             log.debug("started %r by exec: %s", w, why_exec)
         else:
             log.debug("started %r by fork: the process has exactly %s thread(s)", w, self.fork_threads)
-
-    def _retire(self, w: PoolWorker) -> None:
-        """A worker we no longer need: close its pipes (it exits on EOF) and reap it later."""
-        self._unregister(w)
-        self._workers.remove(w)
-        self._dying.append(w.proc)
-        close_region(w.region)
-        w.region = None
-        self._schedule_reap()
-
-    def _unregister(self, w: PoolWorker) -> None:
-        self.loop.remove_reader(w.rfd)
-        self.loop.remove_writer(w.wfd)
-        for fd in (w.rfd, w.wfd):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
-        w.rfd = w.wfd = -1  # never closed twice: the number may belong to a new descriptor by then
-
-    def _schedule_reap(self) -> None:
-        if self._reap_timer is None and self._dying and not self._closed:
-            self._reap_timer = self.loop.call_later(0.2, self._reap, self._timer_failed)
-
-    def _reap(self) -> None:
-        self._reap_timer = None
-        self._dying = [p for p in self._dying if p.poll() is None]
-        self._schedule_reap()
-
-    def _lost(self, w: PoolWorker, detail: str = "") -> None:
-        """`w`'s pipe ended: forget it now, and settle its jobs once its exit status is known."""
-        if w not in self._workers:
-            return
-        self._unregister(w)
-        self._workers.remove(w)
-        self._exiting.append(w)
-        self._exited(w, detail, time.monotonic() + EXIT_GRACE, 0.0005)
-
-    def _exited(self, w: PoolWorker, detail: str, deadline: float, delay: float) -> None:
-        """Poll `w`'s exit (a timer, never a wait: the loop must not block), killing it after the grace."""
-        if w not in self._exiting:
-            return  # the pool closed meanwhile
-        code = w.proc.poll()
-        if code is None and time.monotonic() < deadline:
-            self.loop.call_later(
-                delay, lambda: self._exited(w, detail, deadline, min(delay * 2, 0.05)),
-                lambda exc: self._settle(w, internal_error_reason(exc)),
-            )  # fmt: skip
-            return
-        if code is None:
-            with contextlib.suppress(ProcessLookupError):
-                w.proc.kill()
-            self._dying.append(w.proc)  # reaped later, off the way of its jobs
-            self._schedule_reap()
-            how = detail or f"closed its pipe and did not exit within {EXIT_GRACE:.0f} s (killed)"
-        else:
-            how = detail or describe_exit(code)
-        self._settle(w, how)
-
-    def _settle(self, w: PoolWorker, how: str) -> None:
-        """`w` is gone: its jobs run again (or fail, charged as `_requeue` says); a replacement starts."""
-        if w not in self._exiting:
-            return
-        self._exiting.remove(w)
-        tasks = list(w.inflight.values())
-        w.inflight.clear()
-        keep_output(w, tasks)  # the text its job wrote, before anything decides that job's fate
-        if not w.ready:
-            self._start_failed(f"{w!r} {how} before it was ready")
-        else:
-            self._start_failures = 0
-            if tasks or not w.retiring:
-                log.warning("%r %s with %d job(s) in flight; starting a replacement", w, how, len(tasks))
-        if tasks:
-            self._requeue(w, how, tasks)
-        if not self.broken_reason:
-            self._fill()
-
-    def _requeue(self, w: PoolWorker, how: str, tasks: list[Task]) -> None:
-        first = tasks[0]
-        failed: list[tuple[Task, Result]] = []
-        if len(tasks) == 1:
-            first.attempts += 1
-            if first.attempts >= self.max_attempts:
-                failed.append((first, lost_result(w, how, first)))
-                tasks = []
-        first.solo = True
-        if tasks:
-            self._on_requeue(tasks)
-        if failed:
-            self._on_results(failed)
-
-    def _start_failed(self, reason: str) -> None:
-        self._start_failures += 1
-        if self._start_failures >= 3:
-            if not self.broken_reason:
-                log.error("local workers cannot start: %s", reason)
-            self.broken_reason = f"local workers cannot start: {reason}"
-        delay = min(5.0, 0.05 * 2**self._start_failures)
-        if self._respawn_timer is None and not self._closed:
-            self._respawn_timer = self.loop.call_later(delay, self._respawn, self._timer_failed)
-
-    def _respawn(self) -> None:
-        self._respawn_timer = None
-        self._fill()
-
-    # -- bugs ------------------------------------------------------------------------------------------
-
-    def _worker_failed(self, w: PoolWorker, exc: BaseException) -> None:
-        """A callback of `w` raised (the loop logged the traceback): kill `w`; its jobs go back as for a
-        worker's death (so a job that breaks the pool every time fails after `max_attempts`), and a
-        replacement starts. The loop goes on."""
-        if w not in self._workers:
-            return
-        with contextlib.suppress(ProcessLookupError, OSError):
-            w.proc.kill()
-        self._unregister(w)
-        self._workers.remove(w)
-        self._dying.append(w.proc)
-        self._schedule_reap()
-        w.stolen.clear()
-        self._exiting.append(w)
-        self._settle(w, f"was killed after {internal_error_reason(exc)}")
-
-    def start_failed(self, exc: BaseException) -> None:
-        """`start` raised (an owner's error handler): try again later, as after a worker that failed to
-        start."""
-        self._start_failed(f"starting the workers failed: {internal_error_reason(exc)}")
-
-    def _timer_failed(self, exc: BaseException) -> None:
-        """A timer of the pool's own raised: re-arm its timers, so that reaping and respawning go on."""
-        self._reap_timer = self._respawn_timer = None
-        if self._closed:
-            return
-        self._schedule_reap()
-        if self.workers < self.size:
-            self._respawn_timer = self.loop.call_later(1.0, self._respawn, self._timer_failed)
 
     # -- bytes in and out ------------------------------------------------------------------------------
 
