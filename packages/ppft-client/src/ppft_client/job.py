@@ -21,7 +21,7 @@ wrote it, and nothing is printed again.
 A job is light, because a client makes 100,000 of them a second and the garbage collector walks every
 container object made: where a plain `Future` makes eleven, a job makes one, itself. Its state is guarded
 by `JOBS_LOCK`, which all jobs share (`joblock`), so the I/O thread claims and finishes a whole frame of
-jobs in one acquisition (`Job.claim_all`, `complete_jobs`); its `_condition`, `_waiters` and
+jobs in one acquisition (`Job.claim_all`, `completion.complete_jobs`); its `_condition`, `_waiters` and
 `_done_callbacks` are made on first use. Everything `Future`, `concurrent.futures.wait`, `as_completed` and
 asyncio call on a future keeps its meaning. No code of the user's may ever run while the lock is held.
 """
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import pickle
-import sys
 import threading
 from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
@@ -43,22 +42,19 @@ from ppft_protocol.cpython import FUTURE_STATES
 from .errors import ResultDecodeError
 from .joblock import JOBS_LOCK, Sleepers, new_condition
 from .output import Unshown, write_output
-from .rebuild import rebuild_exception
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Callable
 
-__all__ = ["Job", "complete_jobs", "log_callback_error", "make_job"]
+__all__ = ["FINISHED", "PENDING", "RUNNING", "Job"]
 
 # The states `Future` keeps in `_state` (`ppft_protocol.cpython.FUTURE_STATES` says why they are copied).
 PENDING, RUNNING, CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED = FUTURE_STATES
 LOGGER = logging.getLogger("concurrent.futures")  # where Future logs a callback that raised
-_callbacks_log = logging.getLogger("ppft.callbacks")
 
 _NO_VALUE = object()
 _DONE = frozenset((CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED))
 _STARTED = frozenset((RUNNING, FINISHED))
-_ACTIVE = frozenset((PENDING, RUNNING))
 
 _acquire = JOBS_LOCK.acquire  # taken by hand on the hot paths: a `with` statement costs twice as much
 _release = JOBS_LOCK.release
@@ -116,7 +112,7 @@ class Job(Future):  # type: ignore[type-arg]
         `_Task` subclass) gets one from `Server.insert(sfunc, sargs, task)`.
 
         `Future.__init__` is not called: it would make the condition, lock and lists a job does without.
-        (`make_job` makes the same job faster; keep the two in step.)"""
+        (`completion.make_job` makes the same job faster; keep the two in step.)"""
         self._state = PENDING  # read on every step of the way: an attribute of its own reads faster
         self.server = server
         self.tid = tid
@@ -336,24 +332,7 @@ class Job(Future):  # type: ignore[type-arg]
             job.set_running_or_notify_cancel()  # cancelled: tells the waiters of as_completed/wait
         return claimed
 
-    # -- completion, on the I/O thread and the callback thread -------------------------------------------
-
-    def _complete(self, result: Result, node: str) -> bool:
-        """Store the outcome; True when done-callbacks must run (on the callback thread)."""
-        return bool(complete_jobs(((self, result),), node, classic=False)[1])
-
-    def _fail(self, exc: BaseException) -> bool:
-        """Finish with an error that did not come from a worker (destroyed server, lost node)."""
-        with _LOCK:
-            if self._state not in (PENDING, RUNNING):
-                return False
-            self._exception = exc
-            self._replayed = True
-            self._finish_locked()
-            if self._waiting:
-                for waiter in self._waiting:
-                    waiter.add_exception(self)
-            return bool(self._done_callbacks)
+    # -- completion (`completion`), on the I/O thread and the callback thread -----------------------------
 
     def _finish_locked(self) -> None:
         """The state becomes FINISHED and whoever waits is told (with `_LOCK` held; waiters apart)."""
@@ -363,30 +342,6 @@ class Job(Future):  # type: ignore[type-arg]
         sleepers = self._sleepers
         if sleepers:
             sleepers.notify_all()
-
-    def _run_done_callbacks(self) -> None:
-        """The `add_done_callback` callbacks, in order; on the callback thread. One that raises anything
-        (`SystemExit`, `KeyboardInterrupt` too) is logged, naming the job, and the next ones still run."""
-        for fn in self._done_callbacks:
-            try:
-                fn(self)
-            except BaseException:  # noqa: BLE001 - a callback's error is the caller's bug, not ppft's end
-                log_callback_error(fn, self)
-
-    def _complete_with_callback(self, result: Result, node: str) -> None:
-        """ppft 1.7's order, on the callback thread: unpickle, print the job's output, call
-        callback(*callbackargs, value) (value None if the job raised), and only then finish the job.
-        A subclass that overrides `finalize` gets `finalize(sresult)` instead, which does that in the base."""
-        self._raw = result
-        self.node = node
-        try:
-            if self._finalizes:
-                self.finalize(self._raw_pickle())
-            else:
-                self._run_classic_callback()
-        finally:
-            if self._complete(result, node):
-                self._run_done_callbacks()
 
     def _run_classic_callback(self) -> None:
         raw = self._raw
@@ -483,91 +438,3 @@ class Job(Future):  # type: ignore[type-arg]
             import dill  # noqa: PLC0415 - only paid for by values that need it
 
             return bytes(dill.dumps(pair))
-
-
-def log_callback_error(callback: object, job: Job) -> None:
-    """Log the exception being handled, raised by `callback` of `job`, with its traceback (one record)."""
-    exc = sys.exc_info()[1]
-    name = getattr(callback, "__qualname__", None) or type(callback).__qualname__
-    _callbacks_log.error(
-        "callback %s of job %s raised %s: %s; the job is done, and later callbacks still run",
-        name,
-        getattr(job, "tid", "?"),
-        type(exc).__name__,
-        exc,
-        exc_info=True,
-    )
-
-
-def make_job(
-    server: Any,
-    tid: int,
-    body: FunctionBody,
-    args: bytes,
-    proto: int,
-    sched: Any,
-    callback: Callable[..., Any] | None = None,
-    callbackargs: tuple[Any, ...] = (),
-    group: str = "default",
-) -> Job:
-    """The job `Job(server, tid, callback, callbackargs, group, body=body, args=args, proto=proto)` would
-    make, queued by `sched`, in half the time: calling a class with keywords builds a dict of them for its
-    `__init__`, and `submit` makes 100,000 jobs a second."""
-    job: Job = _new_object(Job)
-    job._state = PENDING
-    job.server = server
-    job.tid = tid
-    job.callback = callback
-    job.callbackargs = callbackargs
-    job.group = group
-    job.body = body
-    job.wire = _new_tuple(WireJob, (tid, body.digest, args, proto))
-    job._sched = sched
-    return job
-
-
-def complete_jobs(
-    pairs: Iterable[tuple[Any, Result]], node: str, *, classic: bool = True, unshown: Unshown | None = None
-) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
-    """Finish the jobs of one result frame (on the I/O thread), all under one acquisition of `_LOCK`.
-
-    Returns `(finished, handoff)`. `finished`: the jobs done here, including any that were cancelled or
-    finished already (results arrive exactly once, and the scheduler counts each job once). `handoff`, in
-    the frame's order, what the callback thread must do: `(job, None, node)` for a finished job with
-    done-callbacks, and `(job, result, node)` for a job with a classic callback or an overridden `finalize`
-    (when `classic`), left untouched here: ppft 1.7 finishes those after their callback ran. `unshown`:
-    where a finished job's output waits until someone asks for it (or `destroy` shows it)."""
-    if not isinstance(pairs, (list, tuple)):
-        pairs = list(pairs)  # walked twice
-    finished: list[Job] = []
-    handoff: list[tuple[Job, Result | None, str]] = []
-    # exceptions are unpickled before the lock is taken: an exception's class may run code
-    errors = {id(job): rebuild_exception(result) for job, result in pairs if not result.ok}
-    with _LOCK:
-        for job, result in pairs:
-            if classic and (job.callback is not None or job._finalizes):
-                handoff.append((job, result, node))
-                continue
-            finished.append(job)
-            if job._state not in _ACTIVE:
-                continue  # cancelled, or finished already (failed by a destroy, say)
-            job._raw = result  # what `result()` decodes (`_result`, Future's own, stays None)
-            job.node = node
-            if result.output and unshown is not None and not job._replayed:
-                unshown.add(job, result.output, result.stderr_spans)
-            if errors and not result.ok:  # `errors` first: most frames have none, and it costs no lookup
-                job._exception = errors[id(job)]
-            job._state = FINISHED  # _finish_locked, inlined
-            if job._held is not None:
-                job._release_held()
-            if job._sleepers:
-                job._sleepers.notify_all()
-            if job._waiting:
-                for waiter in job._waiting:
-                    if result.ok:
-                        waiter.add_result(job)
-                    else:
-                        waiter.add_exception(job)
-            if job._done_callbacks:
-                handoff.append((job, None, node))
-    return finished, handoff

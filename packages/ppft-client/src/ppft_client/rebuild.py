@@ -14,7 +14,7 @@ or context of its own (as `concurrent.futures` does), else of the exception its 
 printed first. So an uncaught one prints the remote traceback, then the chain as it was, then where the
 caller called `job()`.
 
-This runs on the I/O thread, for every failed job (`job.complete_jobs`): it never raises, whatever the
+This runs on the I/O thread, for every failed job (`completion.complete_jobs`): it never raises, whatever the
 exception's classes do while they load.
 """
 

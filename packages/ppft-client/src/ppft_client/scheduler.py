@@ -17,7 +17,7 @@ Stages:
   dispatches: nodes pull jobs from the queue head into their windows, in batches, each batch claimed
   under one lock acquisition.
 * Results complete their futures on the I/O thread, a whole result frame under one acquisition of the jobs'
-  lock (`job.complete_jobs`), waking only the threads that wait for one of them, and nothing of the
+  lock (`completion.complete_jobs`), waking only the threads that wait for one of them, and nothing of the
   user's runs there: values are unpickled by whoever asks for them. A job with a classic `callback`, or
   with done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never
   stalls dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
@@ -29,7 +29,7 @@ Stages:
 * If the I/O thread itself fails, every unfinished job fails with the reason: nothing waits forever.
 * Jobs' output is printed by whoever asks for a job's value (or the callback thread), never by the I/O
   thread; what nobody asked for waits in `unshown` until `destroy`. With `live_output`, nodes hand on what
-  running jobs write, which `LiveView` prints, prefixed, on a thread of its own (`output`, `liveout`).
+  running jobs write, which `LiveView` prints, prefixed, on a thread of its own (`output.live`).
 """
 
 from __future__ import annotations
@@ -44,8 +44,9 @@ from ppft_protocol import PPFTError, Result
 from ppft_worker.pool import WorkerPool
 from ppft_worker.runtime import Loop, Task, internal_error_reason
 
+from .completion import CallbackThread, complete_jobs, fail_job
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
-from .job import Job, complete_jobs, log_callback_error
+from .job import Job
 from .joblock import JOBS_LOCK
 from .nodes import Candidate, Node, RemoteNode
 from .output import LiveView, Unshown, write_output
@@ -59,54 +60,6 @@ _SWEEP_MIN = 1024  # group counters kept before those of finished groups are for
 
 MAX_NODE_LOSSES = 3
 """A job lost with its node this many times fails with `NodeLostError` instead of being sent again."""
-
-
-class _CallbackThread:
-    """Runs user callbacks in order, off the I/O thread; started on first use.
-
-    A callback that raises, whatever it raises (`SystemExit`, `KeyboardInterrupt`, `GeneratorExit`
-    included), is logged once with its traceback, naming the job, and this thread goes on with the next
-    ones: the job it belongs to counts as finished all the same, so `wait()` never hangs on it."""
-
-    def __init__(self, on_done: Callable[[list[Job]], None]) -> None:
-        self._queue: deque[tuple[Job, Result | None, str]] = deque()
-        self._event = threading.Event()
-        self._on_done = on_done
-        self._thread: threading.Thread | None = None
-        self._stopping = False
-
-    def put(self, items: list[tuple[Job, Result | None, str]]) -> None:
-        self._queue.extend(items)
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._run, name="ppft-callbacks", daemon=True)
-            self._thread.start()
-        self._event.set()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stopping = True
-        self._event.set()
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
-
-    def _run(self) -> None:
-        queue = self._queue
-        while True:
-            self._event.wait()
-            self._event.clear()
-            while queue:
-                job, result, node = queue.popleft()
-                try:
-                    if result is not None:
-                        job._complete_with_callback(result, node)  # done-callbacks log their own
-                    else:
-                        job._run_done_callbacks()
-                except BaseException:  # noqa: BLE001 - the classic callback's (or finalize's), SystemExit too
-                    log_callback_error(job.finalize if job._finalizes else job.callback, job)
-                finally:
-                    if result is not None:
-                        self._on_done([job])
-            if self._stopping and not queue:
-                return
 
 
 class Scheduler:
@@ -139,7 +92,7 @@ class Scheduler:
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self.discoveries: list[str] = []  # auto-discovery running on these ("*:35000"): more nodes may come
         self.watch = NodeWatch(self)
-        self._callbacks = _CallbackThread(self._finished)
+        self._callbacks = CallbackThread(self._finished)
         self.unshown = Unshown()  # output of finished jobs nobody asked for yet: shown by `destroy`
         self.live = LiveView() if live_output else None
         if self.live is not None:
@@ -475,7 +428,7 @@ class Scheduler:
                     f"the result of job {job.tid} arrived from {node} but could not be handed over: "
                     f"{type(one).__name__}: {one}"
                 )
-                if job._fail(error):
+                if fail_job(job, error):
                     handoff.append((job, None, ""))
                 finished.append(job)
                 continue
@@ -487,7 +440,7 @@ class Scheduler:
         finished: list[Job] = []
         handoff: list[tuple[Job, Result | None, str]] = []
         for job in tasks:
-            if job._fail(exc):
+            if fail_job(job, exc):
                 handoff.append((job, None, ""))
             finished.append(job)
         if handoff:

@@ -25,8 +25,9 @@ from typing import Any
 from ppft_protocol import FunctionBody
 from ppft_worker.runtime import detect_ncpus, host_problem, resolve_secret
 
+from .completion import make_job
 from .errors import DestroyedServerError
-from .job import Job, make_job
+from .job import Job
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
