@@ -3,7 +3,8 @@
 * `node`: `Node`, what the scheduler needs of anything that runs jobs for it: a new kind of node is a new
   module here, never a change to the scheduler;
 * `remote`: `RemoteNode`, a ppserver (connected without blocking the I/O thread, authenticated, reconnected);
-* `dask` and `dask_entries`: `DaskNode`, an existing dask.distributed cluster (`dask://HOST:PORT`);
+* `dask`, `dask_watch` and `dask_entries`: `DaskNode`, an existing dask.distributed cluster
+  (`dask://HOST:PORT`), and the thread that watches it;
 * `discovery`: the `ppservers` entries, and the auto-discovery of ppservers on a network (`*`).
 
 Every node runs on the scheduler's I/O thread (`ppft_worker.runtime.Loop`) and never blocks it. This room

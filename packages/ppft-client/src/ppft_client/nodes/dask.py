@@ -2,7 +2,7 @@
 
     I/O thread: dispatch --client.submit(batch)--> dask scheduler --> dask worker: the runner runs the batch
     client's loop thread: await gather(batch) --call_soon_threadsafe--> I/O thread: results, or requeue
-    watcher thread (ppft-dask): open the Client, poll the cluster's thread count every second, notice loss
+    watcher thread (ppft-dask, `dask_watch`): open the Client, poll the cluster every second, notice loss
 
 A `ppservers` entry `dask://HOST:PORT` (`dask+tls://HOST:PORT`), a `distributed.Client` or a dask cluster
 object (`LocalCluster`, dask-jobqueue's `SLURMCluster`, ...) becomes one node. Jobs go to dask in batches, one
@@ -23,9 +23,10 @@ A bug in the node's work on the I/O thread (dispatching, a batch's outcome, the 
 node down as a lost scheduler does: its jobs run elsewhere, the watcher brings it back at its next poll,
 and the I/O thread goes on.
 
-This module must never block the I/O thread (only the watcher thread waits on dask), never become the
-default dask client (`set_as_default=False`), and close only the `Client` it opened itself: a `Client` or a
-cluster the user passed stays open. `distributed` is imported only on the watcher thread, when a node starts.
+This module must never block the I/O thread (only the watcher thread, `dask_watch.ClusterWatch`, waits on
+dask), never become the default dask client (`set_as_default=False`), and close only the `Client` it opened
+itself: a `Client` or a cluster the user passed stays open. `distributed` is imported only on the watcher
+thread, when a node starts.
 """
 
 from __future__ import annotations
@@ -38,7 +39,6 @@ import logging
 import pickle
 import re
 import sys
-import threading
 import traceback
 import uuid
 from collections.abc import Callable
@@ -49,15 +49,13 @@ from ppft_worker import JobSetupError, UnpicklableResultError, WorkerLostError
 from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT, travelling_runner
 from ppft_worker.runtime import Batching, Loop, Task, TaskQueue, take_batch
 
-from .dask_entries import CONNECT_TIMEOUT, DaskEntry, probe
+from .dask_entries import DaskEntry
+from .dask_watch import ClusterWatch, describe, lost_connection
 
 __all__ = ["DaskNode", "add_dask_nodes"]
 
 log = logging.getLogger("ppft.dask")
 
-_POLL_INTERVAL = 1.0  # how often the watcher reads the cluster's thread count and the Client's state
-_CLOSE_TIMEOUT = 5.0
-_MAX_BACKOFF = 10.0
 _BATCH_SCALE = 4  # a dask task costs ~1 ms of scheduling: each carries 4x a ppserver frame's work
 _MAX_BATCH = 1024
 _ADAPTIVE_TASKS = 512  # an adaptive cluster is shown up to this many tasks, so that it sees the demand
@@ -120,8 +118,7 @@ class DaskNode:
         self._known: set[bytes] = set()  # digests whose run time a result has shown
         self._id = uuid.uuid4().hex[:12]
         self._keys = itertools.count()
-        self._stop = threading.Event()
-        self._watcher = threading.Thread(target=self._watch, name=f"ppft-dask {self.name}", daemon=True)
+        self._watcher = ClusterWatch(entry, self._post_running, self._post_down, lambda: self._up)
 
     # -- node interface (I/O thread) -------------------------------------------------------------------
 
@@ -149,6 +146,16 @@ class DaskNode:
     def start(self) -> None:
         self._watcher.start()
 
+    def _post_running(self, client: Any, nthreads: int, adaptive: bool) -> None:
+        """From the watcher thread: the cluster runs (on the I/O thread, `_running`)."""
+        self.loop.call_soon_threadsafe(
+            functools.partial(self._running, client, nthreads, adaptive), self._crashed
+        )
+
+    def _post_down(self, reason: str, final: bool) -> None:
+        """From the watcher thread: the cluster cannot be used, now or for good (on the I/O thread)."""
+        self.loop.call_soon_threadsafe(functools.partial(self._down, reason, final=final), self._crashed)
+
     def dispatch(self, queue: TaskQueue) -> int:
         """Submit batches from the head of `queue` while the window has room; returns how many jobs."""
         if not self.ready:
@@ -173,7 +180,7 @@ class DaskNode:
             try:
                 submitted = self._submit(batch)
             except BaseException as exc:
-                self._on_lost(batch, f"internal error in the I/O thread ({_reason(exc)})")  # not lost
+                self._on_lost(batch, f"internal error in the I/O thread ({describe(exc)})")  # not lost
                 raise
             if not submitted:
                 break
@@ -195,16 +202,14 @@ class DaskNode:
 
     def _crashed(self, exc: BaseException) -> None:
         """The loop's error handler for this node's callbacks."""
-        self._down(f"internal error in the I/O thread ({_reason(exc)})")
+        self._down(f"internal error in the I/O thread ({describe(exc)})")
 
     def close(self) -> None:
         """Leave for good: the watcher closes the Client if this node opened it (waited for, bounded)."""
         self.closed = True
         self._up = False
         self._futures.clear()
-        self._stop.set()
-        if self.entry.owns_client and self._client is not None and self._watcher.is_alive():
-            self._watcher.join(_CLOSE_TIMEOUT)  # its Client is closed before destroy() returns
+        self._watcher.stop(wait=self.entry.owns_client and self._client is not None)
 
     # -- sending ---------------------------------------------------------------------------------------
 
@@ -234,7 +239,7 @@ class DaskNode:
             future = client.submit(runner.boot, runner.key, runner.blob, payload, key=key, pure=False)
             client.loop.add_callback(self._track, client, key, future)
         except Exception as exc:  # noqa: BLE001 - the Client closed under us: the jobs run elsewhere
-            self._down(f"the dask Client refused the jobs ({_reason(exc)})", also=batch)
+            self._down(f"the dask Client refused the jobs ({describe(exc)})", also=batch)
             return False
         self._inflight[key] = batch
         self._futures[key] = future
@@ -276,7 +281,7 @@ class DaskNode:
                 return
             status = str(getattr(self._client, "status", "closed"))
             if status == "running":
-                reason = f"dask dropped the task ({_reason(outcome)})"
+                reason = f"dask dropped the task ({describe(outcome)})"
                 log.warning(
                     "dask cluster %s: %s of %d job(s); they run again",
                     self.name,
@@ -285,7 +290,7 @@ class DaskNode:
                 )
                 self._on_lost(batch, reason)
             else:  # the Client lost its scheduler and cancelled every task: all go back at once
-                self._down(_lost(status), also=batch)
+                self._down(lost_connection(status), also=batch)
         else:
             if not isinstance(outcome, BaseException):
                 got = type(outcome).__name__
@@ -325,7 +330,7 @@ class DaskNode:
             return
         task = batch[0]
         message = (
-            f"every dask worker of {self.name} that ran job {task.wire.job_id} died ({_reason(exc)}); dask "
+            f"every dask worker of {self.name} that ran job {task.wire.job_id} died ({describe(exc)}); dask "
             "gave up on it (KilledWorker), so it is not retried again"
         )
         self._on_results([(task, _lost_result(task, message))], self.name)
@@ -381,108 +386,13 @@ class DaskNode:
         if final:
             self.closed = True
 
-    # -- the watcher thread ----------------------------------------------------------------------------
-
-    def _post(self, fn: Callable[..., None], *args: Any, **kwargs: Any) -> None:
-        self.loop.call_soon_threadsafe(functools.partial(fn, *args, **kwargs), self._crashed)
-
-    def _watch(self) -> None:
-        """Open the Client, then follow the cluster's size and the Client's state until the node closes."""
-        client: Any = None
-        backoff = 0.5
-        posted: tuple[Any, ...] = ()
-        while not self._stop.is_set():
-            if client is None:
-                try:
-                    client = self._open()
-                except Exception as exc:  # noqa: BLE001 - any failure to connect is reported, then retried
-                    self._post(self._down, _reason(exc))
-                    posted = ()
-                    self._stop.wait(backoff)
-                    backoff = min(_MAX_BACKOFF, backoff * 2)
-                    continue
-            state = self._poll(client)
-            if state[0] == "closed":
-                final = not self.entry.owns_client  # the user's Client: gone for good
-                if final:
-                    reason = "the dask Client given in ppservers was closed; this node takes no more jobs"
-                else:
-                    reason = "the dask scheduler went away and could not be reached again"
-                self._post(self._down, reason, final=final)
-                if final:
-                    return
-                self._close_client(client)
-                client = None
-                posted = ()
-                continue
-            if state != posted or (state[0] == "running" and not self._up):  # the I/O thread saw a loss
-                posted = state
-                if state[0] == "running":
-                    backoff = 0.5
-                    self._post(self._running, client, state[1], state[2])
-                else:
-                    self._post(self._down, state[1])
-            self._stop.wait(_POLL_INTERVAL)
-        if client is not None and self.entry.owns_client:
-            self._close_client(client)
-
-    def _open(self) -> Any:
-        import distributed  # noqa: PLC0415 - only where a dask node is used, off the caller's thread
-
-        target = self.entry.target
-        if not self.entry.owns_client:
-            return target
-        if isinstance(target, str):
-            probe(target)  # a refused or unroutable address is named at once, not after dask's timeout
-        client_type: Any = distributed.Client
-        client = client_type(target, timeout=CONNECT_TIMEOUT, set_as_default=False)
-        if self._stop.is_set():  # closed while connecting
-            self._close_client(client)
-            raise PPFTError("the node was closed while its Client connected")
-        return client
-
-    def _poll(self, client: Any) -> tuple[Any, ...]:
-        """("running", threads, adaptive), ("down", reason) or ("closed",)."""
-        status = str(client.status)
-        if status in ("closed", "closing"):
-            return ("closed",)
-        if status != "running":
-            return ("down", _lost(status))
-        try:
-            threads = sum(client.nthreads(callback_timeout=CONNECT_TIMEOUT).values())
-        except Exception as exc:  # noqa: BLE001 - the scheduler did not answer: the node is down for now
-            return ("down", f"the dask scheduler does not answer ({_reason(exc)})")
-        cluster = getattr(client, "cluster", None)
-        adaptive = getattr(cluster, "_adaptive", None)  # how dask itself tells an adaptive cluster
-        return ("running", int(threads), bool(adaptive is not None and adaptive.periodic_callback))
-
-    def _close_client(self, client: Any) -> None:
-        try:
-            client.close(timeout=_CLOSE_TIMEOUT)
-        except Exception as exc:  # noqa: BLE001 - closing at exit may meet dask half torn down
-            log.debug(
-                "closing the dask Client of %s: %s: %s", self.name, type(exc).__name__, printable(exc, 1000)
-            )
-
 
 # -- helpers ---------------------------------------------------------------------------------------------
-
-
-def _lost(status: str) -> str:
-    return f"the connection to the dask scheduler was lost (the Client is {status})"
 
 
 def _label(name: str) -> str:
     """The function's name as dask's dashboard groups tasks by it (ppft-<name>-...)."""
     return re.sub(r"[^A-Za-z0-9_.]", "_", name.rsplit(".", 1)[-1])[:40] or "job"
-
-
-def _reason(exc: BaseException) -> str:
-    try:
-        text = str(exc)
-    except Exception as str_exc:  # noqa: BLE001 - a broken __str__ must not hide the failure itself
-        text = f"<str() failed: {str_exc!r}>"
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def _type_name(cls: type) -> str:
