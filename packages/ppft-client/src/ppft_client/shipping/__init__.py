@@ -1,7 +1,8 @@
 """What travels to a worker for a job: its function captured as a `FunctionBody`, and its arguments pickled.
 
 * `functions`: `function_body` (the one content-addressed `FunctionBody` of `submit`'s `func`, `depfuncs`,
-  `modules` and `globals`), `function_job` (a job's wire parts), `pickle_args` and `unpickle`;
+  `modules` and `globals`, cached per function), `function_job` (a job's wire parts), `pickle_args` and
+  `unpickle`; `builder` builds the body by the rules its text gives;
 * `sources` and `blocks`: a function's or class's source, proved to be the source of *that* object;
 * `bodypickle`: callables that have no such source, pickled by value without their module's globals;
 * `moduledata`: the module data a function reads, read fresh at every submit;
