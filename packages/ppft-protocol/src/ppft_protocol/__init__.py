@@ -9,15 +9,7 @@ The full specification, with byte layouts and test vectors, is docs/protocol.md.
 
 from .bodies import BodyLedger, check_digest, function_digest
 from .channel import AES_256_GCM, CHACHA20_POLY1305
-from .connection import (
-    DEFAULT_MAX_FRAME_SIZE,
-    HANDSHAKE_MAX_FRAME_SIZE,
-    PROTOCOL_VERSIONS,
-    Closed,
-    Connection,
-    Established,
-    Event,
-)
+from .connection import DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, PROTOCOL_VERSIONS, Connection
 from .errors import (
     AuthenticationError,
     DecodeError,
@@ -40,6 +32,9 @@ from .messages import (
     Blob,
     Bye,
     Cancel,
+    Closed,
+    Established,
+    Event,
     FunctionBody,
     Heartbeat,
     Hello,

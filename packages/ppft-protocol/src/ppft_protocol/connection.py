@@ -24,7 +24,7 @@ import os
 import struct
 
 from . import channel, framing
-from .codec import LATEST, Record
+from .codec import LATEST
 from .errors import (
     AuthenticationError,
     DecodeError,
@@ -34,13 +34,16 @@ from .errors import (
     ProtocolMismatchError,
     RemoteProtocolError,
 )
-from .handshake import OPENING, TRANSITIONS, Role, State, downgrade_refusal
+from .handshake import OPENING, TRANSITIONS, Role, State, Transcript, downgrade_refusal
 from .messages import (
     MESSAGE_TYPES,
     Auth,
     AuthFailed,
     AuthOk,
     Bye,
+    Closed,
+    Established,
+    Event,
     Hello,
     Message,
     ResultBatch,
@@ -75,50 +78,6 @@ HANDSHAKE_MAX_FRAME_SIZE = 4096
 DEFAULT_MAX_FRAME_SIZE = 1 << 30
 """Default frame size cap after authentication (1 GiB); `max_frame_size=` changes it."""
 
-
-_set = object.__setattr__
-
-
-class Established(Record):
-    """The handshake finished: both sides proved the secret. Messages may be sent from now on.
-
-    `cipher` names the sealed channel's AEAD (`"chacha20-poly1305"` or `"aes-256-gcm"`), `""` when unsealed.
-    Left out, it is what a sealed channel used before AES-256-GCM was negotiable, so
-    `Established(1, True, comment)` still means a ChaCha20-Poly1305 link."""
-
-    __slots__ = ("cipher", "peer_comment", "sealed", "version")
-    __match_args__ = ("version", "sealed", "peer_comment", "cipher")
-
-    version: int
-    sealed: bool
-    peer_comment: str
-    cipher: str
-
-    def __init__(self, version: int, sealed: bool, peer_comment: str, cipher: str | None = None) -> None:
-        if cipher is None:
-            cipher = channel.CHACHA20_POLY1305 if sealed else ""
-        _set(self, "version", version)
-        _set(self, "sealed", sealed)
-        _set(self, "peer_comment", peer_comment)
-        _set(self, "cipher", cipher)
-
-
-class Closed(Record):
-    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary).
-
-    `reason` is for logs and people: a `Bye`'s reason arrives escaped and bounded (`printable`); the `Bye`
-    event before it carries the reason as sent."""
-
-    __slots__ = ("reason",)
-    __match_args__ = ("reason",)
-
-    reason: str
-
-    def __init__(self, reason: str) -> None:
-        _set(self, "reason", reason)
-
-
-Event = Message | Established | Closed
 
 _RESULTS = ResultBatch.TYPE
 _HANDSHAKE_TYPES = frozenset((Hello.TYPE, Auth.TYPE, AuthOk.TYPE, AuthFailed.TYPE))
@@ -169,8 +128,6 @@ class Connection:
         self.max_frame_size = max_frame_size
         self.peer_comment = ""
         self.raw_results = raw_results
-        self._secret = secret
-        self._auth_key = channel.auth_key(secret)
         if isinstance(worker_secret, str):
             worker_secret = worker_secret.encode("utf-8")
         if worker_secret is not None and not worker_secret:
@@ -179,9 +136,6 @@ class Connection:
         self.peer_worker = False
         """Server role: the peer dials in as a worker (its Hello has the WORKER flag, version >= 2), so its
         proof is checked against the workers secret. Proven only once the connection is ESTABLISHED."""
-        self._nonce = nonce if nonce is not None else os.urandom(channel.NONCE_SIZE)
-        self._peer_hello: Hello | None = None
-        self._peer_opening = b""
         self._decoder = framing.FrameDecoder(HANDSHAKE_MAX_FRAME_SIZE)
         self._decoder.single = True
         self._sealer: channel.Sealer | None = None
@@ -190,18 +144,20 @@ class Connection:
             opening = framing.encode_opening(versions[0], versions[1], comment)
         except ValueError as exc:
             raise LocalProtocolError(f"cannot open a connection: {exc}; pass versions=(low, high)") from None
-        self._opening = opening
         # FLAG_SPEAKS_V2, the downgrade sentinel: a version-1 peer binds it into its proofs unread, so an
         # opening rewritten down to version 1 shows against it (section 10 of docs/protocol.md)
-        self._flags = (
+        flags = (
             (Hello.FLAG_ALLOW_PLAIN if allow_plain else 0)
             | (Hello.FLAG_AES_GCM if aes_gcm else 0)
             | (Hello.FLAG_SPEAKS_V2 if versions[1] >= 2 else 0)
             | (Hello.FLAG_WORKER if worker else 0)
         )
+        if nonce is None:
+            nonce = os.urandom(channel.NONCE_SIZE)
+        self._transcript = Transcript(role, secret, nonce, flags, opening)
         self._out: list[bytes | memoryview] = [opening]
         self._out_large = False  # a part of at least _PART_MIN bytes is queued
-        self._send_frame(Hello(self._nonce, self._flags))
+        self._send_frame(Hello(nonce, flags))
 
     # -- public API ------------------------------------------------------------------------------------
 
@@ -372,9 +328,9 @@ class Connection:
                 f"{opening.min_version}-{opening.max_version} ({comment}); "
                 f"upgrade the older side"
             )
-        self.version = high
+        self.version = self._transcript.version = high
         self.peer_comment = comment
-        self._peer_opening = framing.opening_bytes(text)
+        self._transcript.peer_opening = framing.opening_bytes(text)
         self._advance(OPENING)
         return self._handle_frames(self._decoder.feed(rest)) if rest else []
 
@@ -428,16 +384,17 @@ class Connection:
         # message is looked at before the peer has proven the secret.
         self._advance(cls.__name__)
         message = decode_message(ftype, body)
+        transcript = self._transcript
         if isinstance(message, Hello):
-            self._peer_hello = message
+            transcript.peer = message
             self._check_downgrade(message)
             if self.role is Role.SERVER and self.version >= 2 and message.flags & Hello.FLAG_WORKER:
                 self._expect_worker()
             if self.role is Role.CLIENT:
-                self._send_frame(Auth(self._proof(Role.CLIENT)))
+                self._send_frame(Auth(transcript.proof(Role.CLIENT)))
             return None
         if isinstance(message, Auth):
-            if not channel.verify_proof(self._proof(Role.CLIENT), message.proof):
+            if not channel.verify_proof(transcript.proof(Role.CLIENT), message.proof):
                 self._send_frame(AuthFailed())
                 self.state = State.CLOSED
                 if self.peer_worker:
@@ -450,10 +407,10 @@ class Connection:
                     "client failed to prove it knows the secret: the secrets differ; nothing from this "
                     "peer is accepted"
                 )
-            self._send_frame(AuthOk(self._proof(Role.SERVER)))
+            self._send_frame(AuthOk(transcript.proof(Role.SERVER)))
             return self._establish()
         if isinstance(message, AuthOk):
-            if not channel.verify_proof(self._proof(Role.SERVER), message.proof):
+            if not channel.verify_proof(transcript.proof(Role.SERVER), message.proof):
                 raise AuthenticationError(
                     "server failed to prove it knows the secret: the secrets differ (or something "
                     "impersonates the server); nothing was sent to it"
@@ -466,7 +423,7 @@ class Connection:
                 f"less than ppft-protocol {self.versions[0]}-{self.versions[1]}: something between the two "
                 f"rewrote it, a man in the middle); nothing was sent to it"
             )
-        if self._flags & Hello.FLAG_WORKER and self.version >= 2:
+        if transcript.flags & Hello.FLAG_WORKER and self.version >= 2:
             raise AuthenticationError(
                 f"server refused our proof ({printable(message.reason)}): this dial-in worker's secret is "
                 f"not the ppserver's workers secret; give it that secret (ppft-worker -s, --secret-file or "
@@ -494,39 +451,11 @@ class Connection:
         secret. The flag is bound into both proofs, so a client's proof can never pass as a worker's."""
         self.peer_worker = True
         if self._worker_secret is not None:
-            self._secret = self._worker_secret
-            self._auth_key = channel.auth_key(self._worker_secret)
-
-    def _nonces(self) -> tuple[bytes, bytes, int, int]:
-        peer = self._peer_hello
-        assert peer is not None
-        if self.role is Role.CLIENT:
-            return self._nonce, peer.nonce, self._flags, peer.flags
-        return peer.nonce, self._nonce, peer.flags, self._flags
-
-    def _proof(self, role: Role) -> bytes:
-        nonce_c, nonce_s, flags_c, flags_s = self._nonces()
-        openings: tuple[bytes, bytes] = (b"", b"")
-        if self.version >= 2:  # version 2's proofs bind both openings as they crossed the wire
-            mine, theirs = self._opening, self._peer_opening
-            openings = (mine, theirs) if self.role is Role.CLIENT else (theirs, mine)
-        return channel.proof(
-            self._auth_key, role.value, self.version, nonce_c, nonce_s, flags_c, flags_s, *openings
-        )
+            self._transcript.use_secret(self._worker_secret)
 
     def _establish(self) -> Established:
-        nonce_c, nonce_s, flags_c, flags_s = self._nonces()
-        both = flags_c & flags_s
-        plain = bool(both & Hello.FLAG_ALLOW_PLAIN)
-        if not plain:
-            aes = both & Hello.FLAG_AES_GCM
-            cipher = channel.AES_256_GCM if aes else channel.CHACHA20_POLY1305
-            c2s, s2c = channel.session_keys(self._secret, self.version, nonce_c, nonce_s, cipher)
-            mine, theirs = (c2s, s2c) if self.role is Role.CLIENT else (s2c, c2s)
-            self._sealer = channel.Sealer(mine, cipher)
-            self._opener = channel.Opener(theirs, cipher)
-            self.cipher = cipher
-        self.sealed = not plain
+        self.cipher, self._sealer, self._opener = self._transcript.session()
+        self.sealed = bool(self.cipher)
         self._decoder.authenticated = True
         self._decoder.set_limit(self.max_frame_size)
         return Established(self.version, self.sealed, self.peer_comment, self.cipher)

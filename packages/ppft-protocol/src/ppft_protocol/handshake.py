@@ -28,11 +28,21 @@ Rules this file is the one home of:
    before any proof: only a rewritten opening leads there. A server says so in its one `AuthFailed`.
 
 The machine is pure: the `Connection` feeds it inputs and sends what it returns.
+
+What the proofs bind is the `Transcript`: each proof is an HMAC, with a key derived from the secret, over
+the prover's role, the agreed version, both nonces and both Hello flags (so the sentinel and the WORKER flag
+are bound into it) and, from version 2 on, both openings as they crossed the wire (docs/protocol.md,
+sections 5 and 10); the session keys of a sealed channel come from the secret and both nonces (`channel`).
+The transcript computes; it decides nothing: `Connection` compares the proofs (in constant time) and says
+what went wrong.
 """
 
 from __future__ import annotations
 
-__all__ = ["OPENING", "TRANSITIONS", "Role", "State", "downgrade_refusal"]
+from . import channel
+from .messages import Hello
+
+__all__ = ["OPENING", "TRANSITIONS", "Role", "State", "Transcript", "downgrade_refusal"]
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -136,3 +146,66 @@ def downgrade_refusal(
         f"opening (a man in the middle); the connection is refused as a protocol downgrade, and nothing "
         f"from this peer is accepted"
     )
+
+
+class Transcript:
+    """The parts of one handshake that its proofs and session keys bind, from this side's point of view."""
+
+    __slots__ = (
+        "_auth_key",
+        "_secret",
+        "flags",
+        "nonce",
+        "opening",
+        "peer",
+        "peer_opening",
+        "role",
+        "version",
+    )
+
+    def __init__(self, role: Role, secret: bytes, nonce: bytes, flags: int, opening: bytes) -> None:
+        self.role = role
+        self.nonce = nonce  # ours
+        self.flags = flags  # of our Hello
+        self.opening = opening  # ours, as sent
+        self.version = 0  # agreed once the peer's opening is read
+        self.peer: Hello | None = None  # the peer's Hello, once it arrived
+        self.peer_opening = b""  # as received
+        self._secret = secret
+        self._auth_key = channel.auth_key(secret)
+
+    def use_secret(self, secret: bytes) -> None:
+        """Prove and check with another secret from now on (the workers secret, for a dial-in worker)."""
+        self._secret = secret
+        self._auth_key = channel.auth_key(secret)
+
+    def _sides(self) -> tuple[bytes, bytes, int, int]:
+        """(client's nonce, server's nonce, client's flags, server's flags)."""
+        peer = self.peer
+        assert peer is not None
+        if self.role is Role.CLIENT:
+            return self.nonce, peer.nonce, self.flags, peer.flags
+        return peer.nonce, self.nonce, peer.flags, self.flags
+
+    def proof(self, role: Role) -> bytes:
+        """The proof the side playing `role` must give."""
+        nonce_c, nonce_s, flags_c, flags_s = self._sides()
+        openings: tuple[bytes, bytes] = (b"", b"")
+        if self.version >= 2:  # version 2's proofs bind both openings as they crossed the wire
+            mine, theirs = self.opening, self.peer_opening
+            openings = (mine, theirs) if self.role is Role.CLIENT else (theirs, mine)
+        return channel.proof(
+            self._auth_key, role.value, self.version, nonce_c, nonce_s, flags_c, flags_s, *openings
+        )
+
+    def session(self) -> tuple[str, channel.Sealer | None, channel.Opener | None]:
+        """The channel both sides agreed on: (cipher, our sealer, our opener), or ("", None, None) unsealed
+        (both allowed a plain channel)."""
+        nonce_c, nonce_s, flags_c, flags_s = self._sides()
+        both = flags_c & flags_s
+        if both & Hello.FLAG_ALLOW_PLAIN:
+            return "", None, None
+        cipher = channel.AES_256_GCM if both & Hello.FLAG_AES_GCM else channel.CHACHA20_POLY1305
+        c2s, s2c = channel.session_keys(self._secret, self.version, nonce_c, nonce_s, cipher)
+        mine, theirs = (c2s, s2c) if self.role is Role.CLIENT else (s2c, c2s)
+        return cipher, channel.Sealer(mine, cipher), channel.Opener(theirs, cipher)

@@ -6,7 +6,9 @@ fields are listed, in order, in `__match_args__`. Control fields have a fixed, d
 
 The handshake and control messages live here; the job and result batches, the messages of the hot path,
 live in `ppft_protocol.batches` and are importable from here too. `MESSAGE_TYPES` is the one table of frame
-types both directions use, and `encode_message` / `decode_message` the two ends of the encoding.
+types both directions use, and `encode_message` / `decode_message` the two ends of the encoding. The two
+events a `Connection` gives besides messages, `Established` and `Closed`, are records of the same kind and
+end this module; `Event` names every event.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import struct
 
 from .batches import Job, JobBatch, Result, ResultBatch
-from .codec import F64, LATEST, U8, U32, U64, Blob, Message, Reader, put_blob, put_str, put_strs
+from .channel import CHACHA20_POLY1305
+from .codec import F64, LATEST, U8, U32, U64, Blob, Message, Reader, Record, put_blob, put_str, put_strs
 from .errors import DecodeError
 from .live import LiveOutput, WatchOutput
 
@@ -31,6 +34,9 @@ __all__ = [
     "Blob",
     "Bye",
     "Cancel",
+    "Closed",
+    "Established",
+    "Event",
     "FunctionBody",
     "Heartbeat",
     "Hello",
@@ -85,44 +91,38 @@ class Hello(Message):
         return cls(r.raw(32, "nonce"), r.u8("flags"))
 
 
-class Auth(Message):
+class _Proof(Message):
+    """A side's 32-byte proof that it knows the secret (HMAC-SHA256): the one field of `Auth` and `AuthOk`,
+    which differ only in their frame type."""
+
+    __slots__ = ("proof",)
+    __match_args__ = ("proof",)
+
+    proof: bytes
+
+    def __init__(self, proof: bytes) -> None:
+        _set(self, "proof", proof)
+
+    def _encode(self, parts: list[bytes | memoryview]) -> None:
+        parts.append(self.proof)
+
+    @classmethod
+    def _decode(cls, r: Reader) -> _Proof:
+        return cls(r.raw(32, "proof"))
+
+
+class Auth(_Proof):
     """The client's proof that it knows the secret (HMAC-SHA256, 32 bytes)."""
 
-    __slots__ = ("proof",)
-    __match_args__ = ("proof",)
+    __slots__ = ()
     TYPE: ClassVar[int] = 0x02
 
-    proof: bytes
 
-    def __init__(self, proof: bytes) -> None:
-        _set(self, "proof", proof)
-
-    def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(self.proof)
-
-    @classmethod
-    def _decode(cls, r: Reader) -> Auth:
-        return cls(r.raw(32, "proof"))
-
-
-class AuthOk(Message):
+class AuthOk(_Proof):
     """The server accepted the client's proof; carries the server's own proof."""
 
-    __slots__ = ("proof",)
-    __match_args__ = ("proof",)
+    __slots__ = ()
     TYPE: ClassVar[int] = 0x03
-
-    proof: bytes
-
-    def __init__(self, proof: bytes) -> None:
-        _set(self, "proof", proof)
-
-    def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(self.proof)
-
-    @classmethod
-    def _decode(cls, r: Reader) -> AuthOk:
-        return cls(r.raw(32, "proof"))
 
 
 class AuthFailed(Message):
@@ -370,3 +370,48 @@ def decode_message(frame_type: int, body: memoryview, version: int = LATEST) -> 
     message = decoder(r)
     r.finish()
     return message
+
+
+# -- the events a Connection gives besides the peer's messages ------------------------------------------
+
+
+class Established(Record):
+    """The handshake finished: both sides proved the secret. Messages may be sent from now on.
+
+    `cipher` names the sealed channel's AEAD (`"chacha20-poly1305"` or `"aes-256-gcm"`), `""` when unsealed.
+    Left out, it is what a sealed channel used before AES-256-GCM was negotiable, so
+    `Established(1, True, comment)` still means a ChaCha20-Poly1305 link."""
+
+    __slots__ = ("cipher", "peer_comment", "sealed", "version")
+    __match_args__ = ("version", "sealed", "peer_comment", "cipher")
+
+    version: int
+    sealed: bool
+    peer_comment: str
+    cipher: str
+
+    def __init__(self, version: int, sealed: bool, peer_comment: str, cipher: str | None = None) -> None:
+        if cipher is None:
+            cipher = CHACHA20_POLY1305 if sealed else ""
+        _set(self, "version", version)
+        _set(self, "sealed", sealed)
+        _set(self, "peer_comment", peer_comment)
+        _set(self, "cipher", cipher)
+
+
+class Closed(Record):
+    """The peer closed the connection cleanly (after `Bye`, or at a frame boundary).
+
+    `reason` is for logs and people: a `Bye`'s reason arrives escaped and bounded (`printable`); the `Bye`
+    event before it carries the reason as sent."""
+
+    __slots__ = ("reason",)
+    __match_args__ = ("reason",)
+
+    reason: str
+
+    def __init__(self, reason: str) -> None:
+        _set(self, "reason", reason)
+
+
+Event = Message | Established | Closed
