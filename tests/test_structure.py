@@ -96,13 +96,6 @@ ROOMS: dict[str, list[str]] = {
 """Each package's rooms (top-level modules and subpackages), from the bottom. A package without an entry has
 no order among its modules beyond having no cycle."""
 
-NOT_YET = {
-    "packages/ppft-client/tests/test_functions.py",
-    "packages/ppft-server/tests/test_cli.py",
-    "packages/ppft-worker/tests/test_process.py",
-}
-"""What the layout work still has to fix (emptied as it lands)."""
-
 
 @dataclass
 class Module:
@@ -225,7 +218,7 @@ def test_rooms_import_one_way():
                 continue
             if _room(target) not in ROOMS[package] + [None]:
                 continue  # reported by test_every_room_has_its_place_in_the_order
-            if _rank(package, _room(target)) >= mine and f"{module.name} -> {target}" not in NOT_YET:
+            if _rank(package, _room(target)) >= mine:
                 wrong.append(f"{_where(module, line)}: {module.name} imports {target}, which is above it")
     assert not wrong, "imports against the rooms' order (ROOMS):\n" + "\n".join(wrong)
 
@@ -296,7 +289,7 @@ def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycle():
     graph = {name: {t for t, _, _ in m.imports if t != name} for name, m in MODULES.items()}
-    cycles = [c for c in _cycles(graph) if " <-> ".join(c) not in NOT_YET]
+    cycles = _cycles(graph)
     assert not cycles, "modules that import each other, directly or around a circle:\n" + "\n".join(
         " <-> ".join(c) for c in cycles
     )
@@ -317,8 +310,6 @@ PYTHON_FILES = sorted(
 @pytest.mark.parametrize("path", PYTHON_FILES, ids=lambda p: str(p.relative_to(ROOT)))
 def test_no_module_over_500_lines(path):
     lines = len(path.read_text().splitlines())
-    if str(path.relative_to(ROOT)) in NOT_YET:
-        return
     assert lines <= MAX_LINES, (
         f"{path.relative_to(ROOT)} has {lines} lines: split it by responsibility (what it is for, its first "
         f"lines say), not by line count"

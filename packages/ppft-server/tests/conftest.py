@@ -429,3 +429,16 @@ def bodies_fixture() -> dict[str, FunctionBody]:
 def nofile_limit_fixture() -> int:
     """This process's own soft open-files limit."""
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Callable[..., str]:
+    """Write a ppserver config file (private, as one holding a secret must be) and give its path."""
+
+    def write(text: str, name: str = "ppserver.ini") -> str:
+        path = tmp_path / name
+        path.write_text(text)
+        path.chmod(0o600)
+        return str(path)
+
+    return write

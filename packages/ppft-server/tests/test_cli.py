@@ -1,15 +1,10 @@
-"""ppserver's command line: every classic flag (short and long), the config file and its precedence, one
-clear line and the right exit status for bad input, and the daemon's behaviour (pid file, signals, -t)."""
+"""ppserver's command line, in process: every classic flag (short and long), the config file and its
+precedence, and `main` handing every setting to the server. ppserver as a process: test_cli_process.py."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
-import stat
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -136,15 +131,8 @@ socket_timeout = 40  # seconds
 """
 
 
-def write(tmp_path: Path, text: str, name: str = "ppserver.ini") -> str:
-    path = tmp_path / name
-    path.write_text(text)
-    path.chmod(0o600)
-    return str(path)
-
-
-def test_config_file_sets_every_known_key(tmp_path: Path) -> None:
-    values, warnings = read_config(write(tmp_path, FULL_CONFIG))
+def test_config_file_sets_every_known_key(config_file: Callable[..., str]) -> None:
+    values, warnings = read_config(config_file(FULL_CONFIG))
     assert values == {
         "debug": True,
         "workers": 3,
@@ -162,13 +150,13 @@ def test_config_file_sets_every_known_key(tmp_path: Path) -> None:
     assert warnings == []
 
 
-def test_config_file_may_name_a_secret_file(tmp_path: Path) -> None:
-    values, _ = read_config(write(tmp_path, "[general]\nsecret_file = '/etc/ppft/secret'  # shared\n"))
+def test_config_file_may_name_a_secret_file(config_file: Callable[..., str]) -> None:
+    values, _ = read_config(config_file("[general]\nsecret_file = '/etc/ppft/secret'  # shared\n"))
     assert values == {"secret_file": "/etc/ppft/secret"}
 
 
-def test_flags_override_the_config_file_wherever_they_stand(tmp_path: Path) -> None:
-    path = write(tmp_path, FULL_CONFIG)
+def test_flags_override_the_config_file_wherever_they_stand(config_file: Callable[..., str]) -> None:
+    path = config_file(FULL_CONFIG)
     before = parse_settings(["-p", "35011", "-w", "1", "-c", path, "-i", "0.0.0.0"])
     after = parse_settings(["-c", path, "-p", "35011", "-w", "1", "-i", "0.0.0.0"])
     for settings in (before, after):
@@ -180,15 +168,15 @@ def test_flags_override_the_config_file_wherever_they_stand(tmp_path: Path) -> N
         )
 
 
-def test_secret_on_the_command_line_beats_the_config_files(tmp_path: Path) -> None:
-    path = write(tmp_path, FULL_CONFIG)
+def test_secret_on_the_command_line_beats_the_config_files(config_file: Callable[..., str]) -> None:
+    path = config_file(FULL_CONFIG)
     assert parse_settings(["-c", path, "-s", "flag"]).secret == "flag"
     by_file = parse_settings(["-c", path, "--secret-file", "/x/secret"])
     assert (by_file.secret, by_file.secret_file) == (None, "/x/secret")
 
 
-def test_config_file_without_flags_keeps_its_values(tmp_path: Path) -> None:
-    settings = parse_settings(["-c", write(tmp_path, FULL_CONFIG)])
+def test_config_file_without_flags_keeps_its_values(config_file: Callable[..., str]) -> None:
+    settings = parse_settings(["-c", config_file(FULL_CONFIG)])
     assert (settings.port, settings.workers, settings.debug, settings.secret) == (
         35010,
         3,
@@ -197,16 +185,16 @@ def test_config_file_without_flags_keeps_its_values(tmp_path: Path) -> None:
     )
 
 
-def test_unknown_config_key_and_section_are_warned_about(tmp_path: Path) -> None:
-    path = write(tmp_path, "[general]\nworkers = 2\ncolour = blue\n[extra]\nx = 1\n")
+def test_unknown_config_key_and_section_are_warned_about(config_file: Callable[..., str]) -> None:
+    path = config_file("[general]\nworkers = 2\ncolour = blue\n[extra]\nx = 1\n")
     values, warnings = read_config(path)
     assert values == {"workers": 2}
     assert any("unknown key 'colour' in [general]" in w for w in warnings)
     assert any("unknown section [extra]" in w for w in warnings)
 
 
-def test_readable_config_file_holding_a_secret_is_warned_about(tmp_path: Path) -> None:
-    path = write(tmp_path, "[general]\nsecret = s\n")
+def test_readable_config_file_holding_a_secret_is_warned_about(config_file: Callable[..., str]) -> None:
+    path = config_file("[general]\nsecret = s\n")
     os.chmod(path, 0o644)
     _, warnings = read_config(path)
     assert any("chmod 600" in w for w in warnings)
@@ -223,9 +211,9 @@ def test_readable_config_file_holding_a_secret_is_warned_about(tmp_path: Path) -
         ("[general]\nworkers = 1\nworkers = 2\n", "cannot be parsed"),
     ],
 )
-def test_bad_config_file_is_a_config_error(tmp_path: Path, text: str, reason: str) -> None:
+def test_bad_config_file_is_a_config_error(config_file: Callable[..., str], text: str, reason: str) -> None:
     with pytest.raises(ConfigError) as info:
-        read_config(write(tmp_path, text))
+        read_config(config_file(text))
     assert reason in str(info.value)
 
 
@@ -328,241 +316,3 @@ def test_main_restores_the_signal_handlers_it_set(fake_server: type[FakeServer])
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
     assert main(["-s", "x"]) == 0
     assert {s: signal.getsignal(s) for s in before} == before
-
-
-# -- the process: bad input -----------------------------------------------------------------------------
-
-
-def run_ppserver(
-    *args: str, home: Path, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full = {**os.environ, "HOME": str(home), "PPFT_SECRET": "test-secret", **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "ppft_server", *args],
-        capture_output=True,
-        text=True,
-        env=full,
-        cwd=home,
-        timeout=60,
-        check=False,
-    )
-
-
-def one_error_line(result: subprocess.CompletedProcess[str]) -> str:
-    lines = result.stderr.splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("ppserver: error: "), lines[0]
-    return lines[0]
-
-
-@pytest.mark.parametrize(
-    ("args", "reason"),
-    [
-        (["--bogus"], "unrecognized arguments: --bogus"),
-        (["-p", "70000"], "'70000' is not a port number"),
-        (["-w", "many"], "'many' is not a worker count"),
-        (["-f", "%(nosuchfield)s"], "log format '%(nosuchfield)s' is not usable"),
-    ],
-)
-def test_bad_flag_exits_2_with_one_line(tmp_path: Path, args: list[str], reason: str) -> None:
-    result = run_ppserver(*args, home=tmp_path)
-    assert result.returncode == 2
-    assert reason in one_error_line(result)
-
-
-def test_bad_config_value_exits_2_with_one_line_naming_the_key(tmp_path: Path) -> None:
-    path = write(tmp_path, "[network]\nport = many\n")
-    result = run_ppserver("-c", path, home=tmp_path)
-    assert result.returncode == 2
-    line = one_error_line(result)
-    assert path in line and "[network] port" in line and "fix or remove that line" in line
-
-
-def test_missing_config_file_exits_2_with_one_line(tmp_path: Path) -> None:
-    result = run_ppserver("-c", "nowhere.ini", home=tmp_path)
-    assert result.returncode == 2
-    assert "config file nowhere.ini does not exist" in one_error_line(result)
-
-
-def test_help_exits_0_listing_every_flag(tmp_path: Path) -> None:
-    result = run_ppserver("--help", home=tmp_path)
-    assert result.returncode == 0
-    for flag in (
-        "-d",
-        "-f",
-        "-a",
-        "-r",
-        "-n",
-        "-c",
-        "-i",
-        "-b",
-        "-p",
-        "-w",
-        "-s",
-        "-t",
-        "-k",
-        "-P",
-        "--secret-file",
-    ):
-        assert f"{flag} " in result.stdout or f"{flag}," in result.stdout
-    assert "SIGUSR1" in result.stdout
-
-
-def test_port_in_use_exits_1_with_one_line(tmp_path: Path) -> None:
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = run_ppserver("-i", "127.0.0.1", "-p", str(port), "-w", "1", home=tmp_path)
-    assert result.returncode == 1
-    line = one_error_line(result)
-    assert f"cannot listen on 127.0.0.1:{port}" in line and "in use" in line and "-p" in line
-
-
-def test_group_readable_secret_file_is_refused_with_exit_2(tmp_path: Path) -> None:
-    secret = tmp_path / ".ppft" / "secret"
-    secret.parent.mkdir(mode=0o700)
-    secret.write_text("shared\n")
-    secret.chmod(0o640)
-    result = run_ppserver("-p", "0", home=tmp_path, env={"PPFT_SECRET": ""})
-    assert result.returncode == 2
-    line = one_error_line(result)
-    assert str(secret) in line and f"chmod 600 {secret}" in line
-
-
-def test_missing_secret_file_flag_is_refused_with_exit_2(tmp_path: Path) -> None:
-    result = run_ppserver("--secret-file", str(tmp_path / "none"), "-p", "0", home=tmp_path)
-    assert result.returncode == 2
-    assert "does not exist" in one_error_line(result)
-
-
-def test_unwritable_pid_file_exits_1_with_one_line(tmp_path: Path, free_port: int) -> None:
-    pid_file = tmp_path / "no-such-dir" / "pp.pid"
-    result = run_ppserver("-p", str(free_port), "-w", "1", "-P", str(pid_file), home=tmp_path)
-    assert result.returncode == 1
-    assert f"cannot write the pid file {pid_file}" in one_error_line(result)
-
-
-# -- the process: running -------------------------------------------------------------------------------
-
-
-def test_startup_line_names_version_address_and_workers(
-    start_ppserver: Callable[..., Any], free_port: int
-) -> None:
-    from ppft_server import __version__
-
-    server = start_ppserver("-i", "127.0.0.1", "-p", str(free_port), "-w", "2")
-    match = server.wait_for_line(
-        r"ppserver (\S+) \(pid (\d+)\) listening on 127\.0\.0\.1:(\d+) with 2 worker"
-    )
-    assert (match.group(1), int(match.group(2)), int(match.group(3))) == (__version__, server.pid, free_port)
-
-
-def test_workers_flag_starts_that_many_worker_processes(
-    start_ppserver: Callable[..., Any], free_port: int, children_of: Callable[[int], list[int]]
-) -> None:
-    server = start_ppserver("-p", str(free_port), "-w", "3")
-    server.wait_started()
-    assert len(server.workers(3)) == 3
-
-
-def test_without_debug_only_warnings_and_the_startup_line_are_logged(
-    start_ppserver: Callable[..., Any], free_port: int
-) -> None:
-    server = start_ppserver("-p", str(free_port), "-w", "1", "-t", "0.5")
-    server.wait_started()
-    assert server.wait() == 0
-    logged = [line for line in server.stderr.splitlines() if " - " in line]
-    assert len(logged) == 2, logged  # started, stopped
-    assert all(" - INFO - " in line for line in logged)
-
-
-def test_debug_flag_logs_debug_lines(start_ppserver: Callable[..., Any], free_port: int) -> None:
-    server = start_ppserver("-d", "-p", str(free_port), "-w", "1")
-    server.wait_started()
-    server.wait_for_line(r" - DEBUG - ")
-
-
-def test_log_format_flag_formats_the_log(start_ppserver: Callable[..., Any], free_port: int) -> None:
-    server = start_ppserver("-f", "PPLOG|%(levelname)s|%(message)s", "-p", str(free_port), "-w", "1")
-    server.wait_for_line(r"^PPLOG\|INFO\|ppserver \S+ \(pid \d+\) listening on")
-
-
-def test_config_file_values_are_used_and_flags_win(
-    start_ppserver: Callable[..., Any], free_port: int, tmp_path: Path
-) -> None:
-    path = write(tmp_path, "[general]\nworkers = 1\n[network]\nport = 1\ninterface = 127.0.0.1\n")
-    server = start_ppserver("-c", path, "-p", str(free_port))
-    match = server.wait_for_line(r"listening on 127\.0\.0\.1:(\d+) with (\d+) worker")
-    assert (int(match.group(1)), int(match.group(2))) == (free_port, 1)
-
-
-def test_missing_per_user_secret_file_is_created_private(
-    start_ppserver: Callable[..., Any], free_port: int, tmp_path: Path
-) -> None:
-    server = start_ppserver("-p", str(free_port), "-w", "1", env={"PPFT_SECRET": None})
-    server.wait_started()
-    mode = stat.S_IMODE((tmp_path / ".ppft" / "secret").stat().st_mode)
-    assert mode == 0o600
-
-
-def test_pid_file_is_written_and_removed_on_sigterm(
-    start_ppserver: Callable[..., Any], free_port: int, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "ppserver.pid"
-    server = start_ppserver("-p", str(free_port), "-w", "1", "-P", str(pid_file))
-    server.wait_started()
-    assert pid_file.read_text() == f"{server.pid}\n"
-    server.proc.send_signal(signal.SIGTERM)
-    assert server.wait() == 0
-    assert not pid_file.exists()
-
-
-def test_pid_file_is_removed_after_idle_timeout(
-    start_ppserver: Callable[..., Any], free_port: int, tmp_path: Path
-) -> None:
-    pid_file = tmp_path / "ppserver.pid"
-    server = start_ppserver("-p", str(free_port), "-w", "1", "-P", str(pid_file), "-t", "0.5")
-    server.wait_started()
-    assert server.wait() == 0
-    assert not pid_file.exists()
-
-
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
-def test_stop_signal_leaves_no_worker_behind(
-    start_ppserver: Callable[..., Any],
-    free_port: int,
-    pid_alive: Callable[[int], bool],
-    wait_until: Callable[..., None],
-    signum: int,
-) -> None:
-    server = start_ppserver("-p", str(free_port), "-w", "2")
-    server.wait_started()
-    workers = server.workers(2)
-    server.proc.send_signal(signum)
-    assert server.wait() == 0
-    wait_until(lambda: not any(pid_alive(pid) for pid in workers), 10, "the workers to exit")
-    assert f"ppserver stopped ({signal.Signals(signum).name})" in server.stderr
-
-
-def test_sigusr1_prints_the_stats_table_and_keeps_serving(
-    start_ppserver: Callable[..., Any], free_port: int
-) -> None:
-    server = start_ppserver("-p", str(free_port), "-w", "1")
-    server.wait_started()
-    mark = len(server.lines)
-    server.proc.send_signal(signal.SIGUSR1)
-    server.wait_for_line(
-        r"job count \| % of all jobs \| job time sum \| time per job \| job server", start=mark
-    )
-    assert server.proc.poll() is None
-    with socket.create_connection(("127.0.0.1", free_port), timeout=5):
-        pass  # still accepting
-
-
-def test_idle_timeout_exits_by_itself_with_0(start_ppserver: Callable[..., Any], free_port: int) -> None:
-    server = start_ppserver("-p", str(free_port), "-w", "1", "-t", "1")
-    server.wait_started()
-    started = time.monotonic()
-    assert server.wait(15) == 0
-    assert time.monotonic() - started < 10
