@@ -17,16 +17,13 @@ the socket is non-blocking, a failed send is logged (once per kind of failure) a
 
 from __future__ import annotations
 
-import errno
 import logging
 
-from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError
+from ppft_protocol import PROTOCOL_VERSIONS, PPFTError
 from ppft_protocol.discovery import (
-    MAX_DATAGRAM_SIZE,
     MAX_NAME_BYTES,
     Announce,
     Query,
-    decode_datagram,
     encode_datagram,
 )
 from ppft_worker.runtime import BroadcastEndpoint, Loop, bind_broadcast_socket
@@ -35,8 +32,6 @@ __all__ = ["ANNOUNCE_INTERVAL", "AnnounceError", "Announcer"]
 
 ANNOUNCE_INTERVAL = 2.0
 """Seconds between two unsolicited announcements."""
-
-_READ_BURST = 64  # datagrams read per wake-up at most, so a flood cannot starve the server's clients
 
 log = logging.getLogger("ppft.announce")
 
@@ -51,15 +46,11 @@ class Announcer(BroadcastEndpoint):
     def __init__(
         self, loop: Loop, *, interface: str, broadcast: str, port: int, tcp_port: int, name: str
     ) -> None:
-        super().__init__(loop)
-        self.interface = interface
-        self.broadcast = broadcast
-        self.port = port
+        super().__init__(loop, interface=interface, broadcast=broadcast, port=port)
         self.tcp_port = tcp_port
         encoded = name.encode("utf-8", "replace")[:MAX_NAME_BYTES]
         self.name = encoded.decode("utf-8", "ignore")  # a name cut in a character loses that character
         self._datagram = encode_datagram(Announce(tcp_port, *PROTOCOL_VERSIONS, self.name))
-        self._failures: set[int] = set()  # errnos of failed sends already logged
         self.announcements = 0
         """Announcements sent so far (for tests and the debug log)."""
 
@@ -86,47 +77,12 @@ class Announcer(BroadcastEndpoint):
 
     def announce(self) -> None:
         """Send one `Announce` to (broadcast, port) now."""
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendto(self._datagram, (self.broadcast, self.port))
-        except (BlockingIOError, InterruptedError):
-            return  # the socket buffer is full: the next tick announces again
-        except OSError as exc:
-            code = exc.errno or 0
-            if code not in self._failures:
-                self._failures.add(code)
-                log.warning(
-                    "auto-discovery: cannot send to %s:%d: %s; check the broadcast address (-b) and the "
-                    "network (retrying every %.0f s)",
-                    self.broadcast, self.port, exc.strerror or exc, ANNOUNCE_INTERVAL,
-                )  # fmt: skip
-            return
-        if self._failures:
-            log.info("auto-discovery: announcing to %s:%d works again", self.broadcast, self.port)
-            self._failures.clear()
-        self.announcements += 1
+        if self._broadcast(self._datagram, "check the broadcast address (-b) and the network"):
+            self.announcements += 1
 
     def _readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
         queried = False
-        for _ in range(_READ_BURST):
-            try:
-                data, sender = sock.recvfrom(MAX_DATAGRAM_SIZE + 1)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:
-                # An ICMP error queued by an earlier send (ECONNREFUSED and the like): not about reading.
-                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    log.warning("auto-discovery: receiving failed: %s", exc)
-                break
-            try:
-                datagram = decode_datagram(data)
-            except DecodeError as exc:
-                log.debug("auto-discovery: ignored a datagram from %s:%d: %s", sender[0], sender[1], exc)
-                continue
+        for datagram, sender in self._received():
             if isinstance(datagram, Query):
                 log.debug("auto-discovery: query from %s:%d", sender[0], sender[1])
                 queried = True

@@ -8,19 +8,21 @@
 * `discovery`: the `ppservers` entries, and the auto-discovery of ppservers on a network (`*`).
 
 Every node runs on the scheduler's I/O thread (`ppft_worker.runtime.Loop`) and never blocks it. This room
-imports nothing of the client but `errors` and `version`; the scheduler and `Server` import it. Its names
-are loaded on first use: `dask` (asyncio, and dask itself on its own thread) only when a dask node is made.
+imports nothing of the client but `errors` and `version`; the scheduler and `Server` import it. The dask
+node's module (asyncio, and dask itself on its own thread) is loaded only when a dask node is made.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
+from typing import TYPE_CHECKING, Any
+
+from .dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
+from .discovery import Discovery, DiscoveryError, parse_ppservers
+from .node import Node
+from .remote import Candidate, RemoteNode
+
 if TYPE_CHECKING:
-    from .dask import DaskNode, add_dask_nodes
-    from .dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
-    from .discovery import Discovery, DiscoveryError, parse_ppservers
-    from .node import Node
-    from .remote import Candidate, RemoteNode
+    from .dask import DaskNode
 
 __all__ = [
     "Candidate",
@@ -36,29 +38,19 @@ __all__ = [
     "split_dask_entries",
 ]
 
-_HOMES = {
-    "DaskNode": "dask",
-    "add_dask_nodes": "dask",
-    "DaskEntry": "dask_entries",
-    "DaskUnavailableError": "dask_entries",
-    "split_dask_entries": "dask_entries",
-    "Discovery": "discovery",
-    "DiscoveryError": "discovery",
-    "parse_ppservers": "discovery",
-    "Node": "node",
-    "Candidate": "remote",
-    "RemoteNode": "remote",
-}
+
+def add_dask_nodes(scheduler: Any, entries: list[DaskEntry]) -> None:
+    """Add a `DaskNode` per dask entry to `scheduler` (`dask.add_dask_nodes`): the dask node's module, with
+    asyncio and the machinery of the dask client, is loaded only here, when a `Server` is given a dask
+    entry."""
+    from .dask import add_dask_nodes as add  # noqa: PLC0415 - see above
+
+    add(scheduler, entries)
 
 
 def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(__import__(f"{__name__}.{home}", fromlist=[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
+    if name == "DaskNode":  # the class itself, for a caller that names it: loaded on first use as well
+        from .dask import DaskNode  # noqa: PLC0415 - see add_dask_nodes
 
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+        return DaskNode
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

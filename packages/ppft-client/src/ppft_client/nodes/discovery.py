@@ -33,8 +33,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from ppft_protocol import PROTOCOL_VERSIONS, DecodeError, PPFTError, printable
-from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Announce, Query, decode_datagram, encode_datagram
+from ppft_protocol import PROTOCOL_VERSIONS, PPFTError, printable
+from ppft_protocol.discovery import Announce, Query, encode_datagram
 from ppft_worker.runtime import BroadcastEndpoint, Loop, bind_broadcast_socket
 
 __all__ = [
@@ -58,7 +58,6 @@ COOL_DOWN = 10.0
 _MAX_COOL_DOWN = 300.0
 _MAX_REMEMBERED = 4096  # forgotten addresses remembered for their cool-down, at most
 
-_READ_BURST = 64  # datagrams read per wake-up at most, so a flood cannot starve the client's other work
 
 log = logging.getLogger("ppft.discovery")
 
@@ -208,16 +207,12 @@ class Discovery(BroadcastEndpoint):
         port: int,
         on_found: Callable[[str, int, _Candidate], None],
     ) -> None:
-        super().__init__(loop)
-        self.interface = interface
-        self.broadcast = broadcast
-        self.port = port
+        super().__init__(loop, interface=interface, broadcast=broadcast, port=port)
         self.on_found = on_found
         self.network = _wildcard_network(interface, broadcast)
         self.found: dict[Address, _Candidate] = {}  # addresses being tried
         # forgotten addresses: (may be tried again at, cool-down, last reason)
         self._forgotten: dict[Address, tuple[float, float, str]] = {}
-        self._send_failed = False
         self._full_logged = 0.0
         self._query = encode_datagram(Query())
 
@@ -249,43 +244,10 @@ class Discovery(BroadcastEndpoint):
 
     def query(self) -> None:
         """Broadcast one `Query` now."""
-        if self._sock is None:
-            return
-        try:
-            self._sock.sendto(self._query, (self.broadcast, self.port))
-        except (BlockingIOError, InterruptedError):
-            return
-        except OSError as exc:
-            if not self._send_failed:
-                self._send_failed = True
-                log.warning(
-                    "auto-discovery: cannot send to %s:%d: %s; servers announcing themselves are still "
-                    "found (retrying every %.0f s)",
-                    self.broadcast, self.port, exc.strerror or exc, QUERY_INTERVAL,
-                )  # fmt: skip
-            return
-        self._send_failed = False
+        self._broadcast(self._query, "servers announcing themselves are still found")
 
     def _readable(self) -> None:
-        sock = self._sock
-        if sock is None:
-            return
-        for _ in range(_READ_BURST):
-            if self._sock is None:  # closed by on_found
-                return
-            try:
-                data, sender = sock.recvfrom(MAX_DATAGRAM_SIZE + 1)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError as exc:
-                if exc.errno not in (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH):
-                    log.warning("auto-discovery: receiving failed: %s", exc)
-                return
-            try:
-                datagram = decode_datagram(data)
-            except DecodeError as exc:
-                log.debug("auto-discovery: ignored a datagram from %s:%d: %s", sender[0], sender[1], exc)
-                continue
+        for datagram, sender in self._received():
             if isinstance(datagram, Announce):
                 self._announced(sender[0], datagram)
 

@@ -9,17 +9,15 @@
 * `arguments`: `submit`'s classic type checks, and the arguments' pickle.
 
 It runs on the caller's thread inside `submit`: it never executes user code, imports the modules named in
-`modules=`, or does I/O. It imports nothing of the client but itself. Its names are loaded on first use.
+`modules=`, or does I/O. It imports nothing of the client but itself.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
-    from .bodypickle import BODY_PICKLE_PROTOCOL
-    from .functions import function_body, function_job
-    from .moduledata import UNSHIPPED, ModuleData
+from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
+from .bodypickle import BODY_PICKLE_PROTOCOL
+from .functions import function_body, function_job
+from .moduledata import UNSHIPPED, ModuleData
 
 __all__ = [
     "BODY_PICKLE_PROTOCOL",
@@ -32,28 +30,3 @@ __all__ = [
     "pickle_args",
     "unpickle",
 ]
-
-_HOMES = {
-    "ShippingError": "arguments",
-    "check_submit_args": "arguments",
-    "pickle_args": "arguments",
-    "unpickle": "arguments",
-    "BODY_PICKLE_PROTOCOL": "bodypickle",
-    "function_body": "functions",
-    "function_job": "functions",
-    "ModuleData": "moduledata",
-    "UNSHIPPED": "moduledata",
-}
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(__import__(f"{__name__}.{home}", fromlist=[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

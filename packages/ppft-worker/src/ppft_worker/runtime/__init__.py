@@ -13,47 +13,45 @@ A client and a ppserver each run one `Loop` on one thread, which owns every pipe
 * and what every part asks of the machine: `secret` and `safefiles` (the shared secret and the files
   trusted with it), `cpus` (how many CPUs this process may use), `cpufeatures` (AES hardware).
 
-Other rooms and packages import the names below from `ppft_worker.runtime`, never a module of it: they are
-loaded on first use, so a process pays only for the parts it uses. Nothing here imports the worker process
-(`ppft_worker.process`), the pool (`ppft_worker.pool`) or anything above them.
+Other rooms and packages import the names below from `ppft_worker.runtime`, never a module of it. Nothing
+here imports the worker process (`ppft_worker.process`), the pool (`ppft_worker.pool`) or anything above
+them, and a worker process imports nothing of it.
 """
 
 from __future__ import annotations
 
-TYPE_CHECKING = False
-if TYPE_CHECKING:
-    from .addresses import host_problem, is_loopback
-    from .batching import MAX_BATCH, Batching
-    from .cpufeatures import has_aes_hardware, offer_aes_gcm
-    from .cpus import detect_ncpus
-    from .dialer import CONNECT_TIMEOUT, RESOLVE_TIMEOUT, STAGGER, Dial, describe_connect_error
-    from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result
-    from .link import WORKER_REFUSED, Link
-    from .loop import ErrorHandler, Loop, Timer, describe_callback
-    from .outbuf import OutBuffer
-    from .resolver import MAX_THREADS, AddrInfo, Resolution, resolve
-    from .safefiles import file_problem, folder_problem, owner_name
-    from .secret import (
-        SECRET_ENV,
-        WORKERS_SECRET_ENV,
-        default_secret_path,
-        read_secret_file,
-        resolve_secret,
-        resolve_workers_secret,
-    )
-    from .stream import Stream, describe_protocol_error, internal_error_reason
-    from .tasks import (
-        CANCELLED_TYPE,
-        MAX_FRAME_ARGS,
-        Task,
-        TaskQueue,
-        adopt,
-        collect_raw_results,
-        collect_results,
-        send_batch,
-        take_batch,
-    )
-    from .udp import BroadcastEndpoint, bind_broadcast_socket, close_registered
+from .addresses import host_problem, is_loopback
+from .batching import MAX_BATCH, Batching
+from .cpufeatures import has_aes_hardware, offer_aes_gcm
+from .cpus import detect_ncpus
+from .dialer import CONNECT_TIMEOUT, RESOLVE_TIMEOUT, STAGGER, Dial, describe_connect_error
+from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result
+from .link import WORKER_REFUSED, Link
+from .loop import ErrorHandler, Loop, Timer, describe_callback
+from .outbuf import OutBuffer
+from .resolver import MAX_THREADS, AddrInfo, Resolution, resolve
+from .safefiles import file_problem, folder_problem, owner_name
+from .secret import (
+    SECRET_ENV,
+    WORKERS_SECRET_ENV,
+    default_secret_path,
+    read_secret_file,
+    resolve_secret,
+    resolve_workers_secret,
+)
+from .stream import Stream, describe_protocol_error, internal_error_reason
+from .tasks import (
+    CANCELLED_TYPE,
+    MAX_FRAME_ARGS,
+    Task,
+    TaskQueue,
+    adopt,
+    collect_raw_results,
+    collect_results,
+    send_batch,
+    take_batch,
+)
+from .udp import READ_BURST, BroadcastEndpoint, bind_broadcast_socket, close_registered
 
 __all__ = [
     "CANCELLED_TYPE",
@@ -61,6 +59,7 @@ __all__ = [
     "MAX_BATCH",
     "MAX_FRAME_ARGS",
     "MAX_THREADS",
+    "READ_BURST",
     "RESOLVE_TIMEOUT",
     "SECRET_ENV",
     "STAGGER",
@@ -109,71 +108,3 @@ __all__ = [
     "take_jobs",
     "unknown_function_result",
 ]
-
-_HOMES = {
-    "host_problem": "addresses",
-    "is_loopback": "addresses",
-    "Batching": "batching",
-    "MAX_BATCH": "batching",
-    "has_aes_hardware": "cpufeatures",
-    "offer_aes_gcm": "cpufeatures",
-    "detect_ncpus": "cpus",
-    "CONNECT_TIMEOUT": "dialer",
-    "Dial": "dialer",
-    "RESOLVE_TIMEOUT": "dialer",
-    "STAGGER": "dialer",
-    "describe_connect_error": "dialer",
-    "BodyTable": "intake",
-    "Owner": "intake",
-    "ServedTask": "intake",
-    "take_jobs": "intake",
-    "unknown_function_result": "intake",
-    "Link": "link",
-    "WORKER_REFUSED": "link",
-    "ErrorHandler": "loop",
-    "Loop": "loop",
-    "Timer": "loop",
-    "describe_callback": "loop",
-    "OutBuffer": "outbuf",
-    "AddrInfo": "resolver",
-    "MAX_THREADS": "resolver",
-    "Resolution": "resolver",
-    "resolve": "resolver",
-    "file_problem": "safefiles",
-    "folder_problem": "safefiles",
-    "owner_name": "safefiles",
-    "SECRET_ENV": "secret",
-    "WORKERS_SECRET_ENV": "secret",
-    "default_secret_path": "secret",
-    "read_secret_file": "secret",
-    "resolve_secret": "secret",
-    "resolve_workers_secret": "secret",
-    "Stream": "stream",
-    "describe_protocol_error": "stream",
-    "internal_error_reason": "stream",
-    "CANCELLED_TYPE": "tasks",
-    "MAX_FRAME_ARGS": "tasks",
-    "Task": "tasks",
-    "TaskQueue": "tasks",
-    "adopt": "tasks",
-    "collect_raw_results": "tasks",
-    "collect_results": "tasks",
-    "send_batch": "tasks",
-    "take_batch": "tasks",
-    "BroadcastEndpoint": "udp",
-    "bind_broadcast_socket": "udp",
-    "close_registered": "udp",
-}
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(__import__(f"{__name__}.{home}", fromlist=[name]), name)
-    globals()[name] = value  # later look-ups skip this function
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))

@@ -1,14 +1,24 @@
 """UDP sockets for auto-discovery, shared by ppserver's announcer and the client's discovery.
 
-A bug in an endpoint's reading or sending closes its socket and opens it again a little later (1 s,
-doubling to 60 s while it keeps failing): the loop, and everything else on it, goes on.
+`BroadcastEndpoint` is their one socket handling: bound to share the port with the other processes of the
+host, it sends a datagram to (broadcast, port) now and every interval (a failed send is logged once per
+kind of failure, and that it works again once it does), and reads what arrives in bursts of `READ_BURST`
+at most, so a flood cannot starve the loop's other work; a datagram that does not decode is dropped (a
+datagram proves nothing anyway: what it suggests is checked over TCP, where the secret is). A bug in an
+endpoint's reading or sending closes its socket and opens it again a little later (1 s, doubling to 60 s
+while it keeps failing): the loop, and everything else on it, goes on.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import socket
+from collections.abc import Iterator
+
+from ppft_protocol import DecodeError
+from ppft_protocol.discovery import MAX_DATAGRAM_SIZE, Datagram, decode_datagram
 
 from .loop import Loop, Timer
 from .stream import internal_error_reason
@@ -17,8 +27,12 @@ log = logging.getLogger("ppft.udp")
 
 _RESTART_DELAY = 1.0
 _MAX_RESTART_DELAY = 60.0
+_ICMP_ERRORS = (errno.ECONNREFUSED, errno.EHOSTUNREACH, errno.ENETUNREACH)
 
-__all__ = ["BroadcastEndpoint", "bind_broadcast_socket", "close_registered"]
+READ_BURST = 64
+"""Datagrams read per wake-up at most, so a flood cannot starve the loop's other work."""
+
+__all__ = ["READ_BURST", "BroadcastEndpoint", "bind_broadcast_socket", "close_registered"]
 
 
 def bind_broadcast_socket(host: str, port: int) -> socket.socket:
@@ -46,12 +60,17 @@ def close_registered(loop: Loop, sock: socket.socket) -> None:
 
 
 class BroadcastEndpoint:
-    """A UDP socket on a `Loop` that sends one datagram now and then every `_interval()` seconds, and
-    reads what arrives: the shared life of ppserver's announcer and the client's discovery. Subclasses
-    say what to send (`_send`), what to do with what arrives (`_readable`) and how often (`_interval`)."""
+    """A UDP socket on a `Loop` that sends one datagram to (broadcast, port) now and then every `_interval()`
+    seconds, and reads what arrives: the shared life of ppserver's announcer and the client's discovery.
+    Subclasses say what to send (`_send`, through `_broadcast`), what to do with what arrives (`_readable`,
+    through `_received`) and how often (`_interval`)."""
 
-    def __init__(self, loop: Loop) -> None:
+    def __init__(self, loop: Loop, *, interface: str, broadcast: str, port: int) -> None:
         self.loop = loop
+        self.interface = interface
+        self.broadcast = broadcast
+        self.port = port
+        self._send_failures: set[int] = set()  # errnos of failed sends already logged
         self._sock: socket.socket | None = None
         self._timer: Timer | None = None
         self._closed = False
@@ -103,6 +122,55 @@ class BroadcastEndpoint:
             self.start()
         except Exception as exc:  # noqa: BLE001 - cannot bind now: try again later
             self._crashed(exc)
+
+    def _broadcast(self, data: bytes, hint: str) -> bool:
+        """Send `data` to (broadcast, port) now; True if it went out. A failure is logged once per kind, with
+        `hint` (what still works, or what to check), until a send works again; a full socket buffer is not
+        a failure (the next tick sends again)."""
+        sock = self._sock
+        if sock is None:
+            return False
+        try:
+            sock.sendto(data, (self.broadcast, self.port))
+        except (BlockingIOError, InterruptedError):
+            return False
+        except OSError as exc:
+            code = exc.errno or 0
+            if code not in self._send_failures:
+                self._send_failures.add(code)
+                log.warning(
+                    "auto-discovery: cannot send to %s:%d: %s; %s (retrying every %.0f s)",
+                    self.broadcast, self.port, exc.strerror or exc, hint, self._interval(),
+                )  # fmt: skip
+            return False
+        if self._send_failures:
+            log.info("auto-discovery: sending to %s:%d works again", self.broadcast, self.port)
+            self._send_failures.clear()
+        return True
+
+    def _received(self) -> Iterator[tuple[Datagram, tuple[str, int]]]:
+        """The datagrams waiting on the socket, decoded, with their senders: `READ_BURST` at most, and none
+        more once the socket is closed (by what the caller did with one). One that does not decode is
+        dropped (logged at debug)."""
+        for _ in range(READ_BURST):
+            sock = self._sock
+            if sock is None:
+                return
+            try:
+                data, sender = sock.recvfrom(MAX_DATAGRAM_SIZE + 1)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                # An ICMP error queued by an earlier send (ECONNREFUSED and the like): not about reading.
+                if exc.errno not in _ICMP_ERRORS:
+                    log.warning("auto-discovery: receiving failed: %s", exc)
+                return
+            try:
+                datagram = decode_datagram(data)
+            except DecodeError as exc:
+                log.debug("auto-discovery: ignored a datagram from %s:%d: %s", sender[0], sender[1], exc)
+                continue
+            yield datagram, sender
 
     def _send(self) -> None:
         raise NotImplementedError
