@@ -7,7 +7,8 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from clusterlib import SECRET, Cluster
-from scriptlib import script_mode  # noqa: F401 - the fixture, for every test here
+from peerlib import FakePeer
+from scriptlib import module_mode, protocol_1_ppserver, script_mode  # noqa: F401 - fixtures for every test here
 
 
 @pytest.fixture
@@ -35,3 +36,18 @@ def make_client() -> Iterator[Callable[..., object]]:
     yield make
     for server in servers:
         server.destroy()
+
+
+@pytest.fixture
+def fake_peer() -> Iterator[Callable[..., FakePeer]]:
+    """Listeners that are not ppft (`peerlib.FakePeer(handler)`), closed at teardown."""
+    peers: list[FakePeer] = []
+
+    def make(handler: Callable[..., None]) -> FakePeer:
+        peer = FakePeer(handler)
+        peers.append(peer)
+        return peer
+
+    yield make
+    for peer in peers:
+        peer.close()

@@ -35,13 +35,14 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from clusterlib import free_port, listening
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -236,27 +237,6 @@ def transcript_commands(block: Block) -> list[Command]:
             k += 1
         commands.append(Command(command, expected))
     return commands
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def listening(port: int) -> bool:
-    """Whether something listens on TCP `port` (read from /proc, so no probe connection is made)."""
-    wanted = f":{port:04X}"
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        try:
-            with open(table) as f:
-                for row in f.readlines()[1:]:
-                    fields = row.split()
-                    if fields[1].endswith(wanted) and fields[3] == "0A":
-                        return True
-        except FileNotFoundError:
-            continue
-    return False
 
 
 class DocsFailure(AssertionError):

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import SECRET, Cluster
+from clusterlib import SECRET, Cluster, free_port, listening, wait_until
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 HOWS = ("file", "-c", "stdin")
@@ -140,5 +140,48 @@ def script_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
     try:
         server = cluster.ppserver(workers=2)
         yield {"PPSERVER": server.address}
+    finally:
+        cluster.close()
+
+
+@pytest.fixture(scope="module", params=["local", "remote"])
+def module_mode(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """As `script_mode`, with one ppserver (2 workers) for the whole test module, ended at teardown."""
+    if request.param == "local":
+        yield {}
+        return
+    cluster = Cluster(tmp_path_factory.mktemp("ppserver"))
+    try:
+        yield {"PPSERVER": cluster.ppserver(workers=2).address}
+    finally:
+        cluster.close()
+
+
+PROTOCOL_1 = (
+    "import ppft_protocol.connection as connection\n"
+    "connection.Connection.__init__.__kwdefaults__['versions'] = (1, 1)  # what ppft 2.0.0 speaks\n"
+)
+"""Lines that make every connection of the process speak protocol version 1 only, as ppft 2.0.0 does."""
+
+_PROTOCOL_1_PPSERVER = (
+    PROTOCOL_1 + "import runpy, sys\nsys.argv[0] = 'ppserver'\n"
+    "runpy.run_module('ppft_server', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@pytest.fixture(scope="module")
+def protocol_1_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """{"PPSERVER": address} of a ppserver (2 workers) that is on the wire as ppft 2.0.0 is: it speaks
+    protocol version 1 only. One per test module, ended by PID at teardown."""
+    cluster = Cluster(tmp_path_factory.mktemp("ppserver-v1"))
+    try:
+        port = free_port()
+        argv = [sys.executable, "-c", _PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
+        proc = cluster._spawn([*argv, "-s", SECRET, "-d"], "ppserver-v1")
+        wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
+        assert proc.popen.poll() is None, cluster.read_log(proc)
+        yield {"PPSERVER": f"127.0.0.1:{port}"}
     finally:
         cluster.close()

@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import socket
 import struct
-import threading
 import time
 
 import pytest
 
 from clusterlib import wait_until
+from peerlib import greeting_then_read, legacy_message
 from ppft_protocol import PROTOCOL_VERSIONS
 
 
@@ -18,58 +18,17 @@ def add_one(x):
     return x + 1
 
 
-class FakeServer:
-    """A listening socket on 127.0.0.1 that answers every connection with fixed bytes, then reads."""
-
-    def __init__(self, greeting: bytes) -> None:
-        self.greeting = greeting
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.received = b""
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.sendall(self.greeting)
-                conn.settimeout(0.5)
-                try:
-                    self.received += conn.recv(4096)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
 @pytest.fixture
-def fake_server():
-    servers: list[FakeServer] = []
+def fake_server(fake_peer):
+    """A peer that answers every connection with fixed bytes, then reads (into its `.received`)."""
 
-    def make(greeting: bytes) -> FakeServer:
-        server = FakeServer(greeting)
-        servers.append(server)
-        return server
+    def make(greeting: bytes):
+        received = bytearray()
+        peer = fake_peer(greeting_then_read(greeting, received))
+        peer.received = received
+        return peer
 
-    yield make
-    for server in servers:
-        server.close()
-
-
-def legacy_message(text: bytes) -> bytes:
-    """How ppft 1.x frames a message on its sockets: an 8-byte big-endian length, then the bytes."""
-    return struct.pack("!Q", len(text)) + text
+    return make
 
 
 def test_fake_legacy_ppft_1x_server_is_named(fake_server, make_client, caplog):

@@ -11,12 +11,12 @@ from __future__ import annotations
 import re
 import socket
 import struct
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from clusterlib import SECRET, Cluster, wait_until
+from peerlib import FakePeer
 from ppft_protocol import AuthFailed, Bye, Connection, Established, NodeInfo, Role
 from ppft_protocol.framing import encode_frame_header, encode_opening
 from ppft_protocol.messages import encode_message
@@ -89,53 +89,6 @@ def test_megabyte_bye_reason_is_one_bounded_escaped_line_in_the_ppserver_log(clu
 # -- a real client script, hostile ppservers -----------------------------------------------------------------
 
 
-class HostileServer:
-    """A TCP listener on 127.0.0.1 that runs `handler(sock)` for every connection, on its own thread."""
-
-    def __init__(self, handler: Callable[[socket.socket], None]) -> None:
-        self.handler = handler
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                conn.settimeout(5)
-                try:
-                    self.handler(conn)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
-@pytest.fixture
-def hostile_server() -> Iterator[Callable[[Callable[[socket.socket], None]], HostileServer]]:
-    servers: list[HostileServer] = []
-
-    def make(handler: Callable[[socket.socket], None]) -> HostileServer:
-        server = HostileServer(handler)
-        servers.append(server)
-        return server
-
-    yield make
-    for server in servers:
-        server.close()
-
-
 def _refuse_with_a_forged_reason(sock: socket.socket) -> None:
     sock.sendall(encode_opening(1, 2, "hostile server") + _raw_frame(_hello()))
     sock.recv(65536)  # the client's opening, Hello and (soon) Auth
@@ -168,11 +121,11 @@ def _authenticate_then_say_bye_at_length(sock: socket.socket) -> None:
     ids=["auth-failed-reason", "megabyte-bye-reason"],
 )
 def test_client_script_logs_a_hostile_ppservers_text_as_one_escaped_line(
-    hostile_server: Callable[[Callable[[socket.socket], None]], HostileServer],
+    fake_peer: Callable[[Callable[[socket.socket], None]], FakePeer],
     handler: Callable[[socket.socket], None],
     what: str,
 ) -> None:
-    server = hostile_server(handler)
+    server = fake_peer(handler)
     ran = run_script("log_until_warned.py", env={"PPSERVER": f"127.0.0.1:{server.port}"}).check()
     assert ran.stdout.splitlines() == ["3", "warned"]
     lines = _check_lines(ran.stderr)

@@ -8,13 +8,12 @@ a worker"). A ppserver that speaks only protocol version 1 (what ppft 2.0.0 spea
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Iterator
 
 import pytest
 
 import ppft
-from clusterlib import SECRET, Cluster, free_port, listening, wait_until
+from clusterlib import SECRET
 from scriptlib import ALL_HOWS, run_script
 
 EXPECTED: dict[str, list[str]] = {
@@ -49,45 +48,6 @@ FILE_ONLY: dict[str, list[str]] = {
     "enum_in_data.py": ["('BLUE', True)", "('RED', False)"],
 }
 
-# A ppserver as ppft 2.0.0 is on the wire: every connection it makes speaks protocol version 1 only.
-_PROTOCOL_1_PPSERVER = (
-    "import runpy, sys\n"
-    "import ppft_protocol.connection as connection\n"
-    "connection.Connection.__init__.__kwdefaults__['versions'] = (1, 1)\n"
-    "sys.argv[0] = 'ppserver'\n"
-    "runpy.run_module('ppft_server', run_name='__main__', alter_sys=True)\n"
-)
-
-
-@pytest.fixture(scope="module", params=["local", "remote"])
-def mode(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """{} for local workers; {"PPSERVER": address} for a real ppserver with 2 workers, ended at teardown."""
-    if request.param == "local":
-        yield {}
-        return
-    cluster = Cluster(tmp_path_factory.mktemp("ppserver"))
-    try:
-        yield {"PPSERVER": cluster.ppserver(workers=2).address}
-    finally:
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
-def protocol_1_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    cluster = Cluster(tmp_path_factory.mktemp("ppserver-v1"))
-    try:
-        port = free_port()
-        argv = [sys.executable, "-c", _PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
-        proc = cluster._spawn([*argv, "-s", SECRET, "-d"], "ppserver-v1")
-        wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
-        assert proc.popen.poll() is None, cluster.read_log(proc)
-        proc.port = port
-        yield {"PPSERVER": f"127.0.0.1:{port}"}
-    finally:
-        cluster.close()
-
 
 def _check(script: str, how: str, env: dict[str, str]) -> str:
     ran = run_script(script, how=how, env=env).check()
@@ -97,8 +57,10 @@ def _check(script: str, how: str, env: dict[str, str]) -> str:
 
 @pytest.mark.parametrize("how", ALL_HOWS)
 @pytest.mark.parametrize("script", sorted(EXPECTED))
-def test_jobs_read_module_data_as_the_caller_would(mode: dict[str, str], script: str, how: str) -> None:
-    stderr = _check(script, how, mode)
+def test_jobs_read_module_data_as_the_caller_would(
+    module_mode: dict[str, str], script: str, how: str
+) -> None:
+    stderr = _check(script, how, module_mode)
     if script == "unpicklable_global.py":  # said once per global, however many functions read it
         assert stderr.count("reads the global LOCK, which cannot be sent to a worker") == 1, stderr
     elif script == "big_global.py":
@@ -110,8 +72,8 @@ def test_jobs_read_module_data_as_the_caller_would(mode: dict[str, str], script:
 
 
 @pytest.mark.parametrize("script", sorted(FILE_ONLY))
-def test_an_enum_of_a_script_file_travels_as_source(mode: dict[str, str], script: str) -> None:
-    _check(script, "file", mode)
+def test_an_enum_of_a_script_file_travels_as_source(module_mode: dict[str, str], script: str) -> None:
+    _check(script, "file", module_mode)
 
 
 @pytest.mark.parametrize("how", ["file", "-c"])

@@ -8,14 +8,12 @@ The waiting report's period is lowered here (`waiting.WAIT_REPORT_INTERVAL`), so
 from __future__ import annotations
 
 import logging
-import socket
-import struct
-import threading
 
 import pytest
 
 import ppft
 from clusterlib import SECRET, free_port, wait_until
+from peerlib import greeting_then_read, legacy_message
 from ppft_client import waiting
 from ppft_client.nodes import remote
 
@@ -90,45 +88,10 @@ def test_a_refusing_node_that_becomes_usable_runs_new_jobs(cluster, make_client,
     assert client.submit(add_one, (2,)).result(timeout=TIMEOUT) == 3
 
 
-class LegacyServer:
-    """Answers every connection as a ppft 1.x ppserver does (its version string), then closes it."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                continue
-            with conn:
-                for text in (b"1.7.8", b"0123456789abcdef"):
-                    conn.sendall(struct.pack("!Q", len(text)) + text)
-                conn.settimeout(0.5)
-                try:
-                    conn.recv(4096)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self.sock.close()
-
-
 @pytest.fixture
-def legacy():
-    server = LegacyServer()
-    yield server
-    server.close()
+def legacy(fake_peer):
+    """A peer that answers every connection as a ppft 1.x ppserver does (its version string)."""
+    return fake_peer(greeting_then_read(legacy_message(b"1.7.8") + legacy_message(b"0123456789abcdef")))
 
 
 def test_every_node_refusing_for_its_own_reason_is_listed_in_the_error(cluster, make_client, legacy):

@@ -15,54 +15,14 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from clusterlib import SECRET, Cluster, free_port, listening, wait_until
-from scriptlib import HOWS, SCRIPTS, run_script
+from clusterlib import SECRET, Cluster, wait_until
+from scriptlib import HOWS, PROTOCOL_1, SCRIPTS, run_script
 
-_PROTOCOL_1 = (
-    "import ppft_protocol.connection as connection\n"
-    "connection.Connection.__init__.__kwdefaults__['versions'] = (1, 1)  # what ppft 2.0.0 speaks\n"
-)
-_PROTOCOL_1_PPSERVER = (
-    _PROTOCOL_1 + "import runpy, sys\nsys.argv[0] = 'ppserver'\n"
-    "runpy.run_module('ppft_server', run_name='__main__', alter_sys=True)\n"
-)
-_PROTOCOL_1_CLIENT = _PROTOCOL_1 + "import runpy, sys\nrunpy.run_path(sys.argv[1], run_name='__main__')\n"
-
-
-@pytest.fixture(scope="module", params=["local", "remote"])
-def mode(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """{} for local workers; {"PPSERVER": address} for a real ppserver with 2 workers, ended at teardown."""
-    if request.param == "local":
-        yield {}
-        return
-    cluster = Cluster(tmp_path_factory.mktemp("ppserver"))
-    try:
-        yield {"PPSERVER": cluster.ppserver(workers=2).address}
-    finally:
-        cluster.close()
-
-
-@pytest.fixture(scope="module")
-def protocol_1_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A ppserver as ppft 2.0.0 is on the wire: it speaks protocol version 1 only."""
-    cluster = Cluster(tmp_path_factory.mktemp("ppserver-v1"))
-    try:
-        port = free_port()
-        argv = [sys.executable, "-c", _PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
-        proc = cluster._spawn([*argv, "-s", SECRET], "ppserver-v1")
-        wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
-        assert proc.popen.poll() is None, cluster.read_log(proc)
-        proc.port = port
-        yield {"PPSERVER": f"127.0.0.1:{port}"}
-    finally:
-        cluster.close()
+_PROTOCOL_1_CLIENT = PROTOCOL_1 + "import runpy, sys\nrunpy.run_path(sys.argv[1], run_name='__main__')\n"
 
 
 # -- stdout to stdout, stderr to stderr, when the value is asked ------------------------------------------
@@ -77,9 +37,9 @@ STREAMS_STDOUT = (
 
 @pytest.mark.parametrize("how", HOWS)
 def test_each_stream_of_a_job_reaches_the_callers_own_when_its_value_is_asked(
-    mode: dict[str, str], how: str
+    module_mode: dict[str, str], how: str
 ) -> None:
-    ran = run_script("output_streams.py", how=how, env=mode).check()
+    ran = run_script("output_streams.py", how=how, env=module_mode).check()
     assert ran.stdout == STREAMS_STDOUT
     assert ran.stderr == "a err 2\nb err 2\n"
 
@@ -94,33 +54,35 @@ def test_a_protocol_1_ppserver_gives_stderr_with_stdout_as_version_1_does(
     assert ran.stderr == ""
 
 
-def test_a_protocol_1_client_gives_stderr_with_stdout_as_version_1_does(mode: dict[str, str]) -> None:
-    ran = _run_with([sys.executable, "-c", _PROTOCOL_1_CLIENT, str(SCRIPTS / "output_streams.py")], mode)
+def test_a_protocol_1_client_gives_stderr_with_stdout_as_version_1_does(module_mode: dict[str, str]) -> None:
+    ran = _run_with(
+        [sys.executable, "-c", _PROTOCOL_1_CLIENT, str(SCRIPTS / "output_streams.py")], module_mode
+    )
     assert ran.returncode == 0, ran.stderr
     assert ran.stdout == STREAMS_STDOUT.replace("a out 2\n", "a out 2\na err 2\n").replace(
         "b out 2\n", "b out 2\nb err 2\n"
     )
 
 
-def test_a_jobs_output_comes_before_its_classic_callback_runs(mode: dict[str, str]) -> None:
-    ran = run_script("output_callback.py", env=mode).check()
+def test_a_jobs_output_comes_before_its_classic_callback_runs(module_mode: dict[str, str]) -> None:
+    ran = run_script("output_callback.py", env=module_mode).check()
     assert ran.stdout == "squaring 3\ncallback #3: 9\nsquaring 4\ncallback #4: 16\nend\n"
     assert ran.stderr == "3 is fine\n4 is fine\n"
 
 
-def test_jobs_go_on_when_the_callers_stdout_is_closed(mode: dict[str, str]) -> None:
-    ran = run_script("output_stuck_stdout.py", env={**mode, "STDOUT": "closed"}).check()
+def test_jobs_go_on_when_the_callers_stdout_is_closed(module_mode: dict[str, str]) -> None:
+    ran = run_script("output_stuck_stdout.py", env={**module_mode, "STDOUT": "closed"}).check()
     values = "values [2000, 2000, 2000, 2000]"
     assert ran.stderr == f"live {values}\nplain {values}\n"
 
 
-def test_jobs_go_on_when_nobody_reads_the_callers_stdout(mode: dict[str, str]) -> None:
+def test_jobs_go_on_when_nobody_reads_the_callers_stdout(module_mode: dict[str, str]) -> None:
     """The live lines fill the pipe and the printing thread blocks on it: the values still come (on stderr)
     before anyone reads stdout; then everything printed arrives. (Without live output the caller's own thread
     prints a job's text when it asks for the value, as ppft 1.7 and print() do: it waits for the reader.)"""
     seen: dict[str, Path] = {}
     ran = _run_with(
-        [sys.executable, str(SCRIPTS / "output_stuck_stdout.py")], {**mode, "STDOUT": "stuck"},
+        [sys.executable, str(SCRIPTS / "output_stuck_stdout.py")], {**module_mode, "STDOUT": "stuck"},
         stderr_first="live values", when_seen=seen,
     )  # fmt: skip
     assert ran.returncode == 0, ran.stderr
@@ -143,9 +105,9 @@ LAST_LINES = {
 
 @pytest.mark.parametrize("death", sorted(LAST_LINES))
 def test_what_a_job_printed_before_its_worker_died_is_shown_with_its_error(
-    mode: dict[str, str], death: str, tmp_path: Path
+    module_mode: dict[str, str], death: str, tmp_path: Path
 ) -> None:
-    env = {**mode, "DEATH": death, "PIDFILE": str(tmp_path / "pid")}
+    env = {**module_mode, "DEATH": death, "PIDFILE": str(tmp_path / "pid")}
     ran = run_script("output_dying.py", env=env, timeout=150).check()
     last = LAST_LINES[death]
     end = "" if death == "partial" else "\n"
@@ -161,8 +123,8 @@ def test_what_a_job_printed_before_its_worker_died_is_shown_with_its_error(
 
 
 @pytest.mark.parametrize("ending", ["destroy", "exit", "with"])
-def test_output_nobody_asked_for_shows_once_by_the_end(mode: dict[str, str], ending: str) -> None:
-    ran = run_script("output_unasked.py", env={**mode, "ENDING": ending}).check()
+def test_output_nobody_asked_for_shows_once_by_the_end(module_mode: dict[str, str], ending: str) -> None:
+    ran = run_script("output_unasked.py", env={**module_mode, "ENDING": ending}).check()
     after = {"destroy": "after destroy\n", "exit": "", "with": "after the with block\n"}[ending]
     assert ran.stdout == (
         "job 1 says hello\nasked: 1\n"
@@ -177,11 +139,11 @@ def test_output_nobody_asked_for_shows_once_by_the_end(mode: dict[str, str], end
 
 @pytest.mark.parametrize("executor", [False, True], ids=["Server", "Executor"])
 def test_live_output_shows_each_line_while_the_job_runs(
-    mode: dict[str, str], executor: bool, tmp_path: Path
+    module_mode: dict[str, str], executor: bool, tmp_path: Path
 ) -> None:
-    node = mode["PPSERVER"] if mode else "local"
+    node = module_mode["PPSERVER"] if module_mode else "local"
     marker = tmp_path / "seen"
-    env = {**mode, "MARKER": str(marker), **({"EXECUTOR": "1"} if executor else {})}
+    env = {**module_mode, "MARKER": str(marker), **({"EXECUTOR": "1"} if executor else {})}
     first = f"[job 0 on {node}] step 1 of 2\n"
     ran = _run_with([sys.executable, str(SCRIPTS / "output_live.py")], env, when_seen={first: marker})
     assert ran.returncode == 0, ran.stderr

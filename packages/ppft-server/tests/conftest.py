@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -442,3 +443,46 @@ def config_file(tmp_path: Path) -> Callable[..., str]:
         return str(path)
 
     return write
+
+
+# -- main() with a stand-in server ------------------------------------------------------------------------
+
+
+class FakeServer:
+    """Records how main() built it; serves by returning at once."""
+
+    made: list[FakeServer] = []
+
+    def __init__(self, **kwargs: Any) -> None:
+        self.kwargs = kwargs
+        self.name = "fake"
+        self.served = False
+        FakeServer.made.append(self)
+
+    def bind(self) -> tuple[str, int]:
+        return ("127.0.0.1", 1234)
+
+    def serve_forever(self) -> None:
+        self.served = True
+
+    def stop(self, reason: str = "") -> None:
+        pass
+
+
+@pytest.fixture
+def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeServer]]:
+    """`ppft_server.cli.main` builds a `FakeServer` instead of a `NodeServer`: the tests read what it was
+    given; the process's logging, which main() configures, is given back afterwards."""
+    import logging
+
+    import ppft_server.node
+
+    monkeypatch.setattr(ppft_server.node, "NodeServer", FakeServer)
+    FakeServer.made = []
+    ppft = logging.getLogger("ppft")
+    saved = (list(ppft.handlers), ppft.propagate, ppft.level, logging.getLogger("ppft.ppserver").level)
+    try:
+        yield FakeServer
+    finally:  # main() configures logging for a process; give the test process its own back
+        ppft.handlers[:], ppft.propagate, ppft.level = saved[0], saved[1], saved[2]
+        logging.getLogger("ppft.ppserver").setLevel(saved[3])

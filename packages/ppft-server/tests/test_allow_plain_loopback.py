@@ -3,7 +3,7 @@ parsed like every other boolean, handed to the server, and announced on the star
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -51,42 +51,7 @@ def test_the_flag_takes_no_value() -> None:
         parse_settings(["--allow-plain-loopback=yes"])
 
 
-class _FakeServer:
-    made: list[_FakeServer] = []
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.name = "fake"
-        _FakeServer.made.append(self)
-
-    def bind(self) -> tuple[str, int]:
-        return ("127.0.0.1", 1234)
-
-    def serve_forever(self) -> None:
-        pass
-
-    def stop(self, reason: str = "") -> None:
-        pass
-
-
-@pytest.fixture
-def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[_FakeServer]]:
-    import logging
-
-    import ppft_server.node
-
-    monkeypatch.setattr(ppft_server.node, "NodeServer", _FakeServer)
-    _FakeServer.made = []
-    ppft = logging.getLogger("ppft")
-    saved = (list(ppft.handlers), ppft.propagate, ppft.level, logging.getLogger("ppft.ppserver").level)
-    try:
-        yield _FakeServer
-    finally:  # main() configures logging for a process; give the test process its own back
-        ppft.handlers[:], ppft.propagate, ppft.level = saved[0], saved[1], saved[2]
-        logging.getLogger("ppft.ppserver").setLevel(saved[3])
-
-
-def test_main_hands_the_flag_to_the_server(fake_server: type[_FakeServer]) -> None:
+def test_main_hands_the_flag_to_the_server(fake_server: type[Any]) -> None:
     from ppft_server.cli import main
 
     assert main(["-s", "x", "-p", "1234", "--allow-plain-loopback"]) == 0

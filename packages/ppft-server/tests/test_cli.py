@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -234,45 +234,7 @@ def test_ipv6_interface_with_autodiscovery_is_a_usage_error() -> None:
 # -- main() hands every setting to the server (in process, with a stand-in server) ---------------------
 
 
-class FakeServer:
-    """Records how main() built it; serves by returning at once."""
-
-    made: list[FakeServer] = []
-
-    def __init__(self, **kwargs: Any) -> None:
-        self.kwargs = kwargs
-        self.name = "fake"
-        self.served = False
-        FakeServer.made.append(self)
-
-    def bind(self) -> tuple[str, int]:
-        return ("127.0.0.1", 1234)
-
-    def serve_forever(self) -> None:
-        self.served = True
-
-    def stop(self, reason: str = "") -> None:
-        pass
-
-
-@pytest.fixture
-def fake_server(monkeypatch: pytest.MonkeyPatch) -> Iterator[type[FakeServer]]:
-    import logging
-
-    import ppft_server.node
-
-    monkeypatch.setattr(ppft_server.node, "NodeServer", FakeServer)
-    FakeServer.made = []
-    ppft = logging.getLogger("ppft")
-    saved = (list(ppft.handlers), ppft.propagate, ppft.level, logging.getLogger("ppft.ppserver").level)
-    try:
-        yield FakeServer
-    finally:  # main() configures logging for a process; give the test process its own back
-        ppft.handlers[:], ppft.propagate, ppft.level = saved[0], saved[1], saved[2]
-        logging.getLogger("ppft.ppserver").setLevel(saved[3])
-
-
-def test_main_hands_every_setting_to_the_server(fake_server: type[FakeServer]) -> None:
+def test_main_hands_every_setting_to_the_server(fake_server: type[Any]) -> None:
     from ppft_server.cli import main
 
     argv = ["-i", "127.0.0.1", "-p", "1234", "-w", "2", "-s", "s3cret", "-r", "-k", "30", "-t", "5"]
@@ -296,7 +258,7 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[FakeServer]) -
     }
 
 
-def test_main_autodetects_workers_by_default(fake_server: type[FakeServer]) -> None:
+def test_main_autodetects_workers_by_default(fake_server: type[Any]) -> None:
     from ppft_server.cli import main
     from ppft_server.settings import detect_workers
 
@@ -310,7 +272,7 @@ def test_main_autodetects_workers_by_default(fake_server: type[FakeServer]) -> N
     )
 
 
-def test_main_restores_the_signal_handlers_it_set(fake_server: type[FakeServer]) -> None:
+def test_main_restores_the_signal_handlers_it_set(fake_server: type[Any]) -> None:
     from ppft_server.cli import main
 
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)}
