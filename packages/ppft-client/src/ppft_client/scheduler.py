@@ -12,7 +12,8 @@ Stages:
   object), the pickled arguments and the `Job` future; then it appends to a deque and wakes the loop, which
   costs a syscall only when the loop is asleep. The one lock it takes (`_submit_lock`: the group counters
   for `wait` and the destroyed flag) is never taken by the I/O thread, so the two never wait for each
-  other: under the GIL a thread that blocks on a lock loses a whole switch interval (5 ms).
+  other: under the GIL a thread that blocks on a lock loses a whole switch interval
+  (`sys.getswitchinterval()`).
 * The I/O thread (`ppft-io`) owns every pipe and socket through one `Loop`. After each round of events it
   dispatches: nodes pull jobs from the queue head into their windows, in batches, each batch claimed
   under one lock acquisition.
@@ -76,7 +77,7 @@ class Scheduler:
         # Counting for `wait`: submitters count what they queue under `_submit_lock`, which the I/O thread
         # never takes, and the finishing threads count what finished under `_done_lock`, which `submit`
         # never takes. A lock shared by both sides made each wait for the other, and under the GIL a thread
-        # that blocks on a lock waits a whole switch interval (5 ms) to run again.
+        # that blocks on a lock waits a whole switch interval (`sys.getswitchinterval()`) to run again.
         self._submit_lock = threading.Lock()
         self._submitted: dict[str, int] = {}  # per group, while the group has jobs or was seen lately
         self._submitted_total = 0

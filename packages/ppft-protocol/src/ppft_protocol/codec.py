@@ -130,7 +130,7 @@ class Reader:
 
     def whole_bytes(self) -> bytes | None:
         """The body as one `bytes` object to cut small fields from (a slice of `bytes` costs a third of a
-        view and its copy): the very object the body views, or a copy of a small body (a few microseconds
+        view and its copy): the very object the body views, or a copy of a small body (cheap
         per frame); None for a large body of another kind, whose large fields must stay views of it."""
         mv = self.mv
         obj = mv.obj

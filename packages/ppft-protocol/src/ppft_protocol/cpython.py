@@ -31,13 +31,13 @@ if TYPE_CHECKING:
     from typing import Any
 else:
     # The constant-time comparison of `operator` (`hmac.compare_digest`'s own fallback); `hmac` loads
-    # `hashlib` and OpenSSL (2.5 ms of a worker's start-up).
+    # `hashlib` and OpenSSL, on a worker's way to its first result (`scripts/bench --only startup`).
     try:
         from _operator import _compare_digest as compare_digest
     except ImportError:
         from hmac import compare_digest
 
-    # The interpreter's own SHA-256 (`hashlib` starts OpenSSL for it: 2.5 ms); `_sha2` from Python 3.12.
+    # The interpreter's own SHA-256 (`hashlib` starts OpenSSL for it); `_sha2` from Python 3.12.
     try:
         from _sha2 import sha256
     except ImportError:
@@ -46,7 +46,7 @@ else:
         except ImportError:
             from hashlib import sha256
 
-    # The C pickler: the `pickle` module loads `re` and `enum` as well (3 ms of a worker's start-up).
+    # The C pickler: the `pickle` module loads `re` and `enum` as well, on a worker's way to its first result.
     try:
         import _pickle as fast_pickle
     except ImportError:

@@ -52,8 +52,9 @@ if TYPE_CHECKING:
 class _Constant:
     """A named constant compared by identity, with a string `value`: the part of `enum` this module uses.
 
-    Not an `enum.Enum` because importing `enum` costs a local worker about 1.5 ms of a start-up that is
-    benchmarked against `ProcessPoolExecutor`'s fork. Members are made once, below their class, and pickle
+    Not an `enum.Enum` because a local worker imports this module on its way to its first result, and
+    `enum` is among the heavier imports it would make (`scripts/bench --only startup` races
+    `ProcessPoolExecutor`'s fork). Members are made once, below their class, and pickle
     and copy as references to that member.
     """
 

@@ -56,7 +56,8 @@ __all__ = ["DaskNode", "add_dask_nodes"]
 
 log = logging.getLogger("ppft.dask")
 
-_BATCH_SCALE = 4  # a dask task costs ~1 ms of scheduling: each carries 4x a ppserver frame's work
+_BATCH_SCALE = 4  # a dask task costs more scheduling than a frame: each carries 4x a ppserver frame's work
+# (`scripts/bench --only dask` measures the ratio to dask's own client)
 _MAX_BATCH = 1024
 _ADAPTIVE_TASKS = 512  # an adaptive cluster is shown up to this many tasks, so that it sees the demand
 _MAX_KNOWN = 4096

@@ -11,7 +11,8 @@ A function's text is first cut from its file's `linecache` lines, from `co_first
 block its indentation delimits, by a scanner that knows just brackets, strings, comments and backslashes;
 it gives up on anything unusual (tabs, a `lambda` in the header, an f-string it cannot follow). Only then
 is `inspect.getsource` asked: it tokenizes, and its first call compiles `tokenize`'s large regular
-expressions (about 2 ms, most of a first `submit`). The cut text is verified exactly as inspect's, so a
+expressions, most of the cost of a first `submit` (`scripts/bench --only latency` sees it in its first
+round trip). The cut text is verified exactly as inspect's, so a
 wrong cut can cost a fallback to inspect, never a wrong function; and unless its check failed on the
 header (which both texts share), inspect's text is checked too, so the cut never makes a function pickled.
 
