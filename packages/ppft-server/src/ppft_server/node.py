@@ -44,6 +44,7 @@ from ppft_worker.intake import ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
 from ppft_worker.pool import WorkerPool
+from ppft_worker.pythons import THIS_PYTHON
 from ppft_worker.tasks import Task
 
 from .fairqueue import FairQueue
@@ -349,7 +350,7 @@ class NodeServer:
 
     def node_info(self) -> NodeInfo:
         """What clients are told: this server's capacity counts its dial-in workers too."""
-        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name)
+        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name, THIS_PYTHON)
 
     @property
     def workers(self) -> int:

@@ -39,6 +39,7 @@ from ppft_worker.link import Link
 from ppft_worker.stream import Stream
 from ppft_worker.tasks import Task
 
+from .mixed import dialin_screen
 from .peers import WORKER_REFUSED, PeerError, check_node_info, no_workers_admitted, not_for_role, short_reason
 
 if TYPE_CHECKING:
@@ -145,6 +146,7 @@ class Session:
             check_node_info(event)
             self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=self.server.results,
                              on_requeue=self.server.queue.requeue)  # fmt: skip
+            self.link.screen = dialin_screen(self.server, self.link, self.peer, event)
             self.server.worker_joined(self, event)
         elif isinstance(event, StatsRequest):
             self.stream.send(self.server.stats_reply())

@@ -60,6 +60,7 @@ from .cpus import detect_ncpus
 from .intake import BodyTable, ServedTask, take_jobs
 from .loop import Loop
 from .pool import WorkerPool
+from .pythons import THIS_PYTHON
 from .secret import resolve_secret, resolve_workers_secret
 from .stealing import CANCELLED_TYPE
 from .stream import Stream
@@ -159,7 +160,7 @@ class DialIn:
         assert stream is not None
         if isinstance(event, Established):
             self._version = event.version
-            stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
+            stream.send(NodeInfo("worker", self.workers, __version__, socket.gethostname(), THIS_PYTHON))
         elif isinstance(event, NodeInfo):
             if not self.connected:
                 log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
