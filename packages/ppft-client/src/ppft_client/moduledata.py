@@ -248,9 +248,9 @@ def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str])
     does), so the job fails naming the global instead of behaving differently."""
     global _ValuesPickler
     if _ValuesPickler is None:
-        import dill  # noqa: PLC0415 - only for values that need it
+        from ppft_worker.pythons import portable_pickler  # noqa: PLC0415 - only for values that need it
 
-        class ValuesPickler(dill.Pickler):  # type: ignore[misc]
+        class ValuesPickler(portable_pickler()):  # type: ignore[misc]  # code: loadable by any Python
             shipped: dict[int, str] = {}
 
             def reducer_override(self, obj: Any) -> Any:

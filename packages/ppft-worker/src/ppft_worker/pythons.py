@@ -53,6 +53,7 @@ __all__ = [
     "bytecode_without_source",
     "code_from_source",
     "portable_dumps",
+    "portable_pickler",
     "python_line",
     "runs_bytecode_of",
     "same_code",
@@ -375,6 +376,14 @@ _portable_pickler: Any = None
 
 def portable_dumps(obj: object, protocol: int, **options: Any) -> bytes:
     """`dill.dumps(obj, protocol, **options)` with every code object pickled by `save_code`."""
+    buffer = io.BytesIO()
+    portable_pickler()(buffer, protocol, **options).dump(obj)
+    return buffer.getvalue()
+
+
+def portable_pickler() -> Any:
+    """dill's Pickler class with every code object pickled by `save_code` (made on first use, when dill is
+    imported): subclass it for a pickler of one's own."""
     global _portable_pickler
     if _portable_pickler is None:
         import dill  # noqa: PLC0415 - only what the standard pickle refused comes here
@@ -394,9 +403,7 @@ def portable_dumps(obj: object, protocol: int, **options: Any) -> bytes:
             dispatch = Dispatch({types.CodeType: save_code})
 
         _portable_pickler = PortablePickler
-    buffer = io.BytesIO()
-    _portable_pickler(buffer, protocol, **options).dump(obj)
-    return buffer.getvalue()
+    return _portable_pickler
 
 
 class Screen:
