@@ -5,9 +5,10 @@ once and reuses them; pip fetches cryptography and dill for each Python). A mach
 skips these tests, saying which one is missing (the CI's scripts/test-pythons says it too).
 
 Functions shipped as source run anywhere; lambdas and closures pickled by value run on another Python from
-their source, which travels with their bytecode (`ppft_worker.pythons`); module data, arguments, results and
-exceptions cross both ways; a function that has no source (`python -c`) is never sent to another Python:
-its job fails with `ForeignPythonError` naming both. A ppserver's dial-in worker may run another Python: it
+their source, which travels with their bytecode, and the script's classes (dataclasses too) from their
+class statement (`ppft_worker.portable`); module data, arguments, results and exceptions cross both ways;
+a function that has no source (`eval`, `python -c` before 3.13) is never sent to another Python: its job
+fails with `ForeignPythonError` naming both. A ppserver's dial-in worker may run another Python: it
 takes the jobs whose functions travel as source, and the others run on the ppserver's own workers.
 """
 
@@ -48,6 +49,8 @@ closure 7
 module data ([1, 2, 3], 25)
 module data changed ([1, 2, 3, 4], 25)
 argument of a script class 5
+dataclasses in module data and arguments ['pen: 1.50', 'ink: 4.00']
+a namedtuple there and back Pair(left=2, right=1)
 exception MyError bad 5 RemoteTraceback
 a lambda as result 6
 a lambda as argument [-1, -2]

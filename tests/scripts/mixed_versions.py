@@ -2,6 +2,8 @@
 
 import os
 import sys
+from collections import namedtuple
+from dataclasses import dataclass, field
 
 import ppft as pp
 
@@ -23,6 +25,28 @@ class Point:
 
     def norm2(self):
         return self.x * self.x + self.y * self.y
+
+
+@dataclass
+class Item:
+    name: str
+    price: float
+    tags: list = field(default_factory=list)
+
+    def label(self):
+        return f"{self.name}: {self.price:.2f}"
+
+
+Pair = namedtuple("Pair", "left right")
+CATALOG = {"pen": Item("pen", 1.5, ["office"])}
+
+
+def labels(extra):
+    return [item.label() for item in CATALOG.values()] + [extra.label()]
+
+
+def swap(pair):
+    return Pair(pair.right, pair.left)
 
 
 TABLE = {"a": 1, "b": [1, 2, 3]}
@@ -61,6 +85,8 @@ print("module data", job_server.submit(use_table, ("b",))())
 TABLE["b"].append(4)
 print("module data changed", job_server.submit(use_table, ("b",))())
 print("argument of a script class", job_server.submit(Point.norm2, (Point(1, 2),))())
+print("dataclasses in module data and arguments", job_server.submit(labels, (Item("ink", 4),))())
+print("a namedtuple there and back", job_server.submit(swap, (Pair(1, 2),))())
 try:
     job_server.submit(fails, (5,))()
 except MyError as exc:

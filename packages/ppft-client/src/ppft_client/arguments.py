@@ -114,7 +114,7 @@ def pickle_args_by(obj: object, protocol: int, *, force_dill: bool = False) -> t
 def _dill_dumps(obj: object, protocol: int) -> bytes:
     """dill's pickle, its code objects loadable by another Python where their source is known
     (`ppft_worker.pythons`)."""
-    from ppft_worker.pythons import portable_dumps  # noqa: PLC0415 - only paid for by arguments that need it
+    from ppft_worker.portable import portable_dumps  # noqa: PLC0415 - only paid for by arguments that need it
 
     try:
         return portable_dumps(obj, protocol, byref=False, recurse=True)

@@ -28,7 +28,7 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
-from ppft_worker.pythons import save_code
+from ppft_worker.portable import save_code
 
 from .arguments import ShippingError
 

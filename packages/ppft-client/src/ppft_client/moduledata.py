@@ -248,7 +248,7 @@ def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str])
     does), so the job fails naming the global instead of behaving differently."""
     global _ValuesPickler
     if _ValuesPickler is None:
-        from ppft_worker.pythons import portable_pickler  # noqa: PLC0415 - only for values that need it
+        from ppft_worker.portable import portable_pickler  # noqa: PLC0415 - only for values that need it
 
         class ValuesPickler(portable_pickler()):  # type: ignore[misc]  # code: loadable by any Python
             shipped: dict[int, str] = {}

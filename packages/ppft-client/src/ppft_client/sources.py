@@ -35,7 +35,7 @@ import textwrap
 import types
 from typing import Any, NamedTuple
 
-from ppft_worker.pythons import same_code, same_const
+from ppft_worker.portable import same_code, same_const
 
 from .blocks import cut_source
 
@@ -382,5 +382,5 @@ def _find_code(code: types.CodeType, name: str) -> list[types.CodeType]:
     return [c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
 
 
-_same_code = same_code  # one definition each, shared with the portable pickles of ppft_worker.pythons
+_same_code = same_code  # one definition each, shared with the portable pickles of ppft_worker.portable
 _same_const = same_const

@@ -305,7 +305,7 @@ class JobRunner:
         if data:
             return Result(job_id, True, data, wall_time=wall, cpu_time=cpu, **self._take_output())
         try:
-            from .pythons import portable_dumps  # noqa: PLC0415 - only values the stdlib pickle refuses
+            from .portable import portable_dumps  # noqa: PLC0415 - only values the stdlib pickle refuses
 
             data = portable_dumps(value, protocol, recurse=True)  # code: loadable by another Python too
         except Exception as dill_exc:  # noqa: BLE001 - reported in the result
