@@ -146,4 +146,8 @@ def wheel_venv(python: Path, version: str, extra: tuple[str, ...] = ()) -> Path:
         for old in VENVS.glob(f"{version}-*"):  # venvs of older wheels: no longer used
             if old != venv and old.is_dir():
                 shutil.rmtree(old, ignore_errors=True)
-        return venv
+    with _locked(VENVS / ".lock"):
+        for old in VENVS.glob("dist-*"):  # wheels no venv was made from any more
+            if old != dist and not any(VENVS.glob(f"*-{old.name.removeprefix('dist-')}")):
+                shutil.rmtree(old, ignore_errors=True)
+    return venv
