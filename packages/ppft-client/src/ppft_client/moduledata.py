@@ -37,6 +37,8 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from ppft_worker.portable import Call as _Call
+
 from .arguments import ShippingError, pickle_args_by
 from .bodypickle import importable, is_code
 
@@ -53,22 +55,6 @@ UNSHIPPED = "__ppft_unshipped__"
 _MISSING = object()
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
-
-
-class _Call:
-    """Pickles as `func(*args)` (`func` itself pickled: a builtin by name, or another `_Call`)."""
-
-    __slots__ = ("args", "func")
-
-    def __init__(self, func: Any, *args: Any) -> None:
-        self.func = func
-        self.args = args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return self.func, self.args
-
-    def __call__(self, *args: Any) -> Any:  # pickle wants a reduce's callable to be callable
-        raise TypeError("a _Call only describes a call for pickle; it is not called here")
 
 
 _MAIN = _Call(importlib.import_module, "__main__")

@@ -33,6 +33,7 @@ from typing import Any
 from .pythons import NO_SOURCE, THIS_PYTHON, codes_of
 
 __all__ = [
+    "Call",
     "portable_dumps",
     "portable_pickler",
     "same_code",
@@ -44,8 +45,8 @@ __all__ = [
 _LOADERS = "ppft_worker.pythons"  # where the loading side's functions live (a name written into pickles)
 
 
-class _Call:
-    """Pickles as `func(*args)` (`func` itself pickled: a builtin by name, or another `_Call`)."""
+class Call:
+    """Pickles as `func(*args)` (`func` itself pickled: a builtin by name, or another `Call`)."""
 
     __slots__ = ("args", "func")
 
@@ -57,31 +58,31 @@ class _Call:
         return self.func, self.args
 
     def __call__(self, *args: Any) -> Any:  # pickle wants a reduce's callable to be callable
-        raise TypeError("a _Call only describes a call for pickle; it is not called here")
+        raise TypeError("a Call only describes a call for pickle; it is not called here")
 
 
 _MAGIC = importlib.util.MAGIC_NUMBER
-_LOADING_MAGIC = _Call(getattr, _Call(importlib.import_module, "importlib.util"), "MAGIC_NUMBER")
+_LOADING_MAGIC = Call(getattr, Call(importlib.import_module, "importlib.util"), "MAGIC_NUMBER")
 
 
-def _pick(native: object, other: object) -> _Call:
+def _pick(native: object, other: object) -> Call:
     """`native` where the loading Python has this one's magic, else `other`."""
-    return _Call(_Call(getattr, {_MAGIC: native}, "get"), _LOADING_MAGIC, other)
+    return Call(Call(getattr, {_MAGIC: native}, "get"), _LOADING_MAGIC, other)
 
 
-_LOADER = _Call(
+_LOADER = Call(
     getattr,
-    _Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
+    Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
     _pick("_create_code", "code_from_source"),
 )
-_NO_SOURCE_LOADER = _Call(
+_NO_SOURCE_LOADER = Call(
     getattr,
-    _Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
+    Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
     _pick("_create_code", NO_SOURCE.decode()),
 )
-_CLASS_LOADER = _Call(
+_CLASS_LOADER = Call(
     getattr,
-    _Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
+    Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
     _pick("loads", "class_from_source"),
 )
 _dill_save_code: Any = None
@@ -113,7 +114,7 @@ def save_code(pickler: Any, code: types.CodeType) -> None:
     pickler._ppft_code_depth = depth + 1
     try:
         pickler.save_reduce(
-            next, (_Call(itertools.starmap, loader, [_pick(captured[0], portable)]),), obj=code
+            next, (Call(itertools.starmap, loader, [_pick(captured[0], portable)]),), obj=code
         )
     finally:
         pickler._ppft_code_depth = depth
@@ -253,7 +254,7 @@ def save_class(pickler: Any, cls: type) -> None:
     namespace = {name: module[name] for name in names if name in module and _travels(module[name])}
     portable = (snippet, filename, start, futures, cls.__name__, namespace, THIS_PYTHON)
     pickler.save_reduce(
-        next, (_Call(itertools.starmap, _CLASS_LOADER, [_pick((native,), portable)]),), obj=cls
+        next, (Call(itertools.starmap, _CLASS_LOADER, [_pick((native,), portable)]),), obj=cls
     )
 
 
