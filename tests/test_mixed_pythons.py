@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import ACCEPT_WORKERS, Cluster, wait_until
+from clusterlib import ACCEPT_WORKERS, SECRET, Cluster, free_port, listening, wait_until
 from scriptlib import run_script
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "scripts"))
@@ -147,3 +147,37 @@ def test_a_ppserver_without_a_worker_of_its_python_fails_those_jobs_naming_both(
     assert first == "49"
     assert second.startswith("ForeignPythonError function __main__.<lambda> cannot run on dial-in worker")
     assert f"CPython {OLD}" in second and f"as bytecode of CPython {NEW}." in second
+
+
+_PROTOCOL_1_PPSERVER = (
+    "import runpy, sys\n"
+    "import ppft_protocol.connection as connection\n"
+    "connection.Connection.__init__.__kwdefaults__['versions'] = (1, 1)\n"
+    "sys.argv[0] = 'ppserver'\n"
+    "runpy.run_module('ppft_server', run_name='__main__', alter_sys=True)\n"
+)
+
+
+def test_a_protocol_1_ppserver_of_another_python_fails_cleanly_where_it_cannot_compile(
+    pythons: dict[str, str], cluster: Cluster, tmp_path: Path
+) -> None:
+    """A ppserver that speaks version 1 does not say its Python: the client cannot screen. The pickles
+    still choose by the loading Python: what has source runs, what has none fails naming both Pythons, and
+    no worker crashes."""
+    port = free_port()
+    argv = [pythons[NEW], "-c", _PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "1"]
+    proc = cluster._spawn([*argv, "-s", SECRET], "ppserver-v1")
+    wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
+    script = tmp_path / "no_source_v1.py"
+    script.write_text(
+        NO_SOURCE.replace(
+            "print(server.submit(pow",
+            "print(server.submit(lambda x: x * 2, (16,))())\nprint(server.submit(pow",
+        )
+    )
+    ran = run_script(script, env={"PPSERVER": f"127.0.0.1:{port}"}, python=pythons[OLD]).check()
+    lines = ran.stdout.splitlines()
+    assert lines[0] == "ppft_worker.execute JobSetupError", ran.stdout
+    assert f"by CPython {OLD}." in lines[1] and f"CPython {NEW}.0 cannot run" in lines[1], lines[1]
+    assert lines[2:] == ["32", "32"], ran.stdout
+    assert "Segmentation fault" not in cluster.read_log(proc) and "lost" not in cluster.read_log(proc)
