@@ -96,8 +96,15 @@ def _locked(path: Path):  # type: ignore[no-untyped-def]
     return handle
 
 
+_built: Path | None = None
+
+
 def wheels() -> Path:
-    """This checkout's five wheels (and sdists), built once per state of the sources: the directory."""
+    """This checkout's five wheels (and sdists), built once per process and state of the sources: the
+    directory (named by their hash, so venvs made from the same wheels are reused)."""
+    global _built
+    if _built is not None and _built.is_dir():
+        return _built
     VENVS.mkdir(parents=True, exist_ok=True)
     with _locked(VENVS / ".lock"):
         staging = VENVS / "dist-new"
@@ -114,6 +121,7 @@ def wheels() -> Path:
         for old in VENVS.glob("dist-*"):  # wheels of an older state of the sources
             if old != target and not any(VENVS.glob(f"*-{old.name.removeprefix('dist-')}")):
                 shutil.rmtree(old, ignore_errors=True)
+        _built = target
         return target
 
 

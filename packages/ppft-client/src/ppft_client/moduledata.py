@@ -38,6 +38,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ppft_worker.portable import Call as _Call
+from ppft_worker.portable import portable_dumps, portable_pickler
 
 from .arguments import ShippingError, pickle_args_by
 from .bodypickle import importable, is_code
@@ -234,7 +235,6 @@ def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str])
     does), so the job fails naming the global instead of behaving differently."""
     global _ValuesPickler
     if _ValuesPickler is None:
-        from ppft_worker.portable import portable_pickler  # noqa: PLC0415 - only for values that need it
 
         class ValuesPickler(portable_pickler()):  # type: ignore[misc]  # code: loadable by any Python
             shipped: dict[int, str] = {}
@@ -247,11 +247,11 @@ def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str])
                 return NotImplemented
 
         _ValuesPickler = ValuesPickler
-    buffer = io.BytesIO()
-    pickler = _ValuesPickler(buffer, protocol, byref=False, recurse=True)
-    pickler.shipped = shipped
-    pickler.dump(values)
-    return buffer.getvalue()
+
+    def prepare(pickler: Any) -> None:
+        pickler.shipped = shipped
+
+    return portable_dumps(values, protocol, _ValuesPickler, prepare, byref=False, recurse=True)
 
 
 _ValuesPickler: Any = None

@@ -26,6 +26,7 @@ import importlib.util
 import io
 import itertools
 import linecache
+import pickle
 import sys
 import types
 from typing import Any
@@ -34,11 +35,13 @@ from .pythons import NO_SOURCE, THIS_PYTHON, codes_of
 
 __all__ = [
     "Call",
+    "Layered",
     "portable_dumps",
     "portable_pickler",
     "same_code",
     "same_const",
     "save_class",
+    "save_class_statement",
     "save_code",
 ]
 
@@ -80,11 +83,8 @@ _NO_SOURCE_LOADER = Call(
     Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
     _pick("_create_code", NO_SOURCE.decode()),
 )
-_CLASS_LOADER = Call(
-    getattr,
-    Call(importlib.import_module, _pick("dill._dill", _LOADERS)),
-    _pick("loads", "class_from_source"),
-)
+_CLASS_FROM_SOURCE = Call(getattr, Call(importlib.import_module, _LOADERS), "class_from_source")
+_DILL_LOADS = Call(getattr, Call(importlib.import_module, "dill._dill"), "loads")
 _dill_save_code: Any = None
 _dill_save_type: Any = None
 
@@ -223,39 +223,51 @@ def same_const(x: object, y: object) -> bool:
 
 
 def save_class(pickler: Any, cls: type) -> None:
-    """Pickle a class of `__main__` that dill pickles by value for any Python (see the module's text): its
-    dill pickle, nested, for this Python; its class statement for the others. Any other class: dill's way.
-    Installed as `dispatch[type]` of a dill Pickler."""
+    """dill's way for a class (`dispatch[type]` of the portable pickler), noting a class of `__main__` whose
+    class statement can travel: `portable_dumps` then makes a second pickle, for other Pythons."""
     global _dill_save_type
     if _dill_save_type is None:
         import dill._dill  # noqa: PLC0415 - a dill pickler is at work: dill is loaded already
 
         _dill_save_type = dill._dill.save_type
-    source = None
-    if (
-        cls.__module__ == "__main__"
-        and getattr(pickler, "_ppft_native_class", None) is not cls
-        and not getattr(pickler, "_byref", False)
-        and not (cls.__bases__ == (tuple,) and hasattr(cls, "_fields"))  # dill makes namedtuples anew
-    ):
-        source = _verified_class_source(cls)
+    if not pickler.__dict__.get("_ppft_statements") and _by_statement(pickler, cls) is not None:
+        pickler._ppft_statements = True
+    _dill_save_type(pickler, cls)
+
+
+def save_class_statement(pickler: Any, cls: type) -> None:
+    """A class of `__main__` as its class statement, run by the loading Python (`dispatch[type]` of the
+    pickle for other Pythons); any other class as dill has it."""
+    source = _by_statement(pickler, cls)
     if source is None:
-        _dill_save_type(pickler, cls)
+        save_class(pickler, cls)
         return
-    nested = type(pickler)(io.BytesIO(), pickler.proto)
-    for setting in ("_byref", "_recurse", "_fmode", "shipped", "_main_dict"):
-        if setting in pickler.__dict__:
-            setattr(nested, setting, pickler.__dict__[setting])
-    nested._ppft_native_class = cls
-    nested.dump(cls)
-    native = nested._file.getvalue()
-    snippet, filename, start, futures, names = source
-    module = vars(sys.modules["__main__"])
-    namespace = {name: module[name] for name in names if name in module and _travels(module[name])}
-    portable = (snippet, filename, start, futures, cls.__name__, namespace, THIS_PYTHON)
-    pickler.save_reduce(
-        next, (Call(itertools.starmap, _CLASS_LOADER, [_pick((native,), portable)]),), obj=cls
-    )
+    saving: set[type] = pickler.__dict__.setdefault("_ppft_saving", set())
+    saving.add(cls)
+    try:
+        snippet, filename, start, futures, names = source
+        module = vars(sys.modules["__main__"])
+        namespace = {
+            name: module[name]
+            for name in names
+            if name in module and _travels(module[name]) and module[name] not in saving
+        }
+        args = (snippet, filename, start, futures, cls.__name__, namespace, THIS_PYTHON)
+        pickler.save_reduce(_CLASS_FROM_SOURCE, args, obj=cls)
+    finally:
+        saving.discard(cls)
+
+
+def _by_statement(pickler: Any, cls: type) -> tuple[Any, ...] | None:
+    """The verified class statement of `cls` if dill pickles it by value here and it may travel so."""
+    if (
+        cls.__module__ != "__main__"
+        or getattr(pickler, "_byref", False)
+        or (cls.__bases__ == (tuple,) and hasattr(cls, "_fields"))  # dill makes namedtuples anew anyway
+        or cls in pickler.__dict__.get("_ppft_saving", ())
+    ):
+        return None
+    return _verified_class_source(cls)
 
 
 def _travels(value: object) -> bool:
@@ -355,11 +367,62 @@ def _begin(node: ast.stmt) -> int:
 _portable_pickler: Any = None
 
 
-def portable_dumps(obj: object, protocol: int, **options: Any) -> bytes:
-    """`dill.dumps(obj, protocol, **options)`, loadable by any Python where the sources are known."""
+def portable_dumps(
+    obj: object,
+    protocol: int,
+    pickler_class: Any = None,
+    prepare: Any = None,
+    **options: Any,
+) -> bytes:
+    """`dill.dumps(obj, protocol, **options)`, loadable by any Python where the sources are known.
+
+    `pickler_class`: a subclass of `portable_pickler()` (default: that class); `prepare(pickler)` sets up
+    each pickler made. When `obj` holds a class of `__main__` whose class statement can travel, two
+    pickles are made, this Python's and the other Pythons' (classes as their statements), and the loading
+    Python picks its own: each is whole, so every class is one object within it."""
+    cls = pickler_class or portable_pickler()
+    first, statements = _dump(cls, obj, protocol, prepare, options)
+    if not statements:
+        return first
+    second, _ = _dump(_statements_variant(cls), obj, protocol, prepare, options)
+    return pickle.dumps(Call(_DILL_LOADS, _pick(first, second)), protocol)
+
+
+def _dump(cls: Any, obj: object, protocol: int, prepare: Any, options: dict[str, Any]) -> tuple[bytes, bool]:
     buffer = io.BytesIO()
-    portable_pickler()(buffer, protocol, **options).dump(obj)
-    return buffer.getvalue()
+    pickler = cls(buffer, protocol, **options)
+    if prepare is not None:
+        prepare(pickler)
+    pickler.dump(obj)
+    return buffer.getvalue(), bool(pickler.__dict__.get("_ppft_statements"))
+
+
+class Layered(dict):  # type: ignore[type-arg]
+    """A pickler's dispatch table: its own entries, then those of `base` (dill's, which keeps growing as
+    dill registers types lazily, and which finds the entry of a metaclass's instances)."""
+
+    def __init__(self, base: Any, entries: dict[type, Any]) -> None:
+        super().__init__(entries)
+        self.base = base
+
+    def __missing__(self, key: type) -> Any:
+        return self.base[key]
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return dict.get(self, key) or self.base.get(key, default)
+
+
+_variants: dict[type, type] = {}
+
+
+def _statements_variant(cls: Any) -> Any:
+    """`cls` with classes of `__main__` pickled as their class statements (made once per class)."""
+    variant = _variants.get(cls)
+    if variant is None:
+        dispatch = Layered(cls.dispatch, {type: save_class_statement})
+        variant = type(cls.__name__ + "ForOtherPythons", (cls,), {"dispatch": dispatch})
+        _variants[cls] = variant
+    return variant
 
 
 def portable_pickler() -> Any:
@@ -369,19 +432,8 @@ def portable_pickler() -> Any:
     if _portable_pickler is None:
         import dill  # noqa: PLC0415 - only what the standard pickle refused comes here
 
-        base = dill.Pickler.dispatch
-
-        class Dispatch(dict):  # type: ignore[type-arg]
-            """`save_code` and `save_class`, then dill's table (which grows as dill registers types)."""
-
-            def __missing__(self, key: type) -> Any:
-                return base[key]
-
-            def get(self, key: Any, default: Any = None) -> Any:
-                return dict.get(self, key) or base.get(key, default)
-
         class PortablePickler(dill.Pickler):  # type: ignore[misc]
-            dispatch = Dispatch({types.CodeType: save_code, type: save_class})
+            dispatch = Layered(dill.Pickler.dispatch, {types.CodeType: save_code, type: save_class})
 
         _portable_pickler = PortablePickler
     return _portable_pickler
