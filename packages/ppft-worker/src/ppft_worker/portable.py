@@ -4,12 +4,16 @@
 `save_code` writes each code object as an expression the loading Python evaluates: dill's own arguments
 where its bytecode magic number is this one's (so a ppft 2.0.0 peer of the same Python loads it unchanged),
 `pythons.code_from_source` with the verified source of the top-level statement that defines it elsewhere,
-`pythons.bytecode_without_source` (a clear error) where no source is found. `save_class` does the same for
-a class of `__main__` whose class statement is in a file: dill's pickle of it, nested, on the same Python;
-elsewhere the statement itself, executed by the loading Python (`pythons.class_from_source`) with the
-functions, classes, modules and constants of its module that it names, so a dataclass's generated methods
-are generated there again. Both choices are made by the loading side from data only (`_pick`): nothing of
-the other branch runs.
+`pythons.bytecode_without_source` (a clear error) where no source is found.
+
+Classes of `__main__` cannot be chosen that way: a class is one object that every reference in a pickle
+shares, and the branch a Python does not take is still built. So `portable_dumps`, when `save_class` met
+such a class whose class statement is in a file, makes the whole pickle twice: this Python's (dill's, as
+ever), and one for other Pythons where each such class is its statement, executed by the loading Python
+(`pythons.class_from_source`) with the functions, classes, modules and constants of its module that it
+names, so a dataclass's generated methods are generated there again. The outer pickle hands the loading
+Python the one made for it (`_pick`: from data only; the other is bytes it never reads), and each is whole,
+so each class is one object in it.
 
 A source is *verified*: the statement is compiled here and must give code objects equal to the live ones
 (`same_code`), so an edited file or a redefinition in a REPL never passes for the code that runs.
