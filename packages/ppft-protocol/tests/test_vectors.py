@@ -103,10 +103,10 @@ def test_message_vector_decodes_to_its_fields_and_encodes_back_to_its_bytes(vect
     frame = bytes.fromhex(vector["frame"])
     length, ftype = struct.unpack_from(">IB", frame)
     assert (ftype, length) == (vector["type"], len(frame) - 5)
-    message = decode_message(ftype, memoryview(frame)[5:])
+    message = decode_message(ftype, memoryview(frame)[5:], 1)
     assert type(message).__name__ == vector["message"]
     assert GEN.describe(message) == vector["fields"]
-    assert GEN._frame(message) == frame
+    assert GEN._frame(message, 1) == frame
 
 
 def test_message_vectors_cover_every_message_type() -> None:

@@ -40,6 +40,7 @@ from ppft_protocol import (
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 from ppft_worker.pool import WorkerPool
+from ppft_worker.pythons import THIS_PYTHON
 from ppft_worker.runtime import Link, Loop, ServedTask, Task, is_loopback, take_jobs
 
 from .fairqueue import FairQueue
@@ -345,7 +346,7 @@ class NodeServer:
 
     def node_info(self) -> NodeInfo:
         """What clients are told: this server's capacity counts its dial-in workers too."""
-        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name)
+        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name, THIS_PYTHON)
 
     @property
     def workers(self) -> int:

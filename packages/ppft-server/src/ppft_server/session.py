@@ -38,6 +38,7 @@ from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_g
 
 from .fairqueue import FairQueue
 from .gate import LogBudget
+from .mixed import Owner, dialin_screen
 from .peers import (
     WORKER_REFUSED,
     FunctionTable,
@@ -52,7 +53,7 @@ from .watch import Watchers
 __all__ = ["Host", "Session"]
 
 
-class Host(Protocol):
+class Host(Owner, Protocol):
     """What a session reads and does of its ppserver (`ppft_server.node.NodeServer`)."""
 
     loop: Loop
@@ -181,6 +182,7 @@ class Session:
             check_node_info(event)
             self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=self.server.results,
                              on_requeue=self.server.queue.requeue)  # fmt: skip
+            self.link.screen = dialin_screen(self.server, self.link, self.peer, event)
             self.server.worker_joined(self, event)
         elif isinstance(event, StatsRequest):
             self.stream.send(self.server.stats_reply())

@@ -52,6 +52,7 @@ from ppft_worker.runtime import (
     offer_aes_gcm,
 )
 
+from ..pythons import foreign_python_screen, refused_result
 from ..version import __version__
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
@@ -279,6 +280,7 @@ class RemoteNode:
                 self.link = Link(self.name, self._stream, event, on_results=self._results,
                                  on_requeue=self._given_back)  # fmt: skip
                 self._watch(self.link)
+                self.link.screen = foreign_python_screen(self.name, event, self._refused)
                 if self.last_error and (self._answered or self.candidate is None):
                     log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
                 else:
@@ -326,6 +328,10 @@ class RemoteNode:
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         self._on_results(pairs, self.name)
+
+    def _refused(self, tasks: list[Task], message: str) -> None:
+        """Jobs whose function the ppserver's Python cannot run (`pythons`): they fail, saying why."""
+        self._on_results([(task, refused_result(task, message)) for task in tasks], self.name)
 
     def _given_back(self, tasks: list[Task]) -> None:
         """Jobs the ppserver answered as cancelled though this client never asked: they run elsewhere, each

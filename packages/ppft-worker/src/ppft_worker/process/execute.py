@@ -316,9 +316,9 @@ class JobRunner:
         if data:
             return Result(job_id, True, data, wall_time=wall, cpu_time=cpu, **self._take_output())
         try:
-            import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
+            from ..portable import portable_dumps  # noqa: PLC0415 - only values the stdlib pickle refuses
 
-            data = dill.dumps(value, protocol=protocol, recurse=True)
+            data = portable_dumps(value, protocol, recurse=True)  # code: loadable by another Python too
         except Exception as dill_exc:  # noqa: BLE001 - reported in the result
             from ..errors import UnpicklableResultError  # noqa: PLC0415 - the rare path pays for it
 
