@@ -3,7 +3,8 @@
 Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form (beside them, ppft 2's
 `--secret-file`, `--allow-plain-loopback`, the admission of dial-in workers `--workers-secret`,
 `--workers-secret-file`, `--accept-workers`, and the caps `--max-handshakes`, `--max-handshakes-per-host`,
-`--max-queued-jobs`); `-c` reads ppft's INI config file (`settings` lists its keys), and flags given on the
+`--max-queued-jobs`, and the status page `--http`, `--http-token`, `--http-token-file`, `--http-public`); `-c`
+reads ppft's INI config file (`settings` lists its keys), and flags given on the
 command line override it, wherever they stand. Then it binds, writes the pid file, starts auto-discovery
 (`-a`) and serves until SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file
 removed), or `-t` seconds without a client. SIGUSR1 prints the statistics table to stderr.
@@ -28,10 +29,12 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any, NoReturn
 
+from ppft_worker.observe.exposure import ExposureError, check_exposure, parse_http_address
 from ppft_worker.secret import (
     SECRET_ENV,
     WORKERS_SECRET_ENV,
     SecretFileError,
+    read_secret_file,
     resolve_secret,
     resolve_workers_secret,
 )
@@ -192,6 +195,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="a client's jobs queued here before its connection is no longer read until they run "
         "(default: 1024 per worker, at least 4096: more than a client keeps in flight)",
     )
+    add(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve a live status page (/), /status.json and Prometheus /metrics there, read-only (HOST "
+        "defaults to 127.0.0.1; any other address needs --http-token or --http-public)",
+    )
+    add(
+        "--http-token",
+        metavar="TOKEN",
+        help="every request of the status page must carry this token (?token=TOKEN, or the header "
+        "'Authorization: Bearer TOKEN'); at least 16 characters",
+    )
+    add("--http-token-file", metavar="PATH", help="read the status page token from this file (mode 0600)")
+    add(
+        "--http-public",
+        action="store_true",
+        help="serve the status page on a non-loopback address without a token: anyone who reaches it may "
+        "read it (never the secret, function sources or arguments)",
+    )
     return p
 
 
@@ -227,6 +249,10 @@ def parse_settings(argv: Sequence[str]) -> Settings:
             "--accept-workers lets the client secret admit dial-in workers, --workers-secret(-file) admits "
             "only the workers secret: give one of them"
         )
+    if settings.http is None and (settings.http_token or settings.http_token_file or settings.http_public):
+        raise UsageError("--http-token, --http-token-file and --http-public go with --http [HOST:]PORT")
+    if settings.http_token and settings.http_token_file:
+        raise UsageError("give the status page token once: --http-token or --http-token-file")
     if settings.autodiscovery and ":" in settings.interface and settings.interface != "::":
         raise UsageError(
             f"auto-discovery (-a) broadcasts over IPv4, but the interface is {settings.interface}: give -i "
@@ -283,11 +309,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         secret = resolve_secret(settings.secret, secret_file=settings.secret_file)
         workers = workers_secret(settings)
+        http = http_settings(settings)
     except SecretFileError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _serve(settings, secret, workers)
+    return _serve(settings, secret, workers, http)
+
+
+def http_settings(settings: Settings) -> tuple[str, int, str | None, bool] | None:
+    """(host, port, token, public) of the status page the settings ask for; None without `--http`.
+    `UsageError` for a bad address, or one other machines can reach with neither a token nor --http-public."""
+    if settings.http is None:
+        return None
+    token = settings.http_token
+    if settings.http_token_file is not None:
+        try:
+            token = read_secret_file(settings.http_token_file).decode("utf-8").strip()
+        except UnicodeDecodeError:
+            raise UsageError(f"--http-token-file {settings.http_token_file} is not UTF-8 text") from None
+    try:
+        host, port = parse_http_address(settings.http)
+        check_exposure(host, token, settings.http_public)
+    except ExposureError as exc:
+        raise UsageError(str(exc)) from None
+    return host, port, token, settings.http_public
 
 
 def workers_secret(settings: Settings) -> bytes | None:
@@ -339,7 +385,12 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
-def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> int:
+def _serve(
+    settings: Settings,
+    secret: bytes,
+    workers_secret: bytes | None,
+    http: tuple[str, int, str | None, bool] | None = None,
+) -> int:
     from .announce import AnnounceError, Announcer  # noqa: PLC0415 - only -a needs it; node pulls the rest
 
     workers = detect_workers() if settings.workers is None else settings.workers
@@ -352,6 +403,12 @@ def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> i
             f"stop whatever uses that port or choose another with -p, and check the interface (-i)",
             EXIT_RUNTIME,
         )
+    page: Any = None
+    if http is not None:
+        page = _status_page(server, *http)
+        if isinstance(page, str):
+            server.close()
+            return _fail(page, EXIT_RUNTIME)
     stopped_by: list[str] = []
     restore = _install_signals(server, stopped_by)
     announcer: Announcer | None = None
@@ -386,10 +443,18 @@ def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> i
             __version__, os.getpid(), host, port, workers, discovery,
             _admission(settings, secret, workers_secret),
         )  # fmt: skip
+        if page is not None:
+            how = " (token required)" if page.token else " (public)" if page.public else ""
+            log.info("status page on %s%s: /status.json, /metrics", page.url, how)
+            # Its thread starts on the loop's first round, after the workers: a single-threaded process
+            # forks them (ppft_worker.forkstart), which is faster than exec.
+            server.loop.call_soon_threadsafe(page.start)
         server.serve_forever()
         log.info("ppserver stopped%s", f" ({stopped_by[0]})" if stopped_by else "")
         return EXIT_OK
     finally:
+        if page is not None:
+            page.close()
         if announcer is not None:
             announcer.close()
         restore()
@@ -397,6 +462,25 @@ def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> i
             problem = remove_pid_file(settings.pid_file)
             if problem is not None:
                 log.warning("%s", problem)
+
+
+def _status_page(server: Any, host: str, port: int, token: str | None, public: bool) -> Any:
+    """The ppserver's `StatusServer`, bound (its thread not started yet); or the error message."""
+    from ppft_worker.observe import StatusServer  # noqa: PLC0415 - only --http needs the web side
+
+    from .status import server_status  # noqa: PLC0415
+
+    page = StatusServer(host, port, lambda: server_status(server), token=token, public=public)
+    try:
+        page.bind()
+    except OSError as exc:
+        shown = f"[{host}]" if ":" in host else host
+        return (
+            f"cannot serve the status page on {shown}:{port}: {exc.strerror or exc}; choose another "
+            f"--http port, or check the address"
+        )
+    server.status_page = page.url
+    return page
 
 
 def _install_signals(server: Any, stopped_by: list[str]) -> Callable[[], None]:

@@ -43,6 +43,7 @@ from ppft_worker.addresses import is_loopback
 from ppft_worker.intake import ServedTask, take_jobs
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
+from ppft_worker.observe import Counters
 from ppft_worker.pool import WorkerPool
 from ppft_worker.tasks import Task
 
@@ -62,6 +63,7 @@ from .peers import (
     short_reason,
 )
 from .session import Session
+from .status import count_raw, count_results
 from .version import __version__
 from .watch import Watchers
 
@@ -158,12 +160,16 @@ class NodeServer:
         self.links: list[Link] = []
         self.sessions: set[Session] = set()
         self.functions = FunctionTable()
+        self.counters = Counters()  # for the status page (--http): added to on this loop's thread only
+        self.status_page = ""  # "http://HOST:PORT/" when it serves one (--http)
         self.refusals = LogBudget(self.loop, log.warning, what="connection(s) refused")
+        self.refusals.on_note = self.counters.refuse
         self.gate = HandshakeGate(max_handshakes, max_handshakes_per_host, self.refusals)
         # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
                                restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
+        self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.watchers = Watchers(self.pool, self.links)
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
@@ -287,6 +293,7 @@ class NodeServer:
         else:
             log.info("client %s authenticated (%s)", session.peer, channel)
         session.counted = True
+        session.channel = channel
         self._active += 1
         self._idle_since = None
         session.stream.send(self.node_info())
@@ -297,6 +304,7 @@ class NodeServer:
             return
         role = "dial-in worker" if session.worker or session.stream.conn.peer_worker else "client"
         log.warning("closed the session of %s %s: %s", role, session.peer, reason)
+        self.counters.failures.add("session closed", f"closed the session of {role} {session.peer}: {reason}")
         session.closed = True
         session.stream.close(f"session closed by the ppserver: {reason}")
         self.session_closed(session, "")
@@ -321,6 +329,7 @@ class NodeServer:
             self.capacity_changed()
         if dropped:
             log.info("dropped %d queued job(s) of %s", len(dropped), session.peer)
+            self.counters.tally.cancelled += len(dropped)
         if len(session.live) > len(dropped):  # jobs of its are running: nobody wants them any more
             self._abandon(session)
         if session.counted:
@@ -335,6 +344,7 @@ class NodeServer:
         stopped = self.pool.abandon(lambda task: cast("ServedTask", task).owner is session)
         if stopped:
             log.info("stopped %d running job(s) of %s, which left", len(stopped), session.peer)
+            self.counters.tally.cancelled += len(stopped)
         for link in self.links:
             if link.stream.conn.version >= 2:
                 mine = [i for i, t in link.inflight.items() if cast("ServedTask", t).owner is session]
@@ -401,6 +411,7 @@ class NodeServer:
             lambda task: cast("ServedTask", task).owner is session and task.client_id in wanted,  # type: ignore[attr-defined]
         )
         if removed:
+            self.counters.tally.cancelled += len(removed)
             ids = [cast("ServedTask", task).client_id for task in removed]
             session.live.difference_update(ids)
             session.send(ResultBatch(tuple([cancelled(job_id, CANCELLED_MESSAGE) for job_id in ids])))
@@ -411,9 +422,11 @@ class NodeServer:
         served = cast("list[tuple[ServedTask, Result]]", pairs)  # the tasks this server queued
         if not served:
             return
+        count_results(self.counters, pairs)
         for owner, picks in _by_owner([task for task, _ in served]):
             chosen = [served[i] for i in picks] if picks is not None else served
             ids = tuple([task.client_id for task, _ in chosen])
+            owner.done += len(ids)
             owner.live.difference_update(ids)
             owner.send(ForwardedResults(ids, tuple([result for _, result in chosen])))
             if owner.stream.unsent >= MAX_UNSENT:
@@ -423,9 +436,11 @@ class NodeServer:
         """A result frame of a local worker, passed on undecoded to the sessions that sent the jobs, under
         their own job ids; `tasks[i]` is the task of result `i` (None: no longer in flight, dropped)."""
         served = cast("list[ServedTask | None]", tasks)  # the tasks this server queued
+        count_raw(self.counters, batch, tasks)
         for owner, picks in _by_owner(served):
             chosen = cast("list[ServedTask]", [served[i] for i in picks] if picks is not None else served)
             ids = [task.client_id for task in chosen]
+            owner.done += len(ids)
             owner.live.difference_update(ids)
             owner.send(batch.forward(ids, picks))
             if owner.stream.unsent >= MAX_UNSENT:

@@ -114,6 +114,8 @@ class WorkerPool:
         self.job_time = 0.0
         self.broken_reason = ""  # set while workers keep failing to start
         self.name = "local"
+        self.restarts = 0  # workers replaced after they died or were killed (the status page counts them)
+        self.on_death: Callable[[str], None] | None = None  # told "worker 3 (pid 12) was killed by ..."
         self._on_results = on_results
         self._on_raw_results = on_raw_results
         self._on_requeue = on_requeue
@@ -141,6 +143,11 @@ class WorkerPool:
     def workers(self) -> int:
         """Workers alive and not retiring (started or still starting)."""
         return sum(1 for w in self._workers if not w.retiring)
+
+    def worker_records(self) -> list[PoolWorker]:
+        """The records of the live workers (a copy of the list: for readers on other threads, which must
+        only read them: `observe.poolview`)."""
+        return list(self._workers)
 
     @property
     def pids(self) -> list[int]:
@@ -254,6 +261,7 @@ class WorkerPool:
                 w.proc.kill()
             self._dying.append(w.proc)
             log.info("%r stopped: its client left while it ran that client's job; starting a replacement", w)
+            self._died(f"{w!r} was stopped: its client left while it ran that client's job")
             kept = [task for task in tasks if not unwanted(task)]
             dropped += [task for task in tasks if unwanted(task)]
             if kept:
@@ -409,10 +417,16 @@ class WorkerPool:
             self._start_failures = 0
             if tasks or not w.retiring:
                 log.warning("%r %s with %d job(s) in flight; starting a replacement", w, how, len(tasks))
+                self._died(f"{w!r} {how} with {len(tasks)} job(s) in flight")
         if tasks:
             self._requeue(w, how, tasks)
         if not self.broken_reason:
             self._fill()
+
+    def _died(self, what: str) -> None:
+        self.restarts += 1
+        if self.on_death is not None:
+            self.on_death(what)
 
     def _requeue(self, w: PoolWorker, how: str, tasks: list[Task]) -> None:
         first = tasks[0]
@@ -613,6 +627,7 @@ class WorkerPool:
         """`done` of `w`'s jobs finished, taking `total` seconds."""
         w.solo_busy = False
         w.since = time.monotonic()
+        w.done += done
         self.jobs_done += done
         self.job_time += total
         if not w.inflight:
