@@ -54,7 +54,9 @@ def count_raw(counters: Counters, batch: RawResults, tasks: list[Task | None]) -
             else:
                 error += 1
         counters.ended(ok, error)
-        counters.tally.cancelled += cancelled
+        if cancelled:
+            counters.tally.cancelled += cancelled
+            counters.rate.add(cancelled)
     counters.durations.add(walls, sum(walls))
 
 
@@ -66,14 +68,11 @@ def count_results(counters: Counters, pairs: list[tuple[Task, Result]]) -> None:
         counters.ended(len(pairs))
     else:
         tally = counters.tally
-        error = 0
+        tally.ok += len(pairs) - len(failed)
         for result in failed:
             outcome = outcome_of(result.error_type)
-            if outcome == "error":
-                error += 1
-            else:
-                setattr(tally, outcome, getattr(tally, outcome) + 1)
-        counters.ended(len(pairs) - len(failed), error)
+            setattr(tally, outcome, getattr(tally, outcome) + 1)
+        counters.rate.add(len(pairs))
     counters.durations.add(walls, sum(walls))
 
 
