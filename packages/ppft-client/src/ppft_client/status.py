@@ -102,7 +102,7 @@ def client_status(scheduler: Scheduler, ncpus: int) -> dict[str, Any]:
         "listen": None,
         "channel": "",
         "jobs": {**counters.tally.snapshot(), "queued": len(scheduler.queue), "running": running},
-        "rate": {"step": 1, "last": counters.rate.series(int(uptime))},
+        "rate": {"step": 1, "last": counters.rate.series(max(60, int(uptime)))},
         "durations": counters.durations.snapshot(),
         "local_workers": ncpus,
         "workers": worker_rows(pool),

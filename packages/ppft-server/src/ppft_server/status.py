@@ -132,7 +132,7 @@ def server_status(server: NodeServer) -> dict[str, Any]:
         "listen": listen,
         "channel": channel,
         "jobs": {**counters.tally.snapshot(), "queued": queued_total, "running": running},
-        "rate": {"step": 1, "last": counters.rate.series()},
+        "rate": {"step": 1, "last": counters.rate.series(max(60, int(now - counters.started)))},
         "durations": counters.durations.snapshot(),
         "workers": worker_rows(pool),
         "worker_restarts": pool.restarts,
