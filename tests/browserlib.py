@@ -42,7 +42,9 @@ def _descendants(pid: int) -> list[int]:
 def browser() -> Iterator[Any]:
     for path, package in ((CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")):
         if not os.path.exists(path):
-            pytest.fail(f"{path} is missing: install Debian's {package} (bash scripts/system-deps does, as root)")
+            pytest.fail(
+                f"{path} is missing: install Debian's {package} (bash scripts/system-deps does, as root)"
+            )
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -69,7 +71,7 @@ def browser() -> Iterator[Any]:
         if driver is not None:
             try:
                 driver.quit()
-            except Exception:  # noqa: BLE001 - the processes are ended below whatever happened
+            except Exception:
                 pass
         for pid in pids:
             if pid_alive(pid):
@@ -80,7 +82,7 @@ def browser() -> Iterator[Any]:
         if service.process is not None:
             try:
                 service.process.wait(10)
-            except Exception:  # noqa: BLE001
+            except Exception:
                 pass
         shutil.rmtree(profile, ignore_errors=True)
 
@@ -94,7 +96,9 @@ def text_of(driver: Any, element_id: str) -> str:
     return str(driver.execute_script(f"return document.getElementById({element_id!r}).textContent"))
 
 
-def wait_for(driver: Any, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "the page") -> None:
+def wait_for(
+    driver: Any, predicate: Callable[[], bool], timeout: float = 20.0, what: str = "the page"
+) -> None:
     """Poll `predicate` (which reads the page) until true, or fail after `timeout` seconds."""
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -108,7 +112,8 @@ def card(driver: Any, label: str) -> str:
     return str(
         driver.execute_script(
             "for (const c of document.querySelectorAll('#cards .card')) {"
-            "  if (c.querySelector('span').textContent === arguments[0]) return c.querySelector('b').textContent;"
+            "  if (c.querySelector('span').textContent === arguments[0])"
+            "    return c.querySelector('b').textContent;"
             "} return null;",
             label,
         )

@@ -26,7 +26,7 @@ def nap(seconds):
 
 naps = [job_server.submit(nap, (0.1,)) for _ in range(20)]
 done_at_first = None
-for job in tqdm(as_completed(naps), total=len(naps), desc="one by one"):
+for _job in tqdm(as_completed(naps), total=len(naps), desc="one by one"):
     if done_at_first is None:
         done_at_first = sum(nap_job.done() for nap_job in naps)
 print(done_at_first < len(naps))  # the bar moved while most jobs still ran (2 workers, 1 s of work)

@@ -21,8 +21,8 @@ from ppft_worker.observe import (
     outcome_of,
     parse_http_address,
     render_metrics,
+    webserver,
 )
-from ppft_worker.observe import webserver
 
 TOKEN = "a-token-of-enough-characters"
 
@@ -137,7 +137,7 @@ def test_bad_http_addresses_are_refused_naming_the_option(text: str) -> None:
 def test_a_page_other_machines_can_reach_needs_a_token_or_public() -> None:
     for host in ("127.0.0.1", "127.3.4.5", "::1", "localhost"):
         check_exposure(host, None, False)
-    with pytest.raises(ExposureError, match="--http-token TOKEN .* or --http-public"):
+    with pytest.raises(ExposureError, match=r"--http-token TOKEN .* or --http-public"):
         check_exposure("0.0.0.0", None, False)
     with pytest.raises(ExposureError, match="needs token=TOKEN"):
         check_exposure("10.1.2.3", None, False, "serve_status address", ("token=TOKEN", "public=True"))

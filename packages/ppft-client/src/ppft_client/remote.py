@@ -43,6 +43,7 @@ from ppft_worker.cpufeatures import offer_aes_gcm
 from ppft_worker.dialer import CONNECT_TIMEOUT, Dial
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop, Timer
+from ppft_worker.observe.exposure import page_link
 from ppft_worker.stream import Stream, internal_error_reason
 from ppft_worker.tasks import Task, TaskQueue
 
@@ -76,6 +77,8 @@ class Candidate(Protocol):
 
 class RemoteNode:
     """A link to one ppserver at `host:port`, (re)connected by the scheduler's I/O thread."""
+
+    kind = "ppserver"
 
     def __init__(
         self,
@@ -156,6 +159,13 @@ class RemoteNode:
     @property
     def inflight(self) -> int:
         return len(self.link.inflight) if self.link is not None else 0
+
+    @property
+    def status_page(self) -> str:
+        """The ppserver's status page as it announced it (protocol version 2, `ppserver --http`), under the
+        address this client reached it by when it listens on every address; "" when it serves none."""
+        link = self.link
+        return page_link(link.info.page, self.host) if link is not None else ""
 
     @property
     def status(self) -> str:

@@ -150,24 +150,32 @@ class AuthFailed(Message):
 
 
 class NodeInfo(Message):
-    """What a peer is: `kind` ("client", "server" or "worker"), its worker count, software version, name."""
+    """What a peer is: `kind` ("client", "server" or "worker"), its worker count, software version, name; and,
+    from protocol version 2, `page`: the address of its status page ("http://HOST:PORT/", HOST as it listens,
+    which may be 0.0.0.0 or [::]), "" when it serves none. A version-1 connection carries no `page`."""
 
-    __slots__ = ("kind", "name", "version", "workers")
-    __match_args__ = ("kind", "workers", "version", "name")
+    __slots__ = ("kind", "name", "page", "version", "workers")
+    __match_args__ = ("kind", "workers", "version", "name", "page")
     TYPE: ClassVar[int] = 0x10
 
     kind: str
     workers: int
     version: str
     name: str
+    page: str
 
-    def __init__(self, kind: str, workers: int, version: str, name: str) -> None:
+    def __init__(self, kind: str, workers: int, version: str, name: str, page: str = "") -> None:
         _set(self, "kind", kind)
         _set(self, "workers", workers)
         _set(self, "version", version)
         _set(self, "name", name)
+        _set(self, "page", page)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
+        self._encode_older(parts, 1)
+        put_str(parts, self.page)
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
         put_str(parts, self.kind)
         parts.append(U32.pack(self.workers))
         put_str(parts, self.version)
@@ -175,7 +183,8 @@ class NodeInfo(Message):
 
     @classmethod
     def _decode(cls, r: Reader) -> NodeInfo:
-        return cls(r.text("kind"), r.u32("workers"), r.text("version"), r.text("name"))
+        kind, workers, version, name = r.text("kind"), r.u32("workers"), r.text("version"), r.text("name")
+        return cls(kind, workers, version, name, r.text("page") if r.version >= 2 else "")
 
 
 class FunctionBody(Message):

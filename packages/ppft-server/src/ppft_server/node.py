@@ -358,8 +358,9 @@ class NodeServer:
         self.capacity_changed()
 
     def node_info(self) -> NodeInfo:
-        """What clients are told: this server's capacity counts its dial-in workers too."""
-        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name)
+        """What clients are told: this server's capacity counts its dial-in workers too; and, on protocol
+        version 2, where its status page is (--http)."""
+        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name, self.status_page)
 
     @property
     def workers(self) -> int:

@@ -19,7 +19,14 @@ the client or the server, and nothing here runs on the job path but the `Counter
 from __future__ import annotations
 
 from .counters import DURATION_BOUNDS, OUTCOMES, Counters, Durations, Failures, JobTally, Rate, outcome_of
-from .exposure import DEFAULT_HTTP_HOST, ExposureError, check_exposure, is_loopback_host, parse_http_address
+from .exposure import (
+    DEFAULT_HTTP_HOST,
+    ExposureError,
+    check_exposure,
+    is_loopback_host,
+    page_link,
+    parse_http_address,
+)
 from .metrics import CONTENT_TYPE, render_metrics
 from .poolview import rss_bytes, worker_rows
 from .webserver import StatusServer, page_html
@@ -40,6 +47,7 @@ __all__ = [
     "is_loopback_host",
     "outcome_of",
     "page_html",
+    "page_link",
     "parse_http_address",
     "render_metrics",
     "rss_bytes",

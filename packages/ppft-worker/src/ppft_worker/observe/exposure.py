@@ -10,9 +10,18 @@ This module only decides: it opens no socket.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from ..addresses import is_loopback
 
-__all__ = ["DEFAULT_HTTP_HOST", "ExposureError", "check_exposure", "is_loopback_host", "parse_http_address"]
+__all__ = [
+    "DEFAULT_HTTP_HOST",
+    "ExposureError",
+    "check_exposure",
+    "is_loopback_host",
+    "page_link",
+    "parse_http_address",
+]
 
 DEFAULT_HTTP_HOST = "127.0.0.1"
 
@@ -73,3 +82,23 @@ def check_exposure(
         f"(every request must carry it) or {options[1]} (anyone who reaches it may read it); or serve it on "
         f"127.0.0.1 (the default) and reach it through an ssh tunnel"
     )
+
+
+def page_link(page: str, connected_host: str) -> str:
+    """The link to show for a peer's status page, which the peer announced as `page` (`NodeInfo.page`,
+    peer text): "" unless it is a plain `http(s)://HOST:PORT/...` address; an unspecified HOST (0.0.0.0,
+    ::) becomes `connected_host`, the address this side reached the peer by."""
+    if not page or len(page) > 300 or not page.isprintable() or any(c in page for c in " <>\"'`"):
+        return ""
+    try:
+        url = urlsplit(page)
+        port = url.port
+    except ValueError:
+        return ""
+    host = url.hostname
+    if url.scheme not in ("http", "https") or host is None or port is None or url.username or url.password:
+        return ""
+    if host in ("0.0.0.0", "::"):
+        host = connected_host
+    shown = f"[{host}]" if ":" in host else host
+    return f"{url.scheme}://{shown}:{port}{url.path or '/'}"
