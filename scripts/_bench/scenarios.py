@@ -15,6 +15,7 @@ from typing import Any
 
 from .impls import BenchSetupError, Impl
 from .load_scenarios import POOL_TIMED, cpu_remote, fairness, fanout, payload_remote, soak
+from .observe_scenario import observe
 from .procs import CHILD, Outcome, dask_cluster, ppserver, run_child
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "Figure", "Run", "Sizes", "run_scenario"]
@@ -66,6 +67,7 @@ FULL = Sizes(
         "soak": 400.0,
         "fanout": 120.0,
         "fairness": 150.0,
+        "observe": 120.0,
     },
 )
 QUICK = Sizes(
@@ -84,7 +86,7 @@ QUICK = Sizes(
     timeouts=dict.fromkeys(
         ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
     )
-    | dict.fromkeys(("soak", "fanout", "fairness"), 30.0),
+    | dict.fromkeys(("soak", "fanout", "fairness", "observe"), 30.0),
 )
 
 
@@ -328,6 +330,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "dask": dask,
     "fanout": fanout,
     "fairness": fairness,
+    "observe": observe,
     "soak": soak,  # the longest (1,000,000 jobs), last
 }
 
