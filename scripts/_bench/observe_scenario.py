@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["observe"]
 
 _PAIRS_FULL, _PAIRS_QUICK = 3, 1
-_JOBS_FULL, _JOBS_QUICK = 20_000, 200
+_JOBS_FULL, _JOBS_QUICK = 200_000, 200  # full: seconds of jobs, so that many scrapes fall in them
 
 
 class _Watcher:

@@ -67,7 +67,7 @@ FULL = Sizes(
         "soak": 400.0,
         "fanout": 120.0,
         "fairness": 150.0,
-        "observe": 120.0,
+        "observe": 180.0,
     },
 )
 QUICK = Sizes(
