@@ -363,7 +363,7 @@ class Server:
             raise DestroyedServerError("Cannot serve the status page: server instance has been destroyed")
         try:
             host, port = parse_http_address(address, "serve_status address")
-            check_exposure(host, token, public, "serve_status address", ("token=TOKEN", "public=True"))
+            check_exposure(host, token, public, f"serve_status({address!r})", ("token=TOKEN", "public=True"))
         except ExposureError as exc:
             raise ValueError(str(exc)) from None
         page = self._status_page

@@ -330,7 +330,7 @@ def http_settings(settings: Settings) -> tuple[str, int, str | None, bool] | Non
             raise UsageError(f"--http-token-file {settings.http_token_file} is not UTF-8 text") from None
     try:
         host, port = parse_http_address(settings.http)
-        check_exposure(host, token, settings.http_public)
+        check_exposure(host, token, settings.http_public, f"--http {settings.http}")
     except ExposureError as exc:
         raise UsageError(str(exc)) from None
     return host, port, token, settings.http_public

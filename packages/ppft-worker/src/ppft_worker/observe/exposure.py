@@ -78,7 +78,7 @@ def check_exposure(
     if is_loopback_host(host) or token is not None or public:
         return
     raise ExposureError(
-        f"{what} {host}: a status page on an address other machines can reach needs {options[0]} "
+        f"{what}: a status page on {host}, an address other machines can reach, needs {options[0]} "
         f"(every request must carry it) or {options[1]} (anyone who reaches it may read it); or serve it on "
         f"127.0.0.1 (the default) and reach it through an ssh tunnel"
     )
