@@ -202,3 +202,17 @@ def test_the_page_shows_no_secret_source_or_argument(cluster: Cluster, tmp_path:
     for marker in ("SOURCE-MARKER-7f3a", "ARGUMENT-MARKER-19bd", SECRET, "time.sleep(seconds)"):
         assert marker not in text, marker
     assert "holds_markers" in pages[1]  # the function's name is what the page shows of it
+
+
+def test_the_page_from_the_config_file_with_a_token_file(cluster: Cluster, tmp_path: Path) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    port = free_port()
+    config = tmp_path / "ppserver.cfg"
+    config.write_text(f"[network]\nhttp = 127.0.0.1:{port}\n[general]\nhttp_token_file = {token_file}\n")
+    cluster.ppserver(workers=1, extra=("-c", str(config)))
+    wait_until(lambda: listening(port), 30, "the status page")
+    base = f"http://127.0.0.1:{port}/"
+    assert fetch(base + "metrics")[0] == 401
+    assert fetch(base + "metrics", {"Authorization": "Bearer " + TOKEN})[0] == 200

@@ -134,6 +134,8 @@ def _runner() -> _Runner:
 class DaskNode:
     """A dask.distributed cluster reached through one `Client`; node methods run on the I/O thread."""
 
+    kind = "dask"  # as the status page names it
+
     def __init__(
         self,
         loop: Loop,
