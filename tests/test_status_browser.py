@@ -159,9 +159,10 @@ def test_a_clients_own_page_shows_its_workers_and_its_ppserver(
         assert text_of(browser, "title").startswith("ppft client ")
         wait_for(browser, lambda: card(browser, "jobs done") == "500", what="the 500 jobs")
         wait_for(browser, lambda: server.address in text_of(browser, "nodes"), what="the ppserver's row")
-        assert "ready" in text_of(browser, "nodes")
-        links = browser.execute_script("return [...document.querySelectorAll('#nodes a')].map(a => a.href)")
-        assert links == [server_url]  # the ppserver said where its page is (protocol version 2)
+        # the jobs may all have run locally before the ppserver's link was up: wait for it
+        wait_for(browser, lambda: "ready" in text_of(browser, "nodes"), what="the ppserver to be ready")
+        script = "return [...document.querySelectorAll('#nodes a')].map(a => a.href)"
+        wait_for(browser, lambda: browser.execute_script(script) == [server_url], what="the link to its page")
         assert status(url)["jobs"]["ok"] == 500
         assert console_errors(browser) == []
     finally:
