@@ -249,6 +249,24 @@ def scenario_tiny(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         b.close()
 
 
+def scenario_observe(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`scenario_tiny` through our ppft (local or remote); with `status_file`, the client first serves its
+    status page (`Server.serve_status`) and writes the page's URL there, for the harness to scrape."""
+    b = _make_backend(backend, params)
+    try:
+        status_file = params.get("status_file")
+        if status_file:
+            assert isinstance(b, _ClassicBackend)
+            url = b.server.serve_status("127.0.0.1:0")
+            with open(status_file + ".tmp", "w", encoding="utf-8") as f:
+                f.write(url)
+            os.replace(status_file + ".tmp", status_file)
+        _warm_up(b)
+        return _tiny(b, params["n"], params["rounds"])
+    finally:
+        b.close()
+
+
 def scenario_latency(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     b = _make_backend(backend, params)
     try:
@@ -388,6 +406,7 @@ _SCENARIOS = {
     "cpu": scenario_cpu,
     "payload": scenario_payload,
     "executor": scenario_executor,
+    "observe": scenario_observe,
 }
 
 

@@ -33,6 +33,8 @@ _TITLES = {
     "fairness": "fairness: client B's round trips through ppserver -w 2, idle, then while client A has its "
     "jobs queued there",
     "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
+    "observe": "observe: tiny x + 1 jobs with the status page open and /metrics scraped every second, over "
+    "the same unwatched; ppserver -w 2 --http (client Server(0, ppservers=...)), Server(2).serve_status()",
 }
 _DEFAULT_REFS = (("x ppe", "ppe"), ("x ppft178", "ppft178"))
 _REFS = {
@@ -96,6 +98,8 @@ GOALS = (
     Goal("8", "fanout", "jobs/s, all nodes / 1 ppserver -w 2", "ppft2-remote", None, ">=", 0.5),
     Goal("8", "fanout", "client CPU per job, all nodes / 1 node", "ppft2-remote", None, "<=", 1.25),
     Goal("8", "fairness", "B latency median, queued / idle", "ppft2-remote", None, "<=", 3.0),
+    Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2-remote", None, ">=", 0.97),
+    Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2", None, ">=", 0.97),
 )
 
 

@@ -62,6 +62,7 @@ FULL = Sizes(
         "soak": 400.0,
         "fanout": 120.0,
         "fairness": 150.0,
+        "observe": 180.0,
     },
 )
 QUICK = Sizes(
@@ -80,7 +81,7 @@ QUICK = Sizes(
     timeouts=dict.fromkeys(
         ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
     )
-    | dict.fromkeys(("soak", "fanout", "fairness"), 30.0),
+    | dict.fromkeys(("soak", "fanout", "fairness", "observe"), 30.0),
 )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from .impls import BenchSetupError
 from .load_scenarios import POOL_TIMED, cpu_remote, fairness, fanout, payload_remote, soak
+from .observe_scenario import observe
 from .procs import Outcome, dask_cluster, ppserver
 from .runs import Run, size_name
 
@@ -175,6 +176,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "dask": dask,
     "fanout": fanout,
     "fairness": fairness,
+    "observe": observe,
     "soak": soak,  # the longest (1,000,000 jobs), last
 }
 

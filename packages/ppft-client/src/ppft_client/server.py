@@ -106,6 +106,7 @@ class Server:
         self._proto = pickle.HIGHEST_PROTOCOL if proto is None else int(proto)
         self._restart = bool(restart)
         self._creation_time = time.time()
+        self._status_page: Any = None  # a ppft_worker.observe.StatusServer, once serve_status() ran
         self._tids = itertools.count()
         self._ncpus = self._check_ncpus(ncpus)
         if not isinstance(live_output, bool):
@@ -332,6 +333,50 @@ class Server:
             stats[node.name] = stat
         return stats
 
+    def status(self) -> dict[str, Any]:
+        """This client's live status: its local workers (pid, busy or idle, current function, RSS), every
+        node with its state and the reason when it takes no jobs, the queue, jobs per second over the last
+        minutes, how jobs ended (ok, error, lost, timeout, cancelled), a job duration histogram and recent
+        failures: the same shape as a ppserver's /status.json (docs/cluster.md lists every field)."""
+        from .status import client_status  # noqa: PLC0415 - the web side only when asked
+
+        return client_status(self._scheduler, self._ncpus)
+
+    def serve_status(
+        self, address: str = "127.0.0.1:0", *, token: str | None = None, public: bool = False
+    ) -> str:
+        """Serve this client's live status page (/), /status.json and Prometheus /metrics at `address`
+        (`[HOST:]PORT`, port 0: any free one), from a thread of its own, until `destroy()`; returns the
+        page's URL. Read-only; loopback unless `address` says otherwise, and then only with `token` (every
+        request must carry it) or `public=True`. A second call for the same host returns the same URL."""
+        from ppft_worker.observe import (  # noqa: PLC0415 - the web side only when asked
+            ExposureError,
+            StatusServer,
+            check_exposure,
+            parse_http_address,
+        )
+
+        if self._exiting:
+            raise DestroyedServerError("Cannot serve the status page: server instance has been destroyed")
+        try:
+            host, port = parse_http_address(address, "serve_status address")
+            check_exposure(host, token, public, f"serve_status({address!r})", ("token=TOKEN", "public=True"))
+        except ExposureError as exc:
+            raise ValueError(str(exc)) from None
+        page = self._status_page
+        if page is not None:
+            if host == page.host and port in (0, page.port):
+                return str(page.url)
+            raise ValueError(
+                f"this Server already serves its status page at {page.url}; one page per Server (it is "
+                f"stopped by destroy())"
+            )
+        page = StatusServer(host, port, self.status, token=token, public=public)
+        page.start()  # an OSError (address in use) reaches the caller as it is
+        self._status_page = page
+        log.info("status page of this client on %s", page.url)
+        return str(page.url)
+
     def print_stats(self) -> None:
         """Print ppft's job statistics table."""
         remote = self.get_active_nodes()
@@ -344,6 +389,9 @@ class Server:
     def destroy(self) -> None:
         """Stop every worker; jobs not finished yet fail with `DestroyedServerError` (never hang)."""
         self._exiting = True
+        page, self._status_page = self._status_page, None
+        if page is not None:
+            page.close()
         for discovery in self._discoveries:
             self._scheduler.call(discovery.close)
         self._scheduler.destroy()

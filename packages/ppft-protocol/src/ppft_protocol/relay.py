@@ -37,13 +37,14 @@ _set = object.__setattr__
 class RawResults(Message):
     """A `ResultBatch` as it arrived: checked, not decoded. Result `i` has job id `job_ids[i]`, ran for
     `wall_times[i]` seconds, and its record starts at `starts[i]` in `body` (the frame body); `streams`:
-    some result carries stderr spans (version 2).
+    some result carries stderr spans (version 2); `failures`: how many results are not ok (counted on the way,
+    for whoever counts outcomes per frame; a result's own status is at `body[starts[i] + 8]`).
 
     Encoded as is, it is the very `ResultBatch` it was; `forward` passes results on under other ids, and
     `results()` decodes them, for whoever needs them after all."""
 
-    __slots__ = ("body", "job_ids", "starts", "streams", "wall_times")
-    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams")
+    __slots__ = ("body", "failures", "job_ids", "starts", "streams", "wall_times")
+    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams", "failures")
     TYPE: ClassVar[int] = ResultBatch.TYPE
 
     body: Blob
@@ -51,6 +52,7 @@ class RawResults(Message):
     wall_times: tuple[float, ...]
     starts: tuple[int, ...]
     streams: bool
+    failures: int
 
     def __init__(
         self,
@@ -59,12 +61,14 @@ class RawResults(Message):
         wall_times: tuple[float, ...],
         starts: tuple[int, ...],
         streams: bool = False,
+        failures: int = 0,
     ) -> None:
         _set(self, "body", body)
         _set(self, "job_ids", job_ids)
         _set(self, "wall_times", wall_times)
         _set(self, "starts", starts)
         _set(self, "streams", streams)
+        _set(self, "failures", failures)
 
     def results(self) -> tuple[Result, ...]:
         """The results, decoded (as `ResultBatch` would have given them)."""
@@ -125,6 +129,7 @@ class RawResults(Message):
         starts: list[int] = []
         add_id, add_wall, add_start = ids.append, walls.append, starts.append
         streams = False
+        failures = 0
         for _ in range(count):
             if off + size > end:
                 raise DecodeError(f"result batch: result header runs past the frame at offset {off}")
@@ -150,6 +155,7 @@ class RawResults(Message):
                     continue
             elif status != 0:
                 raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
+            failures += 1
             r.off = off
             r.text("error_type")
             r.text("error_message")
@@ -157,7 +163,7 @@ class RawResults(Message):
             r.need(r.u32("exception"), "exception")
             off = r.off
         r.off = off
-        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams)
+        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams, failures)
 
 
 class ResultRecords(Message):

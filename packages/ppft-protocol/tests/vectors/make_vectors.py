@@ -130,7 +130,7 @@ def sealed_traffic(version: int = 1) -> list[tuple[str, Message]]:
     ]
 
 
-_LATER_FIELDS = frozenset({"stderr_spans", "python"})
+_LATER_FIELDS = frozenset({"stderr_spans", "python", "page"})
 """Fields added by a later version: left out of a description while empty (version 1's stay as they were)."""
 
 
@@ -301,7 +301,7 @@ def build_vectors() -> dict[str, Any]:
                 "message": type(message).__name__,
                 "type": message.TYPE,
                 "fields": describe(message),
-                "frame": _frame(message).hex(),
+                "frame": _frame(message, 1).hex(),
             }
             for name, message in sample_messages()
         ],
@@ -370,7 +370,30 @@ def build_vectors_v2() -> dict[str, Any]:
         "handshake_plain": handshake(allow_plain=True, versions=versions),
         "handshake_aes_gcm": handshake(allow_plain=False, aes_gcm=True, versions=versions),
         "downgrade_to_version_1": downgrade_to_version_1(),
+        "messages": [
+            {
+                "name": name,
+                "version": version,
+                "message": type(message).__name__,
+                "type": message.TYPE,
+                "fields": describe(message),
+                "frame": _frame(message, version).hex(),
+            }
+            for name, message, version in version_2_messages()
+        ],
     }
+
+
+def version_2_messages() -> list[tuple[str, Message, int]]:
+    """The messages whose layout version 2 changed, as each version encodes them (docs/protocol.md,
+    Version 2): `NodeInfo` with the address of a status page, and the same on a version-1 connection (no
+    `page`)."""
+    with_page = NodeInfo("server", 4, "2.0.0", "node1:60000", page="http://0.0.0.0:8080/")
+    return [
+        ("node-info-status-page", with_page, 2),
+        ("node-info-no-status-page", NodeInfo("server", 4, "2.0.0", "node1:60000"), 2),
+        ("node-info-status-page-on-version-1", with_page, 1),
+    ]
 
 
 def render(version: int = 1) -> str:

@@ -13,6 +13,7 @@ still wants their results, `send` delivers them. It never decides anything for o
 from __future__ import annotations
 
 import socket
+import time
 from collections import deque
 from typing import Protocol
 
@@ -106,6 +107,9 @@ class Session:
         self.live: set[int] = set()  # the client's ids of its jobs here: queued or running, not answered yet
         self.job_bytes = 64  # a running mean of its jobs' sizes, for the queued-bytes cap
         self.link: Link | None = None
+        self.done = 0  # its jobs answered (the status page shows it)
+        self.channel = ""  # "sealed with chacha20-poly1305", once authenticated
+        self.since = time.monotonic()
         self.starting = True  # the Stream below may fail at once (a peer that reset already)
         conn = Connection(
             Role.SERVER, server.secret, allow_plain=allow_plain, aes_gcm=offer_aes_gcm(),

@@ -65,6 +65,9 @@ class Node(Protocol):
         """Leave for good, releasing what the node opened (and only that)."""
         ...
 
+    # Optional, read by the status page when a node has them (`status.node_row`): `kind` ("ppserver",
+    # "dask", ...; else the class name) and `status_page` (the address of the node's own status page).
+
     def internal_error(self, exc: BaseException, what: str) -> None:
         """A call into the node raised (`what`: "dispatching jobs to X"): log it once (`Loop.report`), hand
         its jobs back as for a lost node, and go on as after a loss. Never raises."""

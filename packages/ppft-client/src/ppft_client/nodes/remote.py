@@ -38,6 +38,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role, WatchOutput
+from ppft_worker.observe import page_link
 from ppft_worker.runtime import (
     CONNECT_TIMEOUT,
     Dial,
@@ -83,6 +84,8 @@ class Candidate(Protocol):
 
 class RemoteNode:
     """A link to one ppserver at `host:port`, (re)connected by the scheduler's I/O thread."""
+
+    kind = "ppserver"
 
     def __init__(
         self,
@@ -163,6 +166,13 @@ class RemoteNode:
     @property
     def inflight(self) -> int:
         return len(self.link.inflight) if self.link is not None else 0
+
+    @property
+    def status_page(self) -> str:
+        """The ppserver's status page as it announced it (protocol version 2, `ppserver --http`), under the
+        address this client reached it by when it listens on every address; "" when it serves none."""
+        link = self.link
+        return page_link(link.info.page, self.host) if link is not None else ""
 
     @property
     def status(self) -> str:

@@ -205,6 +205,7 @@ class WorkerPool(WorkerLives):
                 w.proc.kill()
             self._dying.append(w.proc)
             log.info("%r stopped: its client left while it ran that client's job; starting a replacement", w)
+            self._died(f"{w!r} was stopped: its client left while it ran that client's job")
             kept = [task for task in tasks if not unwanted(task)]
             dropped += [task for task in tasks if unwanted(task)]
             if kept:
@@ -390,6 +391,7 @@ class WorkerPool(WorkerLives):
         """`done` of `w`'s jobs finished, taking `total` seconds."""
         w.solo_busy = False
         w.since = time.monotonic()
+        w.done += done
         self.jobs_done += done
         self.job_time += total
         if not w.inflight:
