@@ -8,8 +8,8 @@ and cut with a marker.
 
 from __future__ import annotations
 
-import re
 import contextlib
+import re
 import socket
 import struct
 from collections.abc import Callable
