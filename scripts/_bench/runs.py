@@ -31,9 +31,9 @@ class Sizes:
     payloads: tuple[tuple[int, int], ...]  # (bytes per job, jobs per round)
     executor_jobs: int
     remote_jobs: int
-    ppft178_remote_jobs: int  # ppft 1.7.8 does ~45 jobs/s remotely: capped so its run stays under 20 s
+    ppft178_remote_jobs: int  # ppft 1.7.8 is slow remotely (its own remote figure): capped to a short run
     ppft178_remote_round_trips: int
-    dask_jobs: int  # dask's own client does ~600 tiny jobs/s here: the same count for it and for ppft
+    dask_jobs: int  # dask's own client is slow with tiny jobs: a count it finishes soon, the same for ppft
     timeouts: dict[str, float]  # per child process, by scenario
 
 

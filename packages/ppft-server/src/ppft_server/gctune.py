@@ -20,10 +20,11 @@ _gc_default = gc.get_threshold()
 def collect_less(serving: bool) -> None:
     """Raise the collector's first threshold while a server runs in this process; restore it after the last.
 
-    Every queued job holds a few objects for a few milliseconds, and a steady stream frees about as many as it
+    Every queued job holds a few objects for a short while, and a steady stream frees about as many as it
     makes. The default threshold (700 objects more made than freed) still set the collector off every few
-    hundred tiny jobs, with a walk of the whole heap every few thousand: a tenth of ppserver's time. 10,000
-    is reached by bursts only; nothing here depends on cycles being collected soon."""
+    hundred tiny jobs, with a walk of the whole heap every few thousand: a large share of ppserver's time
+    under tiny jobs (`scripts/bench --only remote`). 10,000 is reached by bursts only; nothing here depends on
+    cycles being collected soon."""
     global _gc_serving, _gc_default
     with _gc_lock:
         if serving:

@@ -177,8 +177,8 @@ def _keep_freed_memory() -> None:
 def _prctl_pdeathsig() -> str:
     """prctl(PR_SET_PDEATHSIG, SIGKILL); "" when it worked, else why not.
 
-    Through `ppft_protocol.cpython.libc_function` (the C half of `ctypes`: `ctypes` itself costs a worker's
-    start-up about 1 ms more, on its way to the first result)."""
+    Through `ppft_protocol.cpython.libc_function` (the C half of `ctypes`: importing `ctypes` itself would
+    lengthen every worker's way to its first result, which `scripts/bench --only startup` times)."""
     prctl = libc_function("prctl")
     if prctl is None:
         return "no prctl found in the C library (or no ctypes)"

@@ -61,8 +61,9 @@ __all__ = ["UNSHIPPED", "BodyCache", "JobRunner"]
 
 _CPU_REUSE_WINDOW = 20e-6
 """Seconds: a job starting this soon after the previous one ended reuses that end's CPU clock reading as its
-start, which saves one `process_time` syscall (about half a microsecond) per job in a busy worker. Its
-cpu_time then also counts the runner's own microseconds since the previous job."""
+start, which saves one `process_time` syscall per job in a worker whose tiny jobs run back to back
+(`scripts/bench --only tiny`). Its cpu_time then also counts the runner's own work since the previous job,
+which this window bounds."""
 
 _new_tuple = tuple.__new__  # builds a Result without NamedTuple.__new__'s Python-level call
 
