@@ -34,6 +34,15 @@ from .functions import check_submit_args, function_job, pickle_args
 from .job import Job, make_job
 from .remote import Candidate
 from .scheduler import Scheduler
+from .ssh_entries import (
+    DEFAULT_SSH,
+    check_ssh_prefix,
+    is_ssh_entry,
+    parse_ssh_entry,
+    split_ssh_entries,
+    ssh_program_problem,
+)
+from .ssh_node import add_ssh_nodes
 from .stats import Statistics, format_stats
 from .version import __version__
 
@@ -69,6 +78,7 @@ class Server:
         *,
         seal: bool = True,
         live_output: bool = False,
+        ssh: tuple[str, ...] = DEFAULT_SSH,
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
@@ -78,7 +88,9 @@ class Server:
         (`--allow-plain-loopback`) are left unencrypted, which saves the cost of sealing large payloads;
         every other link stays sealed (docs/security.md); `live_output=True`: print each line a job writes
         as it writes it, prefixed with the job and node (`[job 3 on local] text`), instead of a job's whole
-        output when its value is asked for (docs/api.md, "Job output")."""
+        output when its value is asked for (docs/api.md, "Job output"); `ssh`: the command that reaches
+        the `ssh://[user@]host[:port]` entries of `ppservers` (docs/cluster.md, "The quickest way: ssh"),
+        such as ("ssh", "-i", "~/.ssh/cluster")."""
         if not isinstance(ppservers, tuple):
             raise TypeError(
                 f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
@@ -95,6 +107,11 @@ class Server:
                 f"not {type(seal).__name__} {seal!r}"
             )
         self.logger = logging.getLogger("ppft")
+        self._ssh = check_ssh_prefix(ssh)
+        ppservers, ssh_targets = split_ssh_entries(ppservers)  # ssh://[user@]host[:port]: docs/cluster.md
+        if ssh_targets and ssh_program_problem(self._ssh):
+            problem = ssh_program_problem(self._ssh)
+            raise FileNotFoundError(f"ppservers entry {ssh_targets[0].name!r}: {problem}")
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
         _check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
@@ -124,6 +141,8 @@ class Server:
             self._scheduler.discoveries = [f"{broadcast}:{port}" for _, (broadcast, port) in auto]
             for host, port in self.ppservers:
                 self.connect1(host, port)
+            if ssh_targets:
+                add_ssh_nodes(self._scheduler, ssh_targets, self._ssh)
             for (interface, port), (broadcast, _) in self.auto_ppservers:
                 self._start_discovery(interface, broadcast, port)
             if dask_entries:
@@ -268,9 +287,22 @@ class Server:
             )
         return ncpus
 
-    def connect1(self, host: str, port: int, persistent: bool = True) -> None:
-        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops).
+    def connect1(self, host: str, port: int | None = None, persistent: bool = True) -> None:
+        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops), or the
+        ssh node `host` = "ssh://[user@]host[:port][?options]" (no `port` then).
         `ValueError` for a host that can never be reached (`a..b`) or a port outside 1-65535."""
+        if is_ssh_entry(host):
+            if port is not None:
+                raise ValueError(f"connect1({host!r}, {port!r}): an ssh node's port goes in its address, "
+                                 "ssh://host:PORT")  # fmt: skip
+            target = parse_ssh_entry(host)
+            problem = ssh_program_problem(self._ssh)
+            if problem:
+                raise FileNotFoundError(f"connect1({host!r}): {problem}")
+            add_ssh_nodes(self._scheduler, [target], self._ssh, persistent=persistent)
+            return
+        if port is None:
+            raise TypeError(f"connect1({host!r}) needs the ppserver's port: connect1({host!r}, 60000)")
         problem = host_problem(host)
         if problem:
             raise ValueError(f"connect1({host!r}, {port!r}): {problem}; {_ADDRESS_HINT}")

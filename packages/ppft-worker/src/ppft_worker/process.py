@@ -31,7 +31,7 @@ the secret. The loop works on any pair of descriptors, so the same `serve` can r
 
 At the command line (`ppft-worker` with arguments, or without the pool's secret in the environment) `main`
 hands over to `dialin`, the dial-in worker, whose help says what the command is for; a pool never passes
-arguments.
+arguments. `--stdio` hands over to `stdio`, the remote side of an ssh node.
 """
 
 from __future__ import annotations
@@ -489,6 +489,10 @@ def _setup_logging() -> None:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m ppft_worker`; returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
+    if "--stdio" in args:  # the remote side of an ssh node (ppft_worker.stdio)
+        from . import stdio  # noqa: PLC0415 - only ssh nodes pay for it
+
+        return stdio.main(args)
     if args or SECRET_ENV not in os.environ:
         # A person at the command line (a pool always passes its secret and no argument): the dial-in
         # command, whose help says what ppft-worker is for; a bare `ppft-worker` gets its usage.

@@ -1,5 +1,8 @@
 """`Stream`: one non-blocking socket speaking the ppft protocol, driven by a `Loop`.
 
+The socket may also be a `PipeChannel` (a pipe each way: the stdin and stdout of an ssh node's remote side),
+whose reads and writes go through two descriptors; nothing else changes.
+
 It owns the socket, the protocol `Connection` and the bytes waiting to be written, and enforces the time
 rules the sans-I/O protocol cannot: a peer must finish its handshake within `handshake_timeout` (so idle
 half-open connections cannot pin a server), an established stream sends a `Heartbeat` after
@@ -44,6 +47,7 @@ from ppft_protocol import (
 
 from .loop import Loop, Timer, describe_callback
 from .outbuf import OutBuffer
+from .pipes import PipeChannel
 from .reads import READ_SIZE, next_read_size
 
 __all__ = ["Stream", "describe_protocol_error", "internal_error_reason"]
@@ -91,7 +95,7 @@ class Stream:
     def __init__(
         self,
         loop: Loop,
-        sock: socket.socket,
+        sock: socket.socket | PipeChannel,
         conn: Connection,
         *,
         peer: str,
@@ -109,6 +113,7 @@ class Stream:
         self.bye_reason: str | None = None
         """What the peer said when it left (its `Bye`, escaped for logs); None while it has said nothing."""
         self._fd = sock.fileno()
+        self._wfd = sock.write_fd if isinstance(sock, PipeChannel) else self._fd  # watched for writing
         self._on_event = on_event
         self._on_close = on_close
         self._out = OutBuffer()
@@ -161,18 +166,18 @@ class Stream:
             return
         out.extend(parts, n)
         if out.size:
-            self.loop.add_writer(self._fd, self._writable, self._internal_error)
+            self.loop.add_writer(self._wfd, self._writable, self._internal_error)
 
     def _writable(self) -> None:
         try:
-            self._out.write_to(self._fd)
+            self._out.write_to(self._wfd)
         except BlockingIOError:
             return
         except OSError as exc:
             self._fail(f"the connection broke while sending ({exc.strerror or exc})")
             return
         if not self._out.size:
-            self.loop.remove_writer(self._fd)
+            self.loop.remove_writer(self._wfd)
 
     @property
     def unsent(self) -> int:
@@ -356,6 +361,6 @@ class Stream:
             self._timer.cancel()
             self._timer = None
         self.loop.remove_reader(self._fd)
-        self.loop.remove_writer(self._fd)
+        self.loop.remove_writer(self._wfd)
         with contextlib.suppress(OSError):
             self.sock.close()
