@@ -124,7 +124,8 @@ def parse_ssh_entry(entry: str) -> SshTarget:
 
 def _options(entry: str, query: str) -> dict[str, str]:
     try:
-        pairs = parse_qsl(query, keep_blank_values=True, strict_parsing=bool(query))
+        # a '+' is itself (a path may hold one), not a space: %20 is a space
+        pairs = parse_qsl(query.replace("+", "%2B"), keep_blank_values=True, strict_parsing=bool(query))
     except ValueError:
         raise _bad(entry, f"the options {query!r} are not 'name=value' pairs joined by '&'") from None
     options: dict[str, str] = {}

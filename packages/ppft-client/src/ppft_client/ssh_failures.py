@@ -24,9 +24,12 @@ __all__ = ["explain", "quote"]
 _QUOTED_LINES = 6
 
 
-def quote(lines: list[str]) -> str:
-    """The last few meaningful lines of `lines`, escaped, as one quoted line (`"a / b"`)."""
-    kept = [line.strip() for line in lines if line.strip().strip("@").strip()]
+def quote(lines: list[str], only: tuple[str, ...] = ()) -> str:
+    """The last few meaningful lines of `lines` (those holding one of `only`, if given), escaped, as one
+    quoted line (`"a / b"`)."""
+    kept = [line.strip().strip("@").strip() for line in lines if line.strip().strip("@").strip()]
+    if only:
+        kept = [line for line in kept if any(needle in line for needle in only)] or kept
     if not kept:
         return ""
     return '"' + printable(" / ".join(kept[-_QUOTED_LINES:]), 1000) + '"'
@@ -69,6 +72,7 @@ def explain(
             True,
         )
     if _has(lines, "REMOTE HOST IDENTIFICATION HAS CHANGED"):
+        said = quote(lines, ("IDENTIFICATION HAS CHANGED", "Offending", "Host key verification failed"))
         return (
             f"the host key of {host} has changed, and ssh refused to connect: {said}; if the machine was "
             f"reinstalled, check its new key and remove the old one (ssh-keygen -R '{known}')",

@@ -145,8 +145,9 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str]) -> int:
-    """`ppft-worker --stdio ...`; returns the exit code."""
+def main(argv: list[str], *, versions: tuple[int, int] | None = None) -> int:
+    """`ppft-worker --stdio ...`; returns the exit code. `versions`: the protocol versions to speak (left out:
+    all this package speaks; tests pin them)."""
     chan_in, chan_out = _take_stdio()  # first of all: nothing may write to the channel but the protocol
     parser = make_parser()
     args = parser.parse_args(argv)  # a bad option: usage on stderr (fd 2), status 2
@@ -169,7 +170,7 @@ def main(argv: list[str]) -> int:
     from .stdio_server import StdioServer  # noqa: PLC0415
 
     workers = args.workers if args.workers is not None else detect_ncpus()
-    server = StdioServer(chan_in, chan_out, secret, workers)
+    server = StdioServer(chan_in, chan_out, secret, workers, versions=versions)
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop(f"ppft-worker --stdio stopped by {signal.Signals(signum).name}")
