@@ -16,6 +16,7 @@ from typing import Any
 from .impls import BenchSetupError, Impl
 from .load_scenarios import POOL_TIMED, cpu_remote, fairness, fanout, payload_remote, soak
 from .procs import CHILD, Outcome, dask_cluster, ppserver, run_child
+from .ssh_scenario import ssh
 
 __all__ = ["FULL", "QUICK", "SCENARIOS", "Figure", "Run", "Sizes", "run_scenario"]
 
@@ -62,6 +63,7 @@ FULL = Sizes(
         "payload": 90.0,
         "executor": 120.0,
         "remote": 90.0,
+        "ssh": 120.0,
         "dask": 120.0,
         "soak": 400.0,
         "fanout": 120.0,
@@ -82,7 +84,7 @@ QUICK = Sizes(
     ppft178_remote_round_trips=5,
     dask_jobs=100,
     timeouts=dict.fromkeys(
-        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
+        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "ssh", "dask"), 30.0
     )
     | dict.fromkeys(("soak", "fanout", "fairness"), 30.0),
 )
@@ -325,6 +327,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "payload": payload,
     "executor": executor,
     "remote": remote,
+    "ssh": ssh,
     "dask": dask,
     "fanout": fanout,
     "fairness": fairness,
