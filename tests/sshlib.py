@@ -33,7 +33,7 @@ from clusterlib import children_of, free_port, listening, pid_alive, tied_to_thi
 
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 ALIAS = "ppft-test-node"
-"""The host alias the client config (`Sshd.env()`) defines for this sshd."""
+"""The host alias the client config (`Sshd.env()`) defines for this sshd (and `node1`, the docs' name)."""
 
 
 def _keygen(path: Path) -> str:
@@ -171,7 +171,7 @@ def start_sshd(where: Path, *, port: int | None = None, start: bool = True) -> S
     )
     client_config = where / "ssh_config"
     client_config.write_text(
-        f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
+        f"Host {ALIAS} node1\n  HostName 127.0.0.1\n  Port {port}\n  User {user}\n"
         f"  IdentityFile {where / 'user_ed25519'}\n  IdentitiesOnly yes\n  UserKnownHostsFile {known}\n"
         f"  StrictHostKeyChecking yes\n"
     )
