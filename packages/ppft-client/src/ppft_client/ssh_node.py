@@ -22,10 +22,12 @@ What it changes in `RemoteNode`:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 from typing import Any
 
+from ppft_worker.link import Link
 from ppft_worker.loop import Loop
 from ppft_worker.stdio import SECRET_SIZE
 
@@ -34,7 +36,13 @@ from .ssh_channel import SshChannel
 from .ssh_entries import SshTarget, ssh_command
 from .ssh_failures import explain
 
-__all__ = ["SshNode", "add_ssh_nodes"]
+__all__ = ["REQUEUE_AFTER", "SshNode", "add_ssh_nodes"]
+
+log = logging.getLogger("ppft.remote")
+
+REQUEUE_AFTER = 0.2
+"""Seconds the jobs of a lost channel wait for ssh to exit (and so to say why) before they run elsewhere
+anyway: ssh exits within milliseconds of a channel that closed, but not from a network that went silent."""
 
 
 class SshNode(RemoteNode):
@@ -97,12 +105,26 @@ class SshNode(RemoteNode):
 
     def _closed(self, reason: str) -> None:
         """The stream over the channel ended: wait for ssh to say why (`SshChannel.finish`), then go on as a
-        ppserver node does after a loss, with that reason."""
+        ppserver node does after a loss, with that reason. Jobs in flight wait REQUEUE_AFTER seconds at
+        most for that: then they run elsewhere, and the reason follows when ssh has said it."""
         channel = self._channel
         if channel is None or channel.done:
             super()._closed(reason)
-        else:
-            channel.finish(reason)
+            return
+        channel.finish(reason)
+        link = self.link
+        if not channel.done and link is not None and link.inflight:
+            self.loop.call_later(REQUEUE_AFTER, lambda: self._requeue_lost(link, reason))
+
+    def _requeue_lost(self, link: Link, reason: str) -> None:
+        """ssh has not said yet why the channel ended: the jobs of `link` run elsewhere now."""
+        if link is not self.link or self.closed:
+            return  # explained (and handed back) already, or the client left
+        tasks = link.take_inflight()
+        if tasks:
+            log.warning("lost %s %s with %d job(s) in flight: %s; they run elsewhere", self.kind, self.name,
+                        len(tasks), reason)  # fmt: skip
+            self._on_lost(tasks, self.name, reason)
 
     def _is_permanent(self, reason: str) -> bool:
         return self._permanent_failure or super()._is_permanent(reason)
