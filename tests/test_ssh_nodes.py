@@ -207,3 +207,23 @@ def test_what_the_remote_writes_on_stderr_becomes_log_lines(sshd: Sshd, make_cli
     messages = [record.getMessage() for record in caplog.records if record.name == "ppft.ssh"]
     assert f"{name}: stray on fd 1" in messages
     assert f"{name}: stray on fd 2 \\x1b[31mred" in messages  # escaped: no terminal escape gets through
+
+
+def test_pathos_parallel_pool_through_an_ssh_node(sshd: Sshd, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """pathos #170: tunnelling ppft through ssh by hand, no more. pathos compares the servers it asked for
+    with `Server.ppservers` to decide whether to make a new Server: an ssh node is listed as its entry."""
+    pools = pytest.importorskip("pathos.pools", reason="pathos is installed by scripts/install --test")
+    monkeypatch.setenv("PATH", sshd.env()["PATH"])
+    entry = f"ssh://ppft-test-node?python={sys.executable}&workers=2"
+    pool = pools.ParallelPool(ncpus=0, servers=(entry,))
+    try:
+        assert pool.map(slow_square, range(6)) == [x * x for x in range(6)]
+        server = pools.ParallelPool.__state__[pool._id]
+        assert server.ppservers == [(entry,)]
+        assert pool.map(slow_square, range(3)) == [0, 1, 4]
+        assert pools.ParallelPool.__state__[pool._id] is server  # the same Server, the same channel
+        assert len(sshd.stdio_pids()) == 1
+        assert server.get_stats()["ssh://ppft-test-node"].njobs == 9
+    finally:
+        pool.clear()
+    wait_until(lambda: no_ppft_left(sshd), 15, f"nothing of ppft under sshd (left: {sshd.ours()})")

@@ -28,6 +28,7 @@ def test_an_entry_with_user_port_and_options() -> None:
         "/opt/venv/bin/python",
         8,
         False,
+        "ssh://alice@node1.example.org:2222?python=/opt/venv/bin/python&workers=8",
     )
 
 

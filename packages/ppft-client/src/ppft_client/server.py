@@ -115,7 +115,8 @@ class Server:
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
         _check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
-        self.ppservers: list[tuple[str, int]] = direct
+        # ppft 1.7's (host, port) pairs; an ssh node as the 1-tuple of its entry, which pathos joins back
+        self.ppservers: list[tuple[str, int] | tuple[str]] = [*direct, *((t.entry,) for t in ssh_targets)]
         self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
         self.secret = secret
         self._seal = seal
@@ -139,7 +140,7 @@ class Server:
         try:  # from here on, threads and workers run: a failure stops them all before it is raised
             _live_servers.add(self)
             self._scheduler.discoveries = [f"{broadcast}:{port}" for _, (broadcast, port) in auto]
-            for host, port in self.ppservers:
+            for host, port in direct:
                 self.connect1(host, port)
             if ssh_targets:
                 add_ssh_nodes(self._scheduler, ssh_targets, self._ssh)

@@ -62,6 +62,7 @@ class SshTarget(NamedTuple):
     python: str  # the remote interpreter that has ppft-worker installed
     workers: int | None  # worker processes on the remote (None: its CPU count)
     seal: bool  # seal the channel with ppft's own encryption too (ssh encrypts it already)
+    entry: str = ""  # the entry as it was written (stripped)
 
     @property
     def destination(self) -> str:
@@ -119,7 +120,7 @@ def parse_ssh_entry(entry: str) -> SshTarget:
     name = "ssh://" + (f"{user}@" if user else "") + shown + (f":{port}" if port else "")
     python = options.get("python", DEFAULT_PYTHON)
     workers = _workers(entry, options.get("workers"))
-    return SshTarget(name, host, user, port, python, workers, _seal(entry, options.get("seal")))
+    return SshTarget(name, host, user, port, python, workers, _seal(entry, options.get("seal")), text)
 
 
 def _options(entry: str, query: str) -> dict[str, str]:
