@@ -1,12 +1,14 @@
 """The ssh scenario: an ssh node (`ssh://`: the system ssh into a local sshd) vs a ppserver, same loopback.
 
-Four variants, each a `Server(0, ppservers=...)` client with 2 workers behind one link, in the same run:
-`ppserver -w 2` sealed (the default) and unsealed (`--allow-plain-loopback`, `Server(seal=False)`), and an ssh
-node with `workers=2` unsealed (the default: ssh encrypts the channel) and sealed (`?seal=yes`: ppft's own
-sealing inside ssh's). Each child measures tiny `x + 1` jobs/s, the latency of a round trip and an echo of
-the payload scenario's largest size (16 MiB in a full run); the variants' children alternate, so a slow spell
-of the machine does not fall on one of them only, and each variant's best child counts. The report's ratio
-columns put each variant over the ppserver, sealed and unsealed.
+Five variants, each a `Server(0, ppservers=...)` client with 2 workers behind one link, in the same run:
+`ppserver -w 2` sealed (the default) and unsealed (`--allow-plain-loopback`, `Server(seal=False)`), and an
+ssh node with `workers=2` unsealed (the default: ssh encrypts the channel), sealed (`?seal=yes`: ppft's own
+sealing inside ssh's), and unsealed with ssh's cipher chosen (`ssh -c aes128-gcm@openssh.com`: AES, which
+runs in hardware on most CPUs, where ssh's default is ChaCha20-Poly1305). Each child measures tiny `x + 1`
+jobs/s, the latency of a round trip and an echo of the payload scenario's largest size (16 MiB in a full
+run); the variants' children alternate, so a slow spell of the machine does not fall on one of them only,
+and each variant's best child counts. The report's ratio columns put each variant over the ppserver, sealed
+and unsealed.
 
 The sshd is our own (`sshd -D -e -f CONFIG` on 127.0.0.1 and a free port, keys made in a temporary folder,
 killed by its process group when the block ends); the client reaches it with `ssh -F none` and that folder's
@@ -100,7 +102,14 @@ def _listening(port: int) -> bool:
         return any(line.split()[1].endswith(wanted) and line.split()[3] == "0A" for line in list(table)[1:])
 
 
-_VARIANTS = ("ppft2-remote", "ppft2-remote unsealed", "ppft2-ssh", "ppft2-ssh sealed")
+_AES = "aes128-gcm@openssh.com"
+_VARIANTS = (
+    "ppft2-remote",
+    "ppft2-remote unsealed",
+    "ppft2-ssh",
+    "ppft2-ssh sealed",
+    "ppft2-ssh -c aes128-gcm",
+)
 _METRICS = (
     ("tiny jobs/s", "jobs/s", "jobs_per_s"),
     ("latency median", "us", "median_us"),
@@ -152,6 +161,10 @@ def _children(run: Run, params: dict[str, Any], runs: dict[str, list[Outcome]]) 
             "ppft2-ssh": {"remote": node, "ssh": list(prefix), "sealed": False},
             "ppft2-ssh sealed": {"remote": node + "&seal=yes", "ssh": list(prefix), "sealed": True},
         }
+        ciphers = subprocess.run(["ssh", "-Q", "cipher"], capture_output=True, text=True, check=False).stdout
+        if _AES in ciphers.split():
+            aes = [*prefix, "-c", _AES]
+            variants["ppft2-ssh -c aes128-gcm"] = {"remote": node, "ssh": aes, "sealed": False}
         for _ in range(_PAIRS[run.quick]):
             for label, variant in variants.items():
                 runs[label].append(run.child("ssh", "ppft2", label, "classic", {**params, **variant}))
