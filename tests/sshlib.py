@@ -162,7 +162,7 @@ def start_sshd(where: Path, *, port: int | None = None, start: bool = True) -> S
     (where / "authorized_keys").write_text(_keygen(where / "user_ed25519") + "\n")
     port = port or free_port()
     known = where / "known_hosts"
-    known.write_text(f"[127.0.0.1]:{port} {host_public}\n")
+    known.write_text(f"[127.0.0.1]:{port},[localhost]:{port} {host_public}\n")
     (where / "sshd_config").write_text(
         f"ListenAddress 127.0.0.1\nPort {port}\nHostKey {where / 'host_ed25519'}\n"
         f"AuthorizedKeysFile {where / 'authorized_keys'}\nPidFile none\nStrictModes no\nUsePAM no\n"

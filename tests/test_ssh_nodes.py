@@ -143,6 +143,22 @@ def test_destroy_while_jobs_run_stops_the_remote_jobs_too(sshd: Sshd, make_clien
     wait_until(lambda: no_ppft_left(sshd), 15, f"nothing of ppft under sshd (left: {sshd.ours()})")
 
 
+def test_destroy_ends_several_ssh_nodes_together(sshd: Sshd, make_client) -> None:  # type: ignore[no-untyped-def]
+    """Each node is told first, then all are waited for at once: destroy takes one node's time, not three."""
+    names = (f"{sshd.user}@127.0.0.1", "127.0.0.1", "localhost")
+    entries = tuple(f"ssh://{name}?python={sys.executable}&workers=1" for name in names)
+    client = make_client(0, ppservers=entries, ssh=sshd.prefix())
+    jobs = [client.submit(nap, (30,)) for _ in range(6)]
+    wait_until(lambda: len(sshd.stdio_pids()) == 3, 60, "three remote sides")
+    wait_until(lambda: len(client.get_active_nodes()) == 4, 60, "three ssh nodes connected")
+    started = time.monotonic()
+    client.destroy()
+    assert time.monotonic() - started < 5
+    assert all(job.done() for job in jobs)
+    wait_until(lambda: no_ppft_left(sshd), 15, f"nothing of ppft under sshd (left: {sshd.ours()})")
+    assert not our_ssh_processes()
+
+
 @pytest.mark.parametrize("kill", ["remote side", "ssh"])
 def test_a_channel_killed_mid_run_reruns_its_jobs_exactly_once(sshd: Sshd, make_client, kill: str) -> None:  # type: ignore[no-untyped-def]
     client = make_client(0, ppservers=(sshd.entry(workers=2),), ssh=sshd.prefix())

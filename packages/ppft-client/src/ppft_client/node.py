@@ -3,6 +3,10 @@
 A ppserver link (`remote.RemoteNode`) is one; a dask.distributed cluster is another. A new kind of node is a
 new module implementing this, driven by the scheduler's I/O thread, and never a change to the scheduler.
 
+A node whose leaving takes time (an ssh node waits for its ssh, and so for the remote side, to finish) may
+also have `wait_closed(deadline)`: the scheduler closes every node first, then calls it on each, so they
+all finish leaving at once, by one deadline.
+
 Every loop registration a node makes carries its own error handler (`Loop.add_reader(..., on_error)`), so a
 bug in one of its callbacks closes that node's connection, never the I/O thread; the scheduler calls
 `internal_error` when a call into the node raises.

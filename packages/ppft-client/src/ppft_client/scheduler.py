@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -59,6 +60,7 @@ __all__ = ["Scheduler"]
 
 log = logging.getLogger("ppft.scheduler")
 
+_CLOSE_WAIT = 3.0  # seconds the nodes have, all together, to finish leaving (an ssh node's remote side)
 _SWEEP_MIN = 1024  # group counters kept before those of finished groups are forgotten
 
 MAX_NODE_LOSSES = 3
@@ -360,6 +362,14 @@ class Scheduler:
                 node.close()
             except Exception as exc:  # noqa: BLE001 - one node's bug must not keep the others open
                 self.loop.report(exc, f"closing node {node.name} failed")
+        deadline = time.monotonic() + _CLOSE_WAIT
+        for node in self.nodes:  # nodes whose leaving takes time (an ssh node's ssh) finish it together
+            wait_closed = getattr(node, "wait_closed", None)
+            if wait_closed is not None:
+                try:
+                    wait_closed(deadline)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    self.loop.report(exc, f"closing node {node.name} failed")
         self.queue.clear()
         self.pool.close()
         self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), tasks)

@@ -27,6 +27,7 @@ import re
 import signal
 import socket
 import subprocess
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -35,7 +36,7 @@ from ppft_worker.loop import Loop, Timer
 from ppft_worker.stdio import READY, make_token
 from ppft_worker.stream import internal_error_reason
 
-__all__ = ["CLOSE_WAIT", "EXIT_WAIT", "GREETING_TIMEOUT", "SshChannel"]
+__all__ = ["EXIT_WAIT", "GREETING_TIMEOUT", "SshChannel"]
 
 log = logging.getLogger("ppft.ssh")
 
@@ -43,8 +44,6 @@ GREETING_TIMEOUT = 30.0
 """Seconds ssh has to log in and start ppft_worker on the remote (ProxyJump hops, a cold start take time)."""
 EXIT_WAIT = 2.0
 """Seconds ssh has to exit once its channel ended (so its message and status are known), or be killed."""
-CLOSE_WAIT = 3.0
-"""Seconds `close` waits for ssh to exit after the channel closed: the remote stops its workers first."""
 _MAX_JUNK = 64 * 1024  # bytes a remote shell may print on stdout before READY
 _MAX_LINE = 4096  # characters of a stderr line kept
 _MAX_HELD = 50  # stderr lines held back before READY
@@ -334,25 +333,31 @@ class SshChannel:
                 self.sock.close()
 
     def close(self) -> None:
-        """The node leaves for good: our end closes (the remote side exits when its stdin does), ssh gets
-        CLOSE_WAIT seconds to finish (then SIGTERM, then SIGKILL); `on_failed` is not called."""
+        """The node leaves for good: our end closes (the remote side exits when its stdin does);
+        `on_failed` is not called. `wait_closed` then waits for ssh."""
         if self.done:
             return
         proc = self.proc
         self._release()
-        if proc is None:
-            return
-        if not self.ready:
+        if proc is not None and not self.ready:
             with contextlib.suppress(ProcessLookupError):
                 proc.send_signal(signal.SIGTERM)  # still logging in: nothing of ours runs there yet
-        for wait, then in ((CLOSE_WAIT, proc.terminate), (1.0, proc.kill), (None, None)):
+
+    def wait_closed(self, deadline: float) -> None:
+        """After `close`: wait until `deadline` (time.monotonic()) for ssh to finish, then SIGTERM it, then
+        SIGKILL it a second later; it is reaped either way."""
+        proc = self.proc
+        if proc is None:
+            return
+        for then in (proc.terminate, proc.kill, None):
             try:
-                proc.wait(wait)
+                proc.wait(None if then is None else max(0.0, deadline - time.monotonic()))
                 break
             except subprocess.TimeoutExpired:
                 assert then is not None
                 with contextlib.suppress(ProcessLookupError):
                     then()
+                deadline = time.monotonic() + 1.0
         log.debug("%s: ssh exited with status %s", self.name, proc.returncode)
 
     def _crash(self, exc: BaseException) -> None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 from typing import Any
 
 from ppft_worker.link import Link
@@ -137,16 +138,25 @@ class SshNode(RemoteNode):
         self._channel = None
         if channel is not None:
             channel.close()
+            channel.wait_closed(time.monotonic())
         super()._crashed(exc)
 
     # -- leaving ---------------------------------------------------------------------------------------
 
     def close(self) -> None:
+        """Leave for good: Bye, our end of the channel closed; ssh is waited for by `wait_closed`."""
         super().close()
+        channel = self._channel
+        if channel is not None:
+            channel.close()
+
+    def wait_closed(self, deadline: float) -> None:
+        """After `close`: wait until `deadline` (time.monotonic()) for ssh to finish (the remote side has
+        stopped by then), then end it. The scheduler closes every node first, then waits for them all."""
         channel = self._channel
         self._channel = None
         if channel is not None:
-            channel.close()
+            channel.wait_closed(deadline)
 
     @property
     def ssh_pid(self) -> int | None:
