@@ -17,6 +17,7 @@ from clusterlib import SECRET, pid_alive, tied_to_this_process, wait_until
 from scriptlib import HOWS, SCRIPTS, run_script
 from sshlib import ALIAS, Sshd, cmdline
 from sshlib import module_sshd as module_sshd  # noqa: PLC0414 - the fixture
+from test_scripts_output import _run_with
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -46,6 +47,20 @@ def test_a_script_prints_the_same_through_an_ssh_node_as_on_local_workers(
     remote = run_script(script, env=ssh_mode(module_sshd)).check()
     assert remote.stdout == local.stdout
     assert remote.stderr == local.stderr
+
+
+def test_live_output_of_an_ssh_node_shows_while_the_job_runs(module_sshd: Sshd, tmp_path: Path) -> None:
+    marker = tmp_path / "seen"
+    node = f"ssh://{ALIAS}"
+    first = f"[job 0 on {node}] step 1 of 2\n"
+    env = {**ssh_mode(module_sshd, workers=1), "MARKER": str(marker)}
+    ran = _run_with([sys.executable, str(SCRIPTS / "output_live.py")], env, when_seen={first: marker})
+    assert ran.returncode == 0, ran.stderr
+    assert (
+        ran.stdout
+        == f"{first}[job 0 on {node}] step 2 of 2\n[job 0 on {node}] finished\nvalue 42\nagain 42\n"
+    )
+    assert ran.stderr == f"[job 0 on {node}] a warning on the way\n"
 
 
 def test_a_sigkilled_client_leaves_nothing_on_the_remote(module_sshd: Sshd, tmp_path: Path) -> None:
