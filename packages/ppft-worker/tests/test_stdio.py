@@ -309,3 +309,10 @@ def test_pipe_channel_reads_and_writes_like_a_socket() -> None:
         for fd in (w1, r2):
             if fd >= 0:
                 os.close(fd)
+
+
+def test_the_preamble_is_the_documented_one() -> None:
+    """docs/protocol.md, "The stdio transport": another client can be written from it."""
+    assert TOKEN_MAGIC.hex() == "707066742d737464696f2d7365637265742f310a"
+    assert READY.hex() == "00707066742d737464696f2d72656164792f3100"
+    assert len(make_token(SECRET)) == 52
