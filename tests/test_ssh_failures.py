@@ -5,14 +5,16 @@ than let them wait. And what is not a failure: a chatty shell, an older protocol
 from __future__ import annotations
 
 import logging
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 import ppft
-from clusterlib import wait_until
+from clusterlib import pid_alive, wait_until
 from sshlib import Sshd, start_sshd
 from sshlib import sshd as sshd  # noqa: PLC0414 - the fixture
 
@@ -179,3 +181,66 @@ def test_a_shell_that_prints_before_ppft_worker_starts_is_skipped(
         "the remote wrote Welcome to the cluster!\\n\\x1b[1mToday: maintenance\\n on stdout before "
         "ppft_worker started (a shell startup file such as ~/.bashrc that prints?); it was skipped"
     ) in caplog.text
+
+
+def test_an_unknown_host_quotes_ssh_and_keeps_jobs_waiting(make_client, caplog) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(0, ppservers=("ssh://nosuchhost.invalid",), ssh=("ssh", "-F", "none"))
+    job = client.submit(double, (1,))
+    wait_until(lambda: "Could not resolve hostname" in caplog.text, 60, "ssh's message in the log")
+    head = "ssh node ssh://nosuchhost.invalid cannot be used: ssh cannot resolve the host name"
+    assert f'{head} nosuchhost.invalid: "ssh: Could not resolve hostname nosuchhost.invalid' in caplog.text
+    assert not job.done()  # a name may resolve later: not a refusal
+
+
+def test_a_remote_side_that_fails_to_start_is_named(sshd: Sshd, make_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    python = fake_python(tmp_path, "raise ImportError('a dependency of ppft_worker is missing here')\n")
+    client = make_client(0, ppservers=(sshd.entry(python=python),), ssh=sshd.prefix())
+    message = refusal(client)
+    assert f"ppft_worker could not start on 127.0.0.1 ({python} exited with status 1: " in message
+    assert "ImportError: a dependency of ppft_worker is missing here" in message
+
+
+def silent_listener() -> socket.socket:
+    """A TCP port that accepts connections and never says a word: ssh waits there for sshd's banner."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(8)
+    return sock
+
+
+def test_ssh_that_cannot_log_in_in_time_is_given_up(make_client, caplog, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from ppft_client import ssh_channel
+
+    monkeypatch.setattr(ssh_channel, "GREETING_TIMEOUT", 1.0)
+    with silent_listener() as listener:
+        port = listener.getsockname()[1]
+        client = make_client(0, ppservers=(f"ssh://127.0.0.1:{port}",), ssh=("ssh", "-F", "none"))
+        wait_until(lambda: "within 1 s" in caplog.text, 30, "the node given up")
+        name = f"ssh://127.0.0.1:{port}"
+        assert (
+            f"ssh node {name} cannot be used: ssh did not log in and start ppft_worker within 1 s"
+            in caplog.text
+        )
+        started = time.monotonic()
+        client.destroy()
+        assert time.monotonic() - started < 5
+
+
+def test_destroy_while_ssh_is_still_logging_in_leaves_no_ssh(make_client) -> None:  # type: ignore[no-untyped-def]
+    with silent_listener() as listener:
+        port = listener.getsockname()[1]
+        client = make_client(0, ppservers=(f"ssh://127.0.0.1:{port}",), ssh=("ssh", "-F", "none"))
+        node = ssh_node(client)
+        wait_until(lambda: node.ssh_pid is not None, 30, "ssh to start")
+        ssh_pid = node.ssh_pid
+        assert ssh_pid is not None
+        started = time.monotonic()
+        client.destroy()
+        assert time.monotonic() - started < 5
+        assert not pid_alive(ssh_pid)
+
+
+def ssh_node(client: ppft.Server):  # type: ignore[no-untyped-def]
+    wait_until(lambda: bool(client._scheduler.nodes), 30, "the node to be added")
+    (node,) = client._scheduler.nodes
+    return node

@@ -140,6 +140,8 @@ NO_MODULE = "/opt/venv/bin/python: No module named ppft_worker"
 NO_PYTHON = "bash: line 1: /opt/venv/bin/python: No such file or directory"
 TOO_OLD = "ppft-worker: error: unrecognized arguments: --stdio (ppft-worker -h lists the options)"
 KEX = "kex_exchange_identification: Connection closed by remote host"
+BAD_OPTION = "command-line: line 0: Bad configuration option: foo"
+CRASH = ["Traceback (most recent call last):", '  File "<frozen runpy>", line 198', "ImportError: no dill"]
 VERIFY = "Host key verification failed."
 CASES = [
     ([DENIED], 255, f'ssh could not log in to alice@node1: "{DENIED}"', True),
@@ -156,6 +158,14 @@ CASES = [
     ([NO_PYTHON], 127, "/opt/venv/bin/python cannot be run on node1", True),
     ([TOO_OLD], 2, "ppft-worker on node1 (/opt/venv/bin/python) is too old for ssh nodes", True),
     ([KEX], 255, f'ssh failed (ssh exited with status 255): "{KEX}"', False),
+    (
+        ["unknown option -- Z", "usage: ssh [-46AaCfGg]"],
+        255,
+        'ssh refused its command line: "unknown option',
+        True,
+    ),
+    ([BAD_OPTION], 255, f'ssh refused its command line: "{BAD_OPTION}"', True),
+    (CRASH, 1, "ppft_worker could not start on node1 (/opt/venv/bin/python exited with status 1: ", True),
 ]
 
 

@@ -92,6 +92,13 @@ def explain(
             f"ssh-agent)",
             True,
         )
+    if _has(lines, "usage: ssh", "Bad configuration option", "command-line line", "command-line: line"):
+        said = quote(lines, ("unknown option", "Bad configuration", "command-line", "illegal option"))
+        return (
+            f"ssh refused its command line: {said}; check the ssh command (Server(ssh=...)) and the options "
+            f"in {target.name}",
+            True,
+        )
     if _has(lines, "Could not resolve hostname"):
         return f"ssh cannot resolve the host name {host}: {said}", False
     if _has(lines, "No module named ppft_worker"):
@@ -118,6 +125,12 @@ def explain(
     if not ready:
         if returncode == 255:
             return f"ssh failed ({_exit_text(returncode)}): {said or 'it said nothing'}", False
+        if returncode in (1, 2) and said:  # the remote python ran, and failed: an error, not bad luck
+            return (
+                f"ppft_worker could not start on {host} ({python} exited with status {returncode}: {said}); "
+                f"check that ppft-worker is installed there in full ({pip})",
+                True,
+            )
         tail = f": {said}" if said else ""
         return f"{reason} ({_exit_text(returncode)}){tail}", False
     tail = f"; it said {said}" if said else ""
