@@ -35,8 +35,8 @@ def refusal(client: ppft.Server) -> str:
 def stdio_main(versions: tuple[int, int]) -> str:
     """The source of a remote side that speaks only protocol `versions`."""
     return (
-        "import sys\nfrom ppft_worker import stdio\n"
-        f"sys.exit(stdio.main(['--stdio', '-w', '1'], versions={versions!r}))\n"
+        "import sys\nfrom ppft_worker.stdio import command\n"
+        f"sys.exit(command.main(['--stdio', '-w', '1'], versions={versions!r}))\n"
     )
 
 
@@ -209,9 +209,9 @@ def silent_listener() -> socket.socket:
 
 
 def test_ssh_that_cannot_log_in_in_time_is_given_up(make_client, caplog, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from ppft_client import ssh_channel
+    from ppft_client.ssh import channel
 
-    monkeypatch.setattr(ssh_channel, "GREETING_TIMEOUT", 1.0)
+    monkeypatch.setattr(channel, "GREETING_TIMEOUT", 1.0)
     with silent_listener() as listener:
         port = listener.getsockname()[1]
         client = make_client(0, ppservers=(f"ssh://127.0.0.1:{port}",), ssh=("ssh", "-F", "none"))

@@ -7,7 +7,7 @@ import shlex
 import pytest
 
 import ppft_client
-from ppft_client.ssh_entries import (
+from ppft_client.ssh.entries import (
     SshTarget,
     check_ssh_prefix,
     parse_ssh_entry,
@@ -15,7 +15,7 @@ from ppft_client.ssh_entries import (
     split_ssh_entries,
     ssh_command,
 )
-from ppft_client.ssh_failures import explain, quote
+from ppft_client.ssh.failures import explain, quote
 
 
 def test_an_entry_with_user_port_and_options() -> None:

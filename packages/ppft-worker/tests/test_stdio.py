@@ -260,9 +260,9 @@ def test_stdin_closed_before_the_token(stdio) -> None:  # type: ignore[no-untype
 def test_a_stray_print_in_the_process_goes_to_stderr_not_into_the_channel(stdio) -> None:  # type: ignore[no-untyped-def]
     """fd 1 is moved off the channel before anything else runs: a print there lands in the log."""
     code = (
-        "import sys\nfrom ppft_worker import stdio\nread = stdio.read_token\n"
+        "import sys\nfrom ppft_worker.stdio import command\nread = command.read_token\n"
         "def noisy(fd, *a):\n    print('stray print', flush=True)\n    return read(fd, *a)\n"
-        "stdio.read_token = noisy\nsys.exit(stdio.main(['--stdio', '-w', '1']))\n"
+        "command.read_token = noisy\nsys.exit(command.main(['--stdio', '-w', '1']))\n"
     )
     proc = stdio([sys.executable, "-c", code])
     client = Client(proc)

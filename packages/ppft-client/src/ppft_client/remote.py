@@ -27,7 +27,7 @@ The channel is sealed unless the client was made with `seal=False`, the connecte
 loopback address and the ppserver grants it (`--allow-plain-loopback`): an unsealed link is never offered to
 anything but this machine, whatever name the node was given.
 
-An ssh node (`ssh_node.SshNode`) is this same node over another transport: it overrides how a connection is
+An ssh node (`ssh.node.SshNode`) is this same node over another transport: it overrides how a connection is
 opened (`_connect`, then `_start` with a connected socket), how a failure is explained (`_closed`,
 `_is_permanent`), and the words that name it in log lines (`kind`).
 """

@@ -34,15 +34,6 @@ from .functions import check_submit_args, function_job, pickle_args
 from .job import Job, make_job
 from .remote import Candidate
 from .scheduler import Scheduler
-from .ssh_entries import (
-    DEFAULT_SSH,
-    check_ssh_prefix,
-    is_ssh_entry,
-    parse_ssh_entry,
-    split_ssh_entries,
-    ssh_program_problem,
-)
-from .ssh_node import add_ssh_nodes
 from .stats import Statistics, format_stats
 from .version import __version__
 
@@ -78,7 +69,7 @@ class Server:
         *,
         seal: bool = True,
         live_output: bool = False,
-        ssh: tuple[str, ...] = DEFAULT_SSH,
+        ssh: tuple[str, ...] = ("ssh",),
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
@@ -107,11 +98,15 @@ class Server:
                 f"not {type(seal).__name__} {seal!r}"
             )
         self.logger = logging.getLogger("ppft")
-        self._ssh = check_ssh_prefix(ssh)
-        ppservers, ssh_targets = split_ssh_entries(ppservers)  # ssh://[user@]host[:port]: docs/cluster.md
-        if ssh_targets and ssh_program_problem(self._ssh):
-            problem = ssh_program_problem(self._ssh)
-            raise FileNotFoundError(f"ppservers entry {ssh_targets[0].name!r}: {problem}")
+        self._ssh: tuple[str, ...] = ("ssh",)
+        ssh_targets: list[Any] = []  # ssh://[user@]host[:port]: docs/cluster.md
+        if ssh != ("ssh",) or any(map(_is_ssh, ppservers)):
+            from .ssh.entries import check_ssh_prefix, split_ssh_entries  # noqa: PLC0415 - only when used
+
+            self._ssh = check_ssh_prefix(ssh)
+            ppservers, ssh_targets = split_ssh_entries(ppservers)
+            if ssh_targets:
+                self._check_ssh_program(repr(ssh_targets[0].name))
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
         _check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
@@ -143,6 +138,8 @@ class Server:
             for host, port in direct:
                 self.connect1(host, port)
             if ssh_targets:
+                from .ssh.node import add_ssh_nodes  # noqa: PLC0415 - ssh nodes only when used
+
                 add_ssh_nodes(self._scheduler, ssh_targets, self._ssh)
             for (interface, port), (broadcast, _) in self.auto_ppservers:
                 self._start_discovery(interface, broadcast, port)
@@ -292,14 +289,15 @@ class Server:
         """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops), or the
         ssh node `host` = "ssh://[user@]host[:port][?options]" (no `port` then).
         `ValueError` for a host that can never be reached (`a..b`) or a port outside 1-65535."""
-        if is_ssh_entry(host):
+        if _is_ssh(host):
             if port is not None:
                 raise ValueError(f"connect1({host!r}, {port!r}): an ssh node's port goes in its address, "
                                  "ssh://host:PORT")  # fmt: skip
+            from .ssh.entries import parse_ssh_entry  # noqa: PLC0415 - ssh nodes only when used
+            from .ssh.node import add_ssh_nodes  # noqa: PLC0415
+
             target = parse_ssh_entry(host)
-            problem = ssh_program_problem(self._ssh)
-            if problem:
-                raise FileNotFoundError(f"connect1({host!r}): {problem}")
+            self._check_ssh_program(f"connect1({host!r})")
             add_ssh_nodes(self._scheduler, [target], self._ssh, persistent=persistent)
             return
         if port is None:
@@ -315,6 +313,14 @@ class Server:
         ):
             raise ValueError(f"connect1({host!r}, {port!r}): the port must be a number in 1-65535")
         self._scheduler.add_remote(host, int(port), self._secret(), persistent=persistent, seal=self._seal)
+
+    def _check_ssh_program(self, where: str) -> None:
+        """`FileNotFoundError` when the ssh command's program is not here (`where` names the entry)."""
+        from .ssh.entries import ssh_program_problem  # noqa: PLC0415 - ssh nodes only when used
+
+        problem = ssh_program_problem(self._ssh)
+        if problem:
+            raise FileNotFoundError(f"{where}: {problem}")
 
     def _secret(self) -> bytes:
         if self._secret_bytes is None:
@@ -384,6 +390,11 @@ class Server:
             self._scheduler.call(discovery.close)
         self._scheduler.destroy()
         _live_servers.discard(self)
+
+
+def _is_ssh(entry: object) -> bool:
+    """Whether a `ppservers` entry names an ssh node (`ssh://...`): checked without importing ssh's code."""
+    return isinstance(entry, str) and entry.strip()[:6].lower() == "ssh://"
 
 
 _ADDRESS_HINT = "write a name such as 'node1.example.org' or an address such as '192.168.1.10' or '[::1]'"

@@ -490,9 +490,9 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of `python -m ppft_worker`; returns the process exit code."""
     args = sys.argv[1:] if argv is None else argv
     if "--stdio" in args:  # the remote side of an ssh node (ppft_worker.stdio)
-        from . import stdio  # noqa: PLC0415 - only ssh nodes pay for it
+        from .stdio.command import main as stdio_main  # noqa: PLC0415 - only ssh nodes pay for it
 
-        return stdio.main(args)
+        return stdio_main(args)
     if args or SECRET_ENV not in os.environ:
         # A person at the command line (a pool always passes its secret and no argument): the dial-in
         # command, whose help says what ppft-worker is for; a bare `ppft-worker` gets its usage.

@@ -47,8 +47,11 @@ from ppft_protocol import (
 
 from .loop import Loop, Timer, describe_callback
 from .outbuf import OutBuffer
-from .pipes import PipeChannel
 from .reads import READ_SIZE, next_read_size
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .pipes import PipeChannel  # imported by those who use it only: a pipe pair is rare
 
 __all__ = ["Stream", "describe_protocol_error", "internal_error_reason"]
 
@@ -113,7 +116,7 @@ class Stream:
         self.bye_reason: str | None = None
         """What the peer said when it left (its `Bye`, escaped for logs); None while it has said nothing."""
         self._fd = sock.fileno()
-        self._wfd = sock.write_fd if isinstance(sock, PipeChannel) else self._fd  # watched for writing
+        self._wfd: int = getattr(sock, "write_fd", self._fd)  # watched for writing: a PipeChannel's own
         self._on_event = on_event
         self._on_close = on_close
         self._out = OutBuffer()

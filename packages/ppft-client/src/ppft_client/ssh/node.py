@@ -12,7 +12,7 @@ What it changes in `RemoteNode`:
 * connecting (`_connect`): a new `SshChannel` with a new secret; once the remote side is up (READY), the
   protocol runs over our end of the channel (`_start`), unsealed unless the entry says `seal=yes` (ssh
   encrypts and authenticates the channel already; the handshake still proves the secret);
-* failing (`_closed`, `_channel_failed`): the reason is what `ssh_failures.explain` makes of ssh's exit
+* failing (`_closed`, `_channel_failed`): the reason is what `failures.explain` makes of ssh's exit
   status and message, and says whether retrying can cure it (`_is_permanent`): a refused key or host key, a
   missing python or ppft_worker, or a version mismatch is retried slowly and lets the scheduler fail jobs
   with NoNodeError when no other node can run them;
@@ -30,12 +30,12 @@ from typing import Any
 
 from ppft_worker.link import Link
 from ppft_worker.loop import Loop
-from ppft_worker.stdio import SECRET_SIZE
+from ppft_worker.stdio.preamble import SECRET_SIZE
 
-from .remote import RemoteNode
-from .ssh_channel import SshChannel
-from .ssh_entries import SshTarget, ssh_command
-from .ssh_failures import explain
+from ..remote import RemoteNode
+from .channel import SshChannel
+from .entries import SshTarget, ssh_command
+from .failures import explain
 
 __all__ = ["REQUEUE_AFTER", "SshNode", "add_ssh_nodes"]
 

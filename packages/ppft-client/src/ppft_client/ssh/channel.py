@@ -5,7 +5,7 @@
           --> on_ready(sock): the node speaks the protocol over the socket, as over TCP
     ssh's stderr --> one log line per line ("ppft.ssh"), the remote's at the level it logged them at
     a failure before READY, or the stream's end --> ssh given EXIT_WAIT s to exit, then killed
-          --> `ssh_failures.explain` (stderr, exit status) --> on_failed(reason, permanent)
+          --> `failures.explain` (stderr, exit status) --> on_failed(reason, permanent)
 
 The socket is our end of a socketpair: the node's `Stream` reads and writes it exactly as a TCP socket, so
 every rule of a remote node (heartbeats, windows, reconnection) holds over ssh unchanged. ssh runs in a
@@ -33,7 +33,7 @@ from collections.abc import Callable
 
 from ppft_protocol import printable
 from ppft_worker.loop import Loop, Timer
-from ppft_worker.stdio import READY, make_token
+from ppft_worker.stdio.preamble import READY, make_token
 from ppft_worker.stream import internal_error_reason
 
 __all__ = ["EXIT_WAIT", "GREETING_TIMEOUT", "SshChannel"]

@@ -1,6 +1,6 @@
 """`StdioServer`: one ppft client, over a pair of pipes, served by a pool of local worker processes.
 
-The serving half of `python -m ppft_worker --stdio` (`stdio` prepares the process and reads the secret):
+The serving half of `python -m ppft_worker --stdio` (`command` prepares the process and reads the secret):
 
     client --pipe--> Stream (server role) --FunctionBody--> BodyTable
                                           --JobBatch-----> queue (ids renumbered) --dispatch--> WorkerPool
@@ -47,15 +47,15 @@ from ppft_protocol import (
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 
-from .cpufeatures import offer_aes_gcm
-from .intake import BodyTable, ServedTask, take_jobs
-from .loop import Loop
-from .pipes import PipeChannel
-from .pool import WorkerPool
-from .stealing import CANCELLED_TYPE
-from .stream import Stream
-from .tasks import Task
-from .version import __version__
+from ..cpufeatures import offer_aes_gcm
+from ..intake import BodyTable, ServedTask, take_jobs
+from ..loop import Loop
+from ..pipes import PipeChannel
+from ..pool import WorkerPool
+from ..stealing import CANCELLED_TYPE
+from ..stream import Stream
+from ..tasks import Task
+from ..version import __version__
 
 __all__ = ["HANDSHAKE_TIMEOUT", "QUEUE_CAP_MIN", "StdioServer"]
 

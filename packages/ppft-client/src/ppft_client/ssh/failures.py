@@ -16,8 +16,8 @@ import signal
 
 from ppft_protocol import printable
 
-from .ssh_entries import SshTarget
-from .version import __version__
+from ..version import __version__
+from .entries import SshTarget
 
 __all__ = ["explain", "quote"]
 
