@@ -104,7 +104,8 @@ class Sshd:
         """The ssh command prefix that reaches this sshd without the user's ~/.ssh (Server(ssh=...))."""
         return (
             "ssh", "-F", "none", "-o", f"UserKnownHostsFile={known_hosts or self.known_hosts}",
-            "-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "-i", str(key or self.key),
+            "-o", "StrictHostKeyChecking=yes", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=10", "-i", str(key or self.key),
             "-p", str(self.port),
         )  # fmt: skip
 

@@ -88,7 +88,7 @@ def sshd() -> Iterator[tuple[str, ...]]:
                 time.sleep(0.02)  # polling /proc for the listening socket, bounded by the deadline
             yield (
                 "ssh", "-F", "none", "-o", f"UserKnownHostsFile={tmp}/known_hosts", "-o",
-                "StrictHostKeyChecking=yes", "-i", f"{tmp}/user", "-p", str(port),
+                "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-i", f"{tmp}/user", "-p", str(port),
             )  # fmt: skip
         finally:
             with contextlib.suppress(ProcessLookupError):
