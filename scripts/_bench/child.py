@@ -156,7 +156,9 @@ def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
         remote = params.get("remote")
         if remote:
             # seal= only when asked: ppft 1.7.8 has no such keyword
-            sealing = {"seal": False} if params.get("unsealed") else {}
+            sealing: dict[str, Any] = {"seal": False} if params.get("unsealed") else {}
+            if params.get("ssh"):  # an ssh:// node, reached by this ssh command (ssh_scenario.py)
+                sealing["ssh"] = tuple(params["ssh"])
             return _ClassicBackend(pp.Server(0, ppservers=(remote,), secret=params["secret"], **sealing))
         return _ClassicBackend(pp.Server(WORKERS))
     raise SystemExit(f"unknown backend {backend!r}: expected ppe, executor, classic, dask, bare or bare-tcp")
@@ -345,19 +347,26 @@ def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         _warm_up(b)
         if "unsealed" in params:
             out["sealed"] = _check_sealing(b, not params["unsealed"])
-        for size, count in params["sizes"]:
-            data = bytes(range(256)) * (size // 256)
-            rates = []
-            for _ in range(params["rounds"]):
-                start = time.perf_counter()
-                values = b.collect(b.submit_all(echo, [(data,)] * count))
-                elapsed = time.perf_counter() - start
-                if len(values) != count or any(value != data for value in values):
-                    raise BenchValueError(f"payload echo of {size} bytes came back different")
-                rates.append(count * size / (1 << 20) / elapsed)
-            out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}
+        out.update(_echo(b, params["sizes"], params["rounds"]))
     finally:
         b.close()
+    return out
+
+
+def _echo(b: _Backend, sizes: list[list[int]], rounds: int) -> dict[str, Any]:
+    """Per payload size: the best MiB/s of `rounds` rounds of `count` echo jobs."""
+    out: dict[str, Any] = {}
+    for size, count in sizes:
+        data = bytes(range(256)) * (size // 256)
+        rates = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            values = b.collect(b.submit_all(echo, [(data,)] * count))
+            elapsed = time.perf_counter() - start
+            if len(values) != count or any(value != data for value in values):
+                raise BenchValueError(f"payload echo of {size} bytes came back different")
+            rates.append(count * size / (1 << 20) / elapsed)
+        out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}
     return out
 
 
@@ -372,6 +381,22 @@ def _check_sealing(b: _Backend, sealed: bool) -> bool:
             f"sealed={states}: the figure would be mislabelled"
         )
     return sealed
+
+
+def scenario_ssh(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Tiny throughput, latency and payload through one remote node (a ppserver or an ssh node), whose
+    link must be sealed or unsealed as `params["sealed"]` says."""
+    b = _make_backend(backend, params)
+    try:
+        _warm_up(b)
+        sealed = _check_sealing(b, params["sealed"])
+        result = _tiny(b, params["n"], params["rounds"])
+        result.update(_latency(b, params["k"]))
+        result["payload"] = _echo(b, params["sizes"], params["rounds"])
+    finally:
+        b.close()
+    result["sealed"] = sealed
+    return result
 
 
 def scenario_executor(backend: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -407,6 +432,7 @@ _SCENARIOS = {
     "payload": scenario_payload,
     "executor": scenario_executor,
     "observe": scenario_observe,
+    "ssh": scenario_ssh,
 }
 
 

@@ -29,6 +29,8 @@ _TITLES = {
     "executor": "executor: ppft.Executor(2) vs ProcessPoolExecutor(2), x + 1 jobs",
     "remote": "remote: ppserver -w 2 over loopback, client Server(0, ppservers=...); beside local runs",
     "dask": "dask: scheduler + 2 workers --nthreads 1 on loopback; ppft's dask node vs dask's own client",
+    "ssh": "ssh: an ssh:// node (workers=2, through a local sshd) vs ppserver -w 2, same loopback, client "
+    "Server(0, ppservers=...); ppserver sealed by default, the ssh node unsealed by default (ssh encrypts)",
     "fanout": "fan-out: one client, Server(0, ppservers=...) over N `ppserver -w 1` on loopback, x + 1 jobs",
     "fairness": "fairness: client B's round trips through ppserver -w 2, idle, then while client A has its "
     "jobs queued there",
@@ -41,6 +43,7 @@ _REFS = {
     "tiny": (*_DEFAULT_REFS, ("x bare", "bare")),
     "remote": (("x ppe local", "ppe"), ("x ppft178 remote", "ppft178-remote"), ("x ppft2 local", "ppft2")),
     "dask": (("x dask client", "dask"),),
+    "ssh": (("x ppserver sealed", "ppft2-remote"), ("x ppserver unsealed", "ppft2-remote unsealed")),
     "payload": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
     "cpu": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
 }

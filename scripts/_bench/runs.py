@@ -63,6 +63,7 @@ FULL = Sizes(
         "fanout": 120.0,
         "fairness": 150.0,
         "observe": 180.0,
+        "ssh": 120.0,
     },
 )
 QUICK = Sizes(
@@ -79,7 +80,7 @@ QUICK = Sizes(
     ppft178_remote_round_trips=5,
     dask_jobs=100,
     timeouts=dict.fromkeys(
-        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
+        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "ssh", "dask"), 30.0
     )
     | dict.fromkeys(("soak", "fanout", "fairness", "observe"), 30.0),
 )

@@ -16,6 +16,7 @@ from .load_scenarios import POOL_TIMED, cpu_remote, fairness, fanout, payload_re
 from .observe_scenario import observe
 from .procs import Outcome, dask_cluster, ppserver
 from .runs import Run, size_name
+from .ssh_scenario import ssh
 
 __all__ = ["SCENARIOS", "run_scenario"]
 
@@ -177,6 +178,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "fanout": fanout,
     "fairness": fairness,
     "observe": observe,
+    "ssh": ssh,
     "soak": soak,  # the longest (1,000,000 jobs), last
 }
 

@@ -50,7 +50,7 @@ from .completion import CallbackThread, complete_jobs, fail_job
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job
 from .joblock import JOBS_LOCK
-from .nodes import Candidate, Node, RemoteNode
+from .nodes import Candidate, Node, RemoteNode, close_nodes
 from .outcomes import count_finished
 from .output import LiveView, Unshown, write_output
 from .waiting import NodeWatch
@@ -308,12 +308,7 @@ class Scheduler:
 
     def _shutdown(self) -> None:
         tasks = list(self.queue) + self.pool.take_inflight()
-        for node in self.nodes:
-            try:
-                tasks += node.take_inflight()
-                node.close()
-            except Exception as exc:  # noqa: BLE001 - one node's bug must not keep the others open
-                self.loop.report(exc, f"closing node {node.name} failed")
+        tasks += close_nodes(self.nodes, self.loop.report)
         self.queue.clear()
         self.pool.close()
         self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), tasks)
