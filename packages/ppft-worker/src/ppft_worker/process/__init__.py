@@ -1,7 +1,7 @@
 """The worker process: one process that runs ppft jobs for its pool, and everything that runs a job.
 
 This module is the process's entry, as its pool starts it: `python -S -c "import ppft_worker.process ..."`
-(`main`; what `python -m ppft_worker` runs too, through `ppft_worker.__main__`), the pipe to the worker on stdin
+(`main`; what `python -m ppft_worker` runs too, through `__main__`), the pipe to the worker on stdin
 and the pipe back on stdout, the pool's secret (64 hex characters) in PPFT_WORKER_SECRET and its pid in
 PPFT_PARENT_PID; or the pool forks (`ppft_worker.pool.forkstart`), and the child enters at `run_forked` with
 the same descriptors and the secret in memory. Both prepare the process, then run the worker loop (`serve`).
