@@ -49,6 +49,7 @@ ROOMS: dict[str, list[str]] = {
         "text",
         "cpython",
         "codec",
+        "buffers",
         "framing",
         "batches",
         "live",
@@ -60,7 +61,7 @@ ROOMS: dict[str, list[str]] = {
         "discovery",
         "connection",
     ],
-    "ppft_worker": ["version", "errors", "runtime", "process", "pool", "dialin", "__main__"],
+    "ppft_worker": ["version", "errors", "oob", "runtime", "process", "pool", "dialin", "__main__"],
     "ppft_client": [
         "version",
         "errors",

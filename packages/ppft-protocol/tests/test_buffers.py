@@ -1,0 +1,117 @@
+"""Buffered pickles (version 2): the layout, its golden vectors, the refusal on version 1, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ppft_protocol import (
+    DecodeError,
+    Job,
+    JobBatch,
+    Pickled,
+    Result,
+    ResultBatch,
+    is_pickled,
+    split_pickled,
+)
+from ppft_protocol.messages import decode_message, encode_message
+
+VECTORS = Path(__file__).with_name("vectors")
+DIGEST = bytes(range(32))
+
+
+def _generator():  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location("ppft_make_vectors_b", VECTORS / "make_vectors.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _big_pickled() -> tuple[object, Pickled]:
+    buffers: list[pickle.PickleBuffer] = []
+    obj = (pickle.PickleBuffer(bytearray(b"a" * 100_000)), "small", pickle.PickleBuffer(b"b" * 70_000))
+    data = pickle.dumps(obj, 5, buffer_callback=buffers.append)
+    return obj, Pickled(data, [b.raw() for b in buffers])
+
+
+def test_golden_vectors_are_what_the_code_writes() -> None:
+    gen = _generator()
+    assert gen.render_buffers() == (VECTORS / "buffers-v2.json").read_text(encoding="utf-8")
+
+
+def test_golden_vector_field_splits_into_its_pickle_and_buffers() -> None:
+    doc = json.loads((VECTORS / "buffers-v2.json").read_text(encoding="utf-8"))
+    for entry in doc["messages"]:
+        data, buffers = split_pickled(bytes.fromhex(entry["field"]))
+        assert bytes(data).hex() == entry["buffered_field"]["pickle"]
+        assert [bytes(b).hex() for b in buffers] == entry["buffered_field"]["buffers"]
+        loaded = pickle.loads(data, buffers=buffers)
+        assert [bytes(b) for b in loaded] == [b"abcd", b"xyz"]
+
+
+def test_job_args_travel_as_parts_and_arrive_as_views_of_the_frame() -> None:
+    _, pickled = _big_pickled()
+    parts = encode_message(JobBatch((Job(7, DIGEST, pickled, 5), Job(8, DIGEST, b"plain", 5))), 2)
+    assert any(part is pickled.buffers[0] for part in parts)  # written from the object's memory, uncopied
+    frame = bytearray(b"".join(parts))
+    message = decode_message(JobBatch.TYPE, memoryview(frame), 2)
+    assert isinstance(message, JobBatch)
+    args = message.jobs[0].args
+    assert isinstance(args, memoryview) and args.obj is frame and is_pickled(args)
+    assert message.jobs[1].args == b"plain" and not is_pickled(message.jobs[1].args)
+    data, buffers = split_pickled(args)
+    assert all(b.obj is frame for b in buffers)
+    first, small, second = pickle.loads(data, buffers=buffers)
+    assert bytes(first) == b"a" * 100_000 and small == "small" and bytes(second) == b"b" * 70_000
+
+
+def test_result_values_travel_as_parts() -> None:
+    _, pickled = _big_pickled()
+    batch = ResultBatch((Result(1, True, pickled, "out\n", 0.5, 0.25, stderr_spans=((0, 4),)),))
+    message = decode_message(ResultBatch.TYPE, memoryview(b"".join(encode_message(batch, 2))), 2)
+    assert isinstance(message, ResultBatch)
+    result = message.results[0]
+    assert bytes(result.value) == b"".join(bytes(p) for p in pickled.parts())
+    assert result.output == "out\n" and result.stderr_spans == ((0, 4),)
+
+
+def test_version_1_never_gets_a_buffered_pickle() -> None:
+    _, pickled = _big_pickled()
+    with pytest.raises(ValueError, match="need protocol version 2"):
+        encode_message(JobBatch((Job(7, DIGEST, pickled, 5),)), 1)
+    with pytest.raises(ValueError, match="needs protocol version 2"):
+        encode_message(ResultBatch((Result(1, True, pickled),)), 1)
+    # plain jobs on version 1: exactly version 1's bytes, as before
+    plain = JobBatch((Job(7, DIGEST, b"args", 5),))
+    assert encode_message(plain, 1) == encode_message(plain, 2)
+
+
+def test_a_field_that_is_no_buffered_pickle_is_refused_clearly() -> None:
+    _, pickled = _big_pickled()
+    field = b"".join(bytes(p) for p in pickled.parts())
+    with pytest.raises(DecodeError, match=r"need .* bytes, the field has"):
+        split_pickled(field[:-1])
+    with pytest.raises(DecodeError, match="magic"):
+        split_pickled(b"\x80\x05" + field[2:])
+    with pytest.raises(DecodeError, match="header"):
+        split_pickled(b"\xffPB5")
+    with pytest.raises(DecodeError, match="0 buffers"):
+        split_pickled(b"\xffPB5" + bytes(12))
+    with pytest.raises(ValueError, match="at least one"):
+        Pickled(b"x", [])
+
+
+@given(st.binary(max_size=200))
+def test_split_never_fails_but_with_decode_error(junk: bytes) -> None:
+    try:
+        split_pickled(b"\xffPB5" + junk)
+    except DecodeError:
+        pass

@@ -1,0 +1,57 @@
+"""`ppft_worker.oob`: large buffers out of band only when a pickle has them; `flatten` for version 1."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+
+from ppft_protocol import Pickled
+from ppft_worker.oob import OOB_MIN, dumps, flatten, loads
+
+np = pytest.importorskip("numpy")
+
+
+def test_small_and_plain_values_stay_plain_pickles() -> None:
+    for obj in ((1, "x", 2.0), b"x" * (2 * OOB_MIN), np.ones(10), [np.ones(OOB_MIN // 8 - 1)]):
+        data = dumps(obj, 5)
+        assert type(data) is bytes
+        assert data == pickle.dumps(obj, 5)
+
+
+def test_large_buffers_travel_as_views_of_the_object() -> None:
+    big = np.arange(OOB_MIN, dtype=np.int64)
+    data = dumps((big, "label", big), 5)
+    assert type(data) is Pickled
+    assert len(data.buffers) == 1 and data.buffers[0].obj is not None
+    back = loads(data)
+    assert back[0] is back[2] and back[1] == "label" and (back[0] == big).all()
+
+
+def test_protocol_4_never_goes_out_of_band() -> None:
+    assert type(dumps(np.ones(OOB_MIN), 4)) is bytes
+
+
+def test_read_only_buffers_arrive_writable_unless_they_were_read_only() -> None:
+    writable = np.ones(OOB_MIN)
+    read_only = np.ones(OOB_MIN)
+    read_only.flags.writeable = False
+    field = b"".join(bytes(part) for part in dumps((writable, read_only), 5).parts())  # a frame held in bytes
+    first, second = loads(field)
+    assert first.flags.writeable and not second.flags.writeable
+    assert (first == 1).all() and (second == 1).all()
+
+
+def test_flatten_gives_the_plain_pickle_of_the_same_object() -> None:
+    read_only = np.arange(OOB_MIN, dtype=np.float32)
+    read_only.flags.writeable = False
+    obj = {"a": np.arange(OOB_MIN), "b": [read_only, read_only], "c": np.ones((300, 100))[:, ::2], "d": 7}
+    pickled = dumps(obj, 5)
+    assert type(pickled) is Pickled
+    for field in (pickled, b"".join(bytes(part) for part in pickled.parts())):
+        flat = flatten(field)
+        back = pickle.loads(flat)  # no buffers needed: a version-1 peer reads it
+        assert (back["a"] == obj["a"]).all() and back["d"] == 7
+        assert back["b"][0] is back["b"][1] and (back["b"][0] == read_only).all()
+        assert not back["b"][0].flags.writeable and back["a"].flags.writeable
+        assert (back["c"] == 1).all() and back["c"].shape == (300, 50)

@@ -1,0 +1,33 @@
+"""Big data: numpy arrays in and out of jobs with out-of-band buffers (protocol version 2), run as users run
+them (a script file) on local workers, a real ppserver (sealed), and a ppserver that speaks version 1 only
+(ppft 2.0.0), which gets plain pickles, exactly version 1's bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from scriptlib import run_script
+
+pytest.importorskip("numpy")
+
+EXPECTED = (
+    "echo equal: True writable: True dtype: float64\n"
+    "out of band: {oob}\n"
+    "in place: [1. 1. 1.]\n"
+    "made: [0 1 2 3 4]\n"
+    "several: [('<f8', (300, 400), 120000.0), ('<f8', (10,), 10.0), ('<f4', (2, 25000), 50000.0)]\n"
+    "one object twice: True\n"
+    "tiny: 3\n"
+)
+
+
+def test_big_arrays_travel_out_of_band(script_mode: dict[str, str]) -> None:
+    ran = run_script("big_arrays.py", env=script_mode).check()
+    assert ran.stdout == EXPECTED.format(oob=True)
+
+
+def test_big_arrays_on_a_version_1_ppserver_travel_as_plain_pickles(
+    protocol_1_ppserver: dict[str, str],
+) -> None:
+    ran = run_script("big_arrays.py", env=protocol_1_ppserver).check()
+    assert ran.stdout == EXPECTED.format(oob=False)
