@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ppft_protocol import (
+    Connection,
     DecodeError,
     Job,
     JobBatch,
@@ -22,6 +24,25 @@ from ppft_protocol import (
     split_pickled,
 )
 from ppft_protocol.messages import decode_message, encode_message
+
+
+def _read_in_place(conn: Connection, data: bytes, chunk: int) -> list[object]:
+    """Feed `data` as an owner reading `chunk` bytes at a time into `receive_buffer()` when offered."""
+    events: list[object] = []
+    off = 0
+    while off < len(data):
+        view = conn.receive_buffer()
+        if view is None:
+            events += conn.receive_data(data[off : off + chunk])
+            off += chunk
+            continue
+        n = min(chunk, len(view), len(data) - off)
+        view[:n] = data[off : off + n]
+        view.release()
+        events += conn.receive_into(n)
+        off += n
+    return events
+
 
 VECTORS = Path(__file__).with_name("vectors")
 DIGEST = bytes(range(32))
@@ -115,3 +136,30 @@ def test_split_never_fails_but_with_decode_error(junk: bytes) -> None:
         split_pickled(b"\xffPB5" + junk)
     except DecodeError:
         pass
+
+
+@pytest.mark.parametrize("aes_gcm", [False, True], ids=["chacha20", "aes-gcm"])
+def test_a_sealed_buffered_frame_is_sealed_and_opened_in_place(
+    established: Callable[..., tuple[Connection, Connection]], aes_gcm: bool
+) -> None:
+    client, server = established(aes_gcm=aes_gcm)
+    assert client.sealed
+    obj, pickled = _big_pickled()
+    client.send(JobBatch((Job(1, DIGEST, pickled, 5),)))
+    parts = client.data_to_send_parts()
+    assert (
+        max(len(part) for part in parts) >= 170_000
+    )  # one sealed part: the frame sealed where it was copied
+    events = _read_in_place(server, b"".join(bytes(p) for p in parts), 65536)
+    (batch,) = events
+    assert isinstance(batch, JobBatch)
+    args = batch.jobs[0].args
+    assert isinstance(args, memoryview) and not args.readonly  # a view of the buffer it was opened in
+    data, buffers = split_pickled(args)
+    first, small, second = pickle.loads(data, buffers=buffers)
+    assert bytes(first) == b"a" * 100_000 and small == "small" and bytes(second) == b"b" * 70_000
+    # the next frames still open (the counter moved on exactly once)
+    client.send(JobBatch((Job(2, DIGEST, b"tiny", 5),)))
+    (batch,) = server.receive_data(client.data_to_send())
+    assert isinstance(batch, JobBatch) and batch.jobs[0].args == b"tiny"
+    del obj
