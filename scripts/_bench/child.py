@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -328,13 +329,19 @@ def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         if "unsealed" in params:
             out["sealed"] = _check_sealing(b, not params["unsealed"])
         for size, count in params["sizes"]:
-            data = bytes(range(256)) * (size // 256)
+            data: Any = bytes(range(256)) * (size // 256)
+            same: Callable[[Any], bool] = data.__eq__
+            if params.get("numpy"):  # the arrays scenario: a float64 array of `size` bytes
+                import numpy
+
+                data = numpy.arange(size // 8, dtype=numpy.float64)
+                same = lambda value, data=data: bool((value == data).all())  # noqa: E731
             rates = []
             for _ in range(params["rounds"]):
                 start = time.perf_counter()
                 values = b.collect(b.submit_all(echo, [(data,)] * count))
                 elapsed = time.perf_counter() - start
-                if len(values) != count or any(value != data for value in values):
+                if len(values) != count or not all(same(value) for value in values):
                     raise BenchValueError(f"payload echo of {size} bytes came back different")
                 rates.append(count * size / (1 << 20) / elapsed)
             out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}
