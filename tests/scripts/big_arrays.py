@@ -45,5 +45,11 @@ print("several:", job_server.submit(describe, (shapes,), modules=("numpy",))())
 same = np.ones(20_000)
 twice = job_server.submit(echo, ((same, same),))()
 print("one object twice:", twice[0] is twice[1])
+reused = np.zeros(100_000)
+jobs = []
+for i in range(10):
+    reused[:] = i  # each job gets the array as it was at its submit
+    jobs.append(job_server.submit(echo, (reused,)))
+print("as at submit:", [int(job()[0]) for job in jobs])
 print("tiny:", job_server.submit(abs, (-3,))())
 job_server.destroy()

@@ -55,3 +55,17 @@ def test_flatten_gives_the_plain_pickle_of_the_same_object() -> None:
         assert back["b"][0] is back["b"][1] and (back["b"][0] == read_only).all()
         assert not back["b"][0].flags.writeable and back["a"].flags.writeable
         assert (back["c"] == 1).all() and back["c"].shape == (300, 50)
+
+
+def test_a_writable_buffer_travels_as_it_was_when_pickled() -> None:
+    array = np.zeros(OOB_MIN)
+    pickled = dumps((array,), 5)
+    array[:] = 7  # the caller goes on using its array before the frame leaves
+    (back,) = loads(pickled)
+    assert (back == 0).all()
+
+
+def test_a_worker_result_may_travel_as_views_of_its_value() -> None:
+    array = np.zeros(OOB_MIN)
+    pickled = dumps(array, 5, snapshot=False)
+    assert type(pickled) is Pickled and pickled.buffers[0].obj is array

@@ -1,12 +1,14 @@
-"""Pickling with out-of-band buffers (pickle protocol 5): large buffers travel beside the pickle, uncopied.
+"""Pickling with out-of-band buffers (pickle protocol 5): large buffers travel beside the pickle.
 
 `dumps` pickles an object as usual, and only when the pickle meets a buffer of `OOB_MIN` bytes or more (a
-numpy array, a `bytearray`, a `pickle.PickleBuffer`: anything whose reduction gives a `PickleBuffer`) does
-it pickle again with those buffers out of band, giving a `ppft_protocol.Pickled` whose buffers are views of
-the object's own memory. The probe costs nothing measurable on a pickle without such buffers (the callback
-is never called), so tiny arguments and results keep the fast path. `loads` reads what `dumps` gave (or the
-same buffered pickle as it arrived, a view of its frame) without copying the buffers; `flatten` turns a
-buffered pickle into the plain pickle of the same object without unpickling it (for a version-1 peer).
+numpy array, a `pickle.PickleBuffer`: anything whose reduction gives a `PickleBuffer`; `bytes` and `bytearray`
+stay in the pickle) does it pickle again with those buffers out of band, giving a `ppft_protocol.Pickled`
+whose buffers are a snapshot of the object's memory (one copy; none after it, on the way out or in), or views
+of it for a worker's result (`snapshot=False`). The probe costs nothing measurable on a pickle without such
+buffers (the callback is never called), so tiny arguments and results keep the fast path. `loads` reads what
+`dumps` gave (or the same buffered pickle as it arrived, a view of its frame) without copying the buffers;
+`flatten` turns a buffered pickle into the plain pickle of the same object without unpickling it (for a
+version-1 peer).
 
 Client, ppserver and worker process all use it; it imports nothing of the rooms above. It never does I/O.
 """
@@ -44,10 +46,15 @@ def probe(buf: pickle.PickleBuffer) -> bool:
     raise LargeBuffer
 
 
-def dumps(obj: object, protocol: int) -> bytes | Pickled:
+def dumps(obj: object, protocol: int, snapshot: bool = True) -> bytes | Pickled:
     """`pickle.dumps(obj, protocol)`, or, when the pickle holds buffers of `OOB_MIN` bytes or more (protocol
-    5), a `Pickled` of the pickle stream and those buffers as views of `obj`'s memory (keep `obj` unchanged
-    until it is sent). Raises what `pickle.dumps` raises."""
+    5), a `Pickled` of the pickle stream and those buffers.
+
+    A buffer that is read-only travels as a view of `obj`'s memory; a writable one is copied once, here,
+    into the bytes that travel (a snapshot: the object as it is now, as a plain pickle would have it,
+    whatever the caller or the job does to it before the frame leaves; then nothing copies it again on its
+    way). `snapshot=False`: writable buffers travel as views too, for a caller that sends the frame before
+    anything can change `obj` (a worker's result). Raises what `pickle.dumps` raises."""
     if protocol < 5:
         return pickle.dumps(obj, protocol)
     try:
@@ -63,7 +70,7 @@ def dumps(obj: object, protocol: int) -> bytes | Pickled:
             return True
         if view.nbytes < OOB_MIN:
             return True
-        buffers.append(view)
+        buffers.append(view if view.readonly or not snapshot else memoryview(view.tobytes()))
         return False
 
     data = pickle.dumps(obj, protocol, buffer_callback=keep)

@@ -89,7 +89,7 @@ def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
     A pickle naming `__main__` refers to a class or function of the caller's script, which a worker cannot
     import by reference; dill then pickles those by value (`byref=False, recurse=True`). Arguments that hold
     large buffers (numpy arrays, `PickleBuffer`s of 64 KiB and more; protocol 5) give a `Pickled`, whose
-    buffers travel out of band, uncopied (`ppft_worker.oob`).
+    buffers travel out of band (`ppft_worker.oob`): copied once, as they are now, and never again.
     """
     try:
         if protocol >= 5:

@@ -244,7 +244,8 @@ class JobRunner:
     ) -> Result:
         """`run` for a job whose arguments came with out-of-band buffers (`ppft_worker.oob`): they load as
         views of the frame, and the value's own large buffers go back out of band too (the sender reads
-        them: it sent some)."""
+        them: it sent some), as views of the value's memory, uncopied: the worker loop sends such a result
+        before it runs another job (which could change the value)."""
         from .. import oob  # noqa: PLC0415 - only big-data jobs pay for it
 
         try:
@@ -269,7 +270,7 @@ class JobRunner:
         cpu_end = self._end_cpu = process_time()
         del args
         try:
-            data = oob.dumps(value, protocol)
+            data = oob.dumps(value, protocol, snapshot=False)
         except Exception as exc:  # noqa: BLE001 - dill may still manage; else the failure is the result
             return self._value_fallback(
                 job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol

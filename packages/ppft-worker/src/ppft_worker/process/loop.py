@@ -42,6 +42,7 @@ from ppft_protocol import (
     Job,
     JobBatch,
     NodeInfo,
+    Pickled,
     ProtocolError,
     RemoteProtocolError,
     Result,
@@ -360,6 +361,10 @@ class WorkerLoop:
                 del job  # its args may be a view of the buffer the next large frame could reuse
                 now = perf_counter()
                 append(result)
+                if (
+                    result[2].__class__ is Pickled
+                ):  # its buffers are the value's memory: out before a job runs
+                    flush()
                 done += 1
                 busy += result.wall_time
                 if now - start < _FAST:  # the whole run, pickling included, not only the call
