@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import pickle
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -163,3 +164,12 @@ def test_a_sealed_buffered_frame_is_sealed_and_opened_in_place(
     (batch,) = server.receive_data(client.data_to_send())
     assert isinstance(batch, JobBatch) and batch.jobs[0].args == b"tiny"
     del obj
+
+
+def test_the_spec_quotes_the_golden_frames() -> None:
+    doc = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
+    if not doc.exists():
+        pytest.skip("docs/protocol.md is not part of this checkout (an sdist of the package alone)")
+    text = re.sub(r"[^0-9a-f]", "", doc.read_text(encoding="utf-8"))
+    for entry in json.loads((VECTORS / "buffers-v2.json").read_text(encoding="utf-8"))["messages"]:
+        assert entry["frame"] in text
