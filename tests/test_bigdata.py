@@ -4,9 +4,13 @@ them (a script file) on local workers, a real ppserver (sealed), and a ppserver 
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from scriptlib import run_script
+from clusterlib import ACCEPT_WORKERS, SECRET, Cluster
+from scriptlib import PROTOCOL_1, run_script
 
 pytest.importorskip("numpy")
 
@@ -32,3 +36,27 @@ def test_big_arrays_on_a_version_1_ppserver_travel_as_plain_pickles(
 ) -> None:
     ran = run_script("big_arrays.py", env=protocol_1_ppserver).check()
     assert ran.stdout == EXPECTED.format(oob=False)
+
+
+_PROTOCOL_1_DIALIN = (
+    PROTOCOL_1 + "import runpy, sys\nsys.argv[0] = 'ppft-worker'\n"
+    "runpy.run_module('ppft_worker', run_name='__main__', alter_sys=True)\n"
+)
+
+
+@pytest.mark.parametrize("version", [2, 1])
+def test_big_arrays_through_a_dial_in_worker(tmp_path: Path, version: int) -> None:
+    """A ppserver with no workers of its own passes the client's buffered arguments on to a dial-in worker:
+    as they came to one of version 2, rewritten as plain pickles for one of version 1 (ppft 2.0.0)."""
+    cluster = Cluster(tmp_path)
+    try:
+        server = cluster.ppserver(workers=0, extra=ACCEPT_WORKERS)
+        if version == 2:
+            cluster.dialin(server)
+        else:
+            argv = [sys.executable, "-c", _PROTOCOL_1_DIALIN, "--connect", server.address, "-w", "1"]
+            cluster._spawn([*argv, "-s", SECRET], "dialin-v1")
+        ran = run_script("big_arrays.py", env={"PPSERVER": server.address}).check()
+        assert ran.stdout == EXPECTED.format(oob=version == 2)
+    finally:
+        cluster.close()

@@ -6,8 +6,9 @@ import pickle
 
 import pytest
 
-from ppft_protocol import Pickled
+from ppft_protocol import FunctionBody, Job, Pickled, function_digest
 from ppft_worker.oob import OOB_MIN, dumps, flatten, loads
+from ppft_worker.process.execute import JobRunner
 
 np = pytest.importorskip("numpy")
 
@@ -69,3 +70,33 @@ def test_a_worker_result_may_travel_as_views_of_its_value() -> None:
     array = np.zeros(OOB_MIN)
     pickled = dumps(array, 5, snapshot=False)
     assert type(pickled) is Pickled and pickled.buffers[0].obj is array
+
+
+def _body() -> FunctionBody:
+    sources = ("def echo(a):\n    return a\n",)
+    return FunctionBody(function_digest("echo", sources, (), b""), "echo", sources, (), b"")
+
+
+def test_a_worker_runs_a_job_with_buffered_arguments_and_answers_in_kind() -> None:
+    runner = JobRunner()
+    body = _body()
+    runner.add_body(body)
+    array = np.arange(OOB_MIN, dtype=np.int64)
+    args = dumps((array,), 5)
+    field = memoryview(bytearray(b"".join(bytes(part) for part in args.parts())))  # as a frame holds it
+    result = runner.run(Job(1, body.digest, field, 5))
+    assert result.ok and type(result.value) is Pickled
+    assert (loads(result.value) == array).all()
+    assert runner.run(Job(2, body.digest, pickle.dumps((3,), 5), 5)).value == pickle.dumps(3, 5)
+
+
+def test_a_broken_buffered_pickle_fails_its_job_only() -> None:
+    runner = JobRunner()
+    body = _body()
+    runner.add_body(body)
+    field = b"\xffPB5" + bytes(4) + b"junk"
+    result = runner.run(Job(1, body.digest, field, 5))
+    assert not result.ok and result.error_type == "ppft_worker.errors.JobSetupError"
+    assert "cannot be unpickled on this worker" in result.error_message
+    assert "buffers cannot be described" in result.error_message
+    assert runner.run(Job(2, body.digest, pickle.dumps((3,), 5), 5)).ok
