@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from clusterlib import ACCEPT_WORKERS, SECRET, Cluster
-from scriptlib import PROTOCOL_1, run_script
+from scriptlib import PROTOCOL_1, SCRIPTS, run_script
 
 pytest.importorskip("numpy")
 
@@ -19,6 +19,7 @@ EXPECTED = (
     "out of band: {oob}\n"
     "in place: [1. 1. 1.]\n"
     "made: [0 1 2 3 4]\n"
+    "made big: 999999 out of band: {oob}\n"
     "several: [('<f8', (300, 400), 120000.0), ('<f8', (10,), 10.0), ('<f4', (2, 25000), 50000.0)]\n"
     "one object twice: True\n"
     "as at submit: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
@@ -58,5 +59,25 @@ def test_big_arrays_through_a_dial_in_worker(tmp_path: Path, version: int) -> No
             cluster._spawn([*argv, "-s", SECRET], "dialin-v1")
         ran = run_script("big_arrays.py", env={"PPSERVER": server.address}).check()
         assert ran.stdout == EXPECTED.format(oob=version == 2)
+    finally:
+        cluster.close()
+
+
+_PROTOCOL_1_CLIENT = PROTOCOL_1 + "import runpy, sys\nrunpy.run_path(sys.argv[1], run_name='__main__')\n"
+
+
+def test_a_version_1_client_of_a_version_2_ppserver_gets_plain_pickles(tmp_path: Path) -> None:
+    """The ppserver's workers answer with buffered values; to a client of ppft 2.0.0 (version 1) the
+    ppserver passes them on as plain pickles."""
+    cluster = Cluster(tmp_path)
+    try:
+        server = cluster.ppserver(workers=2)
+        script = tmp_path / "big_arrays_v1.py"
+        script.write_text(
+            f"import sys\nsys.argv = ['x', {str(SCRIPTS / 'big_arrays.py')!r}]\n{_PROTOCOL_1_CLIENT}",
+            encoding="utf-8",
+        )
+        ran = run_script(script, env={"PPSERVER": server.address}).check()
+        assert ran.stdout == EXPECTED.format(oob=False)
     finally:
         cluster.close()

@@ -40,6 +40,8 @@ print("echo equal:", bool((back == big).all()), "writable:", back.flags.writeabl
 print("out of band:", is_pickled(job._raw.value))
 print("in place:", job_server.submit(add_one_in_place, (np.zeros(100_000),))()[:3])
 print("made:", job_server.submit(make, (5,))())
+made = job_server.submit(make, (1_000_000,))  # small arguments, an 8 MB value
+print("made big:", int(made()[-1]), "out of band:", is_pickled(made._raw.value))
 shapes = (np.ones((300, 400)), np.ones(10), np.ones((2, 50_000), dtype=np.float32)[:, ::2])
 print("several:", job_server.submit(describe, (shapes,), modules=("numpy",))())
 same = np.ones(20_000)

@@ -173,3 +173,20 @@ def test_the_spec_quotes_the_golden_frames() -> None:
     text = re.sub(r"[^0-9a-f]", "", doc.read_text(encoding="utf-8"))
     for entry in json.loads((VECTORS / "buffers-v2.json").read_text(encoding="utf-8"))["messages"]:
         assert entry["frame"] in text
+
+
+def test_a_relay_tells_buffered_values_and_keeps_them_from_version_1() -> None:
+    from ppft_protocol.relay import decode_raw_results
+
+    _, pickled = _big_pickled()
+    batch = ResultBatch((Result(1, True, b"\x80\x05K\x03."), Result(2, True, pickled)))
+    raw = decode_raw_results(memoryview(b"".join(encode_message(batch, 2))))
+    assert raw.buffered
+    records = raw.forward((11, 12))
+    assert records.buffered
+    assert [r.job_id for r in records.results()] == [11, 12]
+    assert encode_message(records, 2)  # to version 2: as it came
+    with pytest.raises(ValueError, match="pass them on as plain pickles"):
+        encode_message(records, 1)
+    plain = decode_raw_results(memoryview(b"".join(encode_message(ResultBatch(batch.results[:1]), 2))))
+    assert not plain.buffered and encode_message(plain.forward((5,)), 1)

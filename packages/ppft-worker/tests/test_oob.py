@@ -100,3 +100,42 @@ def test_a_broken_buffered_pickle_fails_its_job_only() -> None:
     assert "cannot be unpickled on this worker" in result.error_message
     assert "buffers cannot be described" in result.error_message
     assert runner.run(Job(2, body.digest, pickle.dumps((3,), 5), 5)).ok
+
+
+def test_plain_results_flatten_buffered_values_for_a_version_1_client() -> None:
+    from ppft_protocol import Result, ResultBatch
+    from ppft_protocol.messages import encode_message
+    from ppft_protocol.relay import decode_raw_results
+    from ppft_worker.oob import plain_results
+
+    array = np.arange(OOB_MIN)
+    batch = ResultBatch((Result(1, True, dumps(array, 5)), Result(2, True, pickle.dumps(3, 5))))
+    records = decode_raw_results(memoryview(b"".join(encode_message(batch, 2)))).forward((7, 8))
+    plain = plain_results(records)
+    first, second = plain.results
+    assert (first.job_id, second.job_id) == (7, 8)
+    assert (pickle.loads(first.value) == array).all() and pickle.loads(second.value) == 3
+    assert encode_message(plain, 1)  # what a version-1 client can read
+
+
+def test_the_guess_of_large_buffers_in_a_plain_pickle() -> None:
+    from ppft_worker.oob import has_large_bytearray
+
+    assert has_large_bytearray(pickle.dumps(np.ones(OOB_MIN // 8), 5))
+    assert has_large_bytearray(pickle.dumps(["x", bytearray(OOB_MIN)], 5))
+    assert not has_large_bytearray(pickle.dumps(b"\x96" * OOB_MIN, 5))  # bytes: no BYTEARRAY8
+    assert not has_large_bytearray(pickle.dumps(list(range(30_000)), 5))
+    assert not has_large_bytearray(pickle.dumps(np.ones(OOB_MIN // 8 - 1), 5))
+
+
+def test_a_version_2_worker_returns_large_arrays_out_of_band_whatever_the_arguments() -> None:
+    sources = ("def make(n):\n    import numpy\n    return numpy.arange(n)\n",)
+    body = FunctionBody(function_digest("make", sources, (), b""), "make", sources, (), b"")
+    for buffers, expected in ((True, Pickled), (False, bytes)):
+        runner = JobRunner(buffers=buffers)
+        runner.add_body(body)
+        result = runner.run(Job(1, body.digest, pickle.dumps((OOB_MIN,), 5), 5))
+        assert result.ok and type(result.value) is expected
+        assert (loads(result.value) if buffers else pickle.loads(result.value))[-1] == OOB_MIN - 1
+        small = runner.run(Job(2, body.digest, pickle.dumps((3,), 5), 5))
+        assert type(small.value) is bytes

@@ -18,13 +18,22 @@ from __future__ import annotations
 import pickle
 import struct
 
-from ppft_protocol import Pickled, split_pickled
+from ppft_protocol import Pickled, ResultBatch, is_pickled, split_pickled
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ppft_protocol import Blob
+    from ppft_protocol import Blob, ResultRecords
 
-__all__ = ["OOB_MIN", "LargeBuffer", "dumps", "flatten", "loads", "probe"]
+__all__ = [
+    "OOB_MIN",
+    "LargeBuffer",
+    "dumps",
+    "flatten",
+    "has_large_bytearray",
+    "loads",
+    "plain_results",
+    "probe",
+]
 
 OOB_MIN = 64 * 1024
 """Buffers of this many bytes and more travel out of band (the size from which the protocol's decoder hands
@@ -87,6 +96,27 @@ def loads(field: Blob | Pickled) -> object:
 
 
 _BYTEARRAY8 = b"\x96"
+_LOOKS = 64  # candidates `has_large_bytearray` looks at before it gives up
+
+
+def has_large_bytearray(data: bytes) -> bool:
+    """Whether a plain protocol-5 pickle holds a writable buffer of `OOB_MIN` bytes or more in band (the
+    BYTEARRAY8 opcode with such a length: what a numpy array or a writable `PickleBuffer` gives), so that
+    pickling it again with `dumps` would set buffers apart. A guess that costs microseconds: it looks at the
+    first `_LOOKS` bytes 0x96 only, and a false answer only keeps the plain pickle."""
+    find = data.find
+    end = len(data)
+    pos = find(_BYTEARRAY8)
+    for _ in range(_LOOKS):
+        if pos < 0:
+            return False
+        size = int.from_bytes(data[pos + 1 : pos + 9], "little")
+        if OOB_MIN <= size <= end - pos - 9:
+            return True
+        pos = find(_BYTEARRAY8, pos + 1)
+    return False
+
+
 _U64LE = struct.Struct("<Q")
 
 
@@ -115,3 +145,14 @@ def flatten(field: Blob | Pickled) -> bytes:
             continue
         out += stream[pos:end]
     return bytes(out)
+
+
+def plain_results(records: ResultRecords) -> ResultBatch:
+    """Results on their way on (ppserver, to a client of protocol version 1): the same results, their
+    buffered values as plain pickles (`flatten`)."""
+    return ResultBatch(
+        tuple(
+            result._replace(value=flatten(result.value)) if is_pickled(result.value) else result
+            for result in records.results()
+        )
+    )

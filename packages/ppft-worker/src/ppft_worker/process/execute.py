@@ -34,7 +34,7 @@ from __future__ import annotations
 import sys
 from time import perf_counter, process_time
 
-from ppft_protocol import BodyLedger, FunctionBody, Job, Result, check_digest, printable
+from ppft_protocol import BodyLedger, FunctionBody, Job, Pickled, Result, check_digest, printable
 from ppft_protocol.cpython import fast_pickle as pickle  # the C pickler alone: `pickle` loads `re`, `enum`
 
 from .capture import OutputCapture
@@ -65,6 +65,11 @@ start, which saves one `process_time` syscall (about half a microsecond) per job
 cpu_time then also counts the runner's own microseconds since the previous job."""
 
 _BUFFERED = b"\xffPB5"  # ppft_protocol.buffers.MAGIC: arguments with out-of-band buffers (version 2)
+
+
+_OOB_MIN = 64 * 1024  # ppft_worker.oob.OOB_MIN (not imported: the stdlib `pickle` loads `re`, `enum`)
+
+
 _new_tuple = tuple.__new__  # builds a Result without NamedTuple.__new__'s Python-level call
 
 
@@ -136,7 +141,10 @@ class JobRunner:
     queue still holds whenever `doomed` is true. `capture`: where jobs' output goes
     (`ppft_worker.process.capture`), with the worker's output region; left out, one without a region."""
 
-    def __init__(self, budget: int | None = None, capture: OutputCapture | None = None) -> None:
+    def __init__(
+        self, budget: int | None = None, capture: OutputCapture | None = None, buffers: bool = False
+    ) -> None:
+        self._buffers = buffers  # version 2: large buffers of values travel out of band
         self._cache = BodyCache(budget)  # checked against their digests, within the budget
         self._bodies: dict[bytes, FunctionBody] = self._cache.bodies
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
@@ -225,6 +233,8 @@ class JobRunner:
                 return self._value_fallback(
                     job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol
                 )
+            if len(data) >= _OOB_MIN and self._buffers:  # large: its buffers may travel out of band
+                return self._large_value(job_id, value, data, end - start, cpu_end - cpu_start, protocol)
             if capture.size:  # the job wrote something
                 output, spans = capture.take()
                 return _new_tuple(
@@ -245,7 +255,8 @@ class JobRunner:
         """`run` for a job whose arguments came with out-of-band buffers (`ppft_worker.oob`): they load as
         views of the frame, and the value's own large buffers go back out of band too (the sender reads
         them: it sent some), as views of the value's memory, uncopied: the worker loop sends such a result
-        before it runs another job (which could change the value)."""
+        before it runs another job (which could change the value). A runner made with `buffers=True`
+        (version 2) sends any large value's buffers so (`_large_value`), whatever its arguments were."""
         from .. import oob  # noqa: PLC0415 - only big-data jobs pay for it
 
         try:
@@ -278,6 +289,23 @@ class JobRunner:
         return Result(
             job_id, True, data, wall_time=end - start, cpu_time=cpu_end - cpu_start, **self._take_output()
         )
+
+    def _large_value(
+        self, job_id: int, value: object, data: bytes, wall: float, cpu: float, protocol: int
+    ) -> Result:
+        """The result of a value whose pickle is large (version 2): with its large buffers out of band, as
+        views of its memory (the worker loop sends it before another job runs), when it has such buffers
+        (pickled again: a numpy array costs one copy more on the worker, and two less on the way); else the
+        plain pickle already made. The tiny path pays one length check for it."""
+        from .. import oob  # noqa: PLC0415 - only large values pay for it
+
+        buffered: bytes | Pickled = data
+        if protocol == 5 and oob.has_large_bytearray(data):  # else pickling again would set nothing apart
+            try:
+                buffered = oob.dumps(value, protocol, snapshot=False)
+            except Exception:  # noqa: BLE001 - it pickled once: keep that pickle
+                buffered = data
+        return Result(job_id, True, buffered, wall_time=wall, cpu_time=cpu, **self._take_output())
 
     # -- output -------------------------------------------------------------------------------------------
 

@@ -286,7 +286,9 @@ class WorkerLoop:
             # version 2: bodies are kept within the budget the sender counts too (ppft_protocol.bodies)
             budget = BODY_BUDGET if self.conn.version >= 2 else None
             region = self.output_region
-            self.runner = JobRunner(budget, OutputCapture(region, self.output_fd))  # type: ignore[arg-type]
+            capture = OutputCapture(region, self.output_fd)  # type: ignore[arg-type]
+            # version 2: values with large buffers travel out of band (ppft_protocol.buffers)
+            self.runner = JobRunner(budget, capture, buffers=self.conn.version >= 2)
             self.output_region, self.output_fd = None, -1
         if _log_setup_deferred and "logging" in sys.modules:
             _finish_log_setup()  # `logging` is loaded already: setting it up costs microseconds
