@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import ACCEPT_WORKERS, SECRET, Cluster
-from scriptlib import PROTOCOL_1, SCRIPTS, run_script
+from clusterlib import ACCEPT_WORKERS, SECRET, Cluster, free_port, listening, wait_until
+from scriptlib import PROTOCOL_1, PROTOCOL_1_PPSERVER, SCRIPTS, run_script
 
 pytest.importorskip("numpy")
 
@@ -78,6 +78,23 @@ def test_a_version_1_client_of_a_version_2_ppserver_gets_plain_pickles(tmp_path:
             encoding="utf-8",
         )
         ran = run_script(script, env={"PPSERVER": server.address}).check()
+        assert ran.stdout == EXPECTED.format(oob=False)
+    finally:
+        cluster.close()
+
+
+def test_a_dial_in_worker_of_a_version_1_ppserver_sends_plain_pickles(tmp_path: Path) -> None:
+    """This version's dial-in worker, serving a ppserver of ppft 2.0.0: its workers' buffered values go up
+    as plain pickles."""
+    cluster = Cluster(tmp_path)
+    try:
+        port = free_port()
+        argv = [sys.executable, "-c", PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "0"]
+        proc = cluster._spawn([*argv, "-s", SECRET, *ACCEPT_WORKERS], "ppserver-v1")
+        wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
+        proc.port = port
+        cluster.dialin(proc)
+        ran = run_script("big_arrays.py", env={"PPSERVER": f"127.0.0.1:{port}"}).check()
         assert ran.stdout == EXPECTED.format(oob=False)
     finally:
         cluster.close()

@@ -22,7 +22,7 @@ from ppft_protocol import Pickled, ResultBatch, is_pickled, split_pickled
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from ppft_protocol import Blob, ResultRecords
+    from ppft_protocol import Blob, Result, ResultRecords
 
 __all__ = [
     "OOB_MIN",
@@ -31,6 +31,7 @@ __all__ = [
     "flatten",
     "has_large_bytearray",
     "loads",
+    "plain_result",
     "plain_results",
     "probe",
 ]
@@ -147,12 +148,15 @@ def flatten(field: Blob | Pickled) -> bytes:
     return bytes(out)
 
 
+def plain_result(result: Result) -> Result:
+    """`result`, its value as a plain pickle if it was a buffered one (for a peer of protocol version 1)."""
+    value = result.value
+    if len(value) >= OOB_MIN and is_pickled(value):
+        return result._replace(value=flatten(value))
+    return result
+
+
 def plain_results(records: ResultRecords) -> ResultBatch:
     """Results on their way on (ppserver, to a client of protocol version 1): the same results, their
     buffered values as plain pickles (`flatten`)."""
-    return ResultBatch(
-        tuple(
-            result._replace(value=flatten(result.value)) if is_pickled(result.value) else result
-            for result in records.results()
-        )
-    )
+    return ResultBatch(tuple(plain_result(result) for result in records.results()))
