@@ -24,6 +24,9 @@ EXPECTED = (
     "one object twice: True\n"
     "as at submit: [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]\n"
     "tiny: 3\n"
+    "template: True\n"
+    "executor submit: True\n"
+    "executor map: True\n"
 )
 
 

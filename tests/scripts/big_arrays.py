@@ -54,4 +54,12 @@ for i in range(10):
     jobs.append(job_server.submit(echo, (reused,)))
 print("as at submit:", [int(job()[0]) for job in jobs])
 print("tiny:", job_server.submit(abs, (-3,))())
+template = pp.Template(job_server, echo)
+print("template:", bool((template.submit(big)() == big).all()))
 job_server.destroy()
+
+executor = pp.Executor(0, ppservers=(PPSERVER,)) if PPSERVER else pp.Executor(2)
+with executor:
+    print("executor submit:", bool((executor.submit(echo, big).result() == big).all()))
+    halves = list(executor.map(echo, [big[:1000], big[1000:]]))
+    print("executor map:", bool((np.concatenate(halves) == big).all()))
