@@ -69,8 +69,11 @@ def run_script(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 90.0,
+    python: str | None = None,
 ) -> Ran:
-    """Run `script` (a path, or a name in tests/scripts/) `how` users do; never longer than `timeout`."""
+    """Run `script` (a path, or a name in tests/scripts/) `how` users do; never longer than `timeout`.
+    `python`: the interpreter (another venv's, for mixed Python versions; default: this one)."""
+    executable = python or sys.executable
     path = Path(script)
     if not path.is_absolute():
         path = SCRIPTS / path
@@ -78,17 +81,17 @@ def run_script(
     argv: list[str]
     stdin_text: str | None = None
     if how == "file":
-        argv = [sys.executable, str(path)]
+        argv = [executable, str(path)]
     elif how == "-c":
-        argv = [sys.executable, "-c", text]
+        argv = [executable, "-c", text]
     elif how == "stdin":
-        argv = [sys.executable, "-"]
+        argv = [executable, "-"]
         stdin_text = text
     elif how == "exec":
-        argv = [sys.executable, "-c", _EXEC_RUNNER]
+        argv = [executable, "-c", _EXEC_RUNNER]
         stdin_text = text
     elif how == "ipython":
-        argv = [sys.executable, "-m", "IPython", "--no-banner", "--quick", "--colors=NoColor"]
+        argv = [executable, "-m", "IPython", "--no-banner", "--quick", "--colors=NoColor"]
         argv += ["--HistoryManager.enabled=False", "-c", text]
     else:
         raise ValueError(f"how must be one of {ALL_HOWS}, not {how!r}")

@@ -30,16 +30,21 @@ _TITLES = {
     "executor": "executor: ppft.Executor(2) vs ProcessPoolExecutor(2), x + 1 jobs",
     "remote": "remote: ppserver -w 2 over loopback, client Server(0, ppservers=...); beside local runs",
     "dask": "dask: scheduler + 2 workers --nthreads 1 on loopback; ppft's dask node vs dask's own client",
+    "ssh": "ssh: an ssh:// node (workers=2, through a local sshd) vs ppserver -w 2, same loopback, client "
+    "Server(0, ppservers=...); ppserver sealed by default, the ssh node unsealed by default (ssh encrypts)",
     "fanout": "fan-out: one client, Server(0, ppservers=...) over N `ppserver -w 1` on loopback, x + 1 jobs",
     "fairness": "fairness: client B's round trips through ppserver -w 2, idle, then while client A has its "
     "jobs queued there",
     "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
+    "observe": "observe: tiny x + 1 jobs with the status page open and /metrics scraped every second, over "
+    "the same unwatched; ppserver -w 2 --http (client Server(0, ppservers=...)), Server(2).serve_status()",
 }
 _DEFAULT_REFS = (("x ppe", "ppe"), ("x ppft178", "ppft178"))
 _REFS = {
     "tiny": (*_DEFAULT_REFS, ("x bare", "bare")),
     "remote": (("x ppe local", "ppe"), ("x ppft178 remote", "ppft178-remote"), ("x ppft2 local", "ppft2")),
     "dask": (("x dask client", "dask"),),
+    "ssh": (("x ppserver sealed", "ppft2-remote"), ("x ppserver unsealed", "ppft2-remote unsealed")),
     "payload": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
     "arrays": (("x ppe", "ppe"), ("x ppft2 local", "ppft2")),
     "cpu": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
@@ -100,6 +105,8 @@ GOALS = (
     Goal("8", "fanout", "jobs/s, all nodes / 1 ppserver -w 2", "ppft2-remote", None, ">=", 0.5),
     Goal("8", "fanout", "client CPU per job, all nodes / 1 node", "ppft2-remote", None, "<=", 1.25),
     Goal("8", "fairness", "B latency median, queued / idle", "ppft2-remote", None, "<=", 3.0),
+    Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2-remote", None, ">=", 0.97),
+    Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2", None, ">=", 0.97),
 )
 
 

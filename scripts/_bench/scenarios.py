@@ -24,8 +24,10 @@ from .load_scenarios import (
     payload_remote,
     soak,
 )
+from .observe_scenario import observe
 from .procs import Outcome, dask_cluster, ppserver
 from .runs import MIB, Run, size_name
+from .ssh_scenario import ssh
 
 __all__ = ["SCENARIOS", "run_scenario"]
 
@@ -205,6 +207,8 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "dask": dask,
     "fanout": fanout,
     "fairness": fairness,
+    "observe": observe,
+    "ssh": ssh,
     "soak": soak,  # the longest (1,000,000 jobs), last
 }
 

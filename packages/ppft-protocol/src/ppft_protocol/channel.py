@@ -17,15 +17,17 @@ Keys (docs/protocol.md, "Keys"):
 HKDF is RFC 5869 over HMAC-SHA256 (RFC 2104), both a handful of lines here, checked against the RFCs' test
 vectors, the standard library's `hmac` and `cryptography`'s HKDF in the tests. They are written here rather
 than imported so that a local worker, which never seals its pipe, starts without loading `cryptography`'s
-native module (about 25 ms, more than the rest of its start-up) nor `hashlib`/`hmac`, which load OpenSSL and
-read its configuration (about 2 ms): the SHA-256 is the interpreter's own (`ppft_protocol.cpython.sha256`),
-`hashlib`'s only where it has none. `cryptography` is imported only when a channel is sealed.
+native module (a larger import than all the rest of its start-up) nor `hashlib`/`hmac`, which load OpenSSL and
+read its configuration (`scripts/bench --only startup` times that start): the SHA-256 is the interpreter's own
+(`ppft_protocol.cpython.sha256`), `hashlib`'s only where it has none. `cryptography` is imported only when a
+channel is sealed.
 
 A sealed frame's body is ``AEAD(key, nonce, plaintext, aad=frame header)``, the AEAD being ChaCha20-Poly1305,
-or AES-256-GCM when both Hellos said their side has AES hardware (about 4x faster there); the nonce is 4 zero
-bytes and a 64-bit big-endian counter, one counter per direction, starting at 0 with the first frame after
-the handshake. The receiver expects exactly the next counter, so a replayed, dropped, reordered, altered or
-truncated frame fails to open and raises `IntegrityError`.
+or AES-256-GCM when both Hellos said their side has AES hardware (the faster of the two there:
+`scripts/bench --only payload` shows sealing's cost); the nonce is 4 zero bytes and a 64-bit big-endian
+counter, one counter per direction, starting at 0 with the first frame after the handshake. The receiver
+expects exactly the next counter, so a replayed, dropped, reordered, altered or truncated frame fails to open
+and raises `IntegrityError`.
 """
 
 from __future__ import annotations

@@ -39,13 +39,14 @@ _set = object.__setattr__
 class RawResults(Message):
     """A `ResultBatch` as it arrived: checked, not decoded. Result `i` has job id `job_ids[i]`, ran for
     `wall_times[i]` seconds, and its record starts at `starts[i]` in `body` (the frame body); `streams`:
-    some result carries stderr spans (version 2).
+    some result carries stderr spans (version 2); `failures`: how many results are not ok (counted on the way,
+    for whoever counts outcomes per frame; a result's own status is at `body[starts[i] + 8]`).
 
     Encoded as is, it is the very `ResultBatch` it was; `forward` passes results on under other ids, and
     `results()` decodes them, for whoever needs them after all."""
 
-    __slots__ = ("body", "buffered", "job_ids", "starts", "streams", "wall_times")
-    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams", "buffered")
+    __slots__ = ("body", "buffered", "failures", "job_ids", "starts", "streams", "wall_times")
+    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams", "failures", "buffered")
     TYPE: ClassVar[int] = ResultBatch.TYPE
 
     body: Blob
@@ -53,6 +54,7 @@ class RawResults(Message):
     wall_times: tuple[float, ...]
     starts: tuple[int, ...]
     streams: bool
+    failures: int
     buffered: bool
 
     def __init__(
@@ -62,6 +64,7 @@ class RawResults(Message):
         wall_times: tuple[float, ...],
         starts: tuple[int, ...],
         streams: bool = False,
+        failures: int = 0,
         buffered: bool = False,
     ) -> None:
         _set(self, "body", body)
@@ -69,6 +72,7 @@ class RawResults(Message):
         _set(self, "wall_times", wall_times)
         _set(self, "starts", starts)
         _set(self, "streams", streams)
+        _set(self, "failures", failures)
         _set(self, "buffered", buffered)
 
     def results(self) -> tuple[Result, ...]:
@@ -131,6 +135,7 @@ class RawResults(Message):
         starts: list[int] = []
         add_id, add_wall, add_start = ids.append, walls.append, starts.append
         streams = buffered = False
+        failures = 0
         for _ in range(count):
             if off + size > end:
                 raise DecodeError(f"result batch: result header runs past the frame at offset {off}")
@@ -158,6 +163,7 @@ class RawResults(Message):
                     continue
             elif status != 0:
                 raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
+            failures += 1
             r.off = off
             r.text("error_type")
             r.text("error_message")
@@ -165,7 +171,7 @@ class RawResults(Message):
             r.need(r.u32("exception"), "exception")
             off = r.off
         r.off = off
-        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams, buffered)
+        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams, failures, buffered)
 
 
 class ResultRecords(Message):

@@ -57,6 +57,7 @@ from ppft_protocol import (
 
 from .oob import plain_result
 from .pool import WorkerPool
+from .pythons import THIS_PYTHON
 from .runtime import (
     CANCELLED_TYPE,
     WORKER_REFUSED,
@@ -161,7 +162,7 @@ class DialIn:
         assert stream is not None
         if isinstance(event, Established):
             self._version = event.version
-            stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
+            stream.send(NodeInfo("worker", self.workers, __version__, socket.gethostname(), THIS_PYTHON))
         elif isinstance(event, NodeInfo):
             if not self.connected:
                 log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)

@@ -91,6 +91,8 @@ def add_dask_nodes(scheduler: Any, entries: list[DaskEntry]) -> None:
 class DaskNode:
     """A dask.distributed cluster reached through one `Client`; node methods run on the I/O thread."""
 
+    kind = "dask"  # as the status page names it
+
     def __init__(
         self,
         loop: Loop,

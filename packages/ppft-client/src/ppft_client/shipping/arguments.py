@@ -132,10 +132,12 @@ def pickle_args_by(obj: object, protocol: int, *, force_dill: bool = False) -> t
 
 
 def _dill_dumps(obj: object, protocol: int) -> bytes:
-    import dill  # noqa: PLC0415 - only paid for by arguments that need it
+    """dill's pickle, its code objects loadable by another Python where their source is known
+    (`ppft_worker.pythons`)."""
+    from ppft_worker.portable import portable_dumps  # noqa: PLC0415 - only paid for by arguments that need it
 
     try:
-        return bytes(dill.dumps(obj, protocol=protocol, byref=False, recurse=True))
+        return portable_dumps(obj, protocol, byref=False, recurse=True)
     except Exception as exc:
         raise ShippingError(
             f"the job's arguments cannot be sent to a worker: neither pickle nor dill can serialize them "

@@ -6,7 +6,8 @@ follows the same rules (`inspect.getblock`) with a small scanner that tracks bra
 continuations, and gives up (None) on anything unusual: tabs in indentation, a lambda in the header, a
 backslash inside a string, unbalanced f-string braces. It is only a guess: `sources.function_source` verifies
 the text against the live code exactly as it verifies inspect's, and falls back to inspect, so a wrong cut can
-cost time, never ship a wrong function. It must never import `tokenize` or `inspect`."""
+cost time, never ship a wrong function. It must never import `tokenize` or `inspect`.
+"""
 
 from __future__ import annotations
 

@@ -61,8 +61,9 @@ __all__ = ["UNSHIPPED", "BodyCache", "JobRunner"]
 
 _CPU_REUSE_WINDOW = 20e-6
 """Seconds: a job starting this soon after the previous one ended reuses that end's CPU clock reading as its
-start, which saves one `process_time` syscall (about half a microsecond) per job in a busy worker. Its
-cpu_time then also counts the runner's own microseconds since the previous job."""
+start, which saves one `process_time` syscall per job in a worker whose tiny jobs run back to back
+(`scripts/bench --only tiny`). Its cpu_time then also counts the runner's own work since the previous job,
+which this window bounds."""
 
 _BUFFERED = b"\xffPB5"  # ppft_protocol.buffers.MAGIC: arguments with out-of-band buffers (version 2)
 
@@ -387,9 +388,9 @@ class JobRunner:
         if data:
             return Result(job_id, True, data, wall_time=wall, cpu_time=cpu, **self._take_output())
         try:
-            import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
+            from ..portable import portable_dumps  # noqa: PLC0415 - only values the stdlib pickle refuses
 
-            data = dill.dumps(value, protocol=protocol, recurse=True)
+            data = portable_dumps(value, protocol, recurse=True)  # code: loadable by another Python too
         except Exception as dill_exc:  # noqa: BLE001 - reported in the result
             from ..errors import UnpicklableResultError  # noqa: PLC0415 - the rare path pays for it
 

@@ -291,7 +291,7 @@ class WorkerLoop:
             self.runner = JobRunner(budget, capture, buffers=self.conn.version >= 2)
             self.output_region, self.output_fd = None, -1
         if _log_setup_deferred and "logging" in sys.modules:
-            _finish_log_setup()  # `logging` is loaded already: setting it up costs microseconds
+            _finish_log_setup()  # `logging` is loaded already (by the job): no import left to defer
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Drop the listed jobs still queued, answering each at once; a started job reports normally."""

@@ -66,6 +66,9 @@ class Link:
         self._on_requeue = on_requeue
         self.cancelling: set[int] = set()  # job ids we sent a Cancel for, their results not back yet
         self.on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
+        # the tasks of a taken batch that may go to this peer (`pythons.Screen`, for a peer on another
+        # Python); None, the usual case: all of them
+        self.screen: Callable[[list[Task]], list[Task]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -88,6 +91,14 @@ class Link:
                 if free <= 0 or (inflight and free < batch_size):
                     break
                 batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
+                if self.screen is not None and batch:
+                    taken = len(batch)
+                    batch = self.screen(batch)  # the others were failed, or given back to the queue
+                    if len(batch) < taken:
+                        if batch:
+                            send_batch(conn, bodies, inflight, batch)
+                            sent += len(batch)
+                        break  # what was given back must not be taken again in this round
                 if not batch:
                     continue
                 send_batch(conn, bodies, inflight, batch)
