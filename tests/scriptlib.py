@@ -168,10 +168,12 @@ PROTOCOL_1 = (
 )
 """Lines that make every connection of the process speak protocol version 1 only, as ppft 2.0.0 does."""
 
-_PROTOCOL_1_PPSERVER = (
+PROTOCOL_1_PPSERVER = (
     PROTOCOL_1 + "import runpy, sys\nsys.argv[0] = 'ppserver'\n"
     "runpy.run_module('ppft_server', run_name='__main__', alter_sys=True)\n"
 )
+"""`python -c` text of a ppserver that speaks protocol version 1 only (ppft 2.0.0 on the wire); its
+command-line arguments follow."""
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +183,7 @@ def protocol_1_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     cluster = Cluster(tmp_path_factory.mktemp("ppserver-v1"))
     try:
         port = free_port()
-        argv = [sys.executable, "-c", _PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
+        argv = [sys.executable, "-c", PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
         proc = cluster._spawn([*argv, "-s", SECRET, "-d"], "ppserver-v1")
         wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
         assert proc.popen.poll() is None, cluster.read_log(proc)

@@ -49,6 +49,7 @@ ROOMS: dict[str, list[str]] = {
         "text",
         "cpython",
         "codec",
+        "buffers",
         "framing",
         "batches",
         "live",
@@ -63,6 +64,7 @@ ROOMS: dict[str, list[str]] = {
     "ppft_worker": [
         "version",
         "errors",
+        "oob",
         "pythons",
         "portable",
         "runtime",

@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -347,23 +348,30 @@ def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         _warm_up(b)
         if "unsealed" in params:
             out["sealed"] = _check_sealing(b, not params["unsealed"])
-        out.update(_echo(b, params["sizes"], params["rounds"]))
+        out.update(_echo(b, params["sizes"], params["rounds"], bool(params.get("numpy"))))
     finally:
         b.close()
     return out
 
 
-def _echo(b: _Backend, sizes: list[list[int]], rounds: int) -> dict[str, Any]:
-    """Per payload size: the best MiB/s of `rounds` rounds of `count` echo jobs."""
+def _echo(b: _Backend, sizes: list[list[int]], rounds: int, arrays: bool = False) -> dict[str, Any]:
+    """Per payload size: the best MiB/s of `rounds` rounds of `count` echo jobs (`arrays`: of a numpy
+    float64 array of that size, the arrays scenario, instead of bytes)."""
     out: dict[str, Any] = {}
     for size, count in sizes:
-        data = bytes(range(256)) * (size // 256)
+        data: Any = bytes(range(256)) * (size // 256)
+        same: Callable[[Any], bool] = data.__eq__
+        if arrays:
+            import numpy
+
+            data = numpy.arange(size // 8, dtype=numpy.float64)
+            same = lambda value, data=data: bool((value == data).all())  # noqa: E731
         rates = []
         for _ in range(rounds):
             start = time.perf_counter()
             values = b.collect(b.submit_all(echo, [(data,)] * count))
             elapsed = time.perf_counter() - start
-            if len(values) != count or any(value != data for value in values):
+            if len(values) != count or not all(same(value) for value in values):
                 raise BenchValueError(f"payload echo of {size} bytes came back different")
             rates.append(count * size / (1 << 20) / elapsed)
         out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}

@@ -26,6 +26,7 @@ _TITLES = {
     "cpu": "cpu-bound: pure-Python jobs of ~0.25 s on 2 workers; efficiency = jobs * one job / (2 * wall), "
     "one job timed in the bench process, or alone on the pool",
     "payload": "payload: echo bytes; MiB/s counts each job's payload once (it travels both ways)",
+    "arrays": "arrays: echo a numpy float64 array (out-of-band buffers); MiB/s counts each job's array once",
     "executor": "executor: ppft.Executor(2) vs ProcessPoolExecutor(2), x + 1 jobs",
     "remote": "remote: ppserver -w 2 over loopback, client Server(0, ppservers=...); beside local runs",
     "dask": "dask: scheduler + 2 workers --nthreads 1 on loopback; ppft's dask node vs dask's own client",
@@ -45,6 +46,7 @@ _REFS = {
     "dask": (("x dask client", "dask"),),
     "ssh": (("x ppserver sealed", "ppft2-remote"), ("x ppserver unsealed", "ppft2-remote unsealed")),
     "payload": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
+    "arrays": (("x ppe", "ppe"), ("x ppft2 local", "ppft2")),
     "cpu": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
 }
 _BUSY = 0.1  # share of the CPUs used by others above which a run's figures are flagged
@@ -76,6 +78,8 @@ GOALS = (
     Goal("3, 8", "cpu", "parallel efficiency, one job timed alone on a worker", "ppft2", None, ">=", None),
     Goal("3, 8", "payload", "echo 1 MiB", "ppft2", "ppe", ">=", 1.0),
     Goal("3, 8", "payload", "echo 16 MiB", "ppft2", "ppe", ">=", 1.0),
+    Goal("19", "arrays", "echo 16 MiB numpy", "ppft2", "ppe", ">=", 2.0),
+    Goal("19", "arrays", "echo 16 MiB numpy", "ppft2-remote", "ppe", ">=", 1.0),
     Goal("8", "executor", "map, default chunksize, 20,000 jobs", "ppft2", "ppe", ">=", 5.0),
     Goal("8", "executor", "submit then collect, 20,000 jobs", "ppft2", "ppe", ">=", 5.0),
     Goal("4", "remote", "tiny jobs/s", "ppft2-remote", "ppft178-remote", ">=", 50.0),

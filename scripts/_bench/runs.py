@@ -56,6 +56,7 @@ FULL = Sizes(
         "latency": 60.0,
         "cpu": 60.0,
         "payload": 90.0,
+        "arrays": 90.0,
         "executor": 120.0,
         "remote": 90.0,
         "dask": 120.0,
@@ -80,7 +81,8 @@ QUICK = Sizes(
     ppft178_remote_round_trips=5,
     dask_jobs=100,
     timeouts=dict.fromkeys(
-        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "ssh", "dask"), 30.0
+        ("startup", "tiny", "latency", "cpu", "payload", "arrays", "executor", "remote", "ssh", "dask"),
+        30.0,
     )
     | dict.fromkeys(("soak", "fanout", "fairness", "observe"), 30.0),
 )

@@ -455,8 +455,29 @@ def render_output() -> str:
     return json.dumps(output_vectors(), indent=2, ensure_ascii=False) + "\n"
 
 
+def render_buffers() -> str:
+    """buffers-v2.json, made by buffer_vectors.py beside this file."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "ppft_buffer_vectors", Path(__file__).with_name("buffer_vectors.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return str(module.render_buffers())
+
+
+BUFFERS_PATH = Path(__file__).with_name("buffers-v2.json")
+
+
 def main(argv: list[str]) -> int:
-    files = [(PATH, render(1)), (PATH_V2, render(2)), (OUTPUT_PATH, render_output())]
+    files = [
+        (PATH, render(1)),
+        (PATH_V2, render(2)),
+        (OUTPUT_PATH, render_output()),
+        (BUFFERS_PATH, render_buffers()),
+    ]
     if "--check" in argv:
         failed = 0
         for path, text in files:

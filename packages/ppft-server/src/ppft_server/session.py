@@ -29,12 +29,14 @@ from ppft_protocol import (
     NodeInfo,
     Result,
     ResultBatch,
+    ResultRecords,
     Role,
     State,
     StatsReply,
     StatsRequest,
     WatchOutput,
 )
+from ppft_worker.oob import plain_results
 from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_gcm
 
 from .fairqueue import FairQueue
@@ -124,6 +126,8 @@ class Session:
     # -- the owner of its jobs -------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
+        if message.__class__ is ResultRecords and message.buffered and self.stream.conn.version < 2:
+            message = plain_results(message)  # a client of ppft 2.0.0
         self.stream.send(message)
 
     # -- what the handshake gate asks --------------------------------------------------------------------

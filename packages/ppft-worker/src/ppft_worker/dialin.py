@@ -55,6 +55,7 @@ from ppft_protocol import (
     WatchOutput,
 )
 
+from .oob import plain_result
 from .pool import WorkerPool
 from .pythons import THIS_PYTHON
 from .runtime import (
@@ -221,6 +222,8 @@ class DialIn:
             for task, result in pairs:
                 served: ServedTask = task  # type: ignore[assignment]
                 results.append(served.result_for_peer(result))
+            if stream.conn.version < 2:  # a ppserver of ppft 2.0.0: buffered values as plain pickles
+                results = [plain_result(result) for result in results]
             stream.send(ResultBatch(tuple(results)))
 
     def _requeue(self, tasks: list[Task]) -> None:
