@@ -124,12 +124,18 @@ class Cluster:
     def ppserver(self, workers: int = 2, *, port: int | None = None, secret: str = SECRET,
                  extra: tuple[str, ...] = (), python: str | None = None) -> Proc:  # fmt: skip
         """`python`: the interpreter that runs it (another venv's, for mixed Python versions)."""
-        port = port or free_port()
-        argv = [python or sys.executable, "-m", "ppft_server", "-p", str(port), "-i", "127.0.0.1",
-                "-w", str(workers), "-s", secret, *extra]  # fmt: skip
-        proc = self._spawn(argv, "ppserver")
-        proc.port = port
-        wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
+        chosen = port
+        for _ in range(3):  # a free port may be taken by another test's process before ppserver binds it
+            port = chosen or free_port()
+            argv = [python or sys.executable, "-m", "ppft_server", "-p", str(port), "-i", "127.0.0.1",
+                    "-w", str(workers), "-s", secret, *extra]  # fmt: skip
+            proc = self._spawn(argv, "ppserver")
+            proc.port = port
+            wait_until(
+                lambda p=proc: listening(p.port) or p.popen.poll() is not None, 30, f"ppserver on {port}"
+            )
+            if proc.popen.poll() is None or chosen or "in use" not in self.read_log(proc):
+                break
         assert proc.popen.poll() is None, self.read_log(proc)
         return proc
 
