@@ -57,10 +57,12 @@ class Executor(concurrent.futures.Executor):
         proto: int | None = None,
         seal: bool = True,
         live_output: bool = False,
+        job_timeout: float | None = None,
     ) -> None:
-        """The keywords are `Server`'s (`seal=False`: unsealed links to ppservers on this machine that
-        allow it; `live_output=True`: each line a job writes printed as it writes it, prefixed with the job
-        and node)."""
+        """The keywords are `Server`'s (`job_timeout`: the seconds each job may run on a worker, after
+        which it raises `JobTimeoutError`, and `future.terminate()` stops a running one; `seal=False`:
+        unsealed links to ppservers on this machine that allow it; `live_output=True`: each line a job
+        writes printed as it writes it, prefixed with the job and node)."""
         if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool)):
             raise TypeError(
                 f"max_workers must be an int (local worker processes) or None (one per CPU), "
@@ -72,7 +74,10 @@ class Executor(concurrent.futures.Executor):
                 f"(one per CPU), not {max_workers}"
             )
         ncpus: int | str = "autodetect" if max_workers is None else max_workers
-        self._server = Server(ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output)
+        self._server = Server(
+            ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output,
+            job_timeout=job_timeout,
+        )  # fmt: skip
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._release_lock = threading.Lock()  # held while the server is waited for and destroyed

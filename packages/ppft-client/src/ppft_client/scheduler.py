@@ -178,6 +178,23 @@ class Scheduler:
         """A queued job was cancelled by its owner: it no longer counts for `wait`."""
         self._finished([job])
 
+    def terminated(self, job: Job) -> None:
+        """A running job was terminated by its owner (`Job.terminate`): it counts as finished now, and the
+        I/O thread stops it wherever it runs."""
+        self._finished([job])
+        self.call(lambda: self._stop(job))
+
+    def _stop(self, job: Job) -> None:
+        """Stop `job` on the node that holds it (I/O thread); a job back in the queue is dropped there."""
+        if self.pool.terminate(job):
+            return
+        for node in self.nodes:
+            try:
+                if node.terminate(job):
+                    return
+            except Exception as exc:  # noqa: BLE001 - one node's bug closes that node only
+                self._node_failed(node, exc, f"terminating job {job.tid} on {node.name}")
+
     def unfinished(self, group: str | None = None) -> int:
         # finished first, then submitted: both only grow, so equal counts mean nothing was pending at the
         # moment `finished` was read. A group's two counters are dropped together, under `_done_lock`, once

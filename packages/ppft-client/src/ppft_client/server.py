@@ -28,6 +28,7 @@ from ppft_worker.runtime import detect_ncpus, host_problem, resolve_secret
 from .completion import make_job
 from .errors import DestroyedServerError
 from .job import Job
+from .limits import check_timeout
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
@@ -66,6 +67,7 @@ class Server:
         *,
         seal: bool = True,
         live_output: bool = False,
+        job_timeout: float | None = None,
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
@@ -75,7 +77,8 @@ class Server:
         (`--allow-plain-loopback`) are left unencrypted, which saves the cost of sealing large payloads;
         every other link stays sealed (docs/security.md); `live_output=True`: print each line a job writes
         as it writes it, prefixed with the job and node (`[job 3 on local] text`), instead of a job's whole
-        output when its value is asked for (docs/api.md, "Job output")."""
+        output when its value is asked for (docs/api.md, "Job output"); `job_timeout`: the seconds every job
+        may run on a worker, unless its `submit(timeout=)` says otherwise (docs/api.md, "Time limits")."""
         if not isinstance(ppservers, tuple):
             raise TypeError(
                 f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
@@ -91,6 +94,7 @@ class Server:
                 f"seal must be True or False (False: unsealed links to ppservers on this machine), "
                 f"not {type(seal).__name__} {seal!r}"
             )
+        self._job_timeout = check_timeout(job_timeout, "job_timeout")
         self.logger = logging.getLogger("ppft")
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
@@ -150,16 +154,22 @@ class Server:
         callbackargs: tuple[Any, ...] = (),
         group: str = "default",
         globals: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Job:
         """Queue `func(*args)`; returns its `Job` at once.
 
         `depfuncs`: functions and classes `func` calls (shipped with it); `modules`: modules to import
         first ("math", "numpy as np", "from os import path"); `callback(*callbackargs, value)` runs when the
         job is done, off the I/O thread; `group`: for `wait(group)`; `globals`: a dict (say, `globals()`)
-        from which the modules, functions and classes that `func` uses are shipped automatically."""
+        from which the modules, functions and classes that `func` uses are shipped automatically;
+        `timeout`: the seconds the job may run once a worker starts it (not counting its time in the
+        queue), after which its worker is killed and replaced and the job raises `JobTimeoutError` (left
+        out: the server's `job_timeout`)."""
         if self._exiting:
             raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
         check_submit_args(func, args, depfuncs, modules, callback, callbackargs, globals)
+        limit = self._job_timeout if timeout is None else check_timeout(timeout, "timeout")
         if type(func) is _MethodType:  # as ppft: the instance travels as the first argument
             args = (func.__self__, *args)
             func = func.__func__
@@ -168,6 +178,9 @@ class Server:
         sargs = pickle_args(args, proto) if data is None else data.wrap(args, proto)
         scheduler = self._scheduler
         job = make_job(self, next(self._tids), body, sargs, proto, scheduler, callback, callbackargs, group)
+        if limit is not None:
+            job.timeout = limit
+            job.solo = True  # it runs alone on a worker: its time counts from when it is sent there
         scheduler.submit(job)
         return job
 
@@ -182,6 +195,9 @@ class Server:
         scheduler = self._scheduler
         tid = next(self._tids)
         job = make_job(self, tid, body, sargs, self._proto, scheduler, callback, callbackargs, group)
+        if self._job_timeout is not None:
+            job.timeout = self._job_timeout
+            job.solo = True
         scheduler.submit(job)
         return job
 
@@ -200,12 +216,17 @@ class Server:
         body, data = function_job(func, (), (), None, proto)  # module data: as at this call, for every job
         scheduler = self._scheduler
         tids = self._tids
+        limit = self._job_timeout
         jobs: list[Job] = []
         chunk: list[Job] = []
         for job_args in arg_tuples:
             call_args = prefix + job_args if prefix else job_args
             sargs = pickle_args(call_args, proto) if data is None else data.wrap(call_args, proto)
-            chunk.append(make_job(self, next(tids), body, sargs, proto, scheduler))
+            job = make_job(self, next(tids), body, sargs, proto, scheduler)
+            if limit is not None:
+                job.timeout = limit
+                job.solo = True
+            chunk.append(job)
             if len(chunk) == _SUBMIT_CHUNK:
                 scheduler.submit_many(chunk)
                 jobs += chunk
@@ -227,6 +248,9 @@ class Server:
             raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
         if task.wire is None:
             task.bind(sfunc, sargs, self._proto)
+        if self._job_timeout is not None and task.timeout is None:
+            task.timeout = self._job_timeout
+            task.solo = True
         task._sched = self._scheduler
         self._scheduler.submit(task)
         return task

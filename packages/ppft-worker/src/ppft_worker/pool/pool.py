@@ -66,6 +66,7 @@ from ..runtime import (
     send_batch,
     take_batch,
 )
+from .limits import Deadlines, job_limit, timeout_result
 from .lives import WorkerLives
 from .output import LiveWatch, OutputPiece, open_region
 from .spawn import start_worker
@@ -114,6 +115,7 @@ class WorkerPool(WorkerLives):
         self._batching = Batching(one_at_a_time=restart)
         self._stealer = None if restart else Stealer(loop, self._workers, self._cancel)
         self._live: LiveWatch | None = None
+        self._deadlines = Deadlines(loop, self._workers, self._expired)
 
     # -- the owner's interface -------------------------------------------------------------------------
 
@@ -163,6 +165,9 @@ class WorkerPool(WorkerLives):
                         w.solo_busy = True
                         self._send(w, [task])
                         sent += 1
+                        limit = job_limit(task)
+                        if limit is not None:  # a job with a time limit runs alone: it starts now
+                            self._deadlines.started(w, task, limit)
                 continue
             batch_size, window = batching.limits(head.body.digest)
             free = window - len(inflight)
@@ -214,8 +219,37 @@ class WorkerPool(WorkerLives):
             self._fill()
         return dropped
 
+    def terminate(self, task: Task) -> bool:
+        """Stop `task` if a worker has it: the worker running it is killed and replaced (the jobs behind it
+        go back to the owner's queue, charged nothing); a worker holding it queued behind another job is
+        told to drop it. The task gets no result from the pool. False if no worker has it."""
+        job_id = task.wire[0]
+        for w in self._workers:
+            if w.inflight.get(job_id) is task:
+                break
+        else:
+            return False
+        if next(iter(w.inflight)) != job_id:
+            del w.inflight[job_id]
+            self._cancel(w, (job_id,))  # its answer (cancelled) finds it off the books, and is dropped
+            return True
+        others = self._stop_worker(w, f"its job {job_id} was terminated")[1:]
+        if others:
+            self._on_requeue(others)
+        return True
+
+    def _expired(self, w: PoolWorker, task: Task, limit: float) -> None:
+        """`task` ran past its `limit` on `w`: kill `w` (its replacement starts), fail the task with
+        `JobTimeoutError`, and send the jobs behind it back to the owner's queue, charged nothing."""
+        tasks = self._stop_worker(w, f"its job {task.wire[0]} ran past its timeout of {limit:g} s")
+        others = [t for t in tasks if t is not task]
+        if others:
+            self._on_requeue(others)
+        self._on_results([(task, timeout_result(w, task, limit, self.name))])
+
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
+        self._deadlines.close()
         if self._stealer is not None:
             self._stealer.close()
         if self._live is not None:

@@ -26,6 +26,7 @@ class PoolWorker:
     __slots__ = (
         "bodies",
         "conn",
+        "deadline",
         "index",
         "inflight",
         "live",
@@ -73,6 +74,7 @@ class PoolWorker:
         self.since = self.started  # last frame sent while idle, or last result (`stealing`)
         self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
         self.region = region  # the worker's output region (`outregion`), None if it has none
+        self.deadline: tuple[float, Task, float] | None = None  # a limited job's (`limits`)
         self.live = (-1, 0)  # (generation, bytes) of the region's text already reported as live output
 
     def __repr__(self) -> str:
