@@ -40,6 +40,7 @@ from .messages import (
     Hello,
     Job,
     JobBatch,
+    JobLimits,
     LiveOutput,
     Message,
     NodeInfo,
@@ -47,6 +48,7 @@ from .messages import (
     ResultBatch,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 from .relay import RawResults, ResultRecords
@@ -82,6 +84,7 @@ __all__ = [
     "IntegrityError",
     "Job",
     "JobBatch",
+    "JobLimits",
     "LegacyPeerError",
     "LiveOutput",
     "LocalProtocolError",
@@ -99,6 +102,7 @@ __all__ = [
     "State",
     "StatsReply",
     "StatsRequest",
+    "Terminate",
     "WatchOutput",
     "__version__",
     "check_digest",

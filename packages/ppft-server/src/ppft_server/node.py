@@ -4,6 +4,8 @@
         --authenticated--> a client: NodeInfo sent; or a dial-in worker (it proved the workers secret)
     client: FunctionBody -> the function table; JobBatch -> its lane of the FairQueue (ids made unique);
             Cancel -> removed from the queue, answered as cancelled; over its cap -> its socket is not read
+            JobLimits -> the time limits of the jobs of its next JobBatch (`limits`); Terminate -> its jobs
+            stopped, queued or running (a worker killed and replaced), answered as cancelled
     FairQueue --dispatch--> local WorkerPool, and links to dial-in workers
     results --> back to the session that sent the job, with the client's own job ids
 
@@ -44,15 +46,14 @@ from ppft_worker.runtime import Link, Loop, ServedTask, Task, is_loopback, take_
 
 from .fairqueue import FairQueue
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST, Door, HandshakeGate, LogBudget
+from .limits import ServerLimits
 from .peers import (
-    CANCELLED_MESSAGE,
     MAX_QUEUED_BYTES,
     MAX_UNSENT,
     WORKER_REFUSED,
     FunctionTable,
     PeerError,
     auto_queue_cap,
-    cancelled,
     check_jobs,
     no_workers_admitted,
     short_reason,
@@ -160,7 +161,9 @@ class NodeServer:
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
         self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
                                restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
+        self.pool.name = f"ppserver {self.name}"
         self.watchers = Watchers(self.pool, self.links)
+        self.limits = ServerLimits(self)
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)
@@ -191,6 +194,7 @@ class NodeServer:
         self.address = sock.getsockname()[:2]
         if self.port == 0:
             self.name = f"{socket.gethostname()}:{self.address[1]}"
+            self.pool.name = f"ppserver {self.name}"
         return self.address
 
     def serve_forever(self) -> None:
@@ -368,6 +372,8 @@ class NodeServer:
         if len(live) != before + len(batch.jobs):
             raise PeerError(check_jobs(batch, len(live) - before))
         tasks, unknown = take_jobs(session.bodies, batch, self._ids, session)
+        if session.limits:  # a JobLimits came first: only a client that puts time limits on jobs pays this
+            self.limits.apply(session, tasks)
         if unknown:
             session.stream.send(ResultBatch(tuple(unknown)))
             raise PeerError(unknown[0].error_message)
@@ -387,19 +393,13 @@ class NodeServer:
         return self.max_queued_jobs or self._auto_cap
 
     def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None:
-        """Cancel those of the client's jobs that still wait in the queue, answering each as cancelled; a job
-        already on a worker runs and reports as usual."""
-        wanted = session.live.intersection(job_ids)
-        if not wanted:
-            return
-        removed = self.queue.cancel(
-            session.lane,
-            lambda task: cast("ServedTask", task).owner is session and task.client_id in wanted,  # type: ignore[attr-defined]
-        )
-        if removed:
-            ids = [cast("ServedTask", task).client_id for task in removed]
-            session.live.difference_update(ids)
-            session.send(ResultBatch(tuple([cancelled(job_id, CANCELLED_MESSAGE) for job_id in ids])))
+        self.limits.cancel(session, job_ids)
+
+    def job_limits(self, session: Session, limits: tuple[tuple[int, float], ...]) -> None:
+        self.limits.received(session, limits)
+
+    def terminate(self, session: Session, job_ids: tuple[int, ...]) -> None:
+        self.limits.terminate(session, job_ids)
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
         """Results from the pool or a dial-in link, back to the sessions that sent the jobs, under their own

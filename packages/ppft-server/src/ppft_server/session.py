@@ -1,7 +1,8 @@
 """`Session`: one peer of a ppserver, from its first byte to its last: its handshake, then its role.
 
     accepted --> in its handshake (the HandshakeGate counts it) --Established--> a client, or a dial-in worker
-    client:          FunctionBody, JobBatch, Cancel, StatsRequest, WatchOutput --> the NodeServer
+    client:          FunctionBody, JobLimits, JobBatch, Cancel, Terminate, StatsRequest, WatchOutput
+                     --> the NodeServer
     dial-in worker:  NodeInfo("worker") first (a Link is made),
                      then ResultBatch, LiveOutput, NodeInfo, StatsReply
 
@@ -23,6 +24,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    JobLimits,
     LiveOutput,
     Message,
     NodeInfo,
@@ -32,6 +34,7 @@ from ppft_protocol import (
     State,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_gcm
@@ -76,6 +79,10 @@ class Host(Protocol):
 
     def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None: ...
 
+    def job_limits(self, session: Session, limits: tuple[tuple[int, float], ...]) -> None: ...
+
+    def terminate(self, session: Session, job_ids: tuple[int, ...]) -> None: ...
+
     def worker_joined(self, session: Session, info: NodeInfo) -> None: ...
 
     def capacity_changed(self) -> None: ...
@@ -103,6 +110,7 @@ class Session:
         self.body_bytes = 0
         self.lane: deque[Task] = deque()
         self.live: set[int] = set()  # the client's ids of its jobs here: queued or running, not answered yet
+        self.limits: dict[int, float] = {}  # time limits (`JobLimits`) of jobs whose JobBatch is to come
         self.job_bytes = 64  # a running mean of its jobs' sizes, for the queued-bytes cap
         self.link: Link | None = None
         self.starting = True  # the Stream below may fail at once (a peer that reset already)
@@ -161,6 +169,10 @@ class Session:
             server.functions.add(self, event)
         elif isinstance(event, Cancel):
             server.cancel(self, event.job_ids)
+        elif isinstance(event, JobLimits):
+            server.job_limits(self, event.limits)
+        elif isinstance(event, Terminate):
+            server.terminate(self, event.job_ids)
         elif isinstance(event, StatsRequest):
             self.stream.send(server.stats_reply())
         elif isinstance(event, WatchOutput):

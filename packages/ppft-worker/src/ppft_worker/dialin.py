@@ -20,7 +20,8 @@ ppserver's workers secret (`resolve_workers_secret`: `-s`, `--secret-file`, PPFT
 cluster secret for a ppserver started with --accept-workers). A ppserver that admits no workers says so
 (`WORKER_REFUSED` in its Bye): that is a refusal retrying cannot cure, logged as an error, status 1. With
 version 2 a `Cancel` from the ppserver names jobs whose client left: they are stopped, running or not, and
-answered as cancelled.
+answered as cancelled. Limits on jobs (version 2): a `JobLimits` gives the jobs of the next `JobBatch` their
+time limits, which the pool enforces (`pool.limits`), and a `Terminate` stops jobs as that `Cancel` does.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    JobLimits,
     LiveOutput,
     NodeInfo,
     PPFTError,
@@ -52,6 +54,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 
@@ -92,6 +95,9 @@ _MAX_BACKOFF = 10.0
 _PERMANENT = ("wrong secret", "legacy ppft 1.x peer", "protocol mismatch")  # see describe_protocol_error
 
 
+_GIVEN_UP = "cancelled: the ppserver gave the job up (its client left)"
+
+
 class DialIn:
     """One outbound connection to a ppserver, serving its jobs with `workers` local worker processes."""
 
@@ -109,6 +115,8 @@ class DialIn:
         self.loop = Loop()
         self.queue: deque[Task] = deque()
         self.pool = WorkerPool(self.loop, workers, on_results=self._results, on_requeue=self._requeue)
+        self.pool.name = f"dial-in worker {socket.gethostname()}"
+        self._limits: dict[int, float] = {}  # time limits (`JobLimits`) of the jobs of the next JobBatch
         self.loop.on_idle = self._dispatch
         self._secret = secret
         self._bodies = BodyTable(f"ppserver {host}:{port}")  # checked, bounded on version 2
@@ -169,6 +177,8 @@ class DialIn:
             self._bodies.add(event, stream.conn.version)  # a refused body fails its jobs, naming why
         elif isinstance(event, JobBatch):
             tasks, unknown = take_jobs(self._bodies, event, self._ids, stream)
+            if self._limits:
+                self._apply_limits(tasks)
             self.queue.extend(tasks)
             if unknown:
                 stream.send(ResultBatch(tuple(unknown)))
@@ -176,10 +186,30 @@ class DialIn:
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):
             self._cancel(event.job_ids)
+        elif isinstance(event, JobLimits):
+            self._limits.update(event.limits)
+            if len(self._limits) > 1 << 16:  # a limit precedes its batch: these will never be used
+                self._limits.clear()
+        elif isinstance(event, Terminate):
+            self._cancel(event.job_ids, "cancelled: its client terminated it")
         elif isinstance(event, WatchOutput):
             self._watch_output(event.on)
 
-    def _cancel(self, job_ids: tuple[int, ...]) -> None:
+    def _apply_limits(self, tasks: list[ServedTask]) -> None:
+        """The time limits the ppserver sent for these jobs: each such job runs alone, within its limit."""
+        limits = self._limits
+        for task in tasks:
+            limit = limits.pop(task.client_id, None)
+            if limit is not None:
+                task.timeout = limit
+                task.solo = True
+        limits.clear()
+
+    def _cancel(
+        self,
+        job_ids: tuple[int, ...],
+        message: str = "cancelled: the ppserver gave the job up (its client left)",
+    ) -> None:
         """Jobs the ppserver gave up: those still queued here are dropped; with version 2 those in flight
         are stopped too (their worker killed and replaced, or told to skip them). Each is answered as
         cancelled."""
@@ -197,7 +227,6 @@ class DialIn:
             gone += self.pool.abandon(unwanted)
         stream = self._stream
         if gone and stream is not None:
-            message = "cancelled: the ppserver gave the job up (its client left)"
             ids = [cast("ServedTask", task).client_id for task in gone]
             stream.send(ResultBatch(tuple(
                 Result(job_id, False, error_type=CANCELLED_TYPE, error_message=message) for job_id in ids

@@ -14,23 +14,16 @@ the loop saw first. This module must never do I/O, and never kill a process itse
 
 from __future__ import annotations
 
-import pickle
 import time
 from collections.abc import Callable
 
 from ppft_protocol import Result
 
-from ..errors import JobTimeoutError
-from ..runtime import Loop, Task, Timer
+from ..runtime import Loop, Task, Timer, job_limit, timeout_message, timeout_result
 from .output import lost_fields
 from .worker import PoolWorker
 
-__all__ = ["Deadlines", "job_limit", "timeout_message", "timeout_result"]
-
-
-def job_limit(task: Task) -> float | None:
-    """The time `task` may run, in seconds, or None (no limit)."""
-    return getattr(task, "timeout", None)
+__all__ = ["Deadlines", "job_limit", "pool_timeout_result"]
 
 
 class Deadlines:
@@ -88,25 +81,12 @@ class Deadlines:
             self._timer = None
 
 
-def timeout_message(job: object, function: str, node: str, limit: float) -> str:
-    """What a timed-out job says: the job, its function, the node, the limit, and what to do."""
-    return (
-        f"job {job} ({function}) ran longer than its timeout of {limit:g} s on {node}; its worker was "
-        f"killed and replaced, and the job is not retried (give it a larger timeout=, or none)"
-    )
-
-
-def timeout_result(w: PoolWorker, task: Task, limit: float, node: str) -> Result:
-    """The result of `task`, stopped on `w` when its `limit` was up, with the output it wrote."""
+def pool_timeout_result(w: PoolWorker, task: Task, limit: float, node: str) -> Result:
+    """The result of `task`, stopped on `w` when its `limit` was up, with the output it wrote. A job a
+    peer sent is named by the peer's id for it."""
     _, output = lost_fields(task)
     name = task.body.name or "a pickled callable"
-    message = timeout_message(task.wire[0], name, f"{node} {w!r}", limit)
-    return Result(
-        task.wire[0],
-        False,
-        wall_time=limit,
-        error_type="ppft_worker.errors.JobTimeoutError",
-        error_message=message,
-        exception=pickle.dumps(JobTimeoutError(message)),
-        **output,  # type: ignore[arg-type]
-    )
+    job = getattr(task, "client_id", task.wire[0])
+    message = timeout_message(job, name, f"{node} {w!r}", limit, note="; its worker was killed and replaced")
+    result = timeout_result(task, message, output)
+    return result._replace(wall_time=limit)

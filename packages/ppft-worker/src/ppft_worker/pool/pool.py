@@ -66,7 +66,7 @@ from ..runtime import (
     send_batch,
     take_batch,
 )
-from .limits import Deadlines, job_limit, timeout_result
+from .limits import Deadlines, job_limit, pool_timeout_result
 from .lives import WorkerLives
 from .output import LiveWatch, OutputPiece, open_region
 from .spawn import start_worker
@@ -219,6 +219,10 @@ class WorkerPool(WorkerLives):
             self._fill()
         return dropped
 
+    def holding(self, wanted: Callable[[Task], bool]) -> list[Task]:
+        """The tasks in flight on the workers for which `wanted(task)` holds."""
+        return [task for w in self._workers for task in w.inflight.values() if wanted(task)]
+
     def terminate(self, task: Task) -> bool:
         """Stop `task` if a worker has it: the worker running it is killed and replaced (the jobs behind it
         go back to the owner's queue, charged nothing); a worker holding it queued behind another job is
@@ -245,7 +249,7 @@ class WorkerPool(WorkerLives):
         others = [t for t in tasks if t is not task]
         if others:
             self._on_requeue(others)
-        self._on_results([(task, timeout_result(w, task, limit, self.name))])
+        self._on_results([(task, pool_timeout_result(w, task, limit, self.name))])
 
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""

@@ -6,6 +6,7 @@ A client and a ppserver each run one `Loop` on one thread, which owns every pipe
 * `stream` (a protocol connection over a non-blocking socket: handshake deadline, heartbeats, silence),
   `outbuf` (bytes waiting for a pipe or socket), `link` (a peer that runs jobs for us, as a node with a
   window), `intake` (jobs arriving from a peer, renumbered for our own nodes);
+* `timelimits` (what a job that ran past its time limit gets, wherever it was stopped);
 * `tasks` (what nodes take from their owner's queue, a frame at a time, and how results come back) and
   `batching` (how many jobs of a function go in one frame);
 * `dialer` and `resolver` (connecting without blocking the loop), `addresses` (loopback or not, and host
@@ -51,6 +52,7 @@ from .tasks import (
     send_batch,
     take_batch,
 )
+from .timelimits import job_limit, timeout_message, timeout_result
 from .udp import READ_BURST, BroadcastEndpoint, bind_broadcast_socket, close_registered
 
 __all__ = [
@@ -97,6 +99,7 @@ __all__ = [
     "host_problem",
     "internal_error_reason",
     "is_loopback",
+    "job_limit",
     "offer_aes_gcm",
     "owner_name",
     "read_secret_file",
@@ -106,5 +109,7 @@ __all__ = [
     "send_batch",
     "take_batch",
     "take_jobs",
+    "timeout_message",
+    "timeout_result",
     "unknown_function_result",
 ]
