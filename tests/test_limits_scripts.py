@@ -26,7 +26,9 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module", params=["local", "ppserver", "dial-in"])
-def mode(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+def mode(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
     """The environment of the script: local workers; a ppserver with 2 workers; a ppserver with none of
     its own and a dial-in worker with 2. Every process is ended by PID at teardown."""
     if request.param == "local":
