@@ -69,3 +69,37 @@ def test_with_a_protocol_1_ppserver_the_client_enforces_the_limit(protocol_1_pps
     for key in ("warm", "timeout", "terminate", "cancelled"):
         assert printed.get(key) == EXPECTED[key], ran.stdout + ran.stderr
     assert "counted from when it was sent: that peer speaks protocol version 1" in printed["timeout message"]
+
+
+WORKER_LIMITS = ("--worker-memory-limit", "200MiB", "--max-jobs-per-worker", "20")
+
+
+@pytest.fixture(scope="module", params=["local", "ppserver", "dial-in"])
+def limited_mode(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, str]]:
+    """As `mode`, with the workers' limits of tests/scripts/limits_workers.py given to the ppserver, or to
+    the dial-in worker."""
+    if request.param == "local":
+        yield {}
+        return
+    cluster = Cluster(tmp_path_factory.mktemp("limits"))
+    try:
+        if request.param == "ppserver":
+            server = cluster.ppserver(workers=2, extra=WORKER_LIMITS)
+        else:
+            server = cluster.ppserver(workers=0, extra=ACCEPT_WORKERS)
+            cluster.dialin(server, 2, extra=WORKER_LIMITS)
+        yield {"PPSERVER": server.address}
+    finally:
+        cluster.close()
+
+
+def test_memory_limit_and_recycling_from_a_script(limited_mode, request):
+    ran = run_script("limits_workers.py", env=limited_mode).check()
+    printed = _printed(ran)
+    expected = {"small": "10", "memory": "True True", "healed": "10 True", "recycled": "True True"}
+    assert {key: printed.get(key) for key in expected} == expected, ran.stdout + ran.stderr
+    dial_in = request.node.callspec.params["limited_mode"] == "dial-in"
+    ran_what = "the job (hog)" if dial_in else "job 1 (hog)"  # a dial-in worker knows the ppserver's ids only
+    assert f"while it ran {ran_what}, so the job is not retried" in printed["memory message"]

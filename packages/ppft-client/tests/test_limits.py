@@ -193,3 +193,51 @@ def test_a_job_finishing_as_its_deadline_passes_has_exactly_one_outcome(make_ser
     assert len(outcomes) == 20
     assert all(job.done() and not job.cancelled() for job in jobs)
     server.wait()
+
+
+def test_a_worker_is_replaced_after_max_jobs_per_worker_jobs(make_server):
+    server = make_server(1, max_jobs_per_worker=5)
+    pids = [server.submit(pid_of_worker, (i,))() for i in range(20)]
+    assert [pids.count(pid) for pid in dict.fromkeys(pids)] == [5, 5, 5, 5]
+    jobs = [server.submit(pid_of_worker, (i,)) for i in range(500)]  # batched: still 5 per worker
+    counts = {}
+    for job in jobs:
+        pid = job()
+        counts[pid] = counts.get(pid, 0) + 1
+    assert set(counts.values()) == {5}
+
+
+def test_a_worker_over_the_memory_limit_is_stopped_and_its_job_fails_saying_so(make_server):
+    server = make_server(1, worker_memory_limit="100MiB")
+    limit = "passed the worker memory limit of 100 MiB"
+    with pytest.raises(ppft_client.WorkerLostError, match=limit) as info:
+        server.submit(hog, (300,))()
+    assert "MiB, passed" in str(info.value) and "(hog)" in str(info.value)
+    assert server.submit(hog, (1,))() == 1  # the pool healed
+
+
+def hog(megabytes):
+    import time
+
+    data = bytearray(megabytes << 20)
+    for i in range(0, len(data), 4096):
+        data[i] = 1
+    time.sleep(10 if megabytes > 50 else 0)
+    return len(data) >> 20
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"worker_memory_limit": "2 gigs"}, ValueError, "worker_memory_limit must be a size such as '2GiB'"),
+        ({"worker_memory_limit": "0"}, ValueError, "worker_memory_limit must be at least 1 MiB"),
+        ({"worker_memory_limit": 1.5j}, TypeError, "worker_memory_limit must be a size"),
+        ({"max_jobs_per_worker": 0}, ValueError, "max_jobs_per_worker must be >= 1"),
+        ({"max_jobs_per_worker": 2.5}, TypeError, "max_jobs_per_worker must be a whole number"),
+    ],
+)
+def test_worker_limits_that_do_not_parse_are_errors_naming_the_argument(make_server, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        make_server(0, **kwargs)
+    with pytest.raises(error, match=match):
+        Executor(0, **kwargs)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 
-__all__ = ["check_timeout"]
+__all__ = ["check_count", "check_timeout"]
 
 
 def check_timeout(value: object, name: str) -> float | None:
@@ -28,3 +28,15 @@ def check_timeout(value: object, name: str) -> float | None:
             f"for no limit, not {value!r}"
         )
     return seconds
+
+
+def check_count(value: object, name: str) -> None:
+    """A `TypeError` or `ValueError` naming `name` unless `value` is None or a whole number >= 1."""
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be a whole number >= 1 or None, not {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(
+            f"{name} must be >= 1 (a worker is replaced after that many jobs) or None, not {value}"
+        )

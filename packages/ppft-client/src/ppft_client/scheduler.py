@@ -67,8 +67,9 @@ class Scheduler:
     """Queue, I/O thread and nodes behind one `Server`."""
 
     def __init__(
-        self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0, live_output: bool = False
-    ) -> None:
+        self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0, live_output: bool = False,
+        memory_limit: int | None = None, max_jobs_per_worker: int | None = None,
+    ) -> None:  # fmt: skip
         self.loop = Loop()
         self.silence_timeout = silence_timeout
         self.queue: deque[Task] = deque()
@@ -88,7 +89,7 @@ class Scheduler:
         self._sweep_at = _SWEEP_MIN  # groups counted before those with nothing pending are forgotten
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
-            fork_threads=1,
+            fork_threads=1, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self.discoveries: list[str] = []  # auto-discovery running on these ("*:35000"): more nodes may come

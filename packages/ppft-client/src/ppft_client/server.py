@@ -23,12 +23,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import FunctionBody
-from ppft_worker.runtime import detect_ncpus, host_problem, resolve_secret
+from ppft_worker.runtime import detect_ncpus, host_problem, parse_memory_limit, resolve_secret
 
 from .completion import make_job
 from .errors import DestroyedServerError
 from .job import Job
-from .limits import check_timeout
+from .limits import check_count, check_timeout
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
@@ -68,6 +68,8 @@ class Server:
         seal: bool = True,
         live_output: bool = False,
         job_timeout: float | None = None,
+        worker_memory_limit: int | str | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
@@ -78,7 +80,10 @@ class Server:
         every other link stays sealed (docs/security.md); `live_output=True`: print each line a job writes
         as it writes it, prefixed with the job and node (`[job 3 on local] text`), instead of a job's whole
         output when its value is asked for (docs/api.md, "Job output"); `job_timeout`: the seconds every job
-        may run on a worker, unless its `submit(timeout=)` says otherwise (docs/api.md, "Time limits")."""
+        may run on a worker, unless its `submit(timeout=)` says otherwise; `worker_memory_limit` ("2GiB",
+        or bytes): a local worker whose resident memory passes it is stopped, its job failing with
+        `WorkerLostError`; `max_jobs_per_worker`: a local worker is replaced after that many jobs
+        (docs/api.md, "Limits on jobs and workers")."""
         if not isinstance(ppservers, tuple):
             raise TypeError(
                 f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
@@ -95,6 +100,8 @@ class Server:
                 f"not {type(seal).__name__} {seal!r}"
             )
         self._job_timeout = check_timeout(job_timeout, "job_timeout")
+        memory_limit = parse_memory_limit(worker_memory_limit, "worker_memory_limit")
+        check_count(max_jobs_per_worker, "max_jobs_per_worker")
         self.logger = logging.getLogger("ppft")
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
@@ -118,7 +125,7 @@ class Server:
             )
         self._scheduler = Scheduler(
             self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0)),
-            live_output=live_output,
+            live_output=live_output, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         try:  # from here on, threads and workers run: a failure stops them all before it is raised
             _live_servers.add(self)

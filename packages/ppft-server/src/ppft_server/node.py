@@ -4,8 +4,7 @@
         --authenticated--> a client: NodeInfo sent; or a dial-in worker (it proved the workers secret)
     client: FunctionBody -> the function table; JobBatch -> its lane of the FairQueue (ids made unique);
             Cancel -> removed from the queue, answered as cancelled; over its cap -> its socket is not read
-            JobLimits -> the time limits of the jobs of its next JobBatch (`limits`); Terminate -> its jobs
-            stopped, queued or running (a worker killed and replaced), answered as cancelled
+            JobLimits, Terminate -> time limits of its next jobs; jobs stopped, queued or running (`limits`)
     FairQueue --dispatch--> local WorkerPool, and links to dial-in workers
     results --> back to the session that sent the job, with the client's own job ids
 
@@ -130,6 +129,8 @@ class NodeServer:
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_handshakes_per_host: int = DEFAULT_MAX_HANDSHAKES_PER_HOST,
         max_queued_jobs: int | None = None,
+        worker_memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None:
         """`allow_plain_loopback`: grant an unsealed channel to a peer that asks for one, when it connects
         from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks.
@@ -137,7 +138,8 @@ class NodeServer:
         secret admits them too (`--accept-workers`); neither: dial-in workers are refused.
         `max_handshakes`, `max_handshakes_per_host`: connections in their handshake at once (in all, from one
         address). `max_queued_jobs`: a client's jobs queued here before its socket is no longer read
-        (None: enough for every job a well-behaved client keeps in flight)."""
+        (None: enough for every job a well-behaved client keeps in flight). `worker_memory_limit` (bytes),
+        `max_jobs_per_worker`: the local workers' limits (`WorkerPool`)."""
         self.host = host
         self.port = port
         self.secret = secret
@@ -159,8 +161,11 @@ class NodeServer:
         self.gate = HandshakeGate(max_handshakes, max_handshakes_per_host, self.refusals)
         # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
-        self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
-                               restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
+        self.pool = WorkerPool(
+            self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue, restart=restart,
+            fork_threads=1, on_raw_results=self.raw_results, memory_limit=worker_memory_limit,
+            max_jobs_per_worker=max_jobs_per_worker,
+        )  # fmt: skip
         self.pool.name = f"ppserver {self.name}"
         self.watchers = Watchers(self.pool, self.links)
         self.limits = ServerLimits(self)
@@ -391,15 +396,6 @@ class NodeServer:
     def queue_cap(self) -> int:
         """A client's jobs queued here before its connection is no longer read."""
         return self.max_queued_jobs or self._auto_cap
-
-    def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None:
-        self.limits.cancel(session, job_ids)
-
-    def job_limits(self, session: Session, limits: tuple[tuple[int, float], ...]) -> None:
-        self.limits.received(session, limits)
-
-    def terminate(self, session: Session, job_ids: tuple[int, ...]) -> None:
-        self.limits.terminate(session, job_ids)
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
         """Results from the pool or a dial-in link, back to the sessions that sent the jobs, under their own

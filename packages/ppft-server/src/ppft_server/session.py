@@ -41,6 +41,7 @@ from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_g
 
 from .fairqueue import FairQueue
 from .gate import LogBudget
+from .limits import ServerLimits
 from .peers import (
     WORKER_REFUSED,
     FunctionTable,
@@ -68,6 +69,7 @@ class Host(Protocol):
     functions: FunctionTable
     refusals: LogBudget
     watchers: Watchers
+    limits: ServerLimits  # Cancel, JobLimits and Terminate
 
     def session_authenticated(self, session: Session, event: Established) -> None: ...
 
@@ -76,12 +78,6 @@ class Host(Protocol):
     def session_closed(self, session: Session, reason: str) -> None: ...
 
     def accept_jobs(self, session: Session, batch: JobBatch) -> None: ...
-
-    def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None: ...
-
-    def job_limits(self, session: Session, limits: tuple[tuple[int, float], ...]) -> None: ...
-
-    def terminate(self, session: Session, job_ids: tuple[int, ...]) -> None: ...
 
     def worker_joined(self, session: Session, info: NodeInfo) -> None: ...
 
@@ -168,11 +164,11 @@ class Session:
         elif isinstance(event, FunctionBody):
             server.functions.add(self, event)
         elif isinstance(event, Cancel):
-            server.cancel(self, event.job_ids)
+            server.limits.cancel(self, event.job_ids)
         elif isinstance(event, JobLimits):
-            server.job_limits(self, event.limits)
+            server.limits.received(self, event.limits)
         elif isinstance(event, Terminate):
-            server.terminate(self, event.job_ids)
+            server.limits.terminate(self, event.job_ids)
         elif isinstance(event, StatsRequest):
             self.stream.send(server.stats_reply())
         elif isinstance(event, WatchOutput):

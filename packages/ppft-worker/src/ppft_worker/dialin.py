@@ -69,6 +69,7 @@ from .runtime import (
     Task,
     detect_ncpus,
     offer_aes_gcm,
+    parse_memory_limit,
     resolve_secret,
     resolve_workers_secret,
     take_jobs,
@@ -101,7 +102,10 @@ _GIVEN_UP = "cancelled: the ppserver gave the job up (its client left)"
 class DialIn:
     """One outbound connection to a ppserver, serving its jobs with `workers` local worker processes."""
 
-    def __init__(self, host: str, port: int, secret: bytes, workers: int) -> None:
+    def __init__(
+        self, host: str, port: int, secret: bytes, workers: int, *, memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
+    ) -> None:  # fmt: skip
         self.host = host
         self.port = port
         self.workers = workers
@@ -114,8 +118,12 @@ class DialIn:
         self.said = ""  # what the ppserver said when it left (its Bye), escaped
         self.loop = Loop()
         self.queue: deque[Task] = deque()
-        self.pool = WorkerPool(self.loop, workers, on_results=self._results, on_requeue=self._requeue)
+        self.pool = WorkerPool(
+            self.loop, workers, on_results=self._results, on_requeue=self._requeue, memory_limit=memory_limit,
+            max_jobs_per_worker=max_jobs_per_worker,
+        )  # fmt: skip
         self.pool.name = f"dial-in worker {socket.gethostname()}"
+        self.pool.ids_known = False  # its job ids are the ppserver's, not the client's
         self._limits: dict[int, float] = {}  # time limits (`JobLimits`) of the jobs of the next JobBatch
         self.loop.on_idle = self._dispatch
         self._secret = secret
@@ -329,6 +337,21 @@ def _workers(text: str) -> int:
     return n
 
 
+def _memory(text: str) -> int:
+    try:
+        limit = parse_memory_limit(text, "--worker-memory-limit")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert limit is not None
+    return limit
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--max-jobs-per-worker wants a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The command line of `ppft-worker --connect`: its help is what `ppft-worker -h` prints."""
     parser = argparse.ArgumentParser(
@@ -351,6 +374,13 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"keep trying an unreachable or lost ppserver this long (default {DEFAULT_RETRY_FOR:.0f}; "
         "'forever'; 0: no retry)",
     )  # fmt: skip
+    parser.add_argument(
+        "--worker-memory-limit", type=_memory, default=None, metavar="SIZE",
+        help="stop a worker whose resident memory passes SIZE (2GiB, 512MiB); its job fails saying so",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-jobs-per-worker", type=_count, default=None, metavar="N", help="replace a worker after N jobs"
+    )
     parser.add_argument("--once", action="store_true", help="the same as --retry-for 0")
     parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     return parser
@@ -393,19 +423,20 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return _serve(host, int(port_text), secret, workers, retry_for, stopping, current)
+    limits = {"memory_limit": args.worker_memory_limit, "max_jobs_per_worker": args.max_jobs_per_worker}
+    return _serve(host, int(port_text), secret, workers, retry_for, stopping, current, limits)
 
 
 def _serve(
     host: str, port: int, secret: bytes, workers: int, retry_for: float, stopping: threading.Event,
-    current: list[DialIn],
+    current: list[DialIn], limits: dict[str, int | None] | None = None,
 ) -> int:  # fmt: skip
     """Dial, serve, and dial again after a failure until `retry_for` seconds have passed since the first."""
     backoff = _FIRST_BACKOFF
     failing_since: float | None = None
     last_failure = ""
     while True:
-        dialin = DialIn(host, port, secret, workers)
+        dialin = DialIn(host, port, secret, workers, **(limits or {}))
         current.append(dialin)
         code = dialin.run()
         current.pop()

@@ -63,10 +63,11 @@ from ..runtime import (
     adopt,
     collect_raw_results,
     collect_results,
+    format_bytes,
     send_batch,
     take_batch,
 )
-from .limits import Deadlines, job_limit, pool_timeout_result
+from .limits import Deadlines, MemoryWatch, job_limit, memory_result, pool_timeout_result
 from .lives import WorkerLives
 from .output import LiveWatch, OutputPiece, open_region
 from .spawn import start_worker
@@ -94,6 +95,8 @@ class WorkerPool(WorkerLives):
         max_attempts: int = 3,
         fork_threads: int | None = None,
         on_raw_results: Callable[[RawResults, list[Task | None]], None] | None = None,
+        memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None:
         """`fork_threads`: fork the workers `start` launches if the process then has exactly this many
         threads (its owner knows which they are and that none holds a lock the child needs); None: always
@@ -101,7 +104,11 @@ class WorkerPool(WorkerLives):
 
         `on_raw_results`: an owner that only passes results on (ppserver) gets each result frame undecoded,
         with its tasks (`collect_raw_results`), instead of (task, result) pairs through `on_results`, which
-        then carries only the results the pool makes itself (a job that failed with its worker)."""
+        then carries only the results the pool makes itself (a job that failed with its worker).
+
+        `memory_limit`: bytes of resident memory a worker may hold (`limits.MemoryWatch`); None: no limit.
+        `max_jobs_per_worker`: a worker is replaced after running this many jobs (its replacement starts
+        when its last job is sent, while it finishes them); None: never."""
         super().__init__(
             loop, size, on_results=on_results, on_requeue=on_requeue, restart=restart,
             max_attempts=max_attempts, fork_threads=fork_threads,
@@ -109,6 +116,9 @@ class WorkerPool(WorkerLives):
         self.jobs_done = 0
         self.job_time = 0.0
         self.name = "local"
+        self.ids_known = (
+            True  # messages name jobs by their ids (a dial-in worker's pool: it does not know them)
+        )
         self._on_raw_results = on_raw_results
         self._secret = os.urandom(32)
         self._next_index = 0
@@ -116,6 +126,10 @@ class WorkerPool(WorkerLives):
         self._stealer = None if restart else Stealer(loop, self._workers, self._cancel)
         self._live: LiveWatch | None = None
         self._deadlines = Deadlines(loop, self._workers, self._expired)
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self._memory = (
+            None if memory_limit is None else MemoryWatch(loop, self._workers, memory_limit, self._over)
+        )
 
     # -- the owner's interface -------------------------------------------------------------------------
 
@@ -171,6 +185,8 @@ class WorkerPool(WorkerLives):
                 continue
             batch_size, window = batching.limits(head.body.digest)
             free = window - len(inflight)
+            if self.max_jobs_per_worker is not None:  # recycling: never more than its share of jobs
+                free = min(free, self.max_jobs_per_worker - w.sent)
             if free <= 0 or (inflight and free < batch_size):
                 continue
             batch = take_batch(queue, min(free, batch_size), batching)
@@ -249,11 +265,25 @@ class WorkerPool(WorkerLives):
         others = [t for t in tasks if t is not task]
         if others:
             self._on_requeue(others)
-        self._on_results([(task, pool_timeout_result(w, task, limit, self.name))])
+        self._on_results([(task, pool_timeout_result(w, task, limit, self.name, self.ids_known))])
+
+    def _over(self, w: PoolWorker, rss: int) -> None:
+        """`w`'s resident memory passed the limit: kill it (its replacement starts); the job it was running
+        fails with `WorkerLostError` saying so, the jobs behind it go back to the owner's queue."""
+        assert self._memory is not None
+        limit = self._memory.limit
+        figures = f"{format_bytes(rss)}, passed the worker memory limit of {format_bytes(limit)}"
+        tasks = self._stop_worker(w, f"its resident memory, {figures}")
+        if tasks:
+            if len(tasks) > 1:
+                self._on_requeue(tasks[1:])
+            self._on_results([(tasks[0], memory_result(w, tasks[0], rss, limit, self.ids_known))])
 
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
         self._deadlines.close()
+        if self._memory is not None:
+            self._memory.close()
         if self._stealer is not None:
             self._stealer.close()
         if self._live is not None:
@@ -377,6 +407,12 @@ class WorkerPool(WorkerLives):
             w.since = time.monotonic()
         send_batch(w.conn, w.bodies, w.inflight, tasks)
         self._write(w, w.conn.data_to_send_parts())
+        if self.max_jobs_per_worker is not None:
+            w.sent += len(tasks)
+            if w.sent >= self.max_jobs_per_worker and not w.retiring:
+                w.retiring = True  # it gets no more jobs; it leaves once its last results are in
+                log.debug("%r was sent its %d jobs: starting its replacement", w, w.sent)
+                self._fill()
         if self._live is not None:
             self._live.busy()
         if self._stealer is not None:

@@ -39,6 +39,7 @@ class PoolWorker:
         "region",
         "retiring",
         "rfd",
+        "sent",
         "since",
         "solo_busy",
         "started",
@@ -70,6 +71,7 @@ class PoolWorker:
         self.ready = False
         self.retiring = False
         self.solo_busy = False
+        self.sent = 0  # jobs sent to it, counted only when the pool recycles its workers
         self.started = time.monotonic()
         self.since = self.started  # last frame sent while idle, or last result (`stealing`)
         self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet

@@ -203,9 +203,8 @@ class Link:
                     "told a time limit nor stop a running job, so the job was cancelled there and may run on "
                     "until it ends)"
                 )
-                expired.append(
-                    (task, timeout_result(task, timeout_message(job, name, self.name, limit, note=note)))
-                )
+                message = timeout_message(f"job {job} ({name})", self.name, limit, note=note)
+                expired.append((task, timeout_result(task, message)))
             elif due is None or when < due:
                 due = when
         if due is not None:

@@ -25,10 +25,11 @@ def job_limit(task: Task) -> float | None:
     return getattr(task, "timeout", None)
 
 
-def timeout_message(job: object, function: str, where: str, limit: float, *, note: str = "") -> str:
-    """What a timed-out job says: the job, its function, where it ran, the limit, and what to do."""
+def timeout_message(job: str, where: str, limit: float, *, note: str = "") -> str:
+    """What a timed-out job says: the job and its function ("job 3 (f)"), where it ran, the limit, and what
+    to do."""
     return (
-        f"job {job} ({function}) ran longer than its timeout of {limit:g} s on {where}{note}; the job is "
+        f"{job} ran longer than its timeout of {limit:g} s on {where}{note}; the job is "
         f"not retried (give it a larger timeout=, or none)"
     )
 
