@@ -264,6 +264,8 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[Any]) -> None:
         "max_handshakes": 100,
         "max_handshakes_per_host": 20,
         "max_queued_jobs": None,
+        "worker_memory_limit": None,
+        "max_jobs_per_worker": None,
     }
 
 
