@@ -60,6 +60,7 @@ FULL = Sizes(
         "remote": 90.0,
         "dask": 120.0,
         "soak": 400.0,
+        "recycle": 120.0,
         "fanout": 120.0,
         "fairness": 150.0,
     },
@@ -80,7 +81,7 @@ QUICK = Sizes(
     timeouts=dict.fromkeys(
         ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
     )
-    | dict.fromkeys(("soak", "fanout", "fairness"), 30.0),
+    | dict.fromkeys(("soak", "fanout", "fairness", "recycle"), 30.0),
 )
 
 

@@ -409,14 +409,25 @@ class WorkerPool(WorkerLives):
         self._write(w, w.conn.data_to_send_parts())
         if self.max_jobs_per_worker is not None:
             w.sent += len(tasks)
-            if w.sent >= self.max_jobs_per_worker and not w.retiring:
-                w.retiring = True  # it gets no more jobs; it leaves once its last results are in
-                log.debug("%r was sent its %d jobs: starting its replacement", w, w.sent)
-                self._fill()
+            self._recycle(w, self.max_jobs_per_worker)
         if self._live is not None:
             self._live.busy()
         if self._stealer is not None:
             self._stealer.sent(w)
+
+    def _recycle(self, w: PoolWorker, most: int) -> None:
+        """Recycling: `w` was sent jobs. Its replacement starts when it is sent the last tenth of its
+        `most` jobs, so it is ready by the time `w` leaves (no gap in throughput); once it was sent them all
+        it gets no more, and leaves when their results are in (`_finished`)."""
+        if not w.spare and w.sent >= most - most // 10:
+            w.spare = True  # counted with the workers: `_fill` starts none for `w` when it retires
+            log.debug("%r was sent %d of its %d jobs: starting its replacement", w, w.sent, most)
+            try:
+                self._spawn("a replacement of a recycled worker")
+            except OSError as exc:
+                self._start_failed(f"could not start a worker process: {exc}")
+        if w.sent >= most and not w.retiring:
+            w.retiring = True
 
     def _cancel(self, w: PoolWorker, job_ids: tuple[int, ...]) -> None:
         w.conn.send(Cancel(job_ids))

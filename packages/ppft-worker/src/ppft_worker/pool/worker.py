@@ -41,6 +41,7 @@ class PoolWorker:
         "rfd",
         "sent",
         "since",
+        "spare",
         "solo_busy",
         "started",
         "stolen",
@@ -72,6 +73,7 @@ class PoolWorker:
         self.retiring = False
         self.solo_busy = False
         self.sent = 0  # jobs sent to it, counted only when the pool recycles its workers
+        self.spare = False  # recycling: its replacement was started
         self.started = time.monotonic()
         self.since = self.started  # last frame sent while idle, or last result (`stealing`)
         self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
