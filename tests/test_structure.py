@@ -52,6 +52,7 @@ ROOMS: dict[str, list[str]] = {
         "framing",
         "batches",
         "live",
+        "limits",
         "relay",
         "channel",
         "messages",
@@ -64,6 +65,7 @@ ROOMS: dict[str, list[str]] = {
     "ppft_client": [
         "version",
         "errors",
+        "limits",
         "rebuild",
         "joblock",
         "stats",
@@ -85,6 +87,7 @@ ROOMS: dict[str, list[str]] = {
         "settings",
         "fairqueue",
         "peers",
+        "limits",
         "watch",
         "session",
         "node",

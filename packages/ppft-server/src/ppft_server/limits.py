@@ -13,7 +13,7 @@ limits than it sends jobs for (`MAX_PENDING_LIMITS`) breaks the rules of its rol
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, cast
+from typing import Any, cast
 
 from ppft_protocol import ResultBatch
 from ppft_worker.runtime import ServedTask, Task
@@ -26,9 +26,8 @@ from .peers import (
     cancelled,
 )
 
-if TYPE_CHECKING:
-    from .node import NodeServer
-    from .session import Session
+Session = Any  # `session.Session`, which imports this module: named, not imported
+NodeServer = Any  # `node.NodeServer`: its `queue`, `pool` and `links`
 
 __all__ = ["ServerLimits"]
 
@@ -94,7 +93,7 @@ class ServerLimits:
     def _unqueue(self, session: Session, wanted: set[int]) -> list[ServedTask]:
         removed = self.server.queue.cancel(
             session.lane,
-            lambda task: cast("ServedTask", task).owner is session and task.client_id in wanted,  # type: ignore[attr-defined]
+            lambda task: cast("ServedTask", task).owner is session and task.client_id in wanted,
         )
         return cast("list[ServedTask]", removed)
 
