@@ -122,10 +122,11 @@ class Cluster:
         return proc
 
     def ppserver(self, workers: int = 2, *, port: int | None = None, secret: str = SECRET,
-                 extra: tuple[str, ...] = ()) -> Proc:  # fmt: skip
+                 extra: tuple[str, ...] = (), python: str | None = None) -> Proc:  # fmt: skip
+        """`python`: the interpreter that runs it (another venv's, for mixed Python versions)."""
         port = port or free_port()
-        argv = [sys.executable, "-m", "ppft_server", "-p", str(port), "-i", "127.0.0.1", "-w", str(workers),
-                "-s", secret, *extra]  # fmt: skip
+        argv = [python or sys.executable, "-m", "ppft_server", "-p", str(port), "-i", "127.0.0.1",
+                "-w", str(workers), "-s", secret, *extra]  # fmt: skip
         proc = self._spawn(argv, "ppserver")
         proc.port = port
         wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
@@ -133,10 +134,15 @@ class Cluster:
         return proc
 
     def dialin(
-        self, server: Proc, workers: int = 1, secret: str = SECRET, extra: tuple[str, ...] = ()
+        self,
+        server: Proc,
+        workers: int = 1,
+        secret: str = SECRET,
+        extra: tuple[str, ...] = (),
+        python: str | None = None,
     ) -> Proc:
-        argv = [sys.executable, "-m", "ppft_worker", "--connect", server.address, "-w", str(workers),
-                "-s", secret, *extra]  # fmt: skip
+        argv = [python or sys.executable, "-m", "ppft_worker", "--connect", server.address,
+                "-w", str(workers), "-s", secret, *extra]  # fmt: skip
         return self._spawn(argv, "dialin")
 
     @staticmethod

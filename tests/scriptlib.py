@@ -69,8 +69,11 @@ def run_script(
     env: dict[str, str] | None = None,
     cwd: Path | None = None,
     timeout: float = 90.0,
+    python: str | None = None,
 ) -> Ran:
-    """Run `script` (a path, or a name in tests/scripts/) `how` users do; never longer than `timeout`."""
+    """Run `script` (a path, or a name in tests/scripts/) `how` users do; never longer than `timeout`.
+    `python`: the interpreter (another venv's, for mixed Python versions; default: this one)."""
+    executable = python or sys.executable
     path = Path(script)
     if not path.is_absolute():
         path = SCRIPTS / path
@@ -78,17 +81,17 @@ def run_script(
     argv: list[str]
     stdin_text: str | None = None
     if how == "file":
-        argv = [sys.executable, str(path)]
+        argv = [executable, str(path)]
     elif how == "-c":
-        argv = [sys.executable, "-c", text]
+        argv = [executable, "-c", text]
     elif how == "stdin":
-        argv = [sys.executable, "-"]
+        argv = [executable, "-"]
         stdin_text = text
     elif how == "exec":
-        argv = [sys.executable, "-c", _EXEC_RUNNER]
+        argv = [executable, "-c", _EXEC_RUNNER]
         stdin_text = text
     elif how == "ipython":
-        argv = [sys.executable, "-m", "IPython", "--no-banner", "--quick", "--colors=NoColor"]
+        argv = [executable, "-m", "IPython", "--no-banner", "--quick", "--colors=NoColor"]
         argv += ["--HistoryManager.enabled=False", "-c", text]
     else:
         raise ValueError(f"how must be one of {ALL_HOWS}, not {how!r}")
@@ -165,10 +168,12 @@ PROTOCOL_1 = (
 )
 """Lines that make every connection of the process speak protocol version 1 only, as ppft 2.0.0 does."""
 
-_PROTOCOL_1_PPSERVER = (
+PROTOCOL_1_PPSERVER = (
     PROTOCOL_1 + "import runpy, sys\nsys.argv[0] = 'ppserver'\n"
     "runpy.run_module('ppft_server', run_name='__main__', alter_sys=True)\n"
 )
+"""`python -c` text of a ppserver that speaks protocol version 1 only (ppft 2.0.0 on the wire); its
+command-line arguments follow."""
 
 
 @pytest.fixture(scope="module")
@@ -178,7 +183,7 @@ def protocol_1_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[di
     cluster = Cluster(tmp_path_factory.mktemp("ppserver-v1"))
     try:
         port = free_port()
-        argv = [sys.executable, "-c", _PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
+        argv = [sys.executable, "-c", PROTOCOL_1_PPSERVER, "-p", str(port), "-i", "127.0.0.1", "-w", "2"]
         proc = cluster._spawn([*argv, "-s", SECRET, "-d"], "ppserver-v1")
         wait_until(lambda: listening(port) or proc.popen.poll() is not None, 30, f"ppserver on {port}")
         assert proc.popen.poll() is None, cluster.read_log(proc)

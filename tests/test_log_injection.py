@@ -8,6 +8,7 @@ and cut with a marker.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import socket
 import struct
@@ -110,6 +111,14 @@ def _authenticate_then_say_bye_at_length(sock: socket.socket) -> None:
     conn.send(NodeInfo("server", 1, "9.9.9", "hostile"))
     conn.send(Bye((HOSTILE * 20_000)[: 1 << 20]))
     sock.sendall(conn.data_to_send())
+    # Leave as a ppserver that says Bye does: close our side, then read what the client still sends until it
+    # closes too. Closing with the client's jobs unread would reset the connection, and a client that sees
+    # the reset before it has read the whole Bye rightly logs the reset instead.
+    sock.shutdown(socket.SHUT_WR)
+    sock.settimeout(10)
+    with contextlib.suppress(OSError):
+        while sock.recv(65536):
+            pass
 
 
 @pytest.mark.parametrize(

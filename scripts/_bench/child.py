@@ -16,6 +16,7 @@ import os
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 try:
@@ -156,7 +157,9 @@ def _make_backend(backend: str, params: dict[str, Any]) -> _Backend:
         remote = params.get("remote")
         if remote:
             # seal= only when asked: ppft 1.7.8 has no such keyword
-            sealing = {"seal": False} if params.get("unsealed") else {}
+            sealing: dict[str, Any] = {"seal": False} if params.get("unsealed") else {}
+            if params.get("ssh"):  # an ssh:// node, reached by this ssh command (ssh_scenario.py)
+                sealing["ssh"] = tuple(params["ssh"])
             return _ClassicBackend(pp.Server(0, ppservers=(remote,), secret=params["secret"], **sealing))
         return _ClassicBackend(pp.Server(WORKERS))
     raise SystemExit(f"unknown backend {backend!r}: expected ppe, executor, classic, dask, bare or bare-tcp")
@@ -249,6 +252,24 @@ def scenario_tiny(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         b.close()
 
 
+def scenario_observe(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`scenario_tiny` through our ppft (local or remote); with `status_file`, the client first serves its
+    status page (`Server.serve_status`) and writes the page's URL there, for the harness to scrape."""
+    b = _make_backend(backend, params)
+    try:
+        status_file = params.get("status_file")
+        if status_file:
+            assert isinstance(b, _ClassicBackend)
+            url = b.server.serve_status("127.0.0.1:0")
+            with open(status_file + ".tmp", "w", encoding="utf-8") as f:
+                f.write(url)
+            os.replace(status_file + ".tmp", status_file)
+        _warm_up(b)
+        return _tiny(b, params["n"], params["rounds"])
+    finally:
+        b.close()
+
+
 def scenario_latency(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     b = _make_backend(backend, params)
     try:
@@ -327,19 +348,33 @@ def scenario_payload(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         _warm_up(b)
         if "unsealed" in params:
             out["sealed"] = _check_sealing(b, not params["unsealed"])
-        for size, count in params["sizes"]:
-            data = bytes(range(256)) * (size // 256)
-            rates = []
-            for _ in range(params["rounds"]):
-                start = time.perf_counter()
-                values = b.collect(b.submit_all(echo, [(data,)] * count))
-                elapsed = time.perf_counter() - start
-                if len(values) != count or any(value != data for value in values):
-                    raise BenchValueError(f"payload echo of {size} bytes came back different")
-                rates.append(count * size / (1 << 20) / elapsed)
-            out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}
+        out.update(_echo(b, params["sizes"], params["rounds"], bool(params.get("numpy"))))
     finally:
         b.close()
+    return out
+
+
+def _echo(b: _Backend, sizes: list[list[int]], rounds: int, arrays: bool = False) -> dict[str, Any]:
+    """Per payload size: the best MiB/s of `rounds` rounds of `count` echo jobs (`arrays`: of a numpy
+    float64 array of that size, the arrays scenario, instead of bytes)."""
+    out: dict[str, Any] = {}
+    for size, count in sizes:
+        data: Any = bytes(range(256)) * (size // 256)
+        same: Callable[[Any], bool] = data.__eq__
+        if arrays:
+            import numpy
+
+            data = numpy.arange(size // 8, dtype=numpy.float64)
+            same = lambda value, data=data: bool((value == data).all())  # noqa: E731
+        rates = []
+        for _ in range(rounds):
+            start = time.perf_counter()
+            values = b.collect(b.submit_all(echo, [(data,)] * count))
+            elapsed = time.perf_counter() - start
+            if len(values) != count or not all(same(value) for value in values):
+                raise BenchValueError(f"payload echo of {size} bytes came back different")
+            rates.append(count * size / (1 << 20) / elapsed)
+        out[str(size)] = {"mib_per_s": max(rates), "rounds": rates, "jobs": count}
     return out
 
 
@@ -354,6 +389,22 @@ def _check_sealing(b: _Backend, sealed: bool) -> bool:
             f"sealed={states}: the figure would be mislabelled"
         )
     return sealed
+
+
+def scenario_ssh(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Tiny throughput, latency and payload through one remote node (a ppserver or an ssh node), whose
+    link must be sealed or unsealed as `params["sealed"]` says."""
+    b = _make_backend(backend, params)
+    try:
+        _warm_up(b)
+        sealed = _check_sealing(b, params["sealed"])
+        result = _tiny(b, params["n"], params["rounds"])
+        result.update(_latency(b, params["k"]))
+        result["payload"] = _echo(b, params["sizes"], params["rounds"])
+    finally:
+        b.close()
+    result["sealed"] = sealed
+    return result
 
 
 def scenario_executor(backend: str, params: dict[str, Any]) -> dict[str, Any]:
@@ -421,6 +472,8 @@ _SCENARIOS = {
     "payload": scenario_payload,
     "executor": scenario_executor,
     "recycle": scenario_recycle,
+    "observe": scenario_observe,
+    "ssh": scenario_ssh,
 }
 
 

@@ -22,7 +22,7 @@ from .scenarios import SCENARIOS, run_scenario
 
 __all__ = ["main"]
 
-_MUST_PASS = ("ppe", "ppft2", "bare", "bare-tcp", "ppft2-remote", "ppft2-dask")
+_MUST_PASS = ("ppe", "ppft2", "bare", "bare-tcp", "ppft2-remote", "ppft2-dask", "ppft2-ssh")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -60,7 +60,8 @@ QUICK_LOAD = LoadSizes(
     soak_chunk=1_000,
     fanout_nodes=(1, 2),
     fanout_jobs=200,
-    flood_jobs=2_000,
+    # under a second of queue, yet B's first round trip ends before it drains, even on a loaded machine
+    flood_jobs=50_000,
     fairness_round_trips=20,
     payload_pairs=1,
 )

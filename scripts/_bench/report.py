@@ -26,22 +26,29 @@ _TITLES = {
     "cpu": "cpu-bound: pure-Python jobs of ~0.25 s on 2 workers; efficiency = jobs * one job / (2 * wall), "
     "one job timed in the bench process, or alone on the pool",
     "payload": "payload: echo bytes; MiB/s counts each job's payload once (it travels both ways)",
+    "arrays": "arrays: echo a numpy float64 array (out-of-band buffers); MiB/s counts each job's array once",
     "executor": "executor: ppft.Executor(2) vs ProcessPoolExecutor(2), x + 1 jobs",
     "remote": "remote: ppserver -w 2 over loopback, client Server(0, ppservers=...); beside local runs",
     "dask": "dask: scheduler + 2 workers --nthreads 1 on loopback; ppft's dask node vs dask's own client",
+    "ssh": "ssh: an ssh:// node (workers=2, through a local sshd) vs ppserver -w 2, same loopback, client "
+    "Server(0, ppservers=...); ppserver sealed by default, the ssh node unsealed by default (ssh encrypts)",
     "fanout": "fan-out: one client, Server(0, ppservers=...) over N `ppserver -w 1` on loopback, x + 1 jobs",
     "fairness": "fairness: client B's round trips through ppserver -w 2, idle, then while client A has its "
     "jobs queued there",
     "recycle": "recycle: Server(2, max_jobs_per_worker=1000) (ppft2-recycle) vs no recycling, tiny and 1 ms "
     "jobs; ProcessPoolExecutor(2) without recycling as the reference",
     "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
+    "observe": "observe: tiny x + 1 jobs with the status page open and /metrics scraped every second, over "
+    "the same unwatched; ppserver -w 2 --http (client Server(0, ppservers=...)), Server(2).serve_status()",
 }
 _DEFAULT_REFS = (("x ppe", "ppe"), ("x ppft178", "ppft178"))
 _REFS = {
     "tiny": (*_DEFAULT_REFS, ("x bare", "bare")),
     "remote": (("x ppe local", "ppe"), ("x ppft178 remote", "ppft178-remote"), ("x ppft2 local", "ppft2")),
     "dask": (("x dask client", "dask"),),
+    "ssh": (("x ppserver sealed", "ppft2-remote"), ("x ppserver unsealed", "ppft2-remote unsealed")),
     "payload": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
+    "arrays": (("x ppe", "ppe"), ("x ppft2 local", "ppft2")),
     "cpu": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
     "recycle": (("x ppe", "ppe"), ("x ppft2 no recycling", "ppft2")),
 }
@@ -74,6 +81,8 @@ GOALS = (
     Goal("3, 8", "cpu", "parallel efficiency, one job timed alone on a worker", "ppft2", None, ">=", None),
     Goal("3, 8", "payload", "echo 1 MiB", "ppft2", "ppe", ">=", 1.0),
     Goal("3, 8", "payload", "echo 16 MiB", "ppft2", "ppe", ">=", 1.0),
+    Goal("19", "arrays", "echo 16 MiB numpy", "ppft2", "ppe", ">=", 2.0),
+    Goal("19", "arrays", "echo 16 MiB numpy", "ppft2-remote", "ppe", ">=", 1.0),
     Goal("8", "executor", "map, default chunksize, 20,000 jobs", "ppft2", "ppe", ">=", 5.0),
     Goal("8", "executor", "submit then collect, 20,000 jobs", "ppft2", "ppe", ">=", 5.0),
     Goal("4", "remote", "tiny jobs/s", "ppft2-remote", "ppft178-remote", ">=", 50.0),
@@ -99,6 +108,8 @@ GOALS = (
     Goal("8", "fanout", "jobs/s, all nodes / 1 ppserver -w 2", "ppft2-remote", None, ">=", 0.5),
     Goal("8", "fanout", "client CPU per job, all nodes / 1 node", "ppft2-remote", None, "<=", 1.25),
     Goal("8", "fairness", "B latency median, queued / idle", "ppft2-remote", None, "<=", 3.0),
+    Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2-remote", None, ">=", 0.97),
+    Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2", None, ">=", 0.97),
 )
 
 

@@ -31,9 +31,9 @@ class Sizes:
     payloads: tuple[tuple[int, int], ...]  # (bytes per job, jobs per round)
     executor_jobs: int
     remote_jobs: int
-    ppft178_remote_jobs: int  # ppft 1.7.8 does ~45 jobs/s remotely: capped so its run stays under 20 s
+    ppft178_remote_jobs: int  # ppft 1.7.8 is slow remotely (its own remote figure): capped to a short run
     ppft178_remote_round_trips: int
-    dask_jobs: int  # dask's own client does ~600 tiny jobs/s here: the same count for it and for ppft
+    dask_jobs: int  # dask's own client is slow with tiny jobs: a count it finishes soon, the same for ppft
     timeouts: dict[str, float]  # per child process, by scenario
 
 
@@ -56,6 +56,7 @@ FULL = Sizes(
         "latency": 60.0,
         "cpu": 60.0,
         "payload": 90.0,
+        "arrays": 90.0,
         "executor": 120.0,
         "remote": 90.0,
         "dask": 120.0,
@@ -63,6 +64,8 @@ FULL = Sizes(
         "recycle": 120.0,
         "fanout": 120.0,
         "fairness": 150.0,
+        "observe": 180.0,
+        "ssh": 120.0,
     },
 )
 QUICK = Sizes(
@@ -79,9 +82,10 @@ QUICK = Sizes(
     ppft178_remote_round_trips=5,
     dask_jobs=100,
     timeouts=dict.fromkeys(
-        ("startup", "tiny", "latency", "cpu", "payload", "executor", "remote", "dask"), 30.0
+        ("startup", "tiny", "latency", "cpu", "payload", "arrays", "executor", "remote", "ssh", "dask"),
+        30.0,
     )
-    | dict.fromkeys(("soak", "fanout", "fairness", "recycle"), 30.0),
+    | dict.fromkeys(("soak", "fanout", "fairness", "recycle", "observe"), 30.0),
 )
 
 

@@ -7,14 +7,27 @@ how figures are shown (report.py) and never measures in its own process.
 
 from __future__ import annotations
 
+import importlib.util
 import statistics
 from collections.abc import Callable
 from typing import Any
 
 from .impls import BenchSetupError
-from .load_scenarios import POOL_TIMED, cpu_remote, fairness, fanout, payload_remote, soak
+from .load_scenarios import (
+    POOL_TIMED,
+    _no_ppserver,
+    _on_remote,
+    _per_size,
+    cpu_remote,
+    fairness,
+    fanout,
+    payload_remote,
+    soak,
+)
+from .observe_scenario import observe
 from .procs import Outcome, dask_cluster, ppserver
-from .runs import Run, size_name
+from .runs import MIB, Run, size_name
+from .ssh_scenario import ssh
 
 __all__ = ["SCENARIOS", "run_scenario"]
 
@@ -74,6 +87,24 @@ def payload(run: Run) -> None:
             per_size = Outcome(outcome.status, outcome.result.get(str(size), {}), 0.0, outcome.message)
             run.add("payload", f"echo {size_name(size)}", key, "MiB/s", per_size, "mib_per_s")
     payload_remote(run, params)
+
+
+def arrays(run: Run) -> None:
+    """Issue 19: a numpy array echoed (it travels with out-of-band buffers), local and through a sealed
+    ppserver -w 2, beside ProcessPoolExecutor."""
+    size, count = (16 * MIB, 4) if not run.quick else (256 * 1024, 2)
+    metric = f"echo {size_name(size)} numpy"
+    params = {"sizes": [[size, count]], "rounds": run.sizes.rounds, "numpy": True}
+    if importlib.util.find_spec("numpy") is None:
+        for key in ("ppe", "ppft2", "ppft2-remote"):
+            run.skip("arrays", metric, key, "MiB/s", "numpy is not installed (scripts/install --test)")
+        return
+    for key in ("ppe", "ppft2"):
+        outcome = run.child("payload", key, key, _backend(key), params)
+        run.add("arrays", metric, key, "MiB/s", _per_size(outcome, size), "mib_per_s")
+    why = _no_ppserver(run)
+    remote = Outcome("skipped", {}, 0.0, why) if why else _on_remote(run, "payload", params)
+    run.add("arrays", metric, "ppft2-remote", "MiB/s", _per_size(remote, size), "mib_per_s", "sealed")
 
 
 def executor(run: Run) -> None:
@@ -187,12 +218,15 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "latency": latency,
     "cpu": cpu,
     "payload": payload,
+    "arrays": arrays,
     "executor": executor,
     "remote": remote,
     "dask": dask,
     "fanout": fanout,
     "fairness": fairness,
     "recycle": recycle,
+    "observe": observe,
+    "ssh": ssh,
     "soak": soak,  # the longest (1,000,000 jobs), last
 }
 

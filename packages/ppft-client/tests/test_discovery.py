@@ -88,7 +88,10 @@ def test_default_port_is_the_one_given() -> None:
         ("host:+35", "port '+35' is not a number in 1-65535"),
         ("[node1]:35000", "'node1' in brackets is not an IPv6 address"),
         ("[::1]:", "port '' is not a number in 1-65535"),
-        ("tcp://host:35000", "a tcp:// address is not a ppserver's (only dask:// entries take a scheme)"),
+        (
+            "tcp://host:35000",
+            "a tcp:// address is not a ppserver's (only ssh:// and dask:// entries take a scheme)",
+        ),
     ],
 )
 def test_unreadable_entry_is_a_value_error_naming_it(entry: str, reason: str) -> None:
@@ -103,7 +106,7 @@ def test_unreadable_entry_error_lists_the_accepted_forms() -> None:
     assert str(info.value) == (
         "ppservers entry 'node1:35000:1': more than one ':' yet not an IPv6 address (an IPv6 address with a "
         "port is '[IPv6]:port'); write 'host:port', 'host' (port 60000), '[IPv6]:port', a wildcard ('*', "
-        "'*:port', '192.168.1.*') or 'dask://HOST:PORT'"
+        "'*:port', '192.168.1.*'), 'ssh://[user@]host[:port]' or 'dask://HOST:PORT'"
     )
 
 

@@ -220,7 +220,8 @@ def test_output_vector_decodes_in_its_version(vector: dict[str, Any]) -> None:
         assert GEN.describe(message) == vector["fields"]
     else:  # the spans stay behind: every other field is the message's
         expected = vector["fields"]
-        for result in expected["results"]:
+        expected.pop("python", None)  # NodeInfo's python stays behind too
+        for result in expected.get("results", ()):
             result.pop("stderr_spans", None)
         assert GEN.describe(message) == expected
 

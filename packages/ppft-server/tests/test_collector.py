@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from ppft_server import node
+from ppft_server import gctune
 from ppft_server.node import NodeServer
 
 
@@ -31,7 +31,7 @@ def test_the_threshold_is_raised_while_serving_and_restored_after_the_last_serve
     before = gc.get_threshold()
     servers, threads = serving(2)
     try:
-        wait_for(lambda: node._gc_serving == 2, "both servers to serve")
+        wait_for(lambda: gctune._gc_serving == 2, "both servers to serve")
         assert gc.get_threshold()[0] >= 10_000
         assert gc.get_threshold()[1:] == before[1:]
         servers[0].stop()

@@ -26,6 +26,7 @@ class Client:
         self.closed = closed
         self.frames: list[ResultBatch] = []
         self.live: set[int] = set()  # the session's ids of its jobs not answered yet
+        self.done = 0  # the session's jobs answered (the status page counts them)
         self.stream = self  # the session's stream: what it has not sent yet
         self.unsent = 0
 
@@ -103,3 +104,44 @@ def test_results_the_server_made_go_back_under_the_clients_ids(server: NodeServe
     server.results([(task(12, alice, 7), result(12))])
     assert sent(alice) == [[as_client_sees(10, 5)], [as_client_sees(12, 7)]]
     assert sent(bob) == [[as_client_sees(11, 6)]]
+
+
+# -- what the status page counts of the same frames -------------------------------------------------------
+
+
+def _tally(server: NodeServer) -> dict[str, int]:
+    return server.counters.tally.snapshot()
+
+
+def test_a_frame_is_counted_once_by_outcome_and_for_each_client(server: NodeServer) -> None:
+    alice, bob = Client(), Client()
+    tasks: list[Task | None] = [task(10, alice, 1), task(11, bob, 1), task(12, alice, 2), task(14, bob, 2)]
+    batch = decode_raw_results(memoryview(frame(10, 11, 12, 14)))
+    assert batch.failures == 1  # the decoder counts them on its way
+    server.raw_results(batch, tasks)
+    assert _tally(server) == {"ok": 3, "error": 1, "lost": 0, "timeout": 0, "cancelled": 0}
+    assert (alice.done, bob.done) == (2, 2)
+    durations = server.counters.durations.snapshot()
+    assert durations["count"] == 4 and durations["sum"] == 2.0
+
+
+def test_results_no_longer_in_flight_are_not_counted(server: NodeServer) -> None:
+    alice = Client()
+    server.raw_results(decode_raw_results(memoryview(frame(10, 11, 12))), [task(10, alice, 1), None, None])
+    assert _tally(server)["ok"] == 1 and _tally(server)["error"] == 0
+    assert server.counters.durations.snapshot()["count"] == 1
+
+
+def test_a_failed_job_of_a_client_that_left_counts_as_cancelled(server: NodeServer) -> None:
+    gone = Client(closed=True)
+    server.raw_results(decode_raw_results(memoryview(frame(11, 12))), [task(11, gone, 1), task(12, gone, 2)])
+    assert _tally(server) == {"ok": 1, "error": 0, "lost": 0, "timeout": 0, "cancelled": 1}
+
+
+def test_results_the_server_made_are_counted_by_their_error_type(server: NodeServer) -> None:
+    alice = Client()
+    lost = Result(21, False, b"", "", 0.0, 0.0, "ppft_worker.errors.WorkerLostError", "died", "", b"")
+    pairs = [(task(20, alice, 1), result(20)), (task(21, alice, 2), lost), (task(23, alice, 3), result(23))]
+    server.results(pairs)  # type: ignore[arg-type]
+    assert _tally(server) == {"ok": 1, "error": 1, "lost": 1, "timeout": 0, "cancelled": 0}
+    assert alice.done == 3

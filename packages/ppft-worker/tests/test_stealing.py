@@ -185,7 +185,8 @@ def test_a_worker_that_becomes_ready_after_a_long_frame_went_out_takes_its_tail(
         h.pool.start()
         h.until(lambda: len(h.pool._workers) == 1 and h.pool._workers[0].ready, "the first worker")
         h.run([(10,)])  # the batching learns: spin is tiny
-        tasks = [T(next(h.ids), FN, (1_000_000,)) for _ in range(16)]
+        # ~0.15 s each: the frame lasts long enough for the second worker to start even on a loaded machine
+        tasks = [T(next(h.ids), FN, (5_000_000,)) for _ in range(16)]
         h.queue.extend(tasks)
         h.until(lambda: not h.queue, "the frame of 16 to go out")
         h.pool.resize(2)

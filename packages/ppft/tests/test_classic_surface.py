@@ -111,6 +111,12 @@ def test_retired_classes_document_what_replaced_them() -> None:
         assert cls.__doc__ and "Replaced by" in cls.__doc__
 
 
-def test_ppserver_script_is_installed_by_the_meta_package() -> None:
-    scripts = importlib.metadata.distribution("ppft").entry_points.select(group="console_scripts")
-    assert {ep.name: ep.value for ep in scripts}["ppserver"] == "ppft_server.cli:main"
+def test_ppserver_comes_with_the_meta_package_from_ppft_server_alone() -> None:
+    """`pip install ppft` gives `ppserver` (ppft needs ppft-server, which installs it), and `pip uninstall
+    ppft` cannot take it away from a ppft-server user: one package owns the command."""
+    own = importlib.metadata.distribution("ppft").entry_points.select(group="console_scripts")
+    assert "ppserver" not in {ep.name for ep in own}
+    requires = importlib.metadata.requires("ppft") or []
+    assert any(req.startswith("ppft-server==") for req in requires), requires
+    server = importlib.metadata.distribution("ppft-server").entry_points.select(group="console_scripts")
+    assert {ep.name: ep.value for ep in server}["ppserver"] == "ppft_server.cli:main"

@@ -21,7 +21,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ppft_protocol import FunctionBody, Result
+from ppft_protocol import FunctionBody, Pickled, Result
 from ppft_protocol import Job as WireJob
 
 from .job import FINISHED, PENDING, RUNNING, Job
@@ -108,7 +108,7 @@ def make_job(
     server: Any,
     tid: int,
     body: FunctionBody,
-    args: bytes,
+    args: bytes | Pickled,
     proto: int,
     sched: Any,
     callback: Callable[..., Any] | None = None,

@@ -35,13 +35,14 @@ from concurrent.futures import CancelledError, Future
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from ppft_protocol import FunctionBody, Result
+from ppft_protocol import FunctionBody, Pickled, Result, is_pickled
 from ppft_protocol import Job as WireJob
 from ppft_protocol.cpython import FUTURE_STATES
 
 from .errors import ResultDecodeError
 from .joblock import JOBS_LOCK, Sleepers, new_condition
 from .output import Unshown, write_output
+from .shipping import unpickle
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -129,7 +130,7 @@ class Job(Future):  # type: ignore[type-arg]
         super().__init_subclass__(**kwargs)
         cls._finalizes = cls.finalize is not Job.finalize
 
-    def bind(self, body: FunctionBody, args: bytes, proto: int) -> None:
+    def bind(self, body: FunctionBody, args: bytes | Pickled, proto: int) -> None:
         """Give a job made without a body (ppft 1.7 style) what it runs."""
         self.body = body
         self.wire = WireJob(self.tid, body.digest, args, proto)
@@ -411,7 +412,9 @@ class Job(Future):  # type: ignore[type-arg]
             if raw is None:  # finished by `Future.set_result`, not by a worker
                 return self._result
         try:
-            value = pickle.loads(raw.value)
+            value = pickle.loads(raw.value)  # type: ignore[arg-type]
+        except pickle.UnpicklingError as exc:
+            value = _buffered_value(self, raw.value, exc)
         except Exception as exc:
             raise ResultDecodeError(
                 f"job {self.tid} finished on {self.node}, but its value cannot be unpickled here: "
@@ -464,7 +467,7 @@ class Job(Future):  # type: ignore[type-arg]
         if raw is None:  # failed before any worker answered (destroyed, lost)
             exc = self._exception
             return pickle.dumps((None, f"{type(exc).__name__}: {exc}\n" if exc else ""))
-        pair = (pickle.loads(raw.value), raw.output) if raw.ok else (None, raw.output + raw.traceback)
+        pair = (unpickle(raw.value), raw.output) if raw.ok else (None, raw.output + raw.traceback)
         try:
             proto = pickle.HIGHEST_PROTOCOL if self.wire is None else self.wire.pickle_protocol
             return pickle.dumps(pair, proto)
@@ -472,3 +475,19 @@ class Job(Future):  # type: ignore[type-arg]
             import dill  # noqa: PLC0415 - only paid for by values that need it
 
             return bytes(dill.dumps(pair))
+
+
+def _buffered_value(job: Job, value: Any, exc: Exception) -> Any:
+    """The value of a result that came with out-of-band buffers (protocol version 2), else the error."""
+    if not is_pickled(value):
+        raise ResultDecodeError(
+            f"job {job.tid} finished on {job.node}, but its value cannot be unpickled here: "
+            f"{type(exc).__name__}: {exc}; make sure the value's class imports in this process"
+        ) from exc
+    try:
+        return unpickle(value)
+    except Exception as exc2:
+        raise ResultDecodeError(
+            f"job {job.tid} finished on {job.node}, but its value cannot be unpickled here: "
+            f"{type(exc2).__name__}: {exc2}; make sure the value's class imports in this process"
+        ) from exc2

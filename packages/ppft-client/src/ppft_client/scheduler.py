@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import PPFTError, Result
+from ppft_worker.observe import Counters
 from ppft_worker.pool import WorkerPool
 from ppft_worker.runtime import Loop, Task, internal_error_reason
 
@@ -49,7 +50,9 @@ from .completion import CallbackThread, complete_jobs, fail_job
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job
 from .joblock import JOBS_LOCK
-from .nodes import Candidate, Node, RemoteNode
+from .limits import stop_job
+from .nodes import Candidate, Node, RemoteNode, close_nodes
+from .outcomes import count_finished
 from .output import LiveView, Unshown, write_output
 from .waiting import NodeWatch
 
@@ -87,10 +90,12 @@ class Scheduler:
         self._finished_counts: dict[str, int] = {}  # per group, likewise (`_forget_finished_groups`)
         self._finished_total = 0
         self._sweep_at = _SWEEP_MIN  # groups counted before those with nothing pending are forgotten
+        self.counters = Counters()  # outcomes, jobs/s, durations, failures: `status`, the status page
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
             fork_threads=1, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
+        self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self.discoveries: list[str] = []  # auto-discovery running on these ("*:35000"): more nodes may come
         self.watch = NodeWatch(self)
@@ -177,24 +182,12 @@ class Scheduler:
 
     def cancelled(self, job: Job) -> None:
         """A queued job was cancelled by its owner: it no longer counts for `wait`."""
-        self._finished([job])
+        self._finished([job], cancelled=True)
 
     def terminated(self, job: Job) -> None:
-        """A running job was terminated by its owner (`Job.terminate`): it counts as finished now, and the
-        I/O thread stops it wherever it runs."""
+        """A running job was terminated (`Job.terminate`): finished now; the I/O thread stops it."""
         self._finished([job])
-        self.call(lambda: self._stop(job))
-
-    def _stop(self, job: Job) -> None:
-        """Stop `job` on the node that holds it (I/O thread); a job back in the queue is dropped there."""
-        if self.pool.terminate(job):
-            return
-        for node in self.nodes:
-            try:
-                if node.terminate(job):
-                    return
-            except Exception as exc:  # noqa: BLE001 - one node's bug closes that node only
-                self._node_failed(node, exc, f"terminating job {job.tid} on {node.name}")
+        self.call(lambda: stop_job(self.pool, self.nodes, job, self._node_failed))
 
     def unfinished(self, group: str | None = None) -> int:
         # finished first, then submitted: both only grow, so equal counts mean nothing was pending at the
@@ -322,12 +315,7 @@ class Scheduler:
 
     def _shutdown(self) -> None:
         tasks = list(self.queue) + self.pool.take_inflight()
-        for node in self.nodes:
-            try:
-                tasks += node.take_inflight()
-                node.close()
-            except Exception as exc:  # noqa: BLE001 - one node's bug must not keep the others open
-                self.loop.report(exc, f"closing node {node.name} failed")
+        tasks += close_nodes(self.nodes, self.loop.report)
         self.queue.clear()
         self.pool.close()
         self._fail_all(DestroyedServerError("Server was destroyed before the job completion"), tasks)
@@ -418,6 +406,10 @@ class Scheduler:
         self._on_results(pairs, "local")
 
     def _on_results(self, pairs: Iterable[tuple[Task, Result]], node: str) -> None:
+        if not isinstance(pairs, list):
+            pairs = list(pairs)
+        walls = [result[4] for _, result in pairs]  # Result.wall_time
+        self.counters.durations.add(walls, sum(walls))
         if self.live is not None:
             pairs = self.live.finish(pairs, node)  # the rest of their output, live: never printed again
         try:
@@ -467,11 +459,13 @@ class Scheduler:
         if finished:
             self._finished(finished)
 
-    def _finished(self, jobs: list[Job]) -> None:
-        """Each job passes here exactly once (done, failed or cancelled): `wait` counts on it."""
+    def _finished(self, jobs: list[Job], cancelled: bool = False) -> None:
+        """Each job passes here exactly once (done, failed or cancelled): `wait` counts on it, and so does
+        the status (`outcomes.count_finished`)."""
         with self._done_lock:
             counts = self._finished_counts
             total = 0
+            failed: list[Job] | None = None
             for job in jobs:
                 if job._counted:
                     continue
@@ -479,7 +473,13 @@ class Scheduler:
                 group = job.group
                 counts[group] = counts.get(group, 0) + 1
                 total += 1
+                if job._exception is not None:
+                    if failed is None:
+                        failed = []
+                    failed.append(job)
             self._finished_total += total
+            if total:
+                count_finished(self.counters, total, failed, cancelled)
             if len(counts) >= self._sweep_at:
                 self._forget_finished_groups()
             self._done.notify_all()

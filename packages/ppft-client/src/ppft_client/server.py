@@ -70,6 +70,7 @@ class Server:
         job_timeout: float | None = None,
         worker_memory_limit: int | str | None = None,
         max_jobs_per_worker: int | None = None,
+        ssh: tuple[str, ...] = ("ssh",),
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
         cgroup quota included); `ppservers`: remote ppservers; `secret`: their shared secret (left out:
@@ -83,7 +84,9 @@ class Server:
         may run on a worker, unless its `submit(timeout=)` says otherwise; `worker_memory_limit` ("2GiB",
         or bytes): a local worker whose resident memory passes it is stopped, its job failing with
         `WorkerLostError`; `max_jobs_per_worker`: a local worker is replaced after that many jobs
-        (docs/api.md, "Limits on jobs and workers")."""
+        (docs/api.md, "Limits on jobs and workers"); `ssh`: the command that reaches the
+        `ssh://[user@]host[:port]` entries of `ppservers` (docs/cluster.md, "The quickest way: ssh"), such
+        as ("ssh", "-i", "~/.ssh/cluster")."""
         if not isinstance(ppservers, tuple):
             raise TypeError(
                 f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
@@ -103,10 +106,20 @@ class Server:
         memory_limit = parse_memory_limit(worker_memory_limit, "worker_memory_limit")
         check_count(max_jobs_per_worker, "max_jobs_per_worker")
         self.logger = logging.getLogger("ppft")
+        self._ssh: tuple[str, ...] = ("ssh",)
+        ssh_targets: list[Any] = []  # ssh://[user@]host[:port]: docs/cluster.md
+        if ssh != ("ssh",) or any(map(_is_ssh, ppservers)):
+            from .ssh import check_ssh_prefix, split_ssh_entries  # noqa: PLC0415 - only when used
+
+            self._ssh = check_ssh_prefix(ssh)
+            ppservers, ssh_targets = split_ssh_entries(ppservers)
+            if ssh_targets:
+                self._check_ssh_program(repr(ssh_targets[0].name))
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
         _check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
-        self.ppservers: list[tuple[str, int]] = direct
+        # ppft 1.7's (host, port) pairs; an ssh node as the 1-tuple of its entry, which pathos joins back
+        self.ppservers: list[tuple[str, int] | tuple[str]] = [*direct, *((t.entry,) for t in ssh_targets)]
         self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
         self.secret = secret
         self._seal = seal
@@ -117,6 +130,7 @@ class Server:
         self._proto = pickle.HIGHEST_PROTOCOL if proto is None else int(proto)
         self._restart = bool(restart)
         self._creation_time = time.time()
+        self._status_page: Any = None  # a ppft_worker.observe.StatusServer, once serve_status() ran
         self._tids = itertools.count()
         self._ncpus = self._check_ncpus(ncpus)
         if not isinstance(live_output, bool):
@@ -130,8 +144,12 @@ class Server:
         try:  # from here on, threads and workers run: a failure stops them all before it is raised
             _live_servers.add(self)
             self._scheduler.discoveries = [f"{broadcast}:{port}" for _, (broadcast, port) in auto]
-            for host, port in self.ppservers:
+            for host, port in direct:
                 self.connect1(host, port)
+            if ssh_targets:
+                from .ssh import add_ssh_nodes  # noqa: PLC0415 - ssh nodes only when used
+
+                add_ssh_nodes(self._scheduler, ssh_targets, self._ssh)
             for (interface, port), (broadcast, _) in self.auto_ppservers:
                 self._start_discovery(interface, broadcast, port)
             if dask_entries:
@@ -296,9 +314,22 @@ class Server:
             )
         return ncpus
 
-    def connect1(self, host: str, port: int, persistent: bool = True) -> None:
-        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops).
+    def connect1(self, host: str, port: int | None = None, persistent: bool = True) -> None:
+        """Use the ppserver at `host:port` (from now on; `persistent`: reconnect whenever it drops), or the
+        ssh node `host` = "ssh://[user@]host[:port][?options]" (no `port` then).
         `ValueError` for a host that can never be reached (`a..b`) or a port outside 1-65535."""
+        if _is_ssh(host):
+            if port is not None:
+                raise ValueError(f"connect1({host!r}, {port!r}): an ssh node's port goes in its address, "
+                                 "ssh://host:PORT")  # fmt: skip
+            from .ssh import add_ssh_nodes, parse_ssh_entry  # noqa: PLC0415 - ssh nodes only when used
+
+            target = parse_ssh_entry(host)
+            self._check_ssh_program(f"connect1({host!r})")
+            add_ssh_nodes(self._scheduler, [target], self._ssh, persistent=persistent)
+            return
+        if port is None:
+            raise TypeError(f"connect1({host!r}) needs the ppserver's port: connect1({host!r}, 60000)")
         problem = host_problem(host)
         if problem:
             raise ValueError(f"connect1({host!r}, {port!r}): {problem}; {_ADDRESS_HINT}")
@@ -310,6 +341,14 @@ class Server:
         ):
             raise ValueError(f"connect1({host!r}, {port!r}): the port must be a number in 1-65535")
         self._scheduler.add_remote(host, int(port), self._secret(), persistent=persistent, seal=self._seal)
+
+    def _check_ssh_program(self, where: str) -> None:
+        """`FileNotFoundError` when the ssh command's program is not here (`where` names the entry)."""
+        from .ssh import ssh_program_problem  # noqa: PLC0415 - ssh nodes only when used
+
+        problem = ssh_program_problem(self._ssh)
+        if problem:
+            raise FileNotFoundError(f"{where}: {problem}")
 
     def _secret(self) -> bytes:
         if self._secret_bytes is None:
@@ -363,6 +402,50 @@ class Server:
             stats[node.name] = stat
         return stats
 
+    def status(self) -> dict[str, Any]:
+        """This client's live status: its local workers (pid, busy or idle, current function, RSS), every
+        node with its state and the reason when it takes no jobs, the queue, jobs per second over the last
+        minutes, how jobs ended (ok, error, lost, timeout, cancelled), a job duration histogram and recent
+        failures: the same shape as a ppserver's /status.json (docs/cluster.md lists every field)."""
+        from .status import client_status  # noqa: PLC0415 - the web side only when asked
+
+        return client_status(self._scheduler, self._ncpus)
+
+    def serve_status(
+        self, address: str = "127.0.0.1:0", *, token: str | None = None, public: bool = False
+    ) -> str:
+        """Serve this client's live status page (/), /status.json and Prometheus /metrics at `address`
+        (`[HOST:]PORT`, port 0: any free one), from a thread of its own, until `destroy()`; returns the
+        page's URL. Read-only; loopback unless `address` says otherwise, and then only with `token` (every
+        request must carry it) or `public=True`. A second call for the same host returns the same URL."""
+        from ppft_worker.observe import (  # noqa: PLC0415 - the web side only when asked
+            ExposureError,
+            StatusServer,
+            check_exposure,
+            parse_http_address,
+        )
+
+        if self._exiting:
+            raise DestroyedServerError("Cannot serve the status page: server instance has been destroyed")
+        try:
+            host, port = parse_http_address(address, "serve_status address")
+            check_exposure(host, token, public, f"serve_status({address!r})", ("token=TOKEN", "public=True"))
+        except ExposureError as exc:
+            raise ValueError(str(exc)) from None
+        page = self._status_page
+        if page is not None:
+            if host == page.host and port in (0, page.port):
+                return str(page.url)
+            raise ValueError(
+                f"this Server already serves its status page at {page.url}; one page per Server (it is "
+                f"stopped by destroy())"
+            )
+        page = StatusServer(host, port, self.status, token=token, public=public)
+        page.start()  # an OSError (address in use) reaches the caller as it is
+        self._status_page = page
+        log.info("status page of this client on %s", page.url)
+        return str(page.url)
+
     def print_stats(self) -> None:
         """Print ppft's job statistics table."""
         remote = self.get_active_nodes()
@@ -375,10 +458,18 @@ class Server:
     def destroy(self) -> None:
         """Stop every worker; jobs not finished yet fail with `DestroyedServerError` (never hang)."""
         self._exiting = True
+        page, self._status_page = self._status_page, None
+        if page is not None:
+            page.close()
         for discovery in self._discoveries:
             self._scheduler.call(discovery.close)
         self._scheduler.destroy()
         _live_servers.discard(self)
+
+
+def _is_ssh(entry: object) -> bool:
+    """Whether a `ppservers` entry names an ssh node (`ssh://...`): checked without importing ssh's code."""
+    return isinstance(entry, str) and entry.strip()[:6].lower() == "ssh://"
 
 
 _ADDRESS_HINT = "write a name such as 'node1.example.org' or an address such as '192.168.1.10' or '[::1]'"

@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, Protocol
 
 from ppft_worker.pool import WorkerPool
@@ -44,6 +44,12 @@ WAIT_REPORT_INTERVAL = 30.0
 lower it)."""
 
 _SHORT = re.compile(r" \(|: |; ")
+
+
+def _kind(nodes: Sequence[object]) -> str:
+    """What to call `nodes` together: "ppserver", "ssh node", or "node" when they are of several kinds."""
+    kinds = {getattr(node, "kind", "ppserver") for node in nodes}
+    return kinds.pop() if len(kinds) == 1 else "node"
 
 
 def short_reason(reason: str) -> str:
@@ -87,9 +93,10 @@ class NodeWatch:
         self.refused = self._refusal()
         if self.refused and not was:
             log.error(
-                "no usable node: no local workers, and every ppserver refused this client for a reason that "
-                "retrying will not cure; jobs fail with NoNodeError until that changes"
-            )
+                "no usable node: no local workers, and every %s refused this client for a reason that "
+                "retrying will not cure; jobs fail with NoNodeError until that changes",
+                _kind([node for node in scheduler.nodes if not node.closed]),
+            )  # fmt: skip
         elif was and not self.refused:
             log.info("a node may run jobs again: new jobs wait for it instead of failing")
         if self.refused:
@@ -180,10 +187,11 @@ class NodeWatch:
         if not nodes or not all(getattr(node, "permanent", False) for node in nodes):
             return ""
         lines = "".join(f"\n  {node.name}: {getattr(node, 'last_error', '')}" for node in nodes)
-        every = "the ppserver" if len(nodes) == 1 else f"each of the {len(nodes)} ppservers"
+        kind = _kind(nodes)
+        every = f"the {kind}" if len(nodes) == 1 else f"each of the {len(nodes)} {kind}s"
         return (
             f"no node can run the job: there are no local workers (ncpus=0), and {every} refused this "
             f"client for a reason that retrying will not cure:{lines}\n"
-            "Fix that (the refused ppservers are tried again every 60 s), or give the Server local workers "
+            f"Fix that (the refused {kind}s are tried again every 60 s), or give the Server local workers "
             "(set_ncpus)."
         )

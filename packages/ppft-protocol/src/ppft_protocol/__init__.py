@@ -8,6 +8,7 @@ The full specification, with byte layouts and test vectors, is docs/protocol.md.
 """
 
 from .bodies import BodyLedger, check_digest, function_digest
+from .buffers import Pickled, is_pickled, split_pickled
 from .channel import AES_256_GCM, CHACHA20_POLY1305
 from .connection import DEFAULT_MAX_FRAME_SIZE, HANDSHAKE_MAX_FRAME_SIZE, PROTOCOL_VERSIONS, Connection
 from .errors import (
@@ -91,6 +92,7 @@ __all__ = [
     "Message",
     "NodeInfo",
     "PPFTError",
+    "Pickled",
     "ProtocolError",
     "ProtocolMismatchError",
     "RawResults",
@@ -107,6 +109,8 @@ __all__ = [
     "__version__",
     "check_digest",
     "function_digest",
+    "is_pickled",
     "next_read_size",
     "printable",
+    "split_pickled",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import struct
 from collections import namedtuple
 
+from .buffers import Pickled
 from .codec import LARGE, U32, Blob, Message, Reader, put_blob, put_str, utf8
 from .errors import DecodeError
 
@@ -47,13 +48,13 @@ if TYPE_CHECKING:
     class Job(NamedTuple):
         job_id: int
         digest: bytes
-        args: Blob
+        args: Blob | Pickled
         pickle_protocol: int = 5
 
     class Result(NamedTuple):
         job_id: int
         ok: bool
-        value: Blob = b""
+        value: Blob | Pickled = b""
         output: str = ""
         wall_time: float = 0.0
         cpu_time: float = 0.0
@@ -122,7 +123,19 @@ class JobBatch(Message):
                     raise ValueError(f"job {job_id}: digest must be 32 bytes, got {len(digest)}")
                 checked = digest
             append(pack(job_id, digest, proto, len(args)))
-            append(args)
+            if args.__class__ is Pickled:  # version 2: buffers uncopied
+                parts.extend(args.parts())
+            else:
+                append(args)  # type: ignore[arg-type]  # not a Pickled: see above
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        for job in self.jobs:
+            if type(job[2]) is Pickled:
+                raise ValueError(
+                    f"job {job[0]}: arguments with out-of-band buffers need protocol version 2, and this "
+                    f"connection speaks version {version}: send them as a plain pickle"
+                )
+        self._encode(parts)
 
     @classmethod
     def _decode(cls, r: Reader) -> JobBatch:
@@ -270,22 +283,53 @@ def _put_results(
     for job_id, (_, ok, value, output, wall, cpu, etype, emsg, tb, exc, spans) in zip(
         job_ids, results, strict=True
     ):
+        if value.__class__ is Pickled:
+            _put_pickled(parts, job_id, ok, value, output, wall, cpu, spans if spans_too else None)
+            if not ok:
+                _put_error(parts, etype, emsg, tb, exc)
+            continue
         if output:
             out = output.encode("utf-8", "surrogatepass")
             if spans and spans_too:
                 append(pack(job_id, (OK if ok else 0) | STDERR, wall, cpu, len(value), len(out)))
-                append(value)
+                append(value)  # type: ignore[arg-type]  # not a Pickled: see above
                 append(out)
                 put_spans(parts, spans, len(out))
             else:
                 append(pack(job_id, OK if ok else 0, wall, cpu, len(value), len(out)))
-                append(value)
+                append(value)  # type: ignore[arg-type]  # not a Pickled: see above
                 append(out)
         else:
             append(pack(job_id, OK if ok else 0, wall, cpu, len(value), 0))
-            append(value)
+            append(value)  # type: ignore[arg-type]  # not a Pickled: see above
         if not ok:
             _put_error(parts, etype, emsg, tb, exc)
+
+
+def _put_pickled(
+    parts: list[bytes | memoryview],
+    job_id: int,
+    ok: bool,
+    value: Pickled,
+    output: str,
+    wall: float,
+    cpu: float,
+    spans: Sequence[tuple[int, int]] | None,
+) -> None:
+    """A result whose value is a buffered pickle (version 2 only: `spans` None means version 1)."""
+    if spans is None:
+        raise ValueError(
+            f"job {job_id}: a value with out-of-band buffers needs protocol version 2, and this connection "
+            f"speaks version 1: send it as a plain pickle"
+        )
+    out = output.encode("utf-8", "surrogatepass")
+    status = (OK if ok else 0) | (STDERR if spans and out else 0)
+    parts.append(_RESULT_HEAD.pack(job_id, status, wall, cpu, len(value), len(out)))
+    parts.extend(value.parts())
+    if out:
+        parts.append(out)
+        if spans:
+            put_spans(parts, spans, len(out))
 
 
 def put_spans(parts: list[bytes | memoryview], spans: Sequence[tuple[int, int]], size: int) -> None:

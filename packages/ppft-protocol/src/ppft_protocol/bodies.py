@@ -27,7 +27,7 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from hashlib import sha256 as _sha256
 else:
-    from .channel import _sha256  # the interpreter's own SHA-256: hashlib would load OpenSSL (2 ms)
+    from .channel import _sha256  # the interpreter's own SHA-256: hashlib would load OpenSSL in a worker
 
 __all__ = [
     "BODY_BUDGET",

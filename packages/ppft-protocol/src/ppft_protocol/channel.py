@@ -17,15 +17,17 @@ Keys (docs/protocol.md, "Keys"):
 HKDF is RFC 5869 over HMAC-SHA256 (RFC 2104), both a handful of lines here, checked against the RFCs' test
 vectors, the standard library's `hmac` and `cryptography`'s HKDF in the tests. They are written here rather
 than imported so that a local worker, which never seals its pipe, starts without loading `cryptography`'s
-native module (about 25 ms, more than the rest of its start-up) nor `hashlib`/`hmac`, which load OpenSSL and
-read its configuration (about 2 ms): the SHA-256 is the interpreter's own (`ppft_protocol.cpython.sha256`),
-`hashlib`'s only where it has none. `cryptography` is imported only when a channel is sealed.
+native module (a larger import than all the rest of its start-up) nor `hashlib`/`hmac`, which load OpenSSL and
+read its configuration (`scripts/bench --only startup` times that start): the SHA-256 is the interpreter's own
+(`ppft_protocol.cpython.sha256`), `hashlib`'s only where it has none. `cryptography` is imported only when a
+channel is sealed.
 
 A sealed frame's body is ``AEAD(key, nonce, plaintext, aad=frame header)``, the AEAD being ChaCha20-Poly1305,
-or AES-256-GCM when both Hellos said their side has AES hardware (about 4x faster there); the nonce is 4 zero
-bytes and a 64-bit big-endian counter, one counter per direction, starting at 0 with the first frame after
-the handshake. The receiver expects exactly the next counter, so a replayed, dropped, reordered, altered or
-truncated frame fails to open and raises `IntegrityError`.
+or AES-256-GCM when both Hellos said their side has AES hardware (the faster of the two there:
+`scripts/bench --only payload` shows sealing's cost); the nonce is 4 zero bytes and a 64-bit big-endian
+counter, one counter per direction, starting at 0 with the first frame after the handshake. The receiver
+expects exactly the next counter, so a replayed, dropped, reordered, altered or truncated frame fails to open
+and raises `IntegrityError`.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ NONCE_SIZE = 32
 """Bytes of each side's handshake nonce."""
 
 TAG_SIZE = 16
+_IN_PLACE = 64 * 1024  # frames this large are sealed and opened in place (`Sealer.seal_parts`, `Opener.open`)
 """Bytes a sealed frame adds to its plaintext (the Poly1305 or GCM tag)."""
 
 CHACHA20_POLY1305 = "chacha20-poly1305"
@@ -206,6 +209,26 @@ class Sealer:
         self.counter += 1
         return self._aead.encrypt(nonce, plaintext, header)
 
+    def seal_parts(self, header: bytes, parts: list[bytes | memoryview], size: int) -> bytes | bytearray:
+        """`seal(header, b"".join(parts))` for a large frame (`size` bytes of plaintext): the parts are
+        copied once into the buffer that is then sealed in place, instead of joined and then encrypted into
+        a second copy (the cipher's `encrypt_into`, where this `cryptography` has it)."""
+        into = getattr(self._aead, "encrypt_into", None)
+        if into is None:
+            return self.seal(header, b"".join(parts))
+        nonce = _COUNTER.pack(self.counter)
+        self.counter += 1
+        buf = bytearray(size + TAG_SIZE)
+        view = memoryview(buf)
+        off = 0
+        for part in parts:
+            end = off + len(part)
+            view[off:end] = part
+            off = end
+        into(nonce, view[:size], header, view)
+        view.release()
+        return buf
+
 
 class Opener:
     """Opens the frames of one direction, accepting only the next counter in sequence."""
@@ -217,12 +240,21 @@ class Opener:
         self.cipher = cipher
         self.counter = 0
 
-    def open(self, header: bytes, sealed: bytes | memoryview) -> bytes:
-        """The plaintext of the next frame, or `IntegrityError`."""
+    def open(self, header: bytes, sealed: bytes | memoryview) -> bytes | memoryview:
+        """The plaintext of the next frame, or `IntegrityError`. A large frame in a writable buffer is
+        opened in place: the plaintext is then a view of that buffer (whose bytes are no longer the sealed
+        frame; a frame that fails authentication leaves them garbled, and the connection closes)."""
         from cryptography.exceptions import InvalidTag  # noqa: PLC0415
 
         nonce = _COUNTER.pack(self.counter)
         try:
+            if isinstance(sealed, memoryview) and not sealed.readonly and len(sealed) >= _IN_PLACE:
+                into = getattr(self._aead, "decrypt_into", None)
+                if into is not None:  # a large frame is opened where it lies: no copy of it
+                    plain = sealed[: len(sealed) - TAG_SIZE]
+                    into(nonce, sealed, header, plain)
+                    self.counter += 1
+                    return plain
             plaintext = self._aead.decrypt(nonce, sealed, header)  # type: ignore[arg-type]
         except InvalidTag:
             raise IntegrityError(

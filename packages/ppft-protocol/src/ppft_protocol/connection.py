@@ -278,12 +278,14 @@ class Connection:
             if size >= _PART_MIN and max(map(len, parts)) >= _PART_MIN:
                 self._out_large = True
         else:
-            plaintext = b"".join(parts)
-            header = framing.encode_frame_header(message.TYPE, len(plaintext) + channel.TAG_SIZE)
+            size = sum(map(len, parts))
+            header = framing.encode_frame_header(message.TYPE, size + channel.TAG_SIZE)
             self._out.append(header)
-            self._out.append(sealer.seal(header, plaintext))
-            if len(plaintext) >= _PART_MIN:
+            if size >= _PART_MIN:
+                self._out.append(sealer.seal_parts(header, parts, size))  # type: ignore[arg-type]
                 self._out_large = True
+            else:
+                self._out.append(sealer.seal(header, parts[0] if len(parts) == 1 else b"".join(parts)))  # type: ignore[arg-type]
 
     def _advance(self, received: str) -> State:
         new = TRANSITIONS.get((self.role, self.state, received))

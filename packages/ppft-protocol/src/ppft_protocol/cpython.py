@@ -52,8 +52,8 @@ else:
     except ImportError:
         import pickle as fast_pickle
 
-    # The C half of `signal`: `signal`'s wrappers make an enum of each of 64 signal numbers (0.1 ms a call,
-    # on the way of every forked worker).
+    # The C half of `signal`: `signal`'s wrappers make an enum of each of 64 signal numbers at every call,
+    # on the way of every forked worker (`scripts/bench --only startup`).
     try:
         import _signal as _sig
     except ImportError:
@@ -95,7 +95,8 @@ def libc_function(name: str) -> Callable[..., int] | None:
     """The C library's function `name`, called with int arguments and returning an int; None if not found.
 
     Through `_ctypes` (the C half of `ctypes`: its `dlopen`, `dlsym` and `call_function` are what `CDLL`
-    uses): `ctypes` itself costs a worker's start-up about 1 ms more, on its way to its first result.
+    uses): importing `ctypes` itself would lengthen a worker's way to its first result
+    (`scripts/bench --only startup`).
     Fallback: `ctypes.CDLL(None)`."""
     try:
         import _ctypes  # noqa: PLC0415 - see the docstring

@@ -153,24 +153,39 @@ class AuthFailed(Message):
 
 
 class NodeInfo(Message):
-    """What a peer is: `kind` ("client", "server" or "worker"), its worker count, software version, name."""
+    """What a peer is: `kind` ("client", "server" or "worker"), its worker count, software version, name;
+    and, from protocol version 2: `python`, the Python it runs jobs with, e.g. "CPython 3.13.0" (bytecode
+    pickled by one Python runs on no other major.minor), and `page`, the address of its status page
+    ("http://HOST:PORT/", HOST as it listens, which may be 0.0.0.0 or [::]). Each is "" when the peer says
+    none; a version-1 connection carries neither."""
 
-    __slots__ = ("kind", "name", "version", "workers")
-    __match_args__ = ("kind", "workers", "version", "name")
+    __slots__ = ("kind", "name", "page", "python", "version", "workers")
+    __match_args__ = ("kind", "workers", "version", "name", "python", "page")
     TYPE: ClassVar[int] = 0x10
 
     kind: str
     workers: int
     version: str
     name: str
+    python: str
+    page: str
 
-    def __init__(self, kind: str, workers: int, version: str, name: str) -> None:
+    def __init__(
+        self, kind: str, workers: int, version: str, name: str, python: str = "", page: str = ""
+    ) -> None:
         _set(self, "kind", kind)
         _set(self, "workers", workers)
         _set(self, "version", version)
         _set(self, "name", name)
+        _set(self, "python", python)
+        _set(self, "page", page)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
+        self._encode_older(parts, 1)
+        put_str(parts, self.python)
+        put_str(parts, self.page)
+
+    def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
         put_str(parts, self.kind)
         parts.append(U32.pack(self.workers))
         put_str(parts, self.version)
@@ -178,7 +193,10 @@ class NodeInfo(Message):
 
     @classmethod
     def _decode(cls, r: Reader) -> NodeInfo:
-        return cls(r.text("kind"), r.u32("workers"), r.text("version"), r.text("name"))
+        kind, workers, version, name = r.text("kind"), r.u32("workers"), r.text("version"), r.text("name")
+        if r.version < 2:
+            return cls(kind, workers, version, name)
+        return cls(kind, workers, version, name, r.text("python"), r.text("page"))
 
 
 class FunctionBody(Message):

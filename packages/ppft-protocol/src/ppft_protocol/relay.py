@@ -10,7 +10,9 @@ encoded as the `ResultBatch` of those results would be, so the peer decodes an o
 
 Results that carry stderr spans (version 2) pass on as they are to a version-2 peer; to a version-1 peer
 (`_encode_older`) the frame is decoded and encoded again without them, its outputs unchanged: the slow way,
-taken only by frames that hold such a result (`streams`), for a peer of the older version.
+taken only by frames that hold such a result (`streams`), for a peer of the older version. A frame with a
+value that is a buffered pickle (`buffered`, version 2: `buffers`) is refused on a version-1 connection:
+its owner passes it on as plain pickles, which takes pickle (`ppft_worker.oob.plain_results`).
 
 This module never unpickles anything and does no I/O.
 """
@@ -37,13 +39,14 @@ _set = object.__setattr__
 class RawResults(Message):
     """A `ResultBatch` as it arrived: checked, not decoded. Result `i` has job id `job_ids[i]`, ran for
     `wall_times[i]` seconds, and its record starts at `starts[i]` in `body` (the frame body); `streams`:
-    some result carries stderr spans (version 2).
+    some result carries stderr spans (version 2); `failures`: how many results are not ok (counted on the way,
+    for whoever counts outcomes per frame; a result's own status is at `body[starts[i] + 8]`).
 
     Encoded as is, it is the very `ResultBatch` it was; `forward` passes results on under other ids, and
     `results()` decodes them, for whoever needs them after all."""
 
-    __slots__ = ("body", "job_ids", "starts", "streams", "wall_times")
-    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams")
+    __slots__ = ("body", "buffered", "failures", "job_ids", "starts", "streams", "wall_times")
+    __match_args__ = ("body", "job_ids", "wall_times", "starts", "streams", "failures", "buffered")
     TYPE: ClassVar[int] = ResultBatch.TYPE
 
     body: Blob
@@ -51,6 +54,8 @@ class RawResults(Message):
     wall_times: tuple[float, ...]
     starts: tuple[int, ...]
     streams: bool
+    failures: int
+    buffered: bool
 
     def __init__(
         self,
@@ -59,12 +64,16 @@ class RawResults(Message):
         wall_times: tuple[float, ...],
         starts: tuple[int, ...],
         streams: bool = False,
+        failures: int = 0,
+        buffered: bool = False,
     ) -> None:
         _set(self, "body", body)
         _set(self, "job_ids", job_ids)
         _set(self, "wall_times", wall_times)
         _set(self, "starts", starts)
         _set(self, "streams", streams)
+        _set(self, "failures", failures)
+        _set(self, "buffered", buffered)
 
     def results(self) -> tuple[Result, ...]:
         """The results, decoded (as `ResultBatch` would have given them)."""
@@ -86,7 +95,7 @@ class RawResults(Message):
                 pack_into = U64.pack_into
                 for start, job_id in zip(starts, job_ids, strict=True):
                     pack_into(buf, start, job_id)
-                return ResultRecords((bytes(buf),), self.streams)
+                return ResultRecords((bytes(buf),), self.streams, self.buffered)
             picks = range(len(starts))
         elif len(job_ids) != len(picks):
             raise ValueError(f"{len(job_ids)} job ids for {len(picks)} results: give one id per result")
@@ -98,12 +107,13 @@ class RawResults(Message):
         for index, job_id in zip(picks, job_ids, strict=True):
             append(pack(job_id))
             append(view[starts[index] + 8 : ends[index]])
-        return ResultRecords(tuple(parts), self.streams)
+        return ResultRecords(tuple(parts), self.streams, self.buffered)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         parts.append(self.body)
 
     def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        _refuse_buffered(self.buffered, version)
         if not self.streams:
             parts.append(self.body)
             return
@@ -124,7 +134,8 @@ class RawResults(Message):
         walls: list[float] = []
         starts: list[int] = []
         add_id, add_wall, add_start = ids.append, walls.append, starts.append
-        streams = False
+        streams = buffered = False
+        failures = 0
         for _ in range(count):
             if off + size > end:
                 raise DecodeError(f"result batch: result header runs past the frame at offset {off}")
@@ -135,6 +146,8 @@ class RawResults(Message):
             stop = off + size + nvalue
             if stop + nout > end:
                 raise DecodeError(f"result batch: job {job_id} fields run past the frame")
+            if nvalue >= LARGE and body[off + size] == 0xFF:  # the first byte of a buffered pickle's magic
+                buffered = True
             if nout:
                 utf8(mv[stop : stop + nout], "result batch", "output")
             off = stop + nout
@@ -150,6 +163,7 @@ class RawResults(Message):
                     continue
             elif status != 0:
                 raise DecodeError(f"result batch: job {job_id} has unknown status {status}")
+            failures += 1
             r.off = off
             r.text("error_type")
             r.text("error_message")
@@ -157,7 +171,7 @@ class RawResults(Message):
             r.need(r.u32("exception"), "exception")
             off = r.off
         r.off = off
-        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams)
+        return cls(body, tuple(ids), tuple(walls), tuple(starts), streams, failures, buffered)
 
 
 class ResultRecords(Message):
@@ -165,26 +179,41 @@ class ResultRecords(Message):
     The peer decodes it as that `ResultBatch`; it is never decoded as itself. `streams`: some result carries
     stderr spans, which a version-1 peer gets without (the records are then decoded and encoded again)."""
 
-    __slots__ = ("parts", "streams")
-    __match_args__ = ("parts", "streams")
+    __slots__ = ("buffered", "parts", "streams")
+    __match_args__ = ("parts", "streams", "buffered")
     TYPE: ClassVar[int] = ResultBatch.TYPE
 
     parts: tuple[Blob, ...]
     streams: bool
+    buffered: bool
 
-    def __init__(self, parts: tuple[Blob, ...], streams: bool = False) -> None:
+    def __init__(self, parts: tuple[Blob, ...], streams: bool = False, buffered: bool = False) -> None:
         _set(self, "parts", parts)
         _set(self, "streams", streams)
+        _set(self, "buffered", buffered)
+
+    def results(self) -> tuple[Result, ...]:
+        """The results, decoded (as the peer will decode them)."""
+        return _decode_body(b"".join(self.parts))
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         parts.extend(self.parts)
 
     def _encode_older(self, parts: list[bytes | memoryview], version: int) -> None:
+        _refuse_buffered(self.buffered, version)
         if not self.streams:
             parts.extend(self.parts)
             return
         results = _decode_body(b"".join(self.parts))
         _put_results(parts, [result[0] for result in results], results, False)
+
+
+def _refuse_buffered(buffered: bool, version: int) -> None:
+    if buffered:
+        raise ValueError(
+            f"results with out-of-band buffers need protocol version 2, and this connection speaks version "
+            f"{version}: pass them on as plain pickles (ppft_worker.oob.plain_results)"
+        )
 
 
 def _decode_body(body: Blob) -> tuple[Result, ...]:

@@ -3,7 +3,8 @@
 Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form (beside them, ppft 2's
 `--secret-file`, `--allow-plain-loopback`, the admission of dial-in workers `--workers-secret`,
 `--workers-secret-file`, `--accept-workers`, and the caps `--max-handshakes`, `--max-handshakes-per-host`,
-`--max-queued-jobs`); `-c` reads ppft's INI config file (`settings` lists its keys), and flags given on the
+`--max-queued-jobs`, and the status page `--http`, `--http-token`, `--http-token-file`, `--http-public`); `-c`
+reads ppft's INI config file (`settings` lists its keys), and flags given on the
 command line override it, wherever they stand. Then it binds, writes the pid file, starts auto-discovery
 (`-a`) and serves until SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file
 removed), or `-t` seconds without a client. SIGUSR1 prints the statistics table to stderr.
@@ -29,7 +30,12 @@ from types import FrameType
 from typing import Any, NoReturn
 
 from ppft_worker import SecretFileError
-from ppft_worker.runtime import SECRET_ENV, WORKERS_SECRET_ENV, resolve_secret, resolve_workers_secret
+from ppft_worker.runtime import (
+    SECRET_ENV,
+    WORKERS_SECRET_ENV,
+    resolve_secret,
+    resolve_workers_secret,
+)
 
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST
 from .pidfile import PidFileError, remove_pid_file, write_pid_file
@@ -49,6 +55,7 @@ from .settings import (
     read_config,
 )
 from .version import __version__
+from .webpage import http_settings, status_page
 
 __all__ = [
     "EXIT_OK",
@@ -188,18 +195,31 @@ def build_parser() -> argparse.ArgumentParser:
         help="a client's jobs queued here before its connection is no longer read until they run "
         "(default: 1024 per worker, at least 4096: more than a client keeps in flight)",
     )
-    add(
-        "--worker-memory-limit",
-        metavar="SIZE",
-        type=_checked(parse_memory),
+    add("--worker-memory-limit", metavar="SIZE", type=_checked(parse_memory),
         help="stop a worker whose resident memory passes SIZE (2GiB, 1.5GB, 512MiB); its job fails with "
         "WorkerLostError saying so, and a new worker starts (checked every 0.5 s; default: no limit)",
+        )  # fmt: skip
+    add("--max-jobs-per-worker", metavar="N", type=_checked(parse_count),
+        help="replace a worker after it ran N jobs, as multiprocessing's maxtasksperchild (default: never)",
+        )  # fmt: skip
+    add(
+        "--http",
+        metavar="[HOST:]PORT",
+        help="serve a live status page (/), /status.json and Prometheus /metrics there, read-only (HOST "
+        "defaults to 127.0.0.1; any other address needs --http-token or --http-public)",
     )
     add(
-        "--max-jobs-per-worker",
-        metavar="N",
-        type=_checked(parse_count),
-        help="replace a worker after it ran N jobs, as multiprocessing's maxtasksperchild (default: never)",
+        "--http-token",
+        metavar="TOKEN",
+        help="every request of the status page must carry this token (?token=TOKEN, or the header "
+        "'Authorization: Bearer TOKEN'); at least 16 characters",
+    )
+    add("--http-token-file", metavar="PATH", help="read the status page token from this file (mode 0600)")
+    add(
+        "--http-public",
+        action="store_true",
+        help="serve the status page on a non-loopback address without a token: anyone who reaches it may "
+        "read it (never the secret, function sources or arguments)",
     )
     return p
 
@@ -236,6 +256,10 @@ def parse_settings(argv: Sequence[str]) -> Settings:
             "--accept-workers lets the client secret admit dial-in workers, --workers-secret(-file) admits "
             "only the workers secret: give one of them"
         )
+    if settings.http is None and (settings.http_token or settings.http_token_file or settings.http_public):
+        raise UsageError("--http-token, --http-token-file and --http-public go with --http [HOST:]PORT")
+    if settings.http_token and settings.http_token_file:
+        raise UsageError("give the status page token once: --http-token or --http-token-file")
     if settings.autodiscovery and ":" in settings.interface and settings.interface != "::":
         raise UsageError(
             f"auto-discovery (-a) broadcasts over IPv4, but the interface is {settings.interface}: give -i "
@@ -292,11 +316,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         secret = resolve_secret(settings.secret, secret_file=settings.secret_file)
         workers = workers_secret(settings)
+        http = http_settings(settings)
     except SecretFileError as exc:
         return _fail(str(exc), EXIT_USAGE)
     except UsageError as exc:
         return _fail(str(exc), EXIT_USAGE)
-    return _serve(settings, secret, workers)
+    return _serve(settings, secret, workers, http)
 
 
 def workers_secret(settings: Settings) -> bytes | None:
@@ -350,7 +375,12 @@ def _fail(message: str, status: int) -> int:
     return status
 
 
-def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> int:
+def _serve(
+    settings: Settings,
+    secret: bytes,
+    workers_secret: bytes | None,
+    http: tuple[str, int, str | None, bool] | None = None,
+) -> int:
     from .announce import AnnounceError, Announcer  # noqa: PLC0415 - only -a needs it; node pulls the rest
 
     workers = detect_workers() if settings.workers is None else settings.workers
@@ -363,6 +393,12 @@ def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> i
             f"stop whatever uses that port or choose another with -p, and check the interface (-i)",
             EXIT_RUNTIME,
         )
+    page: Any = None
+    if http is not None:
+        page = status_page(server, *http)
+        if isinstance(page, str):
+            server.close()
+            return _fail(page, EXIT_RUNTIME)
     stopped_by: list[str] = []
     restore = _install_signals(server, stopped_by)
     announcer: Announcer | None = None
@@ -397,10 +433,18 @@ def _serve(settings: Settings, secret: bytes, workers_secret: bytes | None) -> i
             __version__, os.getpid(), host, port, workers, discovery,
             _admission(settings, secret, workers_secret),
         )  # fmt: skip
+        if page is not None:
+            how = " (token required)" if page.token else " (public)" if page.public else ""
+            log.info("status page on %s%s: /status.json, /metrics", page.url, how)
+            # Its thread starts on the loop's first round, after the workers: a single-threaded process
+            # forks them (ppft_worker.forkstart), which is faster than exec.
+            server.loop.call_soon_threadsafe(page.start)
         server.serve_forever()
         log.info("ppserver stopped%s", f" ({stopped_by[0]})" if stopped_by else "")
         return EXIT_OK
     finally:
+        if page is not None:
+            page.close()
         if announcer is not None:
             announcer.close()
         restore()

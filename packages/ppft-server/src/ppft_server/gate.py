@@ -88,9 +88,14 @@ class LogBudget:
         self._logged = 0
         self._held: Counter[str] = Counter()
         self._timer: Timer | None = None
+        self.on_note: Callable[[str, str], None] | None = (
+            None  # told (reason, line) of every note, logged or not
+        )
 
     def note(self, line: str, reason: str) -> None:
         """Log `line`, unless this interval's lines are spent: then count it under `reason`."""
+        if self.on_note is not None:
+            self.on_note(reason, line)
         now = time.monotonic()
         if now - self._start >= self._interval and self._timer is None:
             self._start = now

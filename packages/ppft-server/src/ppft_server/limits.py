@@ -97,8 +97,8 @@ class ServerLimits:
         )
         return cast("list[ServedTask]", removed)
 
-    @staticmethod
-    def _answer(session: Session, ids: list[int], message: str) -> None:
+    def _answer(self, session: Session, ids: list[int], message: str) -> None:
         if ids:
+            self.server.counters.tally.cancelled += len(ids)
             session.live.difference_update(ids)
             session.send(ResultBatch(tuple([cancelled(job_id, message) for job_id in ids])))

@@ -21,11 +21,9 @@ output (`WatchOutput`) gets what its running jobs write as they write it (`watch
 from __future__ import annotations
 
 import contextlib
-import gc
 import itertools
 import logging
 import socket
-import threading
 import time
 from operator import itemgetter
 from typing import cast
@@ -40,11 +38,15 @@ from ppft_protocol import (
 )
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
+from ppft_worker.observe import Counters
 from ppft_worker.pool import WorkerPool
+from ppft_worker.pythons import THIS_PYTHON
 from ppft_worker.runtime import Link, Loop, ServedTask, Task, is_loopback, take_jobs
 
+from .counting import count_raw, count_results
 from .fairqueue import FairQueue
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST, Door, HandshakeGate, LogBudget
+from .gctune import collect_less
 from .limits import ServerLimits
 from .peers import (
     MAX_QUEUED_BYTES,
@@ -65,32 +67,8 @@ __all__ = ["NodeServer"]
 
 log = logging.getLogger("ppft.server")
 
-_GC_THRESHOLD = 10_000
-_gc_lock = threading.Lock()
-_gc_serving = 0  # servers running in this process
-_gc_default = gc.get_threshold()
 _MAX_CAPACITY = 2**32 - 1  # NodeInfo.workers is a u32
 _job_id = itemgetter(0)  # Job.job_id
-
-
-def _collect_less(serving: bool) -> None:
-    """Raise the collector's first threshold while a server runs in this process; restore it after the last.
-
-    Every queued job holds a few objects for a few milliseconds, and a steady stream frees about as many as it
-    makes. The default threshold (700 objects more made than freed) still set the collector off every few
-    hundred tiny jobs, with a walk of the whole heap every few thousand: a tenth of ppserver's time. 10,000
-    is reached by bursts only; nothing here depends on cycles being collected soon."""
-    global _gc_serving, _gc_default
-    with _gc_lock:
-        if serving:
-            _gc_serving += 1
-            if _gc_serving == 1:
-                _gc_default = gc.get_threshold()
-                gc.set_threshold(max(_gc_default[0], _GC_THRESHOLD), *_gc_default[1:])
-        else:
-            _gc_serving -= 1
-            if _gc_serving == 0:
-                gc.set_threshold(*_gc_default)
 
 
 def _by_owner(tasks: list[ServedTask] | list[ServedTask | None]) -> list[tuple[Session, list[int] | None]]:
@@ -157,7 +135,10 @@ class NodeServer:
         self.links: list[Link] = []
         self.sessions: set[Session] = set()
         self.functions = FunctionTable()
+        self.counters = Counters()  # for the status page (--http): added to on this loop's thread only
+        self.status_page = ""  # "http://HOST:PORT/" when it serves one (--http)
         self.refusals = LogBudget(self.loop, log.warning, what="connection(s) refused")
+        self.refusals.on_note = self.counters.refuse
         self.gate = HandshakeGate(max_handshakes, max_handshakes_per_host, self.refusals)
         # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
@@ -167,6 +148,7 @@ class NodeServer:
             max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         self.pool.name = f"ppserver {self.name}"
+        self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.watchers = Watchers(self.pool, self.links)
         self.limits = ServerLimits(self)
         self.address: tuple[str, int] = (host, port)
@@ -212,11 +194,11 @@ class NodeServer:
         if self.idle_timeout is not None:
             self.loop.call_later(0.2, self._check_idle)
         log.info("ppserver %s listening on %s:%d with %d workers", __version__, *self.address, self.pool.size)
-        _collect_less(True)  # after `pool.start()`: forked workers, which run users' code, keep the default
+        collect_less(True)  # after `pool.start()`: forked workers, which run users' code, keep the default
         try:
             self.loop.run_forever()
         finally:
-            _collect_less(False)
+            collect_less(False)
             self.close()
 
     def stop(self, reason: str = "ppserver is shutting down") -> None:
@@ -292,6 +274,7 @@ class NodeServer:
         else:
             log.info("client %s authenticated (%s)", session.peer, channel)
         session.counted = True
+        session.channel = channel
         self._active += 1
         self._idle_since = None
         session.stream.send(self.node_info())
@@ -302,6 +285,7 @@ class NodeServer:
             return
         role = "dial-in worker" if session.worker or session.stream.conn.peer_worker else "client"
         log.warning("closed the session of %s %s: %s", role, session.peer, reason)
+        self.counters.failures.add("session closed", f"closed the session of {role} {session.peer}: {reason}")
         session.closed = True
         session.stream.close(f"session closed by the ppserver: {reason}")
         self.session_closed(session, "")
@@ -326,6 +310,7 @@ class NodeServer:
             self.capacity_changed()
         if dropped:
             log.info("dropped %d queued job(s) of %s", len(dropped), session.peer)
+            self.counters.tally.cancelled += len(dropped)
         if len(session.live) > len(dropped):  # jobs of its are running: nobody wants them any more
             self._abandon(session)
         if session.counted:
@@ -340,6 +325,7 @@ class NodeServer:
         stopped = self.pool.abandon(lambda task: cast("ServedTask", task).owner is session)
         if stopped:
             log.info("stopped %d running job(s) of %s, which left", len(stopped), session.peer)
+            self.counters.tally.cancelled += len(stopped)
         for link in self.links:
             if link.stream.conn.version >= 2:
                 mine = [i for i, t in link.inflight.items() if cast("ServedTask", t).owner is session]
@@ -353,8 +339,11 @@ class NodeServer:
         self.capacity_changed()
 
     def node_info(self) -> NodeInfo:
-        """What clients are told: this server's capacity counts its dial-in workers too."""
-        return NodeInfo("server", min(self.workers, _MAX_CAPACITY), __version__, self.name)
+        """What clients are told: this server's capacity counts its dial-in workers too; and, on protocol
+        version 2, where its status page is (--http)."""
+        return NodeInfo(
+            "server", min(self.workers, _MAX_CAPACITY), __version__, self.name, THIS_PYTHON, self.status_page
+        )
 
     @property
     def workers(self) -> int:
@@ -373,7 +362,9 @@ class NodeServer:
     def accept_jobs(self, session: Session, batch: JobBatch) -> None:
         live = session.live
         before = len(live)
-        live.update(map(_job_id, batch.jobs))  # ~40 ns a job with the removal in `results`: measured
+        # A duplicate id shows in the set's size: one C-level update a frame (and one removal a result),
+        # no Python loop per job on ppserver's hot path (`scripts/bench --only remote`).
+        live.update(map(_job_id, batch.jobs))
         if len(live) != before + len(batch.jobs):
             raise PeerError(check_jobs(batch, len(live) - before))
         tasks, unknown = take_jobs(session.bodies, batch, self._ids, session)
@@ -403,9 +394,11 @@ class NodeServer:
         served = cast("list[tuple[ServedTask, Result]]", pairs)  # the tasks this server queued
         if not served:
             return
+        count_results(self.counters, pairs)
         for owner, picks in _by_owner([task for task, _ in served]):
             chosen = [served[i] for i in picks] if picks is not None else served
             ids = tuple([task.client_id for task, _ in chosen])
+            owner.done += len(ids)
             owner.live.difference_update(ids)
             owner.send(ForwardedResults(ids, tuple([result for _, result in chosen])))
             if owner.stream.unsent >= MAX_UNSENT:
@@ -415,9 +408,11 @@ class NodeServer:
         """A result frame of a local worker, passed on undecoded to the sessions that sent the jobs, under
         their own job ids; `tasks[i]` is the task of result `i` (None: no longer in flight, dropped)."""
         served = cast("list[ServedTask | None]", tasks)  # the tasks this server queued
+        count_raw(self.counters, batch, tasks)
         for owner, picks in _by_owner(served):
             chosen = cast("list[ServedTask]", [served[i] for i in picks] if picks is not None else served)
             ids = [task.client_id for task in chosen]
+            owner.done += len(ids)
             owner.live.difference_update(ids)
             owner.send(batch.forward(ids, picks))
             if owner.stream.unsent >= MAX_UNSENT:

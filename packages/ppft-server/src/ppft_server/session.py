@@ -14,6 +14,7 @@ still wants their results, `send` delivers them. It never decides anything for o
 from __future__ import annotations
 
 import socket
+import time
 from collections import deque
 from typing import Protocol
 
@@ -30,6 +31,7 @@ from ppft_protocol import (
     NodeInfo,
     Result,
     ResultBatch,
+    ResultRecords,
     Role,
     State,
     StatsReply,
@@ -37,11 +39,13 @@ from ppft_protocol import (
     Terminate,
     WatchOutput,
 )
+from ppft_worker.oob import plain_results
 from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_gcm
 
 from .fairqueue import FairQueue
 from .gate import LogBudget
 from .limits import ServerLimits
+from .mixed import Owner, dialin_screen
 from .peers import (
     WORKER_REFUSED,
     FunctionTable,
@@ -56,7 +60,7 @@ from .watch import Watchers
 __all__ = ["Host", "Session"]
 
 
-class Host(Protocol):
+class Host(Owner, Protocol):
     """What a session reads and does of its ppserver (`ppft_server.node.NodeServer`)."""
 
     loop: Loop
@@ -109,6 +113,9 @@ class Session:
         self.limits: dict[int, float] = {}  # time limits (`JobLimits`) of jobs whose JobBatch is to come
         self.job_bytes = 64  # a running mean of its jobs' sizes, for the queued-bytes cap
         self.link: Link | None = None
+        self.done = 0  # its jobs answered (the status page shows it)
+        self.channel = ""  # "sealed with chacha20-poly1305", once authenticated
+        self.since = time.monotonic()
         self.starting = True  # the Stream below may fail at once (a peer that reset already)
         conn = Connection(
             Role.SERVER, server.secret, allow_plain=allow_plain, aes_gcm=offer_aes_gcm(),
@@ -123,6 +130,8 @@ class Session:
     # -- the owner of its jobs -------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
+        if message.__class__ is ResultRecords and message.buffered and self.stream.conn.version < 2:
+            message = plain_results(message)  # a client of ppft 2.0.0
         self.stream.send(message)
 
     # -- what the handshake gate asks --------------------------------------------------------------------
@@ -189,6 +198,7 @@ class Session:
             check_node_info(event)
             self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=self.server.results,
                              on_requeue=self.server.queue.requeue)  # fmt: skip
+            self.link.screen = dialin_screen(self.server, self.link, self.peer, event)
             self.server.worker_joined(self, event)
         elif isinstance(event, StatsRequest):
             self.stream.send(self.server.stats_reply())

@@ -2,12 +2,12 @@
 
 `Settings` starts from ppft 1.7's defaults; `read_config` reads ppft's INI config file (`ppserver -c`:
 `[general]` secret, secret_file, debug, workers, proto, restart, pid_file, workers_secret,
-workers_secret_file, accept_workers, max_queued_jobs, worker_memory_limit, max_jobs_per_worker;
-`[network]` autodiscovery, interface, broadcast, port, timeout, socket_timeout, allow_plain_loopback,
-max_handshakes, max_handshakes_per_host) with the standard library, values
-written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is checked
-by the same function whether it comes from a flag or from the file, so both say the same thing about a bad
-one.
+workers_secret_file, accept_workers, max_queued_jobs, worker_memory_limit, max_jobs_per_worker, http_token,
+http_token_file; `[network]` autodiscovery, interface, broadcast, port, timeout, socket_timeout,
+allow_plain_loopback, max_handshakes, max_handshakes_per_host, http, http_public) with the standard library,
+values written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is
+checked by the same function whether it comes from a flag or from the file, so both say the same thing about
+a bad one.
 
 This module only reads: it must never start anything, print, or hold a secret longer than the `Settings`.
 """
@@ -88,6 +88,10 @@ class Settings:
     max_queued_jobs: int | None = None  # a client's queued jobs before its socket is not read (None: auto)
     worker_memory_limit: int | None = None  # bytes of resident memory a worker may hold (None: no limit)
     max_jobs_per_worker: int | None = None  # a worker is replaced after this many jobs (None: never)
+    http: str | None = None  # --http [HOST:]PORT: serve the status page, /status.json and /metrics there
+    http_token: str | None = None  # required on every request of the status page
+    http_token_file: str | None = None  # ... read from this file
+    http_public: bool = False  # a status page on a non-loopback address with no token: on purpose
     warnings: list[str] = field(default_factory=list)  # config file remarks, logged once logging is set up
 
 
@@ -200,6 +204,8 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "max_queued_jobs": ("max_queued_jobs", parse_count),
         "worker_memory_limit": ("worker_memory_limit", parse_memory),
         "max_jobs_per_worker": ("max_jobs_per_worker", parse_count),
+        "http_token": ("http_token", _text),
+        "http_token_file": ("http_token_file", _text),
     },
     "network": {
         "autodiscovery": ("autodiscovery", parse_boolean),
@@ -211,6 +217,8 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "allow_plain_loopback": ("allow_plain_loopback", parse_boolean),
         "max_handshakes": ("max_handshakes", parse_count),
         "max_handshakes_per_host": ("max_handshakes_per_host", parse_count),
+        "http": ("http", _text),
+        "http_public": ("http_public", parse_boolean),
     },
 }
 
@@ -268,7 +276,7 @@ def read_config(path: str) -> tuple[dict[str, Any], list[str]]:
                 raise ConfigError(
                     f"config file {path}: [{section}] {key}: {exc}; fix or remove that line"
                 ) from None
-    for key in ("secret", "workers_secret"):
+    for key in ("secret", "workers_secret", "http_token"):
         if key in values and os.name == "posix" and os.stat(path).st_mode & 0o077:
             warnings.append(
                 f"config file {path} holds the {key.replace('_', ' ')} and other users may read it: "

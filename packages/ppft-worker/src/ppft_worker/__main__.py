@@ -3,6 +3,7 @@
 * Started by a `WorkerPool` (its secret in PPFT_WORKER_SECRET, no argument): the worker process,
   `ppft_worker.process.main`. (A pool starts that entry directly, without this module: see
   `ppft_worker.pool.spawn`.)
+* `--stdio`: the remote side of an ssh node (`ppft_worker.stdio`), started by a ppft client over ssh.
 * Anything else is a person at the command line: `--connect HOST:PORT ...` runs a dial-in worker
   (`ppft_worker.dialin`), whose help says what ppft-worker is for; a bare `ppft-worker` gets its usage.
 
@@ -27,6 +28,10 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if not args and SECRET_ENV in os.environ:
         return worker_main()  # a pool always passes its secret and no argument
+    if "--stdio" in args:  # the remote side of an ssh node, started by a client over ssh
+        from .stdio import main as stdio_main  # noqa: PLC0415 - only ssh nodes pay for it
+
+        return stdio_main(args)
     from . import dialin  # noqa: PLC0415 - only dial-in workers pay for it
 
     if not args:

@@ -58,7 +58,9 @@ from ppft_protocol import (
     WatchOutput,
 )
 
+from .oob import plain_result
 from .pool import WorkerPool
+from .pythons import THIS_PYTHON
 from .runtime import (
     CANCELLED_TYPE,
     WORKER_REFUSED,
@@ -176,7 +178,7 @@ class DialIn:
         assert stream is not None
         if isinstance(event, Established):
             self._version = event.version
-            stream.send(NodeInfo("worker", self.workers, __version__, f"{socket.gethostname()}"))
+            stream.send(NodeInfo("worker", self.workers, __version__, socket.gethostname(), THIS_PYTHON))
         elif isinstance(event, NodeInfo):
             if not self.connected:
                 log.info("serving ppserver %s:%d with %d worker(s)", self.host, self.port, self.workers)
@@ -257,6 +259,8 @@ class DialIn:
             for task, result in pairs:
                 served: ServedTask = task  # type: ignore[assignment]
                 results.append(served.result_for_peer(result))
+            if stream.conn.version < 2:  # a ppserver of ppft 2.0.0: buffered values as plain pickles
+                results = [plain_result(result) for result in results]
             stream.send(ResultBatch(tuple(results)))
 
     def _requeue(self, tasks: list[Task]) -> None:

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 from .dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
 from .discovery import Discovery, DiscoveryError, parse_ppservers
-from .node import Node
+from .node import CLOSE_WAIT, Node, close_nodes
 from .remote import Candidate, RemoteNode
 
 if TYPE_CHECKING:
     from .dask import DaskNode
 
 __all__ = [
+    "CLOSE_WAIT",
     "Candidate",
     "DaskEntry",
     "DaskNode",
@@ -34,6 +35,7 @@ __all__ = [
     "Node",
     "RemoteNode",
     "add_dask_nodes",
+    "close_nodes",
     "parse_ppservers",
     "split_dask_entries",
 ]

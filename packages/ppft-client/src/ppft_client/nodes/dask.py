@@ -44,8 +44,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from ppft_protocol import PPFTError, Result, printable
+from ppft_protocol import Blob, Pickled, PPFTError, Result, is_pickled, printable
 from ppft_worker import JobSetupError, UnpicklableResultError, WorkerLostError
+from ppft_worker.oob import flatten
 from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT, travelling_runner
 from ppft_worker.runtime import Batching, Loop, Task, TaskQueue, take_batch
 
@@ -89,6 +90,8 @@ def add_dask_nodes(scheduler: Any, entries: list[DaskEntry]) -> None:
 
 class DaskNode:
     """A dask.distributed cluster reached through one `Client`; node methods run on the I/O thread."""
+
+    kind = "dask"  # as the status page names it
 
     def __init__(
         self,
@@ -236,7 +239,7 @@ class DaskNode:
                 bodies[body.digest] = (body.digest, body.name, tuple(body.sources), tuple(body.imports),
                                        bytes(body.pickled))  # fmt: skip
             job_id, digest, args, protocol = task.wire
-            jobs.append((job_id, digest, args if type(args) is bytes else bytes(args), protocol))
+            jobs.append((job_id, digest, _plain(args), protocol))
         payload = pickle.dumps((tuple(bodies.values()), tuple(jobs)), 5)
         runner = travelling_runner()
         client = self._client
@@ -426,3 +429,12 @@ def _lost_result(task: Task, message: str) -> Result:
     exc = WorkerLostError(message)
     return Result(task.wire.job_id, False, b"", "", 0.0, 0.0, _type_name(WorkerLostError), message, "",
                   pickle.dumps(exc))  # fmt: skip
+
+
+def _plain(args: Blob | Pickled) -> bytes:
+    """A job's arguments as the plain pickle a dask worker reads (out-of-band buffers in band)."""
+    if type(args) is bytes:
+        return args
+    if isinstance(args, Pickled) or is_pickled(args):
+        return flatten(args)
+    return bytes(args)

@@ -69,8 +69,8 @@ class DiscoveryError(PPFTError):
 
 
 ACCEPTED_FORMS = (
-    "'host:port', 'host' (port 60000), '[IPv6]:port', a wildcard ('*', '*:port', '192.168.1.*') or "
-    "'dask://HOST:PORT'"
+    "'host:port', 'host' (port 60000), '[IPv6]:port', a wildcard ('*', '*:port', '192.168.1.*'), "
+    "'ssh://[user@]host[:port]' or 'dask://HOST:PORT'"
 )
 """The forms a `ppservers` entry may take, as error messages name them."""
 
@@ -129,7 +129,8 @@ def _split(entry: str, default_port: int) -> Address:
     if "://" in text:
         scheme = text.partition("://")[0]
         raise _unreadable(
-            entry, f"a {scheme}:// address is not a ppserver's (only dask:// entries take a scheme)"
+            entry,
+            f"a {scheme}:// address is not a ppserver's (only ssh:// and dask:// entries take a scheme)",
         )
     if text.startswith("["):  # [IPv6]:port or [IPv6]
         close = text.find("]")

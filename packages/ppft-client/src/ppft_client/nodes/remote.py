@@ -26,6 +26,10 @@ cannot, which is logged once: its jobs' output then shows when they end, stdout 
 The channel is sealed unless the client was made with `seal=False`, the connected socket's peer address is a
 loopback address and the ppserver grants it (`--allow-plain-loopback`): an unsealed link is never offered to
 anything but this machine, whatever name the node was given.
+
+An ssh node (`ssh.node.SshNode`) is this same node over another transport: it overrides how a connection is
+opened (`_connect`, then `_start` with a connected socket), how a failure is explained (`_closed`,
+`_is_permanent`), and the words that name it in log lines (`kind`).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role, WatchOutput
+from ppft_worker.observe import page_link
 from ppft_worker.runtime import (
     CONNECT_TIMEOUT,
     Dial,
@@ -52,6 +57,7 @@ from ppft_worker.runtime import (
     offer_aes_gcm,
 )
 
+from ..pythons import foreign_python_screen, refused_result
 from ..version import __version__
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
@@ -82,6 +88,13 @@ class Candidate(Protocol):
 
 class RemoteNode:
     """A link to one ppserver at `host:port`, (re)connected by the scheduler's I/O thread."""
+
+    kind = "ppserver"
+    """What log lines call this kind of node."""
+    handshake_timeout = 5.0
+    """Seconds the peer has to complete its handshake once connected."""
+    plain_note = "loopback, both ends agreed"
+    """Why an unsealed link is fine, for the log line that says it is unsealed."""
 
     def __init__(
         self,
@@ -164,6 +177,13 @@ class RemoteNode:
         return len(self.link.inflight) if self.link is not None else 0
 
     @property
+    def status_page(self) -> str:
+        """The ppserver's status page as it announced it (protocol version 2, `ppserver --http`), under the
+        address this client reached it by when it listens on every address; "" when it serves none."""
+        link = self.link
+        return page_link(link.info.page, self.host) if link is not None else ""
+
+    @property
     def status(self) -> str:
         """Why the node takes no jobs now, in a few words ("" when it does)."""
         if self.ready:
@@ -235,13 +255,19 @@ class RemoteNode:
             sock.close()
             return
         self._sock = sock
-        offer = not self._seal and _is_loopback(sock)
+        self._start(sock, self._secret, offer_plain=not self._seal and _is_loopback(sock))
+
+    def _start(self, sock: socket.socket, secret: bytes, *, offer_plain: bool) -> None:
+        """Speak the protocol over the connected `sock`, proving `secret`; `offer_plain`: agree to an
+        unsealed channel if the peer does."""
+        self._sock = sock
         conn = Connection(
-            Role.CLIENT, self._secret, allow_plain=offer, aes_gcm=offer_aes_gcm(),
+            Role.CLIENT, secret, allow_plain=offer_plain, aes_gcm=offer_aes_gcm(),
             comment=f"ppft {__version__} client",
         )  # fmt: skip
         self._stream = Stream(
-            self.loop, sock, conn, peer=f"ppserver {self.name}", on_event=self._event, on_close=self._closed,
+            self.loop, sock, conn, peer=f"{self.kind} {self.name}", on_event=self._event,
+            on_close=self._closed, handshake_timeout=self.handshake_timeout,
             silence_timeout=self._silence_timeout,
         )  # fmt: skip
 
@@ -272,7 +298,7 @@ class RemoteNode:
         if isinstance(event, Established):
             self._established = event
             if not event.sealed:
-                log.info("link to %s unsealed: loopback, both ends agreed", self.name)
+                log.info("link to %s unsealed: %s", self.name, self.plain_note)
             elif not self._seal:
                 log.info("link to %s sealed: %s", self.name, self._why_sealed())
             return
@@ -282,11 +308,12 @@ class RemoteNode:
                 self.link = Link(self.name, self._stream, event, on_results=self._results,
                                  on_requeue=self._given_back)  # fmt: skip
                 self._watch(self.link)
+                self.link.screen = foreign_python_screen(self.name, event, self._refused)
                 if self.last_error and (self._answered or self.candidate is None):
-                    log.warning("ppserver %s is back with %d worker(s)", self.name, event.workers)
+                    log.warning("%s %s is back with %d worker(s)", self.kind, self.name, event.workers)
                 else:
                     how = f"sealed with {self.cipher}" if self.sealed else "unsealed"
-                    log.info("connected to ppserver %s (%d workers, %s)", self.name, event.workers, how)
+                    log.info("connected to %s %s (%d workers, %s)", self.kind, self.name, event.workers, how)
                 self.last_error = ""
                 self.permanent = False
                 self._backoff = 0.5
@@ -330,6 +357,10 @@ class RemoteNode:
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
         self._on_results(pairs, self.name)
 
+    def _refused(self, tasks: list[Task], message: str) -> None:
+        """Jobs whose function the ppserver's Python cannot run (`pythons`): they fail, saying why."""
+        self._on_results([(task, refused_result(task, message)) for task in tasks], self.name)
+
     def _given_back(self, tasks: list[Task]) -> None:
         """Jobs the ppserver answered as cancelled though this client never asked: they run elsewhere, each
         counted as a loss of its node (so a ppserver that gives every job back cannot bounce one forever)."""
@@ -354,7 +385,7 @@ class RemoteNode:
             tasks = link.take_inflight()
             self._down_since = time.monotonic()
         if tasks:
-            log.warning("lost ppserver %s with %d job(s) in flight: %s; they run elsewhere", self.name,
+            log.warning("lost %s %s with %d job(s) in flight: %s; they run elsewhere", self.kind, self.name,
                         len(tasks), reason)  # fmt: skip
             self._on_lost(tasks, self.name, reason)
         self._failed(reason, quiet=bool(tasks), answered=True)
@@ -364,12 +395,12 @@ class RemoteNode:
         from a peer that speaks, not from the network)."""
         if self.closed:
             return
-        self.permanent = reason.startswith(_PERMANENT)
+        self.permanent = self._is_permanent(reason)
         if reason != self.last_error and not quiet:
             if self.candidate is not None and not (answered and self.permanent):
                 log.info("auto-discovered ppserver %s cannot be used: %s", self.name, reason)
             else:
-                log.warning("ppserver %s cannot be used: %s", self.name, reason)
+                log.warning("%s %s cannot be used: %s", self.kind, self.name, reason)
         self.last_error = reason
         if self.candidate is not None and self._forgotten():
             self.closed = True
@@ -382,6 +413,10 @@ class RemoteNode:
         else:
             self.closed = True
         self._changed()
+
+    def _is_permanent(self, reason: str) -> bool:
+        """Whether the failure `reason` is one that retrying cannot cure by itself."""
+        return reason.startswith(_PERMANENT)
 
     def _forgotten(self) -> bool:
         """Whether a discovered node is given up: it never answered, or has not for `FORGET_AFTER` s."""

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pickle
 from typing import Any
 
-from ppft_protocol import PPFTError
+from ppft_protocol import Pickled, PPFTError, is_pickled
+from ppft_worker.oob import LargeBuffer, dumps, loads, probe
 
 __all__ = ["ShippingError", "check_submit_args", "pickle_args", "pickle_args_by", "unpickle"]
 
@@ -82,17 +83,36 @@ def check_submit_args(
 # -- the body cache -------------------------------------------------------------------------------------
 
 
-def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes:
+def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
     """A job's arguments as bytes: the stdlib pickle's fast path, dill where a worker needs values.
 
     A pickle naming `__main__` refers to a class or function of the caller's script, which a worker cannot
-    import by reference; dill then pickles those by value (`byref=False, recurse=True`).
+    import by reference; dill then pickles those by value (`byref=False, recurse=True`). Arguments that hold
+    large buffers (numpy arrays, `PickleBuffer`s of 64 KiB and more; protocol 5) give a `Pickled`, whose
+    buffers travel out of band (`ppft_worker.oob`): copied once, as they are now, and never again.
     """
     try:
-        data = pickle.dumps(args, protocol)
+        if protocol >= 5:
+            data = pickle.dumps(args, protocol, buffer_callback=probe)
+        else:
+            data = pickle.dumps(args, protocol)
+    except LargeBuffer:
+        return _buffered(args, protocol)
     except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
         data = None
     if data is not None and data.find(b"__main__") < 0:  # find: `in` tries the needle as an int first
+        return data
+    return _dill_dumps(args, protocol)
+
+
+def _buffered(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
+    """Arguments with large out-of-band buffers: a `Pickled`, unless they need dill (then in band)."""
+    try:
+        data = dumps(args, protocol)
+    except Exception:  # noqa: BLE001 - as pickle_args: dill's turn, which raises clearly
+        return _dill_dumps(args, protocol)
+    stream = data.data if isinstance(data, Pickled) else data
+    if bytes(stream).find(b"__main__") < 0:
         return data
     return _dill_dumps(args, protocol)
 
@@ -112,10 +132,12 @@ def pickle_args_by(obj: object, protocol: int, *, force_dill: bool = False) -> t
 
 
 def _dill_dumps(obj: object, protocol: int) -> bytes:
-    import dill  # noqa: PLC0415 - only paid for by arguments that need it
+    """dill's pickle, its code objects loadable by another Python where their source is known
+    (`ppft_worker.pythons`)."""
+    from ppft_worker.portable import portable_dumps  # noqa: PLC0415 - only paid for by arguments that need it
 
     try:
-        return bytes(dill.dumps(obj, protocol=protocol, byref=False, recurse=True))
+        return portable_dumps(obj, protocol, byref=False, recurse=True)
     except Exception as exc:
         raise ShippingError(
             f"the job's arguments cannot be sent to a worker: neither pickle nor dill can serialize them "
@@ -123,7 +145,7 @@ def _dill_dumps(obj: object, protocol: int) -> bytes:
         ) from exc
 
 
-def unpickle(data: bytes | memoryview) -> object:
+def unpickle(data: bytes | memoryview | Pickled) -> object:
     """Load a pickle made by `pickle` or `dill` (stdlib loader; dill's only for its `__builtin__` names).
 
     Most dill pickles load with `pickle.loads` (dill registers nothing global: its reconstructors are
@@ -131,10 +153,14 @@ def unpickle(data: bytes | memoryview) -> object:
     function whose globals are a `__main__` dictionary; those need dill's own loader.
     """
     try:
-        return pickle.loads(data)
+        return pickle.loads(data)  # type: ignore[arg-type]
     except ModuleNotFoundError as exc:
         if exc.name != "__builtin__":
             raise
+    except pickle.UnpicklingError:
+        if is_pickled(data):  # out-of-band buffers (protocol version 2)
+            return loads(data)
+        raise
     import dill  # noqa: PLC0415 - only for dill pickles that need it
 
-    return dill.loads(bytes(data))
+    return dill.loads(bytes(data))  # type: ignore[arg-type]

@@ -1,12 +1,12 @@
 """A function's text cut from its file's lines without `tokenize`: what `inspect.getsource` would give.
 
 `inspect.getsource` tokenizes the file from the function's first line, and its first call in a process
-compiles `tokenize`'s large regular expressions, most of the cost of a process's first `submit`. This cut follows the same
-rules (`inspect.getblock`) with a small scanner that tracks brackets, strings, comments and continuations,
-and gives up (None) on anything unusual: tabs in indentation, a lambda in the header, a backslash inside a
-string, unbalanced f-string braces. It is only a guess: `sources.function_source` verifies the text against
-the live code exactly as it verifies inspect's, and falls back to inspect, so a wrong cut can cost time,
-never ship a wrong function. It must never import `tokenize` or `inspect`.
+compiles `tokenize`'s large regular expressions, most of the cost of a process's first `submit`. This cut
+follows the same rules (`inspect.getblock`) with a small scanner that tracks brackets, strings, comments and
+continuations, and gives up (None) on anything unusual: tabs in indentation, a lambda in the header, a
+backslash inside a string, unbalanced f-string braces. It is only a guess: `sources.function_source` verifies
+the text against the live code exactly as it verifies inspect's, and falls back to inspect, so a wrong cut can
+cost time, never ship a wrong function. It must never import `tokenize` or `inspect`.
 """
 
 from __future__ import annotations

@@ -28,6 +28,8 @@ import types
 from collections.abc import Iterable
 from typing import Any
 
+from ppft_worker.portable import save_code
+
 from .arguments import ShippingError
 
 log = logging.getLogger("ppft.client")
@@ -209,6 +211,7 @@ def _pickler_class() -> type:
 
     BodyPickler.dispatch[types.FunctionType] = _save_function
     BodyPickler.dispatch[dict] = _save_dict
+    BodyPickler.dispatch[types.CodeType] = save_code  # bytecode for this Python, source for the others
     _pickler = BodyPickler
     return BodyPickler
 

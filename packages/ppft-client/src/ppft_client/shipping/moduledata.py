@@ -37,6 +37,9 @@ import types
 from collections.abc import Mapping
 from typing import Any
 
+from ppft_worker.portable import Call as _Call
+from ppft_worker.portable import portable_dumps, portable_pickler
+
 from .arguments import ShippingError, pickle_args_by
 from .bodypickle import importable, is_code
 
@@ -53,22 +56,6 @@ UNSHIPPED = "__ppft_unshipped__"
 _MISSING = object()
 _warned: set[tuple[str, str]] = set()
 _warned_lock = threading.Lock()
-
-
-class _Call:
-    """Pickles as `func(*args)` (`func` itself pickled: a builtin by name, or another `_Call`)."""
-
-    __slots__ = ("args", "func")
-
-    def __init__(self, func: Any, *args: Any) -> None:
-        self.func = func
-        self.args = args
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return self.func, self.args
-
-    def __call__(self, *args: Any) -> Any:  # pickle wants a reduce's callable to be callable
-        raise TypeError("a _Call only describes a call for pickle; it is not called here")
 
 
 _MAIN = _Call(importlib.import_module, "__main__")
@@ -248,9 +235,8 @@ def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str])
     does), so the job fails naming the global instead of behaving differently."""
     global _ValuesPickler
     if _ValuesPickler is None:
-        import dill  # noqa: PLC0415 - only for values that need it
 
-        class ValuesPickler(dill.Pickler):  # type: ignore[misc]
+        class ValuesPickler(portable_pickler()):  # type: ignore[misc]  # code: loadable by any Python
             shipped: dict[int, str] = {}
 
             def reducer_override(self, obj: Any) -> Any:
@@ -261,11 +247,11 @@ def _dill_values(values: dict[str, Any], protocol: int, shipped: dict[int, str])
                 return NotImplemented
 
         _ValuesPickler = ValuesPickler
-    buffer = io.BytesIO()
-    pickler = _ValuesPickler(buffer, protocol, byref=False, recurse=True)
-    pickler.shipped = shipped
-    pickler.dump(values)
-    return buffer.getvalue()
+
+    def prepare(pickler: Any) -> None:
+        pickler.shipped = shipped
+
+    return portable_dumps(values, protocol, _ValuesPickler, prepare, byref=False, recurse=True)
 
 
 _ValuesPickler: Any = None

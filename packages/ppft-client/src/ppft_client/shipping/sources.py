@@ -36,6 +36,8 @@ import textwrap
 import types
 from typing import Any, NamedTuple
 
+from ppft_worker.portable import same_code, same_const
+
 from .blocks import cut_source
 
 __all__ = [
@@ -51,7 +53,6 @@ __all__ = [
 
 log = logging.getLogger("ppft.client")
 
-_FLAG_MASK = 0x3FF  # code flags that change behaviour (generator, varargs, ...); higher bits are futures
 _FUTURE_ANNOTATIONS = "from __future__ import annotations\n"
 _VERIFY_FILENAME = "<ppft source check>"
 _IMPORTS_CACHE_SIZE = 64
@@ -382,36 +383,5 @@ def _find_code(code: types.CodeType, name: str) -> list[types.CodeType]:
     return [c for c in code.co_consts if isinstance(c, types.CodeType) and c.co_name == name]
 
 
-def _same_code(a: types.CodeType, b: types.CodeType) -> bool:
-    """Whether two code objects do the same thing: line numbers and file names may differ, nothing else."""
-    if (
-        a.co_code != b.co_code
-        or a.co_names != b.co_names
-        or a.co_varnames != b.co_varnames
-        or a.co_freevars != b.co_freevars
-        or a.co_cellvars != b.co_cellvars
-        or a.co_argcount != b.co_argcount
-        or a.co_posonlyargcount != b.co_posonlyargcount
-        or a.co_kwonlyargcount != b.co_kwonlyargcount
-        or (a.co_flags ^ b.co_flags) & _FLAG_MASK
-        or getattr(a, "co_exceptiontable", None) != getattr(b, "co_exceptiontable", None)
-        or len(a.co_consts) != len(b.co_consts)
-    ):
-        return False
-    return all(_same_const(x, y) for x, y in zip(a.co_consts, b.co_consts, strict=True))
-
-
-def _same_const(x: object, y: object) -> bool:
-    if type(x) is not type(y):
-        return False
-    if isinstance(x, types.CodeType):
-        return _same_code(x, y)  # type: ignore[arg-type]
-    if isinstance(x, tuple):
-        other: tuple[object, ...] = y  # type: ignore[assignment]
-        return len(x) == len(other) and all(map(_same_const, x, other))
-    if isinstance(x, (float, complex)):
-        return repr(x) == repr(y)  # tells 0.0 from -0.0, and nan equals nan
-    try:
-        return bool(x == y)
-    except Exception:  # noqa: BLE001 - a value whose __eq__ fails is simply not the same constant
-        return False
+_same_code = same_code  # one definition each, shared with the portable pickles of ppft_worker.portable
+_same_const = same_const

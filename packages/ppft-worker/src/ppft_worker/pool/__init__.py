@@ -10,9 +10,24 @@
 The pool runs on its owner's I/O thread (`ppft_worker.runtime.Loop`: the client's scheduler, ppserver, a
 dial-in worker) and starts the worker process of `ppft_worker.process`. It imports both rooms through their
 public names, and nothing above it (`ppft_worker.dialin`, the command line) or outside ppft-worker.
+
+Local workers need a POSIX system (Linux; macOS): their pipes are set up with `fcntl`. Elsewhere (Windows)
+importing the pool raises an ImportError that names the platform and what works there, rather than a bare
+"No module named 'fcntl'" from deep inside.
 """
 
 from __future__ import annotations
+
+import sys
+
+try:
+    import fcntl  # noqa: F401 - only to know that this system has it
+except ImportError:
+    raise ImportError(
+        f"ppft's workers need a POSIX system (Linux or macOS), and this Python runs on {sys.platform}, "
+        "which has no fcntl: local workers, ppservers and dial-in workers cannot run here. ppft-protocol "
+        "(the wire protocol) works on any platform; on Windows, run ppft under WSL."
+    ) from None
 
 from .forkstart import START_ENV, WorkerProcess, why_not_fork
 from .output import LIVE_INTERVAL, OutputPiece

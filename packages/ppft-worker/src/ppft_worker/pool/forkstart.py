@@ -1,7 +1,8 @@
 """Starting a local worker by `os.fork`, when that is safe: the parent's side and the child's preparation.
 
-An exec'd worker (`spawn.exec_worker`) pays an interpreter start and its imports, about 17 ms before its first
-result; a fork of the already-initialised client costs about 1 ms, which is what `ProcessPoolExecutor` does.
+An exec'd worker (`spawn.exec_worker`) pays an interpreter start and its imports before its first result; a
+fork of the already-initialised client pays neither, and is what `ProcessPoolExecutor` does (`scripts/bench
+--only startup` races it; with `PPFT_START=exec` it times the exec'd start).
 Fork is only safe when no other thread can hold a lock the child will need (the import lock, a logging
 handler's, malloc's, a library's), so a pool forks only the workers it starts with, and only when the process
 has exactly the threads its owner vouches for (`why_not_fork`, counted by `threading` and by the kernel): the
@@ -47,9 +48,9 @@ START_ENV = "PPFT_START"
 """PPFT_START=exec makes every local worker start by exec (never by fork)."""
 
 FORK_MAX_RSS = 256 << 20
-"""A process with more resident memory than this execs its workers: a fork copies its page tables (about
-18 ms per GiB here, per worker, more than an interpreter start past a few hundred MiB), and every page it
-writes while a forked worker lives is copied again."""
+"""A process with more resident memory than this execs its workers: a fork copies its page tables, for each
+worker, a cost that grows with the memory and passes an interpreter start's past a few hundred MiB; and
+every page it writes while a forked worker lives is copied again."""
 
 EXIT_CHILD_FAILED = 70
 """The forked child failed before its worker loop ran (its traceback is on its stderr)."""
@@ -208,7 +209,8 @@ def fork_worker(
     parent = os.getpid()
     # No signal is handled in the child before its handlers are reset (a user's SIGTERM handler would run
     # the user's code there); the child restores this thread's mask, which an exec'd worker inherits.
-    # (`ppft_protocol.cpython`'s: `signal`'s wrappers make an enum of each of 64 signals, 0.1 ms a call.)
+    # (`ppft_protocol.cpython`'s C functions: `signal`'s wrappers make an enum of each of 64 signals at
+    # every call, on the way of every forked worker.)
     old_mask = pthread_sigmask(SIG_BLOCK, valid_signals())
     try:
         pid = os.fork()

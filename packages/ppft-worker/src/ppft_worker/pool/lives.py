@@ -67,6 +67,8 @@ class WorkerLives:
         self.max_attempts = max_attempts
         self.fork_threads = fork_threads  # the owner may set it to None before `start` runs
         self.broken_reason = ""  # set while workers keep failing to start
+        self.restarts = 0  # workers replaced after they died or were killed (the status page counts them)
+        self.on_death: Callable[[str], None] | None = None  # told "worker 3 (pid 12) was killed by ..."
         self._on_results = on_results
         self._on_requeue = on_requeue
         self._workers: list[PoolWorker] = []
@@ -91,6 +93,11 @@ class WorkerLives:
     def workers(self) -> int:
         """Workers alive and not retiring (started or still starting)."""
         return sum(1 for w in self._workers if not w.retiring)
+
+    def worker_records(self) -> list[PoolWorker]:
+        """The records of the live workers (a copy of the list: for readers on other threads, which must
+        only read them: `observe.poolview`)."""
+        return list(self._workers)
 
     @property
     def pids(self) -> list[int]:
@@ -236,6 +243,7 @@ class WorkerLives:
             self._start_failures = 0
             if tasks or not w.retiring:
                 log.warning("%r %s with %d job(s) in flight; starting a replacement", w, how, len(tasks))
+                self._died(f"{w!r} {how} with {len(tasks)} job(s) in flight")
         if tasks:
             self._requeue(w, how, tasks)
         if not self.broken_reason:
@@ -259,6 +267,11 @@ class WorkerLives:
         self._schedule_reap()
         self._fill()
         return tasks
+
+    def _died(self, what: str) -> None:
+        self.restarts += 1
+        if self.on_death is not None:
+            self.on_death(what)
 
     def _requeue(self, w: PoolWorker, how: str, tasks: list[Task]) -> None:
         first = tasks[0]

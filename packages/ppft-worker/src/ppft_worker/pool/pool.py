@@ -10,11 +10,13 @@ the pool registers its pipes there. It never blocks on a worker: writes that do 
 per-worker buffer until the pipe drains.
 
 Batching and windows: each worker gets frames of up to `batch` jobs with two frames in flight, where `batch`
-follows the measured job time (about 2 ms of work per frame, at most 256 jobs); long jobs (5 ms and more) go
-one at a time with no prefetch, so a slow job never holds a queue of others hostage. Until the first result
-arrives a worker gets one job, since nothing is known yet about the jobs' length.
-When a worker idles next to a frame that has sent no result for 20 ms, the tail half of that frame is
-cancelled and queued again for it (`stealing`): run times learnt from the past can mislead the batching.
+follows the measured job time (`runtime.batching`: a target of work per frame, at most 256 jobs,
+`scripts/bench --only tiny`); long jobs go one at a time with no prefetch, so a slow job never holds a queue
+of others hostage. Until the first result arrives a worker gets one job, since nothing is known yet about the
+jobs' length.
+When a worker idles next to a frame that has sent no result for `stealing.STEAL_AFTER`, the tail half of that
+frame is cancelled and queued again for it (`stealing`): run times learnt from the past can mislead the
+batching.
 
 The pool's worker processes over their lives (started by fork or exec, retired, lost, reaped, replaced,
 and the fate of a dead worker's jobs: rerun, or `WorkerLostError` after `max_attempts`) are `lives.py`'s,
@@ -22,7 +24,7 @@ which `WorkerPool` builds on; `start_methods()` tells how each worker was starte
 
 Output: every worker gets an output region (shared memory) where it mirrors what its job writes; the pool
 reads it when the worker dies, so the job's `WorkerLostError` result carries the text it wrote, and, while
-the owner watches (`watch_output`), every few milliseconds for live output (`output`).
+the owner watches (`watch_output`), every `output.LIVE_INTERVAL` for live output (`output`).
 
 Bugs: a callback of a worker (its pipes, a dispatch to it, the handling of its results) that raises kills
 that worker and requeues its jobs as for a death, so nothing is lost and the loop goes on.
@@ -226,6 +228,7 @@ class WorkerPool(WorkerLives):
                 w.proc.kill()
             self._dying.append(w.proc)
             log.info("%r stopped: its client left while it ran that client's job; starting a replacement", w)
+            self._died(f"{w!r} was stopped: its client left while it ran that client's job")
             kept = [task for task in tasks if not unwanted(task)]
             dropped += [task for task in tasks if unwanted(task)]
             if kept:
@@ -475,6 +478,7 @@ class WorkerPool(WorkerLives):
         """`done` of `w`'s jobs finished, taking `total` seconds."""
         w.solo_busy = False
         w.since = time.monotonic()
+        w.done += done
         self.jobs_done += done
         self.job_time += total
         if not w.inflight:

@@ -32,8 +32,9 @@ def worker_command() -> list[str]:
     """How a local worker is started: what `python -m ppft_worker` runs, without its costs.
 
     `-S` skips site's start-up work (`worker_env` supplies sys.path instead); `-c` rather than `-m` skips
-    `runpy`, which loads `importlib.util`, `contextlib` and `warnings` (3 ms of a start-up that races
-    `ProcessPoolExecutor`'s fork). The command line still names `ppft_worker`, for `ps`.
+    `runpy`, which loads `importlib.util`, `contextlib` and `warnings` before the worker's first result
+    (`PPFT_START=exec scripts/bench --only startup` times an exec'd start against `ProcessPoolExecutor`). The
+    command line still names `ppft_worker`, for `ps`.
     """
     return [sys.executable, "-S", "-c", _ENTRY]
 

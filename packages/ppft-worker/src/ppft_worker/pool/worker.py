@@ -27,6 +27,7 @@ class PoolWorker:
         "bodies",
         "conn",
         "deadline",
+        "done",
         "index",
         "inflight",
         "live",
@@ -68,6 +69,7 @@ class PoolWorker:
         self.out = OutBuffer()
         self.read_size = READ_SIZE
         self.inflight: dict[int, Task] = {}
+        self.done = 0  # jobs it finished (the status page shows it)
         self.bodies = BodyLedger()  # what the worker holds (ppft_protocol.bodies: bounded on version 2)
         self.ready = False
         self.retiring = False

@@ -1,7 +1,7 @@
 """The worker process: one process that runs ppft jobs for its pool, and everything that runs a job.
 
 This module is the process's entry, as its pool starts it: `python -S -c "import ppft_worker.process ..."`
-(`main`; what `python -m ppft_worker` runs too, through `ppft_worker.cli`), the pipe to the worker on stdin
+(`main`; what `python -m ppft_worker` runs too, through `__main__`), the pipe to the worker on stdin
 and the pipe back on stdout, the pool's secret (64 hex characters) in PPFT_WORKER_SECRET and its pid in
 PPFT_PARENT_PID; or the pool forks (`ppft_worker.pool.forkstart`), and the child enters at `run_forked` with
 the same descriptors and the secret in memory. Both prepare the process, then run the worker loop (`serve`).
@@ -177,8 +177,8 @@ def _keep_freed_memory() -> None:
 def _prctl_pdeathsig() -> str:
     """prctl(PR_SET_PDEATHSIG, SIGKILL); "" when it worked, else why not.
 
-    Through `ppft_protocol.cpython.libc_function` (the C half of `ctypes`: `ctypes` itself costs a worker's
-    start-up about 1 ms more, on its way to the first result)."""
+    Through `ppft_protocol.cpython.libc_function` (the C half of `ctypes`: importing `ctypes` itself would
+    lengthen every worker's way to its first result, which `scripts/bench --only startup` times)."""
     prctl = libc_function("prctl")
     if prctl is None:
         return "no prctl found in the C library (or no ctypes)"
@@ -187,7 +187,7 @@ def _prctl_pdeathsig() -> str:
 
 def main() -> int:
     """Entry of a worker its pool started by exec (the pool's secret in PPFT_WORKER_SECRET); returns the
-    process exit code. Anything else on the command line is `ppft_worker.cli`'s to decide."""
+    process exit code. Anything else on the command line is `ppft_worker.__main__`'s to decide."""
     chan_in, chan_out = _take_channel()
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")

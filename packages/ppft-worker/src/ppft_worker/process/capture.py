@@ -8,8 +8,8 @@ copied into the worker's output region (`outregion`), when it has one, so that t
 death and can be watched live by the pool.
 
 Costs: a job that writes nothing pays nothing here (the runner reads one attribute to know); a write pays
-its UTF-8 encoding, a lock (threads the job started may print too) and a copy into the region, about a
-microsecond. The region of an exec'd worker is mapped on the first write, never at start-up.
+its UTF-8 encoding, a lock (threads the job started may print too) and a copy into the region, and no
+system call. The region of an exec'd worker is mapped on the first write, never at start-up.
 
 It never writes to a file descriptor, and never raises for what a job writes but what a real text stream
 would raise for (a `write` of something that is not a `str`). Closing these streams does nothing: they serve

@@ -34,7 +34,7 @@ from __future__ import annotations
 import sys
 from time import perf_counter, process_time
 
-from ppft_protocol import BodyLedger, FunctionBody, Job, Result, check_digest, printable
+from ppft_protocol import BodyLedger, FunctionBody, Job, Pickled, Result, check_digest, printable
 from ppft_protocol.cpython import fast_pickle as pickle  # the C pickler alone: `pickle` loads `re`, `enum`
 
 from .capture import OutputCapture
@@ -61,8 +61,15 @@ __all__ = ["UNSHIPPED", "BodyCache", "JobRunner"]
 
 _CPU_REUSE_WINDOW = 20e-6
 """Seconds: a job starting this soon after the previous one ended reuses that end's CPU clock reading as its
-start, which saves one `process_time` syscall (about half a microsecond) per job in a busy worker. Its
-cpu_time then also counts the runner's own microseconds since the previous job."""
+start, which saves one `process_time` syscall per job in a worker whose tiny jobs run back to back
+(`scripts/bench --only tiny`). Its cpu_time then also counts the runner's own work since the previous job,
+which this window bounds."""
+
+_BUFFERED = b"\xffPB5"  # ppft_protocol.buffers.MAGIC: arguments with out-of-band buffers (version 2)
+
+
+_OOB_MIN = 64 * 1024  # ppft_worker.oob.OOB_MIN (not imported: the stdlib `pickle` loads `re`, `enum`)
+
 
 _new_tuple = tuple.__new__  # builds a Result without NamedTuple.__new__'s Python-level call
 
@@ -135,7 +142,10 @@ class JobRunner:
     queue still holds whenever `doomed` is true. `capture`: where jobs' output goes
     (`ppft_worker.process.capture`), with the worker's output region; left out, one without a region."""
 
-    def __init__(self, budget: int | None = None, capture: OutputCapture | None = None) -> None:
+    def __init__(
+        self, budget: int | None = None, capture: OutputCapture | None = None, buffers: bool = False
+    ) -> None:
+        self._buffers = buffers  # version 2: large buffers of values travel out of band
         self._cache = BodyCache(budget)  # checked against their digests, within the budget
         self._bodies: dict[bytes, FunctionBody] = self._cache.bodies
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
@@ -199,9 +209,11 @@ class JobRunner:
             namespace, func = ready
             modules["__main__"] = namespace  # before the arguments: they may carry module data for it
             try:
-                args = pickle.loads(args_data)
+                args = pickle.loads(args_data)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
-                loaded, args = args_fallback(self._bodies[digest].name, job_id, exc, args_data)
+                if args_data[:4] == _BUFFERED:  # type: ignore[index]  # out-of-band buffers (version 2): the value may have them too
+                    return self._run_buffered(job_id, digest, func, args_data, protocol)
+                loaded, args = args_fallback(self._bodies[digest].name, job_id, exc, args_data)  # type: ignore[arg-type]
                 if not loaded:
                     return self._setup_failure(job_id, args, protocol)
             start = perf_counter()
@@ -222,6 +234,8 @@ class JobRunner:
                 return self._value_fallback(
                     job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol
                 )
+            if len(data) >= _OOB_MIN and self._buffers:  # large: its buffers may travel out of band
+                return self._large_value(job_id, value, data, end - start, cpu_end - cpu_start, protocol)
             if capture.size:  # the job wrote something
                 output, spans = capture.take()
                 return _new_tuple(
@@ -235,6 +249,64 @@ class JobRunner:
             modules["__main__"] = saved_main
             sys.stdout = saved_out
             sys.stderr = saved_err
+
+    def _run_buffered(
+        self, job_id: int, digest: bytes, func: Callable[..., Any], args_data: Any, protocol: int
+    ) -> Result:
+        """`run` for a job whose arguments came with out-of-band buffers (`ppft_worker.oob`): they load as
+        views of the frame, and the value's own large buffers go back out of band too (the sender reads
+        them: it sent some), as views of the value's memory, uncopied: the worker loop sends such a result
+        before it runs another job (which could change the value). A runner made with `buffers=True`
+        (version 2) sends any large value's buffers so (`_large_value`), whatever its arguments were."""
+        from .. import oob  # noqa: PLC0415 - only big-data jobs pay for it
+
+        try:
+            args: Any = oob.loads(args_data)
+        except Exception as exc:  # noqa: BLE001 - the result says why
+            name = self._bodies[digest].name
+            return self._setup_failure(
+                job_id,
+                f"the arguments of job {job_id} (function {name}) cannot be unpickled on this worker: "
+                f"{type(exc).__name__}: {exc}. Every class they use must be importable here",
+                protocol,
+            )
+        start = perf_counter()
+        cpu_start = process_time()
+        try:
+            value = func(*args)
+        except BaseException as exc:  # noqa: BLE001 - the job's own exception is its result, as in `run`
+            end = self._end_wall = perf_counter()
+            cpu_end = self._end_cpu = process_time()
+            return self._job_failure(job_id, exc, end - start, cpu_end - cpu_start, protocol)
+        end = self._end_wall = perf_counter()
+        cpu_end = self._end_cpu = process_time()
+        del args
+        try:
+            data = oob.dumps(value, protocol, snapshot=False)
+        except Exception as exc:  # noqa: BLE001 - dill may still manage; else the failure is the result
+            return self._value_fallback(
+                job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol
+            )
+        return Result(
+            job_id, True, data, wall_time=end - start, cpu_time=cpu_end - cpu_start, **self._take_output()
+        )
+
+    def _large_value(
+        self, job_id: int, value: object, data: bytes, wall: float, cpu: float, protocol: int
+    ) -> Result:
+        """The result of a value whose pickle is large (version 2): with its large buffers out of band, as
+        views of its memory (the worker loop sends it before another job runs), when it has such buffers
+        (pickled again: a numpy array costs one copy more on the worker, and two less on the way); else the
+        plain pickle already made. The tiny path pays one length check for it."""
+        from .. import oob  # noqa: PLC0415 - only large values pay for it
+
+        buffered: bytes | Pickled = data
+        if protocol == 5 and oob.has_large_bytearray(data):  # else pickling again would set nothing apart
+            try:
+                buffered = oob.dumps(value, protocol, snapshot=False)
+            except Exception:  # noqa: BLE001 - it pickled once: keep that pickle
+                buffered = data
+        return Result(job_id, True, buffered, wall_time=wall, cpu_time=cpu, **self._take_output())
 
     # -- output -------------------------------------------------------------------------------------------
 
@@ -316,9 +388,9 @@ class JobRunner:
         if data:
             return Result(job_id, True, data, wall_time=wall, cpu_time=cpu, **self._take_output())
         try:
-            import dill  # noqa: PLC0415 - only values the stdlib pickle refuses pay for it
+            from ..portable import portable_dumps  # noqa: PLC0415 - only values the stdlib pickle refuses
 
-            data = dill.dumps(value, protocol=protocol, recurse=True)
+            data = portable_dumps(value, protocol, recurse=True)  # code: loadable by another Python too
         except Exception as dill_exc:  # noqa: BLE001 - reported in the result
             from ..errors import UnpicklableResultError  # noqa: PLC0415 - the rare path pays for it
 

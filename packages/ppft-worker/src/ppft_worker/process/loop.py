@@ -42,6 +42,7 @@ from ppft_protocol import (
     Job,
     JobBatch,
     NodeInfo,
+    Pickled,
     ProtocolError,
     RemoteProtocolError,
     Result,
@@ -285,10 +286,12 @@ class WorkerLoop:
             # version 2: bodies are kept within the budget the sender counts too (ppft_protocol.bodies)
             budget = BODY_BUDGET if self.conn.version >= 2 else None
             region = self.output_region
-            self.runner = JobRunner(budget, OutputCapture(region, self.output_fd))  # type: ignore[arg-type]
+            capture = OutputCapture(region, self.output_fd)  # type: ignore[arg-type]
+            # version 2: values with large buffers travel out of band (ppft_protocol.buffers)
+            self.runner = JobRunner(budget, capture, buffers=self.conn.version >= 2)
             self.output_region, self.output_fd = None, -1
         if _log_setup_deferred and "logging" in sys.modules:
-            _finish_log_setup()  # `logging` is loaded already: setting it up costs microseconds
+            _finish_log_setup()  # `logging` is loaded already (by the job): no import left to defer
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Drop the listed jobs still queued, answering each at once; a started job reports normally."""
@@ -360,6 +363,10 @@ class WorkerLoop:
                 del job  # its args may be a view of the buffer the next large frame could reuse
                 now = perf_counter()
                 append(result)
+                if (
+                    result[2].__class__ is Pickled
+                ):  # its buffers are the value's memory: out before a job runs
+                    flush()
                 done += 1
                 busy += result.wall_time
                 if now - start < _FAST:  # the whole run, pickling included, not only the call

@@ -1,14 +1,14 @@
 """The output region: shared memory where a worker mirrors what its current job writes, for its pool to read.
 
 A job's text normally leaves its worker in the job's `Result`, when the job ends. A worker that dies first (a
-segfault, `os._exit`, SIGKILL, the OOM killer) takes that text with it, and the text is what says why it
-died. So each local worker writes its job's output, as the job writes it, into a region of memory that its
-pool maps too: one `memfd` per worker (an unlinked temporary file where there is no `memfd_create`), mapped
-by the pool before the worker starts. A forked worker inherits the mapping; an exec'd one gets the
-descriptor and maps it on its first write. The pool reads the region when the worker has died (the text of
-the job it was running, which it puts into the job's `WorkerLostError` result), and, when an owner watches
-live output, every few milliseconds while jobs run (whole lines, as the job writes them). The worker pays a
-`memcpy` per write, and nothing at all for a job that writes nothing; the pool pays nothing until it reads.
+segfault, `os._exit`, SIGKILL, the OOM killer) takes that text with it, and the text is what says why it died.
+So each local worker writes its job's output, as the job writes it, into a region of memory that its pool maps
+too: one `memfd` per worker (an unlinked temporary file where there is no `memfd_create`), mapped by the pool
+before the worker starts. A forked worker inherits the mapping; an exec'd one gets the descriptor and maps it
+on its first write. The pool reads the region when the worker has died (the text of the job it was running,
+which it puts into the job's `WorkerLostError` result), and, when an owner watches live output, every
+`ppft_worker.pool.LIVE_INTERVAL` seconds while jobs run (whole lines, as the job writes them). The worker pays
+a `memcpy` per write, and nothing at all for a job that writes nothing; the pool pays nothing until it reads.
 
 Layout (native byte order: both sides are one machine), `REGION_SIZE` bytes:
 

@@ -1,9 +1,10 @@
 """`Batching`: how many jobs of a function go in one frame, and how many may be in flight per worker.
 
 One rule for every kind of node (local pool, ppserver link, dial-in workers), learned per function (by
-digest), because one server runs tiny and long jobs alike: aim at about 2 ms of work per frame, at most 256
-jobs, two frames in flight per worker, so tiny jobs are pipelined 256 at a time while long jobs (5 ms and
-more) go one at a time. A function never seen before goes one job per worker until its first result says
+digest), because one server runs tiny and long jobs alike: aim at `_TARGET_FRAME_SECONDS` of work per
+frame, at most `MAX_BATCH` jobs, two frames in flight per worker, so tiny jobs are pipelined 256 at a time
+(`scripts/bench --only tiny`) while long jobs (`_LONG_JOB_SECONDS` and more) go one at a time
+(`scripts/bench --only cpu`). A function never seen before goes one job per worker until its first result says
 how long it runs: 16 long jobs submitted after 10,000 tiny ones must not land on one worker in one frame.
 """
 

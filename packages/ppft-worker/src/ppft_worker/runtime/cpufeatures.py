@@ -2,9 +2,10 @@
 
 The protocol layer is sans-I/O and cannot look at the processor, so the I/O layers (the client's link to a
 ppserver, the ppserver's sessions, dial-in workers) ask `offer_aes_gcm()` and pass the answer as
-`Connection(aes_gcm=...)`. A link uses AES-256-GCM only when both ends offer it; else ChaCha20-Poly1305.
-With AES instructions, AES-256-GCM seals a MiB about four times faster than ChaCha20-Poly1305; without
-them it is slower and its table-driven fallbacks may leak through cache timing, so nothing is offered
+`Connection(aes_gcm=...)`. A link uses AES-256-GCM only when both ends offer it; else ChaCha20-Poly1305. With
+AES instructions, AES-256-GCM seals several times faster than ChaCha20-Poly1305
+(`scripts/bench --only payload` shows sealed against unsealed, with `PPFT_CIPHER` choosing the cipher);
+without them it is slower and its table-driven fallbacks may leak through cache timing, so nothing is offered
 where the hardware is not known to be there.
 
 `PPFT_CIPHER` in the environment overrides the detection: `chacha20` never offers AES-256-GCM (tests, or

@@ -89,6 +89,9 @@ class Link:
         self.on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
         self._deadlines: dict[int, tuple[float, Task, float]] = {}  # version 1: the limits kept here
         self._deadline_timer: Timer | None = None
+        # the tasks of a taken batch that may go to this peer (`pythons.Screen`, for a peer on another
+        # Python); None, the usual case: all of them
+        self.screen: Callable[[list[Task]], list[Task]] | None = None
 
     @property
     def ready(self) -> bool:
@@ -111,6 +114,14 @@ class Link:
                 if free <= 0 or (inflight and free < batch_size):
                     break
                 batch = take_batch(queue, min(free, batch_size * self.workers, 1024), batching)
+                if self.screen is not None and batch:
+                    taken = len(batch)
+                    batch = self.screen(batch)  # the others were failed, or given back to the queue
+                    if len(batch) < taken:
+                        if batch:
+                            send_batch(conn, bodies, inflight, batch)
+                            sent += len(batch)
+                        break  # what was given back must not be taken again in this round
                 if not batch:
                     continue
                 if len(batch) == 1 and batch[0].solo:  # only a job that runs alone may have a time limit

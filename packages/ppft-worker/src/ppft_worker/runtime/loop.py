@@ -6,7 +6,8 @@ connection. Other threads talk to the loop only through `call_soon_threadsafe` a
 a wake-up byte is written only when the loop is actually asleep, so a burst of 100,000 `submit` calls costs
 a handful of syscalls, not 100,000. And a thread whose work finds the loop asleep may do that work itself,
 under the loop's lock (`run_here`): a lone `submit` then reaches its worker without waking the I/O thread,
-which saves one thread switch (about 20 us here, a quarter of a round trip) on every sequential job.
+which saves a switch to the I/O thread on every sequential job, a large share of one round trip
+(`scripts/bench --only latency`).
 
 It must never run user code (job callbacks run on their own thread) and never block except in `select`.
 

@@ -1,5 +1,8 @@
 """`Stream`: one non-blocking socket speaking the ppft protocol, driven by a `Loop`.
 
+The socket may also be a `PipeChannel` (a pipe each way: the stdin and stdout of an ssh node's remote side),
+whose reads and writes go through two descriptors; nothing else changes.
+
 It owns the socket, the protocol `Connection` and the bytes waiting to be written, and enforces the time
 rules the sans-I/O protocol cannot: a peer must finish its handshake within `handshake_timeout` (so idle
 half-open connections cannot pin a server), an established stream sends a `Heartbeat` after
@@ -47,6 +50,10 @@ from ppft_protocol import (
 from .loop import Loop, Timer, describe_callback
 from .outbuf import OutBuffer
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .pipes import PipeChannel  # imported by those who use it only: a pipe pair is rare
+
 __all__ = ["Stream", "describe_protocol_error", "internal_error_reason"]
 
 log = logging.getLogger("ppft.stream")
@@ -92,7 +99,7 @@ class Stream:
     def __init__(
         self,
         loop: Loop,
-        sock: socket.socket,
+        sock: socket.socket | PipeChannel,
         conn: Connection,
         *,
         peer: str,
@@ -110,6 +117,7 @@ class Stream:
         self.bye_reason: str | None = None
         """What the peer said when it left (its `Bye`, escaped for logs); None while it has said nothing."""
         self._fd = sock.fileno()
+        self._wfd: int = getattr(sock, "write_fd", self._fd)  # watched for writing: a PipeChannel's own
         self._on_event = on_event
         self._on_close = on_close
         self._out = OutBuffer()
@@ -162,18 +170,18 @@ class Stream:
             return
         out.extend(parts, n)
         if out.size:
-            self.loop.add_writer(self._fd, self._writable, self._internal_error)
+            self.loop.add_writer(self._wfd, self._writable, self._internal_error)
 
     def _writable(self) -> None:
         try:
-            self._out.write_to(self._fd)
+            self._out.write_to(self._wfd)
         except BlockingIOError:
             return
         except OSError as exc:
             self._fail(f"the connection broke while sending ({exc.strerror or exc})")
             return
         if not self._out.size:
-            self.loop.remove_writer(self._fd)
+            self.loop.remove_writer(self._wfd)
 
     @property
     def unsent(self) -> int:
@@ -357,6 +365,6 @@ class Stream:
             self._timer.cancel()
             self._timer = None
         self.loop.remove_reader(self._fd)
-        self.loop.remove_writer(self._fd)
+        self.loop.remove_writer(self._wfd)
         with contextlib.suppress(OSError):
             self.sock.close()

@@ -9,9 +9,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ppft_protocol import BodyLedger, Connection, FunctionBody, Job, JobBatch, Result, ResultBatch
+from ppft_protocol import BodyLedger, Connection, FunctionBody, Job, JobBatch, Result, ResultBatch, is_pickled
 from ppft_protocol.relay import RawResults
 
+from ..oob import OOB_MIN, flatten
 from .batching import Batching
 
 __all__ = [
@@ -214,4 +215,18 @@ def send_batch(conn: Connection, bodies: BodyLedger, inflight: dict[int, Task], 
         add(wire)
     for body in new:
         conn.send(body)
+    if conn.version < 2:
+        wires = _plain(wires)
     conn.send(JobBatch(tuple(wires)))
+
+
+def _plain(wires: list[Job]) -> list[Job]:
+    """Jobs for a version-1 peer: arguments with out-of-band buffers (`ppft_worker.oob`) as plain pickles."""
+    plain = wires
+    for index, job in enumerate(wires):
+        args = job[2]
+        if len(args) >= OOB_MIN and is_pickled(args):
+            if plain is wires:
+                plain = list(wires)
+            plain[index] = job._replace(args=flatten(args))
+    return plain
