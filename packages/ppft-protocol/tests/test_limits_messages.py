@@ -87,3 +87,13 @@ def test_a_limit_that_is_not_positive_and_finite_is_refused_both_ways(seconds: f
 def test_a_count_past_the_frame_is_a_decode_error(kind: int) -> None:
     with pytest.raises(DecodeError, match="needs"):
         decode_message(kind, memoryview(struct.pack(">I", 1000) + b"\0" * 16))
+
+
+def test_the_spec_quotes_the_golden_frames() -> None:
+    doc = Path(__file__).resolve().parents[3] / "docs" / "protocol.md"
+    if not doc.exists():
+        pytest.skip("docs/protocol.md is not part of this checkout (an sdist of the package alone)")
+    text = doc.read_text(encoding="utf-8")
+    section = text[text.index("### Limits on jobs (`JobLimits`") :]
+    for entry in VECTORS["messages"]:
+        assert entry["frame"] in section, entry["name"]
