@@ -135,6 +135,22 @@ def test_terminate_a_running_job_kills_its_worker_and_raises_cancelled_error(mak
     server.wait()  # the terminated job counts as finished
 
 
+def test_the_status_counts_a_timed_out_job_as_timeout_and_a_terminated_one_cancelled(make_server, tmp_path):
+    server = make_server(1)
+    with pytest.raises(JobTimeoutError):
+        server.submit(sleepy, (30,), timeout=0.5)()
+    mark = tmp_path / "started"
+    job = server.submit(marked, (str(mark), 30))
+    deadline = time.monotonic() + 30
+    while not mark.exists():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.01)
+    assert job.terminate() is True
+    server.wait()
+    jobs = server.status()["jobs"]
+    assert (jobs["ok"], jobs["timeout"], jobs["cancelled"]) == (0, 1, 1), jobs
+
+
 def test_terminate_a_queued_job_cancels_it_and_a_finished_one_does_nothing(make_server):
     server = make_server(1)
     running = server.submit(sleepy, (0.5,))

@@ -186,7 +186,7 @@ class Scheduler:
 
     def terminated(self, job: Job) -> None:
         """A running job was terminated (`Job.terminate`): finished now; the I/O thread stops it."""
-        self._finished([job])
+        self._finished([job], cancelled=True)  # counted as "cancelled" (status page, metrics)
         self.call(lambda: stop_job(self.pool, self.nodes, job, self._node_failed))
 
     def unfinished(self, group: str | None = None) -> int:
