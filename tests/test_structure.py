@@ -53,6 +53,7 @@ ROOMS: dict[str, list[str]] = {
         "framing",
         "batches",
         "live",
+        "limits",
         "relay",
         "channel",
         "messages",
@@ -79,6 +80,7 @@ ROOMS: dict[str, list[str]] = {
     "ppft_client": [
         "version",
         "errors",
+        "limits",
         "rebuild",
         "pythons",
         "joblock",
@@ -105,6 +107,7 @@ ROOMS: dict[str, list[str]] = {
         "settings",
         "fairqueue",
         "peers",
+        "limits",
         "watch",
         "counting",
         "mixed",

@@ -430,6 +430,38 @@ def scenario_executor(backend: str, params: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def scenario_recycle(backend: str, params: dict[str, Any]) -> dict[str, Any]:
+    """Throughput of tiny jobs and of ~1 ms jobs, with workers replaced every `max_jobs` jobs or never
+    (ppft's `max_jobs_per_worker`; ProcessPoolExecutor's `max_tasks_per_child`)."""
+    most = params.get("max_jobs")
+    if backend == "ppe":
+        from concurrent.futures import ProcessPoolExecutor
+
+        extra: dict[str, Any] = {} if most is None else {"max_tasks_per_child": most}
+        b: _Backend = _FuturesBackend(ProcessPoolExecutor(WORKERS, **extra))
+    else:
+        import ppft as pp
+
+        b = _ClassicBackend(pp.Server(WORKERS, **({} if most is None else {"max_jobs_per_worker": most})))
+    probe = 100_000
+    start = time.perf_counter()
+    spin(probe)
+    loop_n = max(100, int(probe * params["job_s"] / (time.perf_counter() - start)))
+    try:
+        _warm_up(b)
+        result = _tiny(b, params["n"], params["rounds"])
+        expected = spin(loop_n)
+        rates = []
+        for _ in range(params["rounds"]):
+            start = time.perf_counter()
+            values = b.collect(b.submit_all(spin, [(loop_n,)] * params["spin_jobs"]))
+            rates.append(params["spin_jobs"] / (time.perf_counter() - start))
+            _check(values, [expected] * params["spin_jobs"], "recycled workers, 1 ms jobs")
+    finally:
+        b.close()
+    return {"tiny_jobs_per_s": result["jobs_per_s"], "spin_jobs_per_s": max(rates), "spin_rounds": rates}
+
+
 _SCENARIOS = {
     "startup": scenario_startup,
     "tiny": scenario_tiny,
@@ -439,6 +471,7 @@ _SCENARIOS = {
     "cpu": scenario_cpu,
     "payload": scenario_payload,
     "executor": scenario_executor,
+    "recycle": scenario_recycle,
     "observe": scenario_observe,
     "ssh": scenario_ssh,
 }

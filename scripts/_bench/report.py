@@ -35,6 +35,8 @@ _TITLES = {
     "fanout": "fan-out: one client, Server(0, ppservers=...) over N `ppserver -w 1` on loopback, x + 1 jobs",
     "fairness": "fairness: client B's round trips through ppserver -w 2, idle, then while client A has its "
     "jobs queued there",
+    "recycle": "recycle: Server(2, max_jobs_per_worker=1000) (ppft2-recycle) vs no recycling, tiny and 1 ms "
+    "jobs; ProcessPoolExecutor(2) without recycling as the reference",
     "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
     "observe": "observe: tiny x + 1 jobs with the status page open and /metrics scraped every second, over "
     "the same unwatched; ppserver -w 2 --http (client Server(0, ppservers=...)), Server(2).serve_status()",
@@ -48,6 +50,7 @@ _REFS = {
     "payload": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
     "arrays": (("x ppe", "ppe"), ("x ppft2 local", "ppft2")),
     "cpu": (*_DEFAULT_REFS, ("x ppft2 local", "ppft2")),
+    "recycle": (("x ppe", "ppe"), ("x ppft2 no recycling", "ppft2")),
 }
 _BUSY = 0.1  # share of the CPUs used by others above which a run's figures are flagged
 _OPS = {">=": operator.ge, "<=": operator.le}

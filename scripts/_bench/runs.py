@@ -61,6 +61,7 @@ FULL = Sizes(
         "remote": 90.0,
         "dask": 120.0,
         "soak": 400.0,
+        "recycle": 120.0,
         "fanout": 120.0,
         "fairness": 150.0,
         "observe": 180.0,
@@ -84,7 +85,7 @@ QUICK = Sizes(
         ("startup", "tiny", "latency", "cpu", "payload", "arrays", "executor", "remote", "ssh", "dask"),
         30.0,
     )
-    | dict.fromkeys(("soak", "fanout", "fairness", "observe"), 30.0),
+    | dict.fromkeys(("soak", "fanout", "fairness", "recycle", "observe"), 30.0),
 )
 
 

@@ -121,6 +121,23 @@ def executor(run: Run) -> None:
             run.add("executor", f"{metric}, {run.sizes.executor_jobs:,} jobs", key, "jobs/s", outcome, name)
 
 
+def recycle(run: Run) -> None:
+    """Recycling (`max_jobs_per_worker`, issue 16): the same jobs with workers replaced every N jobs or
+    never, each beside ProcessPoolExecutor without recycling."""
+    n = run.sizes.executor_jobs
+    most = 1000 if n >= 1000 else 50  # a quick run recycles too
+    params = {"n": n, "spin_jobs": max(20, n // 5), "job_s": 0.001, "rounds": run.sizes.rounds}
+    runs = [("ppe", "ppe", "ppe", None), ("ppft2", "ppft2", "classic", None)]
+    runs.append(("ppft2", "ppft2-recycle", "classic", most))
+    for key, label, backend, limit in runs:
+        if not run.available(key):
+            continue
+        outcome = run.child("recycle", key, label, backend, {**params, "max_jobs": limit})
+        run.add("recycle", f"jobs/s, {n:,} tiny jobs", label, "jobs/s", outcome, "tiny_jobs_per_s")
+        spin_metric = f"jobs/s, {params['spin_jobs']:,} jobs of 1 ms"
+        run.add("recycle", spin_metric, label, "jobs/s", outcome, "spin_jobs_per_s")
+
+
 def _remote_figures(run: Run, label: str, outcome: Outcome, params: dict[str, Any]) -> None:
     note = f"{params['n']:,} jobs, {params['k']} round trips"
     run.add("remote", "tiny jobs/s", label, "jobs/s", outcome, "jobs_per_s", note)
@@ -207,6 +224,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "dask": dask,
     "fanout": fanout,
     "fairness": fairness,
+    "recycle": recycle,
     "observe": observe,
     "ssh": ssh,
     "soak": soak,  # the longest (1,000,000 jobs), last

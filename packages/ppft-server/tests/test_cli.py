@@ -86,6 +86,12 @@ def test_proto_minus_one_means_the_highest() -> None:
     assert parse_settings(["-n", "-1"]).proto == pickle.HIGHEST_PROTOCOL
 
 
+def test_worker_limits_flags() -> None:
+    settings = parse_settings(["--worker-memory-limit", "1.5GiB", "--max-jobs-per-worker", "1000"])
+    assert (settings.worker_memory_limit, settings.max_jobs_per_worker) == (3 << 29, 1000)
+    assert (Settings().worker_memory_limit, Settings().max_jobs_per_worker) == (None, None)
+
+
 @pytest.mark.parametrize(
     ("argv", "reason"),
     [
@@ -101,6 +107,9 @@ def test_proto_minus_one_means_the_highest() -> None:
         (["-k", "soon"], "'soon' is not a number of seconds"),
         (["-b", "everyone"], "'everyone' is not an IPv4 broadcast address"),
         (["--sec", "x"], "unrecognized arguments: --sec"),  # no abbreviations: --sec is not --secret
+        (["--worker-memory-limit", "2 gigs"], "the worker memory limit must be a size such as '2GiB'"),
+        (["--worker-memory-limit", "100"], "the worker memory limit must be at least 1 MiB"),
+        (["--max-jobs-per-worker", "0"], "'0' is not a count"),
     ],
 )
 def test_bad_command_line_is_a_usage_error(argv: list[str], reason: str) -> None:
@@ -255,6 +264,8 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[Any]) -> None:
         "max_handshakes": 100,
         "max_handshakes_per_host": 20,
         "max_queued_jobs": None,
+        "worker_memory_limit": None,
+        "max_jobs_per_worker": None,
     }
 
 

@@ -7,6 +7,7 @@
 
 from .errors import (
     DestroyedServerError,
+    JobTimeoutError,
     NodeLostError,
     NoNodeError,
     RemoteJobError,
@@ -25,6 +26,7 @@ __all__ = [
     "DestroyedServerError",
     "Executor",
     "Job",
+    "JobTimeoutError",
     "NoNodeError",
     "NodeLostError",
     "RemoteJobError",

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from ppft_protocol import PPFTError
-from ppft_worker import WorkerLostError
+from ppft_worker import JobTimeoutError, WorkerLostError
 
 __all__ = [
     "DestroyedServerError",
+    "JobTimeoutError",
     "NoNodeError",
     "NodeLostError",
     "RemoteJobError",

@@ -57,11 +57,17 @@ class Executor(concurrent.futures.Executor):
         proto: int | None = None,
         seal: bool = True,
         live_output: bool = False,
+        job_timeout: float | None = None,
+        worker_memory_limit: int | str | None = None,
+        max_jobs_per_worker: int | None = None,
         ssh: tuple[str, ...] = ("ssh",),
     ) -> None:
-        """The keywords are `Server`'s (`seal=False`: unsealed links to ppservers on this machine that
-        allow it; `live_output=True`: each line a job writes printed as it writes it, prefixed with the job
-        and node; `ssh`: the command that reaches the `ssh://` entries of `ppservers`)."""
+        """The keywords are `Server`'s (`job_timeout`: the seconds each job may run on a worker, after
+        which it raises `JobTimeoutError`, and `future.terminate()` stops a running one;
+        `worker_memory_limit`, `max_jobs_per_worker`: the workers' limits; `seal=False`:
+        unsealed links to ppservers on this machine that allow it; `live_output=True`: each line a job
+        writes printed as it writes it, prefixed with the job and node; `ssh`: the command that reaches
+        the `ssh://` entries of `ppservers`)."""
         if max_workers is not None and (not isinstance(max_workers, int) or isinstance(max_workers, bool)):
             raise TypeError(
                 f"max_workers must be an int (local worker processes) or None (one per CPU), "
@@ -74,8 +80,10 @@ class Executor(concurrent.futures.Executor):
             )
         ncpus: int | str = "autodetect" if max_workers is None else max_workers
         self._server = Server(
-            ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output, ssh=ssh
-        )
+            ncpus, ppservers, secret, restart, proto, seal=seal, live_output=live_output,
+            job_timeout=job_timeout, worker_memory_limit=worker_memory_limit,
+            max_jobs_per_worker=max_jobs_per_worker, ssh=ssh,
+        )  # fmt: skip
         self._shutdown_lock = threading.Lock()
         self._shutdown = False
         self._release_lock = threading.Lock()  # held while the server is waited for and destroyed

@@ -83,6 +83,7 @@ class Job(Future):  # type: ignore[type-arg]
     attempts = 0  # local workers that died while it ran alone
     node_losses = 0  # remote nodes lost while they held it
     solo = False
+    timeout: float | None = None  # seconds it may run on a worker (`submit(timeout=)`); None: no limit
     node = ""  # the node that ran it, once finished
     _raw: Result | None = None
     _value: Any = _NO_VALUE
@@ -286,6 +287,39 @@ class Job(Future):  # type: ignore[type-arg]
             if self._sched is not None:
                 self._sched.cancelled(self)
         return cancelled
+
+    def terminate(self) -> bool:
+        """Stop the job wherever it is: a queued job is cancelled (as `cancel()`); a running one is stopped
+        by killing its worker, which is replaced (the jobs batched behind it run again, charged nothing),
+        and it raises `concurrent.futures.CancelledError`. True if it did either; False for a job that is
+        done already (finished, cancelled or terminated)."""
+        if self._state in _DONE:
+            return False
+        if self.cancel():
+            return True
+        with _LOCK:
+            if self._state != RUNNING:
+                return False
+            self._state = CANCELLED_AND_NOTIFIED
+            self._replayed = True  # it never gets a result: nothing of it is printed
+            if self._held is not None:
+                self._release_held()
+            sleepers = self._sleepers
+            if sleepers:
+                sleepers.notify_all()
+            if self._waiting:
+                for waiter in self._waiting:
+                    waiter.add_cancelled(self)
+            callbacks = list(self._done_callbacks)
+        sched = self._sched
+        if sched is not None:
+            sched.terminated(self)
+        for fn in callbacks:
+            try:
+                fn(self)
+            except Exception:
+                LOGGER.exception("exception calling callback for %r", self)
+        return True
 
     def set_running_or_notify_cancel(self) -> bool:
         """`Future`'s, safe against a second call for a cancelled job: the I/O thread (dropping it from the

@@ -50,6 +50,7 @@ from .completion import CallbackThread, complete_jobs, fail_job
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job
 from .joblock import JOBS_LOCK
+from .limits import stop_job
 from .nodes import Candidate, Node, RemoteNode, close_nodes
 from .outcomes import count_finished
 from .output import LiveView, Unshown, write_output
@@ -69,8 +70,9 @@ class Scheduler:
     """Queue, I/O thread and nodes behind one `Server`."""
 
     def __init__(
-        self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0, live_output: bool = False
-    ) -> None:
+        self, ncpus: int, *, restart: bool = False, silence_timeout: float = 10.0, live_output: bool = False,
+        memory_limit: int | None = None, max_jobs_per_worker: int | None = None,
+    ) -> None:  # fmt: skip
         self.loop = Loop()
         self.silence_timeout = silence_timeout
         self.queue: deque[Task] = deque()
@@ -91,7 +93,7 @@ class Scheduler:
         self.counters = Counters()  # outcomes, jobs/s, durations, failures: `status`, the status page
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
-            fork_threads=1,
+            fork_threads=1, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
@@ -181,6 +183,11 @@ class Scheduler:
     def cancelled(self, job: Job) -> None:
         """A queued job was cancelled by its owner: it no longer counts for `wait`."""
         self._finished([job], cancelled=True)
+
+    def terminated(self, job: Job) -> None:
+        """A running job was terminated (`Job.terminate`): finished now; the I/O thread stops it."""
+        self._finished([job], cancelled=True)  # counted as "cancelled" (status page, metrics)
+        self.call(lambda: stop_job(self.pool, self.nodes, job, self._node_failed))
 
     def unfinished(self, group: str | None = None) -> int:
         # finished first, then submitted: both only grow, so equal counts mean nothing was pending at the

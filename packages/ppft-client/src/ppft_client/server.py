@@ -23,11 +23,12 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from ppft_protocol import FunctionBody
-from ppft_worker.runtime import detect_ncpus, host_problem, resolve_secret
+from ppft_worker.runtime import detect_ncpus, host_problem, parse_memory_limit, resolve_secret
 
 from .completion import make_job
 from .errors import DestroyedServerError
 from .job import Job
+from .limits import check_count, check_timeout
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
@@ -66,6 +67,9 @@ class Server:
         *,
         seal: bool = True,
         live_output: bool = False,
+        job_timeout: float | None = None,
+        worker_memory_limit: int | str | None = None,
+        max_jobs_per_worker: int | None = None,
         ssh: tuple[str, ...] = ("ssh",),
     ) -> None:
         """`ncpus`: local worker processes ("autodetect": the CPUs this process may use, affinity and
@@ -76,9 +80,13 @@ class Server:
         (`--allow-plain-loopback`) are left unencrypted, which saves the cost of sealing large payloads;
         every other link stays sealed (docs/security.md); `live_output=True`: print each line a job writes
         as it writes it, prefixed with the job and node (`[job 3 on local] text`), instead of a job's whole
-        output when its value is asked for (docs/api.md, "Job output"); `ssh`: the command that reaches
-        the `ssh://[user@]host[:port]` entries of `ppservers` (docs/cluster.md, "The quickest way: ssh"),
-        such as ("ssh", "-i", "~/.ssh/cluster")."""
+        output when its value is asked for (docs/api.md, "Job output"); `job_timeout`: the seconds every job
+        may run on a worker, unless its `submit(timeout=)` says otherwise; `worker_memory_limit` ("2GiB",
+        or bytes): a local worker whose resident memory passes it is stopped, its job failing with
+        `WorkerLostError`; `max_jobs_per_worker`: a local worker is replaced after that many jobs
+        (docs/api.md, "Limits on jobs and workers"); `ssh`: the command that reaches the
+        `ssh://[user@]host[:port]` entries of `ppservers` (docs/cluster.md, "The quickest way: ssh"), such
+        as ("ssh", "-i", "~/.ssh/cluster")."""
         if not isinstance(ppservers, tuple):
             raise TypeError(
                 f"ppservers argument must be a tuple, not {type(ppservers).__name__}: write "
@@ -94,6 +102,9 @@ class Server:
                 f"seal must be True or False (False: unsealed links to ppservers on this machine), "
                 f"not {type(seal).__name__} {seal!r}"
             )
+        self._job_timeout = check_timeout(job_timeout, "job_timeout")
+        memory_limit = parse_memory_limit(worker_memory_limit, "worker_memory_limit")
+        check_count(max_jobs_per_worker, "max_jobs_per_worker")
         self.logger = logging.getLogger("ppft")
         self._ssh: tuple[str, ...] = ("ssh",)
         ssh_targets: list[Any] = []  # ssh://[user@]host[:port]: docs/cluster.md
@@ -128,7 +139,7 @@ class Server:
             )
         self._scheduler = Scheduler(
             self._ncpus, restart=self._restart, silence_timeout=max(2.0, min(float(socket_timeout), 10.0)),
-            live_output=live_output,
+            live_output=live_output, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         try:  # from here on, threads and workers run: a failure stops them all before it is raised
             _live_servers.add(self)
@@ -168,16 +179,22 @@ class Server:
         callbackargs: tuple[Any, ...] = (),
         group: str = "default",
         globals: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> Job:
         """Queue `func(*args)`; returns its `Job` at once.
 
         `depfuncs`: functions and classes `func` calls (shipped with it); `modules`: modules to import
         first ("math", "numpy as np", "from os import path"); `callback(*callbackargs, value)` runs when the
         job is done, off the I/O thread; `group`: for `wait(group)`; `globals`: a dict (say, `globals()`)
-        from which the modules, functions and classes that `func` uses are shipped automatically."""
+        from which the modules, functions and classes that `func` uses are shipped automatically;
+        `timeout`: the seconds the job may run once a worker starts it (not counting its time in the
+        queue), after which its worker is killed and replaced and the job raises `JobTimeoutError` (left
+        out: the server's `job_timeout`)."""
         if self._exiting:
             raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
         check_submit_args(func, args, depfuncs, modules, callback, callbackargs, globals)
+        limit = self._job_timeout if timeout is None else check_timeout(timeout, "timeout")
         if type(func) is _MethodType:  # as ppft: the instance travels as the first argument
             args = (func.__self__, *args)
             func = func.__func__
@@ -186,6 +203,9 @@ class Server:
         sargs = pickle_args(args, proto) if data is None else data.wrap(args, proto)
         scheduler = self._scheduler
         job = make_job(self, next(self._tids), body, sargs, proto, scheduler, callback, callbackargs, group)
+        if limit is not None:
+            job.timeout = limit
+            job.solo = True  # it runs alone on a worker: its time counts from when it is sent there
         scheduler.submit(job)
         return job
 
@@ -200,6 +220,9 @@ class Server:
         scheduler = self._scheduler
         tid = next(self._tids)
         job = make_job(self, tid, body, sargs, self._proto, scheduler, callback, callbackargs, group)
+        if self._job_timeout is not None:
+            job.timeout = self._job_timeout
+            job.solo = True
         scheduler.submit(job)
         return job
 
@@ -218,12 +241,17 @@ class Server:
         body, data = function_job(func, (), (), None, proto)  # module data: as at this call, for every job
         scheduler = self._scheduler
         tids = self._tids
+        limit = self._job_timeout
         jobs: list[Job] = []
         chunk: list[Job] = []
         for job_args in arg_tuples:
             call_args = prefix + job_args if prefix else job_args
             sargs = pickle_args(call_args, proto) if data is None else data.wrap(call_args, proto)
-            chunk.append(make_job(self, next(tids), body, sargs, proto, scheduler))
+            job = make_job(self, next(tids), body, sargs, proto, scheduler)
+            if limit is not None:
+                job.timeout = limit
+                job.solo = True
+            chunk.append(job)
             if len(chunk) == _SUBMIT_CHUNK:
                 scheduler.submit_many(chunk)
                 jobs += chunk
@@ -245,6 +273,9 @@ class Server:
             raise DestroyedServerError("Cannot submit jobs: server instance has been destroyed")
         if task.wire is None:
             task.bind(sfunc, sargs, self._proto)
+        if self._job_timeout is not None and task.timeout is None:
+            task.timeout = self._job_timeout
+            task.solo = True
         task._sched = self._scheduler
         self._scheduler.submit(task)
         return task

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from .limits import check_timeout
+
 if TYPE_CHECKING:
     from .job import Job
     from .server import Server
@@ -14,7 +16,8 @@ __all__ = ["Template"]
 
 class Template:
     """ppft's Template: `Template(server, func, depfuncs, modules, callback, callbackargs, group, globals)`,
-    then `template.submit(*args)` for each set of arguments."""
+    then `template.submit(*args)` for each set of arguments. `timeout`: each job's time limit, as
+    `Server.submit(timeout=)`."""
 
     def __init__(
         self,
@@ -26,6 +29,8 @@ class Template:
         callbackargs: tuple[Any, ...] = (),
         group: str = "default",
         globals: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = None,
     ) -> None:
         self.job_server = job_server
         self.func = func
@@ -35,10 +40,11 @@ class Template:
         self.callbackargs = callbackargs
         self.group = group
         self.globals = globals
+        self.timeout = check_timeout(timeout, "timeout")
 
     def submit(self, *args: Any) -> Job:
         """Submit the function with `args`."""
         return self.job_server.submit(
             self.func, args, self.depfuncs, self.modules, self.callback, self.callbackargs, self.group,
-            self.globals,
+            self.globals, timeout=self.timeout,
         )  # fmt: skip

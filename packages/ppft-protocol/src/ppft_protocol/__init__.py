@@ -41,6 +41,7 @@ from .messages import (
     Hello,
     Job,
     JobBatch,
+    JobLimits,
     LiveOutput,
     Message,
     NodeInfo,
@@ -48,6 +49,7 @@ from .messages import (
     ResultBatch,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 from .relay import RawResults, ResultRecords
@@ -83,6 +85,7 @@ __all__ = [
     "IntegrityError",
     "Job",
     "JobBatch",
+    "JobLimits",
     "LegacyPeerError",
     "LiveOutput",
     "LocalProtocolError",
@@ -101,6 +104,7 @@ __all__ = [
     "State",
     "StatsReply",
     "StatsRequest",
+    "Terminate",
     "WatchOutput",
     "__version__",
     "check_digest",

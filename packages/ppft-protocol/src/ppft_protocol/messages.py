@@ -19,6 +19,7 @@ from .batches import Job, JobBatch, Result, ResultBatch
 from .channel import CHACHA20_POLY1305
 from .codec import F64, LATEST, U8, U32, U64, Blob, Message, Reader, Record, put_blob, put_str, put_strs
 from .errors import DecodeError
+from .limits import JobLimits, Terminate
 from .live import LiveOutput, WatchOutput
 
 TYPE_CHECKING = False
@@ -42,6 +43,7 @@ __all__ = [
     "Hello",
     "Job",
     "JobBatch",
+    "JobLimits",
     "LiveOutput",
     "Message",
     "NodeInfo",
@@ -49,6 +51,7 @@ __all__ = [
     "ResultBatch",
     "StatsReply",
     "StatsRequest",
+    "Terminate",
     "WatchOutput",
     "decode_message",
     "encode_message",
@@ -344,6 +347,8 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         ResultBatch,
         LiveOutput,
         WatchOutput,
+        JobLimits,
+        Terminate,
         Cancel,
         StatsRequest,
         StatsReply,

@@ -11,9 +11,10 @@ openings, with the refusal of a downgrade to version 1 (`downgrade_to_version_1`
 them; the tests check that the implementation reproduces every byte (and that the spec's formulas, computed
 with `cryptography` and `hmac` directly, give the same keys, proofs and ciphertexts).
 
-    python make_vectors.py           # rewrite protocol-v1.json, protocol-v2.json and output-v2.json
+    python make_vectors.py           # rewrite protocol-v1/v2.json, output-v2.json and limits-v2.json
     python make_vectors.py --check   # exit 1 if a file differs from what the code produces
 
+limits-v2.json holds those of version 2's limits on jobs: `JobLimits` and `Terminate`.
 output-v2.json holds the frames of version 2's output changes (docs/protocol.md, "Version 2"): a result batch
 with stderr spans, the same batch as a version-1 connection carries it, `LiveOutput` and `WatchOutput`.
 
@@ -455,29 +456,31 @@ def render_output() -> str:
     return json.dumps(output_vectors(), indent=2, ensure_ascii=False) + "\n"
 
 
-def render_buffers() -> str:
-    """buffers-v2.json, made by buffer_vectors.py beside this file."""
+def _beside(filename: str) -> Any:
+    """The module `filename` of this directory (the tests' vectors directory is not a package)."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location(
-        "ppft_buffer_vectors", Path(__file__).with_name("buffer_vectors.py")
-    )
+    spec = importlib.util.spec_from_file_location(f"ppft_{filename[:-3]}", Path(__file__).with_name(filename))
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return str(module.render_buffers())
+    return module
 
 
-BUFFERS_PATH = Path(__file__).with_name("buffers-v2.json")
+def render_limits() -> str:  # limits-v2.json, made by limits_vectors.py with `describe` from here
+    return str(_beside("limits_vectors.py").render_limits(describe))
+
+
+def render_buffers() -> str:  # buffers-v2.json, made by buffer_vectors.py
+    return str(_beside("buffer_vectors.py").render_buffers())
+
+
+LIMITS_PATH, BUFFERS_PATH = (Path(__file__).with_name(name) for name in ("limits-v2.json", "buffers-v2.json"))
 
 
 def main(argv: list[str]) -> int:
-    files = [
-        (PATH, render(1)),
-        (PATH_V2, render(2)),
-        (OUTPUT_PATH, render_output()),
-        (BUFFERS_PATH, render_buffers()),
-    ]
+    files = [(PATH, render(1)), (PATH_V2, render(2)), (OUTPUT_PATH, render_output())]
+    files += [(BUFFERS_PATH, render_buffers()), (LIMITS_PATH, render_limits())]
     if "--check" in argv:
         failed = 0
         for path, text in files:

@@ -47,6 +47,7 @@ from .settings import (
     detect_workers,
     parse_broadcast,
     parse_count,
+    parse_memory,
     parse_port,
     parse_proto,
     parse_seconds,
@@ -194,6 +195,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="a client's jobs queued here before its connection is no longer read until they run "
         "(default: 1024 per worker, at least 4096: more than a client keeps in flight)",
     )
+    add("--worker-memory-limit", metavar="SIZE", type=_checked(parse_memory),
+        help="stop a worker whose resident memory passes SIZE (2GiB, 1.5GB, 512MiB); its job fails with "
+        "WorkerLostError saying so, and a new worker starts (checked every 0.5 s; default: no limit)",
+        )  # fmt: skip
+    add("--max-jobs-per-worker", metavar="N", type=_checked(parse_count),
+        help="replace a worker after it ran N jobs, as multiprocessing's maxtasksperchild (default: never)",
+        )  # fmt: skip
     add(
         "--http",
         metavar="[HOST:]PORT",
@@ -347,6 +355,8 @@ def node_server(settings: Settings, secret: bytes, workers_secret: bytes | None,
         max_handshakes=settings.max_handshakes,
         max_handshakes_per_host=settings.max_handshakes_per_host,
         max_queued_jobs=settings.max_queued_jobs,
+        worker_memory_limit=settings.worker_memory_limit,
+        max_jobs_per_worker=settings.max_jobs_per_worker,
     )
 
 

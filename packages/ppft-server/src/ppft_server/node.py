@@ -4,6 +4,7 @@
         --authenticated--> a client: NodeInfo sent; or a dial-in worker (it proved the workers secret)
     client: FunctionBody -> the function table; JobBatch -> its lane of the FairQueue (ids made unique);
             Cancel -> removed from the queue, answered as cancelled; over its cap -> its socket is not read
+            JobLimits, Terminate -> time limits of its next jobs; jobs stopped, queued or running (`limits`)
     FairQueue --dispatch--> local WorkerPool, and links to dial-in workers
     results --> back to the session that sent the job, with the client's own job ids
 
@@ -46,15 +47,14 @@ from .counting import count_raw, count_results
 from .fairqueue import FairQueue
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST, Door, HandshakeGate, LogBudget
 from .gctune import collect_less
+from .limits import ServerLimits
 from .peers import (
-    CANCELLED_MESSAGE,
     MAX_QUEUED_BYTES,
     MAX_UNSENT,
     WORKER_REFUSED,
     FunctionTable,
     PeerError,
     auto_queue_cap,
-    cancelled,
     check_jobs,
     no_workers_admitted,
     short_reason,
@@ -107,6 +107,8 @@ class NodeServer:
         max_handshakes: int = DEFAULT_MAX_HANDSHAKES,
         max_handshakes_per_host: int = DEFAULT_MAX_HANDSHAKES_PER_HOST,
         max_queued_jobs: int | None = None,
+        worker_memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None:
         """`allow_plain_loopback`: grant an unsealed channel to a peer that asks for one, when it connects
         from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks.
@@ -114,7 +116,8 @@ class NodeServer:
         secret admits them too (`--accept-workers`); neither: dial-in workers are refused.
         `max_handshakes`, `max_handshakes_per_host`: connections in their handshake at once (in all, from one
         address). `max_queued_jobs`: a client's jobs queued here before its socket is no longer read
-        (None: enough for every job a well-behaved client keeps in flight)."""
+        (None: enough for every job a well-behaved client keeps in flight). `worker_memory_limit` (bytes),
+        `max_jobs_per_worker`: the local workers' limits (`WorkerPool`)."""
         self.host = host
         self.port = port
         self.secret = secret
@@ -139,10 +142,15 @@ class NodeServer:
         self.gate = HandshakeGate(max_handshakes, max_handshakes_per_host, self.refusals)
         # fork_threads=1: `serve_forever` starts the workers by fork when it runs in a single-threaded process
         # (no announcer thread, not a test's thread), where no other thread can hold a lock the child needs.
-        self.pool = WorkerPool(self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue,
-                               restart=restart, fork_threads=1, on_raw_results=self.raw_results)  # fmt: skip
+        self.pool = WorkerPool(
+            self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue, restart=restart,
+            fork_threads=1, on_raw_results=self.raw_results, memory_limit=worker_memory_limit,
+            max_jobs_per_worker=max_jobs_per_worker,
+        )  # fmt: skip
+        self.pool.name = f"ppserver {self.name}"
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.watchers = Watchers(self.pool, self.links)
+        self.limits = ServerLimits(self)
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)
@@ -173,6 +181,7 @@ class NodeServer:
         self.address = sock.getsockname()[:2]
         if self.port == 0:
             self.name = f"{socket.gethostname()}:{self.address[1]}"
+            self.pool.name = f"ppserver {self.name}"
         return self.address
 
     def serve_forever(self) -> None:
@@ -359,6 +368,8 @@ class NodeServer:
         if len(live) != before + len(batch.jobs):
             raise PeerError(check_jobs(batch, len(live) - before))
         tasks, unknown = take_jobs(session.bodies, batch, self._ids, session)
+        if session.limits:  # a JobLimits came first: only a client that puts time limits on jobs pays this
+            self.limits.apply(session, tasks)
         if unknown:
             session.stream.send(ResultBatch(tuple(unknown)))
             raise PeerError(unknown[0].error_message)
@@ -376,22 +387,6 @@ class NodeServer:
     def queue_cap(self) -> int:
         """A client's jobs queued here before its connection is no longer read."""
         return self.max_queued_jobs or self._auto_cap
-
-    def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None:
-        """Cancel those of the client's jobs that still wait in the queue, answering each as cancelled; a job
-        already on a worker runs and reports as usual."""
-        wanted = session.live.intersection(job_ids)
-        if not wanted:
-            return
-        removed = self.queue.cancel(
-            session.lane,
-            lambda task: cast("ServedTask", task).owner is session and task.client_id in wanted,  # type: ignore[attr-defined]
-        )
-        if removed:
-            self.counters.tally.cancelled += len(removed)
-            ids = [cast("ServedTask", task).client_id for task in removed]
-            session.live.difference_update(ids)
-            session.send(ResultBatch(tuple([cancelled(job_id, CANCELLED_MESSAGE) for job_id in ids])))
 
     def results(self, pairs: list[tuple[Task, Result]]) -> None:
         """Results from the pool or a dial-in link, back to the sessions that sent the jobs, under their own

@@ -33,10 +33,12 @@ if TYPE_CHECKING:
 __all__ = [
     "CANCELLED_MESSAGE",
     "MAX_DIALIN_WORKERS",
+    "MAX_PENDING_LIMITS",
     "MAX_QUEUED_BYTES",
     "MAX_SESSION_FUNCTIONS",
     "MAX_SESSION_FUNCTION_BYTES",
     "MAX_UNSENT",
+    "TERMINATED_MESSAGE",
     "WORKER_REFUSED",
     "FunctionTable",
     "PeerError",
@@ -64,6 +66,12 @@ MAX_QUEUED_BYTES = 256 << 20
 
 MAX_UNSENT = 64 << 20
 """A client that leaves this many bytes of results unread is not read until half of them went out."""
+
+MAX_PENDING_LIMITS = 1 << 16
+"""Time limits (`JobLimits`) a client may send for jobs it has not sent yet: a limit precedes its job."""
+
+TERMINATED_MESSAGE = "terminated by its client"
+"""The error message of a job answered as cancelled because its client terminated it (`Terminate`)."""
 
 CANCELLED_MESSAGE = "cancelled before it started"
 """The error message of a job answered as cancelled (as a worker answers it)."""
@@ -118,7 +126,7 @@ def not_for_role(event: Event, role: str) -> str:
     name = type(event).__name__
     if name in ("ResultBatch", "RawResults") and role == "client":
         return "a client sent results (ResultBatch): results come from workers; a client sends jobs"
-    if name in ("JobBatch", "FunctionBody", "Cancel") and role == "dial-in worker":
+    if name in ("JobBatch", "FunctionBody", "Cancel", "JobLimits", "Terminate") and role == "dial-in worker":
         return f"a dial-in worker sent {name}: a worker runs jobs, it does not submit or cancel them"
     if name == "NodeInfo":
         kind = getattr(event, "kind", "?")

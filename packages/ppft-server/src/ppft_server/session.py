@@ -1,7 +1,8 @@
 """`Session`: one peer of a ppserver, from its first byte to its last: its handshake, then its role.
 
     accepted --> in its handshake (the HandshakeGate counts it) --Established--> a client, or a dial-in worker
-    client:          FunctionBody, JobBatch, Cancel, StatsRequest, WatchOutput --> the NodeServer
+    client:          FunctionBody, JobLimits, JobBatch, Cancel, Terminate, StatsRequest, WatchOutput
+                     --> the NodeServer
     dial-in worker:  NodeInfo("worker") first (a Link is made),
                      then ResultBatch, LiveOutput, NodeInfo, StatsReply
 
@@ -24,6 +25,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    JobLimits,
     LiveOutput,
     Message,
     NodeInfo,
@@ -34,6 +36,7 @@ from ppft_protocol import (
     State,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 from ppft_worker.oob import plain_results
@@ -41,6 +44,7 @@ from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_g
 
 from .fairqueue import FairQueue
 from .gate import LogBudget
+from .limits import ServerLimits
 from .mixed import Owner, dialin_screen
 from .peers import (
     WORKER_REFUSED,
@@ -69,6 +73,7 @@ class Host(Owner, Protocol):
     functions: FunctionTable
     refusals: LogBudget
     watchers: Watchers
+    limits: ServerLimits  # Cancel, JobLimits and Terminate
 
     def session_authenticated(self, session: Session, event: Established) -> None: ...
 
@@ -77,8 +82,6 @@ class Host(Owner, Protocol):
     def session_closed(self, session: Session, reason: str) -> None: ...
 
     def accept_jobs(self, session: Session, batch: JobBatch) -> None: ...
-
-    def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None: ...
 
     def worker_joined(self, session: Session, info: NodeInfo) -> None: ...
 
@@ -107,6 +110,7 @@ class Session:
         self.body_bytes = 0
         self.lane: deque[Task] = deque()
         self.live: set[int] = set()  # the client's ids of its jobs here: queued or running, not answered yet
+        self.limits: dict[int, float] = {}  # time limits (`JobLimits`) of jobs whose JobBatch is to come
         self.job_bytes = 64  # a running mean of its jobs' sizes, for the queued-bytes cap
         self.link: Link | None = None
         self.done = 0  # its jobs answered (the status page shows it)
@@ -169,7 +173,11 @@ class Session:
         elif isinstance(event, FunctionBody):
             server.functions.add(self, event)
         elif isinstance(event, Cancel):
-            server.cancel(self, event.job_ids)
+            server.limits.cancel(self, event.job_ids)
+        elif isinstance(event, JobLimits):
+            server.limits.received(self, event.limits)
+        elif isinstance(event, Terminate):
+            server.limits.terminate(self, event.job_ids)
         elif isinstance(event, StatsRequest):
             self.stream.send(server.stats_reply())
         elif isinstance(event, WatchOutput):

@@ -2,13 +2,12 @@
 
 `Settings` starts from ppft 1.7's defaults; `read_config` reads ppft's INI config file (`ppserver -c`:
 `[general]` secret, secret_file, debug, workers, proto, restart, pid_file, workers_secret,
-workers_secret_file, accept_workers, max_queued_jobs, http_token, http_token_file; `[network]` autodiscovery,
-interface, broadcast, port, timeout, socket_timeout, allow_plain_loopback, max_handshakes,
-max_handshakes_per_host, http, http_public) with the standard
-library, values
-written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is checked
-by the same function whether it comes from a flag or from the file, so both say the same thing about a bad
-one.
+workers_secret_file, accept_workers, max_queued_jobs, worker_memory_limit, max_jobs_per_worker, http_token,
+http_token_file; `[network]` autodiscovery, interface, broadcast, port, timeout, socket_timeout,
+allow_plain_loopback, max_handshakes, max_handshakes_per_host, http, http_public) with the standard library,
+values written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is
+checked by the same function whether it comes from a flag or from the file, so both say the same thing about
+a bad one.
 
 This module only reads: it must never start anything, print, or hold a secret longer than the `Settings`.
 """
@@ -24,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ppft_protocol import PPFTError
-from ppft_worker.runtime import detect_ncpus
+from ppft_worker.runtime import detect_ncpus, parse_memory_limit
 
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST
 
@@ -87,6 +86,8 @@ class Settings:
     max_handshakes: int = DEFAULT_MAX_HANDSHAKES  # connections in their handshake at once
     max_handshakes_per_host: int = DEFAULT_MAX_HANDSHAKES_PER_HOST  # ... from one address
     max_queued_jobs: int | None = None  # a client's queued jobs before its socket is not read (None: auto)
+    worker_memory_limit: int | None = None  # bytes of resident memory a worker may hold (None: no limit)
+    max_jobs_per_worker: int | None = None  # a worker is replaced after this many jobs (None: never)
     http: str | None = None  # --http [HOST:]PORT: serve the status page, /status.json and /metrics there
     http_token: str | None = None  # required on every request of the status page
     http_token_file: str | None = None  # ... read from this file
@@ -143,6 +144,13 @@ def parse_count(text: str) -> int:
     return value
 
 
+def parse_memory(text: str) -> int:
+    """A memory size: "2GiB", "1.5GB", "512MiB", or bytes."""
+    limit = parse_memory_limit(text, "the worker memory limit")
+    assert limit is not None
+    return limit
+
+
 def parse_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -194,6 +202,8 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "workers_secret_file": ("workers_secret_file", _text),
         "accept_workers": ("accept_workers", parse_boolean),
         "max_queued_jobs": ("max_queued_jobs", parse_count),
+        "worker_memory_limit": ("worker_memory_limit", parse_memory),
+        "max_jobs_per_worker": ("max_jobs_per_worker", parse_count),
         "http_token": ("http_token", _text),
         "http_token_file": ("http_token_file", _text),
     },

@@ -25,7 +25,13 @@ from .version import __version__
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .__main__ import main
-    from .errors import JobSetupError, SecretFileError, UnpicklableResultError, WorkerLostError
+    from .errors import (
+        JobSetupError,
+        JobTimeoutError,
+        SecretFileError,
+        UnpicklableResultError,
+        WorkerLostError,
+    )
     from .pool import WorkerPool
     from .process import JobRunner, serve
     from .runtime import SECRET_ENV, Loop, default_secret_path, read_secret_file, resolve_secret
@@ -34,6 +40,7 @@ __all__ = [
     "SECRET_ENV",
     "JobRunner",
     "JobSetupError",
+    "JobTimeoutError",
     "Loop",
     "SecretFileError",
     "UnpicklableResultError",
@@ -50,6 +57,7 @@ __all__ = [
 _HOMES = {
     "main": "__main__",
     "JobSetupError": "errors",
+    "JobTimeoutError": "errors",
     "SecretFileError": "errors",
     "UnpicklableResultError": "errors",
     "WorkerLostError": "errors",

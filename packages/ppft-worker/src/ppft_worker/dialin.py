@@ -20,7 +20,8 @@ ppserver's workers secret (`resolve_workers_secret`: `-s`, `--secret-file`, PPFT
 cluster secret for a ppserver started with --accept-workers). A ppserver that admits no workers says so
 (`WORKER_REFUSED` in its Bye): that is a refusal retrying cannot cure, logged as an error, status 1. With
 version 2 a `Cancel` from the ppserver names jobs whose client left: they are stopped, running or not, and
-answered as cancelled.
+answered as cancelled. Limits on jobs (version 2): a `JobLimits` gives the jobs of the next `JobBatch` their
+time limits, which the pool enforces (`pool.limits`), and a `Terminate` stops jobs as that `Cancel` does.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    JobLimits,
     LiveOutput,
     NodeInfo,
     PPFTError,
@@ -52,6 +54,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 
@@ -68,6 +71,7 @@ from .runtime import (
     Task,
     detect_ncpus,
     offer_aes_gcm,
+    parse_memory_limit,
     resolve_secret,
     resolve_workers_secret,
     take_jobs,
@@ -94,10 +98,16 @@ _MAX_BACKOFF = 10.0
 _PERMANENT = ("wrong secret", "legacy ppft 1.x peer", "protocol mismatch")  # see describe_protocol_error
 
 
+_GIVEN_UP = "cancelled: the ppserver gave the job up (its client left)"
+
+
 class DialIn:
     """One outbound connection to a ppserver, serving its jobs with `workers` local worker processes."""
 
-    def __init__(self, host: str, port: int, secret: bytes, workers: int) -> None:
+    def __init__(
+        self, host: str, port: int, secret: bytes, workers: int, *, memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
+    ) -> None:  # fmt: skip
         self.host = host
         self.port = port
         self.workers = workers
@@ -110,7 +120,13 @@ class DialIn:
         self.said = ""  # what the ppserver said when it left (its Bye), escaped
         self.loop = Loop()
         self.queue: deque[Task] = deque()
-        self.pool = WorkerPool(self.loop, workers, on_results=self._results, on_requeue=self._requeue)
+        self.pool = WorkerPool(
+            self.loop, workers, on_results=self._results, on_requeue=self._requeue, memory_limit=memory_limit,
+            max_jobs_per_worker=max_jobs_per_worker,
+        )  # fmt: skip
+        self.pool.name = f"dial-in worker {socket.gethostname()}"
+        self.pool.ids_known = False  # its job ids are the ppserver's, not the client's
+        self._limits: dict[int, float] = {}  # time limits (`JobLimits`) of the jobs of the next JobBatch
         self.loop.on_idle = self._dispatch
         self._secret = secret
         self._bodies = BodyTable(f"ppserver {host}:{port}")  # checked, bounded on version 2
@@ -171,6 +187,8 @@ class DialIn:
             self._bodies.add(event, stream.conn.version)  # a refused body fails its jobs, naming why
         elif isinstance(event, JobBatch):
             tasks, unknown = take_jobs(self._bodies, event, self._ids, stream)
+            if self._limits:
+                self._apply_limits(tasks)
             self.queue.extend(tasks)
             if unknown:
                 stream.send(ResultBatch(tuple(unknown)))
@@ -178,10 +196,30 @@ class DialIn:
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):
             self._cancel(event.job_ids)
+        elif isinstance(event, JobLimits):
+            self._limits.update(event.limits)
+            if len(self._limits) > 1 << 16:  # a limit precedes its batch: these will never be used
+                self._limits.clear()
+        elif isinstance(event, Terminate):
+            self._cancel(event.job_ids, "cancelled: its client terminated it")
         elif isinstance(event, WatchOutput):
             self._watch_output(event.on)
 
-    def _cancel(self, job_ids: tuple[int, ...]) -> None:
+    def _apply_limits(self, tasks: list[ServedTask]) -> None:
+        """The time limits the ppserver sent for these jobs: each such job runs alone, within its limit."""
+        limits = self._limits
+        for task in tasks:
+            limit = limits.pop(task.client_id, None)
+            if limit is not None:
+                task.timeout = limit
+                task.solo = True
+        limits.clear()
+
+    def _cancel(
+        self,
+        job_ids: tuple[int, ...],
+        message: str = "cancelled: the ppserver gave the job up (its client left)",
+    ) -> None:
         """Jobs the ppserver gave up: those still queued here are dropped; with version 2 those in flight
         are stopped too (their worker killed and replaced, or told to skip them). Each is answered as
         cancelled."""
@@ -199,7 +237,6 @@ class DialIn:
             gone += self.pool.abandon(unwanted)
         stream = self._stream
         if gone and stream is not None:
-            message = "cancelled: the ppserver gave the job up (its client left)"
             ids = [cast("ServedTask", task).client_id for task in gone]
             stream.send(ResultBatch(tuple(
                 Result(job_id, False, error_type=CANCELLED_TYPE, error_message=message) for job_id in ids
@@ -304,6 +341,21 @@ def _workers(text: str) -> int:
     return n
 
 
+def _memory(text: str) -> int:
+    try:
+        limit = parse_memory_limit(text, "--worker-memory-limit")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert limit is not None
+    return limit
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--max-jobs-per-worker wants a whole number >= 1, not {text!r}")
+    return int(text)
+
+
 def make_parser() -> argparse.ArgumentParser:
     """The command line of `ppft-worker --connect`: its help is what `ppft-worker -h` prints."""
     parser = argparse.ArgumentParser(
@@ -326,6 +378,13 @@ def make_parser() -> argparse.ArgumentParser:
         help=f"keep trying an unreachable or lost ppserver this long (default {DEFAULT_RETRY_FOR:.0f}; "
         "'forever'; 0: no retry)",
     )  # fmt: skip
+    parser.add_argument(
+        "--worker-memory-limit", type=_memory, default=None, metavar="SIZE",
+        help="stop a worker whose resident memory passes SIZE (2GiB, 512MiB); its job fails saying so",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-jobs-per-worker", type=_count, default=None, metavar="N", help="replace a worker after N jobs"
+    )
     parser.add_argument("--once", action="store_true", help="the same as --retry-for 0")
     parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     return parser
@@ -368,19 +427,20 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    return _serve(host, int(port_text), secret, workers, retry_for, stopping, current)
+    limits = {"memory_limit": args.worker_memory_limit, "max_jobs_per_worker": args.max_jobs_per_worker}
+    return _serve(host, int(port_text), secret, workers, retry_for, stopping, current, limits)
 
 
 def _serve(
     host: str, port: int, secret: bytes, workers: int, retry_for: float, stopping: threading.Event,
-    current: list[DialIn],
+    current: list[DialIn], limits: dict[str, int | None] | None = None,
 ) -> int:  # fmt: skip
     """Dial, serve, and dial again after a failure until `retry_for` seconds have passed since the first."""
     backoff = _FIRST_BACKOFF
     failing_since: float | None = None
     last_failure = ""
     while True:
-        dialin = DialIn(host, port, secret, workers)
+        dialin = DialIn(host, port, secret, workers, **(limits or {}))
         current.append(dialin)
         code = dialin.run()
         current.pop()

@@ -11,7 +11,13 @@ from __future__ import annotations
 
 from ppft_protocol import PPFTError
 
-__all__ = ["JobSetupError", "SecretFileError", "UnpicklableResultError", "WorkerLostError"]
+__all__ = [
+    "JobSetupError",
+    "JobTimeoutError",
+    "SecretFileError",
+    "UnpicklableResultError",
+    "WorkerLostError",
+]
 
 
 class WorkerLostError(PPFTError):
@@ -20,6 +26,12 @@ class WorkerLostError(PPFTError):
     The message names the worker, its pid, how it died (exit code or signal) and how many times the job was
     tried. A job that kills its worker is retried alone, so only the job that really kills is failed.
     """
+
+
+class JobTimeoutError(PPFTError, TimeoutError):
+    """A job ran longer than its `timeout` (`submit(..., timeout=)`, `Server(job_timeout=)`): the worker
+    running it was killed and replaced, and the job is not retried. The message names the job, its
+    function, the node and the limit. Also a `TimeoutError`, so `except TimeoutError` catches it."""
 
 
 class JobSetupError(PPFTError):

@@ -191,6 +191,11 @@ class DaskNode:
             sent += len(batch)
         return sent
 
+    def terminate(self, task: Task) -> bool:
+        """dask cannot stop a task that runs (docs/dask.md): the job is cancelled here, and whatever its
+        frame brings back for it is dropped (the scheduler finished it as cancelled)."""
+        return False
+
     def take_inflight(self) -> list[Task]:
         tasks = [task for batch in self._inflight.values() for task in batch]
         self._inflight.clear()

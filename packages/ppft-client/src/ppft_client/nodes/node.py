@@ -65,6 +65,11 @@ class Node(Protocol):
         """Take what the node's window allows from the head of `queue`; returns how many."""
         ...
 
+    def terminate(self, task: Task) -> bool:
+        """Stop `task` if the node holds it (`Job.terminate`): False if it does not. The task gets no
+        result from the node afterwards."""
+        ...
+
     def take_inflight(self) -> list[Task]:
         """Remove and return the jobs it holds (before `close`, to fail or requeue them)."""
         ...

@@ -195,6 +195,9 @@ class RemoteNode:
     def dispatch(self, queue: TaskQueue) -> int:
         return self.link.dispatch(queue) if self.link is not None else 0
 
+    def terminate(self, task: Task) -> bool:
+        return self.link.terminate(task) if self.link is not None else False
+
     def take_inflight(self) -> list[Task]:
         return self.link.take_inflight() if self.link is not None else []
 

@@ -249,6 +249,25 @@ class WorkerLives:
         if not self.broken_reason:
             self._fill()
 
+    def _stop_worker(self, w: PoolWorker, why: str) -> list[Task]:
+        """Kill `w` now and start its replacement: its jobs in flight are returned, in the order it runs
+        them (the first one is the one it was running), off its books and charged nothing; the text its
+        running job wrote is kept for that job (`keep_output`)."""
+        tasks = list(w.inflight.values())
+        w.inflight.clear()
+        w.stolen.clear()
+        w.deadline = None
+        with contextlib.suppress(ProcessLookupError, OSError):
+            w.proc.kill()
+        self._unregister(w)
+        self._workers.remove(w)
+        self._dying.append(w.proc)
+        keep_output(w, tasks[:1])
+        log.info("%r stopped: %s; starting a replacement", w, why)
+        self._schedule_reap()
+        self._fill()
+        return tasks
+
     def _died(self, what: str) -> None:
         self.restarts += 1
         if self.on_death is not None:

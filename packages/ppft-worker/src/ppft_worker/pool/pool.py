@@ -65,9 +65,11 @@ from ..runtime import (
     adopt,
     collect_raw_results,
     collect_results,
+    format_bytes,
     send_batch,
     take_batch,
 )
+from .limits import Deadlines, MemoryWatch, job_limit, memory_result, pool_timeout_result
 from .lives import WorkerLives
 from .output import LiveWatch, OutputPiece, open_region
 from .spawn import start_worker
@@ -95,6 +97,8 @@ class WorkerPool(WorkerLives):
         max_attempts: int = 3,
         fork_threads: int | None = None,
         on_raw_results: Callable[[RawResults, list[Task | None]], None] | None = None,
+        memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None:
         """`fork_threads`: fork the workers `start` launches if the process then has exactly this many
         threads (its owner knows which they are and that none holds a lock the child needs); None: always
@@ -102,7 +106,11 @@ class WorkerPool(WorkerLives):
 
         `on_raw_results`: an owner that only passes results on (ppserver) gets each result frame undecoded,
         with its tasks (`collect_raw_results`), instead of (task, result) pairs through `on_results`, which
-        then carries only the results the pool makes itself (a job that failed with its worker)."""
+        then carries only the results the pool makes itself (a job that failed with its worker).
+
+        `memory_limit`: bytes of resident memory a worker may hold (`limits.MemoryWatch`); None: no limit.
+        `max_jobs_per_worker`: a worker is replaced after running this many jobs (its replacement starts
+        when its last job is sent, while it finishes them); None: never."""
         super().__init__(
             loop, size, on_results=on_results, on_requeue=on_requeue, restart=restart,
             max_attempts=max_attempts, fork_threads=fork_threads,
@@ -110,12 +118,20 @@ class WorkerPool(WorkerLives):
         self.jobs_done = 0
         self.job_time = 0.0
         self.name = "local"
+        self.ids_known = (
+            True  # messages name jobs by their ids (a dial-in worker's pool: it does not know them)
+        )
         self._on_raw_results = on_raw_results
         self._secret = os.urandom(32)
         self._next_index = 0
         self._batching = Batching(one_at_a_time=restart)
         self._stealer = None if restart else Stealer(loop, self._workers, self._cancel)
         self._live: LiveWatch | None = None
+        self._deadlines = Deadlines(loop, self._workers, self._expired)
+        self.max_jobs_per_worker = max_jobs_per_worker
+        self._memory = (
+            None if memory_limit is None else MemoryWatch(loop, self._workers, memory_limit, self._over)
+        )
 
     # -- the owner's interface -------------------------------------------------------------------------
 
@@ -165,9 +181,14 @@ class WorkerPool(WorkerLives):
                         w.solo_busy = True
                         self._send(w, [task])
                         sent += 1
+                        limit = job_limit(task)
+                        if limit is not None:  # a job with a time limit runs alone: it starts now
+                            self._deadlines.started(w, task, limit)
                 continue
             batch_size, window = batching.limits(head.body.digest)
             free = window - len(inflight)
+            if self.max_jobs_per_worker is not None:  # recycling: never more than its share of jobs
+                free = min(free, self.max_jobs_per_worker - w.sent)
             if free <= 0 or (inflight and free < batch_size):
                 continue
             batch = take_batch(queue, min(free, batch_size), batching)
@@ -217,8 +238,55 @@ class WorkerPool(WorkerLives):
             self._fill()
         return dropped
 
+    def holding(self, wanted: Callable[[Task], bool]) -> list[Task]:
+        """The tasks in flight on the workers for which `wanted(task)` holds."""
+        return [task for w in self._workers for task in w.inflight.values() if wanted(task)]
+
+    def terminate(self, task: Task) -> bool:
+        """Stop `task` if a worker has it: the worker running it is killed and replaced (the jobs behind it
+        go back to the owner's queue, charged nothing); a worker holding it queued behind another job is
+        told to drop it. The task gets no result from the pool. False if no worker has it."""
+        job_id = task.wire[0]
+        for w in self._workers:
+            if w.inflight.get(job_id) is task:
+                break
+        else:
+            return False
+        if next(iter(w.inflight)) != job_id:
+            del w.inflight[job_id]
+            self._cancel(w, (job_id,))  # its answer (cancelled) finds it off the books, and is dropped
+            return True
+        others = self._stop_worker(w, f"its job {job_id} was terminated")[1:]
+        if others:
+            self._on_requeue(others)
+        return True
+
+    def _expired(self, w: PoolWorker, task: Task, limit: float) -> None:
+        """`task` ran past its `limit` on `w`: kill `w` (its replacement starts), fail the task with
+        `JobTimeoutError`, and send the jobs behind it back to the owner's queue, charged nothing."""
+        tasks = self._stop_worker(w, f"its job {task.wire[0]} ran past its timeout of {limit:g} s")
+        others = [t for t in tasks if t is not task]
+        if others:
+            self._on_requeue(others)
+        self._on_results([(task, pool_timeout_result(w, task, limit, self.name, self.ids_known))])
+
+    def _over(self, w: PoolWorker, rss: int) -> None:
+        """`w`'s resident memory passed the limit: kill it (its replacement starts); the job it was running
+        fails with `WorkerLostError` saying so, the jobs behind it go back to the owner's queue."""
+        assert self._memory is not None
+        limit = self._memory.limit
+        figures = f"{format_bytes(rss)}, passed the worker memory limit of {format_bytes(limit)}"
+        tasks = self._stop_worker(w, f"its resident memory, {figures}")
+        if tasks:
+            if len(tasks) > 1:
+                self._on_requeue(tasks[1:])
+            self._on_results([(tasks[0], memory_result(w, tasks[0], rss, limit, self.ids_known))])
+
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
+        self._deadlines.close()
+        if self._memory is not None:
+            self._memory.close()
         if self._stealer is not None:
             self._stealer.close()
         if self._live is not None:
@@ -342,10 +410,27 @@ class WorkerPool(WorkerLives):
             w.since = time.monotonic()
         send_batch(w.conn, w.bodies, w.inflight, tasks)
         self._write(w, w.conn.data_to_send_parts())
+        if self.max_jobs_per_worker is not None:
+            w.sent += len(tasks)
+            self._recycle(w, self.max_jobs_per_worker)
         if self._live is not None:
             self._live.busy()
         if self._stealer is not None:
             self._stealer.sent(w)
+
+    def _recycle(self, w: PoolWorker, most: int) -> None:
+        """Recycling: `w` was sent jobs. Its replacement starts when it is sent the last tenth of its
+        `most` jobs, so it is ready by the time `w` leaves (no gap in throughput); once it was sent them all
+        it gets no more, and leaves when their results are in (`_finished`)."""
+        if not w.spare and w.sent >= most - most // 10:
+            w.spare = True  # counted with the workers: `_fill` starts none for `w` when it retires
+            log.debug("%r was sent %d of its %d jobs: starting its replacement", w, w.sent, most)
+            try:
+                self._spawn("a replacement of a recycled worker")
+            except OSError as exc:
+                self._start_failed(f"could not start a worker process: {exc}")
+        if w.sent >= most and not w.retiring:
+            w.retiring = True
 
     def _cancel(self, w: PoolWorker, job_ids: tuple[int, ...]) -> None:
         w.conn.send(Cancel(job_ids))

@@ -26,6 +26,7 @@ class PoolWorker:
     __slots__ = (
         "bodies",
         "conn",
+        "deadline",
         "done",
         "index",
         "inflight",
@@ -39,8 +40,10 @@ class PoolWorker:
         "region",
         "retiring",
         "rfd",
+        "sent",
         "since",
         "solo_busy",
+        "spare",
         "started",
         "stolen",
         "wfd",
@@ -71,10 +74,13 @@ class PoolWorker:
         self.ready = False
         self.retiring = False
         self.solo_busy = False
+        self.sent = 0  # jobs sent to it, counted only when the pool recycles its workers
+        self.spare = False  # recycling: its replacement was started
         self.started = time.monotonic()
         self.since = self.started  # last frame sent while idle, or last result (`stealing`)
         self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
         self.region = region  # the worker's output region (`outregion`), None if it has none
+        self.deadline: tuple[float, Task, float] | None = None  # a limited job's (`limits`)
         self.live = (-1, 0)  # (generation, bytes) of the region's text already reported as live output
 
     def __repr__(self) -> str:

@@ -6,6 +6,8 @@ A client and a ppserver each run one `Loop` on one thread, which owns every pipe
 * `stream` (a protocol connection over a non-blocking socket: handshake deadline, heartbeats, silence),
   `outbuf` (bytes waiting for a pipe or socket), `link` (a peer that runs jobs for us, as a node with a
   window), `intake` (jobs arriving from a peer, renumbered for our own nodes);
+* `memory` (memory limits as users write them, a process's resident memory), `timelimits` (what a
+  job that ran past its time limit gets, wherever it was stopped);
 * `tasks` (what nodes take from their owner's queue, a frame at a time, and how results come back) and
   `batching` (how many jobs of a function go in one frame);
 * `dialer` and `resolver` (connecting without blocking the loop), `addresses` (loopback or not, and host
@@ -28,6 +30,7 @@ from .dialer import CONNECT_TIMEOUT, RESOLVE_TIMEOUT, STAGGER, Dial, describe_co
 from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result
 from .link import WORKER_REFUSED, Link
 from .loop import ErrorHandler, Loop, Timer, describe_callback
+from .memory import format_bytes, parse_memory_limit, resident_bytes
 from .outbuf import OutBuffer
 from .resolver import MAX_THREADS, AddrInfo, Resolution, resolve
 from .safefiles import file_problem, folder_problem, owner_name
@@ -51,6 +54,7 @@ from .tasks import (
     send_batch,
     take_batch,
 )
+from .timelimits import job_limit, timeout_message, timeout_result
 from .udp import READ_BURST, BroadcastEndpoint, bind_broadcast_socket, close_registered
 
 __all__ = [
@@ -93,18 +97,24 @@ __all__ = [
     "detect_ncpus",
     "file_problem",
     "folder_problem",
+    "format_bytes",
     "has_aes_hardware",
     "host_problem",
     "internal_error_reason",
     "is_loopback",
+    "job_limit",
     "offer_aes_gcm",
     "owner_name",
+    "parse_memory_limit",
     "read_secret_file",
+    "resident_bytes",
     "resolve",
     "resolve_secret",
     "resolve_workers_secret",
     "send_batch",
     "take_batch",
     "take_jobs",
+    "timeout_message",
+    "timeout_result",
     "unknown_function_result",
 ]

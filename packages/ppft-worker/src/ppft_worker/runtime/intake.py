@@ -41,8 +41,10 @@ class Owner(Protocol):
 class ServedTask:
     """A peer's job on its way through our pool: `wire` carries our id, `client_id` the peer's."""
 
-    # kept_output: set only for a job whose worker died while it ran (`poolout.keep_output`)
-    __slots__ = ("attempts", "body", "client_id", "kept_output", "owner", "solo", "wire")
+    # kept_output: set only for a job whose worker died while it ran (`poolout.keep_output`); timeout:
+    # only for a job the peer gave a time limit (`JobLimits`), read with getattr (`timelimits.job_limit`)
+    __slots__ = ("attempts", "body", "client_id", "kept_output", "owner", "solo", "timeout", "wire")
+    timeout: float  # unset unless the peer gave one
 
     def __init__(self, wire: Job, body: FunctionBody, owner: Owner, client_id: int) -> None:
         self.wire = wire

@@ -11,6 +11,13 @@ A job the peer answers as cancelled (`stealing.CANCELLED_TYPE`) completes as can
 (`cancel`); a cancellation nobody asked for (a peer that gave the job up: a work steal, a restart) sends it
 back to the owner (`on_requeue`) to run elsewhere.
 
+Limits on jobs (`timelimits`): a job with a time limit travels alone, and on a version-2 connection its
+limit goes just before it (`JobLimits`), so the peer enforces it from when the job starts there; a
+version-1 peer cannot be told, so the link enforces it itself, counted from when the job was sent: when it is
+up the job fails with `JobTimeoutError` and the peer gets a `Cancel`, which stops it only if it has not
+started (a running one goes on there until it ends, and its result is dropped). `terminate` stops a job
+held by the peer: a `Terminate` on version 2 (the peer kills its worker), a `Cancel` on version 1.
+
 A bug while dispatching or handling results ends this link's stream (`Stream.fail`) rather than the loop:
 a task taken from the queue is in `inflight` before anything can fail, so the owner gets it back with the
 others when the stream's end is reported, and runs it elsewhere.
@@ -19,14 +26,28 @@ others when the stream's end is reported, and runs it elsewhere.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from operator import itemgetter
 
-from ppft_protocol import BodyLedger, Cancel, Event, LiveOutput, NodeInfo, Result, ResultBatch, StatsReply
+from ppft_protocol import (
+    BodyLedger,
+    Cancel,
+    Event,
+    JobLimits,
+    LiveOutput,
+    NodeInfo,
+    Result,
+    ResultBatch,
+    StatsReply,
+    Terminate,
+)
 
 from .batching import Batching
+from .loop import Timer
 from .stream import Stream
 from .tasks import CANCELLED_TYPE, Task, TaskQueue, adopt, collect_results, send_batch, take_batch
+from .timelimits import job_limit, timeout_message, timeout_result
 
 __all__ = ["WORKER_REFUSED", "Link"]
 
@@ -66,6 +87,8 @@ class Link:
         self._on_requeue = on_requeue
         self.cancelling: set[int] = set()  # job ids we sent a Cancel for, their results not back yet
         self.on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
+        self._deadlines: dict[int, tuple[float, Task, float]] = {}  # version 1: the limits kept here
+        self._deadline_timer: Timer | None = None
         # the tasks of a taken batch that may go to this peer (`pythons.Screen`, for a peer on another
         # Python); None, the usual case: all of them
         self.screen: Callable[[list[Task]], list[Task]] | None = None
@@ -101,6 +124,10 @@ class Link:
                         break  # what was given back must not be taken again in this round
                 if not batch:
                     continue
+                if len(batch) == 1 and batch[0].solo:  # only a job that runs alone may have a time limit
+                    limit = job_limit(batch[0])
+                    if limit is not None:
+                        self._limited(batch[0], limit)
                 send_batch(conn, bodies, inflight, batch)
                 sent += len(batch)
             if sent:
@@ -128,12 +155,80 @@ class Link:
             self.cancelling.update(job_ids)
             self.stream.send(Cancel(job_ids))
 
+    def terminate(self, task: Task) -> bool:
+        """Stop `task` if the peer holds it: it leaves the books (its answer, if any, is dropped) and the
+        peer is told (`Terminate` on version 2: it kills the worker running it; `Cancel` on version 1:
+        only a job that has not started stops). False if the peer does not hold it."""
+        job_id = task.wire[0]
+        if self.inflight.get(job_id) is not task:
+            return False
+        del self.inflight[job_id]
+        self._deadlines.pop(job_id, None)
+        if not self.stream.closed:
+            self.cancelling.add(job_id)
+            self.stream.send(Terminate((job_id,)) if self.stream.conn.version >= 2 else Cancel((job_id,)))
+        return True
+
     def take_inflight(self) -> list[Task]:
         """The jobs the peer held, in the order they were sent (it is gone, or going)."""
         tasks = list(self.inflight.values())
         self.inflight.clear()
         self.cancelling.clear()
+        self._deadlines.clear()
+        if self._deadline_timer is not None:
+            self._deadline_timer.cancel()
+            self._deadline_timer = None
         return tasks
+
+    def _limited(self, task: Task, limit: float) -> None:
+        """`task` with a time limit is about to be sent: the peer is told the limit, or (version 1) the
+        link keeps it."""
+        conn = self.stream.conn
+        if conn.version >= 2:
+            conn.send(JobLimits(((task.wire[0], limit),)))
+            return
+        when = time.monotonic() + limit
+        self._deadlines[task.wire[0]] = (when, task, limit)
+        timer = self._deadline_timer
+        if timer is None or when < timer.when:
+            if timer is not None:
+                timer.cancel()
+            self._deadline_timer = self.stream.loop.call_later(limit, self._expire, self._expire_failed)
+
+    def _expire(self) -> None:
+        """Version 1: fail the jobs whose limit is up (and `Cancel` them there); watch the rest."""
+        self._deadline_timer = None
+        now = time.monotonic()
+        due: float | None = None
+        expired: list[tuple[Task, Result]] = []
+        for job_id, (when, task, limit) in list(self._deadlines.items()):
+            if self.inflight.get(job_id) is not task:
+                del self._deadlines[job_id]  # finished before its time was up
+            elif when <= now:
+                del self._deadlines[job_id]
+                del self.inflight[job_id]
+                name = task.body.name or "a pickled callable"
+                job = getattr(task, "client_id", job_id)
+                note = (
+                    " (counted from when it was sent: that peer speaks protocol version 1, which cannot be "
+                    "told a time limit nor stop a running job, so the job was cancelled there and may run on "
+                    "until it ends)"
+                )
+                message = timeout_message(f"job {job} ({name})", self.name, limit, note=note)
+                expired.append((task, timeout_result(task, message)))
+            elif due is None or when < due:
+                due = when
+        if due is not None:
+            self._deadline_timer = self.stream.loop.call_later(due - now, self._expire, self._expire_failed)
+        if expired:
+            ids = tuple(task.wire[0] for task, _ in expired)
+            log.warning("%s: %d job(s) ran past their time limit; cancelling them there", self.name, len(ids))
+            self.cancel(ids)
+            self._on_results(expired)
+
+    def _expire_failed(self, exc: BaseException) -> None:
+        """`_expire` raised (the loop logged it): look again shortly."""
+        self._deadline_timer = self.stream.loop.call_later(0.1, self._expire, self._expire_failed)
 
     def _live_output(self, event: LiveOutput) -> None:
         """What running jobs wrote: to `on_output`, for the jobs still in flight here (others are dropped)."""
