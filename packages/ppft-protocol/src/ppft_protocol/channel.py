@@ -193,6 +193,12 @@ def _aead(key: bytes, cipher: str) -> _AEAD:
     return aead
 
 
+_in_place = [True]
+"""Whether this `cryptography` seals and opens a frame in its own buffer (`encrypt_into`/`decrypt_into` with
+overlapping input and output). cryptography 51 refuses overlapping buffers with a ValueError, before it
+touches them: then every large frame takes the copying path, as with a release that has no `*_into`."""
+
+
 class Sealer:
     """Seals the frames of one direction, numbering them with a counter nonce."""
 
@@ -213,11 +219,10 @@ class Sealer:
         """`seal(header, b"".join(parts))` for a large frame (`size` bytes of plaintext): the parts are
         copied once into the buffer that is then sealed in place, instead of joined and then encrypted into
         a second copy (the cipher's `encrypt_into`, where this `cryptography` has it)."""
-        into = getattr(self._aead, "encrypt_into", None)
+        into = getattr(self._aead, "encrypt_into", None) if _in_place[0] else None
         if into is None:
             return self.seal(header, b"".join(parts))
         nonce = _COUNTER.pack(self.counter)
-        self.counter += 1
         buf = bytearray(size + TAG_SIZE)
         view = memoryview(buf)
         off = 0
@@ -225,7 +230,13 @@ class Sealer:
             end = off + len(part)
             view[off:end] = part
             off = end
-        into(nonce, view[:size], header, view)
+        try:
+            into(nonce, view[:size], header, view)
+        except ValueError:  # this `cryptography` refuses overlapping buffers (from 51): copy, as before
+            _in_place[0] = False
+            view.release()
+            return self.seal(header, b"".join(parts))
+        self.counter += 1
         view.release()
         return buf
 
@@ -249,12 +260,16 @@ class Opener:
         nonce = _COUNTER.pack(self.counter)
         try:
             if isinstance(sealed, memoryview) and not sealed.readonly and len(sealed) >= _IN_PLACE:
-                into = getattr(self._aead, "decrypt_into", None)
+                into = getattr(self._aead, "decrypt_into", None) if _in_place[0] else None
                 if into is not None:  # a large frame is opened where it lies: no copy of it
                     plain = sealed[: len(sealed) - TAG_SIZE]
-                    into(nonce, sealed, header, plain)
-                    self.counter += 1
-                    return plain
+                    try:
+                        into(nonce, sealed, header, plain)
+                    except ValueError:  # overlapping buffers refused (cryptography 51): decrypt below
+                        _in_place[0] = False
+                    else:
+                        self.counter += 1
+                        return plain
             plaintext = self._aead.decrypt(nonce, sealed, header)  # type: ignore[arg-type]
         except InvalidTag:
             raise IntegrityError(
