@@ -34,6 +34,7 @@ __all__ = [
     "U32",
     "U64",
     "Blob",
+    "JobIdsMessage",
     "Message",
     "Reader",
     "Record",
@@ -236,3 +237,29 @@ class Message(Record):
     @classmethod
     def _decode(cls, r: Reader) -> Message:
         return cls()
+
+
+_set_field = object.__setattr__
+
+
+class JobIdsMessage(Message):
+    """Base of the messages whose body is a list of job ids (`Cancel`, `Terminate`): a u32 count, then
+    that many u64 ids. Each subclass gives its `TYPE` (and `SINCE`) and what the ids ask for."""
+
+    __slots__ = ("job_ids",)
+    __match_args__ = ("job_ids",)
+
+    job_ids: tuple[int, ...]
+
+    def __init__(self, job_ids: tuple[int, ...]) -> None:
+        _set_field(self, "job_ids", job_ids)
+
+    def _encode(self, parts: list[bytes | memoryview]) -> None:
+        parts.append(U32.pack(len(self.job_ids)))
+        parts.append(struct.pack(f">{len(self.job_ids)}Q", *self.job_ids))
+
+    @classmethod
+    def _decode(cls, r: Reader) -> JobIdsMessage:
+        count = r.u32("count")
+        off = r.need(8 * count, "job_ids")
+        return cls(tuple(struct.unpack_from(f">{count}Q", r.mv, off)))

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import struct
 
-from .codec import U32, Message, Reader
+from .codec import U32, JobIdsMessage, Message, Reader
 from .errors import DecodeError
 
 TYPE_CHECKING = False
@@ -64,25 +64,9 @@ class JobLimits(Message):
         return cls(tuple(limits))
 
 
-class Terminate(Message):
+class Terminate(JobIdsMessage):
     """Stop these jobs, queued or running (a running job's worker is killed and replaced)."""
 
-    __slots__ = ("job_ids",)
-    __match_args__ = ("job_ids",)
+    __slots__ = ()
     TYPE: ClassVar[int] = 0x34
     SINCE: ClassVar[int] = 2
-
-    job_ids: tuple[int, ...]
-
-    def __init__(self, job_ids: tuple[int, ...]) -> None:
-        _set(self, "job_ids", job_ids)
-
-    def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(U32.pack(len(self.job_ids)))
-        parts.append(struct.pack(f">{len(self.job_ids)}Q", *self.job_ids))
-
-    @classmethod
-    def _decode(cls, r: Reader) -> Terminate:
-        count = r.u32("count")
-        off = r.need(8 * count, "job_ids")
-        return cls(tuple(struct.unpack_from(f">{count}Q", r.mv, off)))

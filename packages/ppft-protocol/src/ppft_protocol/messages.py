@@ -13,11 +13,23 @@ end this module; `Event` names every event.
 
 from __future__ import annotations
 
-import struct
-
 from .batches import Job, JobBatch, Result, ResultBatch
 from .channel import CHACHA20_POLY1305
-from .codec import F64, LATEST, U8, U32, U64, Blob, Message, Reader, Record, put_blob, put_str, put_strs
+from .codec import (
+    F64,
+    LATEST,
+    U8,
+    U32,
+    U64,
+    Blob,
+    JobIdsMessage,
+    Message,
+    Reader,
+    Record,
+    put_blob,
+    put_str,
+    put_strs,
+)
 from .errors import DecodeError
 from .limits import JobLimits, Terminate
 from .live import LiveOutput, WatchOutput
@@ -248,27 +260,11 @@ class FunctionBody(Message):
         return cls(digest, name, sources, imports, bytes(r.blob("pickled")))
 
 
-class Cancel(Message):
+class Cancel(JobIdsMessage):
     """Cancel these jobs if they have not started; a job already running finishes and reports normally."""
 
-    __slots__ = ("job_ids",)
-    __match_args__ = ("job_ids",)
+    __slots__ = ()
     TYPE: ClassVar[int] = 0x40
-
-    job_ids: tuple[int, ...]
-
-    def __init__(self, job_ids: tuple[int, ...]) -> None:
-        _set(self, "job_ids", job_ids)
-
-    def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(U32.pack(len(self.job_ids)))
-        parts.append(struct.pack(f">{len(self.job_ids)}Q", *self.job_ids))
-
-    @classmethod
-    def _decode(cls, r: Reader) -> Cancel:
-        count = r.u32("count")
-        off = r.need(8 * count, "job_ids")
-        return cls(tuple(struct.unpack_from(f">{count}Q", r.mv, off)))
 
 
 class StatsRequest(Message):
