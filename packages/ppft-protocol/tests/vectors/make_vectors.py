@@ -159,6 +159,18 @@ def describe(message: Message) -> dict[str, Any]:
     }
 
 
+def message_entry(name: str, message: Message, version: int) -> dict[str, Any]:
+    """One message vector of a version-2 file: its name, version, type, fields and frame in that version."""
+    return {
+        "name": name,
+        "version": version,
+        "message": type(message).__name__,
+        "type": message.TYPE,
+        "fields": describe(message),
+        "frame": _frame(message, version).hex(),
+    }
+
+
 def _frame(message: Message, version: int = 1) -> bytes:
     """The frame of `message` in `version`'s layout (version 1's: the sample messages of protocol-v1.json)."""
     body = b"".join(encode_message(message, version))
@@ -371,17 +383,7 @@ def build_vectors_v2() -> dict[str, Any]:
         "handshake_plain": handshake(allow_plain=True, versions=versions),
         "handshake_aes_gcm": handshake(allow_plain=False, aes_gcm=True, versions=versions),
         "downgrade_to_version_1": downgrade_to_version_1(),
-        "messages": [
-            {
-                "name": name,
-                "version": version,
-                "message": type(message).__name__,
-                "type": message.TYPE,
-                "fields": describe(message),
-                "frame": _frame(message, version).hex(),
-            }
-            for name, message, version in version_2_messages()
-        ],
+        "messages": [message_entry(*sample) for sample in version_2_messages()],
     }
 
 
@@ -424,19 +426,7 @@ def output_vectors() -> dict[str, Any]:
         ("node-info-python", NodeInfo("server", 4, "2.0.0", "node1:60000", "CPython 3.13.0"), 2),
         ("node-info-python-on-version-1", NodeInfo("server", 4, "2.0.0", "node1:60000", "CPython 3.13.0"), 1),
     ]
-    entries = []
-    for name, message, version in samples:
-        body = b"".join(encode_message(message, version))
-        entries.append(
-            {
-                "name": name,
-                "version": version,
-                "message": type(message).__name__,
-                "type": message.TYPE,
-                "fields": describe(message),
-                "frame": (encode_frame_header(message.TYPE, len(body)) + body).hex(),
-            }
-        )
+    entries = [message_entry(*sample) for sample in samples]
     return {
         "about": (
             "Golden test vectors of ppft-protocol version 2's layout changes (docs/protocol.md, Version 2): "
@@ -467,8 +457,8 @@ def _beside(filename: str) -> Any:
     return module
 
 
-def render_limits() -> str:  # limits-v2.json, made by limits_vectors.py with `describe` from here
-    return str(_beside("limits_vectors.py").render_limits(describe))
+def render_limits() -> str:  # limits-v2.json, made by limits_vectors.py with `message_entry` from here
+    return str(_beside("limits_vectors.py").render_limits(message_entry))
 
 
 def render_buffers() -> str:  # buffers-v2.json, made by buffer_vectors.py
