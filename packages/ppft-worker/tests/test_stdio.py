@@ -10,11 +10,11 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from workerpipe import SECRET, TIMEOUT, body
 
 from ppft_protocol import (
     Bye,
@@ -29,19 +29,11 @@ from ppft_protocol import (
     Result,
     ResultBatch,
     Role,
-    function_digest,
 )
 from ppft_worker.pipes import PipeChannel
 from ppft_worker.stdio import READY, TOKEN_MAGIC, TokenError, make_token, read_token
 
-SECRET = bytes(range(32))
-TIMEOUT = 20.0
 STDIO_CMD = [sys.executable, "-m", "ppft_worker", "--stdio", "-w", "2"]
-
-
-def body(source: str, name: str = "f") -> FunctionBody:
-    source = textwrap.dedent(source)
-    return FunctionBody(function_digest(name, (source,), (), b""), name, (source,))
 
 
 PIDS = body("def f(x):\n    import os\n    return x, os.getpid(), os.getppid()\n")
