@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from ppft_protocol import Connection, DecodeError, JobLimits, LocalProtocolError, Terminate
+from ppft_protocol import Connection, DecodeError, JobLimits, Terminate
 from ppft_protocol.framing import encode_frame_header
 from ppft_protocol.messages import decode_message, encode_message
 
@@ -48,20 +48,6 @@ def test_the_documented_bytes() -> None:
     assert _body(JobLimits(((7, 1.5),))) == struct.pack(">IQd", 1, 7, 1.5)
     assert _body(Terminate((7, 9))) == struct.pack(">IQQ", 2, 7, 9)
     assert (JobLimits.TYPE, Terminate.TYPE) == (0x33, 0x34)
-
-
-@pytest.mark.parametrize("message", [JobLimits(((1, 2.0),)), Terminate((1,))], ids=type)
-def test_a_version_1_connection_neither_sends_nor_accepts_them(
-    established: Callable[..., Pair], message: Any
-) -> None:
-    old, new = established(client_versions=(1, 1))
-    assert old.version == new.version == 1
-    with pytest.raises(LocalProtocolError, match="exists from protocol version 2 on"):
-        new.send(message)
-    frame = struct.pack(">IB", len(_body(message)), message.TYPE) + _body(message)
-    plain_old, _ = established(client_versions=(1, 1), allow_plain=True)
-    with pytest.raises(DecodeError, match=f"0x{message.TYPE:02x} .*version 2 on.*speaks version 1"):
-        plain_old.receive_data(frame)
 
 
 def test_they_travel_in_version_2(established: Callable[..., Pair]) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from collections.abc import Callable
 
 import pytest
 
@@ -14,6 +15,7 @@ from ppft_protocol import (
     AuthOk,
     Bye,
     Cancel,
+    Connection,
     DecodeError,
     FunctionBody,
     Heartbeat,
@@ -22,6 +24,7 @@ from ppft_protocol import (
     JobBatch,
     JobLimits,
     LiveOutput,
+    LocalProtocolError,
     Message,
     NodeInfo,
     Result,
@@ -122,6 +125,25 @@ def test_message_round_trips_unchanged(message: Message) -> None:
 def test_reencoding_a_decoded_message_gives_the_same_bytes(message: Message) -> None:
     body = _frame_body(message)
     assert _frame_body(decode_message(message.TYPE, memoryview(body))) == body
+
+
+LATER = {type(m): m for m in reversed(SAMPLES) if type(m).SINCE > 1}
+"""A sample of every message type that a later protocol version added (the first in SAMPLES)."""
+
+
+@pytest.mark.parametrize("message", list(LATER.values()), ids=lambda m: type(m).__name__)
+def test_a_version_1_connection_neither_sends_nor_accepts_a_later_message(
+    established: Callable[..., tuple[Connection, Connection]], message: Message
+) -> None:
+    old, new = established(client_versions=(1, 1))
+    assert old.version == new.version == 1
+    with pytest.raises(LocalProtocolError, match="exists from protocol version 2 on"):
+        new.send(message)
+    body = _frame_body(message)
+    frame = struct.pack(">IB", len(body), message.TYPE) + body
+    plain_old, _ = established(client_versions=(1, 1), allow_plain=True)
+    with pytest.raises(DecodeError, match=f"0x{message.TYPE:02x} .*version 2 on.*speaks version 1"):
+        plain_old.receive_data(frame)
 
 
 def test_samples_cover_every_message_type() -> None:

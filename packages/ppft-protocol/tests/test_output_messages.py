@@ -17,7 +17,6 @@ from ppft_protocol import (
     Connection,
     DecodeError,
     LiveOutput,
-    LocalProtocolError,
     RemoteProtocolError,
     Result,
     ResultBatch,
@@ -141,20 +140,6 @@ def test_a_raw_frame_without_spans_is_forwarded_as_is_to_a_version_1_peer(
     raw = decode_raw_results(memoryview(_body(plain)))
     assert not raw.streams
     assert _body(raw.forward([5]), 1) == _body(raw.forward([5]), 2)
-
-
-@pytest.mark.parametrize("message", [LiveOutput(((1, 1, 0, "x\n"),)), WatchOutput(True)], ids=type)
-def test_a_version_1_connection_neither_sends_nor_accepts_the_output_messages(
-    established: Callable[..., Pair], message: Any
-) -> None:
-    old, new = established(client_versions=(1, 1))
-    assert old.version == new.version == 1
-    with pytest.raises(LocalProtocolError, match="exists from protocol version 2 on"):
-        new.send(message)
-    frame = struct.pack(">IB", len(_body(message)), message.TYPE) + _body(message)
-    plain_old, _ = established(client_versions=(1, 1), allow_plain=True)
-    with pytest.raises(DecodeError, match=f"0x{message.TYPE:02x} .*version 2 on.*speaks version 1"):
-        plain_old.receive_data(frame)
 
 
 def test_a_version_1_connection_refuses_a_result_with_the_stderr_bit(
