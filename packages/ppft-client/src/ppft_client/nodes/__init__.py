@@ -18,14 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from .dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
 from .discovery import Discovery, DiscoveryError, parse_ppservers
-from .node import CLOSE_WAIT, Node, close_nodes
+from .node import Node, close_nodes
 from .remote import Candidate, RemoteNode
 
 if TYPE_CHECKING:
     from .dask import DaskNode
 
 __all__ = [
-    "CLOSE_WAIT",
     "Candidate",
     "DaskEntry",
     "DaskNode",

@@ -20,9 +20,9 @@ from typing import Protocol
 
 from ppft_worker.runtime import Task, TaskQueue
 
-__all__ = ["CLOSE_WAIT", "Node", "close_nodes"]
+__all__ = ["Node", "close_nodes"]
 
-CLOSE_WAIT = 3.0  # seconds the nodes have, all together, to finish leaving (an ssh node's remote side)
+_CLOSE_WAIT = 3.0  # seconds the nodes have, all together, to finish leaving (an ssh node's remote side)
 
 
 class Node(Protocol):
@@ -98,7 +98,7 @@ def close_nodes(nodes: Iterable[Node], report: Callable[[BaseException, str], No
             node.close()
         except Exception as exc:  # noqa: BLE001 - one node's bug must not keep the others open
             report(exc, f"closing node {node.name} failed")
-    deadline = time.monotonic() + CLOSE_WAIT
+    deadline = time.monotonic() + _CLOSE_WAIT
     for node in nodes:
         wait_closed = getattr(node, "wait_closed", None)
         if wait_closed is not None:

@@ -11,8 +11,9 @@ The socket is our end of a socketpair: the node's `Stream` reads and writes it e
 every rule of a remote node (heartbeats, windows, reconnection) holds over ssh unchanged. ssh runs in a
 session of its own (a Ctrl-C at the terminal is the client's to handle, not ssh's to die of), and its exit
 is watched through a pidfd (polled where there is none): never by waiting on stderr, which a ControlPersist
-master may hold open. The loop is never blocked, but in `close` (the client is leaving), which waits up to
-CLOSE_WAIT seconds for ssh to finish (the remote side has then stopped: it exits when its stdin closes).
+master may hold open. The loop is never blocked, but in `wait_closed` (the client is leaving), which waits
+until the deadline `nodes.close_nodes` gives every node for ssh to finish (the remote side has then
+stopped: it exits when its stdin closes).
 
 Lines ssh and the remote wrote before READY are held back: if the channel fails, they are quoted in the
 reason instead of logged twice. Text from the other side is always escaped (`printable`) before it is logged.
