@@ -95,3 +95,16 @@ def test_a_sigkilled_client_leaves_nothing_on_the_remote(module_sshd: Sshd, tmp_
 
 def _all_pids() -> list[int]:
     return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+
+
+@pytest.mark.parametrize("seal", ["no", "yes"])
+def test_big_arrays_travel_out_of_band_through_an_ssh_node(module_sshd: Sshd, seal: str) -> None:
+    """The 16 MiB numpy arrays of `big_arrays.py` in and out of jobs on an ssh node, as buffered pickles
+    (protocol version 2) through the ssh channel, with and without ppft's own sealing on top of ssh's."""
+    pytest.importorskip("numpy")
+    from test_bigdata import EXPECTED
+
+    env = ssh_mode(module_sshd)
+    env["PPSERVER"] += f"&seal={seal}"
+    ran = run_script("big_arrays.py", env=env).check()
+    assert ran.stdout == EXPECTED.format(oob=True)
