@@ -170,6 +170,22 @@ def test_lambda_travels_pickled_and_modules_import_on_the_worker(shared, make_se
     assert job.result(timeout=30) == __import__("zlib").crc32(b"ppft")
 
 
+def test_a_time_limit_fails_the_job_and_its_thread_counts_busy_until_the_task_ends(shared, make_server):
+    """dask cannot stop a running task: the job still fails at its deadline with JobTimeoutError, and the
+    jobs after it wait for the thread the task holds rather than pile onto the cluster."""
+    job_server = make_server(0, ppservers=(shared.entry,))
+    assert job_server.submit(add_one, (1,)).result(timeout=60) == 2  # the node is up and its threads known
+    start = time.monotonic()
+    limited = job_server.submit(slow_add, (1, 3), timeout=1)
+    with pytest.raises(ppft.JobTimeoutError, match=r"timeout of 1 s on dask://.*handed to dask"):
+        limited.result(timeout=30)
+    assert time.monotonic() - start < 2.5  # at its deadline, not when the 3 s task ends
+    assert not limited.terminate()  # finished: nothing to stop
+    others = [job_server.submit(add_one, (i,)) for i in range(3)]
+    assert [job.result(timeout=60) for job in others] == [1, 2, 3]
+    assert job_server.submit(add_one, (5,), timeout=30).result(timeout=60) == 6  # in time: its value
+
+
 def test_local_cluster_object_is_used_and_left_running(make_server):
     from distributed import Client, LocalCluster
 

@@ -48,7 +48,17 @@ from ppft_protocol import Blob, Pickled, PPFTError, Result, is_pickled, printabl
 from ppft_worker import JobSetupError, UnpicklableResultError, WorkerLostError
 from ppft_worker.oob import flatten
 from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT, travelling_runner
-from ppft_worker.runtime import Batching, Loop, Task, TaskQueue, take_batch
+from ppft_worker.runtime import (
+    Batching,
+    Loop,
+    Task,
+    TaskQueue,
+    Timer,
+    job_limit,
+    take_batch,
+    timeout_message,
+    timeout_result,
+)
 
 from .dask_entries import DaskEntry
 from .dask_watch import ClusterWatch, describe, lost_connection
@@ -117,6 +127,8 @@ class DaskNode:
         self._adaptive = False
         self._inflight: dict[str, list[Task]] = {}  # dask key -> the batch it runs
         self._futures: dict[str, Any] = {}  # dask key -> its Future (dropping it releases the task)
+        self._deadlines: dict[str, Timer] = {}  # dask key -> the timer of its one job's time limit
+        self._overdue: set[str] = set()  # keys of timed-out jobs whose tasks still hold a dask thread
         self._count = 0  # jobs in flight
         self._batching = Batching(prefetch_long=True)
         self._known: set[bytes] = set()  # digests whose run time a result has shown
@@ -197,9 +209,13 @@ class DaskNode:
         return False
 
     def take_inflight(self) -> list[Task]:
-        tasks = [task for batch in self._inflight.values() for task in batch]
+        tasks = [task for key, batch in self._inflight.items() if key not in self._overdue for task in batch]
         self._inflight.clear()
         self._futures.clear()  # dask forgets the tasks nobody holds a Future of
+        self._overdue.clear()
+        for timer in self._deadlines.values():
+            timer.cancel()
+        self._deadlines.clear()
         self._count = 0
         return tasks
 
@@ -253,7 +269,31 @@ class DaskNode:
         self._inflight[key] = batch
         self._futures[key] = future
         self._count += len(batch)
+        limit = job_limit(batch[0]) if len(batch) == 1 else None
+        if limit is not None:
+            expire = functools.partial(self._expire, key, limit)
+            self._deadlines[key] = self.loop.call_later(limit, expire, self._crashed)
         return True
+
+    def _expire(self, key: str, limit: float) -> None:
+        """The time limit of the one job of task `key` is up: dask cannot stop the task, so the job fails
+        here with `JobTimeoutError`, and the task keeps its place in the window (its dask thread is busy
+        until it ends; its result is then dropped)."""
+        self._deadlines.pop(key, None)
+        batch = self._inflight.get(key)
+        if batch is None or key in self._overdue:
+            return
+        self._overdue.add(key)
+        (task,) = batch
+        name = task.body.name or "a pickled callable"
+        job = getattr(task, "client_id", task.wire[0])
+        note = (
+            " (counted from when it was handed to dask, which cannot stop a running task: it runs on in its "
+            "dask worker thread until it ends, and its result is dropped)"
+        )
+        message = timeout_message(f"job {job} ({name})", self.name, limit, note=note)
+        log.info("dask cluster %s: job %s ran past its time limit of %g s", self.name, job, limit)
+        self._on_results([(task, timeout_result(task, message))], self.name)
 
     async def _track(self, client: Any, key: str, future: Any) -> None:
         """On the Client's event loop: wait for the batch, fetch its results, hand them to the I/O thread."""
@@ -271,6 +311,12 @@ class DaskNode:
         if batch is None:  # requeued already (the scheduler was lost, the node closed)
             return
         self._count -= len(batch)
+        timer = self._deadlines.pop(key, None)
+        if timer is not None:
+            timer.cancel()
+        if key in self._overdue:  # its job timed out: the task has ended, its thread is free again
+            self._overdue.discard(key)
+            return
         try:
             self._outcome(batch, outcome)
         except BaseException:
