@@ -204,8 +204,9 @@ class ForkServer:
         self._stop(grace)
 
     @property
-    def alive(self) -> bool:
-        return self._sock is not None
+    def pid(self) -> int | None:
+        """The server's pid while it runs (or starts)."""
+        return None if self._proc is None else self._proc.pid
 
 
 class ServedProcess:

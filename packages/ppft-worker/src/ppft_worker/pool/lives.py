@@ -106,6 +106,11 @@ class WorkerLives:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
 
+    @property
+    def forkserver_pid(self) -> int | None:
+        """The pid of the fork server that forks this pool's replacement workers, None while none runs."""
+        return None if self._forkserver is None else self._forkserver.pid
+
     def why_exec(self) -> str:
         """Why `start` would exec a worker now rather than fork it; "" if it would fork."""
         if self.restart:

@@ -122,6 +122,8 @@ SECRET_ENV = "PPFT_WORKER_SECRET"
 PARENT_ENV = "PPFT_PARENT_PID"
 OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 
+_memory_kept = False  # `_keep_freed_memory` ran in this process (or in the fork server it was forked from)
+
 _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 _M_MMAP_THRESHOLD = -3
