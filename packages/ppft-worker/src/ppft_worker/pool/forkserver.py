@@ -30,9 +30,11 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
-from ..process.forkserver import FD_ENV, MESSAGE
-from .spawn import worker_env
+from ..process import FORKSERVER_FD_ENV, FORKSERVER_MESSAGE
+
+MESSAGE = FORKSERVER_MESSAGE
 
 __all__ = ["MAX_FAILURES", "REPLY_TIMEOUT", "ForkServer", "ServedProcess", "forkserver_possible"]
 
@@ -61,8 +63,9 @@ def forkserver_possible() -> bool:
 class ForkServer:
     """One pool's fork server process, restarted as needed (see the module). For the pool's thread only."""
 
-    def __init__(self, secret: bytes) -> None:
-        self._secret = secret
+    def __init__(self, env: Callable[[], dict[str, str]]) -> None:
+        """`env`: the environment of the server process (a worker's: `spawn.worker_env`)."""
+        self._env = env
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._ready = False
@@ -82,8 +85,8 @@ class ForkServer:
             return
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         try:
-            env = worker_env(self._secret.hex())
-            env[FD_ENV] = str(theirs.fileno())
+            env = self._env()
+            env[FORKSERVER_FD_ENV] = str(theirs.fileno())
             self._proc = subprocess.Popen(
                 [sys.executable, "-S", "-c", _ENTRY],
                 stdin=subprocess.DEVNULL,

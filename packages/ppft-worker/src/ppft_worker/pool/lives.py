@@ -37,7 +37,7 @@ from ..runtime import Loop, Task, Timer, internal_error_reason
 from .forkserver import ForkServer, forkserver_possible
 from .forkstart import START_ENV, WorkerProcess, prepare_fork, why_not_fork
 from .output import keep_output, lost_result
-from .spawn import describe_exit
+from .spawn import describe_exit, worker_env
 from .worker import PoolWorker
 
 __all__ = ["EXIT_GRACE", "WorkerLives"]
@@ -183,7 +183,7 @@ class WorkerLives:
             return
         if os.environ.get(START_ENV, "").strip().lower() == "exec" or not forkserver_possible():
             return
-        self._forkserver = ForkServer(self._secret)
+        self._forkserver = ForkServer(lambda: worker_env(self._secret.hex()))
 
     def _recycle(self, w: PoolWorker, most: int) -> None:
         """Recycling: `w` was sent jobs. Its replacement starts when it is sent the last tenth of its

@@ -3,7 +3,8 @@ fork rather than an interpreter start.
 
 A pool that replaces workers (recycling, a memory limit, a time limit, `terminate`) starts one
 (`ppft_worker.pool.forkserver`): `python -S -c "import ppft_worker.process.forkserver ..."`, with a worker's
-environment (`spawn.worker_env`) and one end of a `SOCK_SEQPACKET` socket pair, named by PPFT_FORKSERVER_FD.
+environment (`spawn.worker_env`) and one end of a `SOCK_SEQPACKET` socket pair, whose number is in
+PPFT_FORKSERVER_FD (`FORKSERVER_FD_ENV`).
 It imports what a worker needs on its way through its life (the loop, the job runner, output capture,
 logging), freezes its heap for the garbage collector (`gc.freeze`: a child's collections then leave the
 inherited pages unwritten, so they stay shared), says it is ready, and serves:
@@ -13,7 +14,7 @@ inherited pages unwritten, so they stay shared), says it is ready, and serves:
     fork server --"E" + reason--> pool              the fork failed
     fork server --"X" + pid + exit code--> pool     a child ended (the server reaps its children)
 
-Each message is one datagram (`MESSAGE`: a byte and two int32). The server dies with its pool
+Each message is one datagram (`FORKSERVER_MESSAGE`: a byte and two int32). The server dies with its pool
 (PR_SET_PDEATHSIG, and EOF on its socket) and its children die with it (their parent is the server: the same
 tie an exec'd worker has to its pool), so a pool that is SIGKILLed leaves nothing behind; the pool replaces
 the workers it lost.
@@ -30,19 +31,22 @@ import os
 import select
 import signal
 import socket
-import struct
 import sys
 import traceback
 
-from . import PARENT_ENV, SECRET_ENV, _run, _take_channel, _tie_to_parent
+from . import (
+    FORKSERVER_FD_ENV,
+    FORKSERVER_MESSAGE,
+    PARENT_ENV,
+    SECRET_ENV,
+    _run,
+    _take_channel,
+    _tie_to_parent,
+)
 
-__all__ = ["FD_ENV", "MESSAGE", "main", "run_served"]
+__all__ = ["main", "run_served"]
 
-FD_ENV = "PPFT_FORKSERVER_FD"
-"""The descriptor number of the fork server's end of its socket pair."""
-
-MESSAGE = struct.Struct("=cii")
-"""Every message of either side: a kind (b"F", b"P", b"E", b"X", b"R") and two numbers (pid, exit code)."""
+MESSAGE = FORKSERVER_MESSAGE
 
 _MAX_FDS = 3
 _EXIT_CHILD_FAILED = 70
@@ -64,11 +68,13 @@ def _preload() -> None:
 
 def main() -> int:
     """The fork server's entry; returns its exit code (0 when its pool closed the socket)."""
-    fd_text = os.environ.pop(FD_ENV, "")
+    fd_text = os.environ.pop(FORKSERVER_FD_ENV, "")
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")
     if not fd_text.isdigit() or not parent.isdigit():
-        sys.stderr.write(f"ppft fork server: {FD_ENV} or {PARENT_ENV} is missing: a ppft pool starts this\n")
+        sys.stderr.write(
+            f"ppft fork server: {FORKSERVER_FD_ENV} or {PARENT_ENV} is missing: a ppft pool starts this\n"
+        )
         return 2
     try:
         secret = bytes.fromhex(secret_hex)
