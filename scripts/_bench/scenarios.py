@@ -12,6 +12,7 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+from .child import calibrate_spin
 from .impls import BenchSetupError
 from .load_scenarios import (
     POOL_TIMED,
@@ -127,6 +128,7 @@ def recycle(run: Run) -> None:
     n = run.sizes.executor_jobs
     most = 1000 if n >= 1000 else 50  # a quick run recycles too
     params = {"n": n, "spin_jobs": max(20, n // 5), "job_s": 0.001, "rounds": run.sizes.rounds}
+    params["loop_n"] = calibrate_spin(params["job_s"])  # once: the same jobs in every child, comparable
     runs = [("ppe", "ppe", "ppe", None), ("ppft2", "ppft2", "classic", None)]
     runs.append(("ppft2", "ppft2-recycle", "classic", most))
     for key, label, backend, limit in runs:
