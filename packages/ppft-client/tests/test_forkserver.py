@@ -175,3 +175,14 @@ def test_a_fork_served_worker_honours_the_memory_limit(make_server, wait_until):
     with pytest.raises(ppft_client.WorkerLostError, match="passed the worker memory limit of 100 MiB"):
         server.submit(hog, (300,)).result(20)
     assert server.submit(hog, (1,)).result(20) == 1
+
+
+def test_a_pool_closed_before_its_fork_server_is_ready_prints_nothing(run_script):
+    proc = run_script(
+        "import ppft_client\n"
+        "server = ppft_client.Server(1, max_jobs_per_worker=5)\n"
+        "server.destroy()\n"
+        "print('done')\n"
+    )
+    out, err = proc.communicate(timeout=60)
+    assert (proc.returncode, out, err) == (0, "done\n", "")

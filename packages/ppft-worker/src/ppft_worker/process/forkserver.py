@@ -92,11 +92,11 @@ def main() -> int:
         os.set_blocking(fd, False)
     signal.set_wakeup_fd(wake_w)
     signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes the select below, through the wake-up pipe
-    sock.send(MESSAGE.pack(b"R", os.getpid(), 0))
     try:
+        sock.send(MESSAGE.pack(b"R", os.getpid(), 0))
         _serve(sock, secret, wake_r, (sock.fileno(), wake_r, wake_w))
     except (BrokenPipeError, ConnectionResetError):
-        pass
+        pass  # the pool closed its end (it may do so before we are ready): nothing to serve
     return 0
 
 
