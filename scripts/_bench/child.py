@@ -53,18 +53,6 @@ def spin(n: int) -> int:
     return total
 
 
-def calibrate_spin(seconds: float) -> int:
-    """The `spin` argument that takes about `seconds` here: the best of three probes (a busy machine slows
-    some of them)."""
-    probe = 100_000
-    best = float("inf")
-    for _ in range(3):
-        start = time.perf_counter()
-        spin(probe)
-        best = min(best, time.perf_counter() - start)
-    return max(100, int(probe * seconds / best))
-
-
 # ------------------------------------------------------------------------------------------------ backends
 
 
@@ -455,7 +443,7 @@ def scenario_recycle(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         import ppft as pp
 
         b = _ClassicBackend(pp.Server(WORKERS, **({} if most is None else {"max_jobs_per_worker": most})))
-    loop_n = params.get("loop_n") or calibrate_spin(params["job_s"])
+    loop_n = params["loop_n"]  # calibrated once by the parent (`scenarios.recycle`)
     try:
         _warm_up(b)
         result = _tiny(b, params["n"], params["rounds"])
