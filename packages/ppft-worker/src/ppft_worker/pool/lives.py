@@ -3,8 +3,12 @@
 `WorkerLives` is the part of `WorkerPool` (pool.py) that keeps its worker processes over their lives:
 
 * start: `_fill` starts workers up to `size`, the first ones forked when the owner vouches for the threads
-  (`forkstart.why_not_fork`), every other one exec'd; three failures in a row mark the pool broken (the
-  owner says so to its jobs) and it tries again later, backing off;
+  (`forkstart.why_not_fork`), every other one exec'd, or forked by the pool's fork server (`forkserver`)
+  once the pool replaces workers (recycling, a memory limit, a job stopped for its time limit or by
+  `terminate`; `_want_forkserver`); three failures in a row mark the pool broken (the owner says so to its
+  jobs) and it tries again later, backing off;
+* recycling: a worker's replacement starts when it was sent the last tenth of its jobs, and stands by
+  (`PoolWorker.standby`, skipped by the dispatch) until the worker it replaces has left (`_recycle`);
 * end: a worker whose pipe ends is given `EXIT_GRACE` to exit, polled on a timer (the loop never waits for a
   process), then killed; its exit status names how it died (`spawn.describe_exit`). A retired worker (the
   pool shrank) just has its pipes closed, and is reaped later;
