@@ -46,7 +46,7 @@ def worker_rows(pool: WorkerPool) -> list[dict[str, Any]]:
             state = "starting"
         elif tasks:
             state = "busy"
-        elif w.standby is not None and w.standby.rfd >= 0:
+        elif w.standing_by:
             state = "standby"  # a recycled worker's replacement, ready, waiting for it to leave
         else:
             state = "idle"

@@ -85,5 +85,10 @@ class PoolWorker:
         self.deadline: tuple[float, Task, float] | None = None  # a limited job's (`limits`)
         self.live = (-1, 0)  # (generation, bytes) of the region's text already reported as live output
 
+    @property
+    def standing_by(self) -> bool:
+        """A recycled worker's replacement, waiting for the worker it replaces to leave: it takes no job."""
+        return self.standby is not None and self.standby.rfd >= 0
+
     def __repr__(self) -> str:
         return f"worker {self.index} (pid {self.pid})"
