@@ -443,10 +443,7 @@ def scenario_recycle(backend: str, params: dict[str, Any]) -> dict[str, Any]:
         import ppft as pp
 
         b = _ClassicBackend(pp.Server(WORKERS, **({} if most is None else {"max_jobs_per_worker": most})))
-    probe = 100_000
-    start = time.perf_counter()
-    spin(probe)
-    loop_n = max(100, int(probe * params["job_s"] / (time.perf_counter() - start)))
+    loop_n = params["loop_n"]  # calibrated once by the parent (`scenarios.recycle`)
     try:
         _warm_up(b)
         result = _tiny(b, params["n"], params["rounds"])

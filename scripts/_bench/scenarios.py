@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import importlib.util
 import statistics
+import time
 from collections.abc import Callable
 from typing import Any
 
+from .child import spin
 from .impls import BenchSetupError
 from .load_scenarios import (
     POOL_TIMED,
@@ -121,12 +123,24 @@ def executor(run: Run) -> None:
             run.add("executor", f"{metric}, {run.sizes.executor_jobs:,} jobs", key, "jobs/s", outcome, name)
 
 
+def calibrate_spin(seconds: float) -> int:
+    """The `spin` argument that takes about `seconds` here: the best of three probes (a busy machine slows
+    some of them)."""
+    best = float("inf")
+    for _ in range(3):
+        start = time.perf_counter()
+        spin(100_000)
+        best = min(best, time.perf_counter() - start)
+    return max(100, int(100_000 * seconds / best))
+
+
 def recycle(run: Run) -> None:
     """Recycling (`max_jobs_per_worker`, issue 16): the same jobs with workers replaced every N jobs or
     never, each beside ProcessPoolExecutor without recycling."""
     n = run.sizes.executor_jobs
     most = 1000 if n >= 1000 else 50  # a quick run recycles too
     params = {"n": n, "spin_jobs": max(20, n // 5), "job_s": 0.001, "rounds": run.sizes.rounds}
+    params["loop_n"] = calibrate_spin(params["job_s"])  # once: the same jobs in every child, comparable
     runs = [("ppe", "ppe", "ppe", None), ("ppft2", "ppft2", "classic", None)]
     runs.append(("ppft2", "ppft2-recycle", "classic", most))
     for key, label, backend, limit in runs:

@@ -48,7 +48,10 @@ FN = FunctionBody(function_digest("spin", (SPIN,), (), b""), "spin", (SPIN,))
 
 
 def worker(n: int = 0, *, since: float = 0.0, first_id: int = 1, **kw: Any) -> SimpleNamespace:
-    attrs = {"ready": True, "retiring": False, "solo_busy": False, "stolen": set(), "since": since}
+    attrs = {
+        "ready": True, "retiring": False, "solo_busy": False, "stolen": set(), "since": since,
+        "standing_by": False,
+    }  # fmt: skip
     attrs.update(kw)
     inflight = {i: T(i, FN, (1,)) for i in range(first_id, first_id + n)}
     return SimpleNamespace(inflight=inflight, **attrs)
@@ -83,6 +86,10 @@ def test_a_retiring_or_solo_busy_or_single_job_worker_is_never_robbed() -> None:
 def test_a_retiring_or_starting_worker_does_not_count_as_idle() -> None:
     for thief in (worker(retiring=True), worker(ready=False)):
         assert plan_steals([worker(16), thief], now=1.0) == []
+
+
+def test_a_recycled_workers_replacement_standing_by_does_not_count_as_idle() -> None:
+    assert plan_steals([worker(16), worker(standing_by=True)], now=1.0) == []
 
 
 def test_no_second_steal_from_a_worker_while_one_is_pending() -> None:

@@ -46,6 +46,8 @@ def worker_rows(pool: WorkerPool) -> list[dict[str, Any]]:
             state = "starting"
         elif tasks:
             state = "busy"
+        elif w.standing_by:
+            state = "standby"  # a recycled worker's replacement, ready, waiting for it to leave
         else:
             state = "idle"
         current = tasks[0] if tasks else None

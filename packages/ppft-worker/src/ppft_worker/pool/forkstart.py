@@ -7,7 +7,8 @@ Fork is only safe when no other thread can hold a lock the child will need (the 
 handler's, malloc's, a library's), so a pool forks only the workers it starts with, and only when the process
 has exactly the threads its owner vouches for (`why_not_fork`, counted by `threading` and by the kernel): the
 client's scheduler asks for one, the thread calling `Server()`, when it is the main thread. Everything else
-(replacements, growth, `restart=True`, other threads, PPFT_START=exec, no `os.fork`) is exec'd.
+(replacements, growth, `restart=True`, other threads, PPFT_START=exec, no `os.fork`) is exec'd, or, in a pool
+that replaces workers, forked by its fork server (`forkserver`), a clean process of its own.
 
     parent: flush stdout/stderr, block signals, fork, restore the signal mask -> ForkedProcess(pid)
     child:  freeze the inherited heap, reset signal handlers, the channel on fds 0/1 and every other inherited

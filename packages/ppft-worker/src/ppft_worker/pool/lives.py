@@ -3,8 +3,12 @@
 `WorkerLives` is the part of `WorkerPool` (pool.py) that keeps its worker processes over their lives:
 
 * start: `_fill` starts workers up to `size`, the first ones forked when the owner vouches for the threads
-  (`forkstart.why_not_fork`), every other one exec'd; three failures in a row mark the pool broken (the
-  owner says so to its jobs) and it tries again later, backing off;
+  (`forkstart.why_not_fork`), every other one exec'd, or forked by the pool's fork server (`forkserver`)
+  once the pool replaces workers (recycling, a memory limit, a job stopped for its time limit or by
+  `terminate`; `_want_forkserver`); three failures in a row mark the pool broken (the owner says so to its
+  jobs) and it tries again later, backing off;
+* recycling: a worker's replacement starts when it was sent the last tenth of its jobs, and stands by
+  (`PoolWorker.standby`, skipped by the dispatch) until the worker it replaces has left (`_recycle`);
 * end: a worker whose pipe ends is given `EXIT_GRACE` to exit, polled on a timer (the loop never waits for a
   process), then killed; its exit status names how it died (`spawn.describe_exit`). A retired worker (the
   pool shrank) just has its pipes closed, and is reaped later;
@@ -34,9 +38,10 @@ from ppft_protocol import Result
 
 from ..process import close_region
 from ..runtime import Loop, Task, Timer, internal_error_reason
-from .forkstart import WorkerProcess, prepare_fork, why_not_fork
+from .forkserver import ForkServer, forkserver_possible
+from .forkstart import START_ENV, WorkerProcess, prepare_fork, why_not_fork
 from .output import keep_output, lost_result
-from .spawn import describe_exit
+from .spawn import describe_exit, worker_env
 from .worker import PoolWorker
 
 __all__ = ["EXIT_GRACE", "WorkerLives"]
@@ -78,6 +83,8 @@ class WorkerLives:
         self._respawn_timer: Timer | None = None
         self._reap_timer: Timer | None = None
         self._closed = False
+        self._secret = b""  # the pool's
+        self._forkserver: ForkServer | None = None  # replacements are forked by it (`forkserver`)
 
     def _spawn(self, why_exec: str) -> None:
         """Start one worker (forked if `why_exec` is empty, else exec'd) and register it: pool.py's."""
@@ -103,6 +110,11 @@ class WorkerLives:
     def pids(self) -> list[int]:
         return [w.pid for w in self._workers]
 
+    @property
+    def forkserver_pid(self) -> int | None:
+        """The pid of the fork server that forks this pool's replacement workers, None while none runs."""
+        return None if self._forkserver is None else self._forkserver.pid
+
     def why_exec(self) -> str:
         """Why `start` would exec a worker now rather than fork it; "" if it would fork."""
         if self.restart:
@@ -110,7 +122,8 @@ class WorkerLives:
         return why_not_fork(self.fork_threads)
 
     def start_methods(self) -> dict[int, str]:
-        """How each live worker was started, by pid: "fork" or "exec"."""
+        """How each live worker was started, by pid: "fork", "exec" or "forkserver" (a replacement forked by
+        the fork server)."""
         return {w.pid: w.method for w in self._workers}
 
     def resize(self, size: int) -> None:
@@ -130,6 +143,13 @@ class WorkerLives:
 
     def close(self, grace: float = 1.0) -> None:
         """Stop every worker now (running jobs are abandoned) and reap them; leaves no process behind."""
+        try:
+            self._close_workers(grace)
+        finally:
+            if self._forkserver is not None:
+                self._forkserver.close(grace)  # after its workers: their exits come through it
+
+    def _close_workers(self, grace: float) -> None:
         self._closed = True
         for timer in (self._respawn_timer, self._reap_timer):
             if timer is not None:
@@ -158,6 +178,33 @@ class WorkerLives:
                 proc.wait()
 
     # -- workers coming and going ----------------------------------------------------------------------
+
+    def _want_forkserver(self) -> None:
+        """This pool replaces workers (recycling, a memory limit, a job stopped for its time limit or by
+        `terminate`): have a fork server fork the replacements, unless every worker is to be a fresh exec'd
+        process (restart=True, PPFT_START=exec) or the platform cannot (`forkserver_possible`)."""
+        if self._forkserver is not None or self.restart or self._closed:
+            return
+        if os.environ.get(START_ENV, "").strip().lower() == "exec" or not forkserver_possible():
+            return
+        self._forkserver = ForkServer(lambda: worker_env(self._secret.hex()))
+
+    def _recycle(self, w: PoolWorker, most: int) -> None:
+        """Recycling: `w` was sent jobs. Its replacement starts when it is sent the last tenth of its
+        `most` jobs, so it is ready by the time `w` leaves (no gap in throughput), and stands by (takes no
+        job: the pool keeps its size) until `w` has left; once `w` was sent them all it gets no more, and
+        leaves when their results are in (`_finished`)."""
+        if not w.spare and w.sent >= most - most // 10:
+            w.spare = True  # counted with the workers: `_fill` starts none for `w` when it retires
+            log.debug("%r was sent %d of its %d jobs: starting its replacement", w, w.sent, most)
+            try:
+                self._spawn("a replacement of a recycled worker")
+            except OSError as exc:
+                self._start_failed(f"could not start a worker process: {exc}")
+            else:
+                self._workers[-1].standby = w
+        if w.sent >= most and not w.retiring:
+            w.retiring = True
 
     def _fill(self, first: bool = False) -> None:
         if self._closed:

@@ -72,7 +72,7 @@ from ..runtime import (
 from .limits import Deadlines, MemoryWatch, job_limit, memory_result, pool_timeout_result
 from .lives import WorkerLives
 from .output import LiveWatch, OutputPiece, open_region
-from .spawn import start_worker
+from .spawn import FORKSERVER, start_worker
 from .stealing import Stealer, reclaim
 from .worker import PoolWorker
 
@@ -132,6 +132,8 @@ class WorkerPool(WorkerLives):
         self._memory = (
             None if memory_limit is None else MemoryWatch(loop, self._workers, memory_limit, self._over)
         )
+        if memory_limit is not None or max_jobs_per_worker is not None:
+            self._want_forkserver()
 
     # -- the owner's interface -------------------------------------------------------------------------
 
@@ -139,6 +141,8 @@ class WorkerPool(WorkerLives):
         """Start the workers, all at once, forked if `fork_threads` says that is safe (their interpreters
         boot in parallel if they are exec'd)."""
         self._fill(first=True)
+        if self._forkserver is not None:
+            self._forkserver.start()  # in the background: ready long before the first replacement
 
     @property
     def inflight(self) -> int:
@@ -170,8 +174,8 @@ class WorkerPool(WorkerLives):
         for w in self._workers:
             if not queue:
                 break
-            if not w.ready or w.retiring or w.solo_busy:
-                continue
+            if not w.ready or w.retiring or w.solo_busy or (w.standby is not None and w.standby.rfd >= 0):
+                continue  # (standby: a recycled worker's replacement, waiting for it to leave)
             inflight = w.inflight
             head = queue[0]
             if head.solo:  # it was running when a worker died: it runs alone, on an idle worker
@@ -188,7 +192,9 @@ class WorkerPool(WorkerLives):
             batch_size, window = batching.limits(head.body.digest)
             free = window - len(inflight)
             if self.max_jobs_per_worker is not None:  # recycling: never more than its share of jobs
-                free = min(free, self.max_jobs_per_worker - w.sent)
+                left = self.max_jobs_per_worker - w.sent
+                free = min(free, left)
+                batch_size = min(batch_size, left)  # its last jobs go at once, not after the others finish
             if free <= 0 or (inflight and free < batch_size):
                 continue
             batch = take_batch(queue, min(free, batch_size), batching)
@@ -256,6 +262,7 @@ class WorkerPool(WorkerLives):
             del w.inflight[job_id]
             self._cancel(w, (job_id,))  # its answer (cancelled) finds it off the books, and is dropped
             return True
+        self._want_forkserver()
         others = self._stop_worker(w, f"its job {job_id} was terminated")[1:]
         if others:
             self._on_requeue(others)
@@ -264,6 +271,7 @@ class WorkerPool(WorkerLives):
     def _expired(self, w: PoolWorker, task: Task, limit: float) -> None:
         """`task` ran past its `limit` on `w`: kill `w` (its replacement starts), fail the task with
         `JobTimeoutError`, and send the jobs behind it back to the owner's queue, charged nothing."""
+        self._want_forkserver()
         tasks = self._stop_worker(w, f"its job {task.wire[0]} ran past its timeout of {limit:g} s")
         others = [t for t in tasks if t is not task]
         if others:
@@ -299,7 +307,7 @@ class WorkerPool(WorkerLives):
         """Start one worker: forked if `why_exec` is empty, else exec'd."""
         region = open_region()
         try:
-            proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec, region)
+            proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec, region, self._forkserver)
         except BaseException:
             if region is not None:
                 close_region(region[1])
@@ -310,14 +318,15 @@ class WorkerPool(WorkerLives):
         conn = Connection(
             Role.CLIENT, self._secret, allow_plain=True, raw_results=self._on_raw_results is not None
         )
-        w = PoolWorker(
-            self._next_index, proc, rfd, wfd, conn, "exec" if why_exec else "fork", region and region[1]
-        )
+        method = "forkserver" if why_exec == FORKSERVER else "exec" if why_exec else "fork"
+        w = PoolWorker(self._next_index, proc, rfd, wfd, conn, method, region and region[1])
         self._next_index += 1
         self._workers.append(w)
         self.loop.add_reader(w.rfd, lambda: self._readable(w), lambda exc: self._worker_failed(w, exc))
         self._write(w, conn.data_to_send_parts())
-        if why_exec:
+        if why_exec == FORKSERVER:
+            log.debug("started %r: %s", w, why_exec)
+        elif why_exec:
             log.debug("started %r by exec: %s", w, why_exec)
         else:
             log.debug("started %r by fork: the process has exactly %s thread(s)", w, self.fork_threads)
@@ -417,20 +426,6 @@ class WorkerPool(WorkerLives):
             self._live.busy()
         if self._stealer is not None:
             self._stealer.sent(w)
-
-    def _recycle(self, w: PoolWorker, most: int) -> None:
-        """Recycling: `w` was sent jobs. Its replacement starts when it is sent the last tenth of its
-        `most` jobs, so it is ready by the time `w` leaves (no gap in throughput); once it was sent them all
-        it gets no more, and leaves when their results are in (`_finished`)."""
-        if not w.spare and w.sent >= most - most // 10:
-            w.spare = True  # counted with the workers: `_fill` starts none for `w` when it retires
-            log.debug("%r was sent %d of its %d jobs: starting its replacement", w, w.sent, most)
-            try:
-                self._spawn("a replacement of a recycled worker")
-            except OSError as exc:
-                self._start_failed(f"could not start a worker process: {exc}")
-        if w.sent >= most and not w.retiring:
-            w.retiring = True
 
     def _cancel(self, w: PoolWorker, job_ids: tuple[int, ...]) -> None:
         w.conn.send(Cancel(job_ids))

@@ -13,7 +13,12 @@ import sys
 
 from .forkstart import WorkerProcess, fork_worker
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .forkserver import ForkServer
+
 __all__ = [
+    "FORKSERVER",
     "describe_exit",
     "exec_worker",
     "start_worker",
@@ -23,6 +28,9 @@ __all__ = [
 ]
 
 _F_SETPIPE_SZ = 1031
+
+FORKSERVER = "forked by the fork server"
+"""What `start_worker` says of a worker its pool's fork server forked."""
 
 
 _ENTRY = "import sys, ppft_worker.process as worker; sys.exit(worker.main())"
@@ -57,17 +65,24 @@ def worker_env(secret_hex: str) -> dict[str, str]:
 
 
 def start_worker(
-    secret: bytes, why_exec: str, output: tuple[int, object] | None = None
+    secret: bytes, why_exec: str, output: tuple[int, object] | None = None, server: ForkServer | None = None
 ) -> tuple[WorkerProcess, int, int, str]:
-    """Start a worker, forked if `why_exec` is empty (exec'd if the fork fails), else exec'd; returns the
-    process, the pool's ends of its pipes (results to read, jobs to write: non-blocking, enlarged) and why it
-    was exec'd ("" if it was forked). `output`: the worker's output region (`outregion.new_region`), which a
-    forked worker inherits mapped and an exec'd one gets as a descriptor. Raises OSError if no process could
-    be started."""
+    """Start a worker, forked if `why_exec` is empty (exec'd if the fork fails), else by the fork `server`
+    if it is given and ready, else exec'd; returns the process, the pool's ends of its pipes (results to
+    read, jobs to write: non-blocking, enlarged) and how it started: "" if it was forked, FORKSERVER if the
+    fork server forked it, else why it was exec'd. `output`: the worker's output region
+    (`outregion.new_region`), which a forked worker inherits mapped and the others get as a descriptor.
+    Raises OSError if no process could be started."""
     child_in, jobs_w = os.pipe()
     results_r, child_out = os.pipe()
     try:
         proc: WorkerProcess | None = None
+        if why_exec and server is not None and server.ready():
+            try:
+                proc = server.fork(child_in, child_out, output[0] if output else -1)
+                why_exec = FORKSERVER
+            except OSError as exc:
+                why_exec = f"{why_exec}; the fork server failed ({exc})"
         if not why_exec:
             try:
                 region = output[1] if output else None

@@ -49,12 +49,15 @@ class Stealable(Protocol):
     stolen: set[int]  # ids of a pending steal: a Cancel was sent, their results have not come back
     since: float  # monotonic time of the worker's last frame sent while it was idle, or its last result
 
+    @property
+    def standing_by(self) -> bool: ...  # a recycled worker's replacement, taking no job until it leaves
+
 
 W = TypeVar("W", bound=Stealable)
 
 
 def _idle(w: Stealable) -> bool:
-    return w.ready and not w.retiring and not w.solo_busy and not w.inflight
+    return w.ready and not w.retiring and not w.solo_busy and not w.inflight and not w.standing_by
 
 
 def _robbable(w: Stealable) -> bool:

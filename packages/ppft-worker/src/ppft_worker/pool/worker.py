@@ -44,6 +44,7 @@ class PoolWorker:
         "since",
         "solo_busy",
         "spare",
+        "standby",
         "started",
         "stolen",
         "wfd",
@@ -65,7 +66,7 @@ class PoolWorker:
         self.conn = conn
         self.rfd = rfd  # results from the worker; -1 once closed
         self.wfd = wfd  # jobs to the worker; -1 once closed
-        self.method = method  # "fork" or "exec"
+        self.method = method  # "fork", "exec" or "forkserver"
         self.out = OutBuffer()
         self.read_size = READ_SIZE
         self.inflight: dict[int, Task] = {}
@@ -76,12 +77,18 @@ class PoolWorker:
         self.solo_busy = False
         self.sent = 0  # jobs sent to it, counted only when the pool recycles its workers
         self.spare = False  # recycling: its replacement was started
+        self.standby: PoolWorker | None = None  # recycling: the worker it replaces, while that one works
         self.started = time.monotonic()
         self.since = self.started  # last frame sent while idle, or last result (`stealing`)
         self.stolen: set[int] = set()  # job ids a Cancel was sent for, their results not back yet
         self.region = region  # the worker's output region (`outregion`), None if it has none
         self.deadline: tuple[float, Task, float] | None = None  # a limited job's (`limits`)
         self.live = (-1, 0)  # (generation, bytes) of the region's text already reported as live output
+
+    @property
+    def standing_by(self) -> bool:
+        """A recycled worker's replacement, waiting for the worker it replaces to leave: it takes no job."""
+        return self.standby is not None and self.standby.rfd >= 0
 
     def __repr__(self) -> str:
         return f"worker {self.index} (pid {self.pid})"

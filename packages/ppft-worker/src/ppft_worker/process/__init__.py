@@ -31,6 +31,7 @@ peer proved the secret. Every public name but this module's own is loaded on fir
 from __future__ import annotations
 
 import os
+import struct
 import sys
 
 from ppft_protocol import Connection, Role
@@ -62,6 +63,8 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PARENT_GONE",
     "EXIT_PROTOCOL",
+    "FORKSERVER_FD_ENV",
+    "FORKSERVER_MESSAGE",
     "HEADER",
     "OUTPUT_FD_ENV",
     "PARENT_ENV",
@@ -120,7 +123,15 @@ SECRET_ENV = "PPFT_WORKER_SECRET"
 """Where an exec'd worker finds its pool's secret (hex), removed from the environment before any job runs."""
 
 PARENT_ENV = "PPFT_PARENT_PID"
+
+FORKSERVER_FD_ENV = "PPFT_FORKSERVER_FD"
+"""Where the fork server (`forkserver`) finds the descriptor number of its end of its socket pair."""
+
+FORKSERVER_MESSAGE = struct.Struct("=cii")
+"""Every message between a pool and its fork server: a kind (b"F", b"P", b"E", b"X", b"R") and two numbers."""
 OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
+
+_memory_kept = False  # `_keep_freed_memory` ran in this process (or in the fork server it was forked from)
 
 _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
