@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import collections
 import concurrent.futures
+import contextlib
 import os
 import signal
 import textwrap
 import threading
+import time
 
 import pytest
 
@@ -27,14 +29,12 @@ def pid_of_worker(_):
 
 
 def sleepy(seconds):
-    import time
 
     time.sleep(seconds)
     return seconds
 
 
 def hog(megabytes):
-    import time
 
     data = bytearray(megabytes << 20)
     for i in range(0, len(data), 4096):
@@ -106,6 +106,26 @@ def test_no_process_is_left_after_destroy(make_server, wait_until, pid_alive):
     server.destroy()
     assert running.done()
     for pid in pids:
+        wait_until(lambda pid=pid: not pid_alive(pid), 10, f"process {pid} to exit")
+
+
+def test_destroy_ends_when_a_stopped_fork_server_never_reports_exits(make_server, wait_until, pid_alive):
+    server = make_server(2, max_jobs_per_worker=5)
+    _fork_served_worker(server, wait_until)
+    pool = server._scheduler.pool
+    pids = list(pool.pids)
+    forkserver = pool.forkserver_pid
+    os.kill(forkserver, signal.SIGSTOP)  # alive, but it reaps nothing and reports nothing
+    try:
+        done = threading.Event()
+        threading.Thread(target=lambda: (server.destroy(), done.set()), daemon=True).start()
+        # each worker is taken as dead EXIT_REPORT_WAIT after its pidfd said so (about 3 s in all); waiting
+        # on the server instead ends only when the pool's own kill timeouts run out (10 s)
+        assert done.wait(8), "destroy() waited for exit codes that a stopped fork server never reports"
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # destroy() killed it
+            os.kill(forkserver, signal.SIGCONT)
+    for pid in [*pids, forkserver]:
         wait_until(lambda pid=pid: not pid_alive(pid), 10, f"process {pid} to exit")
 
 

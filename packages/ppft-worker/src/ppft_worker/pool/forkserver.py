@@ -46,6 +46,10 @@ MAX_FAILURES = 3
 REPLY_TIMEOUT = 5.0
 """Seconds the pool waits for the fork server's answer to one request."""
 
+EXIT_REPORT_WAIT = 1.0
+"""Seconds a worker may be seen dead (its pidfd readable) before the pool stops waiting for the fork server to
+report its exit code, and takes it as killed."""
+
 _ENTRY = "import sys, ppft_worker.process.forkserver as server; sys.exit(server.main())"
 
 
@@ -222,6 +226,7 @@ class ServedProcess:
         self._server = server
         self._generation = server.generation
         self._pidfd = os.pidfd_open(pid)
+        self._exited_at: float | None = None
 
     def __repr__(self) -> str:
         return f"<ServedProcess pid {self.pid} returncode {self.returncode}>"
@@ -233,8 +238,14 @@ class ServedProcess:
         server.collect()
         code = server.exits.pop(self.pid, None)
         gone = server.generation != self._generation  # its server is: so is it (PR_SET_PDEATHSIG), or soon
-        if code is None and gone and select.select([self._pidfd], [], [], 0)[0]:
-            code = -signal.SIGKILL
+        if code is None and select.select([self._pidfd], [], [], 0)[0]:  # it has exited
+            now = time.monotonic()
+            if self._exited_at is None:
+                self._exited_at = now
+            # its code comes from the server, which reaps it; a server that does not say (gone, or hung:
+            # stopped with SIGSTOP) must not make the pool wait for ever for a worker that is dead
+            if gone or now - self._exited_at > EXIT_REPORT_WAIT:
+                code = -signal.SIGKILL
         if code is not None:
             self.returncode = code
             os.close(self._pidfd)
