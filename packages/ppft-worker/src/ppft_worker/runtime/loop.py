@@ -12,8 +12,8 @@ which saves a switch to the I/O thread on every sequential job, a large share of
 Threads waiting for what the loop's callbacks finish (a job's result) are woken late, on purpose: a
 callback puts the waiter's lock in `wakes` instead of releasing it, and the loop releases them all in one go
 just before it blocks in `select` (or when a `run_here` callback returns, or the loop ends). A waiter woken
-in the middle of a round would only wait again, for the GIL, which the loop's thread still holds: two more
-futex calls and a thread switch each time, a large share of a remote round trip.
+in the middle of a round may only wait again, for the GIL, which the loop's thread still holds: two more
+futex calls and a thread switch each time it does (docs/performance.md, "A remote round trip, step by step").
 
 It must never run user code (job callbacks run on their own thread) and never block except in `select`.
 
