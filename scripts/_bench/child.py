@@ -280,12 +280,16 @@ def scenario_latency(backend: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def scenario_remote(backend: str, params: dict[str, Any]) -> dict[str, Any]:
-    """Tiny throughput then latency through one pool (local or remote, as `params` says)."""
+    """Tiny throughput then latency through one pool (local or remote, as `params` says); with
+    `params["sealed"]`, our remote link must be sealed (or unsealed) as that says, or the figure fails."""
     b = _make_backend(backend, params)
     try:
         _warm_up(b)
+        sealed = _check_sealing(b, params["sealed"]) if "sealed" in params else None
         result = _tiny(b, params["n"], params["rounds"])
         result.update(_latency(b, params["k"]))
+        if sealed is not None:
+            result["sealed"] = sealed
         return result
     finally:
         b.close()

@@ -154,6 +154,8 @@ def recycle(run: Run) -> None:
 
 def _remote_figures(run: Run, label: str, outcome: Outcome, params: dict[str, Any]) -> None:
     note = f"{params['n']:,} jobs, {params['k']} round trips"
+    if params.get("sealed"):
+        note += ", link sealed (checked)"
     run.add("remote", "tiny jobs/s", label, "jobs/s", outcome, "jobs_per_s", note)
     run.add("remote", "latency median", label, "us", outcome, "median_us", note)
     run.add("remote", "latency p99", label, "us", outcome, "p99_us", note)
@@ -172,7 +174,7 @@ def remote(run: Run) -> None:
     local = {"n": sizes.remote_jobs, "k": sizes.latency_round_trips, "rounds": sizes.rounds}
     for key in ("ppe", "ppft2") if ours else ("ppe",) if theirs else ():
         _remote_figures(run, key, run.child("remote", key, key, _backend(key), local), local)
-    servers = [("ppft2", local)] if ours else []
+    servers = [("ppft2", {**local, "sealed": True})] if ours else []  # the child checks it is sealed
     if theirs:
         capped = {"n": sizes.ppft178_remote_jobs, "k": sizes.ppft178_remote_round_trips, "rounds": 1}
         servers.append(("ppft178", capped))

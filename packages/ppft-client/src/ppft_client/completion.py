@@ -25,7 +25,7 @@ from ppft_protocol import FunctionBody, Pickled, Result
 from ppft_protocol import Job as WireJob
 
 from .job import FINISHED, PENDING, RUNNING, Job
-from .joblock import JOBS_LOCK
+from .joblock import JOBS_LOCK, notify_all_later
 from .rebuild import rebuild_exception
 
 if TYPE_CHECKING:
@@ -132,8 +132,9 @@ def make_job(
 
 
 def complete_jobs(
-    pairs: Iterable[tuple[Any, Result]], node: str, *, classic: bool = True, unshown: Unshown | None = None
-) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
+    pairs: Iterable[tuple[Any, Result]], node: str, *, classic: bool = True, unshown: Unshown | None = None,
+    wakes: list[Any] | None = None,
+) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:  # fmt: skip
     """Finish the jobs of one result frame (on the I/O thread), all under one acquisition of `JOBS_LOCK`.
 
     Returns `(finished, handoff)`. `finished`: the jobs done here, including any that were cancelled or
@@ -141,7 +142,9 @@ def complete_jobs(
     the frame's order, what the callback thread must do: `(job, None, node)` for a finished job with
     done-callbacks, and `(job, result, node)` for a job with a classic callback or an overridden `finalize`
     (when `classic`), left untouched here: ppft 1.7 finishes those after their callback ran. `unshown`:
-    where a finished job's output waits until someone asks for it (or `destroy` shows it)."""
+    where a finished job's output waits until someone asks for it (or `destroy` shows it). `wakes`: the
+    I/O thread's `Loop.wakes`, where the locks of the threads waiting for these jobs go, to be released as
+    the loop next blocks (`joblock.notify_all_later`); None: they are woken here."""
     if not isinstance(pairs, (list, tuple)):
         pairs = list(pairs)  # walked twice
     finished: list[Job] = []
@@ -166,7 +169,7 @@ def complete_jobs(
             if job._held is not None:
                 job._release_held()
             if job._sleepers:
-                job._sleepers.notify_all()
+                notify_all_later(job._sleepers, wakes)
             if job._waiting:
                 for waiter in job._waiting:
                     if result.ok:

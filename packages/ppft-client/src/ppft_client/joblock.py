@@ -16,7 +16,7 @@ from typing import Any
 
 from ppft_protocol.cpython import reinit_after_fork, rlock_condition_hooks
 
-__all__ = ["JOBS_LOCK", "Sleepers", "new_condition"]
+__all__ = ["JOBS_LOCK", "Sleepers", "new_condition", "notify_all_later"]
 
 JOBS_LOCK = threading.RLock()
 """Guards the state of every job. Reentrant, as a `Future`'s own is: `concurrent.futures.wait` acquires the
@@ -91,3 +91,19 @@ class Sleepers(list):  # type: ignore[type-arg]
         for sleeper in self:
             sleeper.release()
         self.clear()
+
+    def notify_all_later(self, wakes: list[Any]) -> None:
+        """`notify_all`, but the sleepers' locks go to `wakes` (`Loop.wakes`), released by the I/O thread
+        just before it blocks: woken now, a sleeper would only wait again, for the GIL the I/O thread holds.
+        A sleeper that times out meanwhile is released all the same, harmlessly: nobody acquires it again."""
+        wakes.extend(self)
+        self.clear()
+
+
+def notify_all_later(condition: Any, wakes: list[Any] | None) -> None:
+    """Wake whoever waits on a job's `condition` (`Sleepers` or `threading.Condition`, with `JOBS_LOCK`
+    held): when `wakes` is given and the condition is `Sleepers`, as the I/O thread next blocks; else now."""
+    if wakes is not None and condition.__class__ is Sleepers:
+        condition.notify_all_later(wakes)
+    else:
+        condition.notify_all()

@@ -414,7 +414,7 @@ class Scheduler:
             pairs = self.live.finish(pairs, node)  # the rest of their output, live: never printed again
         try:
             # one lock round trip for the whole frame
-            finished, handoff = complete_jobs(pairs, node, unshown=self.unshown)
+            finished, handoff = complete_jobs(pairs, node, unshown=self.unshown, wakes=self.loop.wakes)
         except Exception as exc:  # noqa: BLE001 - one job's result must not take its frame's jobs with it
             finished, handoff = self._complete_each(list(pairs), node, exc)
         if handoff:
@@ -433,7 +433,7 @@ class Scheduler:
         for pair in pairs:
             job: Job = pair[0]  # type: ignore[assignment]
             try:
-                done, more = complete_jobs([pair], node, unshown=self.unshown)
+                done, more = complete_jobs([pair], node, unshown=self.unshown, wakes=self.loop.wakes)
             except Exception as one:  # noqa: BLE001 - this job's result only
                 error = PPFTError(
                     f"the result of job {job.tid} arrived from {node} but could not be handed over: "

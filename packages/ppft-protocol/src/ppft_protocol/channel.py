@@ -244,10 +244,13 @@ class Sealer:
 class Opener:
     """Opens the frames of one direction, accepting only the next counter in sequence."""
 
-    __slots__ = ("_aead", "cipher", "counter")
+    __slots__ = ("_aead", "_invalid", "cipher", "counter")
 
     def __init__(self, key: bytes, cipher: str = CHACHA20_POLY1305) -> None:
+        from cryptography.exceptions import InvalidTag  # noqa: PLC0415 - a sealed channel's, as `_aead`
+
         self._aead = _aead(key, cipher)
+        self._invalid = InvalidTag  # looked up once: an import statement per frame costs microseconds
         self.cipher = cipher
         self.counter = 0
 
@@ -255,8 +258,6 @@ class Opener:
         """The plaintext of the next frame, or `IntegrityError`. A large frame in a writable buffer is
         opened in place: the plaintext is then a view of that buffer (whose bytes are no longer the sealed
         frame; a frame that fails authentication leaves them garbled, and the connection closes)."""
-        from cryptography.exceptions import InvalidTag  # noqa: PLC0415
-
         nonce = _COUNTER.pack(self.counter)
         try:
             if isinstance(sealed, memoryview) and not sealed.readonly and len(sealed) >= _IN_PLACE:
@@ -271,7 +272,7 @@ class Opener:
                         self.counter += 1
                         return plain
             plaintext = self._aead.decrypt(nonce, sealed, header)  # type: ignore[arg-type]
-        except InvalidTag:
+        except self._invalid:
             raise IntegrityError(
                 f"sealed frame #{self.counter} failed authentication: it was altered, replayed, reordered "
                 f"or truncated in transit (or the peer's keys differ); the connection is closed"

@@ -9,6 +9,12 @@ under the loop's lock (`run_here`): a lone `submit` then reaches its worker with
 which saves a switch to the I/O thread on every sequential job, a large share of one round trip
 (`scripts/bench --only latency`).
 
+Threads waiting for what the loop's callbacks finish (a job's result) are woken late, on purpose: a
+callback puts the waiter's lock in `wakes` instead of releasing it, and the loop releases them all in one go
+just before it blocks in `select` (or when a `run_here` callback returns, or the loop ends). A waiter woken
+in the middle of a round may only wait again, for the GIL, which the loop's thread still holds: two more
+futex calls and a thread switch each time it does (docs/performance.md, "A remote round trip, step by step").
+
 It must never run user code (job callbacks run on their own thread) and never block except in `select`.
 
 One failing callback never ends the loop. Each registration may name its owner's error handler
@@ -99,6 +105,9 @@ class Loop:
         self.thread: threading.Thread | None = None
         self.on_idle: Callback | None = None  # run after every round of events (the dispatcher)
         self.on_idle_error: ErrorHandler | None = None  # `on_idle` raised (after the loop logged it)
+        self.wakes: list[threading.Lock] = []
+        """Locks of threads waiting for what this round finished, released (once each) before the loop
+        blocks: appended to by the loop's callbacks only (on its thread, or under `run_here`)."""
 
     # -- registration (loop thread only) ---------------------------------------------------------------
 
@@ -196,6 +205,8 @@ class Loop:
             if timers and (self._sleep_until is None or timers[0][0] < self._sleep_until):
                 self.wake()  # `callback` set a timer due before the loop planned to look again
         finally:
+            if self.wakes:
+                self.release_wakes()
             self._lock.release()
         return True
 
@@ -208,14 +219,27 @@ class Loop:
     def run_forever(self) -> None:
         while not self._stopping:
             self.run_once()
+        self.release_wakes()
 
     def run_once(self, max_timeout: float | None = None) -> None:
         lock = self._lock
         lock.acquire()
         try:
             self._run_once(lock, max_timeout)
+        except BaseException:
+            self.release_wakes()  # the loop is failing: nobody may be left waiting for a release
+            raise
         finally:
             lock.release()
+
+    def release_wakes(self) -> None:
+        """Release the waiters' locks collected in `wakes` (the loop's thread, or under its lock)."""
+        wakes = self.wakes
+        while wakes:
+            locks = wakes[:]
+            wakes.clear()
+            for lock in locks:
+                lock.release()
 
     def _run_once(self, lock: threading.Lock, max_timeout: float | None) -> None:
         soon = self._soon
@@ -237,6 +261,8 @@ class Loop:
         if soon or self._dirty or self._stopping:  # re-check after publishing _sleeping (see `wake`)
             timeout, until = 0.0, 0.0
         self._sleep_until = until
+        if self.wakes:  # wake the waiters now, as the loop lets go of the GIL: nothing left to contend for
+            self.release_wakes()
         lock.release()
         try:
             ready = self._sel.select(timeout)
@@ -362,6 +388,7 @@ class Loop:
         if self._closed:
             return
         self._closed = True
+        self.release_wakes()
         self._sel.close()
         for fd in (self._wake_r, self._wake_w):
             try:
