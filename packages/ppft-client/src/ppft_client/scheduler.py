@@ -255,6 +255,7 @@ class Scheduler:
                     on_exists()
                 return
             node = make()
+            node.refs = self.pool.refs  # `put()` refs, if any: its links are sent them (`refs`)
             self.nodes.append(node)
             try:
                 node.start()

@@ -51,6 +51,7 @@ from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT, travelling_runn
 from ppft_worker.runtime import (
     Batching,
     Loop,
+    RefBook,
     Task,
     TaskQueue,
     Timer,
@@ -115,6 +116,7 @@ class DaskNode:
         self.entry = entry
         self.name = entry.name
         self.closed = False
+        self.refs: RefBook | None = None  # unused: a dask cluster cannot hold `put()` refs (docs/dask.md)
         self.last_error = ""
         self.permanent = False  # a cluster that cannot be reached now may be reachable later
         self.jobs_done = 0

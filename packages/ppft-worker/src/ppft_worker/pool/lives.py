@@ -33,7 +33,7 @@ from collections.abc import Callable
 from ppft_protocol import Result
 
 from ..process import close_region
-from ..runtime import Loop, Task, Timer, internal_error_reason
+from ..runtime import Loop, RefBook, Task, Timer, internal_error_reason
 from .forkstart import WorkerProcess, prepare_fork, why_not_fork
 from .output import keep_output, lost_result
 from .spawn import describe_exit
@@ -78,6 +78,7 @@ class WorkerLives:
         self._respawn_timer: Timer | None = None
         self._reap_timer: Timer | None = None
         self._closed = False
+        self.refs: RefBook | None = None  # the owner's `put()` refs: each worker is sent them (`sync_refs`)
 
     def _spawn(self, why_exec: str) -> None:
         """Start one worker (forked if `why_exec` is empty, else exec'd) and register it: pool.py's."""
@@ -86,6 +87,20 @@ class WorkerLives:
     def _cancel(self, w: PoolWorker, job_ids: tuple[int, ...]) -> None:
         """Tell `w` to drop these jobs if they have not started: pool.py's."""
         raise NotImplementedError
+
+    def _write(self, w: PoolWorker, parts: list[bytes | memoryview]) -> None:
+        """Write `parts` to `w`'s pipe, what does not fit now later: pool.py's."""
+        raise NotImplementedError
+
+    def sync_refs(self) -> None:
+        """Send each ready worker the refs it lacks (and the releases) now, not with its next batch."""
+        refs = self.refs
+        if refs is None:
+            return
+        for w in self._workers:
+            if w.ready and w.refs.generation != refs.generation:
+                refs.sync(w.conn, w.refs)
+                self._write(w, w.conn.data_to_send_parts())
 
     # -- the owner's view of the workers ---------------------------------------------------------------
 

@@ -408,6 +408,9 @@ class WorkerPool(WorkerLives):
     def _send(self, w: PoolWorker, tasks: list[Task]) -> None:
         if not w.inflight:
             w.since = time.monotonic()
+        refs = self.refs
+        if refs is not None and w.refs.generation != refs.generation:  # a ref came or went: before the jobs
+            refs.sync(w.conn, w.refs)
         send_batch(w.conn, w.bodies, w.inflight, tasks)
         self._write(w, w.conn.data_to_send_parts())
         if self.max_jobs_per_worker is not None:

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         new_region,
         read_region,
     )
+    from .refs import resolve as resolve_ref
     from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
 __all__ = [
@@ -84,6 +85,7 @@ __all__ = [
     "map_region",
     "new_region",
     "read_region",
+    "resolve_ref",
     "run_batch",
     "run_forked",
     "serve",
@@ -108,6 +110,7 @@ _HOMES = {
     "map_region": "outregion",
     "new_region": "outregion",
     "read_region": "outregion",
+    "resolve_ref": "refs",
     "RUNNER_MODULES": "travel",
     "TravellingRunner": "travel",
     "travelling_runner": "travel",

@@ -211,6 +211,8 @@ class JobRunner:
             try:
                 args = pickle.loads(args_data)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
+                if exc.__class__.__name__ == "RefUnavailableError":  # a `put()` ref this worker lacks
+                    return self._job_failure(job_id, exc, 0.0, 0.0, protocol)
                 if args_data[:4] == _BUFFERED:  # type: ignore[index]  # out-of-band buffers (version 2): the value may have them too
                     return self._run_buffered(job_id, digest, func, args_data, protocol)
                 loaded, args = args_fallback(self._bodies[digest].name, job_id, exc, args_data)  # type: ignore[arg-type]

@@ -1,0 +1,193 @@
+"""`put()`: objects pickled once, shipped at most once to each node, and referred to by jobs as a `Ref`.
+
+`Server.put(obj)` pickles `obj` on the caller's thread (so an object that cannot travel raises
+`ShippingError` before anything is sent) and gives a `Ref`. The I/O thread then holds the pickle in the
+scheduler's `RefBook` (`ppft_worker.runtime.refs`) and sends it to each node once, before the node's next
+batch of jobs: local workers through their pipes, ppservers and dial-in workers' ppservers over their links
+(`Put`, protocol version 2); a node connected later (a restarted ppserver, a replaced worker) gets it then.
+
+A `Ref` pickles as `ppft_worker.process.resolve_ref(ref_id)`, so a job's arguments hold a few bytes for it
+and the worker resolves it with one dict lookup. Pickling a `Ref` also notes it (`_pickled`), so that
+`make_job` can check the jobs that use refs (a released ref, another server's: `RefError`) and keep their
+refs alive while they wait: a job without refs pays one truthiness test of a list. The pickled form of the
+arguments `(ref,)` is cached per ref, the most frequent case.
+
+`release()` (or the last handle's garbage collection, or `destroy()`) forgets the ref here and on every
+node. This module never does I/O on the caller's thread: it hands the book's changes to the I/O thread.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import threading
+import weakref
+from typing import Any
+
+from ppft_worker.process import resolve_ref
+from ppft_worker.runtime import RefBook
+
+from .errors import RefError
+from .shipping import ShippingError, pickle_args_by
+
+__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "pickled_refs"]
+
+_MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
+
+_pickled: list[tuple[int, Ref]] = []  # (thread id, ref) of refs pickled since `make_job` looked
+PICKLED = _pickled  # `make_job` tests it: empty unless some arguments held a ref
+_pickled_lock = threading.Lock()
+_get_ident = threading.get_ident
+
+
+class Ref:
+    """A handle on an object given to `Server.put`: pass it in a job's arguments (at any depth) and the job
+    gets the object. `release()` frees it everywhere; so does the garbage collection of its last handle,
+    and the server's `destroy()`. Usable as a context manager: `with server.put(x) as ref:`."""
+
+    __slots__ = ("__weakref__", "_table", "id", "size")
+
+    def __init__(self, table: RefTable, ref_id: int, size: int) -> None:
+        self._table = table
+        self.id = ref_id
+        self.size = size  # bytes of its pickle
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        _pickled.append((_get_ident(), self))
+        return resolve_ref, (self.id,)
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else f"{self.size} bytes"
+        return f"<ppft Ref {self.id:#x}: {state}>"
+
+    @property
+    def released(self) -> bool:
+        return self.id not in self._table.live
+
+    def release(self) -> None:
+        """Free the object here and on every node (again: nothing). Jobs still waiting that use it then fail
+        with `RefUnavailableError`: release a ref once its jobs are done."""
+        self._table.release(self.id)
+
+    def __enter__(self) -> Ref:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class RefTable:
+    """One `Server`'s refs: which are live, and the hand-over of the book's changes to the I/O thread."""
+
+    def __init__(self, scheduler: Any) -> None:
+        self._scheduler = scheduler
+        self.book = RefBook()
+        self.live: set[int] = set()
+        self._ids = itertools.count(1)
+        self._base = int.from_bytes(os.urandom(4), "big") << 31  # ids unique across clients of a ppserver
+        scheduler.pool.refs = self.book
+        self.args_cache: dict[int, bytes] = {}  # ref id -> the pickle of `(ref,)`
+
+    def put(self, obj: object, protocol: int) -> Ref:
+        """Pickle `obj` once, and give it to the I/O thread to send to the nodes."""
+        try:
+            data, _ = pickle_args_by(obj, protocol)
+        except ShippingError as exc:
+            raise ShippingError(
+                f"put() cannot ship this {type(obj).__name__}: neither pickle nor dill can serialize it "
+                f"({exc.__cause__!r}); nothing was sent. Put plain data or instances of classes defined in "
+                "a module"
+            ) from exc.__cause__
+        if len(data) > _MAX_SIZE:
+            raise ValueError(
+                f"put(): the object pickles to {len(data)} bytes, more than one frame carries ({_MAX_SIZE}): "
+                "split it into several objects"
+            )
+        ref_id = self._base | next(self._ids)
+        ref = Ref(self, ref_id, len(data))
+        self.live.add(ref_id)
+        weakref.finalize(ref, self.release, ref_id)
+        book = self.book
+
+        def hold() -> None:
+            book.put(ref_id, data)
+            self._sync()
+
+        self._scheduler.call(hold)
+        return ref
+
+    def release(self, ref_id: int) -> None:
+        """Forget `ref_id` here and, from the I/O thread, on every node (any thread; again: nothing)."""
+        live = self.live
+        if ref_id not in live:
+            return
+        live.discard(ref_id)
+        self.args_cache.pop(ref_id, None)
+        book = self.book
+        scheduler = self._scheduler
+        if scheduler.exiting:
+            return
+
+        def forget() -> None:
+            book.release((ref_id,))
+            self._sync()
+
+        try:
+            scheduler.call(forget)
+        except RuntimeError:  # the loop is closed (the server is gone): nothing holds it any more
+            pass
+
+    def close(self) -> None:
+        """Release every ref (the server is being destroyed)."""
+        for ref_id in list(self.live):
+            self.release(ref_id)
+
+    def _sync(self) -> None:
+        """On the I/O thread: send each node what changed (the local workers, every connected link)."""
+        scheduler = self._scheduler
+        scheduler.pool.sync_refs()
+        for node in scheduler.nodes:
+            sync = getattr(node, "sync_refs", None)
+            if sync is not None:
+                node.refs = self.book
+                sync()
+
+    def check(self, refs: list[Ref]) -> None:
+        """Raise `RefError` for a ref of another server, or one released."""
+        for ref in refs:
+            if ref._table is not self:
+                raise RefError(_foreign(ref))
+            if ref.id not in self.live:
+                raise RefError(
+                    f"ref {ref.id:#x} was released (release() or its server's destroy()): put() the object "
+                    "again for new jobs"
+                )
+
+
+def pickled_refs() -> list[Ref]:
+    """The refs this thread pickled since it last asked (`make_job`, after a job's arguments pickled)."""
+    me = _get_ident()
+    with _pickled_lock:
+        mine = [ref for ident, ref in _pickled if ident == me]
+        if len(mine) == len(_pickled):
+            _pickled.clear()
+        else:
+            _pickled[:] = [(ident, ref) for ident, ref in _pickled if ident != me]
+    return list({id(ref): ref for ref in mine}.values())
+
+
+def checked_refs(table: RefTable | None) -> list[Ref]:
+    """The refs a job's arguments hold, checked against `table` (None: the server never made one)."""
+    refs = pickled_refs()
+    if table is None and refs:
+        raise RefError(_foreign(refs[0]))
+    if table is not None:
+        table.check(refs)
+    return refs
+
+
+def _foreign(ref: Ref) -> str:
+    return (
+        f"ref {ref.id:#x} belongs to another Server: put() the object with the server that runs the job "
+        "(each Server ships and frees its own refs)"
+    )
