@@ -117,6 +117,11 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         "ppft_workers_rss_bytes", "gauge", "Resident memory of the local worker processes, summed.", sum(rss)
     )
     if kind == "ppserver":
+        refs = status.get("refs", {})
+        w.one("ppft_refs", "gauge", "Objects held for clients' put().", refs.get("count", 0))
+        w.one("ppft_refs_bytes", "gauge", "Bytes of the objects held for put().", refs.get("bytes", 0))
+        w.one("ppft_refs_refused_total", "counter", "put() objects refused (over --refs-memory, or short of "
+              "memory).", refs.get("refused", 0))  # fmt: skip
         w.one("ppft_clients", "gauge", "Clients connected (authenticated).", len(status.get("clients", [])))
         w.one(
             "ppft_dialin_connections", "gauge", "Dial-in worker connections.", len(status.get("dialin", []))

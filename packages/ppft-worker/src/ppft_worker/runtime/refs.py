@@ -54,6 +54,7 @@ class RefBook:
         size = len(data)
         other = self.owners.get(ref_id, owner)
         held = self.refs.get(ref_id)
+        reason: str | None
         if other is not owner:
             reason = f"ref id {ref_id:#x} is held for another client"
         else:
@@ -92,6 +93,21 @@ class RefBook:
         mine = [ref_id for ref_id, who in self.owners.items() if who is owner]
         if mine:
             self.release(mine, owner)
+
+    def receive(self, event: Put | Release | PutRefused) -> PutRefused | None:
+        """A message from upstream (a dial-in worker's ppserver, an ssh node's client): the `PutRefused`
+        to answer with, if the ref cannot be held here. A `PutRefused` received goes on to the workers."""
+        if isinstance(event, Put):
+            reason = self.put(event.ref_id, event.data)
+            return None if reason is None else PutRefused(event.ref_id, reason)
+        if isinstance(event, Release):
+            self.release(event.ref_ids)
+        else:
+            self.release((event.ref_id,))
+            self.refused[event.ref_id] = event.reason
+            self.owners[event.ref_id] = None
+            self.generation += 1
+        return None
 
     def clear(self) -> None:
         """Forget every ref."""
