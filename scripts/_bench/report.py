@@ -40,6 +40,8 @@ _TITLES = {
     "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
     "observe": "observe: tiny x + 1 jobs with the status page open and /metrics scraped every second, over "
     "the same unwatched; ppserver -w 2 --http (client Server(0, ppservers=...)), Server(2).serve_status()",
+    "put": "put: Server.put() of a 64 MiB numpy array, then 1,000 jobs reading it, over the same jobs with a "
+    "tiny argument (once a first job used the ref); Server(2) and ppserver -w 2 (client Server(0, ...))",
 }
 _DEFAULT_REFS = (("x ppe", "ppe"), ("x ppft178", "ppft178"))
 _REFS = {
@@ -110,6 +112,9 @@ GOALS = (
     Goal("8", "fairness", "B latency median, queued / idle", "ppft2-remote", None, "<=", 3.0),
     Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2-remote", None, ">=", 0.97),
     Goal("17", "observe", "jobs/s, watched / unwatched", "ppft2", None, ">=", 0.97),
+    Goal("19", "put", "bytes received by the ppserver / object size", "ppft2-remote", None, "<=", 1.1),
+    Goal("19", "put", "1,000 jobs reading a ref / with a tiny argument", "ppft2-remote", None, "<=", 1.2),
+    Goal("19", "put", "1,000 jobs reading a ref / with a tiny argument", "ppft2", None, "<=", 1.2),
 )
 
 
