@@ -7,10 +7,9 @@ batch of jobs: local workers through their pipes, ppservers and dial-in workers'
 (`Put`, protocol version 2); a node connected later (a restarted ppserver, a replaced worker) gets it then.
 
 A `Ref` pickles as `ppft_worker.process.resolve_ref(ref_id)`, so a job's arguments hold a few bytes for it
-and the worker resolves it with one dict lookup. Pickling a `Ref` also notes it (`_pickled`), so that
+and the worker resolves it with one dict lookup. Pickling a `Ref` also notes it (`PICKLED`), so that
 `make_job` can check the jobs that use refs (a released ref, another server's: `RefError`) and keep their
-refs alive while they wait: a job without refs pays one truthiness test of a list. The pickled form of the
-arguments `(ref,)` is cached per ref, the most frequent case.
+refs alive while they wait: a job without refs pays one truthiness test of a list.
 
 `release()` (or the last handle's garbage collection, or `destroy()`) forgets the ref here and on every
 node. This module never does I/O on the caller's thread: it hands the book's changes to the I/O thread.
@@ -34,10 +33,8 @@ __all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "pickled_refs"]
 
 _MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
 
-_pickled: list[tuple[int, Ref]] = []  # (thread id, ref) of refs pickled since `make_job` looked
-PICKLED = _pickled  # `make_job` tests it: empty unless some arguments held a ref
-_pickled_lock = threading.Lock()
-_get_ident = threading.get_ident
+_local = threading.local()  # `refs`: the refs this thread pickled since `make_job` last took them
+PICKLED: list[int] = []  # one entry per ref pickled and not taken yet, any thread: `make_job`'s one test
 
 
 class Ref:
@@ -45,16 +42,21 @@ class Ref:
     gets the object. `release()` frees it everywhere; so does the garbage collection of its last handle,
     and the server's `destroy()`. Usable as a context manager: `with server.put(x) as ref:`."""
 
-    __slots__ = ("__weakref__", "_table", "id", "size")
+    __slots__ = ("__weakref__", "_reduced", "_table", "id", "size")
 
     def __init__(self, table: RefTable, ref_id: int, size: int) -> None:
         self._table = table
         self.id = ref_id
         self.size = size  # bytes of its pickle
+        self._reduced = (resolve_ref, (ref_id,))
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
-        _pickled.append((_get_ident(), self))
-        return resolve_ref, (self.id,)
+        try:
+            _local.refs.append(self)
+        except AttributeError:
+            _local.refs = [self]
+        PICKLED.append(0)
+        return self._reduced
 
     def __repr__(self) -> str:
         state = "released" if self.released else f"{self.size} bytes"
@@ -86,7 +88,6 @@ class RefTable:
         self._ids = itertools.count(1)
         self._base = int.from_bytes(os.urandom(4), "big") << 31  # ids unique across clients of a ppserver
         scheduler.pool.refs = self.book
-        self.args_cache: dict[int, bytes] = {}  # ref id -> the pickle of `(ref,)`
 
     def put(self, obj: object, protocol: int) -> Ref:
         """Pickle `obj` once, and give it to the I/O thread to send to the nodes."""
@@ -122,7 +123,6 @@ class RefTable:
         if ref_id not in live:
             return
         live.discard(ref_id)
-        self.args_cache.pop(ref_id, None)
         book = self.book
         scheduler = self._scheduler
         if scheduler.exiting:
@@ -166,14 +166,13 @@ class RefTable:
 
 def pickled_refs() -> list[Ref]:
     """The refs this thread pickled since it last asked (`make_job`, after a job's arguments pickled)."""
-    me = _get_ident()
-    with _pickled_lock:
-        mine = [ref for ident, ref in _pickled if ident == me]
-        if len(mine) == len(_pickled):
-            _pickled.clear()
-        else:
-            _pickled[:] = [(ident, ref) for ident, ref in _pickled if ident != me]
-    return list({id(ref): ref for ref in mine}.values())
+    refs: list[Ref] = getattr(_local, "refs", None) or []
+    if refs:
+        _local.refs = []
+        del PICKLED[: len(refs)]  # as many entries as this thread added (which ones does not matter)
+        if len(refs) > 1:
+            refs = list({id(ref): ref for ref in refs}.values())
+    return refs
 
 
 def checked_refs(table: RefTable | None) -> list[Ref]:
