@@ -49,6 +49,7 @@ from .namespaces import (
     unknown_digest,
     unpicklable_value,
 )
+from .refs import EXTENSION as _REFS  # noqa: F401 - registers `put()` refs' pickle extension
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:

@@ -1,12 +1,17 @@
 """The objects a worker holds for `put()` refs, and `resolve`, which a job's arguments call to get one.
 
 A client's `Ref` pickles as `resolve(ref_id)`, so a job's arguments load with the plain `pickle.loads` and
-each ref costs one dict lookup in this process. The pool sends each ref's pickle once (`Put`, protocol version
-2), before the first job that may use it; `hold` unpickles it then, once per worker, so every job on this
-worker gets the same object (a job that changes it changes what later jobs on this worker see: objects
-given to `put()` are meant to be read). `PutRefused` from the pool records why a ref will not come, so the
-jobs that need it fail naming it (`RefUnavailableError`); `Release` forgets refs once no queued job needs
-them (the loop calls `forget` when its queue is empty).
+each ref costs one dict lookup in this process; `resolve` is registered as a pickle extension
+(`copyreg.add_extension`, code `EXTENSION`), so a ref pickles in 3 bytes plus its id and loads without an
+import look-up (where another library took the code, refs pickle by name instead). Importing this module
+registers it: the worker's `execute` imports it, so that a job's arguments always load.
+
+The pool sends each ref's pickle once (`Put`, protocol version 2), before the first job that may use it;
+`hold` unpickles it then, once per worker, so every job on this worker gets the same object (a job that
+changes it changes what later jobs on this worker see: objects given to `put()` are meant to be read).
+`PutRefused` from the pool records why a ref will not come, so the jobs that need it fail naming it
+(`RefUnavailableError`); `Release` forgets refs once no queued job needs them (the loop calls `forget` when
+its queue is empty).
 
 This module does no I/O and never raises out of `hold`: an object that does not unpickle here is kept as the
 reason its jobs fail.
@@ -14,9 +19,14 @@ reason its jobs fail.
 
 from __future__ import annotations
 
+import copyreg
+
 from ..errors import RefUnavailableError
 
-__all__ = ["forget", "held", "hold", "refuse", "release", "resolve", "resolve_ref"]
+__all__ = ["EXTENSION", "forget", "held", "hold", "refuse", "release", "resolve", "resolve_ref"]
+
+EXTENSION = 0x7019
+"""The pickle extension code of `resolve` (both ends register it on importing this module)."""
 
 _objects: dict[int, object] = {}
 _problems: dict[int, str] = {}  # ref id -> why this worker does not hold it (refused, not unpickling)
@@ -87,3 +97,9 @@ def held() -> int:
 
 
 resolve_ref = resolve  # its name outside this room (`ppft_worker.process.resolve_ref`); pickles as `resolve`
+
+
+try:
+    copyreg.add_extension(__name__, "resolve", EXTENSION)
+except ValueError:  # the code (or the name) is registered to something else here: refs pickle by name
+    pass
