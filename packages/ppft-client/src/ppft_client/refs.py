@@ -29,11 +29,17 @@ from ppft_worker.runtime import RefBook
 from .errors import RefError
 from .shipping import ShippingError, pickle_args_by
 
-__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "pickled_refs"]
+__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs"]
 
 _MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
 
-_local = threading.local()  # `refs`: the refs this thread pickled since `make_job` last took them
+
+class _Local(threading.local):
+    def __init__(self) -> None:
+        self.refs: list[Ref] = []  # the refs this thread pickled since `make_job` last took them
+
+
+_local = _Local()
 PICKLED: list[int] = []  # one entry per ref pickled and not taken yet, any thread: `make_job`'s one test
 
 
@@ -51,10 +57,7 @@ class Ref:
         self._reduced = (resolve_ref, (ref_id,))
 
     def __reduce__(self) -> tuple[Any, tuple[int]]:
-        try:
-            _local.refs.append(self)
-        except AttributeError:
-            _local.refs = [self]
+        _local.refs.append(self)
         PICKLED.append(0)
         return self._reduced
 
@@ -152,36 +155,33 @@ class RefTable:
                 node.refs = self.book
                 sync()
 
-    def check(self, refs: list[Ref]) -> None:
-        """Raise `RefError` for a ref of another server, or one released."""
-        for ref in refs:
-            if ref._table is not self:
-                raise RefError(_foreign(ref))
-            if ref.id not in self.live:
-                raise RefError(
-                    f"ref {ref.id:#x} was released (release() or its server's destroy()): put() the object "
-                    "again for new jobs"
-                )
-
-
-def pickled_refs() -> list[Ref]:
-    """The refs this thread pickled since it last asked (`make_job`, after a job's arguments pickled)."""
-    refs: list[Ref] = getattr(_local, "refs", None) or []
-    if refs:
-        _local.refs = []
-        del PICKLED[: len(refs)]  # as many entries as this thread added (which ones does not matter)
-        if len(refs) > 1:
-            refs = list({id(ref): ref for ref in refs}.values())
-    return refs
+    def problem(self, ref: Ref) -> str:
+        """Why `ref` cannot be used with this server: another server's, or released."""
+        if ref._table is not self:
+            return _foreign(ref)
+        return (
+            f"ref {ref.id:#x} was released (release() or its server's destroy()): put() the object again "
+            "for new jobs"
+        )
 
 
 def checked_refs(table: RefTable | None) -> list[Ref]:
-    """The refs a job's arguments hold, checked against `table` (None: the server never made one)."""
-    refs = pickled_refs()
-    if table is None and refs:
-        raise RefError(_foreign(refs[0]))
-    if table is not None:
-        table.check(refs)
+    """The refs this thread pickled since it last asked (a job's arguments, just pickled: `make_job`),
+    checked against `table` (None: the server never made one): `RefError` for a ref released or of another
+    server. One function, no lock: it runs once per job that uses refs."""
+    refs = _local.refs
+    _local.refs = []
+    del PICKLED[: len(refs)]  # as many entries as this thread added (which ones does not matter)
+    if len(refs) > 1:
+        refs = list({id(ref): ref for ref in refs}.values())
+    if table is None:
+        if refs:
+            raise RefError(_foreign(refs[0]))
+        return refs
+    live = table.live
+    for ref in refs:
+        if ref._table is not table or ref.id not in live:
+            raise RefError(table.problem(ref))
     return refs
 
 
