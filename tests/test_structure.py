@@ -66,6 +66,7 @@ ROOMS: dict[str, list[str]] = {
         "version",
         "errors",
         "oob",
+        "segments",
         "pythons",
         "portable",
         "runtime",
