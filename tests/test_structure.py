@@ -65,8 +65,9 @@ ROOMS: dict[str, list[str]] = {
     "ppft_worker": [
         "version",
         "errors",
-        "oob",
         "segments",
+        "mapped",
+        "oob",
         "pythons",
         "portable",
         "runtime",

@@ -86,12 +86,22 @@ def open_segments() -> tuple[int, int]:
 # -- mapping ------------------------------------------------------------------------------------------------
 
 
-def _map_with_mmap(fd: int, size: int, writable: bool) -> memoryview:
+def _flags(writable: bool, private: bool) -> tuple[int, int]:
+    """(prot, flags) of a mapping: private ones are copy-on-write, and not populated (that would copy every
+    page); shared ones are populated at once (one call instead of a page fault per 64 KiB)."""
+    import mmap  # noqa: PLC0415
+
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    if private:
+        return prot, mmap.MAP_PRIVATE
+    return prot, mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+
+
+def _map_with_mmap(fd: int, size: int, writable: bool, private: bool = False) -> memoryview:
     """Python 3.13+: an `mmap.mmap` without an fd of its own; it unmaps when its last view goes."""
     import mmap  # noqa: PLC0415 - loaded on first use, never on a worker's way to its first result
 
-    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    prot, flags = _flags(writable, private)
     region = mmap.mmap(fd, size, flags=flags, prot=prot, trackfd=False)  # type: ignore[call-arg]
     view = memoryview(region)
     return view if writable else view.toreadonly()
@@ -116,16 +126,14 @@ def _libc_mmap() -> tuple[Callable[..., int | None], Callable[..., int]]:
     return _libc[0]
 
 
-def _map_with_ctypes(fd: int, size: int, writable: bool) -> memoryview:
+def _map_with_ctypes(fd: int, size: int, writable: bool, private: bool = False) -> memoryview:
     """Before Python 3.13: libc's `mmap`; a `ctypes` array over the mapping exports the views, and the
     mapping is unmapped (`munmap`) when that array, which every view keeps alive, goes."""
     import ctypes  # noqa: PLC0415
-    import mmap  # noqa: PLC0415
     import weakref  # noqa: PLC0415
 
     mmap_, munmap = _libc_mmap()
-    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
+    prot, flags = _flags(writable, private)
     address = mmap_(None, size, prot, flags, fd, 0)
     if address is None or address == ctypes.c_void_p(-1).value:
         err = ctypes.get_errno()
@@ -194,6 +202,11 @@ class Segment:
             except OSError as exc:
                 raise SegmentError(f"cannot map a shared segment of {self.size} bytes: {exc}") from exc
         return view
+
+    def forget_view(self) -> None:
+        """Drop this object's reference to its mapping: the views already taken keep it alive, and it goes
+        with the last of them (`view` maps again if asked)."""
+        self._view = None
 
     def write(self, buffers: Sequence[memoryview | bytes], offset: int = 0) -> None:
         """Write `buffers` one after the other from `offset`, without mapping the segment (the kernel copies
@@ -278,9 +291,10 @@ class Mapped:
         self._view = None
 
 
-def open_segment(pid: int, fd: int, size: int) -> Mapped:
+def open_segment(pid: int, fd: int, size: int, writable: bool = False) -> Mapped:
     """Map read-only the sealed segment of `size` bytes that process `pid` holds open as `fd` (its
-    `Segment.token()`). Raises `SegmentError`, naming pid and fd, when it is gone (the process ended or
+    `Segment.token()`); `writable=True`: copy-on-write instead (writes stay in this process, and only the
+    pages written are copied). Raises `SegmentError`, naming pid and fd, when it is gone (the process ended or
     closed it), is not a sealed segment, or has another size."""
     where = f"shared segment fd {fd} of process {pid}"
     if type(size) is not int or size < 1 or type(pid) is not int or type(fd) is not int or fd < 0:
@@ -308,7 +322,7 @@ def open_segment(pid: int, fd: int, size: int) -> Mapped:
         if actual != size:
             raise SegmentError(f"{where} has {actual} bytes, its token says {size}: it is not read")
         try:
-            view = _map(rfd, size, False)
+            view = _map(rfd, size, writable, writable)
         except OSError as exc:
             raise SegmentError(f"cannot map {where} ({size} bytes): {exc}") from exc
     finally:
