@@ -66,6 +66,8 @@ ROOMS: dict[str, list[str]] = {
     "ppft_worker": [
         "version",
         "errors",
+        "segments",
+        "mapped",
         "oob",
         "pythons",
         "portable",

@@ -414,7 +414,7 @@ class Job(Future):  # type: ignore[type-arg]
                 return self._result
         try:
             value = pickle.loads(raw.value)  # type: ignore[arg-type]
-        except pickle.UnpicklingError as exc:
+        except (pickle.UnpicklingError, TypeError) as exc:  # TypeError: a `Pickled` (a local pool's segment)
             value = _buffered_value(self, raw.value, exc)
         except Exception as exc:
             raise ResultDecodeError(

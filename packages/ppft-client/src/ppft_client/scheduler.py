@@ -94,6 +94,7 @@ class Scheduler:
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
             fork_threads=1, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
+            segments=True,
         )  # fmt: skip
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters

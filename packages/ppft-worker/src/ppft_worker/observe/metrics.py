@@ -112,6 +112,11 @@ def render_metrics(status: Mapping[str, Any]) -> str:
                "flight fill them.", "state", states.items())  # fmt: skip
     w.one("ppft_worker_restarts_total", "counter", "Local worker processes replaced after they died or were "
           "killed.", status.get("worker_restarts", 0))  # fmt: skip
+    shared = status.get("shared_segments")
+    if shared is not None:
+        w.one("ppft_shared_segments", "gauge", "Shared memory segments this process holds open for its local "
+              "workers' jobs (large arguments).", shared["open"])  # fmt: skip
+        w.one("ppft_shared_segments_bytes", "gauge", "Bytes of those segments.", shared["bytes"])
     rss = [worker["rss"] for worker in workers if worker.get("rss") is not None]
     w.one(
         "ppft_workers_rss_bytes", "gauge", "Resident memory of the local worker processes, summed.", sum(rss)

@@ -123,6 +123,8 @@ SECRET_ENV = "PPFT_WORKER_SECRET"
 """Where an exec'd worker finds its pool's secret (hex), removed from the environment before any job runs."""
 
 PARENT_ENV = "PPFT_PARENT_PID"
+SEGMENTS_ENV = "PPFT_WORKER_SEGMENTS"
+"""Set to 1 by a pool that maps its workers' shared segments (`ppft_worker.mapped`): large values go there."""
 OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 
 _PR_SET_PDEATHSIG = 1
@@ -195,6 +197,7 @@ def main() -> int:
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")
     output_fd = os.environ.pop(OUTPUT_FD_ENV, "")
+    segments = os.environ.pop(SEGMENTS_ENV, "") == "1"
     if output_fd.isdigit():
         try:
             os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
@@ -216,16 +219,17 @@ def main() -> int:
         secret,
         int(parent) if parent.isdigit() else None,
         output_fd=int(output_fd) if output_fd.isdigit() else -1,
+        segments=segments,
     )
 
 
-def run_forked(secret: bytes, parent_pid: int, output_region: object = None) -> int:
+def run_forked(secret: bytes, parent_pid: int, output_region: object = None, segments: bool = False) -> int:
     """Entry of a worker forked by its pool (`ppft_worker.pool.forkstart`), which left the child as an exec'd
     worker starts: the channel on fds 0 and 1, fd 2 inherited, no other descriptor. The secret, the
     parent's pid and the output region (an inherited mapping) come in memory rather than in the environment;
     the rest is `main`'s."""
     chan_in, chan_out = _take_channel()
-    return _run(chan_in, chan_out, secret, parent_pid, output_region=output_region)
+    return _run(chan_in, chan_out, secret, parent_pid, output_region=output_region, segments=segments)
 
 
 def _run(
@@ -236,11 +240,17 @@ def _run(
     *,
     output_region: object = None,
     output_fd: int = -1,
+    segments: bool = False,
 ) -> int:
-    """Greet the pool, tie this process to its parent, serve; returns the exit code."""
+    """Greet the pool, tie this process to its parent, serve; returns the exit code. `segments`: the pool
+    maps shared segments (`ppft_worker.mapped`), so large values go there."""
     state = WorkerLoop(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
     state.output_region = output_region
     state.output_fd = output_fd
+    if segments:
+        from ..segments import segments_available  # noqa: PLC0415 - only a pool's own workers
+
+        state.segments = segments_available()
     defer_log_setup()  # `logging` waits until the first results are out
     try:
         state.send_hello()  # the pool reads it while we finish starting below

@@ -200,6 +200,7 @@ class WorkerLoop:
         self.fast: set[bytes] = set()  # digests whose last job took under _FAST seconds (`run`)
         self.output_region: object = None  # the pool's output region, mapped (a forked worker inherits it)
         self.output_fd = -1  # or its descriptor, mapped on the first write of a job (an exec'd worker)
+        self.segments = False  # large values go to the pool in shared segments (`ppft_worker.mapped`)
 
     def send_hello(self) -> None:
         """Write our opening and Hello now, so the peer can proceed while this process finishes starting."""
@@ -311,13 +312,17 @@ class WorkerLoop:
             region = self.output_region
             capture = OutputCapture(region, self.output_fd)  # type: ignore[arg-type]
             # version 2: values with large buffers travel out of band (ppft_protocol.buffers)
-            self.runner = JobRunner(budget, capture, buffers=self.conn.version >= 2)
+            buffers = self.conn.version >= 2
+            self.runner = JobRunner(budget, capture, buffers=buffers, segments=buffers and self.segments)
             self.output_region, self.output_fd = None, -1
         if _log_setup_deferred and "logging" in sys.modules:
             _finish_log_setup()  # `logging` is loaded already (by the job): no import left to defer
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Drop the listed jobs still queued, answering each at once; a started job reports normally."""
+        segments = sys.modules.get("ppft_worker.mapped")
+        if segments is not None:  # a finished job's result segment: the pool has mapped it
+            segments.release(job_ids)
         queue = self.queue
         wanted = set(job_ids)
         if not queue or not wanted:
