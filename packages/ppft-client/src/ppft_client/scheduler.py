@@ -244,8 +244,7 @@ class Scheduler:
     def add_node(
         self, name: str, make: Callable[[], Node], on_exists: Callable[[], None] | None = None
     ) -> None:
-        """Add the node `make()` builds, on the I/O thread, unless a live node has that name already.
-
+        """Add the node `make()` builds, on the I/O thread, unless a live node has that name already;
         `make` must hand results to `self._on_results(pairs, name)` and lost jobs to `self._requeue`."""
 
         def add() -> None:
