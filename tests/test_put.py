@@ -133,3 +133,36 @@ def test_destroy_releases_every_ref(cluster: Cluster, make_client: Callable[...,
     client.destroy()
     wait_until(lambda: status(url)["refs"]["count"] == 0, 15, "the refs released on the ppserver")
     assert all(ref.released for ref in refs)
+
+
+def in_shared_memory(a: Any) -> tuple[float, bool]:
+    """The array's sum, and whether its memory is a mapping of a shared segment (memfd) in this worker."""
+    address = a.ctypes.data
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                return float(a.sum()), "memfd:" in line
+    return float(a.sum()), False
+
+
+def test_a_big_array_is_held_once_in_shared_memory_for_the_local_workers(
+    make_client: Callable[..., Any],
+) -> None:
+    np = pytest.importorskip("numpy")
+    client = make_client(2)
+    array = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: over the segment threshold
+    ref = client.put(array)
+    results = {client.submit(in_shared_memory, (ref,))() for _ in range(10)}
+    assert results == {(float(array.sum()), True)}
+
+
+def test_a_big_array_reaches_a_ppserver_s_workers(cluster: Cluster, make_client: Callable[..., Any]) -> None:
+    np = pytest.importorskip("numpy")
+    proc, url = ppserver_with_page(cluster, workers=2)
+    client = make_client(0, ppservers=(proc.address,))
+    array = np.arange(1 << 18, dtype=np.float64)
+    ref = client.put(array)
+    results = {client.submit(in_shared_memory, (ref,))() for _ in range(10)}
+    assert results == {(float(array.sum()), True)}  # the ppserver shares it with its workers too
+    assert 2 * MiB <= status(url)["refs"]["bytes"] < 2 * MiB + 1000

@@ -23,6 +23,8 @@ import threading
 import weakref
 from typing import Any
 
+from ppft_protocol import Pickled
+from ppft_worker.oob import dumps
 from ppft_worker.process import resolve_ref
 from ppft_worker.runtime import RefBook
 
@@ -95,20 +97,21 @@ class RefTable:
     def put(self, obj: object, protocol: int) -> Ref:
         """Pickle `obj` once, and give it to the I/O thread to send to the nodes."""
         try:
-            data, _ = pickle_args_by(obj, protocol)
+            data = _pickled(obj, protocol)
         except ShippingError as exc:
             raise ShippingError(
                 f"put() cannot ship this {type(obj).__name__}: neither pickle nor dill can serialize it "
                 f"({exc.__cause__!r}); nothing was sent. Put plain data or instances of classes defined in "
                 "a module"
             ) from exc.__cause__
-        if len(data) > _MAX_SIZE:
+        size = len(data)
+        if size > _MAX_SIZE:
             raise ValueError(
-                f"put(): the object pickles to {len(data)} bytes, more than one frame carries ({_MAX_SIZE}): "
+                f"put(): the object pickles to {size} bytes, more than one frame carries ({_MAX_SIZE}): "
                 "split it into several objects"
             )
         ref_id = self._base | next(self._ids)
-        ref = Ref(self, ref_id, len(data))
+        ref = Ref(self, ref_id, size)
         self.live.add(ref_id)
         weakref.finalize(ref, self.release, ref_id)
         book = self.book
@@ -183,6 +186,19 @@ def checked_refs(table: RefTable | None) -> list[Ref]:
         if ref._table is not table or ref.id not in live:
             raise RefError(table.problem(ref))
     return refs
+
+
+def _pickled(obj: object, protocol: int) -> bytes | Pickled:
+    """`obj` pickled once: with its large buffers (a numpy array) out of band where it has some and needs no
+    dill (its buffers then go to the local workers in a shared segment, and to nodes uncopied), else as
+    `submit` pickles arguments (dill for what the caller's `__main__` defines)."""
+    try:
+        data = dumps(obj, protocol)
+    except Exception:  # noqa: BLE001 - pickle_args_by tries dill, and raises clearly
+        data = b""
+    if isinstance(data, Pickled) and bytes(data.data).find(b"__main__") < 0:
+        return data
+    return pickle_args_by(obj, protocol)[0]
 
 
 def _foreign(ref: Ref) -> str:

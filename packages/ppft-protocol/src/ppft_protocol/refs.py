@@ -1,7 +1,8 @@
 """Objects shipped once (protocol version 2): `Put`, `Release` and `PutRefused`, the messages of `put()`.
 
-* `Put` (0x22) gives the receiver an object to hold under a 64-bit ref id: the object's pickle, sent once
-  per connection before the first job that may refer to it. A job refers to it inside its pickled arguments
+* `Put` (0x22) gives the receiver an object to hold under a 64-bit ref id: the object's pickle (a plain
+  one, or a buffered pickle of `ppft_protocol.buffers` whose buffers travel uncopied), sent once per
+  connection before the first job that may refer to it. A job refers to it inside its pickled arguments
   (`ppft_worker.process.refs.resolve(ref_id)`), so the job frames themselves do not change.
 * `Release` (0x23) lets the receiver forget ref ids it holds (unknown ids are ignored).
 * `PutRefused` (0x35) says that the sender will not hold a ref, and why (its memory, its cap on refs): a
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import struct
 
+from .buffers import Pickled
 from .codec import U32, U64, Blob, Message, Reader, put_blob, put_str
 
 TYPE_CHECKING = False
@@ -36,15 +38,20 @@ class Put(Message):
     SINCE: ClassVar[int] = 2
 
     ref_id: int
-    data: Blob
+    data: Blob | Pickled
 
-    def __init__(self, ref_id: int, data: Blob) -> None:
+    def __init__(self, ref_id: int, data: Blob | Pickled) -> None:
         _set(self, "ref_id", ref_id)
         _set(self, "data", data)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
         parts.append(U64.pack(self.ref_id))
-        put_blob(parts, self.data)  # the payload as its own part: written out uncopied
+        data = self.data
+        if data.__class__ is Pickled:  # a buffered pickle: its buffers as their own parts, uncopied
+            parts.append(U32.pack(len(data)))
+            parts.extend(data.parts())
+        else:
+            put_blob(parts, data)  # type: ignore[arg-type]  # the payload as its own part, uncopied
 
     @classmethod
     def _decode(cls, r: Reader) -> Put:

@@ -99,7 +99,7 @@ class WorkerLives:
             return
         for w in self._workers:
             if w.ready and w.refs.generation != refs.generation:
-                refs.sync(w.conn, w.refs)
+                refs.sync(w.conn, w.refs, True)
                 self._write(w, w.conn.data_to_send_parts())
 
     # -- the owner's view of the workers ---------------------------------------------------------------

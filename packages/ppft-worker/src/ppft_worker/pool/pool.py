@@ -413,7 +413,7 @@ class WorkerPool(WorkerLives):
         if not w.inflight:
             w.since = time.monotonic()
         if self.refs is not None and w.refs.generation != self.refs.generation:  # put() refs, before the jobs
-            self.refs.sync(w.conn, w.refs)
+            self.refs.sync(w.conn, w.refs, True)
         shared = self.shared
         send_batch(w.conn, w.bodies, w.inflight, tasks, None if shared is None else shared.local_args)
         self._write(w, w.conn.data_to_send_parts())

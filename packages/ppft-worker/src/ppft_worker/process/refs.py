@@ -56,7 +56,12 @@ def hold(ref_id: int, data: bytes | memoryview) -> None:
     _doomed.discard(ref_id)
     _problems.pop(ref_id, None)
     try:
-        _objects[ref_id] = pickle.loads(data)
+        if data[:4] in (b"\xffPB5", b"\xffPBM"):  # buffered, or mapped from a shared segment (`oob`)
+            from .. import oob  # noqa: PLC0415
+
+            _objects[ref_id] = oob.loads(data)
+        else:
+            _objects[ref_id] = pickle.loads(data)
         return
     except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else its jobs say why
         first = exc

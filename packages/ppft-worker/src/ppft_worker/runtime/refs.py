@@ -7,6 +7,11 @@ came or went since; a new connection (a restarted ppserver, a replaced worker) s
 and so gets every ref again. Refs released go out as one `Release`; a ref this side refused (`PutRefused`)
 is passed on as refused, so that the jobs needing it fail with the reason.
 
+Local workers get a ref whose pickle has large out-of-band buffers (a numpy array) as a mapped pickle
+(`ppft_worker.mapped`): its buffers in one shared segment this process holds until the ref is released, which
+each worker maps copy-on-write instead of holding a copy (`shared=True`; where no segment can be had, the
+pickle goes through the pipe). Links get the buffered pickle itself, its buffers sent uncopied.
+
 A ppserver bounds what it holds (`limit` bytes, and the memory the machine has left: `memory_refusal`) and
 refuses a `Put` beyond it rather than being killed for lack of memory. Version-1 peers are never sent any of
 this (they cannot hold refs: jobs using one fail there with `RefUnavailableError`). The book belongs to its
@@ -15,7 +20,10 @@ loop's thread; it does no I/O of its own (it queues messages on connections).
 
 from __future__ import annotations
 
-from ppft_protocol import Blob, Connection, Put, PutRefused, Release
+from ppft_protocol import Blob, Connection, Pickled, Put, PutRefused, Release, is_pickled, split_pickled
+
+from ..mapped import release as close_segments
+from ..mapped import mapped_args, result_field
 
 __all__ = ["RefBook", "RefSync", "memory_refusal"]
 
@@ -36,11 +44,14 @@ class RefSync:
 class RefBook:
     """The refs held here: their pickles by ref id (and who put each, on a ppserver), the refused ones."""
 
-    def __init__(self, limit: int | None = None, copies: int = 1) -> None:
+    def __init__(self, limit: int | None = None, copies: int = 1, shared: bool = True) -> None:
         """`limit`: bytes of refs held at once (None: no limit); `copies`: how many copies of each ref this
-        machine holds besides the book's (its local workers each unpickle one)."""
+        machine holds besides the book's (its local workers each unpickle one); `shared`: large refs go to the
+        local workers through a shared segment."""
         self.generation = 0
-        self.refs: dict[int, Blob] = {}
+        self.refs: dict[int, Blob | Pickled] = {}
+        self.local: dict[int, bytes] = {}  # ref id -> its mapped pickle, for the local workers
+        self.shared = shared
         self.owners: dict[int, object] = {}
         self.refused: dict[int, str] = {}  # ref id -> why it is not held (passed on to the workers)
         self.bytes = 0
@@ -48,7 +59,7 @@ class RefBook:
         self.limit = limit
         self.copies = copies
 
-    def put(self, ref_id: int, data: Blob, owner: object = None) -> str | None:
+    def put(self, ref_id: int, data: Blob | Pickled, owner: object = None) -> str | None:
         """Hold `data` under `ref_id` (a view is copied: the frame's buffer may be reused); or refuse it and
         say why (over `limit`, short of memory, an id another owner holds)."""
         size = len(data)
@@ -70,11 +81,32 @@ class RefBook:
             return reason
         if held is not None:
             self.bytes -= len(held)
-        self.refs[ref_id] = bytes(data) if isinstance(data, memoryview) else data
+            self._unshare(ref_id)
+        data = bytes(data) if isinstance(data, memoryview) else data
+        self.refs[ref_id] = data
         self.owners[ref_id] = owner
         self.refused.pop(ref_id, None)
         self.bytes += size
+        if self.shared:
+            self._share(ref_id, data)
         return None
+
+    def _share(self, ref_id: int, data: Blob | Pickled) -> None:
+        """The mapped pickle of a ref with large buffers, for the local workers (none: they get `data`)."""
+        if data.__class__ is not Pickled:
+            if not is_pickled(data):
+                return
+            stream, buffers = split_pickled(data)
+            data = Pickled(stream, buffers)
+        field = mapped_args(data)  # its buffers were snapshotted into a segment (a client's `put`)
+        if field is None:
+            field = result_field(ref_id, data)  # a segment held under the ref id
+        if field is not None:
+            self.local[ref_id] = field
+
+    def _unshare(self, ref_id: int) -> None:
+        if self.local.pop(ref_id, None) is not None:
+            close_segments((ref_id,))
 
     def release(self, ref_ids: tuple[int, ...] | list[int], owner: object = None) -> None:
         """Forget these refs (those `owner` put; unknown ids are ignored)."""
@@ -85,6 +117,7 @@ class RefBook:
                 data = self.refs.pop(ref_id, None)
                 if data is not None:
                     self.bytes -= len(data)
+                    self._unshare(ref_id)
                 self.refused.pop(ref_id, None)
                 self.generation += 1
 
@@ -111,16 +144,18 @@ class RefBook:
 
     def clear(self) -> None:
         """Forget every ref."""
+        for ref_id in list(self.local):
+            self._unshare(ref_id)
         self.refs.clear()
         self.owners.clear()
         self.refused.clear()
         self.bytes = 0
         self.generation += 1
 
-    def sync(self, conn: Connection, state: RefSync) -> None:
+    def sync(self, conn: Connection, state: RefSync, local: bool = False) -> None:
         """Queue on `conn` what its peer lacks: a `Put` per ref it does not hold, a `PutRefused` per refused
         ref it was not told about, one `Release` for the refs it holds that are gone. Nothing for a
-        version-1 peer."""
+        version-1 peer. `local`: the peer is a local worker (it maps the refs held in shared segments)."""
         state.generation = self.generation
         if conn.version < 2:
             return
@@ -131,10 +166,11 @@ class RefBook:
         if gone:
             held.difference_update(gone)
             conn.send(Release(tuple(gone)))
+        shared = self.local if local else {}
         for ref_id, data in refs.items():
             if ref_id not in held:
                 held.add(ref_id)
-                conn.send(Put(ref_id, data))
+                conn.send(Put(ref_id, shared.get(ref_id, data)))
         for ref_id, reason in refused.items():
             if ref_id not in held:
                 held.add(ref_id)
