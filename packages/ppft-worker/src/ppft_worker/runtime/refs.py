@@ -22,8 +22,8 @@ from __future__ import annotations
 
 from ppft_protocol import Blob, Connection, Pickled, Put, PutRefused, Release, is_pickled, split_pickled
 
-from ..mapped import release as close_segments
 from ..mapped import mapped_args, result_field
+from ..mapped import release as close_segments
 
 __all__ = ["RefBook", "RefSync", "memory_refusal"]
 
