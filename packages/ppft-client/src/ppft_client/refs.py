@@ -21,9 +21,10 @@ import itertools
 import os
 import threading
 import weakref
+from collections.abc import Callable
 from typing import Any
 
-from ppft_protocol import Pickled
+from ppft_protocol import Pickled, Result
 from ppft_worker.oob import dumps
 from ppft_worker.process import resolve_ref
 from ppft_worker.runtime import RefBook
@@ -31,8 +32,9 @@ from ppft_worker.runtime import RefBook
 from .errors import RefError
 from .shipping import ShippingError, pickle_args_by
 
-__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs"]
+__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "without_refs"]
 
+_UNAVAILABLE = "ppft_worker.errors.RefUnavailableError"
 _MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
 
 
@@ -153,9 +155,9 @@ class RefTable:
         scheduler = self._scheduler
         scheduler.pool.sync_refs()
         for node in scheduler.nodes:
+            node.refs = self.book  # a node added before the first put (a dask node uses it to refuse refs)
             sync = getattr(node, "sync_refs", None)
             if sync is not None:
-                node.refs = self.book
                 sync()
 
     def problem(self, ref: Ref) -> str:
@@ -206,3 +208,26 @@ def _foreign(ref: Ref) -> str:
         f"ref {ref.id:#x} belongs to another Server: put() the object with the server that runs the job "
         "(each Server ships and frees its own refs)"
     )
+
+
+def without_refs(
+    batch: list[Any], node: str, fail: Callable[[list[tuple[Any, Result]], str], None]
+) -> list[Any]:
+    """The jobs of `batch` that use no ref; the others fail at once through `fail` (a node's results
+    callback) with `RefUnavailableError`: `node` cannot hold refs (a dask cluster)."""
+    using = [task for task in batch if task.refs]
+    if not using:
+        return batch
+    message = (
+        f"{node} cannot hold put() refs (a dask cluster runs jobs without ppft's workers): the job uses ref "
+        f"{{}}; send jobs that use refs to local workers, ppservers or ssh:// nodes"
+    )
+    fail(
+        [
+            (task, Result(task.wire[0], False, error_type=_UNAVAILABLE, error_message=message.format(
+                ", ".join(f"{ref.id:#x}" for ref in task.refs))))
+            for task in using
+        ],
+        node,
+    )  # fmt: skip
+    return [task for task in batch if not task.refs]

@@ -61,6 +61,7 @@ from ppft_worker.runtime import (
     timeout_result,
 )
 
+from ..refs import without_refs
 from .dask_entries import DaskEntry
 from .dask_watch import ClusterWatch, describe, lost_connection
 
@@ -193,6 +194,8 @@ class DaskNode:
                     break
                 limit = min(free, batch_size)
             batch = take_batch(queue, limit, self._batching)
+            if self.refs is not None:  # the client made refs: jobs using one fail here (docs/dask.md)
+                batch = without_refs(batch, self.name, self._on_results)
             if not batch:
                 continue
             try:
