@@ -14,6 +14,8 @@ import ppft
 from clusterlib import ACCEPT_WORKERS, Cluster, wait_until
 from ppft_client.shipping import ShippingError
 from scriptlib import run_script
+from sshlib import Sshd
+from sshlib import sshd as sshd  # noqa: PLC0414 - the fixture
 from statuslib import metrics, ppserver_with_page, status
 
 MiB = 1024 * 1024
@@ -166,3 +168,9 @@ def test_a_big_array_reaches_a_ppserver_s_workers(cluster: Cluster, make_client:
     results = {client.submit(in_shared_memory, (ref,))() for _ in range(10)}
     assert results == {(float(array.sum()), True)}  # the ppserver shares it with its workers too
     assert 2 * MiB <= status(url)["refs"]["bytes"] < 2 * MiB + 1000
+
+
+def test_an_ssh_node_gets_the_ref(sshd: Sshd, make_client: Callable[..., Any]) -> None:
+    client = make_client(0, ppservers=(sshd.entry(workers=2),), ssh=sshd.prefix())
+    ref = client.put(list(range(1000)))
+    assert {client.submit(size_of, (ref, 1)).result(timeout=60) for _ in range(20)} == {1001}
