@@ -174,3 +174,13 @@ def test_an_ssh_node_gets_the_ref(sshd: Sshd, make_client: Callable[..., Any]) -
     client = make_client(0, ppservers=(sshd.entry(workers=2),), ssh=sshd.prefix())
     ref = client.put(list(range(1000)))
     assert {client.submit(size_of, (ref, 1)).result(timeout=60) for _ in range(20)} == {1001}
+
+
+def test_a_version_1_ppserver_gets_the_object_inline_in_each_job(
+    protocol_1_ppserver: dict[str, str], make_client: Callable[..., Any]
+) -> None:
+    client = make_client(0, ppservers=(protocol_1_ppserver["PPSERVER"],))
+    ref = client.put(list(range(1000)))
+    assert [client.submit(size_of, (ref, k))() for k in range(5)] == [1000, 1001, 1002, 1003, 1004]
+    nested = client.put("abc")
+    assert client.submit(size_of, ({"x": [nested]}["x"][0], 1))() == 4

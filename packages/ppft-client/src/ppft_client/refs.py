@@ -26,13 +26,13 @@ from typing import Any
 
 from ppft_protocol import Pickled, Result
 from ppft_worker.oob import dumps
-from ppft_worker.process import resolve_ref
+from ppft_worker.process import drop_refs, hold_ref, holds_ref, resolve_ref
 from ppft_worker.runtime import RefBook
 
 from .errors import RefError
-from .shipping import ShippingError, pickle_args_by
+from .shipping import ShippingError, pickle_args, pickle_args_by, unpickle
 
-__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "without_refs"]
+__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "inline_screen", "without_refs"]
 
 _UNAVAILABLE = "ppft_worker.errors.RefUnavailableError"
 _MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
@@ -138,6 +138,7 @@ class RefTable:
 
         def forget() -> None:
             book.release((ref_id,))
+            drop_refs((ref_id,))  # the copy made for version-1 peers (`inline_screen`), if any
             self._sync()
 
         try:
@@ -231,3 +232,34 @@ def without_refs(
         node,
     )  # fmt: skip
     return [task for task in batch if not task.refs]
+
+
+def inline_screen(
+    screen: Callable[[list[Any]], list[Any]] | None, book_of: Callable[[], RefBook | None]
+) -> Callable[[list[Any]], list[Any]]:
+    """The screen of a link to a version-1 peer (a ppserver of ppft 2.0.0), which cannot hold refs: the
+    jobs that use refs get the objects inline in their arguments instead (unpickled here once per ref, and
+    each such job's arguments pickled again: the object travels with every job, as before `put`)."""
+
+    def inline(batch: list[Any]) -> list[Any]:
+        if screen is not None:
+            batch = screen(batch)
+        book = book_of()
+        if book is not None:
+            for task in batch:
+                if task.refs:
+                    _inline(task, book)
+        return batch
+
+    return inline
+
+
+def _inline(task: Any, book: RefBook) -> None:
+    for ref in task.refs:
+        data = book.refs.get(ref.id)
+        if data is not None and not holds_ref(ref.id):
+            hold_ref(ref.id, data)
+    wire = task.wire
+    args: tuple[Any, ...] = unpickle(wire.args)  # type: ignore[assignment]
+    task.wire = wire._replace(args=pickle_args(args, wire.pickle_protocol))
+    task.refs = ()

@@ -59,6 +59,7 @@ from ppft_worker.runtime import (
 )
 
 from ..pythons import foreign_python_screen, refused_result
+from ..refs import inline_screen
 from ..version import __version__
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
@@ -318,6 +319,8 @@ class RemoteNode:
                 self._watch(self.link)
                 self.link.screen = foreign_python_screen(self.name, event, self._refused)
                 self.link.refs = self.refs
+                if self._stream.conn.version < 2:  # it cannot hold refs: they travel inline in the jobs
+                    self.link.screen = inline_screen(self.link.screen, lambda: self.refs)
                 if self.last_error and (self._answered or self.candidate is None):
                     log.warning("%s %s is back with %d worker(s)", self.kind, self.name, event.workers)
                 else:

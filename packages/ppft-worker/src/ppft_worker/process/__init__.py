@@ -56,6 +56,7 @@ if TYPE_CHECKING:
         new_region,
         read_region,
     )
+    from .refs import drop_refs, hold_ref, holds_ref
     from .refs import resolve as resolve_ref
     from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
@@ -81,6 +82,9 @@ __all__ = [
     "TravellingRunner",
     "close_region",
     "decode_text",
+    "drop_refs",
+    "hold_ref",
+    "holds_ref",
     "main",
     "map_region",
     "new_region",
@@ -111,6 +115,9 @@ _HOMES = {
     "new_region": "outregion",
     "read_region": "outregion",
     "resolve_ref": "refs",
+    "hold_ref": "refs",
+    "holds_ref": "refs",
+    "drop_refs": "refs",
     "RUNNER_MODULES": "travel",
     "TravellingRunner": "travel",
     "travelling_runner": "travel",

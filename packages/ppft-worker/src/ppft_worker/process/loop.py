@@ -290,7 +290,7 @@ class WorkerLoop:
         from . import refs  # noqa: PLC0415
 
         if isinstance(event, Put):
-            refs.hold(event.ref_id, event.data)  # type: ignore[arg-type]  # received: never a Pickled
+            refs.hold(event.ref_id, event.data)
         elif isinstance(event, Release):
             refs.release(event.ref_ids)
             self.released = True

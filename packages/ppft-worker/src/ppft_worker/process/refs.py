@@ -21,9 +21,23 @@ from __future__ import annotations
 
 import copyreg
 
+from ppft_protocol import Pickled
+
 from ..errors import RefUnavailableError
 
-__all__ = ["EXTENSION", "forget", "held", "hold", "refuse", "release", "resolve", "resolve_ref"]
+__all__ = [
+    "EXTENSION",
+    "drop_refs",
+    "forget",
+    "held",
+    "hold",
+    "hold_ref",
+    "holds_ref",
+    "refuse",
+    "release",
+    "resolve",
+    "resolve_ref",
+]
 
 EXTENSION = 0x7019
 """The pickle extension code of `resolve` (both ends register it on importing this module)."""
@@ -48,7 +62,7 @@ def resolve(ref_id: int) -> object:
     raise RefUnavailableError(f"ref {ref_id:#x} is not held by this worker: {problem}")
 
 
-def hold(ref_id: int, data: bytes | memoryview) -> None:
+def hold(ref_id: int, data: bytes | memoryview | Pickled) -> None:
     """Keep the object pickled in `data` under `ref_id` (unpickled now: `data` may be a view of a buffer
     that the next frame reuses)."""
     import pickle  # noqa: PLC0415 - only workers that are sent refs pay for the module
@@ -56,7 +70,7 @@ def hold(ref_id: int, data: bytes | memoryview) -> None:
     _doomed.discard(ref_id)
     _problems.pop(ref_id, None)
     try:
-        if data[:4] in (b"\xffPB5", b"\xffPBM"):  # buffered, or mapped from a shared segment (`oob`)
+        if isinstance(data, Pickled) or data[:4] in (b"\xffPB5", b"\xffPBM"):  # buffered, or mapped (`oob`)
             from .. import oob  # noqa: PLC0415
 
             _objects[ref_id] = oob.loads(data)
@@ -68,7 +82,7 @@ def hold(ref_id: int, data: bytes | memoryview) -> None:
     try:
         import dill  # noqa: PLC0415 - objects pickled by value (a class of the caller's __main__)
 
-        _objects[ref_id] = dill.loads(bytes(data))
+        _objects[ref_id] = dill.loads(data if isinstance(data, bytes) else bytes(data))  # type: ignore[arg-type]
     except Exception as exc:  # noqa: BLE001 - reported by the jobs that need it
         _objects.pop(ref_id, None)
         _problems[ref_id] = (
@@ -96,12 +110,25 @@ def forget() -> None:
     _doomed.clear()
 
 
+def holds_ref(ref_id: int) -> bool:
+    """Whether this process holds `ref_id` (a client that inlines refs for a version-1 peer)."""
+    return ref_id in _objects
+
+
+def drop_refs(ref_ids: tuple[int, ...]) -> None:
+    """Forget these refs now (a client's own copies, on release)."""
+    for ref_id in ref_ids:
+        _objects.pop(ref_id, None)
+        _problems.pop(ref_id, None)
+
+
 def held() -> int:
     """How many refs this worker holds."""
     return len(_objects)
 
 
 resolve_ref = resolve  # its name outside this room (`ppft_worker.process.resolve_ref`); pickles as `resolve`
+hold_ref = hold
 
 
 try:
