@@ -93,7 +93,7 @@ class RefTable:
         self.book = RefBook()
         self.live: set[int] = set()
         self._ids = itertools.count(1)
-        self._base = int.from_bytes(os.urandom(4), "big") << 31  # ids unique across clients of a ppserver
+        self._id_prefix = int.from_bytes(os.urandom(4), "big") << 31  # ids unique across clients of a ppserver
         scheduler.pool.refs = self.book
 
     def put(self, obj: object, protocol: int) -> Ref:
@@ -112,7 +112,7 @@ class RefTable:
                 f"put(): the object pickles to {size} bytes, more than one frame carries ({_MAX_SIZE}): "
                 "split it into several objects"
             )
-        ref_id = self._base | next(self._ids)
+        ref_id = self._id_prefix | next(self._ids)
         ref = Ref(self, ref_id, size)
         self.live.add(ref_id)
         weakref.finalize(ref, self.release, ref_id)
