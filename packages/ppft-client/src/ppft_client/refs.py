@@ -93,7 +93,8 @@ class RefTable:
         self.book = RefBook()
         self.live: set[int] = set()
         self._ids = itertools.count(1)
-        self._id_prefix = int.from_bytes(os.urandom(4), "big") << 31  # ids unique across clients of a ppserver
+        # 32 random bits above a counter: ids unique across the clients of a ppserver
+        self._id_prefix = int.from_bytes(os.urandom(4), "big") << 31
         scheduler.pool.refs = self.book
 
     def put(self, obj: object, protocol: int) -> Ref:
