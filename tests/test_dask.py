@@ -330,3 +330,11 @@ def test_unreachable_scheduler_is_logged_within_seconds(make_server, caplog):
     assert entry in caplog.text
     assert server.submit(add_one, (1,)).result(timeout=30) == 2  # local work goes on
     assert not dask_nodes(server)
+
+
+def test_a_job_using_a_put_ref_fails_on_a_dask_node_naming_the_ref(shared, make_server):
+    server = make_server(0, ppservers=(shared.entry,))
+    ref = server.put([1, 2, 3])
+    with pytest.raises(ppft.RefUnavailableError, match=rf"cannot hold put\(\) refs.*{ref.id:#x}"):
+        server.submit(len, (ref,)).result(timeout=60)
+    assert server.submit(add_one, (1,)).result(timeout=60) == 2

@@ -40,6 +40,8 @@ _TITLES = {
     "soak": "soak: tiny jobs through one Server(2) in chunks (each submitted, collected, dropped); RSS in MB",
     "observe": "observe: tiny x + 1 jobs with the status page open and /metrics scraped every second, over "
     "the same unwatched; ppserver -w 2 --http (client Server(0, ppservers=...)), Server(2).serve_status()",
+    "put": "put: Server.put() of a 64 MiB numpy array, then 1,000 jobs reading it, over the same jobs with a "
+    "tiny argument (once a first job used the ref); Server(2) and ppserver -w 2 (client Server(0, ...))",
 }
 _DEFAULT_REFS = (("x ppe", "ppe"), ("x ppft178", "ppft178"))
 _REFS = {
@@ -113,6 +115,9 @@ GOALS = (
     Goal("16", "recycle", "jobs/s, 20,000 tiny jobs", "ppft2-recycle", "ppft2", ">=", 0.95),
     Goal("16", "recycle", "jobs/s, 4,000 jobs of 1 ms", "ppft2-recycle", "ppft2", ">=", 0.95),
     Goal("19", "remote", "latency median", "ppft2-remote", "ppe", "<=", 1.0),
+    Goal("19", "put", "bytes received by the ppserver / object size", "ppft2-remote", None, "<=", 1.1),
+    Goal("19", "put", "1,000 jobs reading a ref / with a tiny argument", "ppft2-remote", None, "<=", 1.2),
+    Goal("19", "put", "1,000 jobs reading a ref / with a tiny argument", "ppft2", None, "<=", 1.2),
 )
 
 

@@ -66,6 +66,7 @@ FULL = Sizes(
         "fairness": 150.0,
         "observe": 180.0,
         "ssh": 120.0,
+        "put": 180.0,
     },
 )
 QUICK = Sizes(
@@ -85,7 +86,8 @@ QUICK = Sizes(
         ("startup", "tiny", "latency", "cpu", "payload", "arrays", "executor", "remote", "ssh", "dask"),
         30.0,
     )
-    | dict.fromkeys(("soak", "fanout", "fairness", "recycle", "observe"), 30.0),
+    | dict.fromkeys(("soak", "fanout", "fairness", "recycle", "observe"), 30.0)
+    | {"put": 60.0},
 )
 
 

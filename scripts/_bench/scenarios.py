@@ -28,6 +28,7 @@ from .load_scenarios import (
 )
 from .observe_scenario import observe
 from .procs import Outcome, dask_cluster, ppserver
+from .put_scenario import put
 from .runs import MIB, Run, size_name
 from .ssh_scenario import ssh
 
@@ -243,6 +244,7 @@ SCENARIOS: dict[str, Callable[[Run], None]] = {
     "recycle": recycle,
     "observe": observe,
     "ssh": ssh,
+    "put": put,
     "soak": soak,  # the longest (1,000,000 jobs), last
 }
 

@@ -27,6 +27,9 @@ from ppft_protocol import (
     LocalProtocolError,
     Message,
     NodeInfo,
+    Put,
+    PutRefused,
+    Release,
     Result,
     ResultBatch,
     StatsReply,
@@ -96,6 +99,11 @@ SAMPLES: list[Message] = [
     JobLimits(((1, 0.5), (2**64 - 1, 86400.0))),
     JobLimits(()),
     Terminate((1, 2**64 - 1)),
+    Put(1, b"\x80\x05K*."),
+    Put(2**64 - 1, memoryview(BIG)),
+    Release(()),
+    Release((1, 2**64 - 1)),
+    PutRefused(3, "short of memory \u2603"),
     Cancel(()),
     Cancel((1, 2, 3, 2**64 - 1)),
     StatsRequest(),
@@ -160,11 +168,14 @@ def test_message_type_bytes_are_the_documented_ones() -> None:
         0x10: "NodeInfo",
         0x20: "FunctionBody",
         0x21: "JobBatch",
+        0x22: "Put",
+        0x23: "Release",
         0x30: "ResultBatch",
         0x31: "LiveOutput",
         0x32: "WatchOutput",
         0x33: "JobLimits",
         0x34: "Terminate",
+        0x35: "PutRefused",
         0x40: "Cancel",
         0x50: "StatsRequest",
         0x51: "StatsReply",
@@ -233,7 +244,7 @@ def test_trailing_bytes_after_a_body_are_a_decode_error(message: Message) -> Non
         decode_message(message.TYPE, memoryview(_frame_body(message) + b"\x00"))
 
 
-@pytest.mark.parametrize("frame_type", [0x00, 0x05, 0x22, 0x7F, 0xFF])
+@pytest.mark.parametrize("frame_type", [0x00, 0x05, 0x24, 0x7F, 0xFF])
 def test_unknown_frame_type_is_a_decode_error(frame_type: int) -> None:
     with pytest.raises(DecodeError, match=f"0x{frame_type:02x}"):
         decode_message(frame_type, memoryview(b""))

@@ -266,6 +266,7 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[Any]) -> None:
         "max_queued_jobs": None,
         "worker_memory_limit": None,
         "max_jobs_per_worker": None,
+        "refs_memory": 4 << 30,
     }
 
 

@@ -10,6 +10,8 @@ from .errors import (
     JobTimeoutError,
     NodeLostError,
     NoNodeError,
+    RefError,
+    RefUnavailableError,
     RemoteJobError,
     RemoteTraceback,
     ResultDecodeError,
@@ -17,6 +19,7 @@ from .errors import (
 )
 from .executor import Executor
 from .job import Job
+from .refs import Ref
 from .server import Server
 from .stats import Statistics
 from .template import Template
@@ -29,6 +32,9 @@ __all__ = [
     "JobTimeoutError",
     "NoNodeError",
     "NodeLostError",
+    "Ref",
+    "RefError",
+    "RefUnavailableError",
     "RemoteJobError",
     "RemoteTraceback",
     "ResultDecodeError",

@@ -27,6 +27,7 @@ from ppft_protocol import Job as WireJob
 from .job import FINISHED, PENDING, RUNNING, Job
 from .joblock import JOBS_LOCK, notify_all_later
 from .rebuild import rebuild_exception
+from .refs import PICKLED, checked_refs
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable
@@ -128,6 +129,8 @@ def make_job(
     job.body = body
     job.wire = _new_tuple(WireJob, (tid, body.digest, args, proto))
     job._sched = sched
+    if PICKLED:  # its arguments hold `put()` refs: checked, and kept alive while it waits
+        job.refs = checked_refs(getattr(server, "_refs", None))
     return job
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from ppft_protocol import PPFTError
 from ppft_worker import JobTimeoutError, WorkerLostError
+from ppft_worker.errors import RefError, RefUnavailableError
 
 __all__ = [
     "DestroyedServerError",
     "JobTimeoutError",
     "NoNodeError",
     "NodeLostError",
+    "RefError",
+    "RefUnavailableError",
     "RemoteJobError",
     "RemoteTraceback",
     "ResultDecodeError",

@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from .job import Job
+from .refs import Ref
 from .server import Server
 
 __all__ = ["Executor"]
@@ -101,6 +102,13 @@ class Executor(concurrent.futures.Executor):
         if kwargs:
             fn = functools.partial(fn, **kwargs)
         return self._server.submit(fn, args)
+
+    def put(self, obj: Any) -> Ref:
+        """`Server.put`: `obj` shipped once to each node; pass the `Ref` to `submit` or `map` (in any
+        argument, at any depth) and each job gets `obj`."""
+        if self._shutdown:
+            raise RuntimeError("cannot put objects after shutdown")
+        return self._server.put(obj)
 
     def map(
         self,

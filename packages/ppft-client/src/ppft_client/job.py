@@ -94,6 +94,7 @@ class Job(Future):  # type: ignore[type-arg]
     kept_output: Any = None  # what it wrote before a worker died under it (`ppft_worker.pool.output`)
     _counted = False  # counted as finished by the scheduler (guarded by its lock)
     _sched: Any = None  # the scheduler that queued it, told when the job is cancelled
+    refs: Any = ()  # the `put()` refs its arguments hold, kept alive while it waits (`refs`)
     _held: threading.Lock | None = None  # `lock`, once someone asked for it
     _sresult: bytes | None = None
 
@@ -413,7 +414,7 @@ class Job(Future):  # type: ignore[type-arg]
                 return self._result
         try:
             value = pickle.loads(raw.value)  # type: ignore[arg-type]
-        except pickle.UnpicklingError as exc:
+        except (pickle.UnpicklingError, TypeError) as exc:  # TypeError: a `Pickled` (a local pool's segment)
             value = _buffered_value(self, raw.value, exc)
         except Exception as exc:
             raise ResultDecodeError(

@@ -94,6 +94,7 @@ class Scheduler:
         self.pool = WorkerPool(
             self.loop, ncpus, on_results=self._on_local_results, on_requeue=self._requeue, restart=restart,
             fork_threads=1, memory_limit=memory_limit, max_jobs_per_worker=max_jobs_per_worker,
+            segments=True,
         )  # fmt: skip
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
@@ -243,8 +244,7 @@ class Scheduler:
     def add_node(
         self, name: str, make: Callable[[], Node], on_exists: Callable[[], None] | None = None
     ) -> None:
-        """Add the node `make()` builds, on the I/O thread, unless a live node has that name already.
-
+        """Add the node `make()` builds, on the I/O thread, unless a live node has that name already;
         `make` must hand results to `self._on_results(pairs, name)` and lost jobs to `self._requeue`."""
 
         def add() -> None:
@@ -255,6 +255,7 @@ class Scheduler:
                     on_exists()
                 return
             node = make()
+            node.refs = self.pool.refs  # `put()` refs, if any: its links are sent them (`refs`)
             self.nodes.append(node)
             try:
                 node.start()

@@ -30,6 +30,7 @@ from .errors import DestroyedServerError
 from .job import Job
 from .limits import check_count, check_timeout
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
+from .refs import Ref, RefTable
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
 from .stats import Statistics, format_stats
@@ -127,6 +128,7 @@ class Server:
         self._discoveries: list[Discovery] = []
         self.socket_timeout = socket_timeout
         self._exiting = False
+        self._refs: RefTable | None = None  # made by the first `put`
         self._proto = pickle.HIGHEST_PROTOCOL if proto is None else int(proto)
         self._restart = bool(restart)
         self._creation_time = time.time()
@@ -208,6 +210,16 @@ class Server:
             job.solo = True  # it runs alone on a worker: its time counts from when it is sent there
         scheduler.submit(job)
         return job
+
+    def put(self, obj: Any) -> Ref:
+        """Pickle `obj` once and ship it at most once to each node: a job given the `Ref` in its arguments
+        (at any depth) gets `obj` (docs/api.md, "Objects shipped once: put()"). `ShippingError` if it cannot
+        be pickled (nothing is sent)."""
+        if self._exiting:
+            raise DestroyedServerError("Cannot put objects: server instance has been destroyed")
+        if self._refs is None:
+            self._refs = RefTable(self._scheduler)
+        return self._refs.put(obj, self._proto)
 
     def _submit_body(
         self,
@@ -463,6 +475,8 @@ class Server:
             page.close()
         for discovery in self._discoveries:
             self._scheduler.call(discovery.close)
+        if self._refs is not None:
+            self._refs.close()
         self._scheduler.destroy()
         _live_servers.discard(self)
 

@@ -18,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from ppft_worker.observe import worker_rows
+from ppft_worker.segments import open_segments
 
 from .nodes import Node
 from .version import __version__
@@ -80,6 +81,7 @@ def client_status(scheduler: Scheduler, ncpus: int) -> dict[str, Any]:
         "local_workers": ncpus,
         "workers": worker_rows(pool),
         "worker_restarts": pool.restarts,
+        "shared_segments": dict(zip(("open", "bytes"), open_segments(), strict=True)),
         "dialin": [],
         "clients": [],
         "nodes": nodes,

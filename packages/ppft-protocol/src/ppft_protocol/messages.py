@@ -33,6 +33,7 @@ from .codec import (
 from .errors import DecodeError
 from .limits import JobLimits, Terminate
 from .live import LiveOutput, WatchOutput
+from .refs import Put, PutRefused, Release
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -59,6 +60,9 @@ __all__ = [
     "LiveOutput",
     "Message",
     "NodeInfo",
+    "Put",
+    "PutRefused",
+    "Release",
     "Result",
     "ResultBatch",
     "StatsReply",
@@ -345,6 +349,9 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         WatchOutput,
         JobLimits,
         Terminate,
+        Put,
+        Release,
+        PutRefused,
         Cancel,
         StatsRequest,
         StatsReply,

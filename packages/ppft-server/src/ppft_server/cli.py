@@ -44,6 +44,7 @@ from .settings import (
     ConfigError,
     Settings,
     UsageError,
+    admission,
     detect_workers,
     parse_broadcast,
     parse_count,
@@ -202,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--max-jobs-per-worker", metavar="N", type=_checked(parse_count),
         help="replace a worker after it ran N jobs, as multiprocessing's maxtasksperchild (default: never)",
         )  # fmt: skip
+    add("--refs-memory", metavar="SIZE", type=_checked(parse_memory),
+        help="bytes of put() objects held for clients at once; a put beyond it is refused (default: 4GiB)",
+        )  # fmt: skip
     add(
         "--http",
         metavar="[HOST:]PORT",
@@ -357,17 +361,8 @@ def node_server(settings: Settings, secret: bytes, workers_secret: bytes | None,
         max_queued_jobs=settings.max_queued_jobs,
         worker_memory_limit=settings.worker_memory_limit,
         max_jobs_per_worker=settings.max_jobs_per_worker,
+        refs_memory=settings.refs_memory,
     )
-
-
-def _admission(settings: Settings, secret: bytes, workers_secret: bytes | None) -> str:
-    """How dial-in workers are admitted, for the startup line ("" when they are not: the default)."""
-    if workers_secret is not None:
-        same = ", which is the client secret" if workers_secret == secret else ""
-        return f", dial-in workers admitted with the workers secret{same}"
-    if settings.accept_workers:
-        return ", dial-in workers admitted with the client secret (--accept-workers)"
-    return ""
 
 
 def _fail(message: str, status: int) -> int:
@@ -431,7 +426,7 @@ def _serve(
         log.info(
             "ppserver %s (pid %d) listening on %s:%d with %d worker(s)%s%s",
             __version__, os.getpid(), host, port, workers, discovery,
-            _admission(settings, secret, workers_secret),
+            admission(settings, secret, workers_secret),
         )  # fmt: skip
         if page is not None:
             how = " (token required)" if page.token else " (public)" if page.public else ""

@@ -41,7 +41,7 @@ from ppft_protocol.relay import RawResults
 from ppft_worker.observe import Counters
 from ppft_worker.pool import WorkerPool
 from ppft_worker.pythons import THIS_PYTHON
-from ppft_worker.runtime import Link, Loop, ServedTask, Task, is_loopback, take_jobs
+from ppft_worker.runtime import Link, Loop, RefBook, ServedTask, Task, is_loopback, take_jobs
 
 from .counting import count_raw, count_results
 from .fairqueue import FairQueue
@@ -59,6 +59,7 @@ from .peers import (
     no_workers_admitted,
     short_reason,
 )
+from .refs import release_refs
 from .session import Session
 from .version import __version__
 from .watch import Watchers
@@ -109,6 +110,7 @@ class NodeServer:
         max_queued_jobs: int | None = None,
         worker_memory_limit: int | None = None,
         max_jobs_per_worker: int | None = None,
+        refs_memory: int | None = 4 << 30,
     ) -> None:
         """`allow_plain_loopback`: grant an unsealed channel to a peer that asks for one, when it connects
         from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks.
@@ -117,7 +119,8 @@ class NodeServer:
         `max_handshakes`, `max_handshakes_per_host`: connections in their handshake at once (in all, from one
         address). `max_queued_jobs`: a client's jobs queued here before its socket is no longer read
         (None: enough for every job a well-behaved client keeps in flight). `worker_memory_limit` (bytes),
-        `max_jobs_per_worker`: the local workers' limits (`WorkerPool`)."""
+        `max_jobs_per_worker`: the local workers' limits (`WorkerPool`). `refs_memory`: bytes of clients'
+        `put()` objects held at once (`refs`; None: bounded by the memory available only)."""
         self.host = host
         self.port = port
         self.secret = secret
@@ -148,6 +151,8 @@ class NodeServer:
             max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         self.pool.name = f"ppserver {self.name}"
+        self.refs = RefBook(refs_memory, copies=workers)  # clients' `put()` objects (`refs`)
+        self.pool.refs = self.refs
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.watchers = Watchers(self.pool, self.links)
         self.limits = ServerLimits(self)
@@ -302,6 +307,8 @@ class NodeServer:
                 self.refusals.note(f"refused {what} from {session.peer}: {reason}", short_reason(reason))
         self.sessions.discard(session)
         self.functions.release(session)
+        if session.counted and not session.worker:
+            release_refs(self, session, ())
         self.watchers.drop(session)
         dropped = self.queue.drop(session.lane)
         if session.link is not None:

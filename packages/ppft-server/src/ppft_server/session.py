@@ -29,6 +29,9 @@ from ppft_protocol import (
     LiveOutput,
     Message,
     NodeInfo,
+    Put,
+    PutRefused,
+    Release,
     Result,
     ResultBatch,
     ResultRecords,
@@ -40,7 +43,8 @@ from ppft_protocol import (
     WatchOutput,
 )
 from ppft_worker.oob import plain_results
-from ppft_worker.runtime import BodyTable, Link, Loop, Stream, Task, offer_aes_gcm
+from ppft_worker.pool import WorkerPool
+from ppft_worker.runtime import BodyTable, Link, Loop, RefBook, Stream, Task, offer_aes_gcm
 
 from .fairqueue import FairQueue
 from .gate import LogBudget
@@ -55,6 +59,7 @@ from .peers import (
     not_for_role,
     short_reason,
 )
+from .refs import put_ref, release_refs
 from .watch import Watchers
 
 __all__ = ["Host", "Session"]
@@ -74,6 +79,9 @@ class Host(Owner, Protocol):
     refusals: LogBudget
     watchers: Watchers
     limits: ServerLimits  # Cancel, JobLimits and Terminate
+    refs: RefBook  # clients' `put()` objects
+    pool: WorkerPool
+    links: list[Link]
 
     def session_authenticated(self, session: Session, event: Established) -> None: ...
 
@@ -182,6 +190,10 @@ class Session:
             self.stream.send(server.stats_reply())
         elif isinstance(event, WatchOutput):
             server.watchers.watch(self, event.on)
+        elif isinstance(event, Put):
+            put_ref(server, self, event)
+        elif isinstance(event, Release):
+            release_refs(server, self, event.ref_ids)
         elif isinstance(event, NodeInfo) and event.kind == "worker":
             if not server.accept_workers:
                 raise PeerError(f"{WORKER_REFUSED}: {no_workers_admitted(server.worker_secret is not None)}")
@@ -199,6 +211,7 @@ class Session:
             self.link = Link(f"dial-in {self.peer}", self.stream, event, on_results=self.server.results,
                              on_requeue=self.server.queue.requeue)  # fmt: skip
             self.link.screen = dialin_screen(self.server, self.link, self.peer, event)
+            self.link.refs = self.server.refs
             self.server.worker_joined(self, event)
         elif isinstance(event, StatsRequest):
             self.stream.send(self.server.stats_reply())
@@ -214,7 +227,7 @@ class Session:
             check_node_info(event)
             link.handle(event)
             self.server.capacity_changed()
-        elif isinstance(event, (ResultBatch, StatsReply, LiveOutput)):
+        elif isinstance(event, (ResultBatch, StatsReply, LiveOutput, PutRefused)):
             link.handle(event)
         elif isinstance(event, StatsRequest):
             self.stream.send(self.server.stats_reply())

@@ -33,6 +33,7 @@ __all__ = [
     "ConfigError",
     "Settings",
     "UsageError",
+    "admission",
     "detect_workers",
     "parse_boolean",
     "parse_broadcast",
@@ -88,6 +89,7 @@ class Settings:
     max_queued_jobs: int | None = None  # a client's queued jobs before its socket is not read (None: auto)
     worker_memory_limit: int | None = None  # bytes of resident memory a worker may hold (None: no limit)
     max_jobs_per_worker: int | None = None  # a worker is replaced after this many jobs (None: never)
+    refs_memory: int = 4 << 30  # bytes of put() objects held for clients at once
     http: str | None = None  # --http [HOST:]PORT: serve the status page, /status.json and /metrics there
     http_token: str | None = None  # required on every request of the status page
     http_token_file: str | None = None  # ... read from this file
@@ -204,6 +206,7 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "max_queued_jobs": ("max_queued_jobs", parse_count),
         "worker_memory_limit": ("worker_memory_limit", parse_memory),
         "max_jobs_per_worker": ("max_jobs_per_worker", parse_count),
+        "refs_memory": ("refs_memory", parse_memory),
         "http_token": ("http_token", _text),
         "http_token_file": ("http_token_file", _text),
     },
@@ -288,3 +291,13 @@ def read_config(path: str) -> tuple[dict[str, Any], list[str]]:
 def detect_workers() -> int:
     """The CPUs this process may use (affinity mask and cgroup quota): ppserver's default worker count."""
     return detect_ncpus()
+
+
+def admission(settings: Settings, secret: bytes, workers_secret: bytes | None) -> str:
+    """How dial-in workers are admitted, for the startup line ("" when they are not: the default)."""
+    if workers_secret is not None:
+        same = ", which is the client secret" if workers_secret == secret else ""
+        return f", dial-in workers admitted with the workers secret{same}"
+    if settings.accept_workers:
+        return ", dial-in workers admitted with the client secret (--accept-workers)"
+    return ""

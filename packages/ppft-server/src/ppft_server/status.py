@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ppft_protocol import printable
 from ppft_worker.observe import worker_rows
 
+from .refs import ref_figures
 from .version import __version__
 
 if TYPE_CHECKING:
@@ -93,4 +94,5 @@ def server_status(server: NodeServer) -> dict[str, Any]:
         "nodes": [],
         "refused": dict(counters.refused),
         "failures": counters.failures.snapshot(),
+        "refs": ref_figures(server),
     }

@@ -14,6 +14,8 @@ from ppft_protocol import PPFTError
 __all__ = [
     "JobSetupError",
     "JobTimeoutError",
+    "RefError",
+    "RefUnavailableError",
     "SecretFileError",
     "UnpicklableResultError",
     "WorkerLostError",
@@ -45,3 +47,14 @@ class UnpicklableResultError(PPFTError):
 
 class SecretFileError(PPFTError):
     """The per-user secret file cannot be used (for example it is readable by other users)."""
+
+
+class RefError(PPFTError, ValueError):
+    """A ref (`Server.put`) used where it is not valid: after `release()` (or its server's `destroy()`), or
+    with a server other than the one that made it. The message names the ref and says what to do."""
+
+
+class RefUnavailableError(PPFTError):
+    """A job needs a ref that the node running it does not hold: the node refused it (short of memory, over
+    its `--refs-memory`), or cannot hold refs at all (a dask cluster, a version-1 peer). The message names
+    the ref and the reason; jobs that do not use it go on."""

@@ -80,22 +80,39 @@ def dumps(obj: object, protocol: int, snapshot: bool = True) -> bytes | Pickled:
             return True
         if view.nbytes < OOB_MIN:
             return True
-        buffers.append(view if view.readonly or not snapshot else memoryview(view.tobytes()))
+        buffers.append(view)
         return False
 
     data = pickle.dumps(obj, protocol, buffer_callback=keep)
-    return Pickled(data, buffers) if buffers else data
+    if not buffers:
+        return data
+    if snapshot:  # in a shared segment when they are large (`mapped`: local workers map it), else copies
+        from . import mapped  # noqa: PLC0415 - only big data pays for it
+
+        shared = mapped.snapshot(buffers)
+        if shared is not None:
+            return Pickled(data, shared)
+        buffers = [view if view.readonly else memoryview(view.tobytes()) for view in buffers]
+    return Pickled(data, buffers)
 
 
 def loads(field: Blob | Pickled) -> object:
     """The object of a buffered pickle (a `Pickled`, or its bytes as received). The buffers are handed to
     the loader as views of the field, never copied, except one that arrived read-only (a frame held in
-    `bytes`), which is copied so that what was writable when pickled is writable again."""
+    `bytes`), which is copied so that what was writable when pickled is writable again. A mapped pickle
+    (`mapped`: its buffers in a shared segment of the local pool or worker) loads from views of the segment,
+    mapped copy-on-write, read-only where the buffer was read-only when pickled."""
+    if field.__class__ is not Pickled and field[:4] == _MAPPED:  # type: ignore[index]
+        from . import mapped  # noqa: PLC0415 - only big data pays for it
+
+        opened = mapped.open_field(field)  # type: ignore[arg-type]
+        return pickle.loads(opened.data, buffers=opened.buffers)
     data, buffers = split_pickled(field)
     views = [view if not view.readonly else memoryview(bytearray(view)) for view in buffers]
     return pickle.loads(data, buffers=views)
 
 
+_MAPPED = b"\xffPBM"  # mapped.MAGIC (not imported: only big data loads `mapped`)
 _BYTEARRAY8 = b"\x96"
 _LOOKS = 64  # candidates `has_large_bytearray` looks at before it gives up
 

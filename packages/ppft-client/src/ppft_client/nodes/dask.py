@@ -51,6 +51,7 @@ from ppft_worker.process import SETUP_ERROR, UNPICKLABLE_RESULT, travelling_runn
 from ppft_worker.runtime import (
     Batching,
     Loop,
+    RefBook,
     Task,
     TaskQueue,
     Timer,
@@ -60,6 +61,7 @@ from ppft_worker.runtime import (
     timeout_result,
 )
 
+from ..refs import without_refs
 from .dask_entries import DaskEntry
 from .dask_watch import ClusterWatch, describe, lost_connection
 
@@ -115,6 +117,7 @@ class DaskNode:
         self.entry = entry
         self.name = entry.name
         self.closed = False
+        self.refs: RefBook | None = None  # unused: a dask cluster cannot hold `put()` refs (docs/dask.md)
         self.last_error = ""
         self.permanent = False  # a cluster that cannot be reached now may be reachable later
         self.jobs_done = 0
@@ -191,6 +194,8 @@ class DaskNode:
                     break
                 limit = min(free, batch_size)
             batch = take_batch(queue, limit, self._batching)
+            if self.refs is not None:  # the client made refs: jobs using one fail here (docs/dask.md)
+                batch = without_refs(batch, self.name, self._on_results)
             if not batch:
                 continue
             try:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
-from ppft_worker.runtime import Task, TaskQueue
+from ppft_worker.runtime import RefBook, Task, TaskQueue
 
 __all__ = ["Node", "close_nodes"]
 
@@ -32,6 +32,7 @@ class Node(Protocol):
     closed: bool  # True once the node will never take work again
     last_error: str  # why it cannot be used now ("" while it can, or before its first failure)
     permanent: bool  # the last failure is one that retrying cannot cure by itself (a wrong secret)
+    refs: RefBook | None  # the client's `put()` refs, set by the scheduler (ignored where none can go)
 
     @property
     def ready(self) -> bool:

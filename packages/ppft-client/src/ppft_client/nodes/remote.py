@@ -48,6 +48,7 @@ from ppft_worker.runtime import (
     Dial,
     Link,
     Loop,
+    RefBook,
     Stream,
     Task,
     TaskQueue,
@@ -58,6 +59,7 @@ from ppft_worker.runtime import (
 )
 
 from ..pythons import foreign_python_screen, refused_result
+from ..refs import inline_screen
 from ..version import __version__
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
@@ -120,6 +122,7 @@ class RemoteNode:
         self.name = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.persistent = persistent
         self.link: Link | None = None
+        self.refs: RefBook | None = None  # the client's `put()` refs: each link is sent them
         self.last_error = candidate.last_error if candidate is not None else ""
         self.permanent = False  # the last failure is one that retrying cannot cure by itself
         self.closed = False
@@ -194,6 +197,12 @@ class RemoteNode:
 
     def dispatch(self, queue: TaskQueue) -> int:
         return self.link.dispatch(queue) if self.link is not None else 0
+
+    def sync_refs(self) -> None:
+        """Send the connected peer the `put()` refs it lacks, and the releases, now."""
+        if self.link is not None:
+            self.link.refs = self.refs
+            self.link.sync_refs()
 
     def terminate(self, task: Task) -> bool:
         return self.link.terminate(task) if self.link is not None else False
@@ -309,6 +318,9 @@ class RemoteNode:
                                  on_requeue=self._given_back)  # fmt: skip
                 self._watch(self.link)
                 self.link.screen = foreign_python_screen(self.name, event, self._refused)
+                self.link.refs = self.refs
+                if self._stream.conn.version < 2:  # it cannot hold refs: they travel inline in the jobs
+                    self.link.screen = inline_screen(self.link.screen, lambda: self.refs)
                 if self.last_error and (self._answered or self.candidate is None):
                     log.warning("%s %s is back with %d worker(s)", self.kind, self.name, event.workers)
                 else:

@@ -14,7 +14,7 @@ It runs on the caller's thread inside `submit`: it never executes user code, imp
 
 from __future__ import annotations
 
-from .arguments import ShippingError, check_submit_args, pickle_args, unpickle
+from .arguments import ShippingError, check_submit_args, pickle_args, pickle_args_by, unpickle
 from .bodypickle import BODY_PICKLE_PROTOCOL
 from .functions import function_body, function_job
 from .moduledata import UNSHIPPED, ModuleData
@@ -28,5 +28,6 @@ __all__ = [
     "function_body",
     "function_job",
     "pickle_args",
+    "pickle_args_by",
     "unpickle",
 ]

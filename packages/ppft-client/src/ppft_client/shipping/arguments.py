@@ -152,6 +152,8 @@ def unpickle(data: bytes | memoryview | Pickled) -> object:
     importable functions). The exception is the few objects dill writes as `__builtin__.<name>`, such as a
     function whose globals are a `__main__` dictionary; those need dill's own loader.
     """
+    if data.__class__ is Pickled:  # a value the local pool mapped from a shared segment
+        return loads(data)
     try:
         return pickle.loads(data)  # type: ignore[arg-type]
     except ModuleNotFoundError as exc:

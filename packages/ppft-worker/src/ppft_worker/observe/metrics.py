@@ -112,11 +112,21 @@ def render_metrics(status: Mapping[str, Any]) -> str:
                "flight fill them.", "state", states.items())  # fmt: skip
     w.one("ppft_worker_restarts_total", "counter", "Local worker processes replaced after they died or were "
           "killed.", status.get("worker_restarts", 0))  # fmt: skip
+    shared = status.get("shared_segments")
+    if shared is not None:
+        w.one("ppft_shared_segments", "gauge", "Shared memory segments this process holds open for its local "
+              "workers' jobs (large arguments).", shared["open"])  # fmt: skip
+        w.one("ppft_shared_segments_bytes", "gauge", "Bytes of those segments.", shared["bytes"])
     rss = [worker["rss"] for worker in workers if worker.get("rss") is not None]
     w.one(
         "ppft_workers_rss_bytes", "gauge", "Resident memory of the local worker processes, summed.", sum(rss)
     )
     if kind == "ppserver":
+        refs = status.get("refs", {})
+        w.one("ppft_refs", "gauge", "Objects held for clients' put().", refs.get("count", 0))
+        w.one("ppft_refs_bytes", "gauge", "Bytes of the objects held for put().", refs.get("bytes", 0))
+        w.one("ppft_refs_refused_total", "counter", "put() objects refused (over --refs-memory, or short of "
+              "memory).", refs.get("refused", 0))  # fmt: skip
         w.one("ppft_clients", "gauge", "Clients connected (authenticated).", len(status.get("clients", [])))
         w.one(
             "ppft_dialin_connections", "gauge", "Dial-in worker connections.", len(status.get("dialin", []))

@@ -5,7 +5,8 @@
 * `worker`: `PoolWorker`, the record of one worker process (its pipes, connection, jobs in flight);
 * `spawn` and `forkstart`: starting a worker by exec, or by `os.fork` when that is safe;
 * `output`: the pool's side of its workers' output regions (the text of a job whose worker died, live
-  output); `stealing`: taking back the tail of a long frame for an idle worker.
+  output); `stealing`: taking back the tail of a long frame for an idle worker; `shared`: large buffers
+  to and from the workers in shared segments (`ppft_worker.mapped`).
 
 The pool runs on its owner's I/O thread (`ppft_worker.runtime.Loop`: the client's scheduler, ppserver, a
 dial-in worker) and starts the worker process of `ppft_worker.process`. It imports both rooms through their

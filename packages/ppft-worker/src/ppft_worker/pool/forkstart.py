@@ -196,13 +196,19 @@ def prepare_fork() -> None:
 
 
 def fork_worker(
-    child_in: int, child_out: int, secret: bytes, pythonpath: str, output_region: object = None
+    child_in: int,
+    child_out: int,
+    secret: bytes,
+    pythonpath: str,
+    output_region: object = None,
+    segments: bool = False,
 ) -> ForkedProcess:
     """Fork a worker that serves the pool over `child_in` (jobs) and `child_out` (results), the pipe ends
     that are the child's; the caller closes them in the parent afterwards. `pythonpath`: the PYTHONPATH the
     child sets for the processes it starts, as an exec'd worker has it (`spawn.worker_pythonpath`).
     `output_region`: the pool's mapping of the worker's output region (`outregion`), which the child
-    inherits. Raises OSError if fork fails."""
+    inherits. `segments`: the pool maps the worker's shared segments (`ppft_worker.mapped`). Raises OSError
+    if fork fails."""
     for stream in (sys.stdout, sys.stderr):  # what the user printed must not be in the child's buffers too
         if stream is not None:
             with contextlib.suppress(OSError, ValueError):  # closed or broken: the child gets fresh ones
@@ -216,7 +222,7 @@ def fork_worker(
     try:
         pid = os.fork()
         if pid == 0:
-            _child_main(child_in, child_out, secret, parent, old_mask, pythonpath, output_region)
+            _child_main(child_in, child_out, secret, parent, old_mask, pythonpath, output_region, segments)
     finally:
         pthread_sigmask(SIG_SETMASK, old_mask)  # the parent only: the child never gets here
     return ForkedProcess(pid)
@@ -226,12 +232,19 @@ def fork_worker(
 
 
 def _child_main(
-    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], pythonpath: str, region: object
+    child_in: int,
+    child_out: int,
+    secret: bytes,
+    parent: int,
+    mask: set[int],
+    pythonpath: str,
+    region: object,
+    segments: bool,
 ) -> NoReturn:
     code = EXIT_CHILD_FAILED
     try:
         try:
-            code = _child(child_in, child_out, secret, parent, mask, pythonpath, region)
+            code = _child(child_in, child_out, secret, parent, mask, pythonpath, region, segments)
         except BaseException:  # noqa: BLE001 - reported on fd 2 and in the exit code; nothing may escape
             with contextlib.suppress(BaseException):
                 os.write(
@@ -245,7 +258,14 @@ def _child_main(
 
 
 def _child(
-    child_in: int, child_out: int, secret: bytes, parent: int, mask: set[int], pythonpath: str, region: object
+    child_in: int,
+    child_out: int,
+    secret: bytes,
+    parent: int,
+    mask: set[int],
+    pythonpath: str,
+    region: object,
+    segments: bool,
 ) -> int:
     gc.freeze()  # inherited garbage (a cycle holding an open file, say) is never collected, so never flushed
     # Descriptors first: from here on, an inherited object flushed or closed by accident reaches a dead pipe,
@@ -259,7 +279,7 @@ def _child(
     _drop_log_handlers()
     from ..process import run_forked  # noqa: PLC0415 - loaded already (prepare_fork)
 
-    return run_forked(secret, parent, region)
+    return run_forked(secret, parent, region, segments)
 
 
 def _reset_signals() -> None:

@@ -36,8 +36,8 @@ from collections.abc import Callable
 
 from ppft_protocol import Result
 
-from ..process import close_region
-from ..runtime import Loop, Task, Timer, internal_error_reason
+from ..process import SEGMENTS_ENV, close_region
+from ..runtime import Loop, RefBook, Task, Timer, internal_error_reason
 from .forkserver import ForkServer, forkserver_possible
 from .forkstart import START_ENV, WorkerProcess, prepare_fork, why_not_fork
 from .output import keep_output, lost_result
@@ -85,6 +85,7 @@ class WorkerLives:
         self._closed = False
         self._secret = b""  # the pool's
         self._forkserver: ForkServer | None = None  # replacements are forked by it (`forkserver`)
+        self.refs: RefBook | None = None  # the owner's `put()` refs: each worker is sent them (`sync_refs`)
 
     def _spawn(self, why_exec: str) -> None:
         """Start one worker (forked if `why_exec` is empty, else exec'd) and register it: pool.py's."""
@@ -93,6 +94,20 @@ class WorkerLives:
     def _cancel(self, w: PoolWorker, job_ids: tuple[int, ...]) -> None:
         """Tell `w` to drop these jobs if they have not started: pool.py's."""
         raise NotImplementedError
+
+    def _write(self, w: PoolWorker, parts: list[bytes | memoryview]) -> None:
+        """Write `parts` to `w`'s pipe, what does not fit now later: pool.py's."""
+        raise NotImplementedError
+
+    def sync_refs(self) -> None:
+        """Send each ready worker the refs it lacks (and the releases) now, not with its next batch."""
+        refs = self.refs
+        if refs is None:
+            return
+        for w in self._workers:
+            if w.ready and w.refs.generation != refs.generation:
+                refs.sync(w.conn, w.refs, True)
+                self._write(w, w.conn.data_to_send_parts())
 
     # -- the owner's view of the workers ---------------------------------------------------------------
 
@@ -187,7 +202,14 @@ class WorkerLives:
             return
         if os.environ.get(START_ENV, "").strip().lower() == "exec" or not forkserver_possible():
             return
-        self._forkserver = ForkServer(lambda: worker_env(self._secret.hex()))
+        self._forkserver = ForkServer(self._forkserver_env)
+
+    def _forkserver_env(self) -> dict[str, str]:
+        """The fork server's environment: a worker's, and whether its workers use shared segments."""
+        env = worker_env(self._secret.hex())
+        if getattr(self, "shared", None) is not None:  # WorkerPool's (`shared.shared_segments`)
+            env[SEGMENTS_ENV] = "1"
+        return env
 
     def _recycle(self, w: PoolWorker, most: int) -> None:
         """Recycling: `w` was sent jobs. Its replacement starts when it is sent the last tenth of its

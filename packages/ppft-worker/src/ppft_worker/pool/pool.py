@@ -72,6 +72,7 @@ from ..runtime import (
 from .limits import Deadlines, MemoryWatch, job_limit, memory_result, pool_timeout_result
 from .lives import WorkerLives
 from .output import LiveWatch, OutputPiece, open_region
+from .shared import shared_segments
 from .spawn import FORKSERVER, start_worker
 from .stealing import Stealer, reclaim
 from .worker import PoolWorker
@@ -99,6 +100,7 @@ class WorkerPool(WorkerLives):
         on_raw_results: Callable[[RawResults, list[Task | None]], None] | None = None,
         memory_limit: int | None = None,
         max_jobs_per_worker: int | None = None,
+        segments: bool = False,
     ) -> None:
         """`fork_threads`: fork the workers `start` launches if the process then has exactly this many
         threads (its owner knows which they are and that none holds a lock the child needs); None: always
@@ -110,7 +112,8 @@ class WorkerPool(WorkerLives):
 
         `memory_limit`: bytes of resident memory a worker may hold (`limits.MemoryWatch`); None: no limit.
         `max_jobs_per_worker`: a worker is replaced after running this many jobs (its replacement starts
-        when its last job is sent, while it finishes them); None: never."""
+        when its last job is sent, while it finishes them); None: never. `segments`: large buffers go
+        through shared segments, not the pipes (`shared`), for an owner that unpickles values itself."""
         super().__init__(
             loop, size, on_results=on_results, on_requeue=on_requeue, restart=restart,
             max_attempts=max_attempts, fork_threads=fork_threads,
@@ -132,6 +135,7 @@ class WorkerPool(WorkerLives):
         self._memory = (
             None if memory_limit is None else MemoryWatch(loop, self._workers, memory_limit, self._over)
         )
+        self.shared = shared_segments(segments and on_raw_results is None, self._cancel)
         if memory_limit is not None or max_jobs_per_worker is not None:
             self._want_forkserver()
 
@@ -307,7 +311,10 @@ class WorkerPool(WorkerLives):
         """Start one worker: forked if `why_exec` is empty, else exec'd."""
         region = open_region()
         try:
-            proc, rfd, wfd, why_exec = start_worker(self._secret, why_exec, region, self._forkserver)
+            segments = self.shared is not None
+            proc, rfd, wfd, why_exec = start_worker(
+                self._secret, why_exec, region, self._forkserver, segments
+            )
         except BaseException:
             if region is not None:
                 close_region(region[1])
@@ -417,7 +424,10 @@ class WorkerPool(WorkerLives):
     def _send(self, w: PoolWorker, tasks: list[Task]) -> None:
         if not w.inflight:
             w.since = time.monotonic()
-        send_batch(w.conn, w.bodies, w.inflight, tasks)
+        if self.refs is not None and w.refs.generation != self.refs.generation:  # put() refs, before the jobs
+            self.refs.sync(w.conn, w.refs, True)
+        shared = self.shared
+        send_batch(w.conn, w.bodies, w.inflight, tasks, None if shared is None else shared.local_args)
         self._write(w, w.conn.data_to_send_parts())
         if self.max_jobs_per_worker is not None:
             w.sent += len(tasks)
@@ -432,6 +442,8 @@ class WorkerPool(WorkerLives):
         self._write(w, w.conn.data_to_send_parts())
 
     def _results(self, w: PoolWorker, batch: ResultBatch) -> None:
+        if self.shared is not None:
+            batch = self.shared.map_results(w, batch)
         back = reclaim(w, batch.results) if w.stolen else None  # a steal's cancelled jobs: queued again
         done, total = collect_results(batch, w.inflight.pop, self._batching)
         if back:
@@ -439,6 +451,8 @@ class WorkerPool(WorkerLives):
         if done or back:
             self._finished(w, len(done), total)
         if done:
+            if self.shared is not None and self.shared.args_mapped:
+                self.shared.done(done)
             try:
                 self._on_results(done)
             except BaseException:

@@ -65,14 +65,20 @@ def worker_env(secret_hex: str) -> dict[str, str]:
 
 
 def start_worker(
-    secret: bytes, why_exec: str, output: tuple[int, object] | None = None, server: ForkServer | None = None
+    secret: bytes,
+    why_exec: str,
+    output: tuple[int, object] | None = None,
+    server: ForkServer | None = None,
+    segments: bool = False,
 ) -> tuple[WorkerProcess, int, int, str]:
     """Start a worker, forked if `why_exec` is empty (exec'd if the fork fails), else by the fork `server`
     if it is given and ready, else exec'd; returns the process, the pool's ends of its pipes (results to
     read, jobs to write: non-blocking, enlarged) and how it started: "" if it was forked, FORKSERVER if the
     fork server forked it, else why it was exec'd. `output`: the worker's output region
     (`outregion.new_region`), which a forked worker inherits mapped and the others get as a descriptor.
-    Raises OSError if no process could be started."""
+    `segments`: the pool maps the worker's shared segments (`ppft_worker.mapped`; the fork server's workers
+    learn it from the server's environment, `WorkerLives._want_forkserver`). Raises OSError if no process
+    could be started."""
     child_in, jobs_w = os.pipe()
     results_r, child_out = os.pipe()
     try:
@@ -86,11 +92,11 @@ def start_worker(
         if not why_exec:
             try:
                 region = output[1] if output else None
-                proc = fork_worker(child_in, child_out, secret, worker_pythonpath(), region)
+                proc = fork_worker(child_in, child_out, secret, worker_pythonpath(), region, segments)
             except (OSError, RuntimeError) as exc:  # RuntimeError: a subinterpreter may not fork
                 why_exec = f"fork failed ({exc})"
         if proc is None:
-            proc = exec_worker(child_in, child_out, secret, output[0] if output else -1)
+            proc = exec_worker(child_in, child_out, secret, output[0] if output else -1, segments)
     except BaseException:
         os.close(jobs_w)
         os.close(results_r)
@@ -105,11 +111,15 @@ def start_worker(
     return proc, results_r, jobs_w, why_exec
 
 
-def exec_worker(child_in: int, child_out: int, secret: bytes, output_fd: int = -1) -> subprocess.Popen[bytes]:
+def exec_worker(
+    child_in: int, child_out: int, secret: bytes, output_fd: int = -1, segments: bool = False
+) -> subprocess.Popen[bytes]:
     """Start a worker by exec, serving the pool over `child_in` (its stdin) and `child_out` (its stdout); the
     caller closes those pipe ends in the parent afterwards. `output_fd`: the descriptor of its output region,
     passed on (named by PPFT_WORKER_OUTPUT_FD)."""
     env = worker_env(secret.hex())
+    if segments:
+        env["PPFT_WORKER_SEGMENTS"] = "1"
     pass_fds: tuple[int, ...] = ()
     if output_fd >= 0:
         env["PPFT_WORKER_OUTPUT_FD"] = str(output_fd)

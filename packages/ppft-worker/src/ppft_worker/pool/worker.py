@@ -10,7 +10,7 @@ import time
 
 from ppft_protocol import READ_SIZE, BodyLedger, Connection
 
-from ..runtime import OutBuffer, Task
+from ..runtime import OutBuffer, RefSync, Task
 from .forkstart import WorkerProcess
 
 TYPE_CHECKING = False
@@ -37,6 +37,7 @@ class PoolWorker:
         "proc",
         "read_size",
         "ready",
+        "refs",
         "region",
         "retiring",
         "rfd",
@@ -73,6 +74,7 @@ class PoolWorker:
         self.done = 0  # jobs it finished (the status page shows it)
         self.bodies = BodyLedger()  # what the worker holds (ppft_protocol.bodies: bounded on version 2)
         self.ready = False
+        self.refs = RefSync()  # the `put()` refs it holds
         self.retiring = False
         self.solo_busy = False
         self.sent = 0  # jobs sent to it, counted only when the pool recycles its workers

@@ -57,6 +57,8 @@ if TYPE_CHECKING:
         new_region,
         read_region,
     )
+    from .refs import drop_refs, hold_ref, holds_ref
+    from .refs import resolve as resolve_ref
     from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
 __all__ = [
@@ -73,6 +75,7 @@ __all__ = [
     "RING",
     "RUNNER_MODULES",
     "SECRET_ENV",
+    "SEGMENTS_ENV",
     "SETUP_ERROR",
     "SWITCHES",
     "UNPICKLABLE_RESULT",
@@ -83,10 +86,14 @@ __all__ = [
     "TravellingRunner",
     "close_region",
     "decode_text",
+    "drop_refs",
+    "hold_ref",
+    "holds_ref",
     "main",
     "map_region",
     "new_region",
     "read_region",
+    "resolve_ref",
     "run_batch",
     "run_forked",
     "serve",
@@ -111,6 +118,10 @@ _HOMES = {
     "map_region": "outregion",
     "new_region": "outregion",
     "read_region": "outregion",
+    "resolve_ref": "refs",
+    "hold_ref": "refs",
+    "holds_ref": "refs",
+    "drop_refs": "refs",
     "RUNNER_MODULES": "travel",
     "TravellingRunner": "travel",
     "travelling_runner": "travel",
@@ -129,6 +140,9 @@ FORKSERVER_FD_ENV = "PPFT_FORKSERVER_FD"
 
 FORKSERVER_MESSAGE = struct.Struct("=cii")
 """Every message between a pool and its fork server: a kind (b"F", b"P", b"E", b"X", b"R") and two numbers."""
+
+SEGMENTS_ENV = "PPFT_WORKER_SEGMENTS"
+"""Set to 1 by a pool that maps its workers' shared segments (`ppft_worker.mapped`): large values go there."""
 OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 
 _memory_kept = False  # `_keep_freed_memory` ran in this process (or in the fork server it was forked from)
@@ -203,6 +217,7 @@ def main() -> int:
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")
     output_fd = os.environ.pop(OUTPUT_FD_ENV, "")
+    segments = os.environ.pop(SEGMENTS_ENV, "") == "1"
     if output_fd.isdigit():
         try:
             os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
@@ -224,16 +239,17 @@ def main() -> int:
         secret,
         int(parent) if parent.isdigit() else None,
         output_fd=int(output_fd) if output_fd.isdigit() else -1,
+        segments=segments,
     )
 
 
-def run_forked(secret: bytes, parent_pid: int, output_region: object = None) -> int:
+def run_forked(secret: bytes, parent_pid: int, output_region: object = None, segments: bool = False) -> int:
     """Entry of a worker forked by its pool (`ppft_worker.pool.forkstart`), which left the child as an exec'd
     worker starts: the channel on fds 0 and 1, fd 2 inherited, no other descriptor. The secret, the
     parent's pid and the output region (an inherited mapping) come in memory rather than in the environment;
     the rest is `main`'s."""
     chan_in, chan_out = _take_channel()
-    return _run(chan_in, chan_out, secret, parent_pid, output_region=output_region)
+    return _run(chan_in, chan_out, secret, parent_pid, output_region=output_region, segments=segments)
 
 
 def _run(
@@ -244,11 +260,17 @@ def _run(
     *,
     output_region: object = None,
     output_fd: int = -1,
+    segments: bool = False,
 ) -> int:
-    """Greet the pool, tie this process to its parent, serve; returns the exit code."""
+    """Greet the pool, tie this process to its parent, serve; returns the exit code. `segments`: the pool
+    maps shared segments (`ppft_worker.mapped`), so large values go there."""
     state = WorkerLoop(chan_in, chan_out, Connection(Role.SERVER, secret, allow_plain=True), None)
     state.output_region = output_region
     state.output_fd = output_fd
+    if segments:
+        from ..segments import segments_available  # noqa: PLC0415 - only a pool's own workers
+
+        state.segments = segments_available()
     defer_log_setup()  # `logging` waits until the first results are out
     try:
         state.send_hello()  # the pool reads it while we finish starting below

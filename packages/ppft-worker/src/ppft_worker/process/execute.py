@@ -49,6 +49,7 @@ from .namespaces import (
     unknown_digest,
     unpicklable_value,
 )
+from .refs import EXTENSION as _REFS  # noqa: F401 - registers `put()` refs' pickle extension
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -66,6 +67,7 @@ start, which saves one `process_time` syscall per job in a worker whose tiny job
 which this window bounds."""
 
 _BUFFERED = b"\xffPB5"  # ppft_protocol.buffers.MAGIC: arguments with out-of-band buffers (version 2)
+_MAPPED = b"\xffPBM"  # ppft_worker.mapped.MAGIC: the same, their buffers in a shared segment of the pool
 
 
 _OOB_MIN = 64 * 1024  # ppft_worker.oob.OOB_MIN (not imported: the stdlib `pickle` loads `re`, `enum`)
@@ -143,9 +145,16 @@ class JobRunner:
     (`ppft_worker.process.capture`), with the worker's output region; left out, one without a region."""
 
     def __init__(
-        self, budget: int | None = None, capture: OutputCapture | None = None, buffers: bool = False
+        self,
+        budget: int | None = None,
+        capture: OutputCapture | None = None,
+        buffers: bool = False,
+        segments: bool = False,
     ) -> None:
         self._buffers = buffers  # version 2: large buffers of values travel out of band
+        self._segments = (
+            segments  # and the largest in shared segments, to a local pool (`ppft_worker.mapped`)
+        )
         self._cache = BodyCache(budget)  # checked against their digests, within the budget
         self._bodies: dict[bytes, FunctionBody] = self._cache.bodies
         self._ready: dict[bytes, tuple[types.ModuleType, Callable[..., Any]]] = {}
@@ -211,7 +220,9 @@ class JobRunner:
             try:
                 args = pickle.loads(args_data)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - dill's loader may still read it; else the result says why
-                if args_data[:4] == _BUFFERED:  # type: ignore[index]  # out-of-band buffers (version 2): the value may have them too
+                if exc.__class__.__name__ == "RefUnavailableError":  # a `put()` ref this worker lacks
+                    return self._job_failure(job_id, exc, 0.0, 0.0, protocol)
+                if args_data[:4] in (_BUFFERED, _MAPPED):  # type: ignore[index, operator]  # out-of-band buffers (version 2): the value may have them too
                     return self._run_buffered(job_id, digest, func, args_data, protocol)
                 loaded, args = args_fallback(self._bodies[digest].name, job_id, exc, args_data)  # type: ignore[arg-type]
                 if not loaded:
@@ -287,6 +298,8 @@ class JobRunner:
             return self._value_fallback(
                 job_id, digest, value, exc, end - start, cpu_end - cpu_start, protocol
             )
+        if self._segments and data.__class__ is Pickled:
+            data = self._in_segment(job_id, data)
         return Result(
             job_id, True, data, wall_time=end - start, cpu_time=cpu_end - cpu_start, **self._take_output()
         )
@@ -306,7 +319,21 @@ class JobRunner:
                 buffered = oob.dumps(value, protocol, snapshot=False)
             except Exception:  # noqa: BLE001 - it pickled once: keep that pickle
                 buffered = data
+            if self._segments and buffered.__class__ is Pickled:
+                buffered = self._in_segment(job_id, buffered)
         return Result(job_id, True, buffered, wall_time=wall, cpu_time=cpu, **self._take_output())
+
+    def _in_segment(self, job_id: int, value: Pickled) -> bytes | Pickled:
+        """A value's large buffers in a shared segment its local pool maps (`ppft_worker.mapped`), held
+        until the pool releases it; `value` itself when they are small or no segment can be had."""
+        from .. import mapped  # noqa: PLC0415 - only big data pays for it
+
+        try:
+            field = mapped.result_field(job_id, value)
+        except OSError as exc:
+            _log().warning("job %d: its value goes through the pipe, not a shared segment: %s", job_id, exc)
+            return value
+        return value if field is None else field
 
     # -- output -------------------------------------------------------------------------------------------
 

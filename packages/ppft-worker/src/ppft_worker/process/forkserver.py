@@ -39,6 +39,7 @@ from . import (
     FORKSERVER_MESSAGE,
     PARENT_ENV,
     SECRET_ENV,
+    SEGMENTS_ENV,
     _run,
     _take_channel,
     _tie_to_parent,
@@ -47,6 +48,8 @@ from . import (
 __all__ = ["main", "run_served"]
 
 MESSAGE = FORKSERVER_MESSAGE
+
+_segments = False  # the pool maps its workers' shared segments (`ppft_worker.mapped`): set by `main`
 
 _MAX_FDS = 3
 _EXIT_CHILD_FAILED = 70
@@ -72,6 +75,8 @@ def main() -> int:
     fd_text = os.environ.pop(FORKSERVER_FD_ENV, "")
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")
+    global _segments
+    _segments = os.environ.pop(SEGMENTS_ENV, "") == "1"
     if not fd_text.isdigit() or not parent.isdigit():
         sys.stderr.write(
             f"ppft fork server: {FORKSERVER_FD_ENV} or {PARENT_ENV} is missing: a ppft pool starts this\n"
@@ -86,6 +91,9 @@ def main() -> int:
     if not _tie_to_parent(int(parent)):
         return 1
     _preload()
+    if _segments:
+        import ppft_worker.mapped  # noqa: PLC0415 - imported by every worker that maps segments
+        import ppft_worker.segments  # noqa: F401, PLC0415
     gc.collect()
     gc.freeze()  # what we hold now is never collected again, here or in a child: its pages stay shared
     wake_r, wake_w = os.pipe()
@@ -178,4 +186,4 @@ def run_served(secret: bytes, fds: list[int], own_fds: tuple[int, ...]) -> int:
     # The heap stays frozen: a collection that walked the inherited objects would write to every page of
     # them, a copy of each for this child.
     chan_in, chan_out = _take_channel()
-    return _run(chan_in, chan_out, secret, os.getppid(), output_fd=output_fd)
+    return _run(chan_in, chan_out, secret, os.getppid(), output_fd=output_fd, segments=_segments)

@@ -44,6 +44,9 @@ from ppft_protocol import (
     NodeInfo,
     Pickled,
     ProtocolError,
+    Put,
+    PutRefused,
+    Release,
     RemoteProtocolError,
     Result,
     ResultBatch,
@@ -193,9 +196,11 @@ class WorkerLoop:
         self.job_time = 0.0
         self.finished = False
         self.hello_sent = False
+        self.released = False  # refs were released: forget them once the queue is empty (`refs`)
         self.fast: set[bytes] = set()  # digests whose last job took under _FAST seconds (`run`)
         self.output_region: object = None  # the pool's output region, mapped (a forked worker inherits it)
         self.output_fd = -1  # or its descriptor, mapped on the first write of a job (an exec'd worker)
+        self.segments = False  # large values go to the pool in shared segments (`ppft_worker.mapped`)
 
     def send_hello(self) -> None:
         """Write our opening and Hello now, so the peer can proceed while this process finishes starting."""
@@ -261,17 +266,36 @@ class WorkerLoop:
                 logger().debug("peer closed the connection (%s): exiting", printable(event.reason))
                 self.finished = True
                 return
+            elif isinstance(event, (Put, Release, PutRefused)):
+                self.refs(event)
             elif not isinstance(event, (Heartbeat, NodeInfo)):
                 raise RemoteProtocolError(
                     f"the pool sent {type(event).__name__}, which a worker never accepts: the peer is not "
                     f"a ppft client or server"
                 )
+        if self.released and not self.queue:  # refs released: no queued job needs them any more
+            self.released = False
+            from . import refs  # noqa: PLC0415
+
+            refs.forget()
         runner = self.runner
         if getattr(runner, "doomed", False):  # bodies forgotten by budget: keep those queued jobs need
             runner.release({job[1] for job in self.queue})  # type: ignore[union-attr]
         parts = conn.data_to_send_parts()
         if parts:
             _write_parts(self.fd_out, parts)
+
+    def refs(self, event: Put | Release | PutRefused) -> None:
+        """Hold, release or learn the refusal of a `put()` ref (`refs`): only workers sent refs import it."""
+        from . import refs  # noqa: PLC0415
+
+        if isinstance(event, Put):
+            refs.hold(event.ref_id, event.data)
+        elif isinstance(event, Release):
+            refs.release(event.ref_ids)
+            self.released = True
+        else:
+            refs.refuse(event.ref_id, event.reason)
 
     def established(self) -> None:
         """The peer proved the secret: introduce ourselves, then load the job runner (after, not before,
@@ -288,13 +312,17 @@ class WorkerLoop:
             region = self.output_region
             capture = OutputCapture(region, self.output_fd)  # type: ignore[arg-type]
             # version 2: values with large buffers travel out of band (ppft_protocol.buffers)
-            self.runner = JobRunner(budget, capture, buffers=self.conn.version >= 2)
+            buffers = self.conn.version >= 2
+            self.runner = JobRunner(budget, capture, buffers=buffers, segments=buffers and self.segments)
             self.output_region, self.output_fd = None, -1
         if _log_setup_deferred and "logging" in sys.modules:
             _finish_log_setup()  # `logging` is loaded already (by the job): no import left to defer
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Drop the listed jobs still queued, answering each at once; a started job reports normally."""
+        segments = sys.modules.get("ppft_worker.mapped")
+        if segments is not None:  # a finished job's result segment: the pool has mapped it
+            segments.release(job_ids)
         queue = self.queue
         wanted = set(job_ids)
         if not queue or not wanted:

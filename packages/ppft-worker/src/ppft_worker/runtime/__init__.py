@@ -32,6 +32,7 @@ from .link import WORKER_REFUSED, Link
 from .loop import ErrorHandler, Loop, Timer, describe_callback
 from .memory import format_bytes, parse_memory_limit, resident_bytes
 from .outbuf import OutBuffer
+from .refs import RefBook, RefSync, memory_refusal
 from .resolver import MAX_THREADS, AddrInfo, Resolution, resolve
 from .safefiles import file_problem, folder_problem, owner_name
 from .secret import (
@@ -79,6 +80,8 @@ __all__ = [
     "Loop",
     "OutBuffer",
     "Owner",
+    "RefBook",
+    "RefSync",
     "Resolution",
     "ServedTask",
     "Stream",
@@ -103,6 +106,7 @@ __all__ = [
     "internal_error_reason",
     "is_loopback",
     "job_limit",
+    "memory_refusal",
     "offer_aes_gcm",
     "owner_name",
     "parse_memory_limit",

@@ -37,14 +37,17 @@ from ppft_protocol import (
     JobLimits,
     LiveOutput,
     NodeInfo,
+    PutRefused,
     Result,
     ResultBatch,
     StatsReply,
     Terminate,
+    printable,
 )
 
 from .batching import Batching
 from .loop import Timer
+from .refs import RefBook, RefSync
 from .stream import Stream
 from .tasks import CANCELLED_TYPE, Task, TaskQueue, adopt, collect_results, send_batch, take_batch
 from .timelimits import job_limit, timeout_message, timeout_result
@@ -92,6 +95,9 @@ class Link:
         # the tasks of a taken batch that may go to this peer (`pythons.Screen`, for a peer on another
         # Python); None, the usual case: all of them
         self.screen: Callable[[list[Task]], list[Task]] | None = None
+        self.refs: RefBook | None = None  # the owner's `put()` refs: the peer is sent them (`sync_refs`)
+        self.ref_sync = RefSync()
+        self.refused_refs: dict[int, str] = {}  # ref id -> why the peer refused it (`PutRefused`)
 
     @property
     def ready(self) -> bool:
@@ -107,6 +113,10 @@ class Link:
         inflight = self.inflight
         sent = 0
         batch: list[Task] = []
+        refs = self.refs
+        if refs is not None and self.ref_sync.generation != refs.generation:  # before the jobs that use them
+            refs.sync(conn, self.ref_sync)
+            self.stream.flush()
         try:
             while queue:
                 batch_size, window = batching.limits(queue[0].body.digest)
@@ -148,6 +158,18 @@ class Link:
             self.remote_stats = event
         elif isinstance(event, LiveOutput):
             self._live_output(event)
+        elif isinstance(event, PutRefused):  # the jobs that need it fail there, naming the reason
+            refused = self.refused_refs
+            if event.ref_id not in refused:
+                log.warning("%s refused ref %#x: %s", self.name, event.ref_id, printable(event.reason, 500))
+            refused[event.ref_id] = event.reason
+
+    def sync_refs(self) -> None:
+        """Send the peer the refs it lacks (and the releases) now, rather than with the next batch."""
+        refs = self.refs
+        if refs is not None and self.ready and self.ref_sync.generation != refs.generation:
+            refs.sync(self.stream.conn, self.ref_sync)
+            self.stream.flush()
 
     def cancel(self, job_ids: tuple[int, ...]) -> None:
         """Ask the peer to cancel these jobs in flight; each still comes back once, cancelled or not."""

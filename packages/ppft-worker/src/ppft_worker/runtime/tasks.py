@@ -9,7 +9,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Protocol
 
-from ppft_protocol import BodyLedger, Connection, FunctionBody, Job, JobBatch, Result, ResultBatch, is_pickled
+from ppft_protocol import (
+    BodyLedger,
+    Connection,
+    FunctionBody,
+    Job,
+    JobBatch,
+    Pickled,
+    Result,
+    ResultBatch,
+    is_pickled,
+)
 from ppft_protocol.relay import RawResults
 
 from ..oob import OOB_MIN, flatten
@@ -189,14 +199,22 @@ def collect_raw_results(
     return tasks, done, total
 
 
-def send_batch(conn: Connection, bodies: BodyLedger, inflight: dict[int, Task], tasks: list[Task]) -> None:
+def send_batch(
+    conn: Connection,
+    bodies: BodyLedger,
+    inflight: dict[int, Task],
+    tasks: list[Task],
+    local_args: Callable[[Pickled], bytes | None] | None = None,
+) -> None:
     """Queue `tasks` as one frame on `conn`: each function body the peer does not hold goes first, and
     every task is recorded `inflight` by its job id, before anything is encoded (so a failure on the way
     leaves no task off the books).
 
     `bodies` is the connection's ledger of what the peer holds: a body is sent once per connection, and on
     a version-2 connection again once the budget rule (`ppft_protocol.BodyLedger`, which the peer follows
-    too) has made the peer forget it. A ledger made before the handshake learns the version here."""
+    too) has made the peer forget it. A ledger made before the handshake learns the version here.
+    `local_args`: a local pool's own workers get arguments with out-of-band buffers as what it gives, when
+    not None (`ppft_worker.mapped`: their buffers in a shared segment)."""
     wires: list[Job] = []
     add = wires.append
     new: list[FunctionBody] = []
@@ -212,6 +230,10 @@ def send_batch(conn: Connection, bodies: BodyLedger, inflight: dict[int, Task], 
                 new.append(body)
         wire = task.wire
         inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
+        if local_args is not None and wire[2].__class__ is Pickled:
+            field = local_args(wire[2])
+            if field is not None:
+                wire = wire._replace(args=field)
         add(wire)
     for body in new:
         conn.send(body)

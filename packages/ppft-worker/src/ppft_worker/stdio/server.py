@@ -37,6 +37,9 @@ from ppft_protocol import (
     LiveOutput,
     Message,
     NodeInfo,
+    Put,
+    PutRefused,
+    Release,
     Result,
     ResultBatch,
     Role,
@@ -49,7 +52,17 @@ from ppft_protocol.relay import RawResults
 
 from ..pipes import PipeChannel
 from ..pool import WorkerPool
-from ..runtime import CANCELLED_TYPE, BodyTable, Loop, ServedTask, Stream, Task, offer_aes_gcm, take_jobs
+from ..runtime import (
+    CANCELLED_TYPE,
+    BodyTable,
+    Loop,
+    RefBook,
+    ServedTask,
+    Stream,
+    Task,
+    offer_aes_gcm,
+    take_jobs,
+)
 from ..version import __version__
 
 __all__ = ["HANDSHAKE_TIMEOUT", "QUEUE_CAP_MIN", "StdioServer"]
@@ -89,6 +102,7 @@ class StdioServer:
         )  # fmt: skip
         self.loop.on_idle = self._dispatch
         self._bodies = BodyTable("the ppft client")
+        self._refs = self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers
         self._ids = itertools.count(1)
         self._paused = False
         self._version = 0
@@ -155,6 +169,11 @@ class StdioServer:
             how = f"sealed with {event.cipher}" if event.sealed else "unsealed (ssh encrypts the channel)"
             log.info("client authenticated (protocol version %d, %s)", event.version, how)
             stream.send(NodeInfo("server", self.workers, __version__, self._host))
+        elif isinstance(event, (Put, Release, PutRefused)):  # `put()` refs: held here, sent to the workers
+            answer = self._refs.receive(event)
+            if answer is not None:
+                stream.send(answer)
+            self.pool.sync_refs()
         elif isinstance(event, StatsRequest):
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):

@@ -1,0 +1,186 @@
+"""Objects shipped once with `put()`: real local workers, a real ppserver (its status figures), a dial-in
+worker, a ppserver restarted under the client, and the errors (an object that cannot travel, a ref released
+or of another server, a ppserver that refuses a put past its --refs-memory)."""
+
+from __future__ import annotations
+
+import gc
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import ppft
+from clusterlib import ACCEPT_WORKERS, Cluster, wait_until
+from ppft_client.shipping import ShippingError
+from scriptlib import run_script
+from sshlib import Sshd
+from sshlib import sshd as sshd  # noqa: PLC0414 - the fixture
+from statuslib import metrics, ppserver_with_page, status
+
+MiB = 1024 * 1024
+
+
+def size_of(data: Any, k: int = 0) -> int:
+    return len(data) + k
+
+
+def plus(a: int, b: int) -> int:
+    return a + b
+
+
+def test_put_objects_script(script_mode: dict[str, str]) -> None:
+    ran = run_script("put_objects.py", env=script_mode).check()
+    assert ran.stdout == (
+        "submit: [4999950000]\n"
+        "template: 4999950001\n"
+        "nested: 4\n"
+        "after release: RefError True\n"
+        "executor submit: 4999950002\n"
+        "executor map: [4999950000, 4999950001, 4999950002]\n"
+    )
+
+
+def test_a_ppserver_holds_a_ref_once_and_frees_it_on_release(
+    cluster: Cluster, make_client: Callable[..., Any]
+) -> None:
+    proc, url = ppserver_with_page(cluster, workers=2)
+    client = make_client(0, ppservers=(proc.address,))
+    ref = client.put(b"x" * (4 * MiB))
+    assert [client.submit(size_of, (ref, k))() for k in range(30)] == [4 * MiB + k for k in range(30)]
+    figures = status(url)["refs"]
+    assert figures["count"] == 1 and 4 * MiB < figures["bytes"] < 4 * MiB + 100
+    assert metrics(url)[("ppft_refs", ())] == 1
+    ref.release()
+    wait_until(lambda: status(url)["refs"]["count"] == 0, 15, "the ref released on the ppserver")
+    assert status(url)["refs"]["bytes"] == 0
+
+
+def test_the_last_handle_collected_releases_the_ref_everywhere(
+    cluster: Cluster, make_client: Callable[..., Any]
+) -> None:
+    proc, url = ppserver_with_page(cluster, workers=1)
+    client = make_client(0, ppservers=(proc.address,))
+    ref = client.put([1, 2, 3])
+    assert client.submit(size_of, (ref,))() == 3
+    del ref
+    gc.collect()
+    wait_until(lambda: status(url)["refs"]["count"] == 0, 15, "the ref released on the ppserver")
+
+
+def test_a_restarted_ppserver_gets_the_ref_again(cluster: Cluster, make_client: Callable[..., Any]) -> None:
+    first = cluster.ppserver(workers=1)
+    client = make_client(0, ppservers=(first.address,))
+    ref = client.put("hello")
+    assert client.submit(size_of, (ref,))() == 5
+    cluster.kill(first)
+    first.popen.wait(10)
+    cluster.ppserver(workers=1, port=first.port)
+    assert client.submit(size_of, (ref, 1))() == 6
+
+
+def test_a_dial_in_worker_gets_the_ref(cluster: Cluster, make_client: Callable[..., Any]) -> None:
+    server = cluster.ppserver(workers=0, extra=ACCEPT_WORKERS)
+    cluster.dialin(server, workers=2)
+    client = make_client(0, ppservers=(server.address,))
+    ref = client.put(list(range(1000)))
+    assert {client.submit(size_of, (ref,))() for _ in range(20)} == {1000}
+
+
+def test_a_put_past_refs_memory_is_refused_and_only_its_jobs_fail(
+    cluster: Cluster, make_client: Callable[..., Any]
+) -> None:
+    proc, url = ppserver_with_page(cluster, workers=1, extra=("--refs-memory", "1MiB"))
+    client = make_client(0, ppservers=(proc.address,))
+    ref = client.put(b"x" * (2 * MiB))
+    job = client.submit(size_of, (ref,))
+    with pytest.raises(ppft.RefUnavailableError, match=rf"ref {ref.id:#x} .*refused.*--refs-memory"):
+        job()
+    assert client.submit(plus, (1, 2))() == 3
+    assert status(url)["refs"] == {"count": 0, "bytes": 0, "limit": MiB, "refused": 1}
+
+
+def test_an_object_that_cannot_be_pickled_raises_shipping_error_at_put(
+    make_client: Callable[..., Any],
+) -> None:
+    client = make_client(1)
+    with pytest.raises(ShippingError, match="put"):
+        client.put(x for x in range(3))
+
+
+def test_a_released_ref_is_refused_at_submit_naming_it(make_client: Callable[..., Any]) -> None:
+    client = make_client(1)
+    ref = client.put(1)
+    ref.release()
+    with pytest.raises(ppft.RefError, match=rf"ref {ref.id:#x} was released"):
+        client.submit(plus, (ref, 1))
+
+
+def test_a_ref_of_another_server_is_refused_at_submit_naming_it(make_client: Callable[..., Any]) -> None:
+    one, other = make_client(1), make_client(1)
+    ref = one.put(1)
+    with pytest.raises(ppft.RefError, match=rf"ref {ref.id:#x} belongs to another Server"):
+        other.submit(plus, (ref, 1))
+    other.put(2)  # the other server has refs of its own now: still refused
+    with pytest.raises(ppft.RefError, match="another Server"):
+        other.submit(plus, ((ref,), 1))
+
+
+def test_destroy_releases_every_ref(cluster: Cluster, make_client: Callable[..., Any]) -> None:
+    proc, url = ppserver_with_page(cluster, workers=1)
+    client = make_client(0, ppservers=(proc.address,))
+    refs = [client.put(k) for k in range(3)]
+    assert client.submit(plus, (refs[2], 1))() == 3
+    assert status(url)["refs"]["count"] == 3
+    client.destroy()
+    wait_until(lambda: status(url)["refs"]["count"] == 0, 15, "the refs released on the ppserver")
+    assert all(ref.released for ref in refs)
+
+
+def in_shared_memory(a: Any) -> tuple[float, bool]:
+    """The array's sum, and whether its memory is a mapping of a shared segment (memfd) in this worker."""
+    address = a.ctypes.data
+    with open("/proc/self/maps") as maps:
+        for line in maps:
+            start, end = (int(x, 16) for x in line.split()[0].split("-"))
+            if start <= address < end:
+                return float(a.sum()), "memfd:" in line
+    return float(a.sum()), False
+
+
+def test_a_big_array_is_held_once_in_shared_memory_for_the_local_workers(
+    make_client: Callable[..., Any],
+) -> None:
+    np = pytest.importorskip("numpy")
+    client = make_client(2)
+    array = np.arange(1 << 18, dtype=np.float64)  # 2 MiB: over the segment threshold
+    ref = client.put(array)
+    results = {client.submit(in_shared_memory, (ref,))() for _ in range(10)}
+    assert results == {(float(array.sum()), True)}
+
+
+def test_a_big_array_reaches_a_ppserver_s_workers(cluster: Cluster, make_client: Callable[..., Any]) -> None:
+    np = pytest.importorskip("numpy")
+    proc, url = ppserver_with_page(cluster, workers=2)
+    client = make_client(0, ppservers=(proc.address,))
+    array = np.arange(1 << 18, dtype=np.float64)
+    ref = client.put(array)
+    results = {client.submit(in_shared_memory, (ref,))() for _ in range(10)}
+    assert results == {(float(array.sum()), True)}  # the ppserver shares it with its workers too
+    assert 2 * MiB <= status(url)["refs"]["bytes"] < 2 * MiB + 1000
+
+
+def test_an_ssh_node_gets_the_ref(sshd: Sshd, make_client: Callable[..., Any]) -> None:
+    client = make_client(0, ppservers=(sshd.entry(workers=2),), ssh=sshd.prefix())
+    ref = client.put(list(range(1000)))
+    assert {client.submit(size_of, (ref, 1)).result(timeout=60) for _ in range(20)} == {1001}
+
+
+def test_a_version_1_ppserver_gets_the_object_inline_in_each_job(
+    protocol_1_ppserver: dict[str, str], make_client: Callable[..., Any]
+) -> None:
+    client = make_client(0, ppservers=(protocol_1_ppserver["PPSERVER"],))
+    ref = client.put(list(range(1000)))
+    assert [client.submit(size_of, (ref, k))() for k in range(5)] == [1000, 1001, 1002, 1003, 1004]
+    nested = client.put("abc")
+    assert client.submit(size_of, ({"x": [nested]}["x"][0], 1))() == 4
