@@ -5,6 +5,7 @@ or of another server, a ppserver that refuses a put past its --refs-memory)."""
 from __future__ import annotations
 
 import gc
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -114,6 +115,23 @@ def test_a_released_ref_is_refused_at_submit_naming_it(make_client: Callable[...
     ref.release()
     with pytest.raises(ppft.RefError, match=rf"ref {ref.id:#x} was released"):
         client.submit(plus, (ref, 1))
+
+
+def test_first_puts_from_many_threads_at_once_share_one_table(make_client: Callable[..., Any]) -> None:
+    client = make_client(1)
+    barrier = threading.Barrier(16)
+    refs: list[Any] = []
+
+    def put(i: int) -> None:
+        barrier.wait(10)
+        refs.append(client.put(i))
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert sorted(client.submit(plus, (ref, 0))() for ref in refs) == list(range(16))
 
 
 def test_a_ref_of_another_server_is_refused_at_submit_naming_it(make_client: Callable[..., Any]) -> None:

@@ -32,7 +32,7 @@ from ppft_worker.runtime import RefBook
 from .errors import RefError
 from .shipping import ShippingError, pickle_args, pickle_args_by, unpickle
 
-__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "inline_screen", "without_refs"]
+__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "inline_screen", "table_of", "without_refs"]
 
 _UNAVAILABLE = "ppft_worker.errors.RefUnavailableError"
 _MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
@@ -170,6 +170,20 @@ class RefTable:
             f"ref {ref.id:#x} was released (release() or its server's destroy()): put() the object again "
             "for new jobs"
         )
+
+
+_first_put = threading.Lock()
+
+
+def table_of(server: Any) -> RefTable:
+    """`server`'s RefTable (its `_refs`), made by its first `put`, once even when threads put at once."""
+    table = server._refs
+    if table is None:
+        with _first_put:
+            if server._refs is None:
+                server._refs = RefTable(server._scheduler)
+            table = server._refs
+    return table
 
 
 def checked_refs(table: RefTable | None) -> list[Ref]:

@@ -30,7 +30,7 @@ from .errors import DestroyedServerError
 from .job import Job
 from .limits import check_count, check_timeout
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
-from .refs import Ref, RefTable
+from .refs import Ref, RefTable, table_of
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
 from .stats import Statistics, format_stats
@@ -217,9 +217,7 @@ class Server:
         be pickled (nothing is sent)."""
         if self._exiting:
             raise DestroyedServerError("Cannot put objects: server instance has been destroyed")
-        if self._refs is None:
-            self._refs = RefTable(self._scheduler)
-        return self._refs.put(obj, self._proto)
+        return table_of(self).put(obj, self._proto)
 
     def _submit_body(
         self,
