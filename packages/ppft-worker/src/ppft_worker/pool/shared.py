@@ -4,8 +4,8 @@ Arguments that `mapped.snapshot` put in a shared segment at submit go to a local
 token (`local_args`), and the segment is closed when their job is done (`done`). A worker's value in a
 segment of its own is mapped here as soon as its result arrives (`map_results`: the result then carries a
 buffered pickle of views of the mapping, loaded with no copy), and the worker is told to let go of the
-segment by a cancel of that finished job. A segment that is gone (its worker died after it sent the result)
-costs that worker: it is killed, and its jobs, that one included, run again.
+segment by a cancel of that finished job's id marked `RELEASE`. A segment that is gone (its worker died after
+it sent the result) costs that worker: it is killed, and its jobs, that one included, run again.
 
 Made by a `WorkerPool` whose owner unpickles the values in its own process, only where the machine has
 segments (`segments_available`; PPFT_SEGMENTS=0 switches them off). It never reads or writes a pipe itself.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ppft_protocol import Pickled, Result, ResultBatch
 
-from ..mapped import close_args, is_mapped, mapped_args, open_field
+from ..mapped import RELEASE, close_args, is_mapped, mapped_args, open_field
 from ..runtime import Task
 from ..segments import SegmentError, segments_available
 from .worker import PoolWorker
@@ -70,7 +70,7 @@ class SharedSegments:
                     w.proc.kill()
         if new is None:
             return batch
-        self._cancel(w, tuple(released))
+        self._cancel(w, tuple(RELEASE | job_id for job_id in released))
         return ResultBatch(tuple(result for result in new if result is not None))
 
 
