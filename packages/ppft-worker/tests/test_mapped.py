@@ -88,3 +88,38 @@ def test_a_snapshot_whose_arguments_are_gone_closes_its_segment() -> None:
     assert views is not None and open_segments()[0] == count + 1
     del views
     assert open_segments()[0] == count
+
+
+class _Killed:
+    def __init__(self) -> None:
+        self.killed = False
+
+    def kill(self) -> None:
+        self.killed = True
+
+
+class _Worker:
+    def __init__(self) -> None:
+        self.proc = _Killed()
+
+
+def test_the_pool_maps_a_value_then_releases_it_and_reruns_one_whose_segment_is_gone() -> None:
+    from ppft_protocol import Result, ResultBatch
+    from ppft_worker.pool.shared import SharedSegments
+
+    cancels: list[tuple[int, ...]] = []
+
+    def cancel(w: object, ids: tuple[int, ...]) -> None:
+        cancels.append(ids)
+        mapped.release(ids)  # what the worker does with that cancel
+
+    shared = SharedSegments(cancel)
+    tiny = Result(6, True, pickle.dumps(7, 5))
+    field = mapped.result_field(7, value_of(bytearray(b"v" * BIG)))
+    assert field is not None
+    w = _Worker()
+    batch = shared.map_results(w, ResultBatch((tiny, Result(7, True, field))))  # type: ignore[arg-type]
+    assert batch.results[0] == tiny and type(batch.results[1].value) is Pickled
+    assert cancels == [(mapped.RELEASE | 7,)] and mapped.held()[0] == 0  # released once mapped
+    again = shared.map_results(w, ResultBatch((tiny, Result(7, True, field))))  # type: ignore[arg-type]
+    assert again.results == (tiny,) and w.proc.killed  # gone: its worker is killed, the job runs again

@@ -49,9 +49,11 @@ __all__ = [
     "MAX_OPEN",
     "RELEASE",
     "SEGMENT_MIN",
+    "MappedField",
     "close_args",
     "held",
     "is_mapped",
+    "last_is_mapped",
     "mapped_args",
     "open_field",
     "release",
@@ -201,6 +203,20 @@ def close_args(args: object) -> None:
 _held: dict[int, Segment] = {}  # job id -> the segment of its result, until the pool releases it
 
 
+class MappedField(bytes):
+    """A worker's mapped value: its class tells the worker loop to send it at once, so that it is the last
+    result of its frame (the only one the pool looks at: `last_is_mapped`)."""
+
+    __slots__ = ()
+
+
+def last_is_mapped(results: Sequence[tuple[object, ...]]) -> bool:
+    """Whether the last of a frame's results carries a mapped value (one byte compared: tiny frames pay
+    nothing more)."""
+    value = results[-1][2] if results else b""
+    return value[:1] == b"\xff" and is_mapped(value)  # type: ignore[index]
+
+
 def result_field(job_id: int, value: Pickled) -> bytes | None:
     """A worker's value with large buffers: the mapped field of a segment holding them (held until
     `release(job_id)`), or None (then the value travels as a buffered pickle through the pipe)."""
@@ -215,7 +231,7 @@ def result_field(job_id: int, value: Pickled) -> bytes | None:
     if old is not None:
         old.close()
     _held[job_id] = segment
-    return _field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data)
+    return MappedField(_field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data))
 
 
 def held() -> tuple[int, int]:
