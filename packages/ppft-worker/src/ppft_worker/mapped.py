@@ -9,18 +9,21 @@ few dozen bytes beside the pickle stream. Layout (an opaque args or value field,
     pid        u32       the process that holds the segment open (its `Segment.token()`)
     fd         u32       its descriptor there
     size       u64       the segment's size in bytes
+    ino        u64       its inode number (`Segment.ino`): a later segment under the same fd is refused
     count      u32       the number of buffers, at least 1
     buffers    count x (offset u64, size u64, read-only u8): where each buffer lies in the segment, and
                          whether it was read-only when pickled
     pickle     the rest: the pickle stream (NEXT_BUFFER refers to the buffers in order)
 
 Arguments: `snapshot` copies a job's writable buffers, at submit, straight into a segment (the copy that
-buffered pickles make anyway, into shared memory instead of private memory), registered here by the
-mapping's object; `mapped_args` gives the pool the mapped field of such a `Pickled` while the segment is
-open, and `close_args` closes it when the job is done. Results: `result_field` writes a value's buffers into
-a segment the worker holds (`hold`) until the pool, which has mapped it (`open_field`), says so by cancelling
-the finished job (`release`). A reader maps a segment copy-on-write: a buffer that was writable loads
-writable (writes stay in the reader), and nothing is copied unless written.
+buffered pickles make anyway, into shared memory instead of private memory), registered here by the mapping's
+object; `mapped_args` gives the pool the mapped field of such a `Pickled` while the segment is open, and
+`close_args` closes it when the job is done. Results: `result_field` writes a value's buffers into a segment
+the worker holds until the pool, which has mapped it (`open_field`), says so: a `Cancel` of the finished
+job's id with its top bit set (`RELEASE`; no job has such an id, so a worker that does not know it ignores
+it, and a cancel that races a job, a steal's, never releases anything) makes it `release` it. A reader maps a
+segment copy-on-write: a buffer that was writable loads writable (writes stay in the reader), and nothing is
+copied unless written.
 
 The kernel frees a segment when its last descriptor and mapping go, so a process that dies leaks none. At
 most `MAX_OPEN` segments are open per process (creator side); beyond that, buffers go through the pipe. This
@@ -44,10 +47,13 @@ if TYPE_CHECKING:
 __all__ = [
     "MAGIC",
     "MAX_OPEN",
+    "RELEASE",
     "SEGMENT_MIN",
+    "MappedField",
     "close_args",
     "held",
     "is_mapped",
+    "last_is_mapped",
     "mapped_args",
     "open_field",
     "release",
@@ -58,10 +64,12 @@ __all__ = [
 MAGIC = b"\xffPBM"
 SEGMENT_MIN = 1 << 20
 """A buffered pickle whose out-of-band buffers add up to this many bytes or more goes through a segment."""
+RELEASE = 1 << 63
+"""A `Cancel` of `RELEASE | job_id`: the pool has mapped that job's value; the worker closes its segment."""
 MAX_OPEN = 64
 """Segments a process keeps open at most; beyond, buffers go through the pipe."""
 
-_HEAD = struct.Struct("<4sIIQI")  # magic, pid, fd, size, count
+_HEAD = struct.Struct("<4sIIQQI")  # magic, pid, fd, size, ino, count
 _ENTRY = struct.Struct("<QQB")  # offset, size, read-only
 _ALIGN = 64  # each buffer starts on a cache line (numpy wants 16)
 
@@ -100,7 +108,7 @@ def _field(
 ) -> bytes:
     pid, fd, size = segment.token()
     entries = b"".join(_ENTRY.pack(o, n, ro) for o, (n, ro) in zip(offsets, buffers, strict=True))
-    return b"".join((_HEAD.pack(MAGIC, pid, fd, size, len(offsets)), entries, data))
+    return b"".join((_HEAD.pack(MAGIC, pid, fd, size, segment.ino, len(offsets)), entries, data))
 
 
 def is_mapped(field: object) -> bool:
@@ -113,11 +121,11 @@ def open_field(field: Blob) -> Pickled:
     mapped copy-on-write here (a buffer read-only when pickled comes read-only). Raises `SegmentError` when
     the segment is gone (its holder died or closed it) or the field does not describe it."""
     mv = memoryview(field)
-    magic, pid, fd, size, count = _HEAD.unpack_from(mv)
+    magic, pid, fd, size, ino, count = _HEAD.unpack_from(mv)
     end = _HEAD.size + count * _ENTRY.size
     if magic != MAGIC or count < 1 or end > len(mv):
         raise SegmentError(f"a mapped pickle of {len(mv)} bytes does not hold its {count} buffers' places")
-    mapped = open_segment(pid, fd, size, writable=True)
+    mapped = open_segment(pid, fd, size, writable=True, ino=ino)
     view = mapped.view
     mapped.close()
     buffers = []
@@ -195,6 +203,20 @@ def close_args(args: object) -> None:
 _held: dict[int, Segment] = {}  # job id -> the segment of its result, until the pool releases it
 
 
+class MappedField(bytes):
+    """A worker's mapped value: its class tells the worker loop to send it at once, so that it is the last
+    result of its frame (the only one the pool looks at: `last_is_mapped`)."""
+
+    __slots__ = ()
+
+
+def last_is_mapped(results: Sequence[tuple[object, ...]]) -> bool:
+    """Whether the last of a frame's results carries a mapped value (one byte compared: tiny frames pay
+    nothing more)."""
+    value = results[-1][2] if results else b""
+    return value[:1] == b"\xff" and is_mapped(value)  # type: ignore[index]
+
+
 def result_field(job_id: int, value: Pickled) -> bytes | None:
     """A worker's value with large buffers: the mapped field of a segment holding them (held until
     `release(job_id)`), or None (then the value travels as a buffered pickle through the pipe)."""
@@ -209,7 +231,7 @@ def result_field(job_id: int, value: Pickled) -> bytes | None:
     if old is not None:
         old.close()
     _held[job_id] = segment
-    return _field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data)
+    return MappedField(_field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data))
 
 
 def held() -> tuple[int, int]:
@@ -218,8 +240,10 @@ def held() -> tuple[int, int]:
 
 
 def release(job_ids: Iterable[int]) -> None:
-    """The pool has mapped the results of `job_ids` (or does not want them): close their segments."""
+    """A `Cancel` came: the ids of it marked `RELEASE` name values the pool has mapped; their segments are
+    closed (other ids are a real cancel's, which releases nothing)."""
     for job_id in job_ids:
-        segment = _held.pop(job_id, None)
-        if segment is not None:
-            segment.close()
+        if job_id & RELEASE:
+            segment = _held.pop(job_id ^ RELEASE, None)
+            if segment is not None:
+                segment.close()

@@ -63,8 +63,10 @@ def dumps(obj: object, protocol: int, snapshot: bool = True) -> bytes | Pickled:
     A buffer that is read-only travels as a view of `obj`'s memory; a writable one is copied once, here,
     into the bytes that travel (a snapshot: the object as it is now, as a plain pickle would have it,
     whatever the caller or the job does to it before the frame leaves; then nothing copies it again on its
-    way). `snapshot=False`: writable buffers travel as views too, for a caller that sends the frame before
-    anything can change `obj` (a worker's result). Raises what `pickle.dumps` raises."""
+    way). Buffers that add up to `mapped.SEGMENT_MIN` and more are all copied into one shared segment
+    instead (`mapped.snapshot`, read-only ones too), which a local pool's own workers map. `snapshot=False`:
+    writable buffers travel as views too, for a caller that sends the frame before anything can change
+    `obj` (a worker's result). Raises what `pickle.dumps` raises."""
     if protocol < 5:
         return pickle.dumps(obj, protocol)
     try:

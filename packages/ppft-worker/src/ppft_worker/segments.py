@@ -24,6 +24,8 @@ from __future__ import annotations
 import os
 import sys
 
+from ppft_protocol.cpython import allocate_lock, reinit_after_fork
+
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -60,6 +62,7 @@ def segments_available() -> bool:
 
 _open = [0, 0]  # segments this process created and has not closed: count, bytes
 _fds: set[int] = set()  # their fds
+_counting = allocate_lock()  # segments are made and closed by several threads (submit, the I/O thread)
 
 
 def _after_fork_in_child() -> None:
@@ -75,6 +78,7 @@ def _after_fork_in_child() -> None:
 
 
 if hasattr(os, "register_at_fork"):
+    reinit_after_fork(_counting)
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
@@ -161,11 +165,12 @@ class Segment:
     """A shared memory segment this process created: `create`, fill (`view`, or `write`), `seal`, send its
     `token()`, and `close()` once the reader has mapped it (or the job is over)."""
 
-    __slots__ = ("_view", "fd", "sealed", "size")
+    __slots__ = ("_view", "fd", "ino", "sealed", "size")
 
     def __init__(self, fd: int, size: int) -> None:
         self.fd = fd
         self.size = size
+        self.ino = os.fstat(fd).st_ino  # tells this segment from a later one that reuses its fd number
         self.sealed = False
         self._view: memoryview | None = None
 
@@ -184,9 +189,10 @@ class Segment:
         except OSError as exc:
             os.close(fd)
             raise SegmentError(f"cannot size a shared segment to {size} bytes: {exc}") from exc
-        _open[0] += 1
-        _open[1] += size
-        _fds.add(fd)
+        with _counting:
+            _open[0] += 1
+            _open[1] += size
+            _fds.add(fd)
         return cls(fd, size)
 
     @property
@@ -257,11 +263,15 @@ class Segment:
         process goes). Safe to call twice."""
         fd, self.fd = self.fd, -1
         self._view = None
-        if fd >= 0 and fd in _fds:
+        if fd < 0:
+            return
+        with _counting:
+            if fd not in _fds:
+                return  # closed for us in a forked child
             _fds.discard(fd)
             _open[0] -= 1
             _open[1] -= self.size
-            os.close(fd)
+        os.close(fd)
 
     def __repr__(self) -> str:
         state = "closed" if self.fd < 0 else "sealed" if self.sealed else "writable"
@@ -291,11 +301,13 @@ class Mapped:
         self._view = None
 
 
-def open_segment(pid: int, fd: int, size: int, writable: bool = False) -> Mapped:
+def open_segment(pid: int, fd: int, size: int, writable: bool = False, ino: int | None = None) -> Mapped:
     """Map read-only the sealed segment of `size` bytes that process `pid` holds open as `fd` (its
     `Segment.token()`); `writable=True`: copy-on-write instead (writes stay in this process, and only the
-    pages written are copied). Raises `SegmentError`, naming pid and fd, when it is gone (the process ended or
-    closed it), is not a sealed segment, or has another size."""
+    pages written are copied). `ino`: the segment's `Segment.ino`, checked when given (a segment closed
+    and replaced by another under the same fd is then refused, not misread). Raises `SegmentError`,
+    naming pid and fd, when it is gone (the process ended or closed it), is not a sealed segment, or has
+    another size."""
     where = f"shared segment fd {fd} of process {pid}"
     if type(size) is not int or size < 1 or type(pid) is not int or type(fd) is not int or fd < 0:
         raise SegmentError(f"{where}: not a valid token (pid, fd, size {size!r})")
@@ -318,7 +330,12 @@ def open_segment(pid: int, fd: int, size: int, writable: bool = False) -> Mapped
         want = _seal_flags()
         if seals & want != want:
             raise SegmentError(f"{where} is not a sealed shared segment: it is not read")
-        actual = os.fstat(rfd).st_size
+        stat = os.fstat(rfd)
+        if ino is not None and stat.st_ino != ino:
+            raise SegmentError(
+                f"{where} is another segment now (the one of the token was closed): it is not read"
+            )
+        actual = stat.st_size
         if actual != size:
             raise SegmentError(f"{where} has {actual} bytes, its token says {size}: it is not read")
         try:

@@ -4,8 +4,8 @@ Arguments that `mapped.snapshot` put in a shared segment at submit go to a local
 token (`local_args`), and the segment is closed when their job is done (`done`). A worker's value in a
 segment of its own is mapped here as soon as its result arrives (`map_results`: the result then carries a
 buffered pickle of views of the mapping, loaded with no copy), and the worker is told to let go of the
-segment by a cancel of that finished job. A segment that is gone (its worker died after it sent the result)
-costs that worker: it is killed, and its jobs, that one included, run again.
+segment by a cancel of that finished job's id marked `RELEASE`. A segment that is gone (its worker died after
+it sent the result) costs that worker: it is killed, and its jobs, that one included, run again.
 
 Made by a `WorkerPool` whose owner unpickles the values in its own process, only where the machine has
 segments (`segments_available`; PPFT_SEGMENTS=0 switches them off). It never reads or writes a pipe itself.
@@ -19,7 +19,7 @@ from collections.abc import Callable
 
 from ppft_protocol import Pickled, Result, ResultBatch
 
-from ..mapped import close_args, is_mapped, mapped_args, open_field
+from ..mapped import RELEASE, close_args, last_is_mapped, mapped_args, open_field
 from ..runtime import Task
 from ..segments import SegmentError, segments_available
 from .worker import PoolWorker
@@ -49,29 +49,22 @@ class SharedSegments:
             close_args(task.wire[2])
 
     def map_results(self, w: PoolWorker, batch: ResultBatch) -> ResultBatch:
-        """`batch` with the values `w` put in segments mapped here; `w` is told to let go of them."""
+        """`batch` with the value `w` put in a segment mapped here (a worker sends such a value last in its
+        frame: `mapped.MappedField`); `w` is told to let go of it."""
         results = batch.results
-        new: list[Result | None] | None = None
-        released: list[int] = []
-        for index, result in enumerate(results):
-            value = result[2]
-            if value[:1] != b"\xff" or not is_mapped(value):  # type: ignore[index]
-                continue
-            if new is None:
-                new = list(results)
-            job_id = result[0]
-            released.append(job_id)
-            try:
-                new[index] = result._replace(value=open_field(value))  # type: ignore[arg-type]
-            except SegmentError as exc:
-                log.warning("%r: job %d's value cannot be mapped (%s): the job runs again", w, job_id, exc)
-                new[index] = None
-                with contextlib.suppress(ProcessLookupError):
-                    w.proc.kill()
-        if new is None:
+        if not last_is_mapped(results):
             return batch
-        self._cancel(w, tuple(released))
-        return ResultBatch(tuple(result for result in new if result is not None))
+        result = results[-1]
+        job_id = result[0]
+        try:
+            mapped = result._replace(value=open_field(result[2]))  # type: ignore[arg-type]
+        except SegmentError as exc:
+            log.warning("%r: job %d's value cannot be mapped (%s): the job runs again", w, job_id, exc)
+            with contextlib.suppress(ProcessLookupError):
+                w.proc.kill()
+            return ResultBatch(results[:-1])
+        self._cancel(w, (RELEASE | job_id,))  # mapped here: the worker may close it now, not before
+        return ResultBatch((*results[:-1], mapped))
 
 
 def shared_segments(

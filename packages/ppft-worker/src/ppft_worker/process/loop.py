@@ -42,7 +42,6 @@ from ppft_protocol import (
     Job,
     JobBatch,
     NodeInfo,
-    Pickled,
     ProtocolError,
     Put,
     PutRefused,
@@ -391,9 +390,10 @@ class WorkerLoop:
                 del job  # its args may be a view of the buffer the next large frame could reuse
                 now = perf_counter()
                 append(result)
-                if (
-                    result[2].__class__ is Pickled
-                ):  # its buffers are the value's memory: out before a job runs
+                # A buffered pickle (`Pickled`): its buffers are the value's memory, out before a job runs; a
+                # mapped one (`mapped.MappedField`, a bytes subclass): out at once, the last of its frame,
+                # where the pool looks for it. Every other value is plain bytes.
+                if result[2].__class__ is not bytes:
                     flush()
                 done += 1
                 busy += result.wall_time
