@@ -5,6 +5,7 @@ or of another server, a ppserver that refuses a put past its --refs-memory)."""
 from __future__ import annotations
 
 import gc
+import os
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -186,6 +187,22 @@ def test_a_big_array_reaches_a_ppserver_s_workers(cluster: Cluster, make_client:
     results = {client.submit(in_shared_memory, (ref,))() for _ in range(10)}
     assert results == {(float(array.sum()), True)}  # the ppserver shares it with its workers too
     assert 2 * MiB <= status(url)["refs"]["bytes"] < 2 * MiB + 1000
+    held = memfds(proc.pid)  # the ref's segment, and its workers' output regions
+    ref.release()
+    wait_until(lambda: status(url)["refs"]["count"] == 0, 10, "the ppserver to forget the ref")
+    wait_until(lambda: memfds(proc.pid) == held - 1, 10, "the ppserver to close the ref's segment")
+
+
+def memfds(pid: int) -> int:
+    """How many shared memory segments (memfds) process `pid` holds open."""
+    folder = f"/proc/{pid}/fd"
+    count = 0
+    for name in os.listdir(folder):
+        try:
+            count += os.readlink(f"{folder}/{name}").startswith("/memfd:")
+        except OSError:  # closed meanwhile
+            pass
+    return count
 
 
 def test_an_ssh_node_gets_the_ref(sshd: Sshd, make_client: Callable[..., Any]) -> None:

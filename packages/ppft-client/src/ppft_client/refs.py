@@ -177,12 +177,13 @@ _first_put = threading.Lock()
 
 def table_of(server: Any) -> RefTable:
     """`server`'s RefTable (its `_refs`), made by its first `put`, once even when threads put at once."""
-    table = server._refs
+    table: RefTable | None = server._refs
     if table is None:
         with _first_put:
             if server._refs is None:
                 server._refs = RefTable(server._scheduler)
             table = server._refs
+    assert table is not None
     return table
 
 

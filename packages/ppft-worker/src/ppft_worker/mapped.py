@@ -53,12 +53,14 @@ __all__ = [
     "close_args",
     "held",
     "is_mapped",
+    "kept_field",
     "last_is_mapped",
     "mapped_args",
     "open_field",
     "release",
     "result_field",
     "snapshot",
+    "unkeep",
 ]
 
 MAGIC = b"\xffPBM"
@@ -232,6 +234,31 @@ def result_field(job_id: int, value: Pickled) -> bytes | None:
         old.close()
     _held[job_id] = segment
     return MappedField(_field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data))
+
+
+_kept: dict[int, Segment] = {}  # a put() ref's id -> the segment of its buffers, until `unkeep`
+
+
+def kept_field(key: int, value: Pickled) -> bytes | None:
+    """A `put()` ref's buffered pickle as the mapped field of a segment held under `key` until `unkeep(key)`
+    (a ppserver's or dial-in worker's copy, which its workers map), or None (too small, or no segment)."""
+    buffers = value.buffers
+    if sum(b.nbytes for b in buffers) < SEGMENT_MIN:
+        return None
+    made = _fill(buffers)
+    if made is None:
+        return None
+    segment, offsets = made
+    unkeep(key)
+    _kept[key] = segment
+    return _field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data)
+
+
+def unkeep(key: int) -> None:
+    """Close the segment `kept_field` holds under `key`, if any (its memory goes with the last mapping)."""
+    segment = _kept.pop(key, None)
+    if segment is not None:
+        segment.close()
 
 
 def held() -> tuple[int, int]:

@@ -22,8 +22,7 @@ from __future__ import annotations
 
 from ppft_protocol import Blob, Connection, Pickled, Put, PutRefused, Release, is_pickled, split_pickled
 
-from ..mapped import mapped_args, result_field
-from ..mapped import release as close_segments
+from ..mapped import kept_field, mapped_args, unkeep
 
 __all__ = ["RefBook", "RefSync", "memory_refusal"]
 
@@ -100,13 +99,13 @@ class RefBook:
             data = Pickled(stream, buffers)
         field = mapped_args(data)  # its buffers were snapshotted into a segment (a client's `put`)
         if field is None:
-            field = result_field(ref_id, data)  # a segment held under the ref id
+            field = kept_field(ref_id, data)  # a segment held under the ref id
         if field is not None:
             self.local[ref_id] = field
 
     def _unshare(self, ref_id: int) -> None:
         if self.local.pop(ref_id, None) is not None:
-            close_segments((ref_id,))
+            unkeep(ref_id)
 
     def release(self, ref_ids: tuple[int, ...] | list[int], owner: object = None) -> None:
         """Forget these refs (those `owner` put; unknown ids are ignored)."""
