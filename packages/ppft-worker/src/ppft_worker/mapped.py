@@ -222,18 +222,10 @@ def last_is_mapped(results: Sequence[tuple[object, ...]]) -> bool:
 def result_field(job_id: int, value: Pickled) -> bytes | None:
     """A worker's value with large buffers: the mapped field of a segment holding them (held until
     `release(job_id)`), or None (then the value travels as a buffered pickle through the pipe)."""
-    buffers = value.buffers
-    if sum(b.nbytes for b in buffers) < SEGMENT_MIN or len(_held) >= MAX_OPEN:
+    if len(_held) >= MAX_OPEN:
         return None
-    made = _fill(buffers)
-    if made is None:
-        return None
-    segment, offsets = made
-    old = _held.pop(job_id, None)
-    if old is not None:
-        old.close()
-    _held[job_id] = segment
-    return MappedField(_field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data))
+    field = _held_field(_held, job_id, value)
+    return None if field is None else MappedField(field)
 
 
 _kept: dict[int, Segment] = {}  # a put() ref's id -> the segment of its buffers, until `unkeep`
@@ -242,6 +234,12 @@ _kept: dict[int, Segment] = {}  # a put() ref's id -> the segment of its buffers
 def kept_field(key: int, value: Pickled) -> bytes | None:
     """A `put()` ref's buffered pickle as the mapped field of a segment held under `key` until `unkeep(key)`
     (a ppserver's or dial-in worker's copy, which its workers map), or None (too small, or no segment)."""
+    return _held_field(_kept, key, value)
+
+
+def _held_field(store: dict[int, Segment], key: int, value: Pickled) -> bytes | None:
+    """`value`'s buffers in a new segment kept in `store` under `key` (closing the one it replaces), as its
+    mapped field; None if they are too small for a segment or none can be had."""
     buffers = value.buffers
     if sum(b.nbytes for b in buffers) < SEGMENT_MIN:
         return None
@@ -249,8 +247,10 @@ def kept_field(key: int, value: Pickled) -> bytes | None:
     if made is None:
         return None
     segment, offsets = made
-    unkeep(key)
-    _kept[key] = segment
+    old = store.pop(key, None)
+    if old is not None:
+        old.close()
+    store[key] = segment
     return _field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data)
 
 
