@@ -58,6 +58,37 @@ def test_a_ppserver_holds_a_ref_once_and_frees_it_on_release(
     assert status(url)["refs"]["bytes"] == 0
 
 
+def size_when(gate: str, data: Any) -> int:
+    """len(data), once the file `gate` exists (at most 30 s)."""
+    import os
+    import time
+
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return len(data)
+
+
+@pytest.mark.parametrize("where", ["local", "ppserver"])
+def test_jobs_submitted_before_release_still_get_the_object(
+    where: str, cluster: Cluster, make_client: Callable[..., Any], tmp_path: Any
+) -> None:
+    proc, url = ppserver_with_page(cluster, workers=2)
+    client = make_client(2) if where == "local" else make_client(0, ppservers=(proc.address,))
+    gate = str(tmp_path / "gate")
+    with client.put(b"x" * MiB) as ref:
+        jobs = [client.submit(size_when, (gate, ref)) for _ in range(6)]  # 2 run, 4 wait
+    assert not any(job.done() for job in jobs)
+    with pytest.raises(ppft.RefError, match="was released"):
+        client.submit(size_when, (gate, ref))
+    if where == "ppserver":
+        wait_until(lambda: status(url)["refs"]["count"] == 1, 15, "the ref held while its jobs are not done")
+    open(gate, "w").close()
+    assert [job.result(timeout=60) for job in jobs] == [MiB] * 6
+    if where == "ppserver":
+        wait_until(lambda: status(url)["refs"]["count"] == 0, 15, "the ref released once its jobs were done")
+
+
 def test_the_last_handle_collected_releases_the_ref_everywhere(
     cluster: Cluster, make_client: Callable[..., Any]
 ) -> None:

@@ -130,7 +130,7 @@ def make_job(
     job.wire = _new_tuple(WireJob, (tid, body.digest, args, proto))
     job._sched = sched
     if PICKLED:  # its arguments hold `put()` refs: checked, and kept alive while it waits
-        job.refs = checked_refs(getattr(server, "_refs", None))
+        job.refs = checked_refs(getattr(server, "_refs", None), job)
     return job
 
 

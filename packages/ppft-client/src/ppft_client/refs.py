@@ -74,8 +74,8 @@ class Ref:
         return self.id not in self._table.live
 
     def release(self) -> None:
-        """Free the object here and on every node (again: nothing). Jobs still waiting that use it then fail
-        with `RefUnavailableError`: release a ref once its jobs are done."""
+        """Refuse it to new jobs at once (`RefError`), and free the object here and on every node as soon as
+        the jobs already submitted with it are done (again: nothing)."""
         self._table.release(self.id)
 
     def __enter__(self) -> Ref:
@@ -92,6 +92,8 @@ class RefTable:
         self._scheduler = scheduler
         self.book = RefBook()
         self.live: set[int] = set()
+        self._users: dict[int, weakref.WeakSet[Any]] = {}  # ref id -> the jobs submitted with it
+        self._users_lock = threading.Lock()
         self._ids = itertools.count(1)
         # 32 random bits above a counter: ids unique across the clients of a ppserver
         self._id_prefix = int.from_bytes(os.urandom(4), "big") << 31
@@ -126,12 +128,42 @@ class RefTable:
         self._scheduler.call(hold)
         return ref
 
+    def use(self, refs: list[Ref], job: object) -> None:
+        """`job` was submitted with `refs`: a `release` of one of them waits until it is done."""
+        with self._users_lock:
+            for ref in refs:
+                users = self._users.get(ref.id)
+                if users is None:
+                    users = self._users[ref.id] = weakref.WeakSet()
+                users.add(job)
+
     def release(self, ref_id: int) -> None:
-        """Forget `ref_id` here and, from the I/O thread, on every node (any thread; again: nothing)."""
+        """Refuse `ref_id` to new jobs, and forget it here and, from the I/O thread, on every node once the
+        jobs submitted with it are done (any thread; again: nothing)."""
         live = self.live
         if ref_id not in live:
             return
         live.discard(ref_id)
+        with self._users_lock:
+            users = self._users.pop(ref_id, None)
+            waiting = [job for job in users if not job.done()] if users else []
+        if not waiting or self._scheduler.exiting:
+            self._forget(ref_id)
+            return
+        left = [len(waiting)]
+        lock = threading.Lock()
+
+        def one_done(_job: object) -> None:
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self._forget(ref_id)
+
+        for job in waiting:
+            job.add_done_callback(one_done)  # at once if it is done by now
+
+    def _forget(self, ref_id: int) -> None:
         book = self.book
         scheduler = self._scheduler
         if scheduler.exiting:
@@ -187,10 +219,10 @@ def table_of(server: Any) -> RefTable:
     return table
 
 
-def checked_refs(table: RefTable | None) -> list[Ref]:
-    """The refs this thread pickled since it last asked (a job's arguments, just pickled: `make_job`),
+def checked_refs(table: RefTable | None, job: object) -> list[Ref]:
+    """The refs this thread pickled since it last asked (`job`'s arguments, just pickled: `make_job`),
     checked against `table` (None: the server never made one): `RefError` for a ref released or of another
-    server. One function, no lock: it runs once per job that uses refs."""
+    server; else recorded as `job`'s (`RefTable.use`). It runs once per job that uses refs."""
     refs = _local.refs
     _local.refs = []
     del PICKLED[: len(refs)]  # as many entries as this thread added (which ones does not matter)
@@ -204,6 +236,7 @@ def checked_refs(table: RefTable | None) -> list[Ref]:
     for ref in refs:
         if ref._table is not table or ref.id not in live:
             raise RefError(table.problem(ref))
+    table.use(refs, job)
     return refs
 
 
