@@ -57,7 +57,8 @@ def resolve(ref_id: int) -> object:
     if problem is None:
         problem = (
             "it was released, or the node cannot hold refs (a dask cluster, a ppft 1 or 2.0 peer): "
-            "release a ref only after its jobs are done, and send jobs that use refs to ppft 2 nodes"
+            "send jobs that use refs to nodes of this ppft version, and put() objects with the Server "
+            "that submits their jobs"
         )
     raise RefUnavailableError(f"ref {ref_id:#x} is not held by this worker: {problem}")
 
