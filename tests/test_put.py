@@ -89,6 +89,18 @@ def test_jobs_submitted_before_release_still_get_the_object(
         wait_until(lambda: status(url)["refs"]["count"] == 0, 15, "the ref released once its jobs were done")
 
 
+def test_many_ref_jobs_keep_the_client_s_book_of_them_bounded(make_client: Callable[..., Any]) -> None:
+    client = make_client(2)
+    ref = client.put(list(range(100)))
+    for _ in range(3):
+        jobs = [client.submit(size_of, (ref, k)) for k in range(5000)]
+        assert [job() for job in jobs] == [100 + k for k in range(5000)]
+    assert len(client._refs._users) <= 2 * 5000  # the jobs that are done are dropped as it grows
+    last = client.submit(size_of, (ref,))
+    ref.release()
+    assert last.result(timeout=30) == 100
+
+
 def test_the_last_handle_collected_releases_the_ref_everywhere(
     cluster: Cluster, make_client: Callable[..., Any]
 ) -> None:

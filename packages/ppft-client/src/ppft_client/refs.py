@@ -35,6 +35,7 @@ from .shipping import ShippingError, pickle_args, pickle_args_by, unpickle
 __all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "inline_screen", "table_of", "without_refs"]
 
 _UNAVAILABLE = "ppft_worker.errors.RefUnavailableError"
+_PRUNE_MIN = 4096  # jobs with refs tracked (`RefTable.use`) before the done ones are first dropped
 _MAX_SIZE = (1 << 30) - 1024  # a ref travels in one frame (ppft_protocol.DEFAULT_MAX_FRAME_SIZE)
 
 
@@ -92,8 +93,11 @@ class RefTable:
         self._scheduler = scheduler
         self.book = RefBook()
         self.live: set[int] = set()
-        self._users: dict[int, weakref.WeakSet[Any]] = {}  # ref id -> the jobs submitted with it
-        self._users_lock = threading.Lock()
+        # the jobs submitted with refs, weakly: appended without a lock (one list append per job), pruned
+        # of the done ones in place as the list grows (`_prune`), read by `release`
+        self._users: list[weakref.ref[Any]] = []
+        self._prune_at = _PRUNE_MIN
+        self._pruning = threading.Lock()
         self._ids = itertools.count(1)
         # 32 random bits above a counter: ids unique across the clients of a ppserver
         self._id_prefix = int.from_bytes(os.urandom(4), "big") << 31
@@ -128,14 +132,26 @@ class RefTable:
         self._scheduler.call(hold)
         return ref
 
-    def use(self, refs: list[Ref], job: object) -> None:
-        """`job` was submitted with `refs`: a `release` of one of them waits until it is done."""
-        with self._users_lock:
-            for ref in refs:
-                users = self._users.get(ref.id)
-                if users is None:
-                    users = self._users[ref.id] = weakref.WeakSet()
-                users.add(job)
+    def use(self, job: object) -> None:
+        """`job` was submitted with refs (its `refs`): a `release` of one of them waits until it is done."""
+        users = self._users
+        users.append(weakref.ref(job))
+        if len(users) > self._prune_at:
+            self._prune()
+
+    def _prune(self) -> None:
+        """Drop the jobs that are done or gone from `_users`, in place: what other threads append meanwhile
+        lands after the part replaced, and is kept."""
+        if not self._pruning.acquire(blocking=False):
+            return  # another thread prunes
+        try:
+            users = self._users
+            count = len(users)
+            keep = [entry for entry in users[:count] if (job := entry()) is not None and not job.done()]
+            users[:count] = keep
+            self._prune_at = max(_PRUNE_MIN, 2 * len(keep))
+        finally:
+            self._pruning.release()
 
     def release(self, ref_id: int) -> None:
         """Refuse `ref_id` to new jobs, and forget it here and, from the I/O thread, on every node once the
@@ -144,9 +160,11 @@ class RefTable:
         if ref_id not in live:
             return
         live.discard(ref_id)
-        with self._users_lock:
-            users = self._users.pop(ref_id, None)
-            waiting = [job for job in users if not job.done()] if users else []
+        waiting = []
+        for entry in list(self._users):
+            job = entry()
+            if job is not None and not job.done() and any(ref.id == ref_id for ref in job.refs):
+                waiting.append(job)
         if not waiting or self._scheduler.exiting:
             self._forget(ref_id)
             return
@@ -236,7 +254,8 @@ def checked_refs(table: RefTable | None, job: object) -> list[Ref]:
     for ref in refs:
         if ref._table is not table or ref.id not in live:
             raise RefError(table.problem(ref))
-    table.use(refs, job)
+    if refs:
+        table.use(job)
     return refs
 
 
