@@ -45,6 +45,14 @@ class T:
 
 
 FN = FunctionBody(function_digest("spin", (SPIN,), (), b""), "spin", (SPIN,))
+GATED = """def gated(gate):
+    import os, time
+    deadline = time.monotonic() + 30
+    while not os.path.exists(gate) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return os.getpid()
+"""
+GATED_FN = FunctionBody(function_digest("gated", (GATED,), (), b""), "gated", (GATED,))
 
 
 def worker(n: int = 0, *, since: float = 0.0, first_id: int = 1, **kw: Any) -> SimpleNamespace:
@@ -184,19 +192,24 @@ def test_jobs_of_mixed_lengths_complete_exactly_once_despite_steals(harness: Har
         harness.run([(10,)] * 300)  # back to tiny, so the next round is batched onto one worker again
 
 
-def test_a_worker_that_becomes_ready_after_a_long_frame_went_out_takes_its_tail() -> None:
+def test_a_worker_that_becomes_ready_after_a_long_frame_went_out_takes_its_tail(tmp_path: Any) -> None:
     """The frame went to the one worker ready then (the other was still starting, here: not yet asked
     for): the worker that joins later finds nothing queued and takes back the frame's tail."""
     h = Harness(1)
     try:
         h.pool.start()
         h.until(lambda: len(h.pool._workers) == 1 and h.pool._workers[0].ready, "the first worker")
-        h.run([(10,)])  # the batching learns: spin is tiny
-        # ~0.15 s each: the frame lasts long enough for the second worker to start even on a loaded machine
-        tasks = [T(next(h.ids), FN, (5_000_000,)) for _ in range(16)]
+        for _ in range(60):  # as if it had seen many of them: gated jobs are tiny, 16 go out in one frame
+            h.pool._batching.learn(GATED_FN.digest, 1e-6)  # (a real tiny job can look long on a busy machine)
+        gate = tmp_path / "gate"
+        # the frame's first job holds its worker until the gate opens, however slowly the other one starts
+        tasks = [T(next(h.ids), GATED_FN, (str(gate),)) for _ in range(16)]
         h.queue.extend(tasks)
         h.until(lambda: not h.queue, "the frame of 16 to go out")
         h.pool.resize(2)
+        first = h.pool._workers[0]
+        h.until(lambda: bool(first.stolen), "the second worker, ready, to claim the frame's tail")
+        open(gate, "w").close()  # the first worker ends its job, then gives the tail up
         h.until(lambda: all(t.wire.job_id in h.results for t in tasks), "results")
         h.loop.run_once(0.05)  # a duplicate result would arrive here
         pids = set()
