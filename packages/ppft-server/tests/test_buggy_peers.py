@@ -16,7 +16,18 @@ from typing import Any
 
 import pytest
 
-from ppft_protocol import Cancel, FunctionBody, Job, JobBatch, NodeInfo, Result, ResultBatch
+from ppft_protocol import (
+    Cancel,
+    FunctionBody,
+    Job,
+    JobBatch,
+    NodeInfo,
+    Put,
+    PutRefused,
+    Release,
+    Result,
+    ResultBatch,
+)
 
 CANCELLED = "concurrent.futures.CancelledError"
 
@@ -217,4 +228,58 @@ def test_a_request_and_bye_in_one_write_do_not_end_the_server(
         peer = connect(port, worker=True).established()
         peer.send(NodeInfo("worker", 2, "2", "w"), Bye("leaving"))
     peer.wait_closed()
+    still_serves(connect, port, bodies)
+
+
+class _RefTo:
+    """Pickles as a `put()` ref to `ref_id`, as a client's `Ref` does."""
+
+    def __init__(self, ref_id: int) -> None:
+        self.ref_id = ref_id
+
+    def __reduce__(self) -> tuple[Any, tuple[int]]:
+        from ppft_worker.process import resolve_ref
+
+        return resolve_ref, (self.ref_id,)
+
+
+def test_a_client_cannot_take_or_release_another_client_s_ref(
+    ppserver: Callable[..., int], connect: Callable[..., Any], bodies: dict[str, FunctionBody]
+) -> None:
+    port = ppserver()
+    owner = connect(port).established()
+    owner.send(Put(0x51, pickle.dumps("the owner's object")))
+    (first,) = owner.run(bodies["echo"], (_RefTo(0x51),))
+    assert pickle.loads(first.value) == "the owner's object"
+    thief = connect(port).established()
+    thief.send(Put(0x51, pickle.dumps("not yours")), Release((0x51,)))
+    thief.wait_for(
+        lambda p: any(isinstance(e, PutRefused) and e.ref_id == 0x51 for e in p.events), what="its PutRefused"
+    )
+    (refused,) = [e for e in thief.events if isinstance(e, PutRefused)]
+    assert "held for another client" in refused.reason
+    (again,) = owner.run(bodies["echo"], (_RefTo(0x51),), first_id=2)
+    assert pickle.loads(again.value) == "the owner's object"
+    assert thief.closed is None and owner.closed is None
+
+
+@pytest.mark.parametrize(
+    ("worker", "message", "rule"),
+    [
+        (False, PutRefused(3, "no"), "a client does not send PutRefused to a ppserver"),
+        (True, Put(3, pickle.dumps(1)), "a dial-in worker does not send Put to a ppserver"),
+        (True, Release((3,)), "a dial-in worker does not send Release to a ppserver"),
+    ],
+    ids=["client-putrefused", "worker-put", "worker-release"],
+)
+def test_ref_messages_out_of_role_close_only_that_session(
+    ppserver: Callable[..., int], connect: Callable[..., Any], bodies: dict[str, FunctionBody],
+    worker: bool, message: Any, rule: str,
+) -> None:  # fmt: skip
+    port = ppserver("--accept-workers")
+    peer = connect(port, worker=worker).established()
+    if worker:
+        peer.send(NodeInfo("worker", 1, "2", "w"))
+    peer.send(message)
+    assert rule in peer.wait_closed()
     still_serves(connect, port, bodies)
