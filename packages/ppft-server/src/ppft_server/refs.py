@@ -58,8 +58,7 @@ def release_refs(server: RefHost, session: Client, ref_ids: tuple[int, ...]) -> 
 def sync_refs(server: RefHost) -> None:
     """Send the local workers and the dial-in workers what changed."""
     server.pool.sync_refs()
-    for link in server.links:
-        link.refs = server.refs
+    for link in server.links:  # each given the book when its dial-in worker joined (`Session._joining`)
         link.sync_refs()
 
 

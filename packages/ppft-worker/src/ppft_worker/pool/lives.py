@@ -101,13 +101,19 @@ class WorkerLives:
 
     def sync_refs(self) -> None:
         """Send each ready worker the refs it lacks (and the releases) now, not with its next batch."""
+        if self.refs is not None:
+            for w in self._workers:
+                if w.ready and self._refs_out(w):
+                    self._write(w, w.conn.data_to_send_parts())
+
+    def _refs_out(self, w: PoolWorker) -> bool:
+        """Queue on `w`'s connection the refs it lacks and the releases it missed; whether anything changed
+        since it was last told (the caller writes what was queued)."""
         refs = self.refs
-        if refs is None:
-            return
-        for w in self._workers:
-            if w.ready and w.refs.generation != refs.generation:
-                refs.sync(w.conn, w.refs, True)
-                self._write(w, w.conn.data_to_send_parts())
+        if refs is None or w.refs.generation == refs.generation:
+            return False
+        refs.sync(w.conn, w.refs, True)
+        return True
 
     # -- the owner's view of the workers ---------------------------------------------------------------
 

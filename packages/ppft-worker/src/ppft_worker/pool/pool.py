@@ -424,8 +424,7 @@ class WorkerPool(WorkerLives):
     def _send(self, w: PoolWorker, tasks: list[Task]) -> None:
         if not w.inflight:
             w.since = time.monotonic()
-        if self.refs is not None and w.refs.generation != self.refs.generation:  # put() refs, before the jobs
-            self.refs.sync(w.conn, w.refs, True)
+        self._refs_out(w)  # put() refs, before the jobs
         shared = self.shared
         send_batch(w.conn, w.bodies, w.inflight, tasks, None if shared is None else shared.local_args)
         self._write(w, w.conn.data_to_send_parts())

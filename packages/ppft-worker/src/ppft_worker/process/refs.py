@@ -20,6 +20,7 @@ reason its jobs fail.
 from __future__ import annotations
 
 import copyreg
+from collections.abc import Iterable
 
 from ppft_protocol import Pickled
 
@@ -105,9 +106,7 @@ def release(ref_ids: tuple[int, ...]) -> None:
 
 def forget() -> None:
     """Drop the released refs (the worker loop calls it when its queue is empty)."""
-    for ref_id in _doomed:
-        _objects.pop(ref_id, None)
-        _problems.pop(ref_id, None)
+    drop_refs(_doomed)
     _doomed.clear()
 
 
@@ -116,7 +115,7 @@ def holds_ref(ref_id: int) -> bool:
     return ref_id in _objects
 
 
-def drop_refs(ref_ids: tuple[int, ...]) -> None:
+def drop_refs(ref_ids: Iterable[int]) -> None:
     """Forget these refs now (a client's own copies, on release)."""
     for ref_id in ref_ids:
         _objects.pop(ref_id, None)

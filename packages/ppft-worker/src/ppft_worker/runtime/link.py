@@ -113,10 +113,7 @@ class Link:
         inflight = self.inflight
         sent = 0
         batch: list[Task] = []
-        refs = self.refs
-        if refs is not None and self.ref_sync.generation != refs.generation:  # before the jobs that use them
-            refs.sync(conn, self.ref_sync)
-            self.stream.flush()
+        self.sync_refs()  # before the jobs that use them
         try:
             while queue:
                 batch_size, window = batching.limits(queue[0].body.digest)
