@@ -222,9 +222,7 @@ def last_is_mapped(results: Sequence[tuple[object, ...]]) -> bool:
 def result_field(job_id: int, value: Pickled) -> bytes | None:
     """A worker's value with large buffers: the mapped field of a segment holding them (held until
     `release(job_id)`), or None (then the value travels as a buffered pickle through the pipe)."""
-    if len(_held) >= MAX_OPEN:
-        return None
-    field = _held_field(_held, job_id, value)
+    field = _held_field(_held, job_id, value)  # none past MAX_OPEN open segments (`_fill`)
     return None if field is None else MappedField(field)
 
 
@@ -247,16 +245,18 @@ def _held_field(store: dict[int, Segment], key: int, value: Pickled) -> bytes | 
     if made is None:
         return None
     segment, offsets = made
-    old = store.pop(key, None)
-    if old is not None:
-        old.close()
+    _drop(store, key)
     store[key] = segment
     return _field(segment, offsets, [(b.nbytes, b.readonly) for b in buffers], value.data)
 
 
 def unkeep(key: int) -> None:
     """Close the segment `kept_field` holds under `key`, if any (its memory goes with the last mapping)."""
-    segment = _kept.pop(key, None)
+    _drop(_kept, key)
+
+
+def _drop(store: dict[int, Segment], key: int) -> None:
+    segment = store.pop(key, None)
     if segment is not None:
         segment.close()
 
@@ -271,6 +271,4 @@ def release(job_ids: Iterable[int]) -> None:
     closed (other ids are a real cancel's, which releases nothing)."""
     for job_id in job_ids:
         if job_id & RELEASE:
-            segment = _held.pop(job_id ^ RELEASE, None)
-            if segment is not None:
-                segment.close()
+            _drop(_held, job_id ^ RELEASE)

@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 
+from ..process import SEGMENTS_ENV
 from .forkstart import WorkerProcess, fork_worker
 
 TYPE_CHECKING = False
@@ -119,7 +120,7 @@ def exec_worker(
     passed on (named by PPFT_WORKER_OUTPUT_FD)."""
     env = worker_env(secret.hex())
     if segments:
-        env["PPFT_WORKER_SEGMENTS"] = "1"
+        env[SEGMENTS_ENV] = "1"
     pass_fds: tuple[int, ...] = ()
     if output_fd >= 0:
         env["PPFT_WORKER_OUTPUT_FD"] = str(output_fd)
