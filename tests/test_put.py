@@ -262,3 +262,50 @@ def test_a_version_1_ppserver_gets_the_object_inline_in_each_job(
     assert [client.submit(size_of, (ref, k))() for k in range(5)] == [1000, 1001, 1002, 1003, 1004]
     nested = client.put("abc")
     assert client.submit(size_of, ({"x": [nested]}["x"][0], 1))() == 4
+
+
+def test_a_release_between_a_submit_s_check_and_its_book_keeping_waits_for_that_job(
+    make_client: Callable[..., Any],
+) -> None:
+    """A release from another thread that falls after a submit let the ref in, but before the submit noted
+    its job as using it, still waits for that job: the job gets the object."""
+    client = make_client(1)
+    ref = client.put(41)
+    table = client._refs
+    use = table.use
+    released = threading.Event()
+
+    def use_with_a_release_in_between(job: Any) -> None:
+        releaser = threading.Thread(target=lambda: (ref.release(), released.set()))
+        releaser.start()
+        releaser.join(1)  # done at once unless the check and the book-keeping are one step for release()
+        use(job)
+
+    table.use = use_with_a_release_in_between
+    job = client.submit(plus, (ref, 1))
+    table.use = use
+    assert job.result(timeout=30) == 42
+    assert released.wait(10)
+    with pytest.raises(ppft.RefError, match="was released"):
+        client.submit(plus, (ref, 1))
+
+
+def test_a_ref_job_made_but_never_queued_does_not_keep_a_released_ref() -> None:
+    """`Executor.map` whose second arguments cannot be pickled: the first job was made with the ref, then
+    dropped unqueued; a release waiting for it frees the ref once that job is gone."""
+    with ppft.Executor(1) as executor:
+        ref = executor.put(7)
+        table = executor._server._refs
+        made: list[Any] = []
+        use = table.use
+        table.use = lambda job: (made.append(job), use(job))  # the unqueued job outlives the map call
+        with pytest.raises(ShippingError):
+            executor.map(plus, [ref, ref], [1, (x for x in ())])  # a generator: no pickle
+        table.use = use
+        book = table.book.refs
+        wait_until(lambda: ref.id in book, 15, "the ref held by the I/O thread")
+        ref.release()
+        assert ref.id in book  # the job made with it is not done: the release waits for it
+        made.clear()
+        gc.collect()
+        wait_until(lambda: ref.id not in book, 15, "the ref forgotten once its unqueued job was gone")

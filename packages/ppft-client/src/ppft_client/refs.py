@@ -98,6 +98,9 @@ class RefTable:
         self._users: list[weakref.ref[Any]] = []
         self._prune_at = _PRUNE_MIN
         self._pruning = threading.Lock()
+        # a submit's check of its refs and its `use` are one step for `release` (reentrant: a ref's last
+        # handle may be collected, and released, by this very thread while it holds it)
+        self.lock = threading.RLock()
         self._ids = itertools.count(1)
         # 32 random bits above a counter: ids unique across the clients of a ppserver
         self._id_prefix = int.from_bytes(os.urandom(4), "big") << 31
@@ -157,29 +160,37 @@ class RefTable:
         """Refuse `ref_id` to new jobs, and forget it here and, from the I/O thread, on every node once the
         jobs submitted with it are done (any thread; again: nothing)."""
         live = self.live
-        if ref_id not in live:
-            return
-        live.discard(ref_id)
+        with self.lock:
+            if ref_id not in live:
+                return
+            live.discard(ref_id)
+            users = list(self._users)
         waiting = []
-        for entry in list(self._users):
+        for entry in users:
             job = entry()
             if job is not None and not job.done() and any(ref.id == ref_id for ref in job.refs):
                 waiting.append(job)
         if not waiting or self._scheduler.exiting:
             self._forget(ref_id)
             return
-        left = [len(waiting)]
+        pending = {id(job) for job in waiting}
         lock = threading.Lock()
 
-        def one_done(_job: object) -> None:
+        def one_done(key: int) -> None:
             with lock:
-                left[0] -= 1
-                last = left[0] == 0
+                if key not in pending:
+                    return
+                pending.discard(key)
+                last = not pending
             if last:
                 self._forget(ref_id)
 
         for job in waiting:
-            job.add_done_callback(one_done)  # at once if it is done by now
+            key = id(job)
+            # done, or collected without ever being done (made, then never queued: a later argument of
+            # the same `map` could not be pickled): either way it no longer holds the ref
+            weakref.finalize(job, one_done, key).atexit = False
+            job.add_done_callback(lambda _job, key=key: one_done(key))  # at once if it is done by now
 
     def _forget(self, ref_id: int) -> None:
         book = self.book
@@ -250,11 +261,13 @@ def checked_refs(table: RefTable | None, job: object) -> list[Ref]:
         if refs:
             raise RefError(_foreign(refs[0]))
         return refs
+    if not refs:
+        return refs
     live = table.live
-    for ref in refs:
-        if ref._table is not table or ref.id not in live:
-            raise RefError(table.problem(ref))
-    if refs:
+    with table.lock:  # a release from another thread comes before the check, or finds the job noted
+        for ref in refs:
+            if ref._table is not table or ref.id not in live:
+                raise RefError(table.problem(ref))
         table.use(job)
     return refs
 
