@@ -309,3 +309,23 @@ def test_a_ref_job_made_but_never_queued_does_not_keep_a_released_ref() -> None:
         made.clear()
         gc.collect()
         wait_until(lambda: ref.id not in book, 15, "the ref forgotten once its unqueued job was gone")
+
+
+def test_a_submit_that_could_not_pickle_its_arguments_leaves_its_ref_to_no_later_job(
+    make_client: Callable[..., Any],
+) -> None:
+    """A ref pickled by a submit that then failed (or by the caller's own `pickle.dumps`) belongs to no job:
+    a later job of this or another server, without refs, is not refused for it."""
+    import copy
+    import pickle
+
+    one, other = make_client(1), make_client(1)
+    ref = one.put(1)
+    with pytest.raises(ShippingError):
+        one.submit(plus, (ref, (x for x in ())))  # the ref pickles, the generator does not
+    assert other.submit(plus, (1, 1))() == 2
+    pickle.dumps(ref)
+    assert copy.deepcopy([ref])[0] is ref and copy.copy(ref) is ref  # a handle: copies are itself
+    ref.release()
+    assert one.submit(plus, (2, 1))() == 3
+    assert other.submit(plus, (3, 1))() == 4

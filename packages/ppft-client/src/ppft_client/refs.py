@@ -32,7 +32,16 @@ from ppft_worker.runtime import RefBook
 from .errors import RefError
 from .shipping import ShippingError, pickle_args, pickle_args_by, unpickle
 
-__all__ = ["PICKLED", "Ref", "RefTable", "checked_refs", "inline_screen", "table_of", "without_refs"]
+__all__ = [
+    "PICKLED",
+    "Ref",
+    "RefTable",
+    "checked_refs",
+    "forget_pickled",
+    "inline_screen",
+    "table_of",
+    "without_refs",
+]
 
 _UNAVAILABLE = "ppft_worker.errors.RefUnavailableError"
 _PRUNE_MIN = 4096  # jobs with refs tracked (`RefTable.use`) before the done ones are first dropped
@@ -65,6 +74,12 @@ class Ref:
         _local.refs.append(self)
         PICKLED.append(0)
         return self._reduced
+
+    def __copy__(self) -> Ref:
+        return self  # a handle: its copies are itself (a reduce would resolve it here)
+
+    def __deepcopy__(self, memo: object) -> Ref:
+        return self
 
     def __repr__(self) -> str:
         state = "released" if self.released else f"{self.size} bytes"
@@ -111,11 +126,13 @@ class RefTable:
         try:
             data = _pickled(obj, protocol)
         except ShippingError as exc:
+            forget_pickled()
             raise ShippingError(
                 f"put() cannot ship this {type(obj).__name__}: neither pickle nor dill can serialize it "
                 f"({exc.__cause__!r}); nothing was sent. Put plain data or instances of classes defined in "
                 "a module"
             ) from exc.__cause__
+        forget_pickled()  # refs inside `obj`: no job's
         size = len(data)
         if size > _MAX_SIZE:
             raise ValueError(
@@ -246,6 +263,16 @@ def table_of(server: Any) -> RefTable:
             table = server._refs
     assert table is not None
     return table
+
+
+def forget_pickled() -> None:
+    """Forget the refs this thread pickled that no job took: a pickling that failed half-way, a ref the caller
+    pickled or copied itself. `submit` calls it before pickling a job's arguments whenever `PICKLED` is not
+    empty, so that `checked_refs` takes only that job's own refs."""
+    refs = _local.refs
+    if refs:
+        _local.refs = []
+        del PICKLED[: len(refs)]
 
 
 def checked_refs(table: RefTable | None, job: object) -> list[Ref]:

@@ -30,7 +30,7 @@ from .errors import DestroyedServerError
 from .job import Job
 from .limits import check_count, check_timeout
 from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
-from .refs import Ref, RefTable, table_of
+from .refs import PICKLED, Ref, RefTable, forget_pickled, table_of
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
 from .stats import Statistics, format_stats
@@ -202,6 +202,8 @@ class Server:
             func = func.__func__
         proto = self._proto
         body, data = function_job(func, depfuncs, modules, globals, proto)
+        if PICKLED:  # refs this thread pickled for no job (a failed submit): not this job's
+            forget_pickled()
         sargs = pickle_args(args, proto) if data is None else data.wrap(args, proto)
         scheduler = self._scheduler
         job = make_job(self, next(self._tids), body, sargs, proto, scheduler, callback, callbackargs, group)
@@ -256,6 +258,8 @@ class Server:
         chunk: list[Job] = []
         for job_args in arg_tuples:
             call_args = prefix + job_args if prefix else job_args
+            if PICKLED:
+                forget_pickled()
             sargs = pickle_args(call_args, proto) if data is None else data.wrap(call_args, proto)
             job = make_job(self, next(tids), body, sargs, proto, scheduler)
             if limit is not None:

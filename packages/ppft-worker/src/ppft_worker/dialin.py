@@ -130,7 +130,7 @@ class DialIn:
         )  # fmt: skip
         self.pool.name = f"dial-in worker {socket.gethostname()}"
         self.pool.ids_known = False  # its job ids are the ppserver's, not the client's
-        self._refs = self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers
+        self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers
         self._limits: dict[int, float] = {}  # time limits (`JobLimits`) of the jobs of the next JobBatch
         self.loop.on_idle = self._dispatch
         self._secret = secret
@@ -198,10 +198,9 @@ class DialIn:
             if unknown:
                 stream.send(ResultBatch(tuple(unknown)))
         elif isinstance(event, (Put, Release, PutRefused)):  # `put()` refs: held here, sent to the workers
-            answer = self._refs.receive(event)
+            answer = self.pool.refs_from_upstream(event)
             if answer is not None:
                 stream.send(answer)
-            self.pool.sync_refs()
         elif isinstance(event, StatsRequest):
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):

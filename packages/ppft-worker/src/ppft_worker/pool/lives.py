@@ -34,7 +34,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from ppft_protocol import Result
+from ppft_protocol import Put, PutRefused, Release, Result
 
 from ..process import SEGMENTS_ENV, close_region
 from ..runtime import Loop, RefBook, Task, Timer, internal_error_reason
@@ -105,6 +105,14 @@ class WorkerLives:
             for w in self._workers:
                 if w.ready and self._refs_out(w):
                     self._write(w, w.conn.data_to_send_parts())
+
+    def refs_from_upstream(self, event: Put | Release | PutRefused) -> PutRefused | None:
+        """A ref message from this pool's owner's own peer (a dial-in worker's ppserver, an ssh node's
+        client): held or dropped in `refs`, passed on to the workers now; the `PutRefused` to answer with."""
+        assert self.refs is not None
+        answer = self.refs.receive(event)
+        self.sync_refs()
+        return answer
 
     def _refs_out(self, w: PoolWorker) -> bool:
         """Queue on `w`'s connection the refs it lacks and the releases it missed; whether anything changed

@@ -102,7 +102,7 @@ class StdioServer:
         )  # fmt: skip
         self.loop.on_idle = self._dispatch
         self._bodies = BodyTable("the ppft client")
-        self._refs = self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers
+        self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers
         self._ids = itertools.count(1)
         self._paused = False
         self._version = 0
@@ -170,10 +170,9 @@ class StdioServer:
             log.info("client authenticated (protocol version %d, %s)", event.version, how)
             stream.send(NodeInfo("server", self.workers, __version__, self._host))
         elif isinstance(event, (Put, Release, PutRefused)):  # `put()` refs: held here, sent to the workers
-            answer = self._refs.receive(event)
+            answer = self.pool.refs_from_upstream(event)
             if answer is not None:
                 stream.send(answer)
-            self.pool.sync_refs()
         elif isinstance(event, StatsRequest):
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):
