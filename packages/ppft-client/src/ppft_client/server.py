@@ -29,7 +29,15 @@ from .completion import make_job
 from .errors import DestroyedServerError
 from .job import Job
 from .limits import check_count, check_timeout
-from .nodes import Candidate, Discovery, DiscoveryError, parse_ppservers, split_dask_entries
+from .nodes import (
+    ADDRESS_HINT,
+    Candidate,
+    Discovery,
+    DiscoveryError,
+    check_host_names,
+    parse_ppservers,
+    split_dask_entries,
+)
 from .refs import PICKLED, Ref, RefTable, forget_pickled, table_of
 from .scheduler import Scheduler
 from .shipping import check_submit_args, function_job, pickle_args
@@ -118,7 +126,7 @@ class Server:
                 self._check_ssh_program(repr(ssh_targets[0].name))
         ppservers, dask_entries = split_dask_entries(ppservers)  # dask://, Client, cluster: docs/dask.md
         direct, auto = parse_ppservers(ppservers, self.default_port)
-        _check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
+        check_host_names(ppservers, self.default_port)  # a name no resolver can answer for: refused here
         # ppft 1.7's (host, port) pairs; an ssh node as the 1-tuple of its entry, which pathos joins back
         self.ppservers: list[tuple[str, int] | tuple[str]] = [*direct, *((t.entry,) for t in ssh_targets)]
         self.auto_ppservers: list[tuple[tuple[str, int], tuple[str, int]]] = auto
@@ -346,7 +354,7 @@ class Server:
             raise TypeError(f"connect1({host!r}) needs the ppserver's port: connect1({host!r}, 60000)")
         problem = host_problem(host)
         if problem:
-            raise ValueError(f"connect1({host!r}, {port!r}): {problem}; {_ADDRESS_HINT}")
+            raise ValueError(f"connect1({host!r}, {port!r}): {problem}; {ADDRESS_HINT}")
         if (
             isinstance(port, bool)
             or not isinstance(port, (int, str))
@@ -486,16 +494,3 @@ class Server:
 def _is_ssh(entry: object) -> bool:
     """Whether a `ppservers` entry names an ssh node (`ssh://...`): checked without importing ssh's code."""
     return isinstance(entry, str) and entry.strip()[:6].lower() == "ssh://"
-
-
-_ADDRESS_HINT = "write a name such as 'node1.example.org' or an address such as '192.168.1.10' or '[::1]'"
-
-
-def _check_host_names(entries: tuple[Any, ...], default_port: int) -> None:
-    """`ValueError` naming the first `ppservers` entry whose host no resolver can ever answer for (`a..b`,
-    `1.2.3.4.5`, a space in it): such an entry is an error where it is written, not a failure later."""
-    for entry in entries:
-        for host, _ in parse_ppservers((entry,), default_port)[0]:
-            problem = host_problem(host)
-            if problem:
-                raise ValueError(f"ppservers entry {entry!r}: {problem}; {_ADDRESS_HINT}")

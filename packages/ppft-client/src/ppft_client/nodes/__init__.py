@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from .dask_entries import DaskEntry, DaskUnavailableError, split_dask_entries
-from .discovery import Discovery, DiscoveryError, parse_ppservers
+from .discovery import ADDRESS_HINT, Discovery, DiscoveryError, check_host_names, parse_ppservers
 from .node import Node, close_nodes
 from .remote import Candidate, RemoteNode
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
     from .dask import DaskNode
 
 __all__ = [
+    "ADDRESS_HINT",
     "Candidate",
     "DaskEntry",
     "DaskNode",
@@ -34,6 +35,7 @@ __all__ = [
     "Node",
     "RemoteNode",
     "add_dask_nodes",
+    "check_host_names",
     "close_nodes",
     "parse_ppservers",
     "split_dask_entries",

@@ -32,18 +32,21 @@ import ipaddress
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from ppft_protocol import PROTOCOL_VERSIONS, PPFTError, printable
 from ppft_protocol.discovery import Announce, Query, encode_datagram
-from ppft_worker.runtime import BroadcastEndpoint, Loop, bind_broadcast_socket
+from ppft_worker.runtime import BroadcastEndpoint, Loop, bind_broadcast_socket, host_problem
 
 __all__ = [
     "ACCEPTED_FORMS",
+    "ADDRESS_HINT",
     "MAX_CANDIDATES",
     "MAX_UNANSWERED",
     "QUERY_INTERVAL",
     "Discovery",
     "DiscoveryError",
+    "check_host_names",
     "parse_ppservers",
 ]
 
@@ -300,3 +303,16 @@ class Discovery(BroadcastEndpoint):
             del self._forgotten[next(iter(self._forgotten))]  # the oldest
         self._forgotten[key] = (time.monotonic() + cool_down, cool_down or COOL_DOWN / 2, reason)
         log.debug("auto-discovery: %s:%d forgotten for %.0f s: %s", *key, cool_down, reason)
+
+
+ADDRESS_HINT = "write a name such as 'node1.example.org' or an address such as '192.168.1.10' or '[::1]'"
+
+
+def check_host_names(entries: tuple[Any, ...], default_port: int) -> None:
+    """`ValueError` naming the first `ppservers` entry whose host no resolver can ever answer for (`a..b`,
+    `1.2.3.4.5`, a space in it): such an entry is an error where it is written, not a failure later."""
+    for entry in entries:
+        for host, _ in parse_ppservers((entry,), default_port)[0]:
+            problem = host_problem(host)
+            if problem:
+                raise ValueError(f"ppservers entry {entry!r}: {problem}; {ADDRESS_HINT}")
