@@ -148,7 +148,7 @@ class NodeServer:
         self.pool = WorkerPool(
             self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue, restart=restart,
             fork_threads=1, on_raw_results=self.raw_results, memory_limit=worker_memory_limit,
-            max_jobs_per_worker=max_jobs_per_worker,
+            max_jobs_per_worker=max_jobs_per_worker, segments=True,
         )  # fmt: skip
         self.pool.name = f"ppserver {self.name}"
         self.refs = RefBook(refs_memory, copies=workers)  # clients' `put()` objects (`refs`)
