@@ -119,16 +119,18 @@ def is_mapped(field: object) -> bool:
     return isinstance(field, (bytes, memoryview)) and len(field) >= _HEAD.size and field[:4] == MAGIC
 
 
-def open_field(field: Blob) -> Pickled:
+def open_field(field: Blob, writable: bool = True) -> Pickled:
     """The buffered pickle of a mapped field: its pickle stream, and its buffers as views of the segment
-    mapped copy-on-write here (a buffer read-only when pickled comes read-only). Raises `SegmentError` when
-    the segment is gone (its holder died or closed it) or the field does not describe it."""
+    mapped copy-on-write here (a buffer read-only when pickled comes read-only); `writable=False`: mapped
+    read-only and shared, its pages populated at once, every buffer read-only (for a relay, which only sends
+    them on). Raises `SegmentError` when the segment is gone (its holder died or closed it) or the field does
+    not describe it."""
     mv = memoryview(field)
     magic, pid, fd, size, ino, count = _HEAD.unpack_from(mv)
     end = _HEAD.size + count * _ENTRY.size
     if magic != MAGIC or count < 1 or end > len(mv):
         raise SegmentError(f"a mapped pickle of {len(mv)} bytes does not hold its {count} buffers' places")
-    mapped = open_segment(pid, fd, size, writable=True, ino=ino)
+    mapped = open_segment(pid, fd, size, writable=writable, ino=ino)
     view = mapped.view
     mapped.close()
     buffers = []
@@ -137,7 +139,7 @@ def open_field(field: Blob) -> Pickled:
         if offset + length > size:
             raise SegmentError(f"a buffer of {length} bytes at {offset} overruns the segment of {size} bytes")
         part = view[offset : offset + length]
-        buffers.append(part.toreadonly() if read_only else part)
+        buffers.append(part.toreadonly() if read_only and writable else part)
     return Pickled(mv[end:], buffers)
 
 

@@ -132,7 +132,7 @@ class WorkerPool(WorkerLives):
         self._memory = (
             None if memory_limit is None else MemoryWatch(loop, self._workers, memory_limit, self._over)
         )
-        self.shared = shared_segments(segments, self._cancel)
+        self.shared = shared_segments(segments, self._cancel, relay=on_raw_results is not None)
         if memory_limit is not None or max_jobs_per_worker is not None:
             self._want_forkserver()
 

@@ -26,7 +26,7 @@ import contextlib
 import logging
 from collections.abc import Callable, Iterable
 
-from ppft_protocol import Pickled, ResultBatch, is_pickled, split_pickled
+from ppft_protocol import DecodeError, Pickled, ResultBatch, is_pickled, split_pickled
 from ppft_protocol.relay import RawResults
 
 from ..mapped import (
@@ -51,8 +51,9 @@ log = logging.getLogger("ppft.pool")
 class SharedSegments:
     """One pool's book of shared segments; `cancel(w, job_ids)` sends a `Cancel` to worker `w`."""
 
-    def __init__(self, cancel: Callable[[PoolWorker, tuple[int, ...]], None]) -> None:
+    def __init__(self, cancel: Callable[[PoolWorker, tuple[int, ...]], None], relay: bool = False) -> None:
         self._cancel = cancel
+        self.relay = relay  # values only pass through: mapped read-only, populated (`open_field`)
         self.args_mapped = False  # some job's arguments went as a segment: `done` has segments to close
 
     def local_args(self, task: Task) -> bytes | None:
@@ -63,7 +64,10 @@ class SharedSegments:
         if args.__class__ is not Pickled:
             if len(args) < SEGMENT_MIN or not is_pickled(args):
                 return None
-            data, buffers = split_pickled(args)
+            try:
+                data, buffers = split_pickled(args)
+            except DecodeError:  # a peer's malformed field goes as it came: its worker fails that job
+                return None
             shared = snapshot(buffers, writable=True)  # over a socket, every buffer loads writable
             if shared is None:
                 return None
@@ -95,7 +99,7 @@ class SharedSegments:
         result = results[-1]
         job_id = result[0]
         try:
-            mapped = result._replace(value=open_field(result[2]))  # type: ignore[arg-type]
+            mapped = result._replace(value=open_field(result[2], not self.relay))  # type: ignore[arg-type]
         except SegmentError as exc:
             log.warning("%r: job %d's value cannot be mapped (%s): the job runs again", w, job_id, exc)
             with contextlib.suppress(ProcessLookupError):
@@ -106,7 +110,8 @@ class SharedSegments:
 
 
 def shared_segments(
-    wanted: bool, cancel: Callable[[PoolWorker, tuple[int, ...]], None]
+    wanted: bool, cancel: Callable[[PoolWorker, tuple[int, ...]], None], relay: bool = False
 ) -> SharedSegments | None:
-    """A `SharedSegments` if `wanted` and the machine has segments (and PPFT_SEGMENTS=0 is not set)."""
-    return SharedSegments(cancel) if wanted and segments_available() else None
+    """A `SharedSegments` if `wanted` and the machine has segments (and PPFT_SEGMENTS=0 is not set);
+    `relay`: for a pool whose owner passes values on without unpickling them."""
+    return SharedSegments(cancel, relay) if wanted and segments_available() else None
