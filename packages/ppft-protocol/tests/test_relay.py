@@ -221,3 +221,11 @@ def test_jobs_of_a_large_body_in_a_buffer_are_bytes_when_small_and_views_when_la
     small, large = decoded_batch.jobs
     assert type(small.args) is bytes and small.args == b"small"
     assert isinstance(large.args, memoryview) and large.args.obj is body and large.args == BIG
+
+
+def test_value_starts_with_looks_at_one_results_value_only() -> None:
+    mapped = Result(8, True, b"\xffPBM" + bytes(40), "", 0.0, 0.0)
+    short = Result(9, True, b"\xff", "PBM", 0.0, 0.0)  # the output after it must not count as its value
+    empty = Result(10, True, b"", "", 0.0, 0.0)
+    raw = decode_raw_results(memoryview(body_of((OK, FAILED, mapped, short, empty))))
+    assert [raw.value_starts_with(i, b"\xffPBM") for i in range(5)] == [False, False, True, False, False]

@@ -90,6 +90,40 @@ def test_a_snapshot_whose_arguments_are_gone_closes_its_segment() -> None:
     assert open_segments()[0] == count
 
 
+def test_a_relay_maps_a_value_read_only_and_it_outlives_the_workers_segment() -> None:
+    field = mapped.result_field(6, value_of(bytearray(b"v" * BIG)))
+    assert field is not None
+    opened = mapped.open_field(field, writable=False)  # a relay only sends it on
+    mapped.release([mapped.RELEASE | 6])  # the worker lets go at once: the mapping keeps the bytes
+    assert opened.buffers[0].readonly and bytes(opened.buffers[0][-2:]) == b"vv"
+
+
+def test_a_relays_peer_arguments_go_in_a_segment_when_first_sent_and_load_writable() -> None:
+    from ppft_protocol import Job
+    from ppft_worker.pool.shared import SharedSegments
+
+    class Task:
+        def __init__(self, args: bytes) -> None:
+            self.wire = Job(1, b"d" * 32, args, 5)
+
+    value = value_of(b"a" * BIG)  # a read-only buffer: over a socket it arrives in a writable frame
+    frame = b"".join(bytes(part) for part in value.parts())  # the buffered pickle as a peer sends it
+    shared = SharedSegments(lambda w, ids: None, relay=True)
+    count = open_segments()[0]
+    for left in (frame[: BIG - 1], frame[:-1]):  # too small; a malformed field (a hostile peer's): as it came
+        other = Task(left)
+        assert shared.local_args(other) is None and other.wire.args == left
+    task = Task(frame)
+    field = shared.local_args(task)
+    assert field is not None and mapped.is_mapped(field) and open_segments()[0] == count + 1
+    assert task.wire.args.__class__ is Pickled  # the task keeps the snapshot: a requeued job goes again by it
+    assert shared.local_args(task) == field
+    opened = mapped.open_field(field)
+    assert bytes(opened.buffers[0][:2]) == b"aa" and not opened.buffers[0].readonly
+    shared.done([task, None])
+    assert open_segments()[0] == count
+
+
 class _Killed:
     def __init__(self) -> None:
         self.killed = False

@@ -79,6 +79,17 @@ class RawResults(Message):
         """The results, decoded (as `ResultBatch` would have given them)."""
         return _decode_body(self.body)
 
+    def value_starts_with(self, index: int, prefix: bytes) -> bool:
+        """Whether the value of result `index` begins with `prefix` (its first byte looked at, then the rest;
+        nothing decoded)."""
+        body = self.body
+        start = self.starts[index]
+        off = start + _RESULT_HEAD.size
+        if off >= len(body) or body[off] != prefix[0]:
+            return False
+        nvalue = _RESULT_HEAD.unpack_from(body, start)[4]
+        return nvalue >= len(prefix) and body[off : off + len(prefix)] == prefix
+
     def forward(self, job_ids: Sequence[int], picks: Sequence[int] | None = None) -> ResultRecords:
         """The results at indexes `picks` (all of them, in order, when None), in that order, under `job_ids`:
         a message the peer decodes as the `ResultBatch` of those results with those ids.

@@ -40,6 +40,7 @@ from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 from ppft_worker.observe import Counters
 from ppft_worker.pool import WorkerPool
+from ppft_worker.process import keep_freed_memory
 from ppft_worker.pythons import THIS_PYTHON
 from ppft_worker.runtime import Link, Loop, RefBook, ServedTask, Task, is_loopback, take_jobs
 
@@ -148,7 +149,7 @@ class NodeServer:
         self.pool = WorkerPool(
             self.loop, workers, on_results=self.results, on_requeue=self.queue.requeue, restart=restart,
             fork_threads=1, on_raw_results=self.raw_results, memory_limit=worker_memory_limit,
-            max_jobs_per_worker=max_jobs_per_worker,
+            max_jobs_per_worker=max_jobs_per_worker, segments=True,
         )  # fmt: skip
         self.pool.name = f"ppserver {self.name}"
         self.refs = RefBook(refs_memory, copies=workers)  # clients' `put()` objects (`refs`)
@@ -200,6 +201,7 @@ class NodeServer:
             self.loop.call_later(0.2, self._check_idle)
         log.info("ppserver %s listening on %s:%d with %d workers", __version__, *self.address, self.pool.size)
         collect_less(True)  # after `pool.start()`: forked workers, which run users' code, keep the default
+        keep_freed_memory()  # a 16 MiB frame in or out reuses the pages of the last one (no page faults)
         try:
             self.loop.run_forever()
         finally:

@@ -42,7 +42,8 @@ from ppft_protocol import (
     Terminate,
     WatchOutput,
 )
-from ppft_worker.oob import plain_results
+from ppft_protocol.batches import ForwardedResults
+from ppft_worker.oob import plain_result, plain_results
 from ppft_worker.pool import WorkerPool
 from ppft_worker.runtime import BodyTable, Link, Loop, RefBook, Stream, Task, offer_aes_gcm
 
@@ -138,8 +139,11 @@ class Session:
     # -- the owner of its jobs -------------------------------------------------------------------------
 
     def send(self, message: Message) -> None:
-        if message.__class__ is ResultRecords and message.buffered and self.stream.conn.version < 2:
-            message = plain_results(message)  # a client of ppft 2.0.0
+        if self.stream.conn.version < 2:  # a client of ppft 2.0.0: buffered values as plain pickles
+            if message.__class__ is ResultRecords and message.buffered:
+                message = plain_results(message)
+            elif message.__class__ is ForwardedResults:  # values mapped from a worker's segment
+                message = ForwardedResults(message.job_ids, tuple(map(plain_result, message.results)))
         self.stream.send(message)
 
     # -- what the handshake gate asks --------------------------------------------------------------------

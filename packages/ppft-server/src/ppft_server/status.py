@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from ppft_protocol import printable
 from ppft_worker.observe import worker_rows
+from ppft_worker.segments import open_segments
 
 from .refs import ref_figures
 from .version import __version__
@@ -95,4 +96,5 @@ def server_status(server: NodeServer) -> dict[str, Any]:
         "refused": dict(counters.refused),
         "failures": counters.failures.snapshot(),
         "refs": ref_figures(server),
+        "shared_segments": dict(zip(("open", "bytes"), open_segments(), strict=True)),
     }

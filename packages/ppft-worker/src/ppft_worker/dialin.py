@@ -126,8 +126,10 @@ class DialIn:
         self.queue: deque[Task] = deque()
         self.pool = WorkerPool(
             self.loop, workers, on_results=self._results, on_requeue=self._requeue, memory_limit=memory_limit,
-            max_jobs_per_worker=max_jobs_per_worker,
+            max_jobs_per_worker=max_jobs_per_worker, segments=True,
         )  # fmt: skip
+        if self.pool.shared is not None:
+            self.pool.shared.relay = True  # it passes its workers' values on to its ppserver
         self.pool.name = f"dial-in worker {socket.gethostname()}"
         self.pool.ids_known = False  # its job ids are the ppserver's, not the client's
         self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers

@@ -16,14 +16,15 @@ few dozen bytes beside the pickle stream. Layout (an opaque args or value field,
     pickle     the rest: the pickle stream (NEXT_BUFFER refers to the buffers in order)
 
 Arguments: `snapshot` copies a job's writable buffers, at submit, straight into a segment (the copy that
-buffered pickles make anyway, into shared memory instead of private memory), registered here by the mapping's
-object; `mapped_args` gives the pool the mapped field of such a `Pickled` while the segment is open, and
-`close_args` closes it when the job is done. Results: `result_field` writes a value's buffers into a segment
-the worker holds until the pool, which has mapped it (`open_field`), says so: a `Cancel` of the finished
-job's id with its top bit set (`RELEASE`; no job has such an id, so a worker that does not know it ignores
-it, and a cancel that races a job, a steal's, never releases anything) makes it `release` it. A reader maps a
-segment copy-on-write: a buffer that was writable loads writable (writes stay in the reader), and nothing is
-copied unless written.
+buffered pickles make anyway, into shared memory instead of private memory; on a relay, the buffers of a
+peer's job as they arrived in its frame, when the job first goes to a worker), registered here by the
+mapping's object; `mapped_args` gives the pool the mapped field of such a `Pickled` while the segment is
+open, and `close_args` closes it when the job is done. Results: `result_field` writes a value's buffers into
+a segment the worker holds until the pool, which has mapped it (`open_field`), says so: a `Cancel` of the
+finished job's id with its top bit set (`RELEASE`; no job has such an id, so a worker that does not know it
+ignores it, and a cancel that races a job, a steal's, never releases anything) makes it `release` it. A
+reader maps a segment copy-on-write: a buffer that was writable loads writable (writes stay in the reader),
+and nothing is copied unless written.
 
 The kernel frees a segment when its last descriptor and mapping go, so a process that dies leaks none. At
 most `MAX_OPEN` segments are open per process (creator side); beyond that, buffers go through the pipe. This
@@ -118,16 +119,18 @@ def is_mapped(field: object) -> bool:
     return isinstance(field, (bytes, memoryview)) and len(field) >= _HEAD.size and field[:4] == MAGIC
 
 
-def open_field(field: Blob) -> Pickled:
+def open_field(field: Blob, writable: bool = True) -> Pickled:
     """The buffered pickle of a mapped field: its pickle stream, and its buffers as views of the segment
-    mapped copy-on-write here (a buffer read-only when pickled comes read-only). Raises `SegmentError` when
-    the segment is gone (its holder died or closed it) or the field does not describe it."""
+    mapped copy-on-write here (a buffer read-only when pickled comes read-only); `writable=False`: mapped
+    read-only and shared, its pages populated at once, every buffer read-only (for a relay, which only sends
+    them on). Raises `SegmentError` when the segment is gone (its holder died or closed it) or the field does
+    not describe it."""
     mv = memoryview(field)
     magic, pid, fd, size, ino, count = _HEAD.unpack_from(mv)
     end = _HEAD.size + count * _ENTRY.size
     if magic != MAGIC or count < 1 or end > len(mv):
         raise SegmentError(f"a mapped pickle of {len(mv)} bytes does not hold its {count} buffers' places")
-    mapped = open_segment(pid, fd, size, writable=True, ino=ino)
+    mapped = open_segment(pid, fd, size, writable=writable, ino=ino)
     view = mapped.view
     mapped.close()
     buffers = []
@@ -136,7 +139,7 @@ def open_field(field: Blob) -> Pickled:
         if offset + length > size:
             raise SegmentError(f"a buffer of {length} bytes at {offset} overruns the segment of {size} bytes")
         part = view[offset : offset + length]
-        buffers.append(part.toreadonly() if read_only else part)
+        buffers.append(part.toreadonly() if read_only and writable else part)
     return Pickled(mv[end:], buffers)
 
 
@@ -145,10 +148,11 @@ def open_field(field: Blob) -> Pickled:
 _args: dict[int, tuple[Segment, list[int], list[bool]]] = {}  # id(the mapping's object) -> what it holds
 
 
-def snapshot(views: Sequence[memoryview]) -> list[memoryview] | None:
+def snapshot(views: Sequence[memoryview], writable: bool = False) -> list[memoryview] | None:
     """Copies of `views` (a job's out-of-band buffers, at submit) in one new segment, as read-only views of
     it, registered for `mapped_args`; None when they are too small for a segment, or none can be had (then
-    the caller copies them into private memory as before)."""
+    the caller copies them into private memory as before). A worker loads each buffer read-only if its
+    view was, or writable for all with `writable=True` (buffers a relay received from a peer)."""
     if sum(v.nbytes for v in views) < SEGMENT_MIN:
         return None
     made = _fill(views)
@@ -159,7 +163,7 @@ def snapshot(views: Sequence[memoryview]) -> list[memoryview] | None:
     segment.forget_view()  # the views below keep the mapping, and its end closes the segment
     owner = whole.obj
     key = id(owner)
-    _args[key] = (segment, offsets, [v.readonly for v in views])
+    _args[key] = (segment, offsets, [not writable and v.readonly for v in views])
     import weakref  # noqa: PLC0415 - only big arguments pay for it
 
     weakref.finalize(owner, _forget, key, segment).atexit = False

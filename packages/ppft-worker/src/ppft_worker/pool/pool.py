@@ -12,8 +12,7 @@ per-worker buffer until the pipe drains.
 Batching and windows: each worker gets frames of up to `batch` jobs with two frames in flight, where `batch`
 follows the measured job time (`runtime.batching`: a target of work per frame, at most 256 jobs,
 `scripts/bench --only tiny`); long jobs go one at a time with no prefetch, so a slow job never holds a queue
-of others hostage. Until the first result arrives a worker gets one job, since nothing is known yet about the
-jobs' length.
+of others hostage. Until the first result arrives a worker gets one job: nothing is known of the jobs' length.
 When a worker idles next to a frame that has sent no result for `stealing.STEAL_AFTER`, the tail half of that
 frame is cancelled and queued again for it (`stealing`): run times learnt from the past can mislead the
 batching.
@@ -113,7 +112,7 @@ class WorkerPool(WorkerLives):
         `memory_limit`: bytes of resident memory a worker may hold (`limits.MemoryWatch`); None: no limit.
         `max_jobs_per_worker`: a worker is replaced after running this many jobs (its replacement starts
         when its last job is sent, while it finishes them); None: never. `segments`: large buffers go
-        through shared segments, not the pipes (`shared`), for an owner that unpickles values itself."""
+        through shared segments, not the pipes (`shared`), also for an owner that passes them on."""
         super().__init__(
             loop, size, on_results=on_results, on_requeue=on_requeue, restart=restart,
             max_attempts=max_attempts, fork_threads=fork_threads,
@@ -121,9 +120,7 @@ class WorkerPool(WorkerLives):
         self.jobs_done = 0
         self.job_time = 0.0
         self.name = "local"
-        self.ids_known = (
-            True  # messages name jobs by their ids (a dial-in worker's pool: it does not know them)
-        )
+        self.ids_known = True  # jobs are named by their ids (a dial-in worker's pool does not know them)
         self._on_raw_results = on_raw_results
         self._secret = os.urandom(32)
         self._next_index = 0
@@ -135,7 +132,7 @@ class WorkerPool(WorkerLives):
         self._memory = (
             None if memory_limit is None else MemoryWatch(loop, self._workers, memory_limit, self._over)
         )
-        self.shared = shared_segments(segments and on_raw_results is None, self._cancel)
+        self.shared = shared_segments(segments, self._cancel, relay=on_raw_results is not None)
         if memory_limit is not None or max_jobs_per_worker is not None:
             self._want_forkserver()
 
@@ -450,8 +447,8 @@ class WorkerPool(WorkerLives):
         if done or back:
             self._finished(w, len(done), total)
         if done:
-            if self.shared is not None and self.shared.args_mapped:
-                self.shared.done(done)
+            if self.shared is not None and self.shared.args_mapped:  # (one attribute looked at per frame)
+                self.shared.done([task for task, _ in done])
             try:
                 self._on_results(done)
             except BaseException:
@@ -459,6 +456,10 @@ class WorkerPool(WorkerLives):
                 raise
 
     def _raw_results(self, w: PoolWorker, batch: RawResults) -> None:
+        shared = self.shared
+        if shared is not None and shared.holds_mapped(batch):  # a value in w's segment: mapped, passed on
+            self._results(w, ResultBatch(batch.results()))  # as a buffered pickle (`shared.map_results`)
+            return
         back = reclaim(w, batch.results()) if w.stolen and not w.stolen.isdisjoint(batch.job_ids) else None
         tasks, done, total = collect_raw_results(batch, w.inflight.pop, self._batching)
         if back:
@@ -466,6 +467,8 @@ class WorkerPool(WorkerLives):
         if done or back:
             self._finished(w, done, total)
         if done:
+            if shared is not None and shared.args_mapped:
+                shared.done(tasks)
             assert self._on_raw_results is not None  # the worker's connection delivers raw results only then
             try:
                 self._on_raw_results(batch, tasks)

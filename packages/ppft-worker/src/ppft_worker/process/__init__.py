@@ -89,6 +89,7 @@ __all__ = [
     "drop_refs",
     "hold_ref",
     "holds_ref",
+    "keep_freed_memory",
     "main",
     "map_region",
     "new_region",
@@ -145,7 +146,7 @@ SEGMENTS_ENV = "PPFT_WORKER_SEGMENTS"
 """Set to 1 by a pool that maps its workers' shared segments (`ppft_worker.mapped`): large values go there."""
 OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 
-_memory_kept = False  # `_keep_freed_memory` ran in this process (or in the fork server it was forked from)
+_memory_kept = False  # `keep_freed_memory` ran in this process (or in the fork server it was forked from)
 
 _PR_SET_PDEATHSIG = 1
 _M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
@@ -177,15 +178,16 @@ def _tie_to_parent(parent_pid: int) -> bool:
     return os.getppid() == parent_pid
 
 
-def _keep_freed_memory() -> None:
+def keep_freed_memory() -> None:
     """Have glibc's malloc keep large freed blocks for reuse instead of handing them back to the kernel.
 
     By default a block of 128 KiB and more (up to 32 MiB, as the threshold adapts) is mapped fresh and
     unmapped when freed, and the top of the heap is trimmed beyond twice that: a worker echoing 16 MiB
     payloads then takes thousands of page faults per job, for the args it unpickles and the value it pickles,
     more time than copying the bytes. With blocks up to 64 MiB taken from the heap, and up to 128 MiB of
-    freed memory kept at its top, the next job's payload reuses pages already there. Best effort: a C
-    library without `mallopt` (or not glibc) is left as it is.
+    freed memory kept at its top, the next job's payload reuses pages already there. A ppserver does the
+    same for the frames it receives and seals (`NodeServer.serve_forever`). Best effort: a C library
+    without `mallopt` (or not glibc) is left as it is.
     """
     if not (hasattr(os, "confstr") and os.confstr("CS_GNU_LIBC_VERSION")):
         return
@@ -274,7 +276,7 @@ def _run(
     defer_log_setup()  # `logging` waits until the first results are out
     try:
         state.send_hello()  # the pool reads it while we finish starting below
-        _keep_freed_memory()
+        keep_freed_memory()
         if parent is not None and not _tie_to_parent(parent):
             logger().debug("parent %s died before the worker started: exiting", parent)
             return EXIT_PARENT_GONE

@@ -62,11 +62,11 @@ def _preload() -> None:
 
     from ppft_protocol.cpython import preload_libc_access  # noqa: PLC0415
 
-    from . import JobRunner, OutputCapture, _keep_freed_memory, map_region  # noqa: F401, PLC0415
+    from . import JobRunner, OutputCapture, keep_freed_memory, map_region  # noqa: F401, PLC0415
     from .loop import _setup_logging  # noqa: PLC0415
 
     preload_libc_access()
-    _keep_freed_memory()  # malloc's settings are inherited: a child need not make them again
+    keep_freed_memory()  # malloc's settings are inherited: a child need not make them again
     _setup_logging()  # the worker's "ppft" log handler, on fd 2 as a child's: inherited, made once
 
 

@@ -22,6 +22,7 @@ from ppft_protocol import (
 )
 from ppft_protocol.relay import RawResults
 
+from ..mapped import SEGMENT_MIN
 from ..oob import OOB_MIN, flatten
 from .batching import Batching
 
@@ -204,7 +205,7 @@ def send_batch(
     bodies: BodyLedger,
     inflight: dict[int, Task],
     tasks: list[Task],
-    local_args: Callable[[Pickled], bytes | None] | None = None,
+    local_args: Callable[[Task], bytes | None] | None = None,
 ) -> None:
     """Queue `tasks` as one frame on `conn`: each function body the peer does not hold goes first, and
     every task is recorded `inflight` by its job id, before anything is encoded (so a failure on the way
@@ -213,8 +214,9 @@ def send_batch(
     `bodies` is the connection's ledger of what the peer holds: a body is sent once per connection, and on
     a version-2 connection again once the budget rule (`ppft_protocol.BodyLedger`, which the peer follows
     too) has made the peer forget it. A ledger made before the handshake learns the version here.
-    `local_args`: a local pool's own workers get arguments with out-of-band buffers as what it gives, when
-    not None (`ppft_worker.mapped`: their buffers in a shared segment)."""
+    `local_args`: a local pool's own workers get a task's arguments with out-of-band buffers (a `Pickled`, or
+    a buffered pickle as it arrived of `SEGMENT_MIN` bytes and more) as what it gives, when not None
+    (`ppft_worker.mapped`: their buffers in a shared segment)."""
     wires: list[Job] = []
     add = wires.append
     new: list[FunctionBody] = []
@@ -230,10 +232,10 @@ def send_batch(
                 new.append(body)
         wire = task.wire
         inflight[wire[0]] = task  # wire[0]: job_id (an index beats the attribute)
-        if local_args is not None and wire[2].__class__ is Pickled:
-            field = local_args(wire[2])
+        if local_args is not None and (wire[2].__class__ is Pickled or len(wire[2]) >= SEGMENT_MIN):
+            field = local_args(task)
             if field is not None:
-                wire = wire._replace(args=field)
+                wire = task.wire._replace(args=field)  # (`local_args` may have given the task a snapshot)
         add(wire)
     for body in new:
         conn.send(body)

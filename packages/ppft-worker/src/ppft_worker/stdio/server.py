@@ -50,6 +50,7 @@ from ppft_protocol import (
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 
+from ..oob import plain_result
 from ..pipes import PipeChannel
 from ..pool import WorkerPool
 from ..runtime import (
@@ -98,7 +99,7 @@ class StdioServer:
         self.queue_cap = max(QUEUE_CAP_MIN, 1024 * workers)
         self.pool = WorkerPool(
             self.loop, workers, on_results=self._results, on_requeue=self._requeue, fork_threads=1,
-            on_raw_results=self._raw_results,
+            on_raw_results=self._raw_results, segments=True,
         )  # fmt: skip
         self.loop.on_idle = self._dispatch
         self._bodies = BodyTable("the ppft client")
@@ -226,10 +227,14 @@ class StdioServer:
         self.queue.extendleft(reversed(tasks))
 
     def _results(self, pairs: list[tuple[Task, Result]]) -> None:
-        """Results the pool made itself (a job that failed with its worker), under the client's ids."""
+        """Results the pool made itself (a job that failed with its worker) or decoded (a value it mapped from
+        a worker's segment), under the client's ids."""
         if pairs and not self.closed:
             ids = tuple([cast("ServedTask", task).client_id for task, _ in pairs])
-            self.stream.send(ForwardedResults(ids, tuple([result for _, result in pairs])))
+            results = [result for _, result in pairs]
+            if self._version < 2:  # values mapped from a worker's segment (`pool.shared`) as plain pickles
+                results = [plain_result(result) for result in results]
+            self.stream.send(ForwardedResults(ids, tuple(results)))
 
     def _raw_results(self, batch: RawResults, tasks: list[Task | None]) -> None:
         """A worker's result frame, passed on undecoded under the client's ids (a None task: dropped)."""
