@@ -65,6 +65,7 @@ RELAYED = (
     "ppserver held a segment while the job ran: {shared}\n"
     "ppserver holds afterwards: 0\n"
     "the client got a buffered pickle: True a mapped field: False\n"
+    "the client made segments: 0\n"
     "killed: WorkerLostError\n"
     "after the kill the ppserver holds: 0 and its descriptors as before\n"
     "timed out: JobTimeoutError\n"

@@ -5,7 +5,7 @@ MiB), the ppserver reads next to nothing from its workers for the value (its own
 are not counted there, `recv` is no `read`; an ssh node's server reads the argument from its stdin, 16 MiB
 counted), the ppserver holds a segment while the job runs and none once it is
 done. The client gets the value as a buffered pickle, never as a mapped field (those never leave a machine),
-and maps no segment of anyone's. Then a job that times out and one that is terminated with a big argument,
+and maps no segment of anyone's, nor makes one (it has no local worker to map it). Then a job that times out and one that is terminated with a big argument,
 and a worker SIGKILLed while it holds segments: the ppserver keeps no segment and no descriptor more.
 
 PPSERVER ("host:port", or an ssh:// node), PPSERVER_PID (the ppserver's pid; unset: the workers' parent),
@@ -113,6 +113,7 @@ before = segments_of(SERVER_PID)
 worker_before, worker_pid = job_server.submit(worker_rchar, ())()
 server_before = rchar(SERVER_PID)
 job = job_server.submit(echo, (big, SERVER_PID))
+client_made = segments_of(os.getpid())[0]  # a snapshot in a segment: only for local workers to map
 back, held_while_running = job()
 worker_after, _ = job_server.submit(worker_rchar, ())()
 server_after = rchar(SERVER_PID)
@@ -124,6 +125,7 @@ wait_for(lambda: segments_of(SERVER_PID) == before, "the ppserver's descriptors 
 print("ppserver holds afterwards:", segments_of(SERVER_PID)[0])
 raw = job._raw.value
 print("the client got a buffered pickle:", is_pickled(raw), "a mapped field:", is_mapped(raw))
+print("the client made segments:", client_made)
 del back, job, raw
 
 job_server.submit(echo, (big, SERVER_PID))()  # a value mapped and released: the worker holds nothing now

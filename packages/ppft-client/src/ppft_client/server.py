@@ -212,7 +212,7 @@ class Server:
         body, data = function_job(func, depfuncs, modules, globals, proto)
         if PICKLED:  # refs this thread pickled for no job (a failed submit): not this job's
             forget_pickled()
-        sargs = pickle_args(args, proto) if data is None else data.wrap(args, proto)
+        sargs = pickle_args(args, proto, self._ncpus > 0) if data is None else data.wrap(args, proto)
         scheduler = self._scheduler
         job = make_job(self, next(self._tids), body, sargs, proto, scheduler, callback, callbackargs, group)
         if limit is not None:
@@ -262,13 +262,14 @@ class Server:
         scheduler = self._scheduler
         tids = self._tids
         limit = self._job_timeout
+        shared = self._ncpus > 0  # large buffers into shared segments only for local workers to map
         jobs: list[Job] = []
         chunk: list[Job] = []
         for job_args in arg_tuples:
             call_args = prefix + job_args if prefix else job_args
             if PICKLED:
                 forget_pickled()
-            sargs = pickle_args(call_args, proto) if data is None else data.wrap(call_args, proto)
+            sargs = pickle_args(call_args, proto, shared) if data is None else data.wrap(call_args, proto)
             job = make_job(self, next(tids), body, sargs, proto, scheduler)
             if limit is not None:
                 job.timeout = limit

@@ -56,7 +56,7 @@ def probe(buf: pickle.PickleBuffer) -> bool:
     raise LargeBuffer
 
 
-def dumps(obj: object, protocol: int, snapshot: bool = True) -> bytes | Pickled:
+def dumps(obj: object, protocol: int, snapshot: bool = True, shared: bool = True) -> bytes | Pickled:
     """`pickle.dumps(obj, protocol)`, or, when the pickle holds buffers of `OOB_MIN` bytes or more (protocol
     5), a `Pickled` of the pickle stream and those buffers.
 
@@ -66,7 +66,9 @@ def dumps(obj: object, protocol: int, snapshot: bool = True) -> bytes | Pickled:
     way). Buffers that add up to `mapped.SEGMENT_MIN` and more are all copied into one shared segment
     instead (`mapped.snapshot`, read-only ones too), which a local pool's own workers map. `snapshot=False`:
     writable buffers travel as views too, for a caller that sends the frame before anything can change
-    `obj` (a worker's result). Raises what `pickle.dumps` raises."""
+    `obj` (a worker's result). `shared=False`: never in a segment (no local worker will map it: the copy then
+    lands in private memory, whose pages malloc reuses, where a new segment's are fresh). Raises what
+    `pickle.dumps` raises."""
     if protocol < 5:
         return pickle.dumps(obj, protocol)
     try:
@@ -89,11 +91,12 @@ def dumps(obj: object, protocol: int, snapshot: bool = True) -> bytes | Pickled:
     if not buffers:
         return data
     if snapshot:  # in a shared segment when they are large (`mapped`: local workers map it), else copies
-        from . import mapped  # noqa: PLC0415 - only big data pays for it
+        if shared:
+            from . import mapped  # noqa: PLC0415 - only big data pays for it
 
-        shared = mapped.snapshot(buffers)
-        if shared is not None:
-            return Pickled(data, shared)
+            views = mapped.snapshot(buffers)
+            if views is not None:
+                return Pickled(data, views)
         buffers = [view if view.readonly else memoryview(view.tobytes()) for view in buffers]
     return Pickled(data, buffers)
 

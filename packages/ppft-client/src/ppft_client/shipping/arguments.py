@@ -83,13 +83,15 @@ def check_submit_args(
 # -- the body cache -------------------------------------------------------------------------------------
 
 
-def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
+def pickle_args(args: tuple[Any, ...], protocol: int, shared: bool = True) -> bytes | Pickled:
     """A job's arguments as bytes: the stdlib pickle's fast path, dill where a worker needs values.
 
     A pickle naming `__main__` refers to a class or function of the caller's script, which a worker cannot
     import by reference; dill then pickles those by value (`byref=False, recurse=True`). Arguments that hold
     large buffers (numpy arrays, `PickleBuffer`s of 64 KiB and more; protocol 5) give a `Pickled`, whose
-    buffers travel out of band (`ppft_worker.oob`): copied once, as they are now, and never again.
+    buffers travel out of band (`ppft_worker.oob`): copied once, as they are now, and never again; into a
+    shared segment for the local workers when they are large, unless `shared` is False (a server without
+    local workers).
     """
     try:
         if protocol >= 5:
@@ -97,7 +99,7 @@ def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
         else:
             data = pickle.dumps(args, protocol)
     except LargeBuffer:
-        return _buffered(args, protocol)
+        return _buffered(args, protocol, shared)
     except Exception:  # noqa: BLE001 - any failure of the fast path means: try dill, which raises clearly
         data = None
     if data is not None and data.find(b"__main__") < 0:  # find: `in` tries the needle as an int first
@@ -105,10 +107,10 @@ def pickle_args(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
     return _dill_dumps(args, protocol)
 
 
-def _buffered(args: tuple[Any, ...], protocol: int) -> bytes | Pickled:
+def _buffered(args: tuple[Any, ...], protocol: int, shared: bool) -> bytes | Pickled:
     """Arguments with large out-of-band buffers: a `Pickled`, unless they need dill (then in band)."""
     try:
-        data = dumps(args, protocol)
+        data = dumps(args, protocol, shared=shared)
     except Exception:  # noqa: BLE001 - as pickle_args: dill's turn, which raises clearly
         return _dill_dumps(args, protocol)
     stream = data.data if isinstance(data, Pickled) else data
