@@ -3,10 +3,11 @@ on the ppserver's machine they go between the ppserver and its worker through sh
 pipes: the worker reads next to nothing from its pipe for the argument (`rchar` of its /proc/PID/io, in
 MiB), the ppserver reads next to nothing from its workers for the value (its own `rchar`: a socket's bytes
 are not counted there, `recv` is no `read`; an ssh node's server reads the argument from its stdin, 16 MiB
-counted), the ppserver holds a segment while the job runs and none once it is
-done. The client gets the value as a buffered pickle, never as a mapped field (those never leave a machine),
-and maps no segment of anyone's, nor makes one (it has no local worker to map it). Then a job that times out and one that is terminated with a big argument,
-and a worker SIGKILLed while it holds segments: the ppserver keeps no segment and no descriptor more.
+counted), the ppserver holds a segment while the job runs and none once it is done. The client gets the
+value as a buffered pickle, never as a mapped field (those never leave a machine), and maps no segment of
+anyone's, nor makes one (it has no local worker to map it). Then a job that times out and one that is
+terminated with a big argument, and a worker SIGKILLed while it holds segments: the ppserver keeps no
+segment and no descriptor more.
 
 PPSERVER ("host:port", or an ssh:// node), PPSERVER_PID (the ppserver's pid; unset: the workers' parent),
 SEAL ("0": an unsealed loopback link), LIMITS ("0": no timed-out or terminated job), PPFT_SEGMENTS ("0",
