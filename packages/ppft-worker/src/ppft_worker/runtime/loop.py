@@ -285,8 +285,17 @@ class Loop:
     # -- running ---------------------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        while not self._stopping:
-            self.run_once()
+        lock = self._lock
+        run = self._run_once
+        while not self._stopping:  # `run_once`, inlined: a Python call less on every round
+            lock.acquire()
+            try:
+                run(lock, None)
+            except BaseException:
+                self.release_wakes()  # the loop is failing: nobody may be left waiting for a release
+                raise
+            finally:
+                lock.release()
         self.release_wakes()
 
     def run_once(self, max_timeout: float | None = None) -> None:
@@ -354,7 +363,9 @@ class Loop:
                         handler()
             except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
                 self._fd_failed(fd, exc, handler)
-        self._run_timers()
+        timers = self._timers
+        if timers and timers[0][0] <= time.monotonic():  # most rounds have no timer due: no call for them
+            self._run_timers()
 
     def _drain_wake(self) -> None:
         self._woken = False
