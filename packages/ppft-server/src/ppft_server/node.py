@@ -81,7 +81,7 @@ def _by_owner(tasks: list[ServedTask] | list[ServedTask | None]) -> list[tuple[S
         return []
     owner = head.owner
     if all(task is not None and task.owner is owner for task in tasks):
-        return [] if owner.closed else [(cast("Session", owner), None)]
+        return [] if owner.closed else [(owner, None)]  # type: ignore[list-item]  # a ppserver's tasks: Session owners
     groups: dict[Session, list[int]] = {}
     for index, task in enumerate(tasks):
         if task is not None:
@@ -416,16 +416,16 @@ class NodeServer:
     def raw_results(self, batch: RawResults, tasks: list[Task | None]) -> None:
         """A result frame of a local worker, passed on undecoded to the sessions that sent the jobs, under
         their own job ids; `tasks[i]` is the task of result `i` (None: no longer in flight, dropped)."""
-        served = cast("list[ServedTask | None]", tasks)  # the tasks this server queued
-        count_raw(self.counters, batch, tasks)
+        served: list[ServedTask | None] = tasks  # type: ignore[assignment]  # the tasks this server queued
         for owner, picks in _by_owner(served):
-            chosen = cast("list[ServedTask]", [served[i] for i in picks] if picks is not None else served)
+            chosen: list[ServedTask] = [served[i] for i in picks] if picks is not None else served  # type: ignore[assignment, misc]
             ids = [task.client_id for task in chosen]
             owner.done += len(ids)
             owner.live.difference_update(ids)
             owner.send(batch.forward(ids, picks))
             if owner.stream.unsent >= MAX_UNSENT:
                 self._pause(owner)
+        count_raw(self.counters, batch, tasks)  # once the results are on their way: a client waits for them
 
     def _pause(self, session: Session) -> None:
         """Hold back a client over its caps: its socket is not read (its jobs wait in the network buffers,

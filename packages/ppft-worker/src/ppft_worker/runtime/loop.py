@@ -32,6 +32,7 @@ import heapq
 import itertools
 import logging
 import os
+import select
 import selectors
 import threading
 import time
@@ -49,6 +50,84 @@ ErrorHandler = Callable[[BaseException], None]
 REPORT_INTERVAL = 60.0
 """Seconds between two log lines about the same failure repeating (the first has the traceback)."""
 _MAX_REPORTED = 256  # failures remembered for the de-duplication of the log
+
+# What the loop asks of a descriptor and what its poll reports, in epoll's bits on every platform. An error or
+# a hang-up (any other bit) is reported to both a reader and a writer, as `selectors` does.
+_IN = 0x001  # select.EPOLLIN
+_OUT = 0x004  # select.EPOLLOUT
+_NOT_READ = ~_IN  # a writer's events: anything but "readable"
+_NOT_WRITE = ~_OUT  # a reader's events: anything but "writable"
+
+
+class _Poller:
+    """The loop's descriptors in the kernel: epoll itself where there is one (Linux), whose `poll` the loop
+    calls directly, a C call that returns (fd, events) pairs: `selectors.select`, a Python method that
+    builds (key, events) pairs from them, cost each wake of every loop about 20 lines of Python
+    (docs/performance.md, "A remote round trip, step by step"). Elsewhere a `selectors` selector, its
+    events given in epoll's bits."""
+
+    def __init__(self) -> None:
+        self.events: dict[int, int] = {}  # fd -> what it is registered for (_IN, _OUT or both)
+        epoll = getattr(select, "epoll", None)
+        self._epoll = epoll() if epoll is not None else None
+        self._sel = selectors.DefaultSelector() if self._epoll is None else None
+        self.poll: Callable[[float | None], list[tuple[int, int]]] = (
+            self._epoll.poll if self._epoll is not None else self._select
+        )
+
+    def _select(self, timeout: float | None) -> list[tuple[int, int]]:
+        assert self._sel is not None
+        return [
+            (
+                key.fd,
+                (_IN if mask & selectors.EVENT_READ else 0) | (_OUT if mask & selectors.EVENT_WRITE else 0),
+            )
+            for key, mask in self._sel.select(timeout)
+        ]
+
+    def set(self, fd: int, events: int) -> None:
+        """Register `fd` for `events` (0: unregister it; a closed fd's unregistration is no error)."""
+        old = self.events.get(fd)
+        if old == events or (old is None and not events):
+            return
+        epoll, sel = self._epoll, self._sel
+        if not events:
+            del self.events[fd]
+            if epoll is not None:
+                try:
+                    epoll.unregister(fd)
+                except OSError:
+                    pass  # closed already: the kernel forgot it
+            else:
+                assert sel is not None
+                sel.unregister(fd)
+            return
+        if epoll is not None:
+            if old is None:
+                epoll.register(fd, events)
+            else:
+                try:
+                    epoll.modify(fd, events)
+                except BaseException:
+                    del self.events[fd]
+                    raise
+        else:
+            assert sel is not None
+            sel_events = (selectors.EVENT_READ if events & _IN else 0) | (
+                selectors.EVENT_WRITE if events & _OUT else 0
+            )
+            if old is None:
+                sel.register(fd, sel_events)
+            else:
+                sel.modify(fd, sel_events)
+        self.events[fd] = events
+
+    def close(self) -> None:
+        if self._epoll is not None:
+            self._epoll.close()
+        else:
+            assert self._sel is not None
+            self._sel.close()
 
 
 def describe_callback(callback: object) -> str:
@@ -77,14 +156,14 @@ class Timer:
 
 
 class Loop:
-    """A selectors-based loop, run by exactly one thread (`run_once` / `run_forever`)."""
+    """An epoll (or selectors) loop, run by exactly one thread (`run_once` / `run_forever`)."""
 
     def __init__(self) -> None:
-        self._sel = selectors.DefaultSelector()
+        self._sel = _Poller()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._sel.set(self._wake_r, _IN)
         self._readers: dict[int, Callback] = {}
         self._writers: dict[int, Callback] = {}
         self._on_error: dict[int, ErrorHandler] = {}  # fd -> its owner's error handler
@@ -138,21 +217,10 @@ class Loop:
     def _update(self, fd: int) -> None:
         if self._closed:  # owners may unregister while tearing down after the loop was closed
             return
-        events = (selectors.EVENT_READ if fd in self._readers else 0) | (
-            selectors.EVENT_WRITE if fd in self._writers else 0
-        )
+        events = (_IN if fd in self._readers else 0) | (_OUT if fd in self._writers else 0)
         if not events:
             self._on_error.pop(fd, None)
-        try:
-            key = self._sel.get_key(fd)
-        except KeyError:
-            if events:
-                self._sel.register(fd, events, fd)
-            return
-        if not events:
-            self._sel.unregister(fd)
-        elif key.events != events:
-            self._sel.modify(fd, events, fd)
+        self._sel.set(fd, events)
 
     def call_later(self, delay: float, callback: Callback, on_error: ErrorHandler | None = None) -> Timer:
         """Call `callback` in `delay` seconds; `on_error(exc)` if it raises."""
@@ -217,8 +285,17 @@ class Loop:
     # -- running ---------------------------------------------------------------------------------------
 
     def run_forever(self) -> None:
-        while not self._stopping:
-            self.run_once()
+        lock = self._lock
+        run = self._run_once
+        while not self._stopping:  # `run_once`, inlined: a Python call less on every round
+            lock.acquire()
+            try:
+                run(lock, None)
+            except BaseException:
+                self.release_wakes()  # the loop is failing: nobody may be left waiting for a release
+                raise
+            finally:
+                lock.release()
         self.release_wakes()
 
     def run_once(self, max_timeout: float | None = None) -> None:
@@ -265,28 +342,30 @@ class Loop:
             self.release_wakes()
         lock.release()
         try:
-            ready = self._sel.select(timeout)
+            ready = self._sel.poll(timeout)
         finally:
             lock.acquire()
             self._sleeping = False
-        for key, mask in ready:
-            fd = key.data
-            if fd is None:
+        for fd, mask in ready:
+            if fd == self._wake_r:
                 self._drain_wake()
                 continue
+            # A callback of this round may have unregistered `fd` (or the other half of it): looked up anew.
             handler: Callback | None = None
             try:
-                if mask & selectors.EVENT_WRITE:
+                if mask & _NOT_READ:
                     handler = self._writers.get(fd)
                     if handler is not None:
                         handler()
-                if mask & selectors.EVENT_READ:
+                if mask & _NOT_WRITE:
                     handler = self._readers.get(fd)
                     if handler is not None:
                         handler()
             except BaseException as exc:  # noqa: BLE001 - one failing callback never ends the loop
                 self._fd_failed(fd, exc, handler)
-        self._run_timers()
+        timers = self._timers
+        if timers and timers[0][0] <= time.monotonic():  # most rounds have no timer due: no call for them
+            self._run_timers()
 
     def _drain_wake(self) -> None:
         self._woken = False
