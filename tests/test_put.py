@@ -36,6 +36,7 @@ def test_put_objects_script(script_mode: dict[str, str]) -> None:
     assert ran.stdout == (
         "submit: [4999950000]\n"
         "template: 4999950001\n"
+        "in a dill-pickled argument: 100000\n"
         "nested: 4\n"
         "after release: RefError True\n"
         "executor submit: 4999950002\n"
@@ -329,3 +330,23 @@ def test_a_submit_that_could_not_pickle_its_arguments_leaves_its_ref_to_no_later
     ref.release()
     assert one.submit(plus, (2, 1))() == 3
     assert other.submit(plus, (3, 1))() == 4
+
+
+@pytest.mark.parametrize("proto", [0, 1, 2, 4, 5])
+def test_refs_are_found_in_a_job_s_arguments_at_every_pickle_protocol(
+    proto: int, make_client: Callable[..., Any]
+) -> None:
+    """Nested, repeated, beside bytes that look like a ref's pickle, and through module data (`globals=`):
+    each job gets its objects, and a released ref is refused at submit whatever the protocol."""
+    client = make_client(1, proto=proto)
+    one, two = client.put("abc"), client.put(list(range(5)))
+    lookalike = b"\x83\x19p\x8a\x08" + bytes(8) + b"\x83\x19p\x8a\x01\x05"  # no ref has such an id
+    assert client.submit(size_of, ({"a": [one, one]}["a"][1], len(lookalike)))() == 3 + 19
+    assert client.submit(size_of, (two, 1))() == 6
+    assert client.submit(size_of, (two,), globals={"unused": 1})() == 5
+    assert client.submit(size_of, (lookalike,))() == 19
+    two.release()
+    with pytest.raises(ppft.RefError, match="was released"):
+        client.submit(size_of, ((1, [two]),))
+    with pytest.raises(ppft.RefError, match="was released"):
+        client.submit(size_of, (two,), globals={"unused": 1})

@@ -1,5 +1,6 @@
 """Objects shipped once with put(): a job given the ref gets the object, through submit, Template,
-Executor.submit and Executor.map, at any depth in the arguments; a released ref is refused at submit."""
+Executor.submit and Executor.map, at any depth in the arguments (inside an instance of a class of this script,
+which dill pickles); a released ref is refused at submit."""
 
 import os
 
@@ -10,6 +11,15 @@ PPSERVER = os.environ.get("PPSERVER")  # "host:port": every job on that ppserver
 
 def total(table, k):
     return sum(table["values"]) + k
+
+
+class Box:  # defined here, in __main__: its instances travel by value, pickled by dill
+    def __init__(self, item):
+        self.item = item
+
+
+def unbox(box):
+    return len(box.item["values"])
 
 
 def both(pair):
@@ -23,6 +33,7 @@ ref = job_server.put(table)
 print("submit:", sorted({job_server.submit(total, (ref, 0))() for _ in range(20)}))
 template = pp.Template(job_server, total)
 print("template:", template.submit(ref, 1)())
+print("in a dill-pickled argument:", job_server.submit(unbox, (Box(ref),))())
 with job_server.put("abc") as small:
     print("nested:", job_server.submit(both, ([ref, small],))())
 try:
