@@ -140,5 +140,5 @@ def test_an_ssh_nodes_server_and_its_workers_pass_big_arrays_through_shared_memo
     nothing more from its worker."""
     from test_ssh_scripts import ssh_mode
 
-    env = {**ssh_mode(sshd, workers=1), "LIMITS": "0"}  # an ssh node takes no JobLimits, no Terminate
+    env = ssh_mode(sshd, workers=1)
     _relayed(None, env.pop("PPSERVER"), True, True, stdin=16, env=env)

@@ -26,7 +26,7 @@ from ppft_worker.mapped import is_mapped
 PPSERVER = os.environ["PPSERVER"]
 SERVER_PID = int(os.environ.get("PPSERVER_PID", "0"))  # 0: the parent of the job's worker (an ssh node's)
 SEAL = os.environ.get("SEAL", "1") != "0"
-LIMITS = os.environ.get("LIMITS", "1") != "0"  # "0": no timeout or terminate (an ssh node has neither)
+LIMITS = os.environ.get("LIMITS", "1") != "0"  # "0": no timed-out or terminated job
 SEGMENTS = os.environ.get("PPFT_SEGMENTS") != "0"  # "0": the ppserver passes everything through its pipes
 MiB = 1 << 20
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, cast
 
 from ppft_protocol import ResultBatch
-from ppft_worker.runtime import ServedTask, Task
+from ppft_worker.runtime import ServedTask, Task, apply_limits
 
 from .peers import (
     CANCELLED_MESSAGE,
@@ -49,14 +49,9 @@ class ServerLimits:
             )
 
     def apply(self, session: Session, tasks: list[ServedTask]) -> None:
-        """Give the tasks of a JobBatch the time limits their client sent for them."""
-        pending = session.limits
-        for task in tasks:
-            limit = pending.pop(task.client_id, None)
-            if limit is not None:
-                task.timeout = limit
-                task.solo = True  # it runs alone: its time counts from when a worker gets it
-        pending.clear()  # a limit is for the batch that follows it, never a later one
+        """Give the tasks of a JobBatch the time limits their client sent for them (each then runs alone:
+        its time counts from when a worker gets it; a limit is for the batch that follows it, never later)."""
+        apply_limits(session.limits, tasks)
 
     def cancel(self, session: Session, job_ids: tuple[int, ...]) -> None:
         """Cancel those of the client's jobs that still wait in the queue, answering each as cancelled; a job

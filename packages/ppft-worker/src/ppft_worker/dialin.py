@@ -73,7 +73,9 @@ from .runtime import (
     ServedTask,
     Stream,
     Task,
+    apply_limits,
     detect_ncpus,
+    note_limits,
     offer_aes_gcm,
     parse_memory_limit,
     resolve_secret,
@@ -195,7 +197,7 @@ class DialIn:
         elif isinstance(event, JobBatch):
             tasks, unknown = take_jobs(self._bodies, event, self._ids, stream)
             if self._limits:
-                self._apply_limits(tasks)
+                apply_limits(self._limits, tasks)
             self.queue.extend(tasks)
             if unknown:
                 stream.send(ResultBatch(tuple(unknown)))
@@ -208,23 +210,11 @@ class DialIn:
         elif isinstance(event, Cancel):
             self._cancel(event.job_ids)
         elif isinstance(event, JobLimits):
-            self._limits.update(event.limits)
-            if len(self._limits) > 1 << 16:  # a limit precedes its batch: these will never be used
-                self._limits.clear()
+            note_limits(self._limits, event.limits)
         elif isinstance(event, Terminate):
             self._cancel(event.job_ids, "cancelled: its client terminated it")
         elif isinstance(event, WatchOutput):
             self._watch_output(event.on)
-
-    def _apply_limits(self, tasks: list[ServedTask]) -> None:
-        """The time limits the ppserver sent for these jobs: each such job runs alone, within its limit."""
-        limits = self._limits
-        for task in tasks:
-            limit = limits.pop(task.client_id, None)
-            if limit is not None:
-                task.timeout = limit
-                task.solo = True
-        limits.clear()
 
     def _cancel(
         self,

@@ -55,7 +55,7 @@ from .tasks import (
     send_batch,
     take_batch,
 )
-from .timelimits import job_limit, timeout_message, timeout_result
+from .timelimits import apply_limits, job_limit, note_limits, timeout_message, timeout_result
 from .udp import READ_BURST, BroadcastEndpoint, bind_broadcast_socket, close_registered
 
 __all__ = [
@@ -89,6 +89,7 @@ __all__ = [
     "TaskQueue",
     "Timer",
     "adopt",
+    "apply_limits",
     "bind_broadcast_socket",
     "close_registered",
     "collect_raw_results",
@@ -107,6 +108,7 @@ __all__ = [
     "is_loopback",
     "job_limit",
     "memory_refusal",
+    "note_limits",
     "offer_aes_gcm",
     "owner_name",
     "parse_memory_limit",

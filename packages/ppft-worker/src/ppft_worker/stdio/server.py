@@ -9,8 +9,11 @@ The serving half of `python -m ppft_worker --stdio` (`command` prepares the proc
 It is a ppserver with exactly one client and no listening socket: the client must prove the secret before
 anything it sends is accepted (the protocol emits no job event before that), jobs are renumbered on the way
 in and results passed on undecoded under the client's ids, `Cancel` answers queued jobs as cancelled, and
-`WatchOutput` sends what running jobs write as they write it. A client that sends jobs faster than the
-workers run them is held back: past `QUEUE_CAP` queued jobs its channel is not read until half of them ran.
+`WatchOutput` sends what running jobs write as they write it. Limits on jobs, as on a ppserver: a
+`JobLimits` gives the jobs of the next `JobBatch` their time limits, which the pool enforces (the job fails
+with `JobTimeoutError`, its worker replaced), and a `Terminate` stops jobs wherever they are here. A client
+that sends jobs faster than the workers run them is held back: past `QUEUE_CAP` queued jobs its channel is
+not read until half of them ran.
 
 The end of the channel, whatever ended it (the client's Bye, EOF because the client or its ssh went away, a
 client silent beyond the heartbeat timeout, a protocol error), stops the loop; `run` then stops the workers
@@ -34,6 +37,7 @@ from ppft_protocol import (
     Event,
     FunctionBody,
     JobBatch,
+    JobLimits,
     LiveOutput,
     Message,
     NodeInfo,
@@ -45,6 +49,7 @@ from ppft_protocol import (
     Role,
     StatsReply,
     StatsRequest,
+    Terminate,
     WatchOutput,
 )
 from ppft_protocol.batches import ForwardedResults
@@ -61,6 +66,8 @@ from ..runtime import (
     ServedTask,
     Stream,
     Task,
+    apply_limits,
+    note_limits,
     offer_aes_gcm,
     take_jobs,
 )
@@ -75,6 +82,7 @@ HANDSHAKE_TIMEOUT = 30.0
 QUEUE_CAP_MIN = 4096
 """Jobs queued here (beyond those on workers) before the channel is no longer read, at least."""
 _CANCELLED_MESSAGE = "cancelled before it started"
+_TERMINATED_MESSAGE = "cancelled: its client terminated it"
 
 
 class StdioServer:
@@ -106,6 +114,7 @@ class StdioServer:
         self.pool.refs = RefBook(None, copies=workers)  # `put()` objects, for the workers
         self._ids = itertools.count(1)
         self._paused = False
+        self._limits: dict[int, float] = {}  # time limits (`JobLimits`) of the jobs of the next JobBatch
         self._version = 0
         host = socket.gethostname()
         comment = f"ppft-worker {__version__} --stdio on {host}, python {sys.version.split()[0]}"
@@ -157,6 +166,8 @@ class StdioServer:
         stream = self.stream
         if isinstance(event, JobBatch):
             tasks, unknown = take_jobs(self._bodies, event, self._ids, self)
+            if self._limits:
+                apply_limits(self._limits, tasks)
             self.queue.extend(tasks)
             if unknown:
                 stream.send(ResultBatch(tuple(unknown)))
@@ -178,6 +189,10 @@ class StdioServer:
             stream.send(StatsReply(self.pool.jobs_done, self.pool.job_time, self.workers, 1))
         elif isinstance(event, Cancel):
             self._cancel(event.job_ids)
+        elif isinstance(event, JobLimits):
+            note_limits(self._limits, event.limits)
+        elif isinstance(event, Terminate):
+            self._cancel(event.job_ids, running=True)
         elif isinstance(event, WatchOutput):
             self.pool.watch_output(self._live_output if event.on else None)
         elif isinstance(event, NodeInfo):
@@ -185,20 +200,29 @@ class StdioServer:
         else:
             log.warning("ignored a %s from the client: not a message a client sends", type(event).__name__)
 
-    def _cancel(self, job_ids: tuple[int, ...]) -> None:
+    def _cancel(self, job_ids: tuple[int, ...], running: bool = False) -> None:
         """Jobs still queued here are dropped and answered as cancelled; a job on a worker runs and reports
-        as usual (as a ppserver does)."""
+        as usual (as a ppserver does), unless `running` (a `Terminate`): then it is stopped too (its worker
+        killed and replaced, or told to skip it) and answered as cancelled."""
         wanted = set(job_ids)
+
+        def unwanted(task: Task) -> bool:
+            return cast("ServedTask", task).client_id in wanted
+
         queue = self.queue
-        gone = [task for task in queue if cast("ServedTask", task).client_id in wanted]
+        gone = [task for task in queue if unwanted(task)]
+        if gone:
+            kept = [task for task in queue if not unwanted(task)]
+            queue.clear()
+            queue.extend(kept)
+        if running:
+            gone += self.pool.abandon(unwanted)
         if not gone:
             return
-        kept = [task for task in queue if cast("ServedTask", task).client_id not in wanted]
-        queue.clear()
-        queue.extend(kept)
+        message = _TERMINATED_MESSAGE if running else _CANCELLED_MESSAGE
         self.stream.send(ResultBatch(tuple(
             Result(cast("ServedTask", task).client_id, False, error_type=CANCELLED_TYPE,
-                   error_message=_CANCELLED_MESSAGE)
+                   error_message=message)
             for task in gone
         )))  # fmt: skip
 
