@@ -308,3 +308,21 @@ def test_the_preamble_is_the_documented_one() -> None:
     assert TOKEN_MAGIC.hex() == "707066742d737464696f2d7365637265742f310a"
     assert READY.hex() == "00707066742d737464696f2d72656164792f3100"
     assert len(make_token(SECRET)) == 52
+
+
+def test_the_limits_on_its_workers_are_the_dial_in_workers_flags(capsys: pytest.CaptureFixture[str]) -> None:
+    from ppft_worker.stdio.command import make_parser
+
+    parser = make_parser()
+    args = parser.parse_args(["--stdio", "--worker-memory-limit", "2GiB", "--max-jobs-per-worker", "5"])
+    assert (args.worker_memory_limit, args.max_jobs_per_worker) == (2 << 30, 5)
+    args = parser.parse_args(["--stdio", "--worker-memory-limit", str(2 << 30)])  # as the client sends it
+    assert (args.worker_memory_limit, args.max_jobs_per_worker) == (2 << 30, None)
+    for flag, value, problem in (
+        ("--worker-memory-limit", "2gigs", "--worker-memory-limit must be a size such as '2GiB'"),
+        ("--max-jobs-per-worker", "0", "--max-jobs-per-worker wants a whole number >= 1, not '0'"),
+    ):
+        with pytest.raises(SystemExit) as info:
+            parser.parse_args(["--stdio", flag, value])
+        assert info.value.code == 2
+        assert problem in capsys.readouterr().err

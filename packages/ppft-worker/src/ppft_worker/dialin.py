@@ -74,10 +74,11 @@ from .runtime import (
     Stream,
     Task,
     apply_limits,
+    count_option,
     detect_ncpus,
+    memory_option,
     note_limits,
     offer_aes_gcm,
-    parse_memory_limit,
     resolve_secret,
     resolve_workers_secret,
     take_jobs,
@@ -342,21 +343,6 @@ def _workers(text: str) -> int:
     return n
 
 
-def _memory(text: str) -> int:
-    try:
-        limit = parse_memory_limit(text, "--worker-memory-limit")
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    assert limit is not None
-    return limit
-
-
-def _count(text: str) -> int:
-    if not text.isdigit() or int(text) < 1:
-        raise argparse.ArgumentTypeError(f"--max-jobs-per-worker wants a whole number >= 1, not {text!r}")
-    return int(text)
-
-
 def make_parser() -> argparse.ArgumentParser:
     """The command line of `ppft-worker --connect`: its help is what `ppft-worker -h` prints."""
     parser = argparse.ArgumentParser(
@@ -380,12 +366,13 @@ def make_parser() -> argparse.ArgumentParser:
         "'forever'; 0: no retry)",
     )  # fmt: skip
     parser.add_argument(
-        "--worker-memory-limit", type=_memory, default=None, metavar="SIZE",
+        "--worker-memory-limit", type=memory_option, default=None, metavar="SIZE",
         help="stop a worker whose resident memory passes SIZE (2GiB, 512MiB); its job fails saying so",
     )  # fmt: skip
     parser.add_argument(
-        "--max-jobs-per-worker", type=_count, default=None, metavar="N", help="replace a worker after N jobs"
-    )
+        "--max-jobs-per-worker", type=count_option, default=None, metavar="N",
+        help="replace a worker after N jobs",
+    )  # fmt: skip
     parser.add_argument("--once", action="store_true", help="the same as --retry-for 0")
     parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     return parser

@@ -6,8 +6,9 @@ A client and a ppserver each run one `Loop` on one thread, which owns every pipe
 * `stream` (a protocol connection over a non-blocking socket: handshake deadline, heartbeats, silence),
   `outbuf` (bytes waiting for a pipe or socket), `link` (a peer that runs jobs for us, as a node with a
   window), `intake` (jobs arriving from a peer, renumbered for our own nodes);
-* `memory` (memory limits as users write them, a process's resident memory), `timelimits` (what a
-  job that ran past its time limit gets, wherever it was stopped);
+* `memory` (memory limits as users write them, the limit flags of ppft-worker's command lines, a
+  process's resident memory), `timelimits` (what a job that ran past its time limit gets, wherever it
+  was stopped);
 * `tasks` (what nodes take from their owner's queue, a frame at a time, and how results come back) and
   `batching` (how many jobs of a function go in one frame);
 * `dialer` and `resolver` (connecting without blocking the loop), `addresses` (loopback or not, and host
@@ -30,7 +31,7 @@ from .dialer import CONNECT_TIMEOUT, RESOLVE_TIMEOUT, STAGGER, Dial, describe_co
 from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result
 from .link import WORKER_REFUSED, Link
 from .loop import ErrorHandler, Loop, Timer, describe_callback
-from .memory import format_bytes, parse_memory_limit, resident_bytes
+from .memory import count_option, format_bytes, memory_option, parse_memory_limit, resident_bytes
 from .outbuf import OutBuffer
 from .refs import RefBook, RefSync, memory_refusal
 from .resolver import MAX_THREADS, AddrInfo, Resolution, resolve
@@ -94,6 +95,7 @@ __all__ = [
     "close_registered",
     "collect_raw_results",
     "collect_results",
+    "count_option",
     "default_secret_path",
     "describe_callback",
     "describe_connect_error",
@@ -107,6 +109,7 @@ __all__ = [
     "internal_error_reason",
     "is_loopback",
     "job_limit",
+    "memory_option",
     "memory_refusal",
     "note_limits",
     "offer_aes_gcm",

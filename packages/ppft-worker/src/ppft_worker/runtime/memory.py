@@ -1,5 +1,7 @@
 """Memory of worker processes: a limit as users write it ("2GiB", "512 MB", 2_000_000_000), and the
-resident memory of a process as the kernel reports it.
+resident memory of a process as the kernel reports it. Also the command-line forms of a worker's limits
+that `ppft-worker --connect` and `ppft-worker --stdio` share (`memory_option`, `count_option`: argparse
+types for `--worker-memory-limit SIZE` and `--max-jobs-per-worker N`).
 
 `resident_bytes(pid)` reads `/proc/PID/statm` (Linux; also where a `/proc` of that form exists). Elsewhere
 it returns None, and a pool with a memory limit logs once that it cannot enforce it. Reading it costs a few
@@ -8,11 +10,12 @@ microseconds per worker; the pool does it on a timer (`pool.limits.MemoryWatch`)
 
 from __future__ import annotations
 
+import argparse
 import math
 import os
 import re
 
-__all__ = ["format_bytes", "parse_memory_limit", "resident_bytes"]
+__all__ = ["count_option", "format_bytes", "memory_option", "parse_memory_limit", "resident_bytes"]
 
 _UNITS = {
     "": 1, "b": 1,
@@ -50,6 +53,24 @@ def parse_memory_limit(value: object, name: str) -> int | None:
             f"{name} must be at least 1 MiB (a worker needs more than that to run), not {value!r}"
         )
     return int(size)
+
+
+def memory_option(text: str) -> int:
+    """`--worker-memory-limit SIZE` (an argparse type): the limit in bytes, or `ArgumentTypeError` saying
+    what is accepted."""
+    try:
+        limit = parse_memory_limit(text, "--worker-memory-limit")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    assert limit is not None
+    return limit
+
+
+def count_option(text: str) -> int:
+    """`--max-jobs-per-worker N` (an argparse type): N, or `ArgumentTypeError` unless a whole number >= 1."""
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--max-jobs-per-worker wants a whole number >= 1, not {text!r}")
+    return int(text)
 
 
 def resident_bytes(pid: int) -> int | None:

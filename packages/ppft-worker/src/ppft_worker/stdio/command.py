@@ -1,4 +1,5 @@
-"""`python -m ppft_worker --stdio [-w N] [-d]`: the command line of the remote side of an ssh node.
+"""`python -m ppft_worker --stdio [-w N] [--worker-memory-limit SIZE] [--max-jobs-per-worker N] [-d]`: the
+command line of the remote side of an ssh node.
 
 It prepares the process (the channel off fds 0 and 1 first of all), reads the client's secret, says READY
 and hands over to `server.StdioServer` until the channel ends. It never writes to the channel itself but
@@ -46,6 +47,18 @@ def _workers(text: str) -> int:
     return n
 
 
+def _memory(text: str) -> int:
+    from ..runtime import memory_option  # noqa: PLC0415 - the runtime only when the flag is given
+
+    return memory_option(text)
+
+
+def _count(text: str) -> int:
+    from ..runtime import count_option  # noqa: PLC0415
+
+    return count_option(text)
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="ppft-worker --stdio",
@@ -58,6 +71,13 @@ def make_parser() -> argparse.ArgumentParser:
         "-w", "--workers", type=_workers, default=None, metavar="N",
         help="worker processes (default: the CPUs this process may use)",
     )  # fmt: skip
+    parser.add_argument(
+        "--worker-memory-limit", type=_memory, default=None, metavar="SIZE",
+        help="stop a worker whose resident memory passes SIZE (2GiB, 512MiB); its job fails saying so",
+    )  # fmt: skip
+    parser.add_argument(
+        "--max-jobs-per-worker", type=_count, default=None, metavar="N", help="replace a worker after N jobs"
+    )
     parser.add_argument("-d", "--debug", action="store_true", help="log debug messages")
     return parser
 
@@ -87,7 +107,10 @@ def main(argv: list[str], *, versions: tuple[int, int] | None = None) -> int:
     from .server import StdioServer  # noqa: PLC0415
 
     workers = args.workers if args.workers is not None else detect_ncpus()
-    server = StdioServer(chan_in, chan_out, secret, workers, versions=versions)
+    server = StdioServer(
+        chan_in, chan_out, secret, workers, versions=versions, memory_limit=args.worker_memory_limit,
+        max_jobs_per_worker=args.max_jobs_per_worker,
+    )  # fmt: skip
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
         server.stop(f"ppft-worker --stdio stopped by {signal.Signals(signum).name}")

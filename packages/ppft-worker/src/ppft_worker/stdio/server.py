@@ -11,7 +11,9 @@ anything it sends is accepted (the protocol emits no job event before that), job
 in and results passed on undecoded under the client's ids, `Cancel` answers queued jobs as cancelled, and
 `WatchOutput` sends what running jobs write as they write it. Limits on jobs, as on a ppserver: a
 `JobLimits` gives the jobs of the next `JobBatch` their time limits, which the pool enforces (the job fails
-with `JobTimeoutError`, its worker replaced), and a `Terminate` stops jobs wherever they are here. A client
+with `JobTimeoutError`, its worker replaced), a `Terminate` stops jobs wherever they are here, and the pool
+stops a worker over its memory limit and replaces one after its quota of jobs (`--worker-memory-limit`,
+`--max-jobs-per-worker`, which the client puts on the command line from the entry). A client
 that sends jobs faster than the workers run them is held back: past `QUEUE_CAP` queued jobs its channel is
 not read until half of them ran.
 
@@ -97,8 +99,11 @@ class StdioServer:
         *,
         versions: tuple[int, int] | None = None,
         silence_timeout: float = 10.0,
+        memory_limit: int | None = None,
+        max_jobs_per_worker: int | None = None,
     ) -> None:
-        """`versions`: the protocol versions to speak (left out: all this package speaks; tests pin them)."""
+        """`versions`: the protocol versions to speak (left out: all this package speaks; tests pin them).
+        `memory_limit` (bytes), `max_jobs_per_worker`: the workers' limits (`WorkerPool`)."""
         self.workers = workers
         self.closed = False  # the owner of every task: True once the client is gone
         self.exit_code = 0
@@ -107,7 +112,8 @@ class StdioServer:
         self.queue_cap = max(QUEUE_CAP_MIN, 1024 * workers)
         self.pool = WorkerPool(
             self.loop, workers, on_results=self._results, on_requeue=self._requeue, fork_threads=1,
-            on_raw_results=self._raw_results, segments=True,
+            on_raw_results=self._raw_results, segments=True, memory_limit=memory_limit,
+            max_jobs_per_worker=max_jobs_per_worker,
         )  # fmt: skip
         self.loop.on_idle = self._dispatch
         self._bodies = BodyTable("the ppft client")
