@@ -50,7 +50,24 @@ def test_ipv6_and_seal() -> None:
     ("entry", "problem"),
     [
         ("ssh://", "the host is missing"),
-        ("ssh://h?threads=2", "unknown option 'threads' (the options are python, workers, seal)"),
+        (
+            "ssh://h?threads=2",
+            "unknown option 'threads' (the options are python, workers, seal, worker_memory_limit, "
+            "max_jobs_per_worker)",
+        ),
+        (
+            "ssh://h?worker_memory_limit=2gigs",
+            "worker_memory_limit must be a size such as '2GiB', '1.5GB' or '512MiB' (units B, KB, MB, GB, "
+            "TB and KiB, MiB, GiB, TiB), not '2gigs'",
+        ),
+        (
+            "ssh://h?worker_memory_limit=100",
+            "worker_memory_limit must be at least 1 MiB (a worker needs more than that to run), not '100'",
+        ),
+        ("ssh://h?max_jobs_per_worker=0", "max_jobs_per_worker='0' is not a whole number >= 1 (jobs per"),
+        ("ssh://h?max_jobs_per_worker=-3", "max_jobs_per_worker='-3' is not a whole number >= 1"),
+        ("ssh://h?max_jobs_per_worker=2.5", "max_jobs_per_worker='2.5' is not a whole number >= 1"),
+        ("ssh://h?max_jobs_per_worker=", "option 'max_jobs_per_worker' needs a value"),
         ("ssh://h?workers=0", "workers='0' is not a number of worker processes >= 1"),
         ("ssh://h?workers=x", "workers='x' is not a number of worker processes >= 1"),
         ("ssh://h?workers=2&workers=3", "option 'workers' is given twice"),
@@ -71,6 +88,19 @@ def test_an_unreadable_entry_says_what_is_wrong(entry: str, problem: str) -> Non
         parse_ssh_entry(entry)
     assert str(info.value).startswith(f"ssh node {entry!r}: {problem}")
     assert "write 'ssh://[user@]host[:port]' with options as a query" in str(info.value)
+
+
+def test_limits_on_the_workers_of_an_ssh_node() -> None:
+    target = parse_ssh_entry("ssh://h?workers=4&worker_memory_limit=2GiB&max_jobs_per_worker=1000")
+    assert (target.memory_limit, target.max_jobs_per_worker) == (2 << 30, 1000)
+    assert parse_ssh_entry("ssh://h?worker_memory_limit=1.5%20GB").memory_limit == 1_500_000_000
+    bare = parse_ssh_entry("ssh://h")
+    assert (bare.memory_limit, bare.max_jobs_per_worker) == (None, None)
+    assert shlex.split(remote_command(target)) == [
+        "exec", "python3", "-m", "ppft_worker", "--stdio", "-w", "4", "--worker-memory-limit", str(2 << 30),
+        "--max-jobs-per-worker", "1000",
+    ]  # fmt: skip
+    assert remote_command(bare) == "exec python3 -m ppft_worker --stdio"
 
 
 def test_split_keeps_the_other_entries_in_order() -> None:

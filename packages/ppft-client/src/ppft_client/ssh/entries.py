@@ -1,13 +1,13 @@
 """The `ppservers` entries that name an ssh node, and the command line that reaches one.
 
-    ssh://[user@]host[:port][?python=PATH&workers=N&seal=yes]
+    ssh://[user@]host[:port][?python=PATH&workers=N&seal=yes&worker_memory_limit=SIZE&max_jobs_per_worker=N]
 
 `parse_ssh_entry` reads one entry into an `SshTarget` (`ValueError` naming the entry, what is wrong and the
 accepted form); `ssh_command` builds the argument vector of the system `ssh` (so the user's ~/.ssh/config,
 keys, agent and ProxyJump all apply):
 
     PREFIX -T -x -e none -o BatchMode=yes -o ClearAllForwardings=yes [-p PORT] -- DESTINATION \\
-        exec PYTHON -m ppft_worker --stdio [-w N]
+        exec PYTHON -m ppft_worker --stdio [-w N] [--worker-memory-limit BYTES] [--max-jobs-per-worker N]
 
 `-T`: no terminal (a binary channel); `-e none`: no escape character, so no byte sequence of the protocol
 can disconnect it; `BatchMode=yes`: ssh never waits for a password or a host-key question nobody can
@@ -25,6 +25,8 @@ import shutil
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 from urllib.parse import parse_qsl, urlsplit
+
+from ppft_worker.runtime import parse_memory_limit
 
 __all__ = [
     "DEFAULT_PYTHON",
@@ -47,7 +49,7 @@ DEFAULT_PYTHON = "python3"
 SSH_FORM = (
     "'ssh://[user@]host[:port]' with options as a query: '?python=/opt/venv/bin/python&workers=8&seal=yes'"
 )
-_OPTIONS = ("python", "workers", "seal")
+_OPTIONS = ("python", "workers", "seal", "worker_memory_limit", "max_jobs_per_worker")
 _YES = ("1", "yes", "true", "on")
 _NO = ("0", "no", "false", "off")
 
@@ -63,6 +65,8 @@ class SshTarget(NamedTuple):
     workers: int | None  # worker processes on the remote (None: its CPU count)
     seal: bool  # seal the channel with ppft's own encryption too (ssh encrypts it already)
     entry: str = ""  # the entry as it was written (stripped)
+    memory_limit: int | None = None  # bytes: a worker whose resident memory passes it is stopped
+    max_jobs_per_worker: int | None = None  # a worker is replaced after that many jobs
 
     @property
     def destination(self) -> str:
@@ -120,7 +124,10 @@ def parse_ssh_entry(entry: str) -> SshTarget:
     name = "ssh://" + (f"{user}@" if user else "") + shown + (f":{port}" if port else "")
     python = options.get("python", DEFAULT_PYTHON)
     workers = _workers(entry, options.get("workers"))
-    return SshTarget(name, host, user, port, python, workers, _seal(entry, options.get("seal")), text)
+    seal = _seal(entry, options.get("seal"))
+    memory_limit = _memory(entry, options.get("worker_memory_limit"))
+    max_jobs = _max_jobs(entry, options.get("max_jobs_per_worker"))
+    return SshTarget(name, host, user, port, python, workers, seal, text, memory_limit, max_jobs)
 
 
 def _options(entry: str, query: str) -> dict[str, str]:
@@ -146,6 +153,21 @@ def _workers(entry: str, text: str | None) -> int | None:
         return None
     if not text.isdigit() or not 1 <= int(text) <= 65535:
         raise _bad(entry, f"workers={text!r} is not a number of worker processes >= 1")
+    return int(text)
+
+
+def _memory(entry: str, text: str | None) -> int | None:
+    try:
+        return parse_memory_limit(text, "worker_memory_limit")
+    except ValueError as exc:
+        raise _bad(entry, str(exc)) from None
+
+
+def _max_jobs(entry: str, text: str | None) -> int | None:
+    if text is None:
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise _bad(entry, f"max_jobs_per_worker={text!r} is not a whole number >= 1 (jobs per worker)")
     return int(text)
 
 
@@ -185,13 +207,17 @@ def ssh_program_problem(prefix: tuple[str, ...]) -> str:
 
 
 def remote_command(target: SshTarget) -> str:
-    """What the remote user's shell runs: `exec PYTHON -m ppft_worker --stdio [-w N]`, quoted."""
+    """What the remote user's shell runs: `exec PYTHON -m ppft_worker --stdio [-w N] [limits]`, quoted."""
     python = target.python
     # a path in the remote home: the shell expands an unquoted ~/
     python_word = "~/" + shlex.quote(python[2:]) if python.startswith("~/") else shlex.quote(python)
     words = ["exec", python_word, "-m", "ppft_worker", "--stdio"]
     if target.workers is not None:
         words += ["-w", str(target.workers)]
+    if target.memory_limit is not None:
+        words += ["--worker-memory-limit", shlex.quote(str(target.memory_limit))]
+    if target.max_jobs_per_worker is not None:
+        words += ["--max-jobs-per-worker", shlex.quote(str(target.max_jobs_per_worker))]
     return " ".join(words)
 
 
