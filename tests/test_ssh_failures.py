@@ -244,3 +244,21 @@ def ssh_node(client: ppft.Server):  # type: ignore[no-untyped-def]
     wait_until(lambda: bool(client._scheduler.nodes), 30, "the node to be added")
     (node,) = client._scheduler.nodes
     return node
+
+
+def test_old_limit_flags_are_named_too_old(sshd: Sshd, make_client, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """A ppft-worker whose --stdio predates `?worker_memory_limit=` and `?max_jobs_per_worker=` (its parser,
+    played here, refuses the flags the client puts on the command line for them)."""
+    python = fake_python(
+        tmp_path,
+        "import argparse\nparser = argparse.ArgumentParser(prog='ppft-worker --stdio')\n"
+        "parser.add_argument('--stdio', action='store_true', required=True)\n"
+        "parser.add_argument('-w', '--workers')\nparser.add_argument('-d', '--debug', action='store_true')\n"
+        "parser.parse_args(['--stdio', '-w', '1', '--max-jobs-per-worker', '3'])\n",
+    )
+    entry = sshd.entry(python=python, max_jobs_per_worker=3)
+    client = make_client(0, ppservers=(entry,), ssh=sshd.prefix())
+    message = refusal(client)
+    assert f"ppft-worker on 127.0.0.1 ({python}) is too old for limits on an ssh node's workers" in message
+    assert "unrecognized arguments: --max-jobs-per-worker 3" in message
+    assert "or leave those options out of the entry" in message

@@ -169,6 +169,7 @@ REFUSED = "ssh: connect to host node1 port 2222: Connection refused"
 NO_MODULE = "/opt/venv/bin/python: No module named ppft_worker"
 NO_PYTHON = "bash: line 1: /opt/venv/bin/python: No such file or directory"
 TOO_OLD = "ppft-worker: error: unrecognized arguments: --stdio (ppft-worker -h lists the options)"
+NO_LIMITS = "ppft-worker --stdio: error: unrecognized arguments: --max-jobs-per-worker 3"
 KEX = "kex_exchange_identification: Connection closed by remote host"
 BAD_OPTION = "command-line: line 0: Bad configuration option: foo"
 CRASH = ["Traceback (most recent call last):", '  File "<frozen runpy>", line 198', "ImportError: no dill"]
@@ -187,6 +188,12 @@ CASES = [
     ([NO_MODULE], 1, "ppft_worker is not installed for /opt/venv/bin/python on node1", True),
     ([NO_PYTHON], 127, "/opt/venv/bin/python cannot be run on node1", True),
     ([TOO_OLD], 2, "ppft-worker on node1 (/opt/venv/bin/python) is too old for ssh nodes", True),
+    (
+        ["usage: ppft-worker --stdio [-h] --stdio [-w N] [-d]", NO_LIMITS],
+        2,
+        "ppft-worker on node1 (/opt/venv/bin/python) is too old for limits on an ssh node's workers",
+        True,
+    ),
     ([KEX], 255, f'ssh failed (ssh exited with status 255): "{KEX}"', False),
     (
         ["unknown option -- Z", "usage: ssh [-46AaCfGg]"],

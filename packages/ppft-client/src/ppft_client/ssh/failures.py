@@ -113,6 +113,13 @@ def explain(
             f"client is ppft-client {__version__}: upgrade it there: {pip}",
             True,
         )
+    if _has(lines, "unrecognized arguments: --worker-memory-limit", "unrecognized arguments: --max-jobs-per"):
+        return (
+            f"ppft-worker on {host} ({python}) is too old for limits on an ssh node's workers "
+            f"(worker_memory_limit=, max_jobs_per_worker=: {said}); this client is ppft-client "
+            f"{__version__}: upgrade it there: {pip}; or leave those options out of the entry",
+            True,
+        )
     not_found = _has(lines, "command not found", "No such file or directory")
     if not ready and (returncode in (126, 127) or not_found):
         return (
