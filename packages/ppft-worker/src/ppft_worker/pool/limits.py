@@ -175,8 +175,8 @@ def memory_result(w: PoolWorker, task: Task, rss: int, limit: int, ids_known: bo
     message = (
         f"{w!r} was stopped: its resident memory, {format_bytes(rss)}, passed the worker memory limit of "
         f"{format_bytes(limit)} while it ran {job_name(task, ids_known)}, so the job is not retried; give "
-        f"the workers more memory (worker_memory_limit=, ppserver --worker-memory-limit) or make the job use "
-        f"less{said}"
+        f"the workers more memory (worker_memory_limit=, ppserver --worker-memory-limit, "
+        f"ssh://host?worker_memory_limit=) or make the job use less{said}"
     )
     return Result(
         task.wire[0],
