@@ -93,7 +93,8 @@ class Server:
         may run on a worker, unless its `submit(timeout=)` says otherwise; `worker_memory_limit` ("2GiB",
         or bytes): a local worker whose resident memory passes it is stopped, its job failing with
         `WorkerLostError`; `max_jobs_per_worker`: a local worker is replaced after that many jobs
-        (docs/api.md, "Limits on jobs and workers"); `ssh`: the command that reaches the
+        (docs/api.md, "Limits on jobs and workers"; an ssh node's workers take theirs from its entry:
+        `ssh://host?worker_memory_limit=2GiB&max_jobs_per_worker=1000`); `ssh`: the command that reaches the
         `ssh://[user@]host[:port]` entries of `ppservers` (docs/cluster.md, "The quickest way: ssh"), such
         as ("ssh", "-i", "~/.ssh/cluster")."""
         if not isinstance(ppservers, tuple):
