@@ -36,7 +36,6 @@ import threading
 import time
 from collections import deque
 from types import FrameType
-from typing import cast
 
 from ppft_protocol import (
     Cancel,
@@ -65,7 +64,6 @@ from .oob import plain_result
 from .pool import WorkerPool
 from .pythons import THIS_PYTHON
 from .runtime import (
-    CANCELLED_TYPE,
     WORKER_REFUSED,
     BodyTable,
     Loop,
@@ -82,6 +80,7 @@ from .runtime import (
     resolve_secret,
     resolve_workers_secret,
     take_jobs,
+    withdraw,
 )
 from .version import __version__
 
@@ -225,24 +224,10 @@ class DialIn:
         """Jobs the ppserver gave up: those still queued here are dropped; with version 2 those in flight
         are stopped too (their worker killed and replaced, or told to skip them). Each is answered as
         cancelled."""
-        wanted = set(job_ids)
-
-        def unwanted(task: Task) -> bool:
-            return cast("ServedTask", task).client_id in wanted
-
-        gone = [task for task in self.queue if unwanted(task)]
-        if gone:
-            kept = [task for task in self.queue if not unwanted(task)]
-            self.queue.clear()
-            self.queue.extend(kept)
-        if self._version >= 2:
-            gone += self.pool.abandon(unwanted)
+        answer = withdraw(self.queue, job_ids, message, self.pool.abandon if self._version >= 2 else None)
         stream = self._stream
-        if gone and stream is not None:
-            ids = [cast("ServedTask", task).client_id for task in gone]
-            stream.send(ResultBatch(tuple(
-                Result(job_id, False, error_type=CANCELLED_TYPE, error_message=message) for job_id in ids
-            )))  # fmt: skip
+        if answer is not None and stream is not None:
+            stream.send(answer)
 
     def _watch_output(self, on: bool) -> None:
         self.pool.watch_output(self._live_output if on else None)

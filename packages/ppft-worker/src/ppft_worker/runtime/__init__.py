@@ -28,7 +28,7 @@ from .batching import MAX_BATCH, Batching
 from .cpufeatures import has_aes_hardware, offer_aes_gcm
 from .cpus import detect_ncpus
 from .dialer import CONNECT_TIMEOUT, RESOLVE_TIMEOUT, STAGGER, Dial, describe_connect_error
-from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result
+from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result, withdraw
 from .link import WORKER_REFUSED, Link
 from .loop import ErrorHandler, Loop, Timer, describe_callback
 from .memory import count_option, format_bytes, memory_option, parse_memory_limit, resident_bytes
@@ -126,4 +126,5 @@ __all__ = [
     "timeout_message",
     "timeout_result",
     "unknown_function_result",
+    "withdraw",
 ]

@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import logging
 import pickle
-from collections.abc import Iterator
-from typing import Protocol
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any, Protocol
 
-from ppft_protocol import BodyLedger, FunctionBody, Job, JobBatch, Message, Result, check_digest
+from ppft_protocol import BodyLedger, FunctionBody, Job, JobBatch, Message, Result, ResultBatch, check_digest
 
-__all__ = ["BodyTable", "Owner", "ServedTask", "take_jobs", "unknown_function_result"]
+from .tasks import CANCELLED_TYPE
+
+__all__ = ["BodyTable", "Owner", "ServedTask", "take_jobs", "unknown_function_result", "withdraw"]
 
 log = logging.getLogger("ppft.intake")
 
@@ -164,3 +167,32 @@ def unknown_function_result(job: Job, refusal: str | None = None) -> Result:
         f"connection; this is a client bug: send the FunctionBody before the jobs that use it"
     )
     return Result(job.job_id, False, b"", "", 0.0, 0.0, "ppft_protocol.errors.RemoteProtocolError", message)
+
+
+def withdraw(
+    queue: deque[Any],
+    job_ids: Iterable[int],
+    message: str,
+    abandon: Callable[[Callable[[Any], bool]], list[Any]] | None = None,
+) -> ResultBatch | None:
+    """A relay's answer to its peer giving up these jobs (by the peer's ids; a dial-in worker's ppserver, an
+    ssh node's client): those still in `queue` leave it; with `abandon` (its pool's), those in flight are
+    stopped too (their worker killed and replaced, or told to skip them). Each is answered as cancelled
+    with `message`; None when none of them was here."""
+    wanted = set(job_ids)
+
+    def unwanted(task: ServedTask) -> bool:
+        return task.client_id in wanted
+
+    gone = [task for task in queue if unwanted(task)]
+    if gone:
+        kept = [task for task in queue if not unwanted(task)]
+        queue.clear()
+        queue.extend(kept)
+    if abandon is not None:
+        gone += abandon(unwanted)
+    if not gone:
+        return None
+    return ResultBatch(tuple(
+        Result(task.client_id, False, error_type=CANCELLED_TYPE, error_message=message) for task in gone
+    ))  # fmt: skip

@@ -61,7 +61,6 @@ from ..oob import plain_result
 from ..pipes import PipeChannel
 from ..pool import WorkerPool
 from ..runtime import (
-    CANCELLED_TYPE,
     BodyTable,
     Loop,
     RefBook,
@@ -72,6 +71,7 @@ from ..runtime import (
     note_limits,
     offer_aes_gcm,
     take_jobs,
+    withdraw,
 )
 from ..version import __version__
 
@@ -210,27 +210,12 @@ class StdioServer:
         """Jobs still queued here are dropped and answered as cancelled; a job on a worker runs and reports
         as usual (as a ppserver does), unless `running` (a `Terminate`): then it is stopped too (its worker
         killed and replaced, or told to skip it) and answered as cancelled."""
-        wanted = set(job_ids)
-
-        def unwanted(task: Task) -> bool:
-            return cast("ServedTask", task).client_id in wanted
-
-        queue = self.queue
-        gone = [task for task in queue if unwanted(task)]
-        if gone:
-            kept = [task for task in queue if not unwanted(task)]
-            queue.clear()
-            queue.extend(kept)
         if running:
-            gone += self.pool.abandon(unwanted)
-        if not gone:
-            return
-        message = _TERMINATED_MESSAGE if running else _CANCELLED_MESSAGE
-        self.stream.send(ResultBatch(tuple(
-            Result(cast("ServedTask", task).client_id, False, error_type=CANCELLED_TYPE,
-                   error_message=message)
-            for task in gone
-        )))  # fmt: skip
+            answer = withdraw(self.queue, job_ids, _TERMINATED_MESSAGE, self.pool.abandon)
+        else:
+            answer = withdraw(self.queue, job_ids, _CANCELLED_MESSAGE)
+        if answer is not None:
+            self.stream.send(answer)
 
     def _closed(self, reason: str) -> None:
         self.closed = True
