@@ -87,8 +87,10 @@ def _layout(sizes: Iterable[int]) -> tuple[list[int], int]:
 
 
 def _fill(buffers: Sequence[memoryview]) -> tuple[Segment, list[int]] | None:
-    """A sealed segment holding `buffers` (the one copy), and their offsets; None when segments are off, the
-    process holds `MAX_OPEN` already, or the machine refuses one."""
+    """A sealed segment holding `buffers` (the one copy), and their offsets; None when they add up to less
+    than `SEGMENT_MIN`, segments are off, the process holds `MAX_OPEN` already, or the machine refuses one."""
+    if sum(b.nbytes for b in buffers) < SEGMENT_MIN:
+        return None
     if open_segments()[0] >= MAX_OPEN or not segments_available():
         return None
     offsets, size = _layout(b.nbytes for b in buffers)
@@ -153,8 +155,6 @@ def snapshot(views: Sequence[memoryview], writable: bool = False) -> list[memory
     it, registered for `mapped_args`; None when they are too small for a segment, or none can be had (then
     the caller copies them into private memory as before). A worker loads each buffer read-only if its
     view was, or writable for all with `writable=True` (buffers a relay received from a peer)."""
-    if sum(v.nbytes for v in views) < SEGMENT_MIN:
-        return None
     made = _fill(views)
     if made is None:
         return None
@@ -243,8 +243,6 @@ def _held_field(store: dict[int, Segment], key: int, value: Pickled) -> bytes | 
     """`value`'s buffers in a new segment kept in `store` under `key` (closing the one it replaces), as its
     mapped field; None if they are too small for a segment or none can be had."""
     buffers = value.buffers
-    if sum(b.nbytes for b in buffers) < SEGMENT_MIN:
-        return None
     made = _fill(buffers)
     if made is None:
         return None
