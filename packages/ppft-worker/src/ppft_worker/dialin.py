@@ -64,6 +64,7 @@ from .oob import plain_result
 from .pool import WorkerPool
 from .pythons import THIS_PYTHON
 from .runtime import (
+    TERMINATED_MESSAGE,
     WORKER_REFUSED,
     BodyTable,
     Loop,
@@ -212,7 +213,7 @@ class DialIn:
         elif isinstance(event, JobLimits):
             note_limits(self._limits, event.limits)
         elif isinstance(event, Terminate):
-            self._cancel(event.job_ids, "cancelled: its client terminated it")
+            self._cancel(event.job_ids, TERMINATED_MESSAGE)
         elif isinstance(event, WatchOutput):
             self._watch_output(event.on)
 

@@ -28,7 +28,15 @@ from .batching import MAX_BATCH, Batching
 from .cpufeatures import has_aes_hardware, offer_aes_gcm
 from .cpus import detect_ncpus
 from .dialer import CONNECT_TIMEOUT, RESOLVE_TIMEOUT, STAGGER, Dial, describe_connect_error
-from .intake import BodyTable, Owner, ServedTask, take_jobs, unknown_function_result, withdraw
+from .intake import (
+    TERMINATED_MESSAGE,
+    BodyTable,
+    Owner,
+    ServedTask,
+    take_jobs,
+    unknown_function_result,
+    withdraw,
+)
 from .link import WORKER_REFUSED, Link
 from .loop import ErrorHandler, Loop, Timer, describe_callback
 from .memory import count_option, format_bytes, memory_option, parse_memory_limit, resident_bytes
@@ -69,6 +77,7 @@ __all__ = [
     "RESOLVE_TIMEOUT",
     "SECRET_ENV",
     "STAGGER",
+    "TERMINATED_MESSAGE",
     "WORKERS_SECRET_ENV",
     "WORKER_REFUSED",
     "AddrInfo",

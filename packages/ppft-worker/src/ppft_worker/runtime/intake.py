@@ -23,9 +23,20 @@ from ppft_protocol import BodyLedger, FunctionBody, Job, JobBatch, Message, Resu
 
 from .tasks import CANCELLED_TYPE
 
-__all__ = ["BodyTable", "Owner", "ServedTask", "take_jobs", "unknown_function_result", "withdraw"]
+__all__ = [
+    "TERMINATED_MESSAGE",
+    "BodyTable",
+    "Owner",
+    "ServedTask",
+    "take_jobs",
+    "unknown_function_result",
+    "withdraw",
+]
 
 log = logging.getLogger("ppft.intake")
+
+TERMINATED_MESSAGE = "cancelled: its client terminated it"
+"""What a relay (a dial-in worker, an ssh node's server) answers for a job its peer stopped (`Terminate`)."""
 
 _REFUSALS_KEPT = 256  # refused digests remembered per connection, to name the mismatch in their jobs' errors
 _SETUP_ERROR = "ppft_worker.errors.JobSetupError"

@@ -61,6 +61,7 @@ from ..oob import plain_result
 from ..pipes import PipeChannel
 from ..pool import WorkerPool
 from ..runtime import (
+    TERMINATED_MESSAGE,
     BodyTable,
     Loop,
     RefBook,
@@ -84,7 +85,6 @@ HANDSHAKE_TIMEOUT = 30.0
 QUEUE_CAP_MIN = 4096
 """Jobs queued here (beyond those on workers) before the channel is no longer read, at least."""
 _CANCELLED_MESSAGE = "cancelled before it started"
-_TERMINATED_MESSAGE = "cancelled: its client terminated it"
 
 
 class StdioServer:
@@ -211,7 +211,7 @@ class StdioServer:
         as usual (as a ppserver does), unless `running` (a `Terminate`): then it is stopped too (its worker
         killed and replaced, or told to skip it) and answered as cancelled."""
         if running:
-            answer = withdraw(self.queue, job_ids, _TERMINATED_MESSAGE, self.pool.abandon)
+            answer = withdraw(self.queue, job_ids, TERMINATED_MESSAGE, self.pool.abandon)
         else:
             answer = withdraw(self.queue, job_ids, _CANCELLED_MESSAGE)
         if answer is not None:
