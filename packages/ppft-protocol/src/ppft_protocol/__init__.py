@@ -27,6 +27,8 @@ from .errors import (
 from .framing import READ_SIZE, READ_SIZE_BULK, next_read_size
 from .handshake import Role, State
 from .messages import (
+    Attach,
+    Attached,
     Auth,
     AuthFailed,
     AuthOk,
@@ -34,6 +36,7 @@ from .messages import (
     Bye,
     Cancel,
     Closed,
+    EndDirect,
     Established,
     Event,
     FunctionBody,
@@ -67,6 +70,8 @@ __all__ = [
     "PROTOCOL_VERSIONS",
     "READ_SIZE",
     "READ_SIZE_BULK",
+    "Attach",
+    "Attached",
     "Auth",
     "AuthFailed",
     "AuthOk",
@@ -79,6 +84,7 @@ __all__ = [
     "Connection",
     "DecodeError",
     "DowngradeError",
+    "EndDirect",
     "Established",
     "Event",
     "FrameTooLarge",

@@ -30,6 +30,7 @@ from .codec import (
     put_str,
     put_strs,
 )
+from .direct import Attach, Attached, EndDirect
 from .errors import DecodeError
 from .limits import JobLimits, Terminate
 from .live import LiveOutput, WatchOutput
@@ -42,6 +43,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MESSAGE_TYPES",
+    "Attach",
+    "Attached",
     "Auth",
     "AuthFailed",
     "AuthOk",
@@ -49,6 +52,7 @@ __all__ = [
     "Bye",
     "Cancel",
     "Closed",
+    "EndDirect",
     "Established",
     "Event",
     "FunctionBody",
@@ -352,6 +356,9 @@ MESSAGE_TYPES: dict[int, type[Message]] = {
         Put,
         Release,
         PutRefused,
+        Attach,
+        Attached,
+        EndDirect,
         Cancel,
         StatsRequest,
         StatsReply,

@@ -332,6 +332,25 @@ class Stream:
                 self.flush_final()
         self._teardown()
 
+    def detach(self) -> socket.socket | None:
+        """Stop using the socket without closing it, and give it to the caller: a connection handed on to
+        another protocol endpoint (`Attached`: a worker process). What the connection queued is written
+        first; `on_close` is not called. None, the stream closed, when the socket did not take all of it at
+        once (a connection is never handed on half written) or the stream had ended."""
+        if self.closed:
+            return None
+        self.flush()
+        if self.closed or self._out.size or not isinstance(self.sock, socket.socket):
+            self._teardown()
+            return None
+        self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.loop.remove_reader(self._fd)
+        self.loop.remove_writer(self._wfd)
+        return self.sock
+
     def fail(self, exc: BaseException, what: str) -> None:
         """A bug while the owner used this stream (`what`: "dispatching jobs to ppserver X"): log it once
         with its traceback, end the stream, and report `on_close` on the loop's next round."""
