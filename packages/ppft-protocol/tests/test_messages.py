@@ -10,6 +10,8 @@ from collections.abc import Callable
 import pytest
 
 from ppft_protocol import (
+    Attach,
+    Attached,
     Auth,
     AuthFailed,
     AuthOk,
@@ -17,6 +19,7 @@ from ppft_protocol import (
     Cancel,
     Connection,
     DecodeError,
+    EndDirect,
     FunctionBody,
     Heartbeat,
     Hello,
@@ -104,6 +107,10 @@ SAMPLES: list[Message] = [
     Release(()),
     Release((1, 2**64 - 1)),
     PutRefused(3, "short of memory \u2603"),
+    Attach(),
+    Attached(2**64 - 1),
+    EndDirect(()),
+    EndDirect((1, 2**64 - 1)),
     Cancel(()),
     Cancel((1, 2, 3, 2**64 - 1)),
     StatsRequest(),
@@ -170,12 +177,15 @@ def test_message_type_bytes_are_the_documented_ones() -> None:
         0x21: "JobBatch",
         0x22: "Put",
         0x23: "Release",
+        0x24: "Attach",
+        0x25: "EndDirect",
         0x30: "ResultBatch",
         0x31: "LiveOutput",
         0x32: "WatchOutput",
         0x33: "JobLimits",
         0x34: "Terminate",
         0x35: "PutRefused",
+        0x36: "Attached",
         0x40: "Cancel",
         0x50: "StatsRequest",
         0x51: "StatsReply",
@@ -244,7 +254,7 @@ def test_trailing_bytes_after_a_body_are_a_decode_error(message: Message) -> Non
         decode_message(message.TYPE, memoryview(_frame_body(message) + b"\x00"))
 
 
-@pytest.mark.parametrize("frame_type", [0x00, 0x05, 0x24, 0x7F, 0xFF])
+@pytest.mark.parametrize("frame_type", [0x00, 0x05, 0x26, 0x7F, 0xFF])
 def test_unknown_frame_type_is_a_decode_error(frame_type: int) -> None:
     with pytest.raises(DecodeError, match=f"0x{frame_type:02x}"):
         decode_message(frame_type, memoryview(b""))

@@ -41,6 +41,7 @@ def node_row(node: Node) -> dict[str, Any]:
         "workers": 0,
         "running": 0,
         "jobs_done": 0,
+        "direct_links": 0,
         "page": getattr(node, "status_page", "") or None,
     }
     try:
@@ -51,6 +52,8 @@ def node_row(node: Node) -> dict[str, Any]:
         row["workers"] = node.workers
         row["running"] = node.inflight
         row["jobs_done"] = node.jobs_done
+        direct = getattr(node, "direct", None)  # a ppserver's direct worker links (`nodes.direct`)
+        row["direct_links"] = len(direct.ready) if direct is not None else 0
     except (AttributeError, RuntimeError, TypeError):  # its connection changed under us: a moment's state
         pass
     return row

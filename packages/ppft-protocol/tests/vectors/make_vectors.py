@@ -15,7 +15,8 @@ with `cryptography` and `hmac` directly, give the same keys, proofs and cipherte
     python make_vectors.py --check   # exit 1 if a file differs from what the code produces
 
 limits-v2.json holds those of version 2's limits on jobs: `JobLimits` and `Terminate`.
-refs-v2.json holds those of version 2's objects shipped once (`put()`): `Put`, `Release` and `PutRefused`.
+refs-v2.json holds those of version 2's objects shipped once (`put()`): `Put`, `Release` and `PutRefused`;
+direct-v2.json those of its direct worker links: `Attach`, `Attached` and `EndDirect`.
 output-v2.json holds the frames of version 2's output changes (docs/protocol.md, "Version 2"): a result batch
 with stderr spans, the same batch as a version-1 connection carries it, `LiveOutput` and `WatchOutput`.
 
@@ -470,14 +471,19 @@ def render_refs() -> str:  # refs-v2.json, made by refs_vectors.py with `message
     return str(_beside("refs_vectors.py").render_refs(message_entry))
 
 
+def render_direct() -> str:  # direct-v2.json, made by direct_vectors.py with `message_entry` from here
+    return str(_beside("direct_vectors.py").render_direct(message_entry))
+
+
 LIMITS_PATH, BUFFERS_PATH = (Path(__file__).with_name(name) for name in ("limits-v2.json", "buffers-v2.json"))
 REFS_PATH = Path(__file__).with_name("refs-v2.json")
+DIRECT_PATH = Path(__file__).with_name("direct-v2.json")
 
 
 def main(argv: list[str]) -> int:
     files = [(PATH, render(1)), (PATH_V2, render(2)), (OUTPUT_PATH, render_output())]
     files += [(BUFFERS_PATH, render_buffers()), (LIMITS_PATH, render_limits())]
-    files += [(REFS_PATH, render_refs())]
+    files += [(REFS_PATH, render_refs()), (DIRECT_PATH, render_direct())]
     if "--check" in argv:
         failed = 0
         for path, text in files:

@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable
 from typing import Protocol
 
-from ppft_protocol import Connection, Established, Event, NodeInfo, Result, Role, WatchOutput
+from ppft_protocol import Connection, EndDirect, Established, Event, NodeInfo, Result, Role, WatchOutput
 from ppft_worker.observe import page_link
 from ppft_worker.runtime import (
     CONNECT_TIMEOUT,
@@ -61,6 +61,7 @@ from ppft_worker.runtime import (
 from ..pythons import foreign_python_screen, refused_result
 from ..refs import inline_screen
 from ..version import __version__
+from .direct import DirectLinks, Head, fits_direct
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
 
@@ -97,6 +98,8 @@ class RemoteNode:
     """Seconds the peer has to complete its handshake once connected."""
     plain_note = "loopback, both ends agreed"
     """Why an unsealed link is fine, for the log line that says it is unsealed."""
+    direct_links = True
+    """Whether this kind of node asks for direct worker links (`nodes.direct`): a ppserver over TCP does."""
 
     def __init__(
         self,
@@ -145,6 +148,10 @@ class RemoteNode:
         self._time_before = 0.0
         self._on_output: Callable[[list[tuple[Task, int, int, str]]], None] | None = None
         self._v1_logged = False
+        self.direct = DirectLinks(
+            loop, self.name, secret, on_results=self._results, on_requeue=self._given_back,
+            on_lost=lambda tasks, reason: on_lost(tasks, self.name, reason), send_control=self._send_control,
+        )  # fmt: skip
 
     # -- node interface --------------------------------------------------------------------------------
 
@@ -158,11 +165,13 @@ class RemoteNode:
 
     @property
     def jobs_done(self) -> int:
-        return self._done_before + (self.link.jobs_done if self.link is not None else 0)
+        done = self._done_before + self.direct.jobs_done + sum(link.jobs_done for link in self.direct.ready)
+        return done + (self.link.jobs_done if self.link is not None else 0)
 
     @property
     def job_time(self) -> float:
-        return self._time_before + (self.link.job_time if self.link is not None else 0.0)
+        spent = self._time_before + self.direct.job_time + sum(link.job_time for link in self.direct.ready)
+        return spent + (self.link.job_time if self.link is not None else 0.0)
 
     @property
     def sealed(self) -> bool | None:
@@ -177,7 +186,7 @@ class RemoteNode:
 
     @property
     def inflight(self) -> int:
-        return len(self.link.inflight) if self.link is not None else 0
+        return (len(self.link.inflight) if self.link is not None else 0) + self.direct.inflight
 
     @property
     def status_page(self) -> str:
@@ -196,7 +205,19 @@ class RemoteNode:
         return self.last_error or "connecting"
 
     def dispatch(self, queue: TaskQueue) -> int:
-        return self.link.dispatch(queue) if self.link is not None else 0
+        """Jobs to the direct links first, those that may go there (`nodes.direct`); the others, in queue
+        order, to the ppserver."""
+        link = self.link
+        if link is None:
+            return 0
+        if not self.direct.ready:
+            return link.dispatch(queue)
+        sent = self.direct.dispatch(queue)
+        if queue:
+            head = Head(queue, _through_ppserver)
+            if head:
+                sent += link.dispatch(head)
+        return sent
 
     def sync_refs(self) -> None:
         """Send the connected peer the `put()` refs it lacks, and the releases, now."""
@@ -205,10 +226,13 @@ class RemoteNode:
             self.link.sync_refs()
 
     def terminate(self, task: Task) -> bool:
-        return self.link.terminate(task) if self.link is not None else False
+        if self.link is not None and self.link.terminate(task):
+            return True
+        return self.direct.terminate(task)
 
     def take_inflight(self) -> list[Task]:
-        return self.link.take_inflight() if self.link is not None else []
+        tasks = self.link.take_inflight() if self.link is not None else []
+        return tasks + self.direct.take_inflight()
 
     def start(self) -> None:
         self._connect()
@@ -221,6 +245,7 @@ class RemoteNode:
     def close(self) -> None:
         """Leave for good (the client is done): the server is told, nothing is reconnected."""
         self.closed = True
+        self.direct.close("the client is done: destroy() or the end of its program")
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -242,6 +267,7 @@ class RemoteNode:
         self.loop.report(exc, f"{what} failed")
         tasks = self.take_inflight()
         self.link = None
+        self.direct.close("the client dropped its link to the ppserver")
         if tasks:
             self._on_lost(tasks, self.name, internal_error_reason(exc))
         self._crashed(exc)
@@ -333,12 +359,28 @@ class RemoteNode:
                 self._down_since = None
                 if self.candidate is not None:
                     self.candidate.answered()
+                self._open_direct(event)
                 self._changed()
                 self.loop.wake()
             return
         self.link.handle(event)
         if isinstance(event, NodeInfo):
             self._changed()  # its worker count changed (dial-in workers came or went)
+
+    def _open_direct(self, info: NodeInfo) -> None:
+        """Ask for direct worker links (`nodes.direct`) when they can serve: not from an ssh node, not with
+        live output (a direct worker cannot send it), not to a ppserver that does not run our bytecode."""
+        link = self.link
+        if self.direct_links and self._on_output is None and link is not None and link.screen is None:
+            self.direct.open(self._sock, self._established, info.workers)
+
+    def _send_control(self, message: EndDirect) -> bool:
+        """Send `message` on the link to the ppserver; False if it is down."""
+        stream = self._stream
+        if stream is None or stream.closed or self._established is None:
+            return False
+        stream.send(message)
+        return True
 
     def _watch(self, link: Link) -> None:
         """A new link: ask for live output (if watched); say once that a version-1 ppserver cannot."""
@@ -396,6 +438,8 @@ class RemoteNode:
             self._time_before += link.job_time
             tasks = link.take_inflight()
             self._down_since = time.monotonic()
+        tasks += self.direct.take_inflight()
+        self.direct.close("the link to the ppserver was lost")
         if tasks:
             log.warning("lost %s %s with %d job(s) in flight: %s; they run elsewhere", self.kind, self.name,
                         len(tasks), reason)  # fmt: skip
@@ -448,3 +492,8 @@ def _is_loopback(sock: socket.socket) -> bool:
         return is_loopback(str(sock.getpeername()[0]))
     except (OSError, IndexError):
         return False
+
+
+def _through_ppserver(task: Task) -> bool:
+    """Whether `task` must go through the ppserver when there are direct links (`nodes.direct`)."""
+    return not fits_direct(task)

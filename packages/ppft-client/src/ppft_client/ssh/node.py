@@ -49,6 +49,7 @@ class SshNode(RemoteNode):
     """An ssh node, (re)connected by the scheduler's I/O thread."""
 
     kind = "ssh node"
+    direct_links = False  # its transport is ssh's pipes: there is no port to reach a worker by
     handshake_timeout = 10.0  # counted once the remote side is up: ssh's login has its own deadline
     plain_note = "ssh encrypts the channel, both ends agreed"
 

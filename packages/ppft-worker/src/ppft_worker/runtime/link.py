@@ -98,6 +98,9 @@ class Link:
         self.refs: RefBook | None = None  # the owner's `put()` refs: the peer is sent them (`sync_refs`)
         self.ref_sync = RefSync()
         self.refused_refs: dict[int, str] = {}  # ref id -> why the peer refused it (`PutRefused`)
+        # the peer stops a running job on `Terminate` (version 2); False: it cannot (a client's direct link
+        # to a worker process, which reads nothing while a job runs): it is sent a `Cancel` instead
+        self.stops_running = True
 
     @property
     def ready(self) -> bool:
@@ -185,7 +188,8 @@ class Link:
         self._deadlines.pop(job_id, None)
         if not self.stream.closed:
             self.cancelling.add(job_id)
-            self.stream.send(Terminate((job_id,)) if self.stream.conn.version >= 2 else Cancel((job_id,)))
+            stops = self.stops_running and self.stream.conn.version >= 2
+            self.stream.send(Terminate((job_id,)) if stops else Cancel((job_id,)))
         return True
 
     def take_inflight(self) -> list[Task]:
