@@ -112,7 +112,7 @@ class Peer:
         return info
 
     def eof(self, timeout: float) -> bool:
-        """Whether the other end closes the connection within `timeout` (what it sent on the way is dropped)."""
+        """Whether the other end closes the connection within `timeout` (what it sends first is dropped)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self.sock.settimeout(max(0.01, deadline - time.monotonic()))
@@ -233,6 +233,20 @@ def test_attach_after_another_message_closes_that_session(cluster, peers):
     assert any(isinstance(e, StatsReply) for e in other.pump(lambda e: isinstance(e, StatsReply)))
 
 
+def test_attach_from_a_dial_in_worker_closes_its_session(cluster):
+    node = cluster.ppserver(1, extra=("--workers-secret", "workers secret"))
+    sock = socket.create_connection(("127.0.0.1", node.port), timeout=20)
+    try:
+        worker = Peer.__new__(Peer)  # a dial-in worker's handshake, then the same helpers
+        worker.sock, worker.conn = sock, Connection(Role.CLIENT, "workers secret", worker=True)
+        sock.sendall(worker.conn.data_to_send())
+        worker.pump(lambda e: isinstance(e, NodeInfo))
+        reason = _bye(worker.attach())
+    finally:
+        sock.close()
+    assert "a dial-in worker sent Attach: direct links are for clients" in reason, reason
+
+
 def test_a_message_sent_after_attach_before_its_answer_closes_that_session(cluster, peers):
     node = cluster.ppserver(1)
     peer = peers(node.port)
@@ -251,8 +265,8 @@ def test_a_wrong_secret_on_the_direct_handshake_is_refused_and_ends_that_worker(
     with pytest.raises(AuthenticationError, match="secrets differ"):
         peer.greet_worker(secret="not the secret")
     wait_until(lambda: not pid_alive(pid), 10, "the direct worker to exit")
-    wait_until(lambda: f"pid {pid} " in cluster.read_log(node) and "exited with code 2" in cluster.read_log(node),
-               10, "the ppserver to reap it")  # fmt: skip
+    reaped = f"direct worker pid {pid} of 127.0.0.1:{peer.sock.getsockname()[1]} exited with code 2"
+    wait_until(lambda: reaped in cluster.read_log(node), 10, "the ppserver to reap it, with a warning")
     again = peers(node.port)  # the ppserver keeps serving, direct links included
     assert isinstance(again.attach(), Attached)
     _direct_pid(cluster, node, again, direct_pids)
