@@ -92,6 +92,12 @@ def test_worker_limits_flags() -> None:
     assert (Settings().worker_memory_limit, Settings().max_jobs_per_worker) == (None, None)
 
 
+def test_direct_workers_flag_and_config_key(config_file: Callable[..., str]) -> None:
+    assert parse_settings([]).direct_workers is None  # as many as -w
+    assert parse_settings(["--direct-workers", "0"]).direct_workers == 0
+    assert parse_settings(["-c", config_file("[general]\ndirect_workers = 3\n")]).direct_workers == 3
+
+
 @pytest.mark.parametrize(
     ("argv", "reason"),
     [
@@ -110,6 +116,7 @@ def test_worker_limits_flags() -> None:
         (["--worker-memory-limit", "2 gigs"], "the worker memory limit must be a size such as '2GiB'"),
         (["--worker-memory-limit", "100"], "the worker memory limit must be at least 1 MiB"),
         (["--max-jobs-per-worker", "0"], "'0' is not a count"),
+        (["--direct-workers", "-1"], "'-1' is not a count of direct workers"),
     ],
 )
 def test_bad_command_line_is_a_usage_error(argv: list[str], reason: str) -> None:
@@ -267,6 +274,7 @@ def test_main_hands_every_setting_to_the_server(fake_server: type[Any]) -> None:
         "worker_memory_limit": None,
         "max_jobs_per_worker": None,
         "refs_memory": 4 << 30,
+        "direct_workers": None,
     }
 
 

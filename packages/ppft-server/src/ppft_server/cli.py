@@ -3,8 +3,8 @@
 Every flag of ppft 1.7's ppserver keeps its letter and meaning, and gains a long form (beside them, ppft 2's
 `--secret-file`, `--allow-plain-loopback`, the admission of dial-in workers `--workers-secret`,
 `--workers-secret-file`, `--accept-workers`, and the caps `--max-handshakes`, `--max-handshakes-per-host`,
-`--max-queued-jobs`, and the status page `--http`, `--http-token`, `--http-token-file`, `--http-public`); `-c`
-reads ppft's INI config file (`settings` lists its keys), and flags given on the
+`--max-queued-jobs`, `--direct-workers`, and the status page `--http`, `--http-token`, `--http-token-file`,
+`--http-public`); `-c` reads ppft's INI config file (`settings` lists its keys), and flags given on the
 command line override it, wherever they stand. Then it binds, writes the pid file, starts auto-discovery
 (`-a`) and serves until SIGTERM, SIGINT or SIGHUP (clean stop: clients told, workers stopped, pid file
 removed), or `-t` seconds without a client. SIGUSR1 prints the statistics table to stderr.
@@ -48,6 +48,7 @@ from .settings import (
     detect_workers,
     parse_broadcast,
     parse_count,
+    parse_direct_workers,
     parse_memory,
     parse_port,
     parse_proto,
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     add("--refs-memory", metavar="SIZE", type=_checked(parse_memory),
         help="bytes of put() objects held for clients at once; a put beyond it is refused (default: 4GiB)",
         )  # fmt: skip
+    add("--direct-workers", metavar="N", type=_checked(parse_direct_workers),
+        help="worker processes of their own that clients may have at once, each on a connection of "
+        "its own (direct links: half the hops of a remote job); 0 turns them off (default: -w)")  # fmt: skip
     add(
         "--http",
         metavar="[HOST:]PORT",
@@ -362,6 +366,7 @@ def node_server(settings: Settings, secret: bytes, workers_secret: bytes | None,
         worker_memory_limit=settings.worker_memory_limit,
         max_jobs_per_worker=settings.max_jobs_per_worker,
         refs_memory=settings.refs_memory,
+        direct_workers=settings.direct_workers,
     )
 
 

@@ -28,14 +28,7 @@ import time
 from operator import itemgetter
 from typing import cast
 
-from ppft_protocol import (
-    Established,
-    JobBatch,
-    NodeInfo,
-    Result,
-    ResultBatch,
-    StatsReply,
-)
+from ppft_protocol import Established, JobBatch, NodeInfo, Result, ResultBatch, StatsReply
 from ppft_protocol.batches import ForwardedResults
 from ppft_protocol.relay import RawResults
 from ppft_worker.observe import Counters
@@ -45,6 +38,7 @@ from ppft_worker.pythons import THIS_PYTHON
 from ppft_worker.runtime import Link, Loop, RefBook, ServedTask, Task, is_loopback, take_jobs
 
 from .counting import count_raw, count_results
+from .direct import DirectWorkers, pool_only
 from .fairqueue import FairQueue
 from .gate import DEFAULT_MAX_HANDSHAKES, DEFAULT_MAX_HANDSHAKES_PER_HOST, Door, HandshakeGate, LogBudget
 from .gctune import collect_less
@@ -112,6 +106,7 @@ class NodeServer:
         worker_memory_limit: int | None = None,
         max_jobs_per_worker: int | None = None,
         refs_memory: int | None = 4 << 30,
+        direct_workers: int | None = None,
     ) -> None:
         """`allow_plain_loopback`: grant an unsealed channel to a peer that asks for one, when it connects
         from a loopback address (`--allow-plain-loopback`); everyone else is sealed whatever it asks.
@@ -121,7 +116,8 @@ class NodeServer:
         address). `max_queued_jobs`: a client's jobs queued here before its socket is no longer read
         (None: enough for every job a well-behaved client keeps in flight). `worker_memory_limit` (bytes),
         `max_jobs_per_worker`: the local workers' limits (`WorkerPool`). `refs_memory`: bytes of clients'
-        `put()` objects held at once (`refs`; None: bounded by the memory available only)."""
+        `put()` objects held at once (`refs`; None: bounded by the memory available only). `direct_workers`:
+        direct links at once (`direct`; None: `workers`; 0: none)."""
         self.host = host
         self.port = port
         self.secret = secret
@@ -157,6 +153,8 @@ class NodeServer:
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.watchers = Watchers(self.pool, self.links)
         self.limits = ServerLimits(self)
+        self.direct = DirectWorkers(self, workers if direct_workers is None else direct_workers,
+                                    pool_only(worker_memory_limit, max_jobs_per_worker))  # fmt: skip
         self.address: tuple[str, int] = (host, port)
         self.started = time.time()
         self._ids = itertools.count(1)
@@ -237,6 +235,7 @@ class NodeServer:
                 self._listener.close()
             self._listener = None
         self.refusals.close()
+        self.direct.close()
         self.pool.close()
 
     def _check_idle(self) -> None:

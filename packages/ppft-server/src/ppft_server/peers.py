@@ -5,6 +5,8 @@ buggy or hostile peer from ending or starving the ppserver, which serves everyon
 rule (`PeerError`) closes that one session with a `Bye` naming the rule; nothing it sent is half-applied.
 
 - A client sends function bodies, jobs, cancels, stats requests and heartbeats. Results are not its to send.
+  `Attach` (give this connection to a direct worker) only as the first message of a new connection, and
+  nothing after it until the answer; `EndDirect` on any other of its connections.
 - A dial-in worker first says how many workers it brings (a NodeInfo of kind "worker"), then sends results;
   it never submits jobs: holding the workers secret lets it run jobs, not have them run.
 - A job id is unique among the client's jobs not answered yet; a job names a function sent before it. A
@@ -126,7 +128,9 @@ def not_for_role(event: Event, role: str) -> str:
     name = type(event).__name__
     if name in ("ResultBatch", "RawResults") and role == "client":
         return "a client sent results (ResultBatch): results come from workers; a client sends jobs"
-    if name in ("JobBatch", "FunctionBody", "Cancel", "JobLimits", "Terminate") and role == "dial-in worker":
+    if name in ("JobBatch", "FunctionBody", "Cancel", "JobLimits", "Terminate", "EndDirect") and (
+        role == "dial-in worker"
+    ):
         return f"a dial-in worker sent {name}: a worker runs jobs, it does not submit or cancel them"
     if name == "NodeInfo":
         kind = getattr(event, "kind", "?")

@@ -1,8 +1,9 @@
 """`Session`: one peer of a ppserver, from its first byte to its last: its handshake, then its role.
 
     accepted --> in its handshake (the HandshakeGate counts it) --Established--> a client, or a dial-in worker
-    client:          FunctionBody, JobLimits, JobBatch, Cancel, Terminate, StatsRequest, WatchOutput
-                     --> the NodeServer
+    client:          FunctionBody, JobLimits, JobBatch, Cancel, Terminate, StatsRequest, WatchOutput,
+                     EndDirect --> the NodeServer
+                     or Attach, as its first message: the connection goes to a direct worker (`direct`)
     dial-in worker:  NodeInfo("worker") first (a Link is made),
                      then ResultBatch, LiveOutput, NodeInfo, StatsReply
 
@@ -19,8 +20,10 @@ from collections import deque
 from typing import Protocol
 
 from ppft_protocol import (
+    Attach,
     Cancel,
     Connection,
+    EndDirect,
     Established,
     Event,
     FunctionBody,
@@ -47,6 +50,7 @@ from ppft_worker.oob import plain_result, plain_results
 from ppft_worker.pool import WorkerPool
 from ppft_worker.runtime import BodyTable, Link, Loop, RefBook, Stream, Task, offer_aes_gcm
 
+from .direct import DirectWorkers
 from .fairqueue import FairQueue
 from .gate import LogBudget
 from .limits import ServerLimits
@@ -83,6 +87,7 @@ class Host(Owner, Protocol):
     refs: RefBook  # clients' `put()` objects
     pool: WorkerPool
     links: list[Link]
+    direct: DirectWorkers  # Attach and EndDirect
 
     def session_authenticated(self, session: Session, event: Established) -> None: ...
 
@@ -125,6 +130,8 @@ class Session:
         self.done = 0  # its jobs answered (the status page shows it)
         self.channel = ""  # "sealed with chacha20-poly1305", once authenticated
         self.since = time.monotonic()
+        self.spoke = False  # sent a message since its handshake (Attach is refused after one)
+        self.attaching = False  # sent Attach: it says nothing more until the answer
         self.starting = True  # the Stream below may fail at once (a peer that reset already)
         conn = Connection(
             Role.SERVER, server.secret, allow_plain=allow_plain, aes_gcm=offer_aes_gcm(),
@@ -169,14 +176,44 @@ class Session:
             if isinstance(event, Established):
                 self.authenticated = True
                 server.session_authenticated(self, event)
+                return
+            if self.attaching:
+                raise PeerError(
+                    f"it sent {type(event).__name__} after Attach: a client sends nothing more on that "
+                    f"connection until the answer (Attached, or Bye)"
+                )
+            if isinstance(event, Attach):
+                self._attach()
             elif self.link is not None:
                 self._as_worker(event)
             elif self.worker:
                 self._joining(event)
             else:
                 self._as_client(event)
+            self.spoke = True
         except PeerError as exc:
             server.refuse(self, str(exc))
+
+    def _attach(self) -> None:
+        """Attach: this connection is to go to a direct worker, if it is a client's new one."""
+        if self.worker or self.stream.conn.peer_worker:
+            raise PeerError("a dial-in worker sent Attach: direct links are for clients")
+        if self.spoke:
+            raise PeerError(
+                "Attach came after other messages: a client sends it as the first message of a new "
+                "connection, never on one that carried anything else"
+            )
+        self.attaching = True
+        self.stream.pause_reading()  # the answer decides who reads this socket next
+        self.server.direct.attach(self)
+
+    def end(self, bye: str) -> None:
+        """Closed by this side after Attach: refused (`bye` says why), or handed over ("": the socket went to
+        a direct worker, and nothing more is written on it)."""
+        self.closed = True
+        if bye:
+            self.stream.close(bye)
+        self.server.session_closed(self, "")
 
     def _as_client(self, event: Event) -> None:
         server = self.server
@@ -194,6 +231,8 @@ class Session:
             self.stream.send(server.stats_reply())
         elif isinstance(event, WatchOutput):
             server.watchers.watch(self, event.on)
+        elif isinstance(event, EndDirect):
+            server.direct.end(event.direct_ids, self.peer)
         elif isinstance(event, Put):
             put_ref(server, self, event)
         elif isinstance(event, Release):

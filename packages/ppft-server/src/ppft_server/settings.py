@@ -2,12 +2,12 @@
 
 `Settings` starts from ppft 1.7's defaults; `read_config` reads ppft's INI config file (`ppserver -c`:
 `[general]` secret, secret_file, debug, workers, proto, restart, pid_file, workers_secret,
-workers_secret_file, accept_workers, max_queued_jobs, worker_memory_limit, max_jobs_per_worker, http_token,
-http_token_file; `[network]` autodiscovery, interface, broadcast, port, timeout, socket_timeout,
-allow_plain_loopback, max_handshakes, max_handshakes_per_host, http, http_public) with the standard library,
-values written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments cut). Each value is
-checked by the same function whether it comes from a flag or from the file, so both say the same thing about
-a bad one.
+workers_secret_file, accept_workers, max_queued_jobs, worker_memory_limit, max_jobs_per_worker,
+direct_workers, http_token, http_token_file; `[network]` autodiscovery, interface, broadcast, port, timeout,
+socket_timeout, allow_plain_loopback, max_handshakes, max_handshakes_per_host, http, http_public) with the
+standard library, values written as ppft's ConfigObj reads them (surrounding quotes removed, `#` comments
+cut). Each value is checked by the same function whether it comes from a flag or from the file, so both say
+the same thing about a bad one.
 
 This module only reads: it must never start anything, print, or hold a secret longer than the `Settings`.
 """
@@ -38,6 +38,7 @@ __all__ = [
     "parse_boolean",
     "parse_broadcast",
     "parse_count",
+    "parse_direct_workers",
     "parse_port",
     "parse_proto",
     "parse_seconds",
@@ -90,6 +91,7 @@ class Settings:
     worker_memory_limit: int | None = None  # bytes of resident memory a worker may hold (None: no limit)
     max_jobs_per_worker: int | None = None  # a worker is replaced after this many jobs (None: never)
     refs_memory: int = 4 << 30  # bytes of put() objects held for clients at once
+    direct_workers: int | None = None  # direct links at once (None: as many as `workers`; 0: off)
     http: str | None = None  # --http [HOST:]PORT: serve the status page, /status.json and /metrics there
     http_token: str | None = None  # required on every request of the status page
     http_token_file: str | None = None  # ... read from this file
@@ -143,6 +145,16 @@ def parse_count(text: str) -> int:
         value = 0
     if value < 1:
         raise ValueError(f"{text!r} is not a count (a whole number >= 1)")
+    return value
+
+
+def parse_direct_workers(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ValueError(f"{text!r} is not a count of direct workers (a whole number >= 0; 0 turns them off)")
     return value
 
 
@@ -207,6 +219,7 @@ _CONFIG_KEYS: dict[str, dict[str, tuple[str, Callable[[str], Any]]]] = {
         "worker_memory_limit": ("worker_memory_limit", parse_memory),
         "max_jobs_per_worker": ("max_jobs_per_worker", parse_count),
         "refs_memory": ("refs_memory", parse_memory),
+        "direct_workers": ("direct_workers", parse_direct_workers),
         "http_token": ("http_token", _text),
         "http_token_file": ("http_token_file", _text),
     },

@@ -6,8 +6,10 @@
 Counting costs the I/O thread a few operations per result frame: the frame's failure count comes from the
 decoder (`RawResults.failures`), so a frame of successes is counted with one add; only a frame that holds a
 failure is looked at result by result, to tell an error from a job cancelled because its client left.
-`server_status` runs on the status page's thread and only reads (`ppft_worker.observe.poolview` says how);
-it never shows a secret, a function's source or an argument: function names and peer addresses only.
+Direct workers (`direct`) are listed with their clients' addresses; their jobs are counted by their clients,
+never here. `server_status` runs on the status page's thread and only reads (`ppft_worker.observe.poolview`
+says how); it never shows a secret, a function's source or an argument: function names and peer addresses
+only.
 """
 
 from __future__ import annotations
@@ -92,6 +94,7 @@ def server_status(server: NodeServer) -> dict[str, Any]:
         "worker_restarts": pool.restarts,
         "dialin": dialin,
         "clients": clients,
+        "direct": server.direct.figures(),
         "nodes": [],
         "refused": dict(counters.refused),
         "failures": counters.failures.snapshot(),

@@ -131,6 +131,9 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         w.one(
             "ppft_dialin_connections", "gauge", "Dial-in worker connections.", len(status.get("dialin", []))
         )
+        direct = status.get("direct", {})
+        w.one("ppft_direct_workers", "gauge", "Direct workers running (each serves one client's connection; "
+              "their jobs are counted by their clients).", direct.get("running", 0))  # fmt: skip
     else:
         nodes = status.get("nodes", [])
         counts: dict[str, int] = {"ready": 0, "connecting": 0, "down": 0, "closed": 0}

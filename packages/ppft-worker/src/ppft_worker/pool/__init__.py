@@ -3,7 +3,8 @@
 * `pool`: `WorkerPool`, the owner's interface (start, dispatch from the owner's queue, results, resize,
   close) and the decisions about its workers (batches per frame, deaths, retries, replacements);
 * `worker`: `PoolWorker`, the record of one worker process (its pipes, connection, jobs in flight);
-* `spawn` and `forkstart`: starting a worker by exec, or by `os.fork` when that is safe;
+* `spawn` and `forkstart`: starting a worker by exec, or by `os.fork` when that is safe; `direct`: starting a
+  ppserver's direct worker, a process for one client's connection (`start_direct_worker`);
 * `output`: the pool's side of its workers' output regions (the text of a job whose worker died, live
   output); `stealing`: taking back the tail of a long frame for an idle worker; `shared`: large buffers
   to and from the workers in shared segments (`ppft_worker.mapped`).
@@ -30,6 +31,7 @@ except ImportError:
         "(the wire protocol) works on any platform; on Windows, run ppft under WSL."
     ) from None
 
+from .direct import start_direct_worker
 from .forkstart import START_ENV, WorkerProcess, why_not_fork
 from .output import LIVE_INTERVAL, OutputPiece
 from .pool import WorkerPool
@@ -42,5 +44,6 @@ __all__ = [
     "WorkerPool",
     "WorkerProcess",
     "describe_exit",
+    "start_direct_worker",
     "why_not_fork",
 ]

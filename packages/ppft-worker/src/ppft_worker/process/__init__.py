@@ -18,7 +18,8 @@ the same descriptors and the secret in memory. Both prepare the process, then ru
 The room's other modules: `loop` (the worker loop over two descriptors: `serve`), `execute` (`JobRunner`:
 a job message in, a result message out, and the function bodies it holds), `namespaces` (a function body
 made a namespace to run in, and the words a job's failure is described with), `picklers` (values and
-exceptions pickled for the caller), `capture` and `outregion` (a job's output), and `dask_runner`, the runner
+exceptions pickled for the caller), `capture` and `outregion` (a job's output), `direct` (a direct worker: one
+client's connection, handed over by a ppserver; DIRECT_ENV), and `dask_runner`, the runner
 of dask workers, which shares `namespaces` and `picklers` with `JobRunner`: those three travel as text to
 hosts where ppft is not installed (`travel`), so they import nothing of ppft.
 
@@ -62,6 +63,8 @@ if TYPE_CHECKING:
     from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
 __all__ = [
+    "AES_GCM_ENV",
+    "DIRECT_ENV",
     "EXIT_OK",
     "EXIT_PARENT_GONE",
     "EXIT_PROTOCOL",
@@ -146,6 +149,14 @@ SEGMENTS_ENV = "PPFT_WORKER_SEGMENTS"
 """Set to 1 by a pool that maps its workers' shared segments (`ppft_worker.mapped`): large values go there."""
 OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 
+DIRECT_ENV = "PPFT_WORKER_DIRECT"
+"""Set by a ppserver for a direct worker (`direct`): "sealed", or "plain" when it grants the client an
+unsealed channel (`--allow-plain-loopback` and a loopback peer). Unset for a pool's worker."""
+
+AES_GCM_ENV = "PPFT_WORKER_AES_GCM"
+"""Set to 1 by the ppserver when a direct worker's sealed channel should offer AES-256-GCM (this room does not
+look at the processor: `ppft_worker.runtime` does)."""
+
 _memory_kept = False  # `keep_freed_memory` ran in this process (or in the fork server it was forked from)
 
 _PR_SET_PDEATHSIG = 1
@@ -220,6 +231,8 @@ def main() -> int:
     parent = os.environ.pop(PARENT_ENV, "")
     output_fd = os.environ.pop(OUTPUT_FD_ENV, "")
     segments = os.environ.pop(SEGMENTS_ENV, "") == "1"
+    direct = os.environ.pop(DIRECT_ENV, "")
+    aes_gcm = os.environ.pop(AES_GCM_ENV, "") == "1"
     if output_fd.isdigit():
         try:
             os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
@@ -235,6 +248,8 @@ def main() -> int:
             f"WorkerPool, which passes its secret there; do not start it by hand\n"
         )
         return EXIT_PROTOCOL
+    if direct:
+        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm)
     return _run(
         chan_in,
         chan_out,
@@ -243,6 +258,26 @@ def main() -> int:
         output_fd=int(output_fd) if output_fd.isdigit() else -1,
         segments=segments,
     )
+
+
+def _run_direct(chan_in: int, chan_out: int, secret: bytes, parent: str, mode: str, aes_gcm: bool) -> int:
+    """A direct worker (`direct`): tied to its ppserver, then serving the client on the socket it passed."""
+    defer_log_setup()
+    if mode not in ("sealed", "plain"):
+        logger().error("%s=%r: expected 'sealed' or 'plain'; exiting", DIRECT_ENV, mode[:40])
+        return EXIT_PROTOCOL
+    try:
+        keep_freed_memory()
+        if parent.isdigit() and not _tie_to_parent(int(parent)):
+            logger().debug("ppserver %s died before the direct worker started: exiting", parent)
+            return EXIT_PARENT_GONE
+        from .direct import serve_direct  # noqa: PLC0415 - only a direct worker
+
+        return serve_direct(chan_in, chan_out, secret, allow_plain=mode == "plain", aes_gcm=aes_gcm)
+    except (BrokenPipeError, ConnectionResetError):
+        return EXIT_OK  # the client went away while we were starting
+    except KeyboardInterrupt:
+        return 130
 
 
 def run_forked(secret: bytes, parent_pid: int, output_region: object = None, segments: bool = False) -> int:

@@ -1,0 +1,339 @@
+"""`DirectWorkers`: ppserver's direct links, a worker process of its own for one client's connection.
+
+    client --new connection, handshake--> session --Attach (its first message)--> DirectWorkers.attach
+        refused: Bye("direct link refused: ...") and the connection closes
+        agreed:  a worker process is started with the socket, Attached(direct_id) is the last frame the
+                 ppserver writes there, the socket leaves the loop (`Stream.detach`); the worker runs a new
+                 handshake with the client and serves it (`ppft_worker.process.direct`)
+    client --EndDirect(ids), on its ordinary session--> those workers are SIGKILLed (a running job included)
+
+A job then crosses two processes instead of four (client -> ppserver -> worker -> ppserver -> client). The
+ppserver sees none of those jobs: their clients count them. What it keeps of each direct worker is its
+process, its own descriptor of the socket (to see, with TCP_INFO, that the client has gone), the peer's
+address and the start time. A direct worker is reaped as it exits (its pidfd in the loop, or a poll every
+`WATCH_INTERVAL` where there is none; a non-zero exit is a warning), SIGKILLed when its client's end of the
+connection is closed (its running job is for nobody) or on `EndDirect`, and all of them when the ppserver
+stops. They are tied to the ppserver's life too (PR_SET_PDEATHSIG, as pool workers).
+
+It refuses when direct links are off (`--direct-workers 0`), when all of them are in use, when the ppserver's
+workers are held to limits only its pool enforces (`--worker-memory-limit`, `--max-jobs-per-worker`), or when
+no process can be started. Nothing here blocks the I/O thread (but `close`, at the end), and a failure in a
+direct worker's callbacks ends that direct worker only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ppft_protocol import Attached
+from ppft_worker.pool import describe_exit, start_direct_worker
+from ppft_worker.runtime import Loop, Stream, Timer, offer_aes_gcm
+
+__all__ = ["REFUSED", "WATCH_INTERVAL", "DirectWorker", "DirectWorkers", "Session", "pool_only"]
+
+log = logging.getLogger("ppft.server")
+
+REFUSED = "direct link refused"
+"""How every refusal of a direct link begins (the rest says why, and what to do)."""
+
+WATCH_INTERVAL = 2.0
+"""Seconds between two looks at each direct worker's connection (and, without pidfds, at its process)."""
+
+_CLOSE_GRACE = 5.0  # seconds `close` waits for the SIGKILLed workers to be reaped
+_TCP_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info (Linux)
+_KEEPALIVE = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+
+
+class _Host(Protocol):
+    loop: Loop
+    secret: bytes
+
+    def grants_plain(self, host: str) -> bool: ...
+
+
+class Session(Protocol):
+    """What is used of the session that sent Attach (`ppft_server.session.Session`)."""
+
+    closed: bool
+    peer: str
+    host: str
+    stream: Stream
+
+    def end(self, bye: str) -> None: ...
+
+
+def pool_only(memory_limit: int | None, max_jobs: int | None) -> str:
+    """Why direct links are refused when the ppserver's workers have limits only its pool enforces; ""."""
+    flags = [flag for flag, value in (("--worker-memory-limit", memory_limit), ("--max-jobs-per-worker",
+             max_jobs)) if value]  # fmt: skip
+    if not flags:
+        return ""
+    return (
+        f"this ppserver's workers are held to {' and '.join(flags)}, which only its pool enforces (a direct "
+        f"worker would escape it): jobs go through the ppserver"
+    )
+
+
+@dataclass(eq=False)
+class DirectWorker:
+    """One direct worker: its process, the ppserver's descriptor of its socket, whom it serves."""
+
+    direct_id: int
+    proc: subprocess.Popen[bytes]
+    sock: socket.socket | None  # closed (None) once the worker is killed: the client then sees EOF at its end
+    peer: str
+    started: float = field(default_factory=time.time)
+    since: float = field(default_factory=time.monotonic)
+    pidfd: int = -1
+    killed: str = ""  # why this side killed it
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class DirectWorkers:
+    """The direct workers of one ppserver: `limit` of them at most (0: direct links off). `why_not`: a reason
+    every direct link is refused for, "" if none (the pool's limits)."""
+
+    def __init__(self, server: _Host, limit: int, why_not: str = "") -> None:
+        self.server = server
+        self.loop = server.loop
+        self.limit = limit
+        self.why_not = why_not
+        self.workers: dict[int, DirectWorker] = {}
+        self.started = 0  # direct workers started, in all (the status page)
+        self._timer: Timer | None = None
+        self._closed = False
+
+    # -- a client asks -----------------------------------------------------------------------------------
+
+    def attach(self, session: Session) -> None:
+        """`session` sent Attach, its first message; its socket is no longer read. The answer is given on
+        the loop's next round, so that anything it sent after Attach in the same read is seen first (and
+        closes the session: a client sends nothing more until the answer)."""
+        self.loop.call_soon_threadsafe(lambda: self._answer(session), lambda _: self._answer_failed(session))
+
+    def refusal(self) -> str:
+        """Why a direct link would be refused now; "" if it would not."""
+        if self._closed:
+            return "the ppserver is shutting down"
+        if self.limit <= 0:
+            return "this ppserver runs no direct workers (--direct-workers 0): send the jobs through it"
+        if self.why_not:
+            return self.why_not
+        if len(self.workers) >= self.limit:
+            return f"all {self.limit} direct workers are in use: jobs go through the ppserver"
+        return ""
+
+    def _answer(self, session: Session) -> None:
+        if session.closed or session.stream.closed:
+            return  # it broke a rule meanwhile (closed, with the reason), or went away
+        why = self.refusal()
+        sock = session.stream.sock
+        proc: subprocess.Popen[bytes] | None = None
+        if not why and isinstance(sock, socket.socket):
+            try:
+                proc = start_direct_worker(sock, self.server.secret, allow_plain=self.server.grants_plain(
+                    session.host), aes_gcm=offer_aes_gcm())  # fmt: skip
+            except OSError as exc:
+                why = f"no worker process could start ({exc.strerror or exc}): jobs go through the ppserver"
+        if proc is None:
+            why = why or "this connection cannot be handed over"
+            log.info("%s to client %s: %s", REFUSED, session.peer, why)
+            session.end(f"{REFUSED}: {why}")
+            return
+        direct_id = self._new_id()
+        session.stream.send(Attached(direct_id))  # the last frame this side writes on the connection
+        kept = session.stream.detach()
+        session.end("")
+        if kept is None:
+            log.warning("client %s: Attached could not be written at once: the direct worker is stopped",
+                        session.peer)  # fmt: skip
+            with contextlib.suppress(OSError):
+                proc.kill()
+            self._wait_briefly(proc)
+            return
+        _keepalive(kept)  # a client whose machine vanished shows in TCP_INFO within a minute or so
+        worker = DirectWorker(direct_id, proc, kept, session.peer)
+        self.workers[direct_id] = worker
+        self.started += 1
+        self._watch_exit(worker)
+        if self._timer is None:
+            self._timer = self.loop.call_later(WATCH_INTERVAL, self._watch, self._watch_failed)
+        log.info("client %s: direct worker pid %d serves this connection (%d of %d in use)", session.peer,
+                 proc.pid, len(self.workers), self.limit)  # fmt: skip
+
+    def _answer_failed(self, session: Session) -> None:
+        """A bug while answering (the loop logged it): that session closes, nothing else."""
+        if not session.closed:
+            session.end(f"{REFUSED}: internal error in the ppserver (see its log)")
+
+    def _new_id(self) -> int:
+        while True:
+            direct_id = secrets.randbits(64)
+            if direct_id and direct_id not in self.workers:
+                return direct_id
+
+    # -- ending them -------------------------------------------------------------------------------------
+
+    def end(self, direct_ids: tuple[int, ...], peer: str) -> None:
+        """`EndDirect` from client `peer`: SIGKILL those direct workers (unknown ids are ignored)."""
+        for direct_id in direct_ids:
+            worker = self.workers.get(direct_id)
+            if worker is None:
+                log.debug("client %s ended direct worker %d, which is not (or no longer) running", peer,
+                          direct_id)  # fmt: skip
+            else:
+                self.kill(worker, f"client {peer} ended it (EndDirect)")
+
+    def kill(self, worker: DirectWorker, why: str) -> None:
+        """SIGKILL `worker` now (it is reaped when it is gone), and close our end of its socket, so that the
+        client sees EOF as soon as the process is gone."""
+        if not worker.killed:
+            worker.killed = why
+            log.info("stopping direct worker pid %d of %s: %s", worker.pid, worker.peer, why)
+            with contextlib.suppress(OSError):  # reaped already: nothing to kill
+                worker.proc.send_signal(signal.SIGKILL)
+        _close(worker)
+
+    def close(self) -> None:
+        """The ppserver stops: kill and reap every direct worker (waits up to `_CLOSE_GRACE` s in all)."""
+        self._closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        workers = list(self.workers.values())
+        for worker in workers:
+            self.kill(worker, "the ppserver stops")
+        deadline = time.monotonic() + _CLOSE_GRACE
+        for worker in workers:
+            try:
+                worker.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("direct worker pid %d did not exit after SIGKILL", worker.pid)
+            self._forget(worker)
+
+    # -- watching them -----------------------------------------------------------------------------------
+
+    def _watch_exit(self, worker: DirectWorker) -> None:
+        try:
+            worker.pidfd = os.pidfd_open(worker.pid)  # type: ignore[attr-defined,unused-ignore]
+        except (AttributeError, OSError):
+            return  # no pidfd here (not Linux, or too old): `_watch` polls it
+        self.loop.add_reader(worker.pidfd, lambda: self._exited(worker), lambda exc: self._failed(worker))
+
+    def _exited(self, worker: DirectWorker) -> None:
+        code = worker.proc.poll()
+        if code is None:
+            return
+        self._forget(worker)
+        if worker.killed:
+            log.debug("direct worker pid %d of %s %s", worker.pid, worker.peer, describe_exit(code))
+        elif code:
+            log.warning("direct worker pid %d of %s %s", worker.pid, worker.peer, describe_exit(code))
+        else:
+            log.info("direct worker pid %d of %s exited: its client is done", worker.pid, worker.peer)
+
+    def _forget(self, worker: DirectWorker) -> None:
+        if self.workers.get(worker.direct_id) is worker:
+            del self.workers[worker.direct_id]
+        if worker.pidfd >= 0:
+            self.loop.remove_reader(worker.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(worker.pidfd)
+            worker.pidfd = -1
+        _close(worker)
+
+    def _failed(self, worker: DirectWorker) -> None:
+        """A bug in one of `worker`'s callbacks (the loop logged it): that worker goes, nothing else."""
+        self.kill(worker, "internal error in the ppserver (see its log)")
+        if worker.pidfd >= 0:  # its exit is polled from now on
+            self.loop.remove_reader(worker.pidfd)
+            with contextlib.suppress(OSError):
+                os.close(worker.pidfd)
+            worker.pidfd = -1
+
+    def _watch(self) -> None:
+        """Every WATCH_INTERVAL: reap those without a pidfd; kill those whose client closed its end."""
+        self._timer = None
+        for worker in list(self.workers.values()):
+            try:
+                if worker.pidfd < 0:
+                    self._exited(worker)
+                    if worker.direct_id not in self.workers:
+                        continue
+                if not worker.killed and _client_gone(worker):
+                    self.kill(worker, "its client closed the connection: its running job is for nobody")
+            except Exception as exc:  # noqa: BLE001 - one direct worker's trouble is its own
+                self.loop.report(exc, f"watching direct worker pid {worker.pid}")
+                self._failed(worker)
+        if self.workers and not self._closed:
+            self._timer = self.loop.call_later(WATCH_INTERVAL, self._watch, self._watch_failed)
+
+    def _watch_failed(self, exc: BaseException) -> None:
+        self._timer = None
+        if self.workers and not self._closed:
+            self._timer = self.loop.call_later(WATCH_INTERVAL, self._watch, self._watch_failed)
+
+    def _wait_briefly(self, proc: subprocess.Popen[bytes]) -> None:
+        """Reap a process killed before it was registered, off the I/O thread's way (polled)."""
+        if proc.poll() is None and not self._closed:
+            self.loop.call_later(0.1, lambda: self._wait_briefly(proc))
+
+    # -- the status page (its own thread: it only reads) ---------------------------------------------------
+
+    def figures(self) -> dict[str, Any]:
+        """How many direct workers run, and for whom (`/status.json`'s "direct")."""
+        now = time.monotonic()
+        rows = [
+            {"address": w.peer, "pid": w.pid, "started": w.started, "connected_for": now - w.since}
+            for w in list(self.workers.values())
+        ]
+        by_client: dict[str, int] = {}
+        for row in rows:
+            host = str(row["address"]).rsplit(":", 1)[0]
+            by_client[host] = by_client.get(host, 0) + 1
+        return {"limit": self.limit, "running": len(rows), "started": self.started, "by_client": by_client,
+                "workers": rows}  # fmt: skip
+
+
+def _close(worker: DirectWorker) -> None:
+    sock, worker.sock = worker.sock, None
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.close()
+
+
+def _client_gone(worker: DirectWorker) -> bool:
+    """Whether the client has closed its end of `worker`'s connection (or the connection broke): TCP_INFO's
+    state is no longer ESTABLISHED (CLOSE_WAIT once the client's FIN arrived). False where it cannot tell."""
+    sock = worker.sock
+    option = getattr(socket, "TCP_INFO", None)
+    if sock is None or option is None:
+        return False
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, option, 8)
+    except OSError:
+        return False
+    return bool(info) and info[0] != _TCP_ESTABLISHED
+
+
+def _keepalive(sock: socket.socket) -> None:
+    """TCP keepalive probes on a direct link (shared with the worker's descriptors: one socket), so that a
+    client whose machine or network vanished without a FIN is noticed too (best effort)."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
