@@ -476,8 +476,7 @@ def render_direct() -> str:  # direct-v2.json, made by direct_vectors.py with `m
 
 
 LIMITS_PATH, BUFFERS_PATH = (Path(__file__).with_name(name) for name in ("limits-v2.json", "buffers-v2.json"))
-REFS_PATH = Path(__file__).with_name("refs-v2.json")
-DIRECT_PATH = Path(__file__).with_name("direct-v2.json")
+REFS_PATH, DIRECT_PATH = (Path(__file__).with_name(name) for name in ("refs-v2.json", "direct-v2.json"))
 
 
 def main(argv: list[str]) -> int:

@@ -44,9 +44,9 @@ from ppft_worker.runtime import (
     Task,
     TaskQueue,
     Timer,
+    job_limit,
     offer_aes_gcm,
 )
-from ppft_worker.runtime.timelimits import job_limit
 
 from ..version import __version__
 

@@ -1,0 +1,150 @@
+"""Direct worker links (docs/cluster.md, "Direct worker links"): a client's jobs go straight to a real
+ppserver's worker processes, over connections of their own. A user's script run as a file, with -c and from
+stdin; the jobs seen running in the direct workers; a direct worker killed in the middle of a job, which
+loses nothing; a ppserver that offers no direct links, and one of ppft 2.0.0, where every job goes through
+the ppserver as before."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from clusterlib import Cluster, children_of, pid_alive, wait_until
+from scriptlib import HOWS, protocol_1_ppserver, run_script  # noqa: F401 - protocol_1_ppserver: a fixture
+
+
+@pytest.fixture(scope="module")
+def ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A ppserver with 2 workers, for the module; ended by PID at teardown."""
+    cluster = Cluster(tmp_path_factory.mktemp("direct"))
+    try:
+        yield cluster.ppserver(workers=2)
+    finally:
+        cluster.close()
+
+
+def _printed(ran: Any) -> dict[str, str]:
+    return dict(line.split(": ", 1) for line in ran.stdout.splitlines() if ": " in line)
+
+
+@pytest.mark.parametrize("how", HOWS)
+def test_a_script_runs_its_jobs_on_direct_links(ppserver: Any, how: str) -> None:
+    ran = run_script("direct_jobs.py", how=how, env={"PPSERVER": ppserver.address}).check()
+    printed = _printed(ran)
+    expected = {
+        "direct links": "2",
+        "values": "True",
+        "limited": "2",
+        "ref": "499500",
+        "terminate": "True True",
+        "cancelled": "True",
+        "after": "1 True",
+        "again": "2",
+        "stats": "203",  # 200 + limited + ref + after: the terminated job is not counted
+    }
+    assert {key: printed.get(key) for key in expected} == expected, ran.stdout + ran.stderr
+    assert 1 <= len(printed["pids"].split()) <= 2
+
+
+def _node(client: Any) -> Any:
+    wait_until(lambda: bool(client._scheduler.nodes), 10, "the node")
+    return client._scheduler.nodes[0]
+
+
+def _direct_pids(node: Any) -> set[int]:
+    """The pids of the node's direct workers, as each said in its NodeInfo ("host:pid")."""
+    return {int(link.info.name.rsplit(":", 1)[1]) for link in list(node.direct.ready)}
+
+
+def _twenty_run(client: Any) -> bool:
+    """Whether 20 jobs return what they should."""
+    return [value for value, _ in (job() for job in [client.submit(_pid, (i,)) for i in range(20)])] == list(
+        range(20)
+    )
+
+
+def _pid(x: int) -> tuple[int, int]:
+    import os
+
+    return x, os.getpid()
+
+
+def _pid_after(mark: str, seconds: float) -> int:
+    import os
+    import time
+
+    with open(mark, "w") as f:
+        f.write(str(os.getpid()))
+    time.sleep(seconds)
+    return os.getpid()
+
+
+def test_jobs_run_in_the_ppservers_direct_workers(ppserver: Any, make_client: Any) -> None:
+    client = make_client(0, ppservers=(ppserver.address,))
+    node = _node(client)
+    wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
+    direct = _direct_pids(node)
+    assert direct <= set(children_of(ppserver.pid)), "a direct worker is a process of the ppserver"
+    ran_in = {pid for _, pid in (job() for job in [client.submit(_pid, (i,)) for i in range(100)])}
+    assert ran_in <= direct
+    assert client.status()["nodes"][0]["direct_links"] == 2
+
+
+def test_a_direct_worker_killed_in_a_job_loses_nothing(
+    ppserver: Any, make_client: Any, tmp_path: Any
+) -> None:
+    client = make_client(0, ppservers=(ppserver.address,))
+    node = _node(client)
+    wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
+    mark = tmp_path / "pid"
+    job = client.submit(_pid_after, (str(mark), 3.0))
+    wait_until(lambda: mark.exists() and mark.read_text() != "", 30, "the job to start")
+    victim = int(mark.read_text())
+    assert victim in _direct_pids(node)
+    mark.unlink()
+    os.kill(victim, signal.SIGKILL)
+    assert job() != victim  # it ran again, elsewhere, and returned
+    wait_until(lambda: len(node.direct.ready) == 2, 30, "the direct link made again")
+    assert victim not in _direct_pids(node)
+    assert [value for value, _ in (j() for j in [client.submit(_pid, (i,)) for i in range(20)])] == list(
+        range(20)
+    )
+
+
+def test_a_ppserver_that_offers_none_runs_every_job(
+    cluster: Cluster, make_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = cluster.ppserver(workers=2, extra=("--direct-workers", "0"))
+    caplog.set_level(logging.INFO, logger="ppft.remote")
+    client = make_client(0, ppservers=(server.address,))
+    node = _node(client)
+    wait_until(lambda: "no direct link" in caplog.text, 30, "the refusal")
+    assert "direct link refused" in caplog.text
+    assert [value for value, _ in (j() for j in [client.submit(_pid, (i,)) for i in range(20)])] == list(
+        range(20)
+    )
+    assert not node.direct.ready and client.status()["nodes"][0]["direct_links"] == 0
+
+
+def test_a_ppft_2_0_0_ppserver_runs_every_job(protocol_1_ppserver: dict[str, str], make_client: Any) -> None:  # noqa: F811
+    client = make_client(0, ppservers=(protocol_1_ppserver["PPSERVER"],))
+    node = _node(client)
+    assert [value for value, _ in (j() for j in [client.submit(_pid, (i,)) for i in range(20)])] == list(
+        range(20)
+    )
+    # nothing to wait for: a link of version 1 never asks for direct links
+    assert not node.direct.links and not node.direct.ready
+
+
+def test_a_direct_worker_of_a_finished_client_is_gone(ppserver: Any, make_client: Any) -> None:
+    client = make_client(0, ppservers=(ppserver.address,))
+    node = _node(client)
+    wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
+    direct = _direct_pids(node)
+    client.destroy()
+    wait_until(lambda: not any(pid_alive(pid) for pid in direct), 15, "the direct workers to exit")
