@@ -126,12 +126,17 @@ def test_what_a_job_printed_before_its_worker_died_is_shown_with_its_error(
 def test_output_nobody_asked_for_shows_once_by_the_end(module_mode: dict[str, str], ending: str) -> None:
     ran = run_script("output_unasked.py", env={**module_mode, "ENDING": ending}).check()
     after = {"destroy": "after destroy\n", "exit": "", "with": "after the with block\n"}[ending]
-    assert ran.stdout == (
-        "job 1 says hello\nasked: 1\n"
-        "raw: 4 'job 4 says hello\\njob 4 complains\\n'\n"  # sresult carries the output as ppft 1.7's did
-        "all done\njob 2 says hello\njob 3 says hello\n" + after
-    )
-    assert ran.stderr == "job 1 complains\njob 2 complains\njob 3 complains\n"
+    # jobs 2 and 3 run at once, on two workers: their text shows in the order they finished
+    assert any(
+        ran.stdout
+        == (
+            "job 1 says hello\nasked: 1\n"
+            "raw: 4 'job 4 says hello\\njob 4 complains\\n'\n"  # sresult carries the output as ppft 1.7's did
+            f"all done\njob {a} says hello\njob {b} says hello\n" + after
+        )
+        and ran.stderr == f"job 1 complains\njob {a} complains\njob {b} complains\n"
+        for a, b in ((2, 3), (3, 2))
+    ), ran.stdout + ran.stderr
 
 
 # -- live output ---------------------------------------------------------------------------------------

@@ -114,7 +114,9 @@ def test_a_ppserver_and_its_workers_pass_big_arrays_through_shared_memory(
     monkeypatch.setenv("PPFT_SEGMENTS", "" if segments else "0")  # the ppserver's environment
     cluster = Cluster(tmp_path)
     try:
-        server = cluster.ppserver(1, extra=() if seal else ("--allow-plain-loopback",))
+        # the jobs go through the ppserver (no direct worker links), whose segments are what is tested here
+        relay = ("--direct-workers", "0")
+        server = cluster.ppserver(1, extra=relay if seal else (*relay, "--allow-plain-loopback"))
         _relayed(server, server.address, seal, segments)
     finally:
         cluster.close()
