@@ -148,3 +148,36 @@ def test_a_direct_worker_of_a_finished_client_is_gone(ppserver: Any, make_client
     direct = _direct_pids(node)
     client.destroy()
     wait_until(lambda: not any(pid_alive(pid) for pid in direct), 15, "the direct workers to exit")
+
+
+def _meet(folder: str, me: int, other: int) -> bool:
+    """Mark that job `me` runs, then wait (10 s at most) for job `other` to run too: True if it did, which
+    only two jobs running side by side can do."""
+    import os
+    import time
+
+    open(os.path.join(folder, str(me)), "w").close()
+    end = time.monotonic() + 10
+    while not os.path.exists(os.path.join(folder, str(other))):
+        if time.monotonic() > end:
+            return False
+        time.sleep(0.005)
+    return True
+
+
+@pytest.mark.parametrize("direct_workers", [2, 1])
+def test_two_jobs_run_side_by_side(
+    cluster: Cluster, make_client: Any, tmp_path: Any, direct_workers: int
+) -> None:
+    """Two direct links: the second job goes to the idle one, not behind the first. One direct link of two
+    workers: the second job goes through the ppserver, to its idle worker."""
+    server = cluster.ppserver(workers=2, extra=("--direct-workers", str(direct_workers)))
+    client = make_client(0, ppservers=(server.address,))
+    node = _node(client)
+    wait_until(lambda: len(node.direct.ready) == direct_workers, 30, "the direct links")
+    assert _twenty_run(client)  # the function is known to every worker, and fast
+    for round_ in range(3):
+        folder = tmp_path / str(round_)
+        folder.mkdir()
+        jobs = [client.submit(_meet, (str(folder), me, 1 - me)) for me in (0, 1)]
+        assert [job() for job in jobs] == [True, True]

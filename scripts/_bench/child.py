@@ -117,6 +117,17 @@ class _ClassicBackend(_Backend):
     def close(self) -> None:
         self.server.destroy()
 
+    def settle(self) -> None:
+        """ppft 2 on ppservers: wait (5 s at most) for the nodes' direct worker links, which a client makes in
+        the background once connected, as the warm-up waits for the workers to start."""
+        status = getattr(self.server, "status", None)  # ppft 1.7.8 has none
+        deadline = time.monotonic() + 5.0
+        while status is not None and time.monotonic() < deadline:
+            nodes = [node for node in status()["nodes"] if node["kind"] == "ppserver"]
+            if all(node["state"] == "ready" and node["direct_links"] >= node["workers"] for node in nodes):
+                return
+            time.sleep(0.01)
+
 
 class _DaskBackend(_Backend):
     """dask's own `Client.submit` and `Client.gather` on the cluster that the ppft dask node uses."""
@@ -184,7 +195,11 @@ def _check(got: list[Any], expected: list[Any], what: str) -> None:
 
 
 def _warm_up(b: _Backend) -> None:
-    """Start every worker and ship `inc` once, so the timed span measures the steady state."""
+    """Start every worker (a ppserver's direct workers too) and ship `inc` once, so the timed span measures
+    the steady state."""
+    settle = getattr(b, "settle", None)
+    if settle is not None:
+        settle()
     _check(
         b.collect(b.submit_all(inc, [(i,) for i in range(4 * WORKERS)])),
         list(range(1, 4 * WORKERS + 1)),

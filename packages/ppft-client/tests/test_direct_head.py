@@ -9,8 +9,7 @@ from typing import Any
 
 import pytest
 
-from ppft_client.nodes.direct import Head, fits_direct
-from ppft_client.nodes.remote import _through_ppserver
+from ppft_client.nodes.direct import Head, fits_direct, through_ppserver
 
 
 @dataclass
@@ -42,7 +41,7 @@ def test_a_head_ends_at_the_first_task_refused_and_takes_in_order() -> None:
     with pytest.raises(IndexError):
         head.popleft()
     assert [t.name for t in queue] == ["t", "c"]  # the rest waits, in order, for the ppserver's link
-    through = Head(queue, _through_ppserver)  # type: ignore[arg-type]
+    through = Head(queue, through_ppserver)  # type: ignore[arg-type]
     assert _names(through) == ["t"]
 
 
@@ -57,3 +56,8 @@ def test_what_a_head_puts_back_is_at_the_front_again_and_counted() -> None:
 def test_a_head_of_an_empty_queue_or_a_refused_first_task_is_empty() -> None:
     assert not Head(deque(), fits_direct)
     assert not Head(deque([_Task("r", refs=(1,)), _Task("a")]), fits_direct)  # type: ignore[arg-type]
+
+
+def test_a_head_holds_at_most_what_it_is_told() -> None:
+    queue = deque([_Task("a"), _Task("b"), _Task("c")])
+    assert _names(Head(queue, fits_direct, 1)) == ["a"]  # type: ignore[arg-type]

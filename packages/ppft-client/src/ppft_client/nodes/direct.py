@@ -8,7 +8,8 @@ direct link it crosses two, as with local workers (docs/performance.md, "Direct 
           --> `Attached(id)`: the ppserver handed the socket to a new worker process of its own
               --> a second handshake, with that worker (it proves the same secret) --> its `NodeInfo`
               --> a `Link` with one worker, which the node dispatches to before its ppserver link
-          --> `Bye("direct link refused: ...")`, or any end before `Attached`: none for `RETRY` s
+          --> `Bye("direct link refused: ...")`, or any end before `Attached`: none for `RETRY` s (more
+              after each refusal in a row)
 
 Which jobs go direct: those with no time limit (the ppserver's pool stops a job at its limit) and no `put()`
 ref (the ppserver holds a ref once for all its workers). The others go through the ppserver as before. A
@@ -50,20 +51,31 @@ from ppft_worker.runtime import (
 
 from ..version import __version__
 
-__all__ = ["RETRY", "DirectLinks", "Head", "fits_direct"]
+__all__ = ["RETRY", "RETRY_MAX", "DirectLinks", "Head", "fits_direct", "through_ppserver"]
 
 log = logging.getLogger("ppft.remote")
 
-RETRY = 30.0
-"""Seconds before a ppserver that refused a direct link (or cannot make one) is asked again."""
+RETRY = 2.0
+"""Seconds before a ppserver that refused a direct link (or cannot make one) is asked again; doubled at each
+refusal in a row, up to `RETRY_MAX`."""
+RETRY_MAX = 600.0
 _MAX_BACKOFF = 10.0
 _NEVER_SILENT = 1e9  # a worker running a job sends no heartbeat: the node's own link watches the machine
 _HEAD_SCAN = 4096  # tasks a `Head` looks at, at most, from the head of the queue
 
 
+def _held(link: Link) -> int:
+    return len(link.inflight)
+
+
 def fits_direct(task: Task) -> bool:
     """Whether `task` may run on a direct link: no time limit, no `put()` ref."""
     return job_limit(task) is None and not getattr(task, "refs", ())
+
+
+def through_ppserver(task: Task) -> bool:
+    """Whether `task` must go through the ppserver, when there are direct links."""
+    return not fits_direct(task)
 
 
 class Head:
@@ -72,10 +84,11 @@ class Head:
 
     __slots__ = ("_left", "_queue")
 
-    def __init__(self, queue: TaskQueue, fits: Callable[[Task], bool]) -> None:
+    def __init__(self, queue: TaskQueue, fits: Callable[[Task], bool], most: int = _HEAD_SCAN) -> None:
+        """`most`: tasks the head holds at most."""
         self._queue = queue
         n = 0
-        end = min(len(queue), _HEAD_SCAN)
+        end = min(len(queue), most, _HEAD_SCAN)
         while n < end and fits(queue[n]):
             n += 1
         self._left = n
@@ -252,6 +265,7 @@ class DirectLinks:
         self._backoff = 1.0
         self._refusal_logged = ""
         self._probing = False  # after a refusal, one link at a time until one is made
+        self._retry = RETRY
 
     def open(self, sock: socket.socket | None, established: Established | None, count: int) -> None:
         """Open `count` direct links to the ppserver that `sock`, the node's own link, is connected to
@@ -269,6 +283,7 @@ class DirectLinks:
         self._wanted = count
         self._backoff = 1.0
         self._probing = False
+        self._retry = RETRY
         self._fill()
 
     def _fill(self) -> None:
@@ -292,6 +307,7 @@ class DirectLinks:
         assert direct.link is not None
         self.ready.append(direct.link)
         self._backoff = 1.0
+        self._retry = RETRY
         if self._probing:
             self._probing = False
             self._fill()
@@ -309,8 +325,10 @@ class DirectLinks:
         if reason != self._refusal_logged:
             self._refusal_logged = reason
             log.info("ppserver %s: no direct link (%s); its jobs go through the ppserver, and it is asked "
-                     "again in %.0f s", self.name, reason, RETRY)  # fmt: skip
-        self._later(RETRY)
+                     "again in %.0f s", self.name, reason, self._retry)  # fmt: skip
+        if self._timer is None:  # the links refused together count as one refusal
+            self._later(self._retry)
+            self._retry = min(RETRY_MAX, self._retry * 2)
 
     def lost(
         self, direct: _Direct, link: Link | None, tasks: list[Task], reason: str, *, replace: bool = False
@@ -346,17 +364,32 @@ class DirectLinks:
 
     # -- the node's use --------------------------------------------------------------------------------
 
-    def dispatch(self, queue: TaskQueue) -> int:
-        """Send the jobs at the head of `queue` that may go direct, while the links have room."""
+    def dispatch(self, queue: TaskQueue, through: Link) -> int:
+        """Send the jobs at the head of `queue` that may go direct, while the links have room, the least busy
+        link first (so that two slow jobs run side by side, not one behind the other); then, to the ppserver
+        (`through`), the head of what may not, in queue order. While there are fewer direct links than the
+        ppserver has workers (not all made yet, or refused), a direct link takes a job only when it holds
+        none, and the ppserver takes the others, any of them: nothing waits behind a running job on a direct
+        worker while a worker of the ppserver idles."""
         sent = 0
-        for link in self.ready:
-            if not queue:
-                break
-            head = Head(queue, fits_direct)
-            if not head:
-                break
-            sent += link.dispatch(head)
-        return sent
+        ready = self.ready
+        partial = len(ready) < through.workers
+        if ready:
+            for link in sorted(ready, key=_held) if len(ready) > 1 else ready:
+                if not queue:
+                    return sent
+                if partial and link.inflight:
+                    continue
+                head = Head(queue, fits_direct, 1 if partial else _HEAD_SCAN)
+                if not head:
+                    break
+                sent += link.dispatch(head)
+        if not queue:
+            return sent
+        if partial:
+            return sent + through.dispatch(queue)
+        head = Head(queue, through_ppserver)
+        return sent + through.dispatch(head) if head else sent
 
     @property
     def inflight(self) -> int:

@@ -61,7 +61,7 @@ from ppft_worker.runtime import (
 from ..pythons import foreign_python_screen, refused_result
 from ..refs import inline_screen
 from ..version import __version__
-from .direct import DirectLinks, Head, fits_direct
+from .direct import DirectLinks
 
 __all__ = ["FORGET_AFTER", "Candidate", "RemoteNode"]
 
@@ -205,19 +205,8 @@ class RemoteNode:
         return self.last_error or "connecting"
 
     def dispatch(self, queue: TaskQueue) -> int:
-        """Jobs to the direct links first, those that may go there (`nodes.direct`); the others, in queue
-        order, to the ppserver."""
-        link = self.link
-        if link is None:
-            return 0
-        if not self.direct.ready:
-            return link.dispatch(queue)
-        sent = self.direct.dispatch(queue)
-        if queue:
-            head = Head(queue, _through_ppserver)
-            if head:
-                sent += link.dispatch(head)
-        return sent
+        """Jobs to the direct links first, those that may go there; the others to the ppserver (`direct`)."""
+        return self.direct.dispatch(queue, self.link) if self.link is not None else 0
 
     def sync_refs(self) -> None:
         """Send the connected peer the `put()` refs it lacks, and the releases, now."""
@@ -492,8 +481,3 @@ def _is_loopback(sock: socket.socket) -> bool:
         return is_loopback(str(sock.getpeername()[0]))
     except (OSError, IndexError):
         return False
-
-
-def _through_ppserver(task: Task) -> bool:
-    """Whether `task` must go through the ppserver when there are direct links (`nodes.direct`)."""
-    return not fits_direct(task)
