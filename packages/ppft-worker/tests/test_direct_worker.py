@@ -17,7 +17,7 @@ import pytest
 
 from ppft_protocol import Connection, Job, JobBatch, NodeInfo, ResultBatch, Role
 from ppft_worker.pool import start_direct_worker
-from ppft_worker.process.report import RECORD
+from ppft_worker.process import REPORT_RECORD
 
 SECRET = b"direct worker secret"
 
@@ -52,9 +52,9 @@ def _records(fd: int, until: tuple[int, int], timeout: float = 10.0) -> list[tup
         left = deadline - time.monotonic()
         assert left > 0, f"no report of {until} within {timeout} s: {records}"
         if select.select([fd], [], [], left)[0]:
-            data = os.read(fd, RECORD.size * 64)
-            assert data and len(data) % RECORD.size == 0, data
-            records.extend(RECORD.iter_unpack(data))
+            data = os.read(fd, REPORT_RECORD.size * 64)
+            assert data and len(data) % REPORT_RECORD.size == 0, data
+            records.extend(REPORT_RECORD.iter_unpack(data))
     return records
 
 
@@ -161,7 +161,7 @@ def test_a_direct_worker_reports_its_counts_while_its_client_waits_and_as_it_end
     assert records == sorted(records) and records[-1][2] > 0
     client.close()
     assert procs[0].wait(10) == 0
-    while os.read(read, RECORD.size):
+    while os.read(read, REPORT_RECORD.size):
         pass  # its last report said nothing new (it had no new jobs): EOF ends it
 
 
@@ -173,7 +173,7 @@ def test_a_direct_worker_serves_on_when_its_report_pipe_is_full_or_closed(linked
     if spoilt == "full":
         try:
             while True:
-                os.write(write, b"\0" * RECORD.size)
+                os.write(write, b"\0" * REPORT_RECORD.size)
         except BlockingIOError:
             pass
     else:

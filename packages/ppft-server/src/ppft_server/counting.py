@@ -18,7 +18,7 @@ from typing import cast
 from ppft_protocol import Result
 from ppft_protocol.relay import RawResults
 from ppft_worker.observe import Counters, outcome_of
-from ppft_worker.process.report import RECORD
+from ppft_worker.process import REPORT_RECORD
 from ppft_worker.runtime import ServedTask, Task
 
 __all__ = ["DirectCounts", "count_direct", "count_raw", "count_results"]
@@ -73,15 +73,15 @@ def count_results(counters: Counters, pairs: list[tuple[Task, Result]]) -> None:
 
 
 def count_direct(counters: Counters, before: DirectCounts, data: bytes) -> DirectCounts | str:
-    """Count what a direct worker's reports `data` (whole `RECORD`s, the last one the newest) add to `before`,
+    """Count what a direct worker's reports `data` (whole `REPORT_RECORD`s, the newest last) add to `before`,
     its counts as last reported; returns its counts now, or why `data` is not a report (nothing counted):
     a broken record, counts that go back (or are not numbers), or more new failures than new jobs."""
-    size = RECORD.size
+    size = REPORT_RECORD.size
     if not data or len(data) % size:
         return f"{len(data)} bytes, not a whole number of {size}-byte records"
     counts = before
     for offset in range(0, len(data), size):
-        done, errors, busy = RECORD.unpack_from(data, offset)
+        done, errors, busy = REPORT_RECORD.unpack_from(data, offset)
         more, failed = done - counts[0], errors - counts[1]
         if not (0 <= failed <= more and counts[2] <= busy < math.inf):
             return f"counts ({done}, {errors}, {busy!r}) after ({counts[0]}, {counts[1]}, {counts[2]!r})"

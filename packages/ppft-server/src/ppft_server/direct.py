@@ -41,7 +41,7 @@ from typing import Any, Protocol
 from ppft_protocol import Attached
 from ppft_worker.observe import Counters
 from ppft_worker.pool import describe_exit, start_direct_worker
-from ppft_worker.process.report import RECORD
+from ppft_worker.process import REPORT_RECORD
 from ppft_worker.runtime import Loop, Stream, Timer, offer_aes_gcm
 
 from .counting import DirectCounts, count_direct
@@ -59,7 +59,7 @@ WATCH_INTERVAL = 2.0
 _CLOSE_GRACE = 5.0  # seconds `close` waits for the SIGKILLed workers to be reaped
 _TCP_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info (Linux)
 _KEEPALIVE = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
-_REPORTS_READ = RECORD.size * 64  # bytes read from a report pipe at once: whole records
+_REPORTS_READ = REPORT_RECORD.size * 64  # bytes read from a report pipe at once: whole records
 
 
 class _Host(Protocol):

@@ -61,6 +61,7 @@ if TYPE_CHECKING:
     )
     from .refs import drop_refs, hold_ref, holds_ref
     from .refs import resolve as resolve_ref
+    from .report import REPORT_RECORD
     from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "PARENT_ENV",
     "REGION_SIZE",
     "REPORT_FD_ENV",
+    "REPORT_RECORD",
     "RESULT_FIELDS",
     "RING",
     "RUNNER_MODULES",
@@ -128,6 +130,7 @@ _HOMES = {
     "hold_ref": "refs",
     "holds_ref": "refs",
     "drop_refs": "refs",
+    "REPORT_RECORD": "report",
     "RUNNER_MODULES": "travel",
     "TravellingRunner": "travel",
     "travelling_runner": "travel",

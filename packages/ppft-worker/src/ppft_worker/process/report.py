@@ -1,19 +1,19 @@
 """A direct worker's counts for its ppserver: a one-way pipe of small fixed-size records.
 
-    direct worker --RECORD (cumulative: jobs done, errors, job time), at most every INTERVAL--> pipe
-        --> ppserver's loop (`ppft_server.directcount`): the deltas go into its status figures and metrics
+    direct worker --REPORT_RECORD (cumulative: jobs done, errors, job time), at most every INTERVAL--> pipe
+        --> ppserver's loop (`ppft_server.direct`): the deltas go into its counters (`counting.count_direct`)
 
 The ppserver never sees a direct worker's jobs (they travel on the client's connection only), so the worker
-tells it what it ran: `Reporter.send` writes one `RECORD` of cumulative counts, with a non-blocking write of
-fewer than PIPE_BUF bytes (atomic: the reader sees whole records only). A full pipe drops that record: the
-next one is cumulative and says it all. A broken pipe (the ppserver closed its end) ends the reporting, never
-the worker: its client goes on being served.
+tells it what it ran: `Reporter.send` writes one `REPORT_RECORD` of cumulative counts, with a non-blocking
+write of fewer than PIPE_BUF bytes (atomic: the reader sees whole records only). A full pipe drops that
+record: the next one is cumulative and says it all. A broken pipe (the ppserver closed its end) ends the
+reporting, never the worker: its client goes on being served.
 
 The worker loop decides when (`ppft_worker.process.direct`): after it sends results, when `due` has passed
 (a clock read and a compare on its way), when it has waited `INTERVAL` for its client with something left
 to say, and once as it ends. What is lost: the counts since the last record of a worker that is SIGKILLed.
 
-This module must never block, never raise into the worker loop, and never write anything but `RECORD`s.
+This module must never block, never raise into the worker loop, nor write anything but `REPORT_RECORD`s.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ import os
 import struct
 import time
 
-__all__ = ["INTERVAL", "RECORD", "Reporter"]
+__all__ = ["INTERVAL", "REPORT_RECORD", "Reporter"]
 
-RECORD = struct.Struct("=QQd")
+REPORT_RECORD = struct.Struct("=QQd")
 """One report: jobs done, of which failed (the job raised, or its value could not be sent), and their total
 run time in seconds (the `wall_time` of their results); all cumulative since the worker started."""
 
@@ -63,7 +63,7 @@ class Reporter:
         if counts == self.sent:
             return
         try:
-            os.write(self.fd, RECORD.pack(done, errors, busy))
+            os.write(self.fd, REPORT_RECORD.pack(done, errors, busy))
         except BlockingIOError:
             return  # the pipe is full (the ppserver is slow to read): the next record is cumulative
         except OSError:
