@@ -32,12 +32,13 @@ from ppft_protocol import (
     Job,
     JobBatch,
     NodeInfo,
+    Result,
     ResultBatch,
     Role,
     StatsReply,
     StatsRequest,
 )
-from statuslib import ppserver_with_page, status
+from statuslib import metrics, ppserver_with_page, status
 
 DEBUG = ("-d",)  # the ppserver logs each direct worker's pid at INFO
 
@@ -52,6 +53,23 @@ def nap(marker, seconds):
     open(marker, "w").close()  # the job has started: the test waits for this file
     time.sleep(seconds)
     return seconds
+
+
+def spoil_the_report_pipe(junk):
+    """Write `junk` on this direct worker's report pipe (its only write-only pipe), as a job could."""
+    import fcntl
+    import os
+
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        try:
+            pipe = os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+            write_only = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+        except OSError:
+            continue
+        if pipe and write_only:
+            return os.write(fd, junk)
+    return -1
 
 
 def _body(func):  # type: ignore[no-untyped-def]
@@ -331,3 +349,63 @@ def test_the_status_page_shows_direct_workers(cluster, peers, direct_pids):
     assert direct["limit"] == 1 and direct["running"] == 1 and direct["by_client"] == {"127.0.0.1": 1}
     (row,) = direct["workers"]
     assert row["pid"] == pid and row["address"] == f"127.0.0.1:{peer.sock.getsockname()[1]}"
+
+
+def _run_many(peer: Peer, func, args: list[tuple[object, ...]]) -> list[Result]:  # type: ignore[no-untyped-def]
+    """Run one job per `args` on `peer`'s direct worker (one batch); their results, in order."""
+    body = _body(func)
+    peer.send(body, JobBatch(tuple(Job(i, body.digest, pickle.dumps(a)) for i, a in enumerate(args))))
+    results: list[Result] = []
+    while len(results) < len(args):
+        events = peer.pump(lambda e: isinstance(e, ResultBatch))
+        results.extend(r for e in events if isinstance(e, ResultBatch) for r in e.results)
+        assert not any(isinstance(e, Closed) for e in events), events
+    return sorted(results, key=lambda r: r.job_id)
+
+
+def test_the_ppserver_counts_the_jobs_of_its_direct_workers(cluster, peers, direct_pids):
+    node, url = ppserver_with_page(cluster, 1, extra=DEBUG)
+    peer = peers(node.port)
+    assert isinstance(peer.attach(), Attached)
+    _direct_pid(cluster, node, peer, direct_pids)
+    peer.greet_worker()
+    args: list[tuple[object, ...]] = [(i,) for i in range(197)] + [("not a number",)] * 3  # 3 raise
+    results = _run_many(peer, add_one, args)
+    assert [r.ok for r in results] == [True] * 197 + [False] * 3
+    # The client stays connected and sends nothing more: the worker reports while it waits.
+    wait_until(lambda: status(url)["jobs"]["ok"] == 197, 5, "the ppserver to count 197 jobs done")
+    page = status(url)
+    assert page["jobs"]["error"] == 3
+    assert page["durations"]["count"] == 200 and page["durations"]["sum"] > 0
+    wait_until(lambda: sum(status(url)["rate"]["last"]) == 200, 5, "the rate chart to show them")
+    (row,) = page["direct"]["workers"]
+    assert (row["jobs_done"], row["errors"]) == (200, 3)
+    figures = metrics(url)
+    assert figures[("ppft_jobs_total", (("outcome", "ok"),))] == 197
+    assert figures[("ppft_jobs_total", (("outcome", "error"),))] == 3
+    assert "WARNING" not in cluster.read_log(node)
+
+
+def test_a_direct_worker_whose_report_pipe_is_spoilt_serves_on_and_is_counted_no_more(
+    cluster, peers, direct_pids
+):
+    node, url = ppserver_with_page(cluster, 1, extra=DEBUG)
+    peer = peers(node.port)
+    assert isinstance(peer.attach(), Attached)
+    pid = _direct_pid(cluster, node, peer, direct_pids)
+    peer.greet_worker()
+    assert [r.ok for r in _run_many(peer, add_one, [(1,), (2,)])] == [True, True]
+    wait_until(lambda: status(url)["jobs"]["ok"] == 2, 5, "the two jobs to be counted")
+    (written,) = _run_many(peer, spoil_the_report_pipe, [(b"not a report",)])
+    assert written.ok and pickle.loads(written.value) == len(b"not a report")
+    warning = f"direct worker pid {pid} of 127.0.0.1:{peer.sock.getsockname()[1]}: its report pipe is closed"
+    wait_until(lambda: warning in cluster.read_log(node), 5, "the ppserver to give up that pipe")
+    assert "not a report (12 bytes, not a whole number of 24-byte records)" in cluster.read_log(node)
+    results = _run_many(peer, add_one, [(i,) for i in range(50)])  # the worker serves on
+    assert [pickle.loads(r.value) for r in results] == list(range(1, 51))
+    assert pid_alive(pid)
+    page = status(url)
+    assert page["jobs"]["ok"] == 2 and page["direct"]["running"] == 1  # nothing counted from the junk on
+    other = peers(node.port)  # and the ppserver serves on
+    other.send(StatsRequest())
+    assert any(isinstance(e, StatsReply) for e in other.pump(lambda e: isinstance(e, StatsReply)))

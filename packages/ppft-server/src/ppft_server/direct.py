@@ -8,12 +8,16 @@
     client --EndDirect(ids), on its ordinary session--> those workers are SIGKILLed (a running job included)
 
 A job then crosses two processes instead of four (client -> ppserver -> worker -> ppserver -> client). The
-ppserver sees none of those jobs: their clients count them. What it keeps of each direct worker is its
-process, its own descriptor of the socket (to see, with TCP_INFO, that the client has gone), the peer's
-address and the start time. A direct worker is reaped as it exits (its pidfd in the loop, or a poll every
-`WATCH_INTERVAL` where there is none; a non-zero exit is a warning), SIGKILLed when its client's end of the
-connection is closed (its running job is for nobody) or on `EndDirect`, and all of them when the ppserver
-stops. They are tied to the ppserver's life too (PR_SET_PDEATHSIG, as pool workers).
+ppserver sees none of those jobs, so each direct worker reports its counts on a pipe of its own
+(`ppft_worker.process.report`: cumulative jobs done, failed, run time, at most every 0.5 s and as it ends),
+whose read end is in the loop: what changed goes into the ppserver's counters (`counting.count_direct`), as
+relayed jobs do. A report that is not one (a job of that worker may write anything on the pipe) ends that
+pipe, logged; the worker goes on serving its client. What it keeps of each direct worker is its process, its
+own descriptor of the socket (to see, with TCP_INFO, that the client has gone), the read end of its report
+pipe, its counts, the peer's address and the start time. A direct worker is reaped as it exits (its pidfd
+in the loop, or a poll every `WATCH_INTERVAL` where there is none; a non-zero exit is a warning), SIGKILLed
+when its client's end of the connection is closed (its running job is for nobody) or on `EndDirect`, and all
+of them when the ppserver stops. They are tied to the ppserver's life too (PR_SET_PDEATHSIG, as pool workers).
 
 It refuses when direct links are off (`--direct-workers 0`), when all of them are in use, when the ppserver's
 workers are held to limits only its pool enforces (`--worker-memory-limit`, `--max-jobs-per-worker`), or when
@@ -35,8 +39,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ppft_protocol import Attached
+from ppft_worker.observe import Counters
 from ppft_worker.pool import describe_exit, start_direct_worker
+from ppft_worker.process import REPORT_RECORD
 from ppft_worker.runtime import Loop, Stream, Timer, offer_aes_gcm
+
+from .counting import DirectCounts, count_direct
 
 __all__ = ["REFUSED", "WATCH_INTERVAL", "DirectWorker", "DirectWorkers", "Session", "pool_only"]
 
@@ -51,11 +59,13 @@ WATCH_INTERVAL = 2.0
 _CLOSE_GRACE = 5.0  # seconds `close` waits for the SIGKILLed workers to be reaped
 _TCP_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info (Linux)
 _KEEPALIVE = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
+_REPORTS_READ = REPORT_RECORD.size * 64  # bytes read from a report pipe at once: whole records
 
 
 class _Host(Protocol):
     loop: Loop
     secret: bytes
+    counters: Counters
 
     def grants_plain(self, host: str) -> bool: ...
 
@@ -95,6 +105,8 @@ class DirectWorker:
     since: float = field(default_factory=time.monotonic)
     pidfd: int = -1
     killed: str = ""  # why this side killed it
+    report: int = -1  # the read end of its report pipe (non-blocking, in the loop); -1 once ended
+    counts: DirectCounts = (0, 0, 0.0)  # as it last reported them (jobs done, failed, run time)
 
     @property
     def pid(self) -> int:
@@ -141,13 +153,20 @@ class DirectWorkers:
         why = self.refusal()
         sock = session.stream.sock
         proc: subprocess.Popen[bytes] | None = None
+        report = -1
         if not why and isinstance(sock, socket.socket):
+            report, report_w = _report_pipe()
             try:
                 proc = start_direct_worker(sock, self.server.secret, allow_plain=self.server.grants_plain(
-                    session.host), aes_gcm=offer_aes_gcm())  # fmt: skip
+                    session.host), aes_gcm=offer_aes_gcm(), report_fd=report_w)  # fmt: skip
             except OSError as exc:
                 why = f"no worker process could start ({exc.strerror or exc}): jobs go through the ppserver"
+            finally:
+                if report_w >= 0:
+                    os.close(report_w)  # the worker's copy is the only write end: EOF once it exits
         if proc is None:
+            if report >= 0:
+                os.close(report)
             why = why or "this connection cannot be handed over"
             log.info("%s to client %s: %s", REFUSED, session.peer, why)
             session.end(f"{REFUSED}: {why}")
@@ -161,13 +180,18 @@ class DirectWorkers:
                         session.peer)  # fmt: skip
             with contextlib.suppress(OSError):
                 proc.kill()
+            if report >= 0:
+                os.close(report)
             self._wait_briefly(proc)
             return
         _keepalive(kept)  # a client whose machine vanished shows in TCP_INFO within a minute or so
-        worker = DirectWorker(direct_id, proc, kept, session.peer)
+        worker = DirectWorker(direct_id, proc, kept, session.peer, report=report)
         self.workers[direct_id] = worker
         self.started += 1
         self._watch_exit(worker)
+        if report >= 0:
+            self.loop.add_reader(report, lambda: self._read_report(worker), lambda exc: self._end_report(
+                worker, "internal error (see the log above)"))  # fmt: skip
         if self._timer is None:
             self._timer = self.loop.call_later(WATCH_INTERVAL, self._watch, self._watch_failed)
         log.info("client %s: direct worker pid %d serves this connection (%d of %d in use)", session.peer,
@@ -247,6 +271,9 @@ class DirectWorkers:
     def _forget(self, worker: DirectWorker) -> None:
         if self.workers.get(worker.direct_id) is worker:
             del self.workers[worker.direct_id]
+        if worker.report >= 0:
+            self._read_report(worker)  # its last report, written as it ended, may not have been read yet
+            self._end_report(worker, "")
         if worker.pidfd >= 0:
             self.loop.remove_reader(worker.pidfd)
             with contextlib.suppress(OSError):
@@ -285,6 +312,39 @@ class DirectWorkers:
         if self.workers and not self._closed:
             self._timer = self.loop.call_later(WATCH_INTERVAL, self._watch, self._watch_failed)
 
+    # -- their counts -------------------------------------------------------------------------------------
+
+    def _read_report(self, worker: DirectWorker) -> None:
+        """`worker`'s report pipe is readable: count what its reports add (`counting.count_direct`); EOF
+        ends the pipe quietly (the worker has exited), anything but reports ends it with a warning."""
+        try:
+            data = os.read(worker.report, _REPORTS_READ)
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._end_report(worker, f"it cannot be read ({exc.strerror or exc})")
+            return
+        if not data:
+            self._end_report(worker, "")
+            return
+        counts = count_direct(self.server.counters, worker.counts, data)
+        if isinstance(counts, str):
+            self._end_report(worker, f"it sent something that is not a report ({counts})")
+        else:
+            worker.counts = counts
+
+    def _end_report(self, worker: DirectWorker, why: str) -> None:
+        """Stop reading `worker`'s reports (`why`, if not "", is logged); the worker goes on serving."""
+        fd, worker.report = worker.report, -1
+        if fd < 0:
+            return
+        self.loop.remove_reader(fd)
+        with contextlib.suppress(OSError):
+            os.close(fd)
+        if why:
+            log.warning("direct worker pid %d of %s: its report pipe is closed, its jobs no longer counted "
+                        "here: %s", worker.pid, worker.peer, why)  # fmt: skip
+
     def _wait_briefly(self, proc: subprocess.Popen[bytes]) -> None:
         """Reap a process killed before it was registered, off the I/O thread's way (polled)."""
         if proc.poll() is None and not self._closed:
@@ -296,15 +356,28 @@ class DirectWorkers:
         """How many direct workers run, and for whom (`/status.json`'s "direct")."""
         now = time.monotonic()
         rows = [
-            {"address": w.peer, "pid": w.pid, "started": w.started, "connected_for": now - w.since}
+            {"address": w.peer, "pid": w.pid, "started": w.started, "connected_for": now - w.since,
+             "jobs_done": w.counts[0], "errors": w.counts[1]}
             for w in list(self.workers.values())
-        ]
+        ]  # fmt: skip
         by_client: dict[str, int] = {}
         for row in rows:
             host = str(row["address"]).rsplit(":", 1)[0]
             by_client[host] = by_client.get(host, 0) + 1
         return {"limit": self.limit, "running": len(rows), "started": self.started, "by_client": by_client,
                 "workers": rows}  # fmt: skip
+
+
+def _report_pipe() -> tuple[int, int]:
+    """A direct worker's report pipe: (our read end, non-blocking; its write end), or (-1, -1) if the
+    system has no descriptor left (the worker then serves without reporting)."""
+    try:
+        read, write = os.pipe()
+    except OSError as exc:
+        log.warning("no report pipe for a direct worker (%s): its jobs will not be counted here", exc)
+        return -1, -1
+    os.set_blocking(read, False)
+    return read, write
 
 
 def _close(worker: DirectWorker) -> None:

@@ -6,10 +6,10 @@
 Counting costs the I/O thread a few operations per result frame: the frame's failure count comes from the
 decoder (`RawResults.failures`), so a frame of successes is counted with one add; only a frame that holds a
 failure is looked at result by result, to tell an error from a job cancelled because its client left.
-Direct workers (`direct`) are listed with their clients' addresses; their jobs are counted by their clients,
-never here. `server_status` runs on the status page's thread and only reads (`ppft_worker.observe.poolview`
-says how); it never shows a secret, a function's source or an argument: function names and peer addresses
-only.
+Direct workers (`direct`) are listed with their clients' addresses and the jobs they reported; those jobs are
+in `jobs`, `rate` and `durations` too (`DirectWorkers`, `counting.count_direct`). `server_status` runs on the
+status page's thread and only reads (`ppft_worker.observe.poolview` says how); it never shows a secret, a
+function's source or an argument: function names and peer addresses only.
 """
 
 from __future__ import annotations

@@ -156,6 +156,13 @@ class Durations:
                 counts[bisect_left(bounds, wall)] += 1
         self.sum += total
 
+    def add_mean(self, count: int, total: float) -> None:
+        """`count` jobs known only by their total run time (a direct worker's report): all in the bucket of
+        their mean, the sum exact."""
+        if count > 0:
+            self.counts[bisect_left(self.bounds, total / count)] += count
+            self.sum += total
+
     def snapshot(self) -> dict[str, Any]:
         """`{"bounds": [...], "counts": [...], "sum": s, "count": n}`: counts per bucket (not cumulative), the
         last bound `null` for +inf (JSON has no infinity); `count` is the counts' sum."""

@@ -133,7 +133,7 @@ def render_metrics(status: Mapping[str, Any]) -> str:
         )
         direct = status.get("direct", {})
         w.one("ppft_direct_workers", "gauge", "Direct workers running (each serves one client's connection; "
-              "their jobs are counted by their clients).", direct.get("running", 0))  # fmt: skip
+              "their jobs are in ppft_jobs_total once reported).", direct.get("running", 0))  # fmt: skip
     else:
         nodes = status.get("nodes", [])
         counts: dict[str, int] = {"ready": 0, "connecting": 0, "down": 0, "closed": 0}

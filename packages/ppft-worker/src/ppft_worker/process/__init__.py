@@ -19,7 +19,8 @@ The room's other modules: `loop` (the worker loop over two descriptors: `serve`)
 a job message in, a result message out, and the function bodies it holds), `namespaces` (a function body
 made a namespace to run in, and the words a job's failure is described with), `picklers` (values and
 exceptions pickled for the caller), `capture` and `outregion` (a job's output), `direct` (a direct worker: one
-client's connection, handed over by a ppserver; DIRECT_ENV), and `dask_runner`, the runner
+client's connection, handed over by a ppserver; DIRECT_ENV), `report` (a direct worker's counts for its
+ppserver; REPORT_FD_ENV), and `dask_runner`, the runner
 of dask workers, which shares `namespaces` and `picklers` with `JobRunner`: those three travel as text to
 hosts where ppft is not installed (`travel`), so they import nothing of ppft.
 
@@ -60,6 +61,7 @@ if TYPE_CHECKING:
     )
     from .refs import drop_refs, hold_ref, holds_ref
     from .refs import resolve as resolve_ref
+    from .report import REPORT_RECORD
     from .travel import RUNNER_MODULES, TravellingRunner, travelling_runner
 
 __all__ = [
@@ -74,6 +76,8 @@ __all__ = [
     "OUTPUT_FD_ENV",
     "PARENT_ENV",
     "REGION_SIZE",
+    "REPORT_FD_ENV",
+    "REPORT_RECORD",
     "RESULT_FIELDS",
     "RING",
     "RUNNER_MODULES",
@@ -126,6 +130,7 @@ _HOMES = {
     "hold_ref": "refs",
     "holds_ref": "refs",
     "drop_refs": "refs",
+    "REPORT_RECORD": "report",
     "RUNNER_MODULES": "travel",
     "TravellingRunner": "travel",
     "travelling_runner": "travel",
@@ -152,6 +157,9 @@ OUTPUT_FD_ENV = "PPFT_WORKER_OUTPUT_FD"
 DIRECT_ENV = "PPFT_WORKER_DIRECT"
 """Set by a ppserver for a direct worker (`direct`): "sealed", or "plain" when it grants the client an
 unsealed channel (`--allow-plain-loopback` and a loopback peer). Unset for a pool's worker."""
+
+REPORT_FD_ENV = "PPFT_WORKER_REPORT_FD"
+"""Set by a ppserver for a direct worker: the write end of the pipe it reports its counts on (`report`)."""
 
 AES_GCM_ENV = "PPFT_WORKER_AES_GCM"
 """Set to 1 by the ppserver when a direct worker's sealed channel should offer AES-256-GCM (this room does not
@@ -233,6 +241,7 @@ def main() -> int:
     segments = os.environ.pop(SEGMENTS_ENV, "") == "1"
     direct = os.environ.pop(DIRECT_ENV, "")
     aes_gcm = os.environ.pop(AES_GCM_ENV, "") == "1"
+    report_fd = os.environ.pop(REPORT_FD_ENV, "")
     if output_fd.isdigit():
         try:
             os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
@@ -249,7 +258,8 @@ def main() -> int:
         )
         return EXIT_PROTOCOL
     if direct:
-        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm)
+        report = int(report_fd) if report_fd.isdigit() else -1
+        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm, report)
     return _run(
         chan_in,
         chan_out,
@@ -260,8 +270,11 @@ def main() -> int:
     )
 
 
-def _run_direct(chan_in: int, chan_out: int, secret: bytes, parent: str, mode: str, aes_gcm: bool) -> int:
-    """A direct worker (`direct`): tied to its ppserver, then serving the client on the socket it passed."""
+def _run_direct(
+    chan_in: int, chan_out: int, secret: bytes, parent: str, mode: str, aes_gcm: bool, report_fd: int
+) -> int:
+    """A direct worker (`direct`): tied to its ppserver, then serving the client on the socket it passed,
+    reporting its counts on `report_fd` (-1: none; `report`)."""
     defer_log_setup()
     if mode not in ("sealed", "plain"):
         logger().error("%s=%r: expected 'sealed' or 'plain'; exiting", DIRECT_ENV, mode[:40])
@@ -273,7 +286,9 @@ def _run_direct(chan_in: int, chan_out: int, secret: bytes, parent: str, mode: s
             return EXIT_PARENT_GONE
         from .direct import serve_direct  # noqa: PLC0415 - only a direct worker
 
-        return serve_direct(chan_in, chan_out, secret, allow_plain=mode == "plain", aes_gcm=aes_gcm)
+        return serve_direct(
+            chan_in, chan_out, secret, allow_plain=mode == "plain", aes_gcm=aes_gcm, report_fd=report_fd
+        )
     except (BrokenPipeError, ConnectionResetError):
         return EXIT_OK  # the client went away while we were starting
     except KeyboardInterrupt:

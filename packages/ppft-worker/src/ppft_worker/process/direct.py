@@ -16,6 +16,13 @@ What the connection may use is the ppserver's decision, passed in the environmen
 `AES_GCM_ENV`): an unsealed channel only when it grants this peer one, as for its own sessions; AES-256-GCM
 offered when it would offer it.
 
+The ppserver sees none of the jobs, so the worker tells it what it ran (`report`): cumulative counts on a
+pipe whose write end it passed (`REPORT_FD_ENV`), after results are sent and at most every
+`report.INTERVAL` (the check on that way is a clock read and a compare), after `report.INTERVAL` of
+waiting for the client with counts left unsaid (the socket's receive timeout wakes the blocked read: no
+syscall added on the way of a job), and once as it ends. A report that cannot be written is dropped; a pipe
+the ppserver closed ends the reports, never the service to the client.
+
 This is started by exec, once per direct link: the fork server of a pool is an optimisation left out here
 (a client opens its direct links once, when it connects).
 """
@@ -25,10 +32,14 @@ from __future__ import annotations
 import os
 import select
 import signal
+import socket
+import struct
+import time
 
 from ppft_protocol import Connection, Role
 
 from .loop import EXIT_PROTOCOL, WorkerLoop, logger, run_loop
+from .report import INTERVAL, Reporter
 
 __all__ = ["FIRST_BYTES_TIMEOUT", "HANDSHAKE_TIMEOUT", "serve_direct"]
 
@@ -48,16 +59,68 @@ def _alarm(signum: int, frame: object) -> None:
 
 
 class _DirectLoop(WorkerLoop):
-    """The worker loop, whose handshake deadline ends once the client proved the secret."""
+    """The worker loop, whose handshake deadline ends once the client proved the secret, and which reports
+    its counts to the ppserver (`reporter`)."""
+
+    def __init__(self, fd_in: int, fd_out: int, conn: Connection, reporter: Reporter) -> None:
+        super().__init__(fd_in, fd_out, conn, None)
+        self.reporter = reporter
 
     def established(self) -> None:
         signal.alarm(0)
         super().established()
 
+    def flush(self) -> None:
+        super().flush()
+        if time.monotonic() >= self.reporter.due:  # never true without a report pipe (`due` is +inf)
+            self.report()
 
-def serve_direct(chan_in: int, chan_out: int, secret: bytes, *, allow_plain: bool, aes_gcm: bool) -> int:
+    def receive(self) -> None:
+        """Wait for the client (see `WorkerLoop.receive`); each time the socket's receive timeout ends a
+        wait with nothing read, report the counts if they changed, and wait again."""
+        while True:
+            try:
+                super().receive()
+            except BlockingIOError:
+                if self.reporter.pending(self.jobs_done, self.failures(), self.job_time):
+                    self.report()
+                continue
+            return
+
+    def failures(self) -> int:
+        return int(getattr(self.runner, "failures", 0))
+
+    def report(self) -> None:
+        """Send the counts to the ppserver (`jobs_done` and `job_time` are up to date in a flush or a
+        receive: the loop puts them back first; the runner counted the failures among them)."""
+        self.reporter.send(self.jobs_done, self.failures(), self.job_time)
+
+
+def _wake_every(fd: int, seconds: float) -> bool:
+    """Give the socket `fd` a receive timeout (SO_RCVTIMEO: a blocked read fails with EAGAIN after
+    `seconds` without data); False if it cannot have one (then reports wait for results or the end)."""
+    try:
+        sock = socket.socket(fileno=os.dup(fd))
+    except OSError:
+        return False
+    try:
+        whole = int(seconds)
+        timeval = struct.pack("ll", whole, int((seconds - whole) * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    return True
+
+
+def serve_direct(
+    chan_in: int, chan_out: int, secret: bytes, *, allow_plain: bool, aes_gcm: bool, report_fd: int = -1
+) -> int:
     """Serve the client on the socket `chan_in`/`chan_out` (two descriptors of one socket) as a direct worker;
-    returns the exit code. The caller tied this process to its parent."""
+    returns the exit code. `report_fd`: the write end of the ppserver's report pipe (-1: none). The caller
+    tied this process to its parent."""
+    reporter = Reporter(report_fd)
     poller = select.poll()
     poller.register(chan_in, select.POLLIN)
     if not poller.poll(FIRST_BYTES_TIMEOUT * 1000):
@@ -65,10 +128,13 @@ def serve_direct(chan_in: int, chan_out: int, secret: bytes, *, allow_plain: boo
             "the client sent nothing within %.0f s of Attached (it starts its handshake at once): exiting",
             FIRST_BYTES_TIMEOUT,
         )
+        reporter.close()
         return EXIT_PROTOCOL
     os.set_blocking(chan_in, True)  # the ppserver's loop had the socket non-blocking; it is done with it now
+    if reporter.fd >= 0:
+        _wake_every(chan_in, INTERVAL)
     conn = Connection(Role.SERVER, secret, allow_plain=allow_plain, aes_gcm=aes_gcm)
-    state = _DirectLoop(chan_in, chan_out, conn, None)
+    state = _DirectLoop(chan_in, chan_out, conn, reporter)
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(max(1, round(HANDSHAKE_TIMEOUT)))
     try:
@@ -79,6 +145,8 @@ def serve_direct(chan_in: int, chan_out: int, secret: bytes, *, allow_plain: boo
     finally:
         signal.alarm(0)
         signal.signal(signal.SIGALRM, previous)
+        state.report()  # the last counts, whatever ended the loop
+        reporter.close()
         os.close(chan_in)  # the client sees EOF now rather than at exit
         if chan_out != chan_in:
             os.close(chan_out)

@@ -164,6 +164,7 @@ class JobRunner:
         self._stderr = capture.stderr
         self._end_wall = float("-inf")
         self._end_cpu = 0.0
+        self.failures = 0  # failed jobs, counted on the failure paths only (a direct worker's report)
 
     def add_body(self, body: FunctionBody) -> None:
         """Remember a body; its namespace is built by the first job that needs it.
@@ -372,6 +373,7 @@ class JobRunner:
         from ..errors import JobSetupError  # noqa: PLC0415 - a job that cannot be set up pays for it
 
         exc = JobSetupError(message)
+        self.failures += 1
         return Result(
             job_id,
             False,
@@ -386,6 +388,7 @@ class JobRunner:
         text = job_traceback(exc)
         data = _pickle_exception(exc, protocol)
         exc.__traceback__ = None  # free the job's frames now
+        self.failures += 1
         return Result(
             job_id,
             False,
@@ -422,6 +425,7 @@ class JobRunner:
             from ..errors import UnpicklableResultError  # noqa: PLC0415 - the rare path pays for it
 
             message = unpicklable_value(self._bodies[digest].name, job_id, value, exc, dill_exc)
+            self.failures += 1
             return Result(
                 job_id,
                 False,

@@ -182,7 +182,9 @@ def _write_parts(fd: int, parts: list[bytes | memoryview]) -> None:
 
 
 class WorkerLoop:
-    """One run of the worker loop over (fd_in, fd_out). State lives here; the hot loop keeps it in locals."""
+    """One run of the worker loop over (fd_in, fd_out). State lives here; the hot loop keeps it in locals,
+    and puts `jobs_done` and `job_time` back before it sends results or reads (a `flush` or a `receive`
+    sees them as they are)."""
 
     def __init__(self, fd_in: int, fd_out: int, conn: Connection, runner: Runner | None) -> None:
         self.fd_in = fd_in
@@ -370,11 +372,11 @@ class WorkerLoop:
                 digest = job[1]
                 if digest not in fast and not looked:
                     # Maybe slow: send what we hold and take in what arrived (a Cancel for this job, say).
+                    self.jobs_done, self.job_time = done, busy
                     if pending:
                         flush()
                     if poll(0):
                         queue.appendleft(job)
-                        self.jobs_done, self.job_time = done, busy
                         receive()
                         if self.finished:
                             return
@@ -390,13 +392,14 @@ class WorkerLoop:
                 del job  # its args may be a view of the buffer the next large frame could reuse
                 now = perf_counter()
                 append(result)
+                done += 1
+                busy += result.wall_time
                 # A buffered pickle (`Pickled`): its buffers are the value's memory, out before a job runs; a
                 # mapped one (`mapped.MappedField`, a bytes subclass): out at once, the last of its frame,
                 # where the pool looks for it. Every other value is plain bytes.
                 if result[2].__class__ is not bytes:
+                    self.jobs_done, self.job_time = done, busy
                     flush()
-                done += 1
-                busy += result.wall_time
                 if now - start < _FAST:  # the whole run, pickling included, not only the call
                     fast_add(digest)
                 else:
@@ -405,9 +408,9 @@ class WorkerLoop:
                 if n == 1:
                     first = now
                 elif n >= _BATCH_MAX or now - first >= _BATCH_DELAY:
+                    self.jobs_done, self.job_time = done, busy
                     flush()
                     if poll(0):
-                        self.jobs_done, self.job_time = done, busy
                         receive()
                         if self.finished:
                             return
