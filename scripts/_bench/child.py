@@ -19,6 +19,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+# run as a script (`python child.py ...`), or imported as `_bench.child` (the scenarios take its functions)
+settle = __import__(f"{__package__}.child_settle" if __package__ else "child_settle", fromlist=["_"]).settle
+
 try:
     from ppft_protocol import PPFTError as _ErrorBase
 except ImportError:  # the ppft 1.7.8 venv has none of our packages
@@ -117,17 +120,6 @@ class _ClassicBackend(_Backend):
     def close(self) -> None:
         self.server.destroy()
 
-    def settle(self) -> None:
-        """ppft 2 on ppservers: wait (5 s at most) for the nodes' direct worker links, which a client makes in
-        the background once connected, as the warm-up waits for the workers to start."""
-        status = getattr(self.server, "status", None)  # ppft 1.7.8 has none
-        deadline = time.monotonic() + 5.0
-        while status is not None and time.monotonic() < deadline:
-            nodes = [node for node in status()["nodes"] if node["kind"] == "ppserver"]
-            if all(node["state"] == "ready" and node["direct_links"] >= node["workers"] for node in nodes):
-                return
-            time.sleep(0.01)
-
 
 class _DaskBackend(_Backend):
     """dask's own `Client.submit` and `Client.gather` on the cluster that the ppft dask node uses."""
@@ -197,9 +189,7 @@ def _check(got: list[Any], expected: list[Any], what: str) -> None:
 def _warm_up(b: _Backend) -> None:
     """Start every worker (a ppserver's direct workers too) and ship `inc` once, so the timed span measures
     the steady state."""
-    settle = getattr(b, "settle", None)
-    if settle is not None:
-        settle()
+    settle(getattr(b, "server", None))
     _check(
         b.collect(b.submit_all(inc, [(i,) for i in range(4 * WORKERS)])),
         list(range(1, 4 * WORKERS + 1)),

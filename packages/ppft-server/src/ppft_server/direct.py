@@ -124,6 +124,8 @@ class DirectWorkers:
         self.why_not = why_not
         self.workers: dict[int, DirectWorker] = {}
         self.started = 0  # direct workers started, in all (the status page)
+        self.jobs_done = 0  # jobs its direct workers reported, in all (StatsReply, the statistics table)
+        self.job_time = 0.0
         self._timer: Timer | None = None
         self._closed = False
 
@@ -331,6 +333,8 @@ class DirectWorkers:
         if isinstance(counts, str):
             self._end_report(worker, f"it sent something that is not a report ({counts})")
         else:
+            self.jobs_done += counts[0] - worker.counts[0]
+            self.job_time += counts[2] - worker.counts[2]
             worker.counts = counts
 
     def _end_report(self, worker: DirectWorker, why: str) -> None:

@@ -467,11 +467,11 @@ class NodeServer:
 
     @property
     def jobs_done(self) -> int:
-        return self.pool.jobs_done + sum(link.jobs_done for link in self.links)
+        return self.pool.jobs_done + self.direct.jobs_done + sum(link.jobs_done for link in self.links)
 
     @property
     def job_time(self) -> float:
-        return self.pool.job_time + sum(link.job_time for link in self.links)
+        return self.pool.job_time + self.direct.job_time + sum(link.job_time for link in self.links)
 
     def stats_reply(self) -> StatsReply:
         clients = sum(1 for s in self.sessions if s.counted and not s.worker)
@@ -481,6 +481,7 @@ class NodeServer:
         """ppft-style statistics text (ppserver prints it on SIGUSR1)."""
         rows: list[tuple[str, int, float]] = [("local", self.pool.jobs_done, self.pool.job_time)]
         rows += [(link.name, link.jobs_done, link.job_time) for link in self.links]
+        rows.append(("direct workers", self.direct.jobs_done, self.direct.job_time))  # as they reported
         total = sum(n for _, n, _ in rows) or 1
         lines = [
             f"ppserver {self.name} statistics:",
