@@ -125,7 +125,6 @@ class _Direct:
         self.closed = False
         self._dial: Dial | None = None
         self._stream: Stream | None = None
-        self._attached = False
 
     def start(self) -> None:
         owner = self.owner
@@ -172,7 +171,6 @@ class _Direct:
                 self._stream = None
                 self.owner.not_attached(self, "the connection broke as the ppserver handed it over")
                 return
-            self._attached = True
             peer = f"a direct worker of ppserver {self.owner.name}"
             self._stream = Stream(
                 self.owner.loop, sock, self._connection(), peer=peer,
