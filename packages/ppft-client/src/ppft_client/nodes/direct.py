@@ -266,8 +266,9 @@ class DirectLinks:
         self._refusal_logged = ""
         self._probing = False  # after a refusal, one link at a time until one is made
         self._retry = RETRY
-        self._known_first: Task | None = None  # the queue's head when `_known` tasks from it were found fit
-        self._known = 0
+        # per test (`fits_direct`, `through_ppserver`): the task at the queue's head when that many tasks from
+        # it were found to pass (`_head`)
+        self._known: dict[Callable[[Task], bool], tuple[Task, int]] = {}
 
     def open(self, sock: socket.socket | None, established: Established | None, count: int) -> None:
         """Open `count` direct links to the ppserver that `sock`, the node's own link, is connected to
@@ -382,7 +383,7 @@ class DirectLinks:
                     return sent
                 if partial and link.inflight:
                     continue
-                head = self._head(queue, 1 if partial else _HEAD_SCAN)
+                head = self._head(queue, fits_direct, 1 if partial else _HEAD_SCAN)
                 if not head:
                     break
                 sent += link.dispatch(head)
@@ -390,17 +391,18 @@ class DirectLinks:
             return sent
         if partial:
             return sent + through.dispatch(queue)
-        head = Head(queue, through_ppserver)
+        head = self._head(queue, through_ppserver, _HEAD_SCAN)
         return sent + through.dispatch(head) if head else sent
 
-    def _head(self, queue: TaskQueue, most: int) -> Head:
-        """`Head(queue, fits_direct, most)`, without looking again at the tasks a former head found fit while
+    def _head(self, queue: TaskQueue, fits: Callable[[Task], bool], most: int) -> Head:
+        """`Head(queue, fits, most)`, without looking again at the tasks a former head found to pass while
         the same task leads the queue (tasks leave it at its head, and come back there): a link with no room
         costs a look at one task, not at thousands, each time the queue is dispatched."""
         first = queue[0]
-        head = Head(queue, fits_direct, most, self._known if first is self._known_first else 0)
-        if len(head) >= self._known or first is not self._known_first:
-            self._known_first, self._known = first, len(head)
+        known_first, known = self._known.get(fits, (None, 0))
+        head = Head(queue, fits, most, known if first is known_first else 0)
+        if len(head) >= known or first is not known_first:
+            self._known[fits] = first, len(head)
         return head
 
     @property
@@ -422,7 +424,7 @@ class DirectLinks:
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        self._known_first, self._known = None, 0
+        self._known.clear()
         for direct in list(self.links):
             link = direct.link
             if link is not None:
