@@ -301,8 +301,10 @@ class NodeServer:
         self.gate.leave(session)
         self._paused.discard(session)
         if reason:  # "" when this side closed it, having said why already
-            if session.counted:
-                log.info("%s %s: %s", "dial-in" if session.worker else "client", session.peer, reason)
+            if session.counted:  # a connection that asked for a direct link, ended before the answer: debug
+                (log.debug if session.attaching else log.info)(
+                    "%s %s: %s", "dial-in" if session.worker else "client", session.peer, reason
+                )
             else:
                 what = "dial-in worker" if session.stream.conn.peer_worker else "connection"
                 self.refusals.note(f"refused {what} from {session.peer}: {reason}", short_reason(reason))

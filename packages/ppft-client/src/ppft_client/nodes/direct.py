@@ -218,7 +218,9 @@ class _Direct:
         return True
 
     def close(self, reason: str) -> None:
-        """End this link from our side (the worker exits: its socket is closed, with a Bye)."""
+        """End this link from our side (the worker exits: its socket is closed, with a Bye). Before the answer
+        to `Attach`, without a word: the ppserver reads nothing more then, and the bytes of a Bye could reach
+        the worker it hands the socket to as the start of a handshake."""
         self.closed = True
         if self._dial is not None:
             self._dial.cancel()
@@ -226,7 +228,7 @@ class _Direct:
         stream = self._stream
         self._stream = None
         if stream is not None:
-            stream.close(reason)
+            stream.close(reason, bye=self.link is not None)
 
 
 class DirectLinks:
