@@ -117,6 +117,7 @@ ROOMS: dict[str, list[str]] = {
         "counting",
         "refs",
         "mixed",
+        "direct_refs",
         "direct",
         "session",
         "node",

@@ -1,6 +1,7 @@
 """A user's program whose jobs go to a ppserver (PPSERVER="host:port"), which lets them go straight to its
-workers (direct worker links): plain jobs, a job with a time limit and one with a `put()` ref (both through
-the ppserver), a job stopped while it runs, and the statistics. One line per case."""
+workers (direct worker links): plain jobs, a job with a time limit (through the ppserver), one with a `put()`
+ref (the ppserver passes the ref on to its direct workers), a job stopped while it runs, and the statistics.
+One line per case."""
 
 import concurrent.futures
 import os

@@ -14,10 +14,13 @@ whose read end is in the loop: what changed goes into the ppserver's counters (`
 relayed jobs do. A report that is not one (a job of that worker may write anything on the pipe) ends that
 pipe, logged; the worker goes on serving its client. What it keeps of each direct worker is its process, its
 own descriptor of the socket (to see, with TCP_INFO, that the client has gone), the read end of its report
-pipe, its counts, the peer's address and the start time. A direct worker is reaped as it exits (its pidfd
-in the loop, or a poll every `WATCH_INTERVAL` where there is none; a non-zero exit is a warning), SIGKILLed
-when its client's end of the connection is closed (its running job is for nobody) or on `EndDirect`, and all
-of them when the ppserver stops. They are tied to the ppserver's life too (PR_SET_PDEATHSIG, as pool workers).
+pipe, its counts, the peer's address and the start time. Its jobs may use the `put()` refs its client put
+here: each direct worker is passed them on a pipe of its own, as the pool's workers are (`direct_refs`).
+
+A direct worker is reaped as it exits (its pidfd in the loop, or a poll every `WATCH_INTERVAL` where there
+is none; a non-zero exit is a warning), SIGKILLed when its client's end of the connection is closed (its
+running job is for nobody) or on `EndDirect`, and all of them when the ppserver stops. They are tied to the
+ppserver's life too (PR_SET_PDEATHSIG, as pool workers).
 
 It refuses when direct links are off (`--direct-workers 0`), when all of them are in use, when the ppserver's
 workers are held to limits only its pool enforces (`--worker-memory-limit`, `--max-jobs-per-worker`), or when
@@ -42,9 +45,10 @@ from ppft_protocol import Attached
 from ppft_worker.observe import Counters
 from ppft_worker.pool import describe_exit, start_direct_worker
 from ppft_worker.process import REPORT_RECORD
-from ppft_worker.runtime import Loop, Stream, Timer, offer_aes_gcm
+from ppft_worker.runtime import Loop, RefBook, Stream, Timer, offer_aes_gcm
 
 from .counting import DirectCounts, count_direct
+from .direct_refs import RefPipe, ref_pipe
 
 __all__ = ["REFUSED", "WATCH_INTERVAL", "DirectWorker", "DirectWorkers", "Session", "pool_only"]
 
@@ -66,6 +70,7 @@ class _Host(Protocol):
     loop: Loop
     secret: bytes
     counters: Counters
+    refs: RefBook
 
     def grants_plain(self, host: str) -> bool: ...
 
@@ -107,6 +112,7 @@ class DirectWorker:
     killed: str = ""  # why this side killed it
     report: int = -1  # the read end of its report pipe (non-blocking, in the loop); -1 once ended
     counts: DirectCounts = (0, 0, 0.0)  # as it last reported them (jobs done, failed, run time)
+    refs: RefPipe | None = None  # the write end of its ref pipe (`direct_refs`); None if it has none
 
     @property
     def pid(self) -> int:
@@ -155,20 +161,23 @@ class DirectWorkers:
         why = self.refusal()
         sock = session.stream.sock
         proc: subprocess.Popen[bytes] | None = None
-        report = -1
+        report = refs_w = -1
         if not why and isinstance(sock, socket.socket):
             report, report_w = _report_pipe()
+            refs_r, refs_w = ref_pipe()
             try:
                 proc = start_direct_worker(sock, self.server.secret, allow_plain=self.server.grants_plain(
-                    session.host), aes_gcm=offer_aes_gcm(), report_fd=report_w)  # fmt: skip
+                    session.host), aes_gcm=offer_aes_gcm(), report_fd=report_w, refs_fd=refs_r)  # fmt: skip
             except OSError as exc:
                 why = f"no worker process could start ({exc.strerror or exc}): jobs go through the ppserver"
             finally:
-                if report_w >= 0:
-                    os.close(report_w)  # the worker's copy is the only write end: EOF once it exits
+                for fd in (report_w, refs_r):  # the worker's copies are the only ones: EOF once one side ends
+                    if fd >= 0:
+                        os.close(fd)
         if proc is None:
-            if report >= 0:
-                os.close(report)
+            for fd in (report, refs_w):
+                if fd >= 0:
+                    os.close(fd)
             why = why or "this connection cannot be handed over"
             log.info("%s to client %s: %s", REFUSED, session.peer, why)
             session.end(f"{REFUSED}: {why}")
@@ -182,12 +191,16 @@ class DirectWorkers:
                         session.peer)  # fmt: skip
             with contextlib.suppress(OSError):
                 proc.kill()
-            if report >= 0:
-                os.close(report)
+            for fd in (report, refs_w):
+                if fd >= 0:
+                    os.close(fd)
             self._wait_briefly(proc)
             return
         _keepalive(kept)  # a client whose machine vanished shows in TCP_INFO within a minute or so
         worker = DirectWorker(direct_id, proc, kept, session.peer, report=report)
+        if refs_w >= 0:
+            worker.refs = RefPipe(self.loop, refs_w, proc.pid)
+            worker.refs.sync(self.server.refs)  # every ref held now; later changes by `sync_refs`
         self.workers[direct_id] = worker
         self.started += 1
         self._watch_exit(worker)
@@ -209,6 +222,13 @@ class DirectWorkers:
             direct_id = secrets.randbits(64)
             if direct_id and direct_id not in self.workers:
                 return direct_id
+
+    def sync_refs(self) -> None:
+        """Pass on to each direct worker what changed in the ppserver's refs (`direct_refs`)."""
+        book = self.server.refs
+        for worker in self.workers.values():
+            if worker.refs is not None:
+                worker.refs.sync(book)
 
     # -- ending them -------------------------------------------------------------------------------------
 
@@ -281,6 +301,8 @@ class DirectWorkers:
             with contextlib.suppress(OSError):
                 os.close(worker.pidfd)
             worker.pidfd = -1
+        if worker.refs is not None:
+            worker.refs.close()
         _close(worker)
 
     def _failed(self, worker: DirectWorker) -> None:

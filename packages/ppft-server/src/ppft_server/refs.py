@@ -3,9 +3,10 @@
 Each client's refs go into the server's one `RefBook` (`ppft_worker.runtime.refs`), tagged with the client's
 session; the book holds one copy of each pickle, within `--refs-memory` and the machine's available memory:
 a `Put` beyond either is answered with `PutRefused` (the figures in its reason) rather than risking the OOM
-killer, and the jobs that need that ref fail naming it. Every change goes at once to the local workers and
-the dial-in workers (`RefBook.sync`); a client that leaves has its refs released. This module does no I/O
-of its own beyond queueing messages on the server's streams.
+killer, and the jobs that need that ref fail naming it. Every change goes at once to the local workers, the
+dial-in workers and the direct workers (`RefBook.sync`); a client that leaves has its refs released. This
+module does no I/O of its own beyond queueing messages on the server's streams and its direct workers' ref
+pipes.
 """
 
 from __future__ import annotations
@@ -22,12 +23,19 @@ __all__ = ["RefHost", "put_ref", "ref_figures", "release_refs", "sync_refs"]
 log = logging.getLogger("ppft.server")
 
 
+class _Direct(Protocol):
+    def sync_refs(self) -> None: ...
+
+
 class RefHost(Protocol):
     """What these functions use of the ppserver (`NodeServer`)."""
 
     refs: RefBook
     pool: WorkerPool
     links: list[Link]
+
+    @property
+    def direct(self) -> _Direct: ...
 
 
 class Client(Protocol):
@@ -56,10 +64,11 @@ def release_refs(server: RefHost, session: Client, ref_ids: tuple[int, ...]) -> 
 
 
 def sync_refs(server: RefHost) -> None:
-    """Send the local workers and the dial-in workers what changed."""
+    """Send the local workers, the dial-in workers and the direct workers what changed."""
     server.pool.sync_refs()
     for link in server.links:  # each given the book when its dial-in worker joined (`Session._joining`)
         link.sync_refs()
+    server.direct.sync_refs()
 
 
 def ref_figures(server: RefHost) -> dict[str, Any]:

@@ -11,8 +11,11 @@ direct link it crosses two, as with local workers (docs/performance.md, "Direct 
           --> `Bye("direct link refused: ...")`, or any end before `Attached`: none for `RETRY` s (more
               after each refusal in a row)
 
-Which jobs go direct: those with no time limit (the ppserver's pool stops a job at its limit) and no `put()`
-ref (the ppserver holds a ref once for all its workers). The others go through the ppserver as before. A
+Which jobs go direct: those with no time limit (the ppserver's pool stops a job at its limit). The others go
+through the ppserver as before. A job may use `put()` refs: they are sent to the ppserver only (a direct
+link's `refs` stays None), once, and the ppserver passes each on to its direct workers as to its own; the
+ppserver's link is sent what changed in the refs before any job goes on a direct link (`dispatch`), so a
+ref's `Put` leaves before the jobs that use it (a direct worker waits for a ref that is still on its way). A
 link takes only the part of the queue's head that it may run (`Head`), so jobs leave the queue in order.
 
 What a worker cannot do, and what is done instead:
@@ -69,8 +72,8 @@ def _held(link: Link) -> int:
 
 
 def fits_direct(task: Task) -> bool:
-    """Whether `task` may run on a direct link: no time limit, no `put()` ref."""
-    return job_limit(task) is None and not getattr(task, "refs", ())
+    """Whether `task` may run on a direct link: no time limit (refs are fine: see the module's docstring)."""
+    return job_limit(task) is None
 
 
 def through_ppserver(task: Task) -> bool:
@@ -378,6 +381,8 @@ class DirectLinks:
         worker while a worker of the ppserver idles."""
         sent = 0
         ready = self.ready
+        if ready:
+            through.sync_refs()  # a ref's Put leaves on the ppserver's link before a job using it goes direct
         partial = len(ready) < through.workers
         if ready:
             for link in sorted(ready, key=_held) if len(ready) > 1 else ready:

@@ -20,9 +20,9 @@ a job message in, a result message out, and the function bodies it holds), `name
 made a namespace to run in, and the words a job's failure is described with), `picklers` (values and
 exceptions pickled for the caller), `capture` and `outregion` (a job's output), `direct` (a direct worker: one
 client's connection, handed over by a ppserver; DIRECT_ENV), `report` (a direct worker's counts for its
-ppserver; REPORT_FD_ENV), and `dask_runner`, the runner
-of dask workers, which shares `namespaces` and `picklers` with `JobRunner`: those three travel as text to
-hosts where ppft is not installed (`travel`), so they import nothing of ppft.
+ppserver; REPORT_FD_ENV), `refchannel` (a direct worker's refs from its ppserver; REFS_FD_ENV), and
+`dask_runner`, the runner of dask workers, which shares `namespaces` and `picklers` with `JobRunner`: those
+three travel as text to hosts where ppft is not installed (`travel`), so they import nothing of ppft.
 
 This room imports nothing of the pool or of the runtime that client and server share: a worker needs
 neither. It must never import anything heavy before the handshake (no dill, no cryptography: the pipe is
@@ -75,6 +75,7 @@ __all__ = [
     "HEADER",
     "OUTPUT_FD_ENV",
     "PARENT_ENV",
+    "REFS_FD_ENV",
     "REGION_SIZE",
     "REPORT_FD_ENV",
     "REPORT_RECORD",
@@ -161,6 +162,10 @@ unsealed channel (`--allow-plain-loopback` and a loopback peer). Unset for a poo
 REPORT_FD_ENV = "PPFT_WORKER_REPORT_FD"
 """Set by a ppserver for a direct worker: the write end of the pipe it reports its counts on (`report`)."""
 
+REFS_FD_ENV = "PPFT_WORKER_REFS_FD"
+"""Set by a ppserver for a direct worker: the read end of the pipe it passes its `put()` refs on
+(`refchannel`)."""
+
 AES_GCM_ENV = "PPFT_WORKER_AES_GCM"
 """Set to 1 by the ppserver when a direct worker's sealed channel should offer AES-256-GCM (this room does not
 look at the processor: `ppft_worker.runtime` does)."""
@@ -242,6 +247,7 @@ def main() -> int:
     direct = os.environ.pop(DIRECT_ENV, "")
     aes_gcm = os.environ.pop(AES_GCM_ENV, "") == "1"
     report_fd = os.environ.pop(REPORT_FD_ENV, "")
+    refs_fd = os.environ.pop(REFS_FD_ENV, "")
     if output_fd.isdigit():
         try:
             os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
@@ -259,7 +265,8 @@ def main() -> int:
         return EXIT_PROTOCOL
     if direct:
         report = int(report_fd) if report_fd.isdigit() else -1
-        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm, report)
+        refs = int(refs_fd) if refs_fd.isdigit() else -1
+        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm, (report, refs))
     return _run(
         chan_in,
         chan_out,
@@ -271,10 +278,11 @@ def main() -> int:
 
 
 def _run_direct(
-    chan_in: int, chan_out: int, secret: bytes, parent: str, mode: str, aes_gcm: bool, report_fd: int
+    chan_in: int, chan_out: int, secret: bytes, parent: str, mode: str, aes_gcm: bool, fds: tuple[int, int]
 ) -> int:
     """A direct worker (`direct`): tied to its ppserver, then serving the client on the socket it passed,
-    reporting its counts on `report_fd` (-1: none; `report`)."""
+    reporting its counts on `fds[0]` (-1: none; `report`), taking its refs from `fds[1]` (-1: none;
+    `refchannel`)."""
     defer_log_setup()
     if mode not in ("sealed", "plain"):
         logger().error("%s=%r: expected 'sealed' or 'plain'; exiting", DIRECT_ENV, mode[:40])
@@ -287,7 +295,13 @@ def _run_direct(
         from .direct import serve_direct  # noqa: PLC0415 - only a direct worker
 
         return serve_direct(
-            chan_in, chan_out, secret, allow_plain=mode == "plain", aes_gcm=aes_gcm, report_fd=report_fd
+            chan_in,
+            chan_out,
+            secret,
+            allow_plain=mode == "plain",
+            aes_gcm=aes_gcm,
+            report_fd=fds[0],
+            refs_fd=fds[1],
         )
     except (BrokenPipeError, ConnectionResetError):
         return EXIT_OK  # the client went away while we were starting

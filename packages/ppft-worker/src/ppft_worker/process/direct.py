@@ -23,6 +23,10 @@ waiting for the client with counts left unsaid (the socket's receive timeout wak
 syscall added on the way of a job), and once as it ends. A report that cannot be written is dropped; a pipe
 the ppserver closed ends the reports, never the service to the client.
 
+The client's `put()` refs come from the ppserver too, on a pipe of their own (`REFS_FD_ENV`, `refchannel`):
+read when a job needs a ref not held here (`refs.resolve` waits for it there), and, for the releases, when
+the worker has waited `report.INTERVAL` for its client; never on a job's way otherwise.
+
 This is started by exec, once per direct link: the fork server of a pool is an optimisation left out here
 (a client opens its direct links once, when it connects).
 """
@@ -38,7 +42,9 @@ import time
 
 from ppft_protocol import Connection, Role
 
+from . import refs
 from .loop import EXIT_PROTOCOL, WorkerLoop, logger, run_loop
+from .refchannel import RefChannel
 from .report import INTERVAL, Reporter
 
 __all__ = ["FIRST_BYTES_TIMEOUT", "HANDSHAKE_TIMEOUT", "serve_direct"]
@@ -60,11 +66,14 @@ def _alarm(signum: int, frame: object) -> None:
 
 class _DirectLoop(WorkerLoop):
     """The worker loop, whose handshake deadline ends once the client proved the secret, and which reports
-    its counts to the ppserver (`reporter`)."""
+    its counts to the ppserver (`reporter`) and takes its refs from it (`ref_channel`)."""
 
-    def __init__(self, fd_in: int, fd_out: int, conn: Connection, reporter: Reporter) -> None:
+    def __init__(
+        self, fd_in: int, fd_out: int, conn: Connection, reporter: Reporter, ref_channel: RefChannel | None
+    ) -> None:
         super().__init__(fd_in, fd_out, conn, None)
         self.reporter = reporter
+        self.ref_channel = ref_channel
 
     def established(self) -> None:
         signal.alarm(0)
@@ -77,15 +86,27 @@ class _DirectLoop(WorkerLoop):
 
     def receive(self) -> None:
         """Wait for the client (see `WorkerLoop.receive`); each time the socket's receive timeout ends a
-        wait with nothing read, report the counts if they changed, and wait again."""
+        wait with nothing read, report the counts if they changed, take in the refs' changes, and wait
+        again."""
         while True:
             try:
                 super().receive()
             except BlockingIOError:
                 if self.reporter.pending(self.jobs_done, self.failures(), self.job_time):
                     self.report()
+                self.idle_refs()
                 continue
             return
+
+    def idle_refs(self) -> None:
+        """Take in what the ppserver's ref channel holds (the releases above all: no ref is missing now,
+        so nothing else would read it), and forget the released refs (no job is queued)."""
+        channel = self.ref_channel
+        if channel is not None and channel.fd >= 0 and not self.queue:
+            channel.drain()
+            if self.released:
+                self.released = False
+                refs.forget()
 
     def failures(self) -> int:
         return int(getattr(self.runner, "failures", 0))
@@ -115,11 +136,19 @@ def _wake_every(fd: int, seconds: float) -> bool:
 
 
 def serve_direct(
-    chan_in: int, chan_out: int, secret: bytes, *, allow_plain: bool, aes_gcm: bool, report_fd: int = -1
+    chan_in: int,
+    chan_out: int,
+    secret: bytes,
+    *,
+    allow_plain: bool,
+    aes_gcm: bool,
+    report_fd: int = -1,
+    refs_fd: int = -1,
 ) -> int:
     """Serve the client on the socket `chan_in`/`chan_out` (two descriptors of one socket) as a direct worker;
-    returns the exit code. `report_fd`: the write end of the ppserver's report pipe (-1: none). The caller
-    tied this process to its parent."""
+    returns the exit code. `report_fd`: the write end of the ppserver's report pipe (-1: none); `refs_fd`:
+    the read end of its ref pipe (-1: none, jobs using refs fail). The caller tied this process to its
+    parent."""
     reporter = Reporter(report_fd)
     poller = select.poll()
     poller.register(chan_in, select.POLLIN)
@@ -130,11 +159,15 @@ def serve_direct(
         )
         reporter.close()
         return EXIT_PROTOCOL
+    channel: RefChannel | None = None
     os.set_blocking(chan_in, True)  # the ppserver's loop had the socket non-blocking; it is done with it now
-    if reporter.fd >= 0:
+    if reporter.fd >= 0 or refs_fd >= 0:
         _wake_every(chan_in, INTERVAL)
     conn = Connection(Role.SERVER, secret, allow_plain=allow_plain, aes_gcm=aes_gcm)
-    state = _DirectLoop(chan_in, chan_out, conn, reporter)
+    state = _DirectLoop(chan_in, chan_out, conn, reporter, None)
+    if refs_fd >= 0:
+        channel = state.ref_channel = RefChannel(refs_fd, state.refs)
+        refs.await_refs(channel.wait_for)
     previous = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(max(1, round(HANDSHAKE_TIMEOUT)))
     try:
@@ -147,6 +180,9 @@ def serve_direct(
         signal.signal(signal.SIGALRM, previous)
         state.report()  # the last counts, whatever ended the loop
         reporter.close()
+        if channel is not None:
+            refs.await_refs(None)
+            channel.close()
         os.close(chan_in)  # the client sees EOF now rather than at exit
         if chan_out != chan_in:
             os.close(chan_out)

@@ -11,7 +11,8 @@ The pool sends each ref's pickle once (`Put`, protocol version 2), before the fi
 changes it changes what later jobs on this worker see: objects given to `put()` are meant to be read).
 `PutRefused` from the pool records why a ref will not come, so the jobs that need it fail naming it
 (`RefUnavailableError`); `Release` forgets refs once no queued job needs them (the loop calls `forget` when
-its queue is empty).
+its queue is empty). A direct worker gets its refs from its ppserver on a channel of their own, read only
+when a job needs a ref not held here (`await_refs` names what to call then: `refchannel.RefChannel.wait_for`).
 
 This module does no I/O and never raises out of `hold`: an object that does not unpickle here is kept as the
 reason its jobs fail.
@@ -20,7 +21,7 @@ reason its jobs fail.
 from __future__ import annotations
 
 import copyreg
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ppft_protocol import Pickled
 
@@ -28,6 +29,7 @@ from ..errors import RefUnavailableError
 
 __all__ = [
     "EXTENSION",
+    "await_refs",
     "drop_refs",
     "forget",
     "held",
@@ -46,6 +48,14 @@ EXTENSION = 0x7019
 _objects: dict[int, object] = {}
 _problems: dict[int, str] = {}  # ref id -> why this worker does not hold it (refused, not unpickling)
 _doomed: set[int] = set()  # released, forgotten once the queue is empty
+_fetch: Callable[[int], None] | None = None  # a direct worker: waits for a ref its ppserver is passing on
+
+
+def await_refs(fetch: Callable[[int], None] | None) -> None:
+    """`fetch(ref_id)` is called when a job needs a ref not held (nor known refused) here: it returns once
+    the ref may have come, or raises `RefUnavailableError` (a direct worker's ref channel)."""
+    global _fetch
+    _fetch = fetch
 
 
 def resolve(ref_id: int) -> object:
@@ -54,6 +64,12 @@ def resolve(ref_id: int) -> object:
         return _objects[ref_id]
     except KeyError:
         pass
+    if _fetch is not None and ref_id not in _problems:
+        _fetch(ref_id)
+        try:
+            return _objects[ref_id]
+        except KeyError:
+            pass
     problem = _problems.get(ref_id)
     if problem is None:
         problem = (
