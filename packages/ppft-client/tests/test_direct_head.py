@@ -1,5 +1,5 @@
 """Which jobs a direct worker link takes (`ppft_client.nodes.direct`): only the head of the queue that may go
-direct (no time limit, no `put()` ref), in order; the ppserver's link takes the head that may not."""
+direct (no time limit), in order; the ppserver's link takes the head that may not."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def _names(queue: Any) -> list[str]:
 def test_what_may_go_direct() -> None:
     assert fits_direct(_Task("plain"))  # type: ignore[arg-type]
     assert not fits_direct(_Task("limited", timeout=1.0))  # type: ignore[arg-type]
-    assert not fits_direct(_Task("ref", refs=(object(),)))  # type: ignore[arg-type]
+    assert fits_direct(_Task("ref", refs=(object(),)))  # type: ignore[arg-type]  # the ppserver passes refs on
 
 
 def test_a_head_ends_at_the_first_task_refused_and_takes_in_order() -> None:
@@ -55,7 +55,7 @@ def test_what_a_head_puts_back_is_at_the_front_again_and_counted() -> None:
 
 def test_a_head_of_an_empty_queue_or_a_refused_first_task_is_empty() -> None:
     assert not Head(deque(), fits_direct)
-    assert not Head(deque([_Task("r", refs=(1,)), _Task("a")]), fits_direct)  # type: ignore[arg-type]
+    assert not Head(deque([_Task("t", timeout=1.0), _Task("a")]), fits_direct)  # type: ignore[arg-type]
 
 
 def test_a_head_holds_at_most_what_it_is_told() -> None:
