@@ -87,6 +87,10 @@ class RefPipe:
                 n = os.writev(self.fd, parts)
             except BlockingIOError:
                 break
+            except BrokenPipeError:  # the worker has closed its end: it is ending (its client left)
+                log.debug("direct worker pid %d closed its ref pipe", self.pid)
+                self.close()
+                return
             except OSError as exc:
                 self.close(f"it cannot be written ({exc.strerror or exc})")
                 return
