@@ -41,6 +41,7 @@ __all__ = [
     "put_blob",
     "put_str",
     "put_strs",
+    "put_u64s",
     "utf8",
 ]
 
@@ -73,6 +74,12 @@ def put_str(parts: list[bytes | memoryview], text: str) -> None:
 def put_blob(parts: list[bytes | memoryview], data: Blob) -> None:
     parts.append(U32.pack(len(data)))
     parts.append(data)
+
+
+def put_u64s(parts: list[bytes | memoryview], ids: Sequence[int]) -> None:
+    """A list of ids: a u32 count, then that many u64 (job ids, ref ids, direct worker ids)."""
+    parts.append(U32.pack(len(ids)))
+    parts.append(struct.pack(f">{len(ids)}Q", *ids))
 
 
 def put_strs(parts: list[bytes | memoryview], items: Sequence[str]) -> None:
@@ -124,6 +131,12 @@ class Reader:
     def u64(self, field: str) -> int:
         off = self.need(8, field)
         return int(U64.unpack_from(self.mv, off)[0])
+
+    def u64s(self, field: str) -> tuple[int, ...]:
+        """A list of ids as `put_u64s` writes it."""
+        count = self.u32("count")
+        off = self.need(8 * count, field)
+        return tuple(struct.unpack_from(f">{count}Q", self.mv, off))
 
     def f64(self, field: str) -> float:
         off = self.need(8, field)
@@ -255,11 +268,8 @@ class JobIdsMessage(Message):
         _set_field(self, "job_ids", job_ids)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(U32.pack(len(self.job_ids)))
-        parts.append(struct.pack(f">{len(self.job_ids)}Q", *self.job_ids))
+        put_u64s(parts, self.job_ids)
 
     @classmethod
     def _decode(cls, r: Reader) -> JobIdsMessage:
-        count = r.u32("count")
-        off = r.need(8 * count, "job_ids")
-        return cls(tuple(struct.unpack_from(f">{count}Q", r.mv, off)))
+        return cls(r.u64s("job_ids"))

@@ -18,9 +18,7 @@ All three exist only in version 2: a version-1 connection refuses them both ways
 
 from __future__ import annotations
 
-import struct
-
-from .codec import U32, U64, Message, Reader
+from .codec import U64, Message, Reader, put_u64s
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -75,11 +73,8 @@ class EndDirect(Message):
         _set(self, "direct_ids", direct_ids)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(U32.pack(len(self.direct_ids)))
-        parts.append(struct.pack(f">{len(self.direct_ids)}Q", *self.direct_ids))
+        put_u64s(parts, self.direct_ids)
 
     @classmethod
     def _decode(cls, r: Reader) -> EndDirect:
-        count = r.u32("count")
-        off = r.need(8 * count, "direct_ids")
-        return cls(tuple(struct.unpack_from(f">{count}Q", r.mv, off)))
+        return cls(r.u64s("direct_ids"))

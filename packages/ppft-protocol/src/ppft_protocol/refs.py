@@ -15,10 +15,8 @@ them to a version-1 peer. This module never unpickles anything and does no I/O.
 
 from __future__ import annotations
 
-import struct
-
 from .buffers import Pickled
-from .codec import U32, U64, Blob, Message, Reader, put_blob, put_str
+from .codec import U32, U64, Blob, Message, Reader, put_blob, put_str, put_u64s
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -72,14 +70,11 @@ class Release(Message):
         _set(self, "ref_ids", ref_ids)
 
     def _encode(self, parts: list[bytes | memoryview]) -> None:
-        parts.append(U32.pack(len(self.ref_ids)))
-        parts.append(struct.pack(f">{len(self.ref_ids)}Q", *self.ref_ids))
+        put_u64s(parts, self.ref_ids)
 
     @classmethod
     def _decode(cls, r: Reader) -> Release:
-        count = r.u32("count")
-        off = r.need(8 * count, "ref_ids")
-        return cls(tuple(struct.unpack_from(f">{count}Q", r.mv, off)))
+        return cls(r.u64s("ref_ids"))
 
 
 class PutRefused(Message):
