@@ -343,12 +343,7 @@ class Stream:
         if self.closed or self._out.size or not isinstance(self.sock, socket.socket):
             self._teardown()
             return None
-        self.closed = True
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self.loop.remove_reader(self._fd)
-        self.loop.remove_writer(self._wfd)
+        self._teardown(close=False)
         return self.sock
 
     def fail(self, exc: BaseException, what: str) -> None:
@@ -378,12 +373,14 @@ class Stream:
         else:
             self._on_close(reason)
 
-    def _teardown(self) -> None:
+    def _teardown(self, *, close: bool = True) -> None:
+        """Leave the loop for good; `close`: the socket too (not when it is handed on: `detach`)."""
         self.closed = True
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
         self.loop.remove_reader(self._fd)
         self.loop.remove_writer(self._wfd)
-        with contextlib.suppress(OSError):
-            self.sock.close()
+        if close:
+            with contextlib.suppress(OSError):
+                self.sock.close()
