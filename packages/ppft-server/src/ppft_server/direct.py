@@ -171,13 +171,9 @@ class DirectWorkers:
             except OSError as exc:
                 why = f"no worker process could start ({exc.strerror or exc}): jobs go through the ppserver"
             finally:
-                for fd in (report_w, refs_r):  # the worker's copies are the only ones: EOF once one side ends
-                    if fd >= 0:
-                        os.close(fd)
+                _close_fds(report_w, refs_r)  # the worker's copies are the only ones: EOF once one side ends
         if proc is None:
-            for fd in (report, refs_w):
-                if fd >= 0:
-                    os.close(fd)
+            _close_fds(report, refs_w)
             why = why or "this connection cannot be handed over"
             log.info("%s to client %s: %s", REFUSED, session.peer, why)
             session.end(f"{REFUSED}: {why}")
@@ -191,9 +187,7 @@ class DirectWorkers:
                         session.peer)  # fmt: skip
             with contextlib.suppress(OSError):
                 proc.kill()
-            for fd in (report, refs_w):
-                if fd >= 0:
-                    os.close(fd)
+            _close_fds(report, refs_w)
             self._wait_briefly(proc)
             return
         _keepalive(kept)  # a client whose machine vanished shows in TCP_INFO within a minute or so
@@ -404,6 +398,13 @@ def _report_pipe() -> tuple[int, int]:
         return -1, -1
     os.set_blocking(read, False)
     return read, write
+
+
+def _close_fds(*fds: int) -> None:
+    """Close the pipe ends among `fds` that are open (-1: none)."""
+    for fd in fds:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _close(worker: DirectWorker) -> None:
