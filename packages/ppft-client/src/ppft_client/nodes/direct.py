@@ -263,8 +263,8 @@ class DirectLinks:
         self.offer_plain = False
         self.links: list[_Direct] = []
         self.ready: list[Link] = []  # the links that take jobs, in the order they came up
-        self.jobs_done = 0  # of links that ended
-        self.job_time = 0.0
+        self._done_before = 0  # jobs and job time of the links that ended
+        self._time_before = 0.0
         self._wanted = 0
         self._timer: Timer | None = None
         self._backoff = 1.0
@@ -345,8 +345,7 @@ class DirectLinks:
         closed from here."""
         self._drop(direct)
         if link is not None:
-            self.jobs_done += link.jobs_done
-            self.job_time += link.job_time
+            self._retire(link)
             with contextlib.suppress(ValueError):
                 self.ready.remove(link)
         if tasks:
@@ -356,6 +355,11 @@ class DirectLinks:
         if replace or not direct.closed:
             self._later(self._backoff)
             self._backoff = min(_MAX_BACKOFF, self._backoff * 2)
+
+    def _retire(self, link: Link) -> None:
+        """Keep the figures of a link that ended (`jobs_done`, `job_time`)."""
+        self._done_before += link.jobs_done
+        self._time_before += link.job_time
 
     def _drop(self, direct: _Direct) -> None:
         with contextlib.suppress(ValueError):
@@ -413,6 +417,15 @@ class DirectLinks:
         return head
 
     @property
+    def jobs_done(self) -> int:
+        """Jobs done on the direct links, those that ended included."""
+        return self._done_before + sum(link.jobs_done for link in self.ready)
+
+    @property
+    def job_time(self) -> float:
+        return self._time_before + sum(link.job_time for link in self.ready)
+
+    @property
     def inflight(self) -> int:
         return sum(len(link.inflight) for link in self.ready)
 
@@ -433,10 +446,8 @@ class DirectLinks:
             self._timer = None
         self._known.clear()
         for direct in list(self.links):
-            link = direct.link
-            if link is not None:
-                self.jobs_done += link.jobs_done
-                self.job_time += link.job_time
+            if direct.link is not None:
+                self._retire(direct.link)
             direct.close(reason)
         self.links.clear()
         self.ready.clear()

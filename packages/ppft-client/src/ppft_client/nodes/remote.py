@@ -165,12 +165,12 @@ class RemoteNode:
 
     @property
     def jobs_done(self) -> int:
-        done = self._done_before + self.direct.jobs_done + sum(link.jobs_done for link in self.direct.ready)
+        done = self._done_before + self.direct.jobs_done
         return done + (self.link.jobs_done if self.link is not None else 0)
 
     @property
     def job_time(self) -> float:
-        spent = self._time_before + self.direct.job_time + sum(link.job_time for link in self.direct.ready)
+        spent = self._time_before + self.direct.job_time
         return spent + (self.link.job_time if self.link is not None else 0.0)
 
     @property
