@@ -329,6 +329,12 @@ class RemoteNode:
         if self.link is None:
             if isinstance(event, NodeInfo):
                 assert self._stream is not None
+                # logged before the link is set: a node seen ready (get_active_nodes) has said it is connected
+                if self.last_error and (self._answered or self.candidate is None):
+                    log.warning("%s %s is back with %d worker(s)", self.kind, self.name, event.workers)
+                else:
+                    how = f"sealed with {self.cipher}" if self.sealed else "unsealed"
+                    log.info("connected to %s %s (%d workers, %s)", self.kind, self.name, event.workers, how)
                 self.link = Link(self.name, self._stream, event, on_results=self._results,
                                  on_requeue=self._given_back)  # fmt: skip
                 self._watch(self.link)
@@ -336,11 +342,6 @@ class RemoteNode:
                 self.link.refs = self.refs
                 if self._stream.conn.version < 2:  # it cannot hold refs: they travel inline in the jobs
                     self.link.screen = inline_screen(self.link.screen, lambda: self.refs)
-                if self.last_error and (self._answered or self.candidate is None):
-                    log.warning("%s %s is back with %d worker(s)", self.kind, self.name, event.workers)
-                else:
-                    how = f"sealed with {self.cipher}" if self.sealed else "unsealed"
-                    log.info("connected to %s %s (%d workers, %s)", self.kind, self.name, event.workers, how)
                 self.last_error = ""
                 self.permanent = False
                 self._backoff = 0.5
