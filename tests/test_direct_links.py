@@ -1,8 +1,8 @@
 """Direct worker links (docs/cluster.md, "Direct worker links"): a client's jobs go straight to a real
 ppserver's worker processes, over connections of their own. A user's script run as a file, with -c and from
 stdin; the jobs seen running in the direct workers; a direct worker killed in the middle of a job, which
-loses nothing; a ppserver that offers no direct links, and one of ppft 2.0.0, where every job goes through
-the ppserver as before."""
+loses nothing; a job that kills its direct worker, which fails alone with WorkerLostError; a ppserver that
+offers no direct links, and one of ppft 2.0.0, where every job goes through the ppserver as before."""
 
 from __future__ import annotations
 
@@ -114,6 +114,70 @@ def test_a_direct_worker_killed_in_a_job_loses_nothing(
     assert [value for value, _ in (j() for j in [client.submit(_pid, (i,)) for i in range(20)])] == list(
         range(20)
     )
+
+
+def _wait_for(go: str, mark: str = "") -> int:
+    """Say where it runs (in `mark`), wait for the file `go` (30 s at most); its pid."""
+    import os
+    import time
+
+    if mark:
+        with open(mark, "a") as f:
+            f.write(f"{os.getpid()}\n")
+    end = time.monotonic() + 30
+    while not os.path.exists(go) and time.monotonic() < end:
+        time.sleep(0.01)
+    return os.getpid()
+
+
+def _kill_myself(mark: str, go: str) -> None:
+    """`_wait_for(go, mark)`, then SIGKILL its own process."""
+    import os
+    import signal
+
+    _wait_for(go, mark)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_job_that_kills_its_direct_worker_fails_alone_with_worker_lost_error(
+    ppserver: Any, make_client: Any, tmp_path: Any
+) -> None:
+    """As in a pool: the job a dead direct worker was running is the suspect. It runs on through the
+    ppserver, whose pool runs it alone and fails it with WorkerLostError saying how its worker died; the jobs
+    queued behind it on the same direct link are charged nothing and all return."""
+    from ppft import NodeLostError, WorkerLostError
+
+    client = make_client(0, ppservers=(ppserver.address,))
+    node = _node(client)
+    wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
+    direct = _direct_pids(node)
+    mark, opened, go = tmp_path / "pids", tmp_path / "opened", tmp_path / "go"
+    gates = [client.submit(_wait_for, (str(opened),)) for _ in range(2)]  # one on each direct link
+    wait_until(lambda: all(len(link.inflight) == 1 for link in node.direct.ready), 30, "both links busy")
+    others = [client.submit(_pid, (i,)) for i in range(100)]  # queued with the killer, which is sent with
+    killer = client.submit(_kill_myself, (str(mark), str(go)), depfuncs=(_wait_for,))  # the jobs around it
+    others += [client.submit(_pid, (i,)) for i in range(100, 300)]
+    opened.touch()
+    assert {gate.result(timeout=60) for gate in gates} == direct
+    wait_until(mark.exists, 30, "the killer to start")
+
+    def behind_it() -> bool:
+        held = [list(link.inflight.values()) for link in node.direct.ready]
+        return any(killer in tasks and tasks[-1] is not killer for tasks in held)
+
+    wait_until(behind_it, 30, "jobs sent behind the killer on its direct link")
+    go.touch()
+    with pytest.raises(WorkerLostError, match=r"killed by signal 9|SIGKILL") as raised:
+        killer.result(timeout=60)
+    assert not isinstance(raised.value, NodeLostError)
+    assert [job.result(timeout=60)[0] for job in others] == list(range(300))
+    assert [job for job in others if job.node_losses] == []  # not charged as losses of the node
+    ran_in = [int(line) for line in mark.read_text().split()]
+    assert [pid in direct for pid in ran_in][:1] == [True], ran_in  # it ran direct first ...
+    assert not any(pid in direct for pid in ran_in[1:]), (ran_in, direct)  # ... and never direct again
+    assert len(ran_in) >= 2  # the ppserver's pool ran it before it failed
+    wait_until(lambda: len(node.direct.ready) == 2, 30, "the direct link made again")
+    assert _twenty_run(client)
 
 
 def test_a_ppserver_that_offers_none_runs_every_job(

@@ -230,7 +230,7 @@ class Scheduler:
             node = RemoteNode(
                 self.loop, host, port, secret, persistent=persistent, on_results=self._on_results,
                 on_lost=self._node_lost, silence_timeout=self.silence_timeout, seal=seal, candidate=candidate,
-                on_change=self.watch.changed,
+                on_change=self.watch.changed, on_rerun=self._requeue,
             )  # fmt: skip
             if self.live is not None:
                 node.watch_output(self.live.pieces_from(node.name))

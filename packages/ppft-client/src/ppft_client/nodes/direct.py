@@ -26,8 +26,12 @@ What a worker cannot do, and what is done instead:
 * It reads nothing while it runs a job, so `terminate` of the job a direct worker may be running (the
   oldest it holds) asks the ppserver to stop that worker (`EndDirect`) and closes the link (a ppserver also
   stops the worker of a link its client closed, within seconds); a queued job gets a `Cancel`.
-* A direct link lost with jobs hands them to the node's owner to run again (`on_lost`, counted as losses of
-  the node, as when the ppserver itself is lost); the link is opened again after a pause.
+* A direct link lost with jobs hands them to the node's owner to run again, charged nothing (`on_rerun`):
+  the ppserver is still there (its own link's loss is what charges a loss of the node). As in a pool, the
+  job its worker may have been running (the oldest it held) is the suspect: it is marked `solo` and goes
+  through the ppserver from then on, whose pool runs it alone and fails it with `WorkerLostError` (how its
+  worker died) if it kills workers there too; the others go direct again. The link is opened again after a
+  pause.
 """
 
 from __future__ import annotations
@@ -72,8 +76,9 @@ def _held(link: Link) -> int:
 
 
 def fits_direct(task: Task) -> bool:
-    """Whether `task` may run on a direct link: no time limit (refs are fine: see the module's docstring)."""
-    return job_limit(task) is None
+    """Whether `task` may run on a direct link: no time limit, and not suspected of killing a worker (`solo`:
+    such a job runs alone in the ppserver's pool); refs are fine (see the module's docstring)."""
+    return not task.solo and job_limit(task) is None
 
 
 def through_ppserver(task: Task) -> bool:
@@ -246,17 +251,17 @@ class DirectLinks:
         *,
         on_results: Callable[[list[tuple[Task, Result]]], None],
         on_requeue: Callable[[list[Task]], None],
-        on_lost: Callable[[list[Task], str], None],
+        on_rerun: Callable[[list[Task]], None],
         send_control: Callable[[EndDirect], bool],
     ) -> None:
-        """`on_lost(tasks, reason)`: jobs a direct link held when it ended, to run again. `send_control`:
-        send a message on the node's own link to the ppserver (False if it is down)."""
+        """`on_rerun(tasks)`: jobs a direct link held when it ended, to queue again, charged nothing.
+        `send_control`: send a message on the node's own link to the ppserver (False if it is down)."""
         self.loop = loop
         self.name = name
         self.secret = secret
         self.on_results = on_results
         self.on_requeue = on_requeue
-        self._on_lost = on_lost
+        self._on_rerun = on_rerun
         self._send_control = send_control
         self.address = ""
         self.port = 0
@@ -341,17 +346,23 @@ class DirectLinks:
     def lost(
         self, direct: _Direct, link: Link | None, tasks: list[Task], reason: str, *, replace: bool = False
     ) -> None:
-        """`direct` ended after its worker's link was made, holding `tasks`; `replace`: even though it was
-        closed from here."""
+        """`direct` ended after its worker's link was made, holding `tasks` in the order it was sent them;
+        `replace`: even though it was closed from here (its worker was stopped for `terminate`)."""
         self._drop(direct)
         if link is not None:
             self._retire(link)
             with contextlib.suppress(ValueError):
                 self.ready.remove(link)
         if tasks:
-            log.warning("lost a direct worker of ppserver %s with %d job(s): %s; they run again",
-                        self.name, len(tasks), reason)  # fmt: skip
-            self._on_lost(tasks, f"{reason} (a direct worker)")
+            self._known.clear()  # the heads found to fit: a task coming back may not fit any more
+            if not direct.closed:  # its worker died, or its connection: see the module's text
+                suspect = tasks[0]
+                suspect.attempts += 1
+                suspect.solo = True
+                log.warning("lost a direct worker of ppserver %s with %d job(s): %s; they run again, the one "
+                            "it may have been running through the ppserver", self.name, len(tasks),
+                            reason)  # fmt: skip
+            self._on_rerun(tasks)
         if replace or not direct.closed:
             self._later(self._backoff)
             self._backoff = min(_MAX_BACKOFF, self._backoff * 2)

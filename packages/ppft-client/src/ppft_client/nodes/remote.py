@@ -111,6 +111,7 @@ class RemoteNode:
         persistent: bool,
         on_results: Callable[[list[tuple[Task, Result]], str], None],
         on_lost: Callable[[list[Task], str, str], None],
+        on_rerun: Callable[[list[Task]], None],
         silence_timeout: float = 10.0,
         seal: bool = True,
         candidate: Candidate | None = None,
@@ -118,7 +119,8 @@ class RemoteNode:
     ) -> None:
         """`seal=False`: offer an unsealed channel when the connected peer is on this machine.
         `candidate`: the node was suggested by auto-discovery (see the module's text). `on_change()`: called
-        whenever the node becomes usable, fails, or closes."""
+        whenever the node becomes usable, fails, or closes. `on_rerun(tasks)`: jobs a direct worker link held
+        as it ended, queued again uncharged (`nodes.direct`); `on_lost` charges a loss of the node."""
         self.loop = loop
         self.host = host
         self.port = port
@@ -150,7 +152,7 @@ class RemoteNode:
         self._v1_logged = False
         self.direct = DirectLinks(
             loop, self.name, secret, on_results=self._results, on_requeue=self._given_back,
-            on_lost=lambda tasks, reason: on_lost(tasks, self.name, reason), send_control=self._send_control,
+            on_rerun=on_rerun, send_control=self._send_control,
         )  # fmt: skip
 
     # -- node interface --------------------------------------------------------------------------------

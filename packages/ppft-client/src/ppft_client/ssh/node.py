@@ -61,13 +61,15 @@ class SshNode(RemoteNode):
         *,
         on_results: Any,
         on_lost: Any,
+        on_rerun: Any,
         silence_timeout: float = 10.0,
         on_change: Any = None,
         persistent: bool = True,
     ) -> None:
         super().__init__(
             loop, target.host, target.port or 22, b"-", persistent=persistent, on_results=on_results,
-            on_lost=on_lost, silence_timeout=silence_timeout, seal=target.seal, on_change=on_change,
+            on_lost=on_lost, on_rerun=on_rerun, silence_timeout=silence_timeout, seal=target.seal,
+            on_change=on_change,
         )  # fmt: skip
         self.name = target.name
         self.target = target
@@ -176,8 +178,9 @@ def add_ssh_nodes(
         def make(target: SshTarget = target) -> SshNode:
             node = SshNode(
                 scheduler.loop, target, prefix, on_results=scheduler._on_results,
-                on_lost=scheduler._node_lost, silence_timeout=scheduler.silence_timeout,
-                on_change=scheduler.watch.changed, persistent=persistent,
+                on_lost=scheduler._node_lost, on_rerun=scheduler._requeue,
+                silence_timeout=scheduler.silence_timeout, on_change=scheduler.watch.changed,
+                persistent=persistent,
             )  # fmt: skip
             if scheduler.live is not None:
                 node.watch_output(scheduler.live.pieces_from(node.name))
