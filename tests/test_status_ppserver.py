@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -111,8 +112,15 @@ def test_a_wrong_secret_is_counted_as_refused(cluster: Cluster, tmp_path: Path) 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("wrong secret"), done.stdout
-    wait_until(lambda: status(url)["refused"], 10, "the refusal to be counted")
-    snapshot = status(url)
+    # counted, then listed among the failures: wait for a snapshot (taken on the page's thread) with both
+    snapshots: list[dict[str, Any]] = []
+
+    def refused() -> bool:
+        snapshots.append(status(url))
+        return bool(snapshots[-1]["refused"] and snapshots[-1]["failures"])
+
+    wait_until(refused, 10, "the refusal to be counted and listed")
+    snapshot = snapshots[-1]
     assert list(snapshot["refused"]) == ["wrong secret"], snapshot["refused"]
     assert snapshot["failures"][0]["kind"] == "refused"
     assert "127.0.0.1" in snapshot["failures"][0]["text"]
