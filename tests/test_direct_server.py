@@ -16,6 +16,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -372,17 +373,22 @@ def test_the_ppserver_counts_the_jobs_of_its_direct_workers(cluster, peers, dire
     args: list[tuple[object, ...]] = [(i,) for i in range(197)] + [("not a number",)] * 3  # 3 raise
     results = _run_many(peer, add_one, args)
     assert [r.ok for r in results] == [True] * 197 + [False] * 3
-    # The client stays connected and sends nothing more: the worker reports while it waits.
-    # the 3 failures come last: a report may count all the jobs done before them, and some of them
-    counted = ("ok", 197), ("error", 3)
-    wait_until(
-        lambda: all(status(url)["jobs"][k] == v for k, v in counted), 5, "the ppserver to count 200 jobs"
-    )
-    page = status(url)
-    assert page["durations"]["count"] == 200 and page["durations"]["sum"] > 0
+    # The client stays connected and sends nothing more: the worker reports while it waits. The 3 failures
+    # come last: a report may count all the jobs done before them, and some of them. The page's snapshot may
+    # be taken while a report is counted (outcomes, then durations, then the worker's row): wait for one
+    # page that shows them all.
+    pages: list[dict[str, Any]] = []
+
+    def counted() -> bool:
+        page = status(url)
+        pages.append(page)
+        rows = [(row["jobs_done"], row["errors"]) for row in page["direct"]["workers"]]
+        jobs = (page["jobs"]["ok"], page["jobs"]["error"], page["durations"]["count"])
+        return jobs == (197, 3, 200) and rows == [(200, 3)]
+
+    wait_until(counted, 5, "the ppserver to count 200 jobs")
+    assert pages[-1]["durations"]["sum"] > 0
     wait_until(lambda: sum(status(url)["rate"]["last"]) == 200, 5, "the rate chart to show them")
-    (row,) = page["direct"]["workers"]
-    assert (row["jobs_done"], row["errors"]) == (200, 3)
     figures = metrics(url)
     assert figures[("ppft_jobs_total", (("outcome", "ok"),))] == 197
     assert figures[("ppft_jobs_total", (("outcome", "error"),))] == 3

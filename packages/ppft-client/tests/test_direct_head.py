@@ -1,5 +1,5 @@
 """Which jobs a direct worker link takes (`ppft_client.nodes.direct`): only the head of the queue that may go
-direct (no time limit), in order; the ppserver's link takes the head that may not."""
+direct (no time limit, not a suspect), in order; the ppserver's link takes the head that may not."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class _Task:
     name: str
     timeout: float | None = None
     refs: tuple[Any, ...] = field(default_factory=tuple)
-    solo: bool = False
+    solo: bool = False  # suspected of killing its worker: it runs alone, in the ppserver's pool
 
 
 def _names(queue: Any) -> list[str]:
@@ -28,7 +28,6 @@ def test_what_may_go_direct() -> None:
     assert fits_direct(_Task("plain"))  # type: ignore[arg-type]
     assert not fits_direct(_Task("limited", timeout=1.0))  # type: ignore[arg-type]
     assert fits_direct(_Task("ref", refs=(object(),)))  # type: ignore[arg-type]  # the ppserver passes refs on
-    # running when a direct worker died: it runs alone in the ppserver's pool from then on
     assert not fits_direct(_Task("suspect", solo=True))  # type: ignore[arg-type]
 
 

@@ -176,10 +176,16 @@ class Ppserver:
         return pids
 
     def wait(self, timeout: float = 15.0) -> int:
+        """Its exit status, once it has exited and the reader thread has read its stderr to the end: the
+        process may be gone before its last lines are read, and `stderr` must hold them."""
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             pytest.fail(f"ppserver {self.pid} did not exit within {timeout} s; stderr:\n{self.stderr}")
+        self._reader.join(timeout)  # the end of the pipe: no process of it writes there any more
+        if self._reader.is_alive():
+            pytest.fail(f"ppserver {self.pid} exited, but its stderr stayed open {timeout} s (a child?)")
+        return code
 
     def kill(self) -> None:
         """Kill the ppserver and every worker it was seen with, by PID."""

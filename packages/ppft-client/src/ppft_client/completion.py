@@ -3,9 +3,11 @@
 * `complete_jobs` finishes the jobs of one result frame under one acquisition of `JOBS_LOCK`, and says
   what the callback thread must do after: done-callbacks to run, and the classic callbacks (or an overridden
   `finalize`) that ppft 1.7 ran before a job counted as finished (`complete_with_callback`);
+* `complete_each` does it job by job, for a frame that `complete_jobs` could not finish whole;
 * `fail_job` finishes a job with an error that came from no worker (a destroyed server, a lost node);
 * `CallbackThread` (`ppft-callbacks`) runs those callbacks in order, off the I/O thread, so that a slow
-  callback never stalls dispatch, and one that raises anything is logged and stops nothing;
+  callback never stalls dispatch, and one that raises anything is logged (before its job finishes) and
+  stops nothing;
 * `make_job` makes a job as `Job(...)` does, in half the time, for `submit`.
 
 It reaches into `Job`'s state (`job.py`) on purpose: this is the other half of that class, the half that
@@ -21,7 +23,7 @@ import threading
 from collections import deque
 from typing import TYPE_CHECKING, Any
 
-from ppft_protocol import FunctionBody, Pickled, Result
+from ppft_protocol import FunctionBody, Pickled, PPFTError, Result
 from ppft_protocol import Job as WireJob
 
 from .job import FINISHED, PENDING, RUNNING, Job
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CallbackThread",
+    "complete_each",
     "complete_jobs",
     "complete_with_callback",
     "fail_job",
@@ -50,10 +53,14 @@ _new_tuple = tuple.__new__  # a named tuple made without the Python-level `__new
 _new_object = object.__new__
 
 
-def complete_with_callback(job: Job, result: Result, node: str) -> None:
+def complete_with_callback(
+    job: Job, result: Result, node: str, on_done: Callable[[list[Job]], None], done_lock: Any
+) -> None:
     """ppft 1.7's order, on the callback thread: unpickle, print the job's output, call
     callback(*callbackargs, value) (value None if the job raised), and only then finish the job.
-    A subclass that overrides `finalize` gets `finalize(sresult)` instead, which does that in the base."""
+    A subclass that overrides `finalize` gets `finalize(sresult)` instead, which does that in the base.
+    A callback that raises is logged before its job finishes; the job is finished and counted
+    (`on_done`) in one hold of `done_lock`, as the I/O thread does (`Scheduler._on_results`)."""
     job._raw = result
     job.node = node
     try:
@@ -61,8 +68,15 @@ def complete_with_callback(job: Job, result: Result, node: str) -> None:
             job.finalize(job._raw_pickle())
         else:
             job._run_classic_callback()
+    except BaseException:  # noqa: BLE001 - the classic callback's (or finalize's), SystemExit too
+        log_callback_error(job.finalize if job._finalizes else job.callback, job)
     finally:
-        if complete_jobs(((job, result),), node, classic=False)[1]:
+        with done_lock:
+            try:
+                more = complete_jobs(((job, result),), node, classic=False)[1]
+            finally:
+                on_done([job])  # counted even if finishing it failed: `wait` must not hang on it
+        if more:
             run_done_callbacks(job)
 
 
@@ -74,6 +88,31 @@ def run_done_callbacks(job: Job) -> None:
             fn(job)
         except BaseException:  # noqa: BLE001 - a callback's error is the caller's bug, not ppft's end
             log_callback_error(fn, job)
+
+
+def complete_each(
+    pairs: list[tuple[Any, Result]], node: str, *, unshown: Unshown | None, wakes: list[Any] | None
+) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
+    """`complete_jobs` raised for the frame `pairs`: finish its jobs one by one; a job whose result cannot
+    be handed over fails with the reason, and the others get their results."""
+    finished: list[Job] = []
+    handoff: list[tuple[Job, Result | None, str]] = []
+    for pair in pairs:
+        job: Job = pair[0]
+        try:
+            done, more = complete_jobs([pair], node, unshown=unshown, wakes=wakes)
+        except Exception as one:  # noqa: BLE001 - this job's result only
+            error = PPFTError(
+                f"the result of job {job.tid} arrived from {node} but could not be handed over: "
+                f"{type(one).__name__}: {one}"
+            )
+            if fail_job(job, error):
+                handoff.append((job, None, ""))
+            finished.append(job)
+            continue
+        finished += done
+        handoff += more
+    return finished, handoff
 
 
 def fail_job(job: Job, exc: BaseException) -> bool:
@@ -189,12 +228,14 @@ class CallbackThread:
 
     A callback that raises, whatever it raises (`SystemExit`, `KeyboardInterrupt`, `GeneratorExit`
     included), is logged once with its traceback, naming the job, and this thread goes on with the next
-    ones: the job it belongs to counts as finished all the same, so `wait()` never hangs on it."""
+    ones: the job it belongs to counts as finished all the same, so `wait()` never hangs on it.
+    `on_done(jobs)` counts finished jobs, with `done_lock` held (`complete_with_callback`)."""
 
-    def __init__(self, on_done: Callable[[list[Job]], None]) -> None:
+    def __init__(self, on_done: Callable[[list[Job]], None], done_lock: Any) -> None:
         self._queue: deque[tuple[Job, Result | None, str]] = deque()
         self._event = threading.Event()
         self._on_done = on_done
+        self._done_lock = done_lock
         self._thread: threading.Thread | None = None
         self._stopping = False
 
@@ -219,14 +260,11 @@ class CallbackThread:
             while queue:
                 job, result, node = queue.popleft()
                 try:
-                    if result is not None:
-                        complete_with_callback(job, result, node)  # done-callbacks log their own
+                    if result is not None:  # the callbacks log their own errors, done-callbacks too
+                        complete_with_callback(job, result, node, self._on_done, self._done_lock)
                     else:
                         run_done_callbacks(job)
-                except BaseException:  # noqa: BLE001 - the classic callback's (or finalize's), SystemExit too
-                    log_callback_error(job.finalize if job._finalizes else job.callback, job)
-                finally:
-                    if result is not None:
-                        self._on_done([job])
+                except BaseException:  # noqa: BLE001 - finishing it failed (a bug of ours): logged, and on
+                    _callbacks_log.exception("finishing job %s on the callback thread failed", job.tid)
             if self._stopping and not queue:
                 return

@@ -1,6 +1,6 @@
 """How the client's jobs ended, counted for the status page and metrics (`status.client_status` shows them).
 
-Every job passes `Scheduler._finished` exactly once, under the scheduler's `_done_lock`, which is where its
+Every job passes `Scheduler._finished` exactly once, under the scheduler's `done_lock`, which is where its
 outcome is counted: one check per job in a loop that already visits each job, and a closer look only at the
 jobs that did not return. This module only adds to `Counters`; it never blocks and never raises for a job.
 """

@@ -22,6 +22,9 @@ Stages:
   user's runs there: values are unpickled by whoever asks for them. A job with a classic `callback`, or
   with done-callbacks, is handed to the callback thread (`ppft-callbacks`), so a slow callback never
   stalls dispatch. As in ppft 1.7, a job's classic callback has run before `wait()` returns for it.
+* Jobs are finished and counted (`wait`, `unfinished`, the status) in one hold of `done_lock`, which the
+  readers of those counts take: a thread that has seen a job finished finds it counted (`print_stats`
+  after the results says "0 active tasks").
 * A failing callback never ends the I/O thread: the `Loop` logs it and hands it to its owner, which closes
   what it belongs to (a worker, a ppserver link, a dask node) and gets its jobs run elsewhere; the dispatch
   guards each node the same way, and a result that cannot be handed over fails its own job only.
@@ -46,7 +49,7 @@ from ppft_worker.observe import Counters
 from ppft_worker.pool import WorkerPool
 from ppft_worker.runtime import Loop, Task, internal_error_reason
 
-from .completion import CallbackThread, complete_jobs, fail_job
+from .completion import CallbackThread, complete_each, complete_jobs, fail_job
 from .errors import DestroyedServerError, NodeLostError, WorkerLostError
 from .job import Job
 from .joblock import JOBS_LOCK
@@ -79,14 +82,14 @@ class Scheduler:
         self.exiting = False
         self.broken: BaseException | None = None
         # Counting for `wait`: submitters count what they queue under `_submit_lock`, which the I/O thread
-        # never takes, and the finishing threads count what finished under `_done_lock`, which `submit`
+        # never takes, and the finishing threads count what finished under `done_lock`, which `submit`
         # never takes. A lock shared by both sides made each wait for the other, and under the GIL a thread
         # that blocks on a lock waits a whole switch interval (`sys.getswitchinterval()`) to run again.
         self._submit_lock = threading.Lock()
         self._submitted: dict[str, int] = {}  # per group, while the group has jobs or was seen lately
         self._submitted_total = 0
-        self._done_lock = threading.RLock()
-        self._done = threading.Condition(self._done_lock)  # notified as jobs finish
+        self.done_lock = threading.RLock()  # held while jobs are finished and counted, and to read the counts
+        self._done = threading.Condition(self.done_lock)  # notified as jobs finish
         self._finished_counts: dict[str, int] = {}  # per group, likewise (`_forget_finished_groups`)
         self._finished_total = 0
         self._sweep_at = _SWEEP_MIN  # groups counted before those with nothing pending are forgotten
@@ -100,7 +103,7 @@ class Scheduler:
         self.nodes: list[Node] = []  # besides the local pool: ppserver links, dask clusters
         self.discoveries: list[str] = []  # auto-discovery running on these ("*:35000"): more nodes may come
         self.watch = NodeWatch(self)
-        self._callbacks = CallbackThread(self._finished)
+        self._callbacks = CallbackThread(self._finished, self.done_lock)
         self.unshown = Unshown()  # output of finished jobs nobody asked for yet: shown by `destroy`
         self.live = LiveView() if live_output else None
         if self.live is not None:
@@ -191,14 +194,13 @@ class Scheduler:
         self.call(lambda: stop_job(self.pool, self.nodes, job, self._node_failed))
 
     def unfinished(self, group: str | None = None) -> int:
-        # finished first, then submitted: both only grow, so equal counts mean nothing was pending at the
-        # moment `finished` was read. A group's two counters are dropped together, under `_done_lock`, once
-        # equal: `wait` reads them under that lock, so it never sees one dropped and not the other.
-        if group is None:
-            finished = self._finished_total
-            return self._submitted_total - finished
-        finished = self._finished_counts.get(group, 0)
-        return self._submitted.get(group, 0) - finished
+        # Under `done_lock`: a job whose result a thread has seen is counted. Finished first, then submitted:
+        # both only grow, so equal counts mean nothing was pending at the moment `finished` was read. A
+        # group's two counters are dropped together, under that lock, once equal.
+        with self.done_lock:
+            if group is None:
+                return self._submitted_total - self._finished_total
+            return self._submitted.get(group, 0) - self._finished_counts.get(group, 0)
 
     def wait(self, group: str | None = None, timeout: float | None = None) -> bool:
         """Block until every job (of `group`) is finished; False if `timeout` passed first."""
@@ -413,57 +415,34 @@ class Scheduler:
         self.counters.durations.add(walls, sum(walls))
         if self.live is not None:
             pairs = self.live.finish(pairs, node)  # the rest of their output, live: never printed again
-        try:
-            # one lock round trip for the whole frame
-            finished, handoff = complete_jobs(pairs, node, unshown=self.unshown, wakes=self.loop.wakes)
-        except Exception as exc:  # noqa: BLE001 - one job's result must not take its frame's jobs with it
-            finished, handoff = self._complete_each(list(pairs), node, exc)
+        with self.done_lock:  # finished and counted in one hold (the module's text says why)
+            try:  # one round trip of the jobs' lock for the whole frame
+                finished, handoff = complete_jobs(pairs, node, unshown=self.unshown, wakes=self.loop.wakes)
+            except Exception as exc:  # noqa: BLE001 - one job's result must not take its frame's jobs with it
+                self.loop.report(exc, f"handing over a frame of {len(pairs)} result(s) from {node} failed")
+                finished, handoff = complete_each(pairs, node, unshown=self.unshown, wakes=self.loop.wakes)
+            if finished:
+                self._finished(finished)
         if handoff:
             self._callbacks.put(handoff)
-        if finished:
-            self._finished(finished)
-
-    def _complete_each(
-        self, pairs: list[tuple[Task, Result]], node: str, exc: BaseException
-    ) -> tuple[list[Job], list[tuple[Job, Result | None, str]]]:
-        """`complete_jobs` raised for a frame: finish its jobs one by one; a job whose result cannot be
-        handed over fails with the reason, and the others get their results."""
-        self.loop.report(exc, f"handing over a frame of {len(pairs)} result(s) from {node} failed")
-        finished: list[Job] = []
-        handoff: list[tuple[Job, Result | None, str]] = []
-        for pair in pairs:
-            job: Job = pair[0]  # type: ignore[assignment]
-            try:
-                done, more = complete_jobs([pair], node, unshown=self.unshown, wakes=self.loop.wakes)
-            except Exception as one:  # noqa: BLE001 - this job's result only
-                error = PPFTError(
-                    f"the result of job {job.tid} arrived from {node} but could not be handed over: "
-                    f"{type(one).__name__}: {one}"
-                )
-                if fail_job(job, error):
-                    handoff.append((job, None, ""))
-                finished.append(job)
-                continue
-            finished += done
-            handoff += more
-        return finished, handoff
 
     def _fail_all(self, exc: BaseException, tasks: Iterable[Any]) -> None:
         finished: list[Job] = []
         handoff: list[tuple[Job, Result | None, str]] = []
-        for job in tasks:
-            if fail_job(job, exc):
-                handoff.append((job, None, ""))
-            finished.append(job)
+        with self.done_lock:  # failed and counted in one hold, as results are (`_on_results`)
+            for job in tasks:
+                if fail_job(job, exc):
+                    handoff.append((job, None, ""))
+                finished.append(job)
+            if finished:
+                self._finished(finished)
         if handoff:
             self._callbacks.put(handoff)
-        if finished:
-            self._finished(finished)
 
     def _finished(self, jobs: list[Job], cancelled: bool = False) -> None:
         """Each job passes here exactly once (done, failed or cancelled): `wait` counts on it, and so does
         the status (`outcomes.count_finished`)."""
-        with self._done_lock:
+        with self.done_lock:
             counts = self._finished_counts
             total = 0
             failed: list[Job] | None = None
@@ -489,7 +468,7 @@ class Scheduler:
         """Drop the counters of every group with nothing pending (a group absent from both counts has none),
         so a caller that uses a million group names keeps counters only for those with jobs in flight.
 
-        Called with `_done_lock` held; takes `_submit_lock` inside it, the one order in which both are ever
+        Called with `done_lock` held; takes `_submit_lock` inside it, the one order in which both are ever
         held. Amortised: the next sweep waits until the groups counted have doubled."""
         counts = self._finished_counts
         with self._submit_lock:

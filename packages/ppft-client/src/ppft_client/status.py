@@ -4,9 +4,11 @@
     I/O thread: Scheduler._on_results --> counters.durations (once per result frame)
     any thread: client_status(server) --> the dict of /status.json (docs/cluster.md lists its fields)
 
-Every job passes `Scheduler._finished` exactly once, under the scheduler's `_done_lock`, which is where its
+Every job passes `Scheduler._finished` exactly once, under the scheduler's `done_lock`, which is where its
 outcome is counted: one check per job in a loop that already visits each job, and a closer look only at the
-jobs that did not return. `client_status` only reads, through the `Node` interface for every kind of node
+jobs that did not return. The jobs are finished in that same hold of the lock, and `client_status` reads the
+outcomes under it: a job whose result the caller has seen is counted in the status it asks for next.
+`client_status` only reads, through the `Node` interface for every kind of node
 (ppserver, dask, any other), and shows no secret, function source or argument.
 """
 
@@ -67,6 +69,9 @@ def client_status(scheduler: Scheduler, ncpus: int) -> dict[str, Any]:
     nodes = [node_row(node) for node in list(scheduler.nodes)]
     running = pool.inflight + sum(row["running"] for row in nodes)
     uptime = now - counters.started
+    with scheduler.done_lock:  # briefly: the I/O thread finishes and counts jobs under it
+        tally = counters.tally.snapshot()
+        rate = counters.rate.series(max(60, int(uptime)))
     return {
         "kind": "client",
         "name": f"{socket.gethostname()} pid {os.getpid()}",
@@ -78,8 +83,8 @@ def client_status(scheduler: Scheduler, ncpus: int) -> dict[str, Any]:
         "uptime": uptime,
         "listen": None,
         "channel": "",
-        "jobs": {**counters.tally.snapshot(), "queued": len(scheduler.queue), "running": running},
-        "rate": {"step": 1, "last": counters.rate.series(max(60, int(uptime)))},
+        "jobs": {**tally, "queued": len(scheduler.queue), "running": running},
+        "rate": {"step": 1, "last": rate},
         "durations": counters.durations.snapshot(),
         "local_workers": ncpus,
         "workers": worker_rows(pool),

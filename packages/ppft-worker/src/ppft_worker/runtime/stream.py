@@ -236,6 +236,12 @@ class Stream:
                         "the peer reset the connection before sending its opening (a ppft 1.x client does "
                         "this after a version mismatch: upgrade it to ppft >= 2)"
                     )
+                elif exc.errno == errno.ECONNRESET and (
+                    self.conn.state is State.ESTABLISHED or self.bye_reason is not None
+                ):
+                    # A peer that ends with bytes of ours unread resets rather than closes: a process killed
+                    # just after we wrote to it (a heartbeat) is the same case as one killed a moment later.
+                    self._fail(self._closed_reason())
                 elif exc.errno == errno.ECONNRESET:
                     self._fail("the peer reset the connection")
                 else:
