@@ -254,3 +254,16 @@ def test_the_pool_shares_its_fork_server_for_its_replacements_unless_it_restarts
     while (replacement := through_the_pool())[0] == first:
         assert time.monotonic() < deadline, "the pool's worker was not replaced"
     assert replacement[1] == forkserver
+
+
+def test_a_client_that_connects_as_the_ppserver_starts_has_its_direct_workers_forked(
+    cluster: Cluster, make_client: Any, stray
+) -> None:
+    """The fork server starts with the ppserver; a direct link asked for before it is ready waits for it (up
+    to `FORKSERVER_WAIT`, 2 s) rather than exec its worker."""
+    ppserver = cluster.ppserver(2, extra=DEBUG)  # returns once it listens
+    _, _, pids = _linked(make_client, ppserver)
+    stray.extend(pids)
+    (forkserver,) = {_parent(pid) for pid in pids}
+    assert forkserver != ppserver.pid and "ppft_worker.process.forkserver" in _cmdline(forkserver)
+    assert "exec'd" not in _lines(cluster, ppserver, "serves this connection")
