@@ -174,8 +174,7 @@ def _sleepy(x: int) -> int:
 
 def test_a_fork_server_killed_with_sigkill_loses_no_job(cluster: Cluster, make_client: Any, stray) -> None:
     """Its direct workers die with it (PR_SET_PDEATHSIG); their jobs run again, each result arrives once; the
-    ppserver serves on, its links are made again (exec'd while no fork server is ready), and the links made
-    after that are forked by a new fork server."""
+    ppserver serves on, starts a new fork server as the links are asked for again, and forks them from it."""
     ppserver = cluster.ppserver(2, extra=DEBUG)
     client, node, pids, forkserver = _forked_links(make_client, ppserver)
     stray.extend([*pids, forkserver])
@@ -189,13 +188,14 @@ def test_a_fork_server_killed_with_sigkill_loses_no_job(cluster: Cluster, make_c
     wait_until(lambda: not any(pid_alive(pid) for pid in pids), 10, "its direct workers to die with it")
     assert ppserver.popen.poll() is None
     wait_until(lambda: len(node.direct.ready) == 2, 30, "the direct links made again")
-    assert [
-        value for value, _ in (job() for job in [client.submit(_where, (i,)) for i in range(20)])
-    ] == list(range(1, 21))
-    client.destroy()
-    _, _, later, new_server = _forked_links(make_client, ppserver)
-    stray.extend([*later, new_server])
+    again = _direct_pids(node)
+    stray.extend(again)
+    (new_server,) = {_parent(pid) for pid in again}
+    stray.append(new_server)
     assert new_server != forkserver and new_server in children_of(ppserver.pid)
+    assert "ppft_worker.process.forkserver" in _cmdline(new_server)
+    ran = [job() for job in [client.submit(_where, (i,)) for i in range(20)]]
+    assert [value for value, _ in ran] == list(range(1, 21)) and {pid for _, pid in ran} <= again
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])

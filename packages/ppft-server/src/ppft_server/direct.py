@@ -188,7 +188,8 @@ class DirectWorkers:
             return  # it broke a rule meanwhile (closed, with the reason), or went away
         why = self.refusal()
         server = self._forkserver
-        if not why and server is not None and server.starting(FORKSERVER_WAIT):
+        # (`ready` starts a new fork server if the last one failed: this link and those after it wait for it)
+        if not why and server is not None and not server.ready() and server.starting(FORKSERVER_WAIT):
             self.loop.call_later(_STARTING_POLL, lambda: self._answer(session), lambda _: self._answer_failed(
                 session))  # fmt: skip
             return
