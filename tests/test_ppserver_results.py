@@ -99,7 +99,8 @@ def test_clients_with_the_same_job_ids_each_get_their_own_results(
 def test_jobs_of_a_worker_killed_mid_batch_finish_exactly_once(
     cluster: Cluster, make_client: MakeClient, tmp_path: Path
 ) -> None:
-    node = cluster.ppserver(1)
+    # the ppserver's pool runs the jobs: a direct link, up within ms, would take them (test_direct_links.py)
+    node = cluster.ppserver(1, extra=("--direct-workers", "0"))
     client = make_client(0, ppservers=(node.address,))
     calls: dict[int, int] = {}
     lock = threading.Lock()
