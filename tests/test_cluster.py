@@ -194,10 +194,20 @@ def test_dial_in_workers_join_and_leave_mid_run(cluster, make_client):
 
 
 def kill_my_ppserver():
+    """SIGKILL the ppserver whose worker runs this job (the worker's parent, or its fork server's: a direct
+    worker, or a replacement, is a child of the ppserver's fork server), and never return: the worker dies
+    with the ppserver (a direct worker's result would reach the client before that)."""
     import os
     import signal
+    import time
 
-    os.kill(os.getppid(), signal.SIGKILL)  # the worker's parent is the ppserver
+    pid = os.getppid()
+    with open(f"/proc/{pid}/cmdline", "rb") as f:
+        if b"ppft_worker.process.forkserver" in f.read():
+            with open(f"/proc/{pid}/stat") as stat:
+                pid = int(stat.read().rsplit(")", 1)[1].split()[1])
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(60)
 
 
 def test_job_that_keeps_killing_its_nodes_fails_with_node_lost_error(cluster, make_client):

@@ -4,6 +4,7 @@ peers (`connect`): a client or dial-in worker that says exactly what a test tell
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
@@ -169,10 +170,14 @@ class Ppserver:
         return int(match.group(3)), int(match.group(4))
 
     def workers(self, expected: int, timeout: float = 15.0) -> list[int]:
-        """The ppserver's worker processes, once `expected` of them run."""
-        wait_until(lambda: len(children_of(self.pid)) >= expected, timeout, f"{expected} worker processes")
-        pids = children_of(self.pid)
-        self.seen_children.update(pids)
+        """Its worker processes (its fork server's children, not the fork server), once `expected` run."""
+        wait_until(lambda: len(self._workers()) >= expected, timeout, f"{expected} worker processes")
+        return self._workers()
+
+    def _workers(self) -> list[int]:
+        kids = children_of(self.pid)
+        pids = [pid for kid in kids for pid in (children_of(kid) if is_forkserver(kid) else [kid])]
+        self.seen_children.update(kids + pids)
         return pids
 
     def wait(self, timeout: float = 15.0) -> int:
@@ -255,6 +260,13 @@ def free_port_fixture() -> int:
 @pytest.fixture(name="wait_until")
 def wait_until_fixture() -> Callable[..., None]:
     return wait_until
+
+
+def is_forkserver(pid: int) -> bool:
+    """Whether process `pid` is a ppft fork server (`ppft_worker.process.forkserver`)."""
+    with contextlib.suppress(OSError), open(f"/proc/{pid}/cmdline", "rb") as f:
+        return b"ppft_worker.process.forkserver" in f.read()
+    return False
 
 
 @pytest.fixture(name="children_of")

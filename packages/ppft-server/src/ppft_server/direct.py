@@ -2,9 +2,10 @@
 
     client --new connection, handshake--> session --Attach (its first message)--> DirectWorkers.attach
         refused: Bye("direct link refused: ...") and the connection closes
-        agreed:  a worker process is started with the socket, Attached(direct_id) is the last frame the
-                 ppserver writes there, the socket leaves the loop (`Stream.detach`); the worker runs a new
-                 handshake with the client and serves it (`ppft_worker.process.direct`)
+        agreed:  a worker process is started with the socket (forked by the fork server, or exec'd),
+                 Attached(direct_id) is the last frame the ppserver writes there, the socket leaves the loop
+                 (`Stream.detach`); the worker runs a new handshake with the client and serves it
+                 (`ppft_worker.process.direct`)
     client --EndDirect(ids), on its ordinary session--> those workers are SIGKILLed (a running job included)
 
 A job then crosses two processes instead of four (client -> ppserver -> worker -> ppserver -> client). The
@@ -17,15 +18,21 @@ own descriptor of the socket (to see, with TCP_INFO, that the client has gone), 
 pipe, its counts, the peer's address and the start time. Its jobs may use the `put()` refs its client put
 here: each direct worker is passed them on a pipe of its own, as the pool's workers are (`direct_refs`).
 
-A direct worker is reaped as it exits (its pidfd in the loop, or a poll every `WATCH_INTERVAL` where there
-is none; a non-zero exit is a warning), SIGKILLed when its client's end of the connection is closed (its
-running job is for nobody) or on `EndDirect`, and all of them when the ppserver stops. They are tied to the
-ppserver's life too (PR_SET_PDEATHSIG, as pool workers).
+A direct worker is forked by the pool's fork server (`WorkerLives.share_forkserver`, started with the
+ppserver, in the background; while it starts, an answer waits for it on a timer, up to `FORKSERVER_WAIT`), or
+exec'd when it cannot be (not Linux, PPFT_START=exec, the server failed: `start_direct_worker`): a client's
+links are up in a few ms, not an interpreter start each. A forked one is the fork server's child (a
+`ServedProcess`, whose exit code the fork server reports), an exec'd one the ppserver's (`subprocess.Popen`);
+both are watched and killed alike. A direct worker is reaped as it exits (its pidfd in the loop, then for a
+forked one short polls until its exit code came; or a poll every `WATCH_INTERVAL` where there is no pidfd; a
+non-zero exit is a warning), SIGKILLed when its client's end of the connection is closed (its running job is
+for nobody) or on `EndDirect`, and all of them when the ppserver stops. They are tied to the ppserver's life
+too (PR_SET_PDEATHSIG, as pool workers; a forked one to its fork server, tied to the ppserver).
 
 It refuses when direct links are off (`--direct-workers 0`), when all of them are in use, when the ppserver's
 workers are held to limits only its pool enforces (`--worker-memory-limit`, `--max-jobs-per-worker`), or when
-no process can be started. Nothing here blocks the I/O thread (but `close`, at the end), and a failure in a
-direct worker's callbacks ends that direct worker only.
+no process can be started. Nothing here blocks the I/O thread (but `close`, at the end, and a fork server's
+answer, `REPLY_TIMEOUT` at most), and a failure in a direct worker's callbacks ends that direct worker only.
 """
 
 from __future__ import annotations
@@ -43,14 +50,22 @@ from typing import Any, Protocol
 
 from ppft_protocol import Attached
 from ppft_worker.observe import Counters
-from ppft_worker.pool import describe_exit, start_direct_worker
+from ppft_worker.pool import ForkServer, WorkerPool, WorkerProcess, describe_exit, start_direct_worker
 from ppft_worker.process import REPORT_RECORD
 from ppft_worker.runtime import Loop, RefBook, Stream, Timer, offer_aes_gcm
 
 from .counting import DirectCounts, count_direct
 from .direct_refs import RefPipe, ref_pipe
 
-__all__ = ["REFUSED", "WATCH_INTERVAL", "DirectWorker", "DirectWorkers", "Session", "pool_only"]
+__all__ = [
+    "FORKSERVER_WAIT",
+    "REFUSED",
+    "WATCH_INTERVAL",
+    "DirectWorker",
+    "DirectWorkers",
+    "Session",
+    "pool_only",
+]
 
 log = logging.getLogger("ppft.server")
 
@@ -60,7 +75,13 @@ REFUSED = "direct link refused"
 WATCH_INTERVAL = 2.0
 """Seconds between two looks at each direct worker's connection (and, without pidfds, at its process)."""
 
+FORKSERVER_WAIT = 2.0
+"""Seconds from its start during which the fork server is waited for (the answer to Attach is delayed) rather
+than a direct worker exec'd: its start is one interpreter's, begun before the one an exec would start."""
+
 _CLOSE_GRACE = 5.0  # seconds `close` waits for the SIGKILLed workers to be reaped
+_EXIT_POLL = 0.002  # seconds before a forked worker that has exited is polled for its exit code (doubling)
+_STARTING_POLL = 0.01  # seconds between two looks at a fork server that is starting, while an answer waits
 _TCP_ESTABLISHED = 1  # tcpi_state, the first byte of struct tcp_info (Linux)
 _KEEPALIVE = (("TCP_KEEPIDLE", 30), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 3))
 _REPORTS_READ = REPORT_RECORD.size * 64  # bytes read from a report pipe at once: whole records
@@ -103,7 +124,7 @@ class DirectWorker:
     """One direct worker: its process, the ppserver's descriptor of its socket, whom it serves."""
 
     direct_id: int
-    proc: subprocess.Popen[bytes]
+    proc: WorkerProcess  # a `subprocess.Popen`, or a `ServedProcess` (forked by the fork server)
     sock: socket.socket | None  # closed (None) once the worker is killed: the client then sees EOF at its end
     peer: str
     started: float = field(default_factory=time.time)
@@ -134,6 +155,13 @@ class DirectWorkers:
         self.job_time = 0.0
         self._timer: Timer | None = None
         self._closed = False
+        self._forkserver: ForkServer | None = None
+
+    def start(self, pool: WorkerPool) -> None:
+        """The ppserver starts: its pool's fork server forks the direct workers from now on, once it is ready
+        (started now, in the background); not if every direct link is refused anyway."""
+        if self.limit > 0 and not self.why_not:
+            self._forkserver = pool.share_forkserver()
 
     # -- a client asks -----------------------------------------------------------------------------------
 
@@ -159,15 +187,22 @@ class DirectWorkers:
         if session.closed or session.stream.closed:
             return  # it broke a rule meanwhile (closed, with the reason), or went away
         why = self.refusal()
+        server = self._forkserver
+        # (`ready` starts a new fork server if the last one failed: this link and those after it wait for it)
+        if not why and server is not None and not server.ready() and server.starting(FORKSERVER_WAIT):
+            self.loop.call_later(_STARTING_POLL, lambda: self._answer(session), lambda _: self._answer_failed(
+                session))  # fmt: skip
+            return
         sock = session.stream.sock
-        proc: subprocess.Popen[bytes] | None = None
+        proc: WorkerProcess | None = None
         report = refs_w = -1
         if not why and isinstance(sock, socket.socket):
             report, report_w = _report_pipe()
             refs_r, refs_w = ref_pipe()
             try:
                 proc = start_direct_worker(sock, self.server.secret, allow_plain=self.server.grants_plain(
-                    session.host), aes_gcm=offer_aes_gcm(), report_fd=report_w, refs_fd=refs_r)  # fmt: skip
+                    session.host), aes_gcm=offer_aes_gcm(), report_fd=report_w, refs_fd=refs_r,
+                    server=server)  # fmt: skip
             except OSError as exc:
                 why = f"no worker process could start ({exc.strerror or exc}): jobs go through the ppserver"
             finally:
@@ -203,8 +238,9 @@ class DirectWorkers:
                 worker, "internal error (see the log above)"))  # fmt: skip
         if self._timer is None:
             self._timer = self.loop.call_later(WATCH_INTERVAL, self._watch, self._watch_failed)
-        log.info("client %s: direct worker pid %d serves this connection (%d of %d in use)", session.peer,
-                 proc.pid, len(self.workers), self.limit)  # fmt: skip
+        how = "exec'd" if isinstance(proc, subprocess.Popen) else "forked by the fork server"
+        log.info("client %s: direct worker pid %d serves this connection (%s; %d of %d in use)", session.peer,
+                 proc.pid, how, len(self.workers), self.limit)  # fmt: skip
 
     def _answer_failed(self, session: Session) -> None:
         """A bug while answering (the loop logged it): that session closes, nothing else."""
@@ -275,6 +311,9 @@ class DirectWorkers:
     def _exited(self, worker: DirectWorker) -> None:
         code = worker.proc.poll()
         if code is None:
+            if worker.pidfd >= 0:  # it has exited (its pidfd said so): a forked one's exit code comes from
+                self._unwatch(worker)  # the fork server, which reaps it; polled until it has come
+                self._poll_exit(worker, _EXIT_POLL)
             return
         self._forget(worker)
         if worker.killed:
@@ -290,11 +329,7 @@ class DirectWorkers:
         if worker.report >= 0:
             self._read_report(worker)  # its last report, written as it ended, may not have been read yet
             self._end_report(worker, "")
-        if worker.pidfd >= 0:
-            self.loop.remove_reader(worker.pidfd)
-            with contextlib.suppress(OSError):
-                os.close(worker.pidfd)
-            worker.pidfd = -1
+        self._unwatch(worker)
         if worker.refs is not None:
             worker.refs.close()
         _close(worker)
@@ -302,11 +337,28 @@ class DirectWorkers:
     def _failed(self, worker: DirectWorker) -> None:
         """A bug in one of `worker`'s callbacks (the loop logged it): that worker goes, nothing else."""
         self.kill(worker, "internal error in the ppserver (see its log)")
-        if worker.pidfd >= 0:  # its exit is polled from now on
+        self._unwatch(worker)  # its exit is polled from now on (`_watch`)
+
+    def _unwatch(self, worker: DirectWorker) -> None:
+        """Take `worker`'s pidfd out of the loop, and close it."""
+        if worker.pidfd >= 0:
             self.loop.remove_reader(worker.pidfd)
             with contextlib.suppress(OSError):
                 os.close(worker.pidfd)
             worker.pidfd = -1
+
+    def _poll_exit(self, worker: DirectWorker, delay: float) -> None:
+        """Poll `worker`, which has exited, in `delay` s, and again (twice as late each time, 0.1 s at most)
+        until its exit code is known; `ServedProcess.poll` gives one within a second, whatever the fork
+        server does."""
+
+        def again() -> None:
+            if self.workers.get(worker.direct_id) is worker:
+                self._exited(worker)
+                if self.workers.get(worker.direct_id) is worker:
+                    self._poll_exit(worker, min(delay * 2, 0.1))
+
+        self.loop.call_later(delay, again, lambda exc: self._failed(worker))
 
     def _watch(self) -> None:
         """Every WATCH_INTERVAL: reap those without a pidfd; kill those whose client closed its end."""
@@ -365,7 +417,7 @@ class DirectWorkers:
             log.warning("direct worker pid %d of %s: its report pipe is closed, its jobs no longer counted "
                         "here: %s", worker.pid, worker.peer, why)  # fmt: skip
 
-    def _wait_briefly(self, proc: subprocess.Popen[bytes]) -> None:
+    def _wait_briefly(self, proc: WorkerProcess) -> None:
         """Reap a process killed before it was registered, off the I/O thread's way (polled)."""
         if proc.poll() is None and not self._closed:
             self.loop.call_later(0.1, lambda: self._wait_briefly(proc))

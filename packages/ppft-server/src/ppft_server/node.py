@@ -148,8 +148,7 @@ class NodeServer:
             max_jobs_per_worker=max_jobs_per_worker, segments=True,
         )  # fmt: skip
         self.pool.name = f"ppserver {self.name}"
-        self.refs = RefBook(refs_memory, copies=workers)  # clients' `put()` objects (`refs`)
-        self.pool.refs = self.refs
+        self.pool.refs = self.refs = RefBook(refs_memory, copies=workers)  # clients' `put()` objects (`refs`)
         self.pool.on_death = lambda text: self.counters.failures.add("worker died", text)
         self.watchers = Watchers(self.pool, self.links)
         self.limits = ServerLimits(self)
@@ -195,6 +194,7 @@ class NodeServer:
         assert self._listener is not None
         self._door = Door(self.loop, self._listener, self._arrived, self.gate, self.sessions)
         self.pool.start()
+        self.direct.start(self.pool)  # its fork server, in the background: ready for the first clients' links
         if self.idle_timeout is not None:
             self.loop.call_later(0.2, self._check_idle)
         log.info("ppserver %s listening on %s:%d with %d workers", __version__, *self.address, self.pool.size)

@@ -3,8 +3,9 @@
 * `pool`: `WorkerPool`, the owner's interface (start, dispatch from the owner's queue, results, resize,
   close) and the decisions about its workers (batches per frame, deaths, retries, replacements);
 * `worker`: `PoolWorker`, the record of one worker process (its pipes, connection, jobs in flight);
-* `spawn` and `forkstart`: starting a worker by exec, or by `os.fork` when that is safe; `direct`: starting a
-  ppserver's direct worker, a process for one client's connection (`start_direct_worker`);
+* `spawn` and `forkstart`: starting a worker by exec, or by `os.fork` when that is safe; `forkserver`: the
+  fork server that forks replacements (`ForkServer`); `direct`: starting a ppserver's direct worker, a
+  process for one client's connection (`start_direct_worker`), forked by that fork server when it can be;
 * `output`: the pool's side of its workers' output regions (the text of a job whose worker died, live
   output); `stealing`: taking back the tail of a long frame for an idle worker; `shared`: large buffers
   to and from the workers in shared segments (`ppft_worker.mapped`).
@@ -32,6 +33,7 @@ except ImportError:
     ) from None
 
 from .direct import start_direct_worker
+from .forkserver import ForkServer
 from .forkstart import START_ENV, WorkerProcess, why_not_fork
 from .output import LIVE_INTERVAL, OutputPiece
 from .pool import WorkerPool
@@ -40,6 +42,7 @@ from .spawn import describe_exit
 __all__ = [
     "LIVE_INTERVAL",
     "START_ENV",
+    "ForkServer",
     "OutputPiece",
     "WorkerPool",
     "WorkerProcess",

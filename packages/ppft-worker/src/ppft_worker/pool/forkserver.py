@@ -1,27 +1,31 @@
 """The pool's side of its fork server (`ppft_worker.process.forkserver`): started when the pool replaces
-workers, asked for each replacement, restarted if it dies, given up after `MAX_FAILURES` failures in a row.
+workers, or when its ppserver runs direct workers (`WorkerLives.share_forkserver`), asked for each such
+worker, restarted if it dies, given up after `MAX_FAILURES` failures in a row.
 
 A pool that recycles its workers, has a memory limit, or stopped a worker for a time limit or `terminate`
-(`WorkerPool`) replaces workers while its jobs run. An exec'd replacement costs an interpreter start and its
-imports (tens of ms of CPU, `scripts/bench --only recycle`); a worker forked by the fork server costs a fork
-of a small process that has imported everything already. The pool cannot fork itself for that: its I/O thread
-and the owner's threads run (`forkstart.why_not_fork`).
+(`WorkerPool`) replaces workers while its jobs run; a ppserver starts a direct worker for each direct link a
+client opens (`start_direct_worker`), N of them for each client of a `ppserver -w N`. An exec'd worker costs
+an interpreter start and its imports (tens of ms of CPU, `scripts/bench --only recycle`; a direct worker's
+sealed channel adds `cryptography`); a worker forked by the fork server costs a fork of a small process that
+has imported everything already. The pool cannot fork itself for that: its I/O thread and the owner's threads
+run (`forkstart.why_not_fork`).
 
 The server starts in the background (`start`: an exec, never waited for) and is used once it said it is
-ready; until then, and after `MAX_FAILURES` failures in a row, replacements are exec'd as before. Asking it
-for a worker (`fork`) is one datagram out and one back, the fork's time: a bounded wait (`REPLY_TIMEOUT`) on
-the pool's thread, as `subprocess.Popen` waits for its exec.
+ready; until then, and after `MAX_FAILURES` failures in a row, workers are exec'd as before. Asking it
+for a worker (`fork`, `fork_direct`) is one datagram out and one back, the fork's time: a bounded wait
+(`REPLY_TIMEOUT`) on the pool's thread, as `subprocess.Popen` waits for its exec.
 
 Its workers are the server's children, not the pool's: `ServedProcess` watches one through a pidfd (signals
 go through it, so never to a reused pid), and learns its exit code from the server, which reaps it. Where
 pidfds do not exist (not Linux, a kernel before 5.3), there is no fork server.
 
-This module never blocks but for `REPLY_TIMEOUT`, and never raises out of `fork` but OSError.
+This module never blocks but for `REPLY_TIMEOUT`, and never raises out of `fork` or `fork_direct` but OSError.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import select
@@ -32,7 +36,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from ..process import FORKSERVER_FD_ENV, FORKSERVER_MESSAGE
+from ..process import FORKSERVER_DIRECT_FLAGS, FORKSERVER_FD_ENV, FORKSERVER_MESSAGE, FORKSERVER_SECRET_MAX
 
 MESSAGE = FORKSERVER_MESSAGE
 
@@ -41,7 +45,8 @@ __all__ = ["MAX_FAILURES", "REPLY_TIMEOUT", "ForkServer", "ServedProcess", "fork
 log = logging.getLogger("ppft.pool")
 
 MAX_FAILURES = 3
-"""Fork server failures in a row (it died, or did not answer) after which a pool execs its workers again."""
+"""Fork server failures in a row (it died, or did not answer) after which a pool execs its workers again (and
+its ppserver its direct workers)."""
 
 REPLY_TIMEOUT = 5.0
 """Seconds the pool waits for the fork server's answer to one request."""
@@ -73,6 +78,7 @@ class ForkServer:
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._ready = False
+        self._started = 0.0  # when it was started (monotonic)
         self.failures = 0  # in a row
         self.exits: dict[int, int] = {}  # exit codes of its children, by pid, until their handle reads them
         self.generation = 0  # bumped when the server goes: its children are dead with it
@@ -108,6 +114,7 @@ class ForkServer:
         ours.setblocking(False)
         self._sock = ours
         self._ready = False
+        self._started = time.monotonic()
         log.debug("started the fork server (pid %d)", self._proc.pid)
 
     def ready(self) -> bool:
@@ -118,6 +125,15 @@ class ForkServer:
         if not self._ready:
             self.collect()
         return self._ready
+
+    def starting(self, within: float) -> bool:
+        """Whether the server was started less than `within` s ago and has not said yet that it is ready (a
+        look, no wait): a caller that can wait (on a timer) for it may rather do so than exec a worker, whose
+        start costs as much as the rest of the server's."""
+        if self._sock is None or self._ready:
+            return False
+        self.collect()
+        return self._sock is not None and not self._ready and time.monotonic() - self._started < within
 
     def collect(self) -> None:
         """Take in what the server said, without waiting: ready, children's exits, its own end."""
@@ -146,11 +162,29 @@ class ForkServer:
     def fork(self, child_in: int, child_out: int, region_fd: int) -> ServedProcess:
         """A new worker on these pipe ends (and output region, -1 for none), forked by the server; the caller
         closes them afterwards. Raises OSError if the server failed (it is then restarted next time)."""
+        fds = [child_in, child_out] + ([region_fd] if region_fd >= 0 else [])
+        return self._ask(MESSAGE.pack(b"F", 0, 0), fds)
+
+    def fork_direct(
+        self, sock_fd: int, secret: bytes, *, allow_plain: bool, aes_gcm: bool, report_fd: int, refs_fd: int
+    ) -> ServedProcess:
+        """A new direct worker (`start_direct_worker`, whose arguments these are) on the connected socket
+        `sock_fd`, forked by the server; the caller closes its pipe ends afterwards. Raises OSError if the
+        server failed (it is then restarted next time), or if `secret` is too long to be sent (the server is
+        not to blame)."""
+        if len(secret) > FORKSERVER_SECRET_MAX:
+            raise OSError(errno.EMSGSIZE, f"a secret of over {FORKSERVER_SECRET_MAX} bytes is not sent to it")
+        chosen = {"plain": allow_plain, "aes_gcm": aes_gcm, "report": report_fd >= 0, "refs": refs_fd >= 0}
+        flags = sum(1 << bit for bit, name in enumerate(FORKSERVER_DIRECT_FLAGS) if chosen[name])
+        fds = [fd for fd in (sock_fd, report_fd, refs_fd) if fd >= 0]
+        return self._ask(MESSAGE.pack(b"D", flags, len(secret)) + secret, fds)
+
+    def _ask(self, request: bytes, fds: list[int]) -> ServedProcess:
+        """Send one request, wait (up to `REPLY_TIMEOUT`) for the server's answer: the child it forked."""
         sock = self._sock
         assert sock is not None and self._ready
-        fds = [child_in, child_out] + ([region_fd] if region_fd >= 0 else [])
         try:
-            socket.send_fds(sock, [MESSAGE.pack(b"F", 0, 0)], fds)
+            socket.send_fds(sock, [request], fds)
         except OSError as exc:
             self._failed(f"a request failed ({exc})")
             raise OSError(f"the fork server failed: {exc}") from exc
@@ -184,11 +218,11 @@ class ForkServer:
         self.generation += 1
         if self.failures >= MAX_FAILURES:
             log.warning(
-                "the fork server failed %d times in a row (%s): replacement workers are exec'd from now on",
+                "the fork server failed %d times in a row (%s): its workers are exec'd from now on",
                 self.failures, why,
             )  # fmt: skip
         else:
-            log.info("the fork server failed (%s): a new one starts when a worker is replaced", why)
+            log.info("the fork server failed (%s): a new one starts when a worker is next asked of it", why)
         self._stop(0.0)
 
     def _stop(self, grace: float) -> None:

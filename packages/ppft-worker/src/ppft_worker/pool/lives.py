@@ -5,8 +5,9 @@
 * start: `_fill` starts workers up to `size`, the first ones forked when the owner vouches for the threads
   (`forkstart.why_not_fork`), every other one exec'd, or forked by the pool's fork server (`forkserver`)
   once the pool replaces workers (recycling, a memory limit, a job stopped for its time limit or by
-  `terminate`; `_want_forkserver`); three failures in a row mark the pool broken (the owner says so to its
-  jobs) and it tries again later, backing off;
+  `terminate`; `_want_forkserver`) or its owner forks processes of its own through it (a ppserver's direct
+  workers; `share_forkserver`), unless restart=True; three failures in a row mark the pool broken (the owner
+  says so to its jobs) and it tries again later, backing off;
 * recycling: a worker's replacement starts when it was sent the last tenth of its jobs, and stands by
   (`PoolWorker.standby`, skipped by the dispatch) until the worker it replaces has left (`_recycle`);
 * end: a worker whose pipe ends is given `EXIT_GRACE` to exit, polled on a timer (the loop never waits for a
@@ -36,7 +37,7 @@ from collections.abc import Callable
 
 from ppft_protocol import Put, PutRefused, Release, Result
 
-from ..process import SEGMENTS_ENV, close_region
+from ..process import FORKSERVER_DIRECT_ENV, SEGMENTS_ENV, close_region
 from ..runtime import Loop, RefBook, Task, Timer, internal_error_reason
 from .forkserver import ForkServer, forkserver_possible
 from .forkstart import START_ENV, WorkerProcess, prepare_fork, why_not_fork
@@ -85,6 +86,7 @@ class WorkerLives:
         self._closed = False
         self._secret = b""  # the pool's
         self._forkserver: ForkServer | None = None  # replacements are forked by it (`forkserver`)
+        self._forkserver_direct = False  # it forks the owner's direct workers too (`share_forkserver`)
         self.refs: RefBook | None = None  # the owner's `put()` refs: each worker is sent them (`sync_refs`)
 
     def _spawn(self, why_exec: str) -> None:
@@ -141,7 +143,8 @@ class WorkerLives:
 
     @property
     def forkserver_pid(self) -> int | None:
-        """The pid of the fork server that forks this pool's replacement workers, None while none runs."""
+        """The pid of the fork server that forks this pool's replacement workers (and its owner's direct
+        workers), None while none runs."""
         return None if self._forkserver is None else self._forkserver.pid
 
     def why_exec(self) -> str:
@@ -212,17 +215,34 @@ class WorkerLives:
         """This pool replaces workers (recycling, a memory limit, a job stopped for its time limit or by
         `terminate`): have a fork server fork the replacements, unless every worker is to be a fresh exec'd
         process (restart=True, PPFT_START=exec) or the platform cannot (`forkserver_possible`)."""
-        if self._forkserver is not None or self.restart or self._closed:
-            return
-        if os.environ.get(START_ENV, "").strip().lower() == "exec" or not forkserver_possible():
-            return
-        self._forkserver = ForkServer(self._forkserver_env)
+        if self._forkserver is None and not self.restart and not self._closed and _forkserver_allowed():
+            self._forkserver = ForkServer(self._forkserver_env)
+
+    def share_forkserver(self) -> ForkServer | None:
+        """The pool's fork server, for the owner's processes too (a ppserver's direct workers:
+        `start_direct_worker`), made now if the pool has none, told to import what a direct worker needs, and
+        started in the background; None where there can be none (PPFT_START=exec, `forkserver_possible`).
+        The pool's own workers still go to it only as `_want_forkserver` says (not with restart=True)."""
+        if self._closed or not _forkserver_allowed():
+            return None
+        if self._forkserver is None:
+            self._forkserver = ForkServer(self._forkserver_env)
+        self._forkserver_direct = True  # from its next start on (now, unless it runs already)
+        self._forkserver.start()
+        return self._forkserver
+
+    def _replacer(self) -> ForkServer | None:
+        """The fork server that forks the pool's own workers: none when each is to be exec'd afresh."""
+        return None if self.restart else self._forkserver
 
     def _forkserver_env(self) -> dict[str, str]:
-        """The fork server's environment: a worker's, and whether its workers use shared segments."""
+        """The fork server's environment: a worker's, whether its workers use shared segments, and whether
+        it forks direct workers too."""
         env = worker_env(self._secret.hex())
         if getattr(self, "shared", None) is not None:  # WorkerPool's (`shared.shared_segments`)
             env[SEGMENTS_ENV] = "1"
+        if self._forkserver_direct:
+            env[FORKSERVER_DIRECT_ENV] = "1"
         return env
 
     def _recycle(self, w: PoolWorker, most: int) -> None:
@@ -415,3 +435,8 @@ class WorkerLives:
         self._schedule_reap()
         if self.workers < self.size:
             self._respawn_timer = self.loop.call_later(1.0, self._respawn, self._timer_failed)
+
+
+def _forkserver_allowed() -> bool:
+    """Whether a pool may have a fork server here: the platform has one, and PPFT_START=exec is not set."""
+    return os.environ.get(START_ENV, "").strip().lower() != "exec" and forkserver_possible()

@@ -310,7 +310,7 @@ class WorkerPool(WorkerLives):
         try:
             segments = self.shared is not None
             proc, rfd, wfd, why_exec = start_worker(
-                self._secret, why_exec, region, self._forkserver, segments
+                self._secret, why_exec, region, self._replacer(), segments
             )
         except BaseException:
             if region is not None:

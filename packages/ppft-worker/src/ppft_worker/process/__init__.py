@@ -70,8 +70,11 @@ __all__ = [
     "EXIT_OK",
     "EXIT_PARENT_GONE",
     "EXIT_PROTOCOL",
+    "FORKSERVER_DIRECT_ENV",
+    "FORKSERVER_DIRECT_FLAGS",
     "FORKSERVER_FD_ENV",
     "FORKSERVER_MESSAGE",
+    "FORKSERVER_SECRET_MAX",
     "HEADER",
     "OUTPUT_FD_ENV",
     "PARENT_ENV",
@@ -149,7 +152,18 @@ FORKSERVER_FD_ENV = "PPFT_FORKSERVER_FD"
 """Where the fork server (`forkserver`) finds the descriptor number of its end of its socket pair."""
 
 FORKSERVER_MESSAGE = struct.Struct("=cii")
-"""Every message between a pool and its fork server: a kind (b"F", b"P", b"E", b"X", b"R") and two numbers."""
+"""Every message between a pool and its fork server: a kind (b"F", b"D", b"P", b"E", b"X", b"R") and two
+numbers; a direct worker's request (b"D") is followed by the secret its client proves."""
+
+FORKSERVER_DIRECT_ENV = "PPFT_FORKSERVER_DIRECT"
+"""Set to 1 for a fork server that forks a ppserver's direct workers too: it imports what they need."""
+
+FORKSERVER_DIRECT_FLAGS = ("plain", "aes_gcm", "report", "refs")
+"""The bits of a direct worker's request's first number, lowest first: an unsealed channel may be granted,
+AES-256-GCM is offered, a report pipe is sent, a ref pipe is sent (after the socket, in that order)."""
+
+FORKSERVER_SECRET_MAX = 4096
+"""The longest secret sent with a direct worker's request: a longer one, and the worker is exec'd."""
 
 SEGMENTS_ENV = "PPFT_WORKER_SEGMENTS"
 """Set to 1 by a pool that maps its workers' shared segments (`ppft_worker.mapped`): large values go there."""
@@ -242,17 +256,12 @@ def main() -> int:
     chan_in, chan_out = _take_channel()
     secret_hex = os.environ.pop(SECRET_ENV, "")
     parent = os.environ.pop(PARENT_ENV, "")
-    output_fd = os.environ.pop(OUTPUT_FD_ENV, "")
+    output_fd = _own_fd(os.environ.pop(OUTPUT_FD_ENV, ""))  # -1: a job's output leaves in its result only
     segments = os.environ.pop(SEGMENTS_ENV, "") == "1"
     direct = os.environ.pop(DIRECT_ENV, "")
     aes_gcm = os.environ.pop(AES_GCM_ENV, "") == "1"
-    report_fd = os.environ.pop(REPORT_FD_ENV, "")
-    refs_fd = os.environ.pop(REFS_FD_ENV, "")
-    if output_fd.isdigit():
-        try:
-            os.set_inheritable(int(output_fd), False)  # the job's own child processes get none of it
-        except OSError:
-            output_fd = ""  # not open after all: jobs' output then leaves only in their results
+    report_fd = _own_fd(os.environ.pop(REPORT_FD_ENV, ""))
+    refs_fd = _own_fd(os.environ.pop(REFS_FD_ENV, ""))
     try:
         secret = bytes.fromhex(secret_hex)
     except ValueError:
@@ -264,17 +273,27 @@ def main() -> int:
         )
         return EXIT_PROTOCOL
     if direct:
-        report = int(report_fd) if report_fd.isdigit() else -1
-        refs = int(refs_fd) if refs_fd.isdigit() else -1
-        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm, (report, refs))
+        return _run_direct(chan_in, chan_out, secret, parent, direct, aes_gcm, (report_fd, refs_fd))
     return _run(
         chan_in,
         chan_out,
         secret,
         int(parent) if parent.isdigit() else None,
-        output_fd=int(output_fd) if output_fd.isdigit() else -1,
+        output_fd=output_fd,
         segments=segments,
     )
+
+
+def _own_fd(text: str) -> int:
+    """The descriptor named by `text`, made close-on-exec (a job's own child processes get none of it), or -1
+    if it names none that is open."""
+    if not text.isdigit():
+        return -1
+    try:
+        os.set_inheritable(int(text), False)
+    except OSError:
+        return -1
+    return int(text)
 
 
 def _run_direct(

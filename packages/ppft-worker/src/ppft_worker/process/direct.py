@@ -1,9 +1,10 @@
 """A direct worker: a worker process serving one client over the TCP connection its ppserver handed it.
 
 A client sends `Attach` on a new connection to a ppserver; the ppserver answers `Attached` (the last thing
-it writes there) and execs a worker with that socket as its fds 0 and 1
-(`ppft_worker.pool.start_direct_worker`, which sets `PPFT_WORKER_DIRECT`). `main` then comes here with the
-socket on `chan_in`/`chan_out`:
+it writes there) and starts a worker with that socket as its fds 0 and 1
+(`ppft_worker.pool.start_direct_worker`): forked by its fork server (`forkserver.run_direct_served`, told
+what the channel may be in its request), or exec'd (`PPFT_WORKER_DIRECT` says it, `main`). Either comes here
+with the socket on `chan_in`/`chan_out`:
 
 * Nothing is sent before the client's first bytes arrive (`FIRST_BYTES_TIMEOUT`, then the worker exits): the
   client speaks first after `Attached`, so our opening can never reach it in the same read as `Attached`.
@@ -26,9 +27,6 @@ the ppserver closed ends the reports, never the service to the client.
 The client's `put()` refs come from the ppserver too, on a pipe of their own (`REFS_FD_ENV`, `refchannel`):
 read when a job needs a ref not held here (`refs.resolve` waits for it there), and, for the releases, when
 the worker has waited `report.INTERVAL` for its client; never on a job's way otherwise.
-
-This is started by exec, once per direct link: the fork server of a pool is an optimisation left out here
-(a client opens its direct links once, when it connects).
 """
 
 from __future__ import annotations
