@@ -35,7 +35,7 @@ from pathlib import Path
 
 import pytest
 
-from clusterlib import SECRET, Cluster, free_port, listening, wait_until
+from clusterlib import SECRET, Cluster, free_port, listening, tied_to_this_process, wait_until
 
 SCRIPTS = Path(__file__).resolve().parent / "scripts"
 HOWS = ("file", "-c", "stdin")
@@ -103,7 +103,7 @@ def run_script(
     full_env.pop("PPSERVER", None)
     full_env.update(env or {})
     proc = subprocess.Popen(
-        argv,
+        tied_to_this_process(argv),  # killed with the test process too (pytest-timeout ends it, no teardown)
         cwd=cwd or path.parent,
         env=full_env,
         stdin=subprocess.PIPE,
