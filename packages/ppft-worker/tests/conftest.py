@@ -1,4 +1,5 @@
-"""Fixtures of ppft-worker's tests: worker processes started as a pool starts them (`workerpipe`)."""
+"""Fixtures of ppft-worker's tests: worker processes started as a pool starts them (`workerpipe`), and a
+running `Loop` (`looplib`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import subprocess
 from collections.abc import Callable, Iterator
 
 import pytest
+from looplib import running
 from workerpipe import Driver, end_workers, start_worker
+
+from ppft_worker.runtime.loop import Loop
 
 
 @pytest.fixture
@@ -25,3 +29,10 @@ def worker(spawn: Callable[..., subprocess.Popen[bytes]]) -> Driver:
     driver = Driver(spawn())
     driver.handshake()
     return driver
+
+
+@pytest.fixture
+def running_loop() -> Iterator[Loop]:
+    """A `Loop` running on a thread of its own (`loop.thread`); stopped after the test, which fails if it
+    does not stop."""
+    yield from running()

@@ -25,14 +25,8 @@ TIMEOUT = 10.0
 
 
 @pytest.fixture
-def loop() -> Iterator[Loop]:
-    loop = Loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.stop()
-    thread.join(TIMEOUT)
-    loop.close()
+def loop(running_loop: Loop) -> Loop:
+    return running_loop
 
 
 @pytest.fixture

@@ -5,23 +5,9 @@ from __future__ import annotations
 import threading
 import time
 
-import pytest
-
 from ppft_worker.runtime.loop import Loop
 
 TIMEOUT = 10.0
-
-
-@pytest.fixture
-def running_loop():
-    loop = Loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.stop()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), "the loop did not stop"
-    loop.close()
 
 
 def _wait_asleep(loop: Loop) -> None:

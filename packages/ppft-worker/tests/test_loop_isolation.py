@@ -12,45 +12,16 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
 
 import pytest
+from looplib import TIMEOUT, on_loop
 
 from ppft_worker.runtime import loop as loop_module
 from ppft_worker.runtime.loop import Loop
 
-TIMEOUT = 10.0
-
 
 class Boom(Exception):
     pass
-
-
-@pytest.fixture
-def running_loop() -> Iterator[Loop]:
-    loop = Loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
-    thread.start()
-    loop.thread = thread
-    yield loop
-    loop.stop()
-    thread.join(TIMEOUT)
-    assert not thread.is_alive(), "the loop did not stop"
-    loop.close()
-
-
-def on_loop(loop: Loop, fn) -> None:  # type: ignore[no-untyped-def]
-    """Run `fn` on the loop's thread and wait for it."""
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            fn()
-        finally:
-            done.set()
-
-    loop.call_soon_threadsafe(run)
-    assert done.wait(TIMEOUT)
 
 
 def alive(loop: Loop) -> None:

@@ -7,42 +7,16 @@ from __future__ import annotations
 import queue
 import socket
 import struct
-import threading
-from collections.abc import Iterator
 
 import pytest
+from looplib import TIMEOUT, on_loop
 
 from ppft_protocol import Bye, Connection, Established, Event, Role
 from ppft_worker.runtime.loop import Loop
 from ppft_worker.runtime.stream import Stream
 
-TIMEOUT = 10.0
 SECRET = b"stream ends test"
 UNSAID = "the peer closed the connection without saying why (killed or crashed?)"
-
-
-@pytest.fixture
-def loop() -> Iterator[Loop]:
-    loop = Loop()
-    thread = threading.Thread(target=loop.run_forever, name="test-loop", daemon=True)
-    thread.start()
-    yield loop
-    loop.stop()
-    thread.join(TIMEOUT)
-    loop.close()
-
-
-def _on_loop(loop: Loop, fn) -> None:  # type: ignore[no-untyped-def]
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            fn()
-        finally:
-            done.set()
-
-    loop.call_soon_threadsafe(run)
-    assert done.wait(TIMEOUT)
 
 
 def _established(loop: Loop, ends: queue.Queue[str]) -> tuple[socket.socket, Connection, list[Event]]:
@@ -56,7 +30,7 @@ def _established(loop: Loop, ends: queue.Queue[str]) -> tuple[socket.socket, Con
         peer, _ = listener.accept()
     peer.settimeout(TIMEOUT)
     events: list[Event] = []
-    _on_loop(loop, lambda: Stream(loop, ours, Connection(Role.CLIENT, SECRET), peer="test peer",
+    on_loop(loop, lambda: Stream(loop, ours, Connection(Role.CLIENT, SECRET), peer="test peer",
                                   on_event=events.append, on_close=ends.put))  # fmt: skip
     conn = Connection(Role.SERVER, SECRET)
     peer.sendall(conn.data_to_send())
@@ -67,18 +41,18 @@ def _established(loop: Loop, ends: queue.Queue[str]) -> tuple[socket.socket, Con
 
 
 @pytest.mark.parametrize("how", ["close", "reset"])
-def test_a_peer_that_ends_without_a_word_closed_without_saying_why(loop: Loop, how: str) -> None:
+def test_a_peer_that_ends_without_a_word_closed_without_saying_why(running_loop: Loop, how: str) -> None:
     ends: queue.Queue[str] = queue.Queue()
-    peer, _, _ = _established(loop, ends)
+    peer, _, _ = _established(running_loop, ends)
     if how == "reset":  # as the kernel does for a killed process with unread bytes in its socket
         peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     peer.close()
     assert ends.get(timeout=TIMEOUT) == UNSAID
 
 
-def test_a_peer_that_said_bye_then_reset_is_said_to_have_closed_with_its_reason(loop: Loop) -> None:
+def test_a_peer_that_said_bye_then_reset_is_said_to_have_closed_with_its_reason(running_loop: Loop) -> None:
     ends: queue.Queue[str] = queue.Queue()
-    peer, conn, _ = _established(loop, ends)
+    peer, conn, _ = _established(running_loop, ends)
     conn.send(Bye("ppserver got SIGTERM"))
     peer.sendall(conn.data_to_send())
     peer.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
