@@ -8,7 +8,7 @@ import pytest
 
 from clusterlib import SECRET, Cluster
 from peerlib import FakePeer
-from scriptlib import module_mode, protocol_1_ppserver, script_mode  # noqa: F401 - fixtures for every test here
+from scriptlib import module_mode, module_ppserver, protocol_1_ppserver, script_mode  # noqa: F401 - fixtures for every test here
 
 
 @pytest.fixture

@@ -32,6 +32,7 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -147,19 +148,23 @@ def script_mode(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict
         cluster.close()
 
 
-@pytest.fixture(scope="module", params=["local", "remote"])
-def module_mode(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[dict[str, str]]:
-    """As `script_mode`, with one ppserver (2 workers) for the whole test module, ended at teardown."""
-    if request.param == "local":
-        yield {}
-        return
+@pytest.fixture(scope="module")
+def module_ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A real ppserver with 2 workers for the whole test module (`clusterlib`'s handle on it: `address`,
+    `pid`), ended by PID at teardown."""
     cluster = Cluster(tmp_path_factory.mktemp("ppserver"))
     try:
-        yield {"PPSERVER": cluster.ppserver(workers=2).address}
+        yield cluster.ppserver(workers=2)
     finally:
         cluster.close()
+
+
+@pytest.fixture(scope="module", params=["local", "remote"])
+def module_mode(request: pytest.FixtureRequest) -> dict[str, str]:
+    """As `script_mode`, with one ppserver (2 workers) for the whole test module (`module_ppserver`)."""
+    if request.param == "local":
+        return {}
+    return {"PPSERVER": request.getfixturevalue("module_ppserver").address}
 
 
 PROTOCOL_1 = (

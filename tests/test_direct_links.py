@@ -9,23 +9,12 @@ from __future__ import annotations
 import logging
 import os
 import signal
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from clusterlib import Cluster, children_of, pid_alive, wait_until
-from scriptlib import HOWS, protocol_1_ppserver, run_script  # noqa: F401 - protocol_1_ppserver: a fixture
-
-
-@pytest.fixture(scope="module")
-def ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A ppserver with 2 workers, for the module; ended by PID at teardown."""
-    cluster = Cluster(tmp_path_factory.mktemp("direct"))
-    try:
-        yield cluster.ppserver(workers=2)
-    finally:
-        cluster.close()
+from scriptlib import HOWS, run_script
 
 
 def _printed(ran: Any) -> dict[str, str]:
@@ -33,8 +22,8 @@ def _printed(ran: Any) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("how", HOWS)
-def test_a_script_runs_its_jobs_on_direct_links(ppserver: Any, how: str) -> None:
-    ran = run_script("direct_jobs.py", how=how, env={"PPSERVER": ppserver.address}).check()
+def test_a_script_runs_its_jobs_on_direct_links(module_ppserver: Any, how: str) -> None:
+    ran = run_script("direct_jobs.py", how=how, env={"PPSERVER": module_ppserver.address}).check()
     printed = _printed(ran)
     expected = {
         "direct links": "2",
@@ -89,12 +78,12 @@ def _pid_after(mark: str, seconds: float) -> int:
     return os.getpid()
 
 
-def test_jobs_run_in_the_ppservers_direct_workers(ppserver: Any, make_client: Any) -> None:
-    client = make_client(0, ppservers=(ppserver.address,))
+def test_jobs_run_in_the_ppservers_direct_workers(module_ppserver: Any, make_client: Any) -> None:
+    client = make_client(0, ppservers=(module_ppserver.address,))
     node = _node(client)
     wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
     direct = _direct_pids(node)
-    kids = children_of(ppserver.pid)  # exec'd direct workers, or its fork server: forked ones' parent
+    kids = children_of(module_ppserver.pid)  # exec'd direct workers, or its fork server: forked ones' parent
     ours = {*kids, *(pid for kid in kids for pid in children_of(kid))}
     assert direct <= ours, "a direct worker is a process of the ppserver, or of its fork server"
     ran_in = {pid for _, pid in (job() for job in [client.submit(_pid, (i,)) for i in range(100)])}
@@ -103,9 +92,9 @@ def test_jobs_run_in_the_ppservers_direct_workers(ppserver: Any, make_client: An
 
 
 def test_a_direct_worker_killed_in_a_job_loses_nothing(
-    ppserver: Any, make_client: Any, tmp_path: Any
+    module_ppserver: Any, make_client: Any, tmp_path: Any
 ) -> None:
-    client = make_client(0, ppservers=(ppserver.address,))
+    client = make_client(0, ppservers=(module_ppserver.address,))
     node = _node(client)
     wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
     mark = tmp_path / "pid"
@@ -147,14 +136,14 @@ def _kill_myself(mark: str, go: str) -> None:
 
 
 def test_a_job_that_kills_its_direct_worker_fails_alone_with_worker_lost_error(
-    ppserver: Any, make_client: Any, tmp_path: Any
+    module_ppserver: Any, make_client: Any, tmp_path: Any
 ) -> None:
     """As in a pool: the job a dead direct worker was running is the suspect. It runs on through the
     ppserver, whose pool runs it alone and fails it with WorkerLostError saying how its worker died; the jobs
     queued behind it on the same direct link are charged nothing and all return."""
     from ppft import NodeLostError, WorkerLostError
 
-    client = make_client(0, ppservers=(ppserver.address,))
+    client = make_client(0, ppservers=(module_ppserver.address,))
     node = _node(client)
     wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
     direct = _direct_pids(node)
@@ -205,7 +194,7 @@ def test_a_ppserver_that_offers_none_runs_every_job(
     assert not node.direct.ready and client.status()["nodes"][0]["direct_links"] == 0
 
 
-def test_a_ppft_2_0_0_ppserver_runs_every_job(protocol_1_ppserver: dict[str, str], make_client: Any) -> None:  # noqa: F811
+def test_a_ppft_2_0_0_ppserver_runs_every_job(protocol_1_ppserver: dict[str, str], make_client: Any) -> None:
     client = make_client(0, ppservers=(protocol_1_ppserver["PPSERVER"],))
     node = _node(client)
     assert [value for value, _ in (j() for j in [client.submit(_pid, (i,)) for i in range(20)])] == list(
@@ -215,8 +204,8 @@ def test_a_ppft_2_0_0_ppserver_runs_every_job(protocol_1_ppserver: dict[str, str
     assert not node.direct.links and not node.direct.ready
 
 
-def test_a_direct_worker_of_a_finished_client_is_gone(ppserver: Any, make_client: Any) -> None:
-    client = make_client(0, ppservers=(ppserver.address,))
+def test_a_direct_worker_of_a_finished_client_is_gone(module_ppserver: Any, make_client: Any) -> None:
+    client = make_client(0, ppservers=(module_ppserver.address,))
     node = _node(client)
     wait_until(lambda: len(node.direct.ready) == 2, 30, "two direct links")
     direct = _direct_pids(node)

@@ -8,7 +8,6 @@ from __future__ import annotations
 import socket
 import struct
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,16 +18,6 @@ from clusterlib import Cluster, wait_until
 MiB = 1 << 20
 _TCP_INFO = getattr(socket, "TCP_INFO", 11)
 _BYTES_ACKED = 120  # offset of tcpi_bytes_acked in struct tcp_info (Linux >= 4.1)
-
-
-@pytest.fixture(scope="module")
-def ppserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
-    """A ppserver with 2 workers, for the module; ended by PID at teardown."""
-    cluster = Cluster(tmp_path_factory.mktemp("direct-refs"))
-    try:
-        yield cluster.ppserver(workers=2)
-    finally:
-        cluster.close()
 
 
 def _direct_node(client: Any) -> Any:
@@ -69,9 +58,11 @@ def _resolve(ref_id: int) -> object:
     return refs.resolve(ref_id)
 
 
-def test_a_ref_job_runs_on_a_direct_worker_and_the_ref_travels_once(ppserver: Any, make_client: Any) -> None:
+def test_a_ref_job_runs_on_a_direct_worker_and_the_ref_travels_once(
+    module_ppserver: Any, make_client: Any
+) -> None:
     np = pytest.importorskip("numpy")
-    client = make_client(0, ppservers=(ppserver.address,))
+    client = make_client(0, ppservers=(module_ppserver.address,))
     node = _direct_node(client)
     direct = _direct_pids(node)
     array = np.arange(2 * MiB, dtype=np.float64)  # 16 MiB
@@ -100,10 +91,10 @@ def test_a_ref_job_runs_on_a_direct_worker_and_the_ref_travels_once(ppserver: An
         client.submit(_resolve, (ref_id,))()
 
 
-def test_a_ref_put_just_before_its_job_is_waited_for(ppserver: Any, make_client: Any) -> None:
+def test_a_ref_put_just_before_its_job_is_waited_for(module_ppserver: Any, make_client: Any) -> None:
     """The Put goes on the ppserver's link, the job on a direct link: whichever arrives first, each of many
     fresh refs reaches its job on the direct worker."""
-    client = make_client(0, ppservers=(ppserver.address,))
+    client = make_client(0, ppservers=(module_ppserver.address,))
     node = _direct_node(client)
     direct = _direct_pids(node)
     for i in range(30):
