@@ -14,8 +14,8 @@ Every process started here is ended by its PID, whatever happens; every wait has
 from __future__ import annotations
 
 import os
+import re
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -23,6 +23,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import IO
 
 SECRET = "smoke-test-secret"
 BIN = Path(sys.executable).parent
@@ -52,12 +53,6 @@ def check_executor() -> str:
     return "50 squares and 10 lambdas"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -66,26 +61,26 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.05)
 
 
-def _accepts(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1):
-            return True
-    except OSError:
-        return False
+def _listening_port(log: IO[bytes]) -> int | None:
+    """The port the ppserver says it listens on (it is started with -p 0 and binds a free one itself, so no
+    other process can take the port between its choice and its use), or None before it says so."""
+    log.seek(0)
+    match = re.search(rb"listening on \S+:(\d+) with", log.read())
+    return int(match.group(1)) if match else None
 
 
 def check_ppserver() -> str:
     import ppft
 
-    port = _free_port()
     with tempfile.TemporaryFile() as log:
         server = subprocess.Popen(
-            [str(BIN / "ppserver"), "-p", str(port), "-i", "127.0.0.1", "-w", "2", "-s", SECRET],
+            [str(BIN / "ppserver"), "-p", "0", "-i", "127.0.0.1", "-w", "2", "-s", SECRET],
             stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         try:
-            _wait(lambda: _accepts(port) or server.poll() is not None, 60, f"ppserver on port {port}")
-            if server.poll() is not None:
+            _wait(lambda: _listening_port(log) is not None or server.poll() is not None, 60, "ppserver")
+            port = _listening_port(log)
+            if server.poll() is not None or port is None:
                 log.seek(0)
                 raise AssertionError(
                     f"ppserver exited {server.returncode}:\n{log.read().decode(errors='replace')}"

@@ -3,14 +3,13 @@
 Imported by tests as `clusterlib` (the root pyproject puts tests/ on the path).
 
 Every process started here is ended by its PID at teardown, even when the test fails; ports come from
-binding port 0; every wait has a deadline.
+`serverprocs.free_port` (checked by binding, outside the kernel's ephemeral range); every wait has a deadline.
 """
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
+from serverprocs import free_port
 
 SECRET = "integration-test-secret"
 
@@ -36,12 +36,6 @@ def tied_to_this_process(argv: list[str]) -> list[str]:
     test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
     fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
     return [sys.executable, "-c", _TIED, *argv]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def listening(port: int) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import socket
 import time
 from collections.abc import Callable
@@ -50,19 +51,45 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.01)
 
 
+def _port_block() -> range:
+    """The ports this test process may hand out: below the kernel's ephemeral range, and one block of them
+    per pytest-xdist worker.
+
+    A port found by binding port 0 comes from the ephemeral range, and between closing that socket and the
+    daemon's listen() the kernel may give the same port to any outgoing connection on the machine (a CI run
+    failed so: "cannot listen on 127.0.0.1:33653: Address already in use"). A port below that range is never
+    chosen by the kernel, and the blocks keep two xdist workers from choosing the same one."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(field) for field in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    start, end = (10000, low) if low >= 12000 else (high + 1, 65536)
+    workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
+    size = (end - start) // workers
+    return range(start + worker * size, start + (worker + 1) * size)
+
+
+_PORTS = _port_block()
+_next_port = [random.randrange(len(_PORTS))]
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on, whose UDP twin is free too (for -a)."""
-    for _ in range(50):
-        with socket.socket() as tcp:
-            tcp.bind(("127.0.0.1", 0))
-            port = tcp.getsockname()[1]
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
+    """A TCP port on 127.0.0.1 nobody listens on, whose UDP twin is free too (for -a): checked by binding it,
+    taken from this process's block in turn (see `_port_block`), so no port is handed out twice until the
+    block wraps round."""
+    for _ in range(200):
+        port = _PORTS[_next_port[0] % len(_PORTS)]
+        _next_port[0] += 1
+        try:
+            with socket.socket() as tcp, socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                tcp.bind(("127.0.0.1", port))
                 udp.bind(("", port))
-            except OSError:
-                continue
+        except OSError:
+            continue
         return port
-    raise AssertionError("no free port found")
+    raise AssertionError(f"no free port found in {_PORTS}")
 
 
 def is_forkserver(pid: int) -> bool:
