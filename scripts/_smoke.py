@@ -63,9 +63,10 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> None:
 
 def _listening_port(log: IO[bytes]) -> int | None:
     """The port the ppserver says it listens on (it is started with -p 0 and binds a free one itself, so no
-    other process can take the port between its choice and its use), or None before it says so."""
-    log.seek(0)
-    match = re.search(rb"listening on \S+:(\d+) with", log.read())
+    other process can take the port between its choice and its use), or None before it says so. Read with
+    `pread`: the file's offset is shared with the ppserver, which writes at it."""
+    fd = log.fileno()
+    match = re.search(rb"listening on \S+:(\d+) with", os.pread(fd, os.fstat(fd).st_size, 0))
     return int(match.group(1)) if match else None
 
 
