@@ -3,7 +3,7 @@
 Imported by tests as `clusterlib` (the root pyproject puts tests/ on the path).
 
 Every process started here is ended by its PID at teardown, even when the test fails; ports come from
-`serverprocs.free_port` (checked by binding, outside the kernel's ephemeral range); every wait has a deadline.
+`proclib.free_port` (checked by binding, outside the kernel's ephemeral range); every wait has a deadline.
 """
 
 from __future__ import annotations
@@ -12,30 +12,16 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import pytest
-from serverprocs import children_of, free_port, pid_alive
+from proclib import children_of, free_port, pid_alive, tied_to_this_process
+from proclib import wait_until as _wait_until
 
 SECRET = "integration-test-secret"
 
 ACCEPT_WORKERS = ("--accept-workers",)
 """ppserver's flag that lets the client secret admit dial-in workers too (by default it admits none)."""
-
-
-_TIED = (
-    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
-def tied_to_this_process(argv: list[str]) -> list[str]:
-    """`argv`, started through a trampoline that sets PR_SET_PDEATHSIG and then execs it: the daemon a
-    test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
-    fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
-    return [sys.executable, "-c", _TIED, *argv]
 
 
 def listening(port: int) -> bool:
@@ -54,11 +40,8 @@ def listening(port: int) -> bool:
 
 
 def wait_until(predicate: Callable[[], bool], timeout: float = 15.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.02)
+    """`proclib.wait_until`, with the longer default a cluster's processes need."""
+    _wait_until(predicate, timeout, what)
 
 
 @dataclass

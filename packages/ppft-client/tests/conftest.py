@@ -6,43 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from proclib import pid_alive, tied_to_this_process, wait_until
 
 import ppft_client
-
-_TIED = (
-    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
-    "os.execv(sys.argv[1], sys.argv[1:])"
-)
-
-
-def tied_to_this_process(argv: list[str]) -> list[str]:
-    """`argv`, started through a trampoline that sets PR_SET_PDEATHSIG and then execs it: the daemon a
-    test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
-    fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
-    return [sys.executable, "-c", _TIED, *argv]
-
-
-def pid_alive(pid: int) -> bool:
-    """True while `pid` is a running (not zombie) process."""
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, ProcessLookupError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
-    """Poll `predicate` until it holds; fail the test after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.01)
 
 
 @pytest.fixture(name="pid_alive")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from serverprocs import children_of, free_port, is_forkserver, pid_alive, wait_until
+from proclib import children_of, free_port, is_forkserver, pid_alive, wait_until
 
 from ppft_protocol import (
     Closed,

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 
 import pytest
+from proclib import children_of, pid_alive
 from workerpipe import SECRET, TIMEOUT, body
 
 from ppft_protocol import (
@@ -37,23 +38,6 @@ STDIO_CMD = [sys.executable, "-m", "ppft_worker", "--stdio", "-w", "2"]
 
 
 PIDS = body("def f(x):\n    import os\n    return x, os.getpid(), os.getppid()\n")
-
-
-def children_of(pid: int) -> list[int]:
-    kids: list[int] = []
-    with contextlib.suppress(FileNotFoundError):
-        for task in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{task}/children") as f:
-                kids += [int(k) for k in f.read().split()]
-    return kids
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
-    except (OSError, IndexError):
-        return False
 
 
 class Client:
@@ -151,7 +135,7 @@ def stdio() -> Iterator[Callable[..., subprocess.Popen[bytes]]]:
             proc.kill()
         proc.wait(TIMEOUT)
         for kid in kids:
-            if alive(kid):
+            if pid_alive(kid):
                 os.kill(kid, signal.SIGKILL)
         for f in (proc.stdin, proc.stdout, proc.stderr):
             if f is not None:
@@ -192,7 +176,7 @@ def test_stdin_closing_ends_it_and_its_workers(stdio) -> None:  # type: ignore[n
     proc.stdin.close()  # the client (or its ssh) is gone
     code, err = wait_exit(proc)
     assert code == 0, err
-    assert not any(alive(pid) for pid in workers)
+    assert not any(pid_alive(pid) for pid in workers)
     assert "the channel closed" in err
 
 

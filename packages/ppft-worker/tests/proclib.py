@@ -1,6 +1,7 @@
-"""Processes and ports for the ppserver's tests (`conftest.py` gives them as fixtures too): the children of a
-process, whether one is alive or a fork server, waiting with a deadline, free ports; all read from /proc, with
-no `ps` needed."""
+"""Processes and ports for every package's tests and the top-level ones (on pytest's pythonpath, as
+`proclib`; the ppserver's conftest gives them as fixtures too): the children of a process, whether one is
+alive or a fork server, waiting with a deadline, free ports; all read from /proc, with no `ps` needed. It
+lives with the worker's tests because every other package's tests may import those."""
 
 from __future__ import annotations
 
@@ -8,12 +9,26 @@ import contextlib
 import os
 import random
 import socket
+import sys
 import time
 from collections.abc import Callable
 
 import pytest
 
-__all__ = ["children_of", "free_port", "is_forkserver", "pid_alive", "wait_until"]
+__all__ = ["children_of", "free_port", "is_forkserver", "pid_alive", "tied_to_this_process", "wait_until"]
+
+
+_TIED = (
+    "import ctypes, os, signal, sys; ctypes.CDLL(None).prctl(1, signal.SIGKILL); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def tied_to_this_process(argv: list[str]) -> list[str]:
+    """`argv`, started through a trampoline that sets PR_SET_PDEATHSIG and then execs it: the daemon a
+    test starts is SIGKILLed when the test process dies, even when a timeout ends it without running
+    fixture teardown (the setting survives exec; no preexec_fn in a threaded process)."""
+    return [sys.executable, "-c", _TIED, *argv]
 
 
 def children_of(pid: int) -> list[int]:
