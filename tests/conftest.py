@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
 
-from clusterlib import SECRET, Cluster
+from clusterlib import SECRET, Cluster, pid_alive
 from peerlib import FakePeer
 from scriptlib import module_mode, module_ppserver, protocol_1_ppserver, script_mode  # noqa: F401 - fixtures for every test here
 
@@ -18,6 +20,17 @@ def cluster(tmp_path) -> Iterator[Cluster]:  # type: ignore[no-untyped-def]
         yield c
     finally:
         c.close()
+
+
+@pytest.fixture
+def stray_pids() -> Iterator[list[int]]:
+    """Pids of processes a test learnt of (direct workers, a fork server, a script's children): SIGKILLed at
+    teardown if still alive, whatever happened."""
+    pids: list[int] = []
+    yield pids
+    for pid in pids:
+        if pid_alive(pid):
+            os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture

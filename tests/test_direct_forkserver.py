@@ -11,7 +11,6 @@ import os
 import re
 import signal
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -85,20 +84,12 @@ def _forked_links(make_client: Any, ppserver: Proc, links: int = 2) -> tuple[Any
         time.sleep(0.1)
 
 
-@pytest.fixture
-def stray() -> Iterator[list[int]]:
-    """Pids a test learnt of (direct workers, a fork server): SIGKILLed at teardown if still alive."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def test_direct_workers_are_children_of_the_ppservers_fork_server(cluster: Cluster, make_client: Any, stray):
+def test_direct_workers_are_children_of_the_ppservers_fork_server(
+    cluster: Cluster, make_client: Any, stray_pids
+):
     node_proc, url = ppserver_with_page(cluster, 2, extra=DEBUG)
     client, _, pids, forkserver = _forked_links(make_client, node_proc)
-    stray.extend([*pids, forkserver])
+    stray_pids.extend([*pids, forkserver])
     assert forkserver in children_of(node_proc.pid)
     assert "ppft_worker.process.forkserver" in _cmdline(forkserver)
     assert not pids & set(children_of(node_proc.pid))
@@ -123,7 +114,7 @@ def test_direct_workers_are_children_of_the_ppservers_fork_server(cluster: Clust
 
 @pytest.mark.parametrize("how", ["forkserver", "exec"])
 def test_terminate_and_a_departed_client_kill_a_direct_worker(
-    cluster: Cluster, make_client: Any, stray, tmp_path: Any, how: str, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, make_client: Any, stray_pids, tmp_path: Any, how: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """`terminate` of a running direct job (EndDirect) kills its worker, and so does its client leaving, a
     forked one (its exit as the fork server reported it) as an exec'd one (PPFT_START=exec: no fork server),
@@ -137,8 +128,8 @@ def test_terminate_and_a_departed_client_kill_a_direct_worker(
         assert not any("ppft_worker.process.forkserver" in _cmdline(kid) for kid in children_of(ppserver.pid))
     else:
         client, node, pids, forkserver = _forked_links(make_client, ppserver)
-        stray.append(forkserver)
-    stray.extend(pids)
+        stray_pids.append(forkserver)
+    stray_pids.extend(pids)
     mark = tmp_path / "started"
     running = client.submit(_marked, (str(mark), 60))
     wait_until(lambda: mark.exists() and mark.read_text() != "", 30, "the job to start")
@@ -154,7 +145,7 @@ def test_terminate_and_a_departed_client_kill_a_direct_worker(
     client.submit(_marked, (str(mark), 60))
     wait_until(lambda: mark.exists() and mark.read_text() != "", 30, "another job to start")
     busy = int(mark.read_text())
-    stray.append(busy)
+    stray_pids.append(busy)
     client.destroy()  # its direct workers see EOF; the busy one reads nothing: the ppserver kills it
     wait_until(lambda: not pid_alive(busy), 15, "the direct worker of the client that left to be killed")
     assert "WARNING" not in cluster.read_log(ppserver)
@@ -172,12 +163,14 @@ def _sleepy(x: int) -> int:
     return x
 
 
-def test_a_fork_server_killed_with_sigkill_loses_no_job(cluster: Cluster, make_client: Any, stray) -> None:
+def test_a_fork_server_killed_with_sigkill_loses_no_job(
+    cluster: Cluster, make_client: Any, stray_pids
+) -> None:
     """Its direct workers die with it (PR_SET_PDEATHSIG); their jobs run again, each result arrives once; the
     ppserver serves on, starts a new fork server as the links are asked for again, and forks them from it."""
     ppserver = cluster.ppserver(2, extra=DEBUG)
     client, node, pids, forkserver = _forked_links(make_client, ppserver)
-    stray.extend([*pids, forkserver])
+    stray_pids.extend([*pids, forkserver])
     seen: list[int] = []
     jobs = [client.submit(_sleepy, (i,), callback=seen.append) for i in range(300)]
     wait_until(lambda: len(seen) >= 20, 30, "the first results")
@@ -189,9 +182,9 @@ def test_a_fork_server_killed_with_sigkill_loses_no_job(cluster: Cluster, make_c
     assert ppserver.popen.poll() is None
     wait_until(lambda: len(node.direct.ready) == 2, 30, "the direct links made again")
     again = _direct_pids(node)
-    stray.extend(again)
+    stray_pids.extend(again)
     (new_server,) = {_parent(pid) for pid in again}
-    stray.append(new_server)
+    stray_pids.append(new_server)
     assert new_server != forkserver and new_server in children_of(ppserver.pid)
     assert "ppft_worker.process.forkserver" in _cmdline(new_server)
     ran = [job() for job in [client.submit(_where, (i,)) for i in range(20)]]
@@ -200,7 +193,7 @@ def test_a_fork_server_killed_with_sigkill_loses_no_job(cluster: Cluster, make_c
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
 def test_a_stopped_ppserver_leaves_no_process_behind(
-    cluster: Cluster, make_client: Any, stray, tmp_path: Any, sig: int
+    cluster: Cluster, make_client: Any, stray_pids, tmp_path: Any, sig: int
 ) -> None:
     """Stopped (SIGTERM: it kills and reaps its direct workers, then its pool and fork server) or killed
     (SIGKILL: the fork server dies with it, their direct workers with the fork server): no process is left,
@@ -209,7 +202,7 @@ def test_a_stopped_ppserver_leaves_no_process_behind(
     client, _, pids, forkserver = _forked_links(make_client, ppserver)
     workers = [kid for kid in children_of(ppserver.pid) if kid != forkserver]
     everyone = [*pids, forkserver, *workers]
-    stray.extend(everyone)
+    stray_pids.extend(everyone)
     mark = tmp_path / "started"
     client.submit(_marked, (str(mark), 60))
     wait_until(lambda: mark.exists() and mark.read_text() != "", 30, "the job to start")
@@ -229,17 +222,17 @@ def _parents() -> tuple[int, int]:
 
 @pytest.mark.parametrize("restart", [False, True])
 def test_the_pool_shares_its_fork_server_for_its_replacements_unless_it_restarts_its_workers(
-    cluster: Cluster, make_client: Any, stray, restart: bool
+    cluster: Cluster, make_client: Any, stray_pids, restart: bool
 ) -> None:
     """The ppserver's pool forks a worker that replaces a dead one through the fork server it shares with the
     direct workers; with -r (a fresh exec'd worker for each job) it does not."""
     ppserver = cluster.ppserver(1, extra=(*DEBUG, "-r") if restart else DEBUG)
     client, _, pids, forkserver = _forked_links(make_client, ppserver, links=1)
-    stray.extend([*pids, forkserver])
+    stray_pids.extend([*pids, forkserver])
 
     def through_the_pool() -> tuple[int, int]:  # a time limit keeps a job off the direct links
         pid, parent = client.submit(_parents, timeout=30)()
-        stray.append(pid)
+        stray_pids.append(pid)
         assert pid not in pids
         return pid, parent
 
@@ -257,13 +250,13 @@ def test_the_pool_shares_its_fork_server_for_its_replacements_unless_it_restarts
 
 
 def test_a_client_that_connects_as_the_ppserver_starts_has_its_direct_workers_forked(
-    cluster: Cluster, make_client: Any, stray
+    cluster: Cluster, make_client: Any, stray_pids
 ) -> None:
     """The fork server starts with the ppserver; a direct link asked for before it is ready waits for it (up
     to `FORKSERVER_WAIT`, 2 s) rather than exec its worker."""
     ppserver = cluster.ppserver(2, extra=DEBUG)  # returns once it listens
     _, _, pids = _linked(make_client, ppserver)
-    stray.extend(pids)
+    stray_pids.extend(pids)
     (forkserver,) = {_parent(pid) for pid in pids}
     assert forkserver != ppserver.pid and "ppft_worker.process.forkserver" in _cmdline(forkserver)
     assert "exec'd" not in _lines(cluster, ppserver, "serves this connection")

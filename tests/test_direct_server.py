@@ -162,16 +162,6 @@ def peers() -> Iterator[Callable[..., Peer]]:
         peer.close()
 
 
-@pytest.fixture
-def direct_pids() -> Iterator[list[int]]:
-    """Direct workers the test learnt of: SIGKILLed at teardown if still alive."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
 def _direct_pid(cluster: Cluster, node: Proc, peer: Peer, pids: list[int]) -> int:
     """The pid of the direct worker serving `peer` (the ppserver logs it with -d)."""
     port = peer.sock.getsockname()[1]
@@ -194,12 +184,12 @@ def _bye(answer: Attached | Bye) -> str:
     return answer.reason
 
 
-def test_a_direct_link_runs_a_job_on_a_worker_of_its_own(cluster, peers, direct_pids):
+def test_a_direct_link_runs_a_job_on_a_worker_of_its_own(cluster, peers, stray_pids):
     node = cluster.ppserver(1, extra=DEBUG)
     peer = peers(node.port)
     answer = peer.attach()
     assert isinstance(answer, Attached), answer
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     info = peer.greet_worker()
     assert (info.kind, info.workers) == ("worker", 1)
     assert info.name.endswith(f":{pid}")  # the direct worker itself answers, not the ppserver
@@ -221,11 +211,11 @@ def test_direct_links_are_refused_when_turned_off(cluster, peers):
     assert peer.eof(10)
 
 
-def test_direct_links_are_refused_when_all_are_in_use(cluster, peers, direct_pids):
+def test_direct_links_are_refused_when_all_are_in_use(cluster, peers, stray_pids):
     node = cluster.ppserver(1, extra=(*DEBUG, "--direct-workers", "1"))
     first = peers(node.port)
     assert isinstance(first.attach(), Attached)
-    _direct_pid(cluster, node, first, direct_pids)
+    _direct_pid(cluster, node, first, stray_pids)
     reason = _bye(peers(node.port).attach())
     assert reason == "direct link refused: all 1 direct workers are in use: jobs go through the ppserver"
     first.greet_worker()  # the one in use is not disturbed
@@ -276,11 +266,11 @@ def test_a_message_sent_after_attach_before_its_answer_closes_that_session(clust
     assert not any(isinstance(e, Attached) for e in events)
 
 
-def test_a_wrong_secret_on_the_direct_handshake_is_refused_and_ends_that_worker(cluster, peers, direct_pids):
+def test_a_wrong_secret_on_the_direct_handshake_is_refused_and_ends_that_worker(cluster, peers, stray_pids):
     node = cluster.ppserver(1, extra=DEBUG)
     peer = peers(node.port)
     assert isinstance(peer.attach(), Attached)
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     with pytest.raises(AuthenticationError, match="secrets differ"):
         peer.greet_worker(secret="not the secret")
     wait_until(lambda: not pid_alive(pid), 10, "the direct worker to exit")
@@ -288,17 +278,17 @@ def test_a_wrong_secret_on_the_direct_handshake_is_refused_and_ends_that_worker(
     wait_until(lambda: reaped in cluster.read_log(node), 10, "the ppserver to reap it, with a warning")
     again = peers(node.port)  # the ppserver keeps serving, direct links included
     assert isinstance(again.attach(), Attached)
-    _direct_pid(cluster, node, again, direct_pids)
+    _direct_pid(cluster, node, again, stray_pids)
     again.greet_worker()
 
 
-def test_end_direct_kills_a_worker_running_a_long_job(cluster, peers, direct_pids, tmp_path):
+def test_end_direct_kills_a_worker_running_a_long_job(cluster, peers, stray_pids, tmp_path):
     node = cluster.ppserver(1, extra=DEBUG)
     control = peers(node.port)
     peer = peers(node.port)
     answer = peer.attach()
     assert isinstance(answer, Attached)
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     peer.greet_worker()
     marker = tmp_path / "started"
     _run(peer, nap, 1, str(marker), 60)
@@ -310,11 +300,11 @@ def test_end_direct_kills_a_worker_running_a_long_job(cluster, peers, direct_pid
     assert any(isinstance(e, StatsReply) for e in control.pump(lambda e: isinstance(e, StatsReply)))
 
 
-def test_a_client_that_leaves_has_its_running_direct_job_stopped(cluster, peers, direct_pids, tmp_path):
+def test_a_client_that_leaves_has_its_running_direct_job_stopped(cluster, peers, stray_pids, tmp_path):
     node = cluster.ppserver(1, extra=DEBUG)
     peer = peers(node.port)
     assert isinstance(peer.attach(), Attached)
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     peer.greet_worker()
     marker = tmp_path / "started"
     _run(peer, nap, 1, str(marker), 60)
@@ -324,11 +314,11 @@ def test_a_client_that_leaves_has_its_running_direct_job_stopped(cluster, peers,
     assert "its client closed the connection" in cluster.read_log(node)
 
 
-def test_a_stopped_ppserver_leaves_no_direct_worker(cluster, peers, direct_pids, tmp_path):
+def test_a_stopped_ppserver_leaves_no_direct_worker(cluster, peers, stray_pids, tmp_path):
     node = cluster.ppserver(1, extra=DEBUG)
     peer = peers(node.port)
     assert isinstance(peer.attach(), Attached)
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     peer.greet_worker()
     marker = tmp_path / "started"
     _run(peer, nap, 1, str(marker), 60)
@@ -339,12 +329,12 @@ def test_a_stopped_ppserver_leaves_no_direct_worker(cluster, peers, direct_pids,
     assert "stopping direct worker pid" in cluster.read_log(node)
 
 
-def test_the_status_page_shows_direct_workers(cluster, peers, direct_pids):
+def test_the_status_page_shows_direct_workers(cluster, peers, stray_pids):
     node, url = ppserver_with_page(cluster, 1, extra=DEBUG)
     assert status(url)["direct"]["running"] == 0
     peer = peers(node.port)
     assert isinstance(peer.attach(), Attached)
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     wait_until(lambda: status(url)["direct"]["running"] == 1, 10, "the page to count it")  # a cached snapshot
     direct = status(url)["direct"]
     assert direct["limit"] == 1 and direct["running"] == 1 and direct["by_client"] == {"127.0.0.1": 1}
@@ -364,11 +354,11 @@ def _run_many(peer: Peer, func, args: list[tuple[object, ...]]) -> list[Result]:
     return sorted(results, key=lambda r: r.job_id)
 
 
-def test_the_ppserver_counts_the_jobs_of_its_direct_workers(cluster, peers, direct_pids):
+def test_the_ppserver_counts_the_jobs_of_its_direct_workers(cluster, peers, stray_pids):
     node, url = ppserver_with_page(cluster, 1, extra=DEBUG)
     peer = peers(node.port)
     assert isinstance(peer.attach(), Attached)
-    _direct_pid(cluster, node, peer, direct_pids)
+    _direct_pid(cluster, node, peer, stray_pids)
     peer.greet_worker()
     args: list[tuple[object, ...]] = [(i,) for i in range(197)] + [("not a number",)] * 3  # 3 raise
     results = _run_many(peer, add_one, args)
@@ -396,12 +386,12 @@ def test_the_ppserver_counts_the_jobs_of_its_direct_workers(cluster, peers, dire
 
 
 def test_a_direct_worker_whose_report_pipe_is_spoilt_serves_on_and_is_counted_no_more(
-    cluster, peers, direct_pids
+    cluster, peers, stray_pids
 ):
     node, url = ppserver_with_page(cluster, 1, extra=DEBUG)
     peer = peers(node.port)
     assert isinstance(peer.attach(), Attached)
-    pid = _direct_pid(cluster, node, peer, direct_pids)
+    pid = _direct_pid(cluster, node, peer, stray_pids)
     peer.greet_worker()
     assert [r.ok for r in _run_many(peer, add_one, [(1,), (2,)])] == [True, True]
     wait_until(lambda: status(url)["jobs"]["ok"] == 2, 5, "the two jobs to be counted")

@@ -16,7 +16,6 @@ import random
 import signal
 import socket
 import subprocess
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,17 +67,9 @@ def job_id_with_a_free_port() -> tuple[int, int]:
     pytest.fail("no free port in 20000-39999")
 
 
-@pytest.fixture
-def processes() -> Iterator[list[int]]:
-    """PIDs to end at teardown, whatever happened."""
-    pids: list[int] = []
-    yield pids
-    for pid in pids:
-        if pid_alive(pid):
-            os.kill(pid, signal.SIGKILL)
-
-
-def test_slurm_example_runs_and_its_dial_ins_leave_with_the_hub(tmp_path: Path, processes: list[int]) -> None:
+def test_slurm_example_runs_and_its_dial_ins_leave_with_the_hub(
+    tmp_path: Path, stray_pids: list[int]
+) -> None:
     files = saved_blocks(ROOT / "docs" / "cluster.md")
     script = files["ppft-job.sh"]
     assert script.startswith("#!/bin/bash\n#SBATCH") and "srun --ntasks-per-node=1 ppft-worker" in script
@@ -110,7 +101,7 @@ def test_slurm_example_runs_and_its_dial_ins_leave_with_the_hub(tmp_path: Path, 
             ["bash", "ppft-job.sh"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=out,
             stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
-    processes.append(batch.pid)
+    stray_pids.append(batch.pid)
     hub = 0
     try:
 
@@ -121,7 +112,7 @@ def test_slurm_example_runs_and_its_dial_ins_leave_with_the_hub(tmp_path: Path, 
             return bool(hub) or batch.poll() is not None
 
         wait_until(hub_started, 60, "the hub's pid file")
-        processes.append(hub)
+        stray_pids.append(hub)
         try:
             code = batch.wait(180)
         except subprocess.TimeoutExpired:
@@ -134,7 +125,7 @@ def test_slurm_example_runs_and_its_dial_ins_leave_with_the_hub(tmp_path: Path, 
         assert "     1000 |        100.00 |" in output and f"| 127.0.0.1:{port}" in output, output
         # The script has ended and its trap stopped the hub: the dial-ins leave, status 0, and srun ends.
         launched = [line.split() for line in pids_file.read_text().splitlines()]
-        processes.extend(int(pid) for _, pid in launched)
+        stray_pids.extend(int(pid) for _, pid in launched)
         assert sorted(kind for kind, _ in launched) == ["srun"] + ["task"] * NODES
         wait_until(
             lambda: status_file.exists() and len(status_file.read_text().splitlines()) == NODES,

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import pytest
+from looplib import on_loop
 
 from ppft_client.nodes import discovery
 from ppft_client.nodes.discovery import Discovery, DiscoveryError, parse_ppservers
@@ -232,20 +233,6 @@ def start_discovery(
         lt.call(disc.close)
 
 
-def loop_call(disc: Discovery, fn: Callable[[], object]) -> None:
-    """Run `fn` on the discovery's loop thread and wait for it."""
-    done = threading.Event()
-
-    def run() -> None:
-        try:
-            fn()
-        finally:
-            done.set()
-
-    disc.loop.call_soon_threadsafe(run)
-    assert done.wait(10)
-
-
 def announce_bytes(tcp_port: int, versions: tuple[int, int] = PROTOCOL_VERSIONS, name: str = "n") -> bytes:
     return encode_datagram(Announce(tcp_port, *versions, name))
 
@@ -306,7 +293,7 @@ def test_a_forgotten_address_is_suggested_again_only_after_its_cool_down(
     fake_server.sendto(announce_bytes(43230), (BROADCAST, udp_port))
     assert found.next() == ("127.0.0.1", 43230)
     candidate = found.candidates[("127.0.0.1", 43230)]
-    loop_call(disc, lambda: candidate.forget("connection refused"))
+    on_loop(disc.loop, lambda: candidate.forget("connection refused"))
     assert ("127.0.0.1", 43230) not in disc.found
     fake_server.sendto(announce_bytes(43230), (BROADCAST, udp_port))
     assert found.none_within(0.2)  # still cooling down
@@ -332,8 +319,8 @@ def test_a_flood_of_announcements_is_tried_a_bounded_number_at_a_time(
     assert len(set(got)) == discovery.MAX_UNANSWERED
     # one answers (a real ppserver), another is forgotten: room for two more
     first, second = (found.candidates[address] for address in got[:2])
-    loop_call(disc, first.answered)
-    loop_call(disc, lambda: second.forget("connection refused"))
+    on_loop(disc.loop, first.answered)
+    on_loop(disc.loop, lambda: second.forget("connection refused"))
     fake_server.sendto(announce_bytes(44100), (BROADCAST, udp_port))
     fake_server.sendto(announce_bytes(44101), (BROADCAST, udp_port))
     fake_server.sendto(announce_bytes(44102), (BROADCAST, udp_port))
