@@ -19,6 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from proclib import ephemeral_ports
 
 from clusterlib import pid_alive, wait_until
 from docslib import ROOT, VENV_BIN, parse_page
@@ -52,9 +53,11 @@ def saved_blocks(page: Path) -> dict[str, str]:
 
 
 def job_id_with_a_free_port() -> tuple[int, int]:
-    """A SLURM_JOB_ID whose port (20000 + id % 20000, the script's rule) is free, and that port."""
+    """A SLURM_JOB_ID whose port (20000 + id % 20000, the script's rule) is free, and that port: one below
+    the kernel's ephemeral range (`proclib.free_port` says why), checked by binding it."""
+    ports = range(20000, min(40000, ephemeral_ports().start))
     for _ in range(200):
-        port = random.randrange(20000, 40000)
+        port = random.choice(ports)
         job_id = 900000 + port - 20000  # 900000 % 20000 == 0
         if Path(f"/tmp/ppserver-{job_id}.pid").exists():
             continue
@@ -64,7 +67,7 @@ def job_id_with_a_free_port() -> tuple[int, int]:
             except OSError:
                 continue
         return job_id, port
-    pytest.fail("no free port in 20000-39999")
+    pytest.fail(f"no free port in {ports}")
 
 
 def test_slurm_example_runs_and_its_dial_ins_leave_with_the_hub(

@@ -15,7 +15,15 @@ from collections.abc import Callable
 
 import pytest
 
-__all__ = ["children_of", "free_port", "is_forkserver", "pid_alive", "tied_to_this_process", "wait_until"]
+__all__ = [
+    "children_of",
+    "ephemeral_ports",
+    "free_port",
+    "is_forkserver",
+    "pid_alive",
+    "tied_to_this_process",
+    "wait_until",
+]
 
 
 _TIED = (
@@ -66,6 +74,16 @@ def wait_until(predicate: Callable[[], bool], timeout: float = 10.0, what: str =
         time.sleep(0.01)
 
 
+def ephemeral_ports() -> range:
+    """The kernel's ephemeral port range: where ports bound to 0 and outgoing connections' ports come from."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(field) for field in f.read().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999
+    return range(low, high + 1)
+
+
 def _port_block() -> range:
     """The ports this test process may hand out: below the kernel's ephemeral range, and one block of them
     per pytest-xdist worker.
@@ -74,12 +92,8 @@ def _port_block() -> range:
     daemon's listen() the kernel may give the same port to any outgoing connection on the machine (a CI run
     failed so: "cannot listen on 127.0.0.1:33653: Address already in use"). A port below that range is never
     chosen by the kernel, and the blocks keep two xdist workers from choosing the same one."""
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            low, high = (int(field) for field in f.read().split())
-    except (OSError, ValueError):
-        low, high = 32768, 60999
-    start, end = (10000, low) if low >= 12000 else (high + 1, 65536)
+    ephemeral = ephemeral_ports()
+    start, end = (10000, ephemeral.start) if ephemeral.start >= 12000 else (ephemeral.stop, 65536)
     workers = max(1, int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")))
     worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % workers
     size = (end - start) // workers
